@@ -1,0 +1,50 @@
+// Raw-pointer interface of the CPU kernels (lif_kernel_cpu.cpp). All tensors are contiguous:
+// (B,T,N) sequences, (B,N) per-row state, (N,) parameters.
+#pragma once
+
+#include <cstdint>
+
+namespace lif {
+namespace cpu {
+
+template <typename T>
+struct ForwardArgs {
+  const T* x;        // (B,T,N) input current
+  const T* noise;    // (B,T,N) or nullptr
+  const T* v0;       // (B,N) initial membrane
+  const T* alpha;    // (N,) decay exp(-dt/tau)
+  const T* thr;      // (N,)
+  const T* bias;     // (N,)
+  double max_spikes;
+  T* s_out;          // (B,T,N) spikes
+  T* w_rec;          // (B,T,N) recorded post-reset membrane, or nullptr
+  T* u_out;          // (B,T,N) pre-spike membrane saved for backward, or nullptr
+  T* v_final;        // (B,N) final state
+  int64_t B, Tn, N;
+};
+
+template <typename T>
+struct BackwardArgs {
+  const T* gs;       // (B,T,N) upstream gradient on spikes
+  const T* gw;       // (B,T,N) upstream gradient on recorded membrane, or nullptr
+  const T* gvf;      // (B,N) upstream gradient on the final state, or nullptr
+  const T* u;        // (B,T,N) saved pre-spike membrane
+  const T* v0;       // (B,N)
+  const T* alpha;    // (N,)
+  const T* thr;      // (N,)
+  double window, max_spikes;
+  int surrogate;
+  T* g_in;           // (B,T,N)
+  T* g_v0;           // (B,N)
+  T* g_alpha_partial, *g_thr_partial, *g_bias_partial;  // (B,N) scratch
+  T* g_alpha, *g_thr, *g_bias;  // (N,) sums of the partials over the batch, in batch order
+  int64_t B, Tn, N;
+};
+
+template <typename T>
+void forward(const ForwardArgs<T>& a);
+template <typename T>
+void backward(const BackwardArgs<T>& a);
+
+}  // namespace cpu
+}  // namespace lif

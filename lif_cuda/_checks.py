@@ -1,0 +1,93 @@
+"""Argument checks shared by every backend (SPEC §6): a clear exception naming the argument,
+raised before any kernel runs, so that a failed call changes nothing."""
+import math
+import numbers
+
+import torch
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _is_compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def check_float_tensor(name, t, allow_half=False):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_complex() or not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64), got {t.dtype}")
+    if t.dtype not in _FLOAT_DTYPES and not allow_half:
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+
+
+def check_scalar(name, value, *, positive=False, nonneg=False, at_least=None):
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number, got {value.dtype}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonneg and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if at_least is not None and not value >= at_least:
+        raise ValueError(f"{name} must be >= {at_least}, got {value}")
+    return value
+
+
+def check_param(name, t, n, device, *, positive):
+    """A per-neuron parameter: shape (N,) or (), floating, on `device`, finite (and > 0)."""
+    check_float_tensor(name, t)
+    if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
+        raise ValueError(f"{name} must have shape ({n},) or (), got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the input is on {device}: put both on one device")
+    if _is_compiling() or t.numel() == 0:
+        return  # value checks need the data; inside a compiled graph they would break it
+    with torch.no_grad():
+        ok = torch.isfinite(t).all() & ((t > 0).all() if positive else True)
+        if not bool(ok):
+            what = "finite and > 0" if positive else "finite"
+            raise ValueError(f"{name} must be {what} everywhere, got {t.detach().cpu()}")
+
+
+def check_evolve_args(input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt):
+    """Checks the functional API's arguments; returns (dt, window, max_spikes) as floats."""
+    check_float_tensor("input", input, allow_half=True)
+    if input.dim() != 3:
+        raise ValueError(f"input must have shape (B, T, N), got {tuple(input.shape)}")
+    B, T, N = input.shape
+    dev = input.device
+    check_float_tensor("v0", v0)
+    if tuple(v0.shape) not in ((B, N), (N,)):
+        raise ValueError(f"v0 must have shape ({B}, {N}) or ({N},), got {tuple(v0.shape)}")
+    if v0.device != dev:
+        raise ValueError(f"v0 is on {v0.device} but the input is on {dev}: put both on one device")
+    check_param("tau_mem", tau_mem, N, dev, positive=True)
+    check_param("threshold", threshold, N, dev, positive=True)
+    check_param("bias", bias, N, dev, positive=False)
+    if noise is not None:
+        check_float_tensor("noise", noise, allow_half=True)
+        if tuple(noise.shape) != (B, T, N):
+            raise ValueError(f"noise must have the input's shape {(B, T, N)}, got {tuple(noise.shape)}")
+        if noise.device != dev:
+            raise ValueError(f"noise is on {noise.device} but the input is on {dev}")
+    dt = check_scalar("dt", dt, positive=True)
+    window = check_scalar("learning_window", learning_window, nonneg=True)
+    if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:
+        max_spikes_per_dt = max_spikes_per_dt.item()
+    if isinstance(max_spikes_per_dt, float) and math.isinf(max_spikes_per_dt) and max_spikes_per_dt > 0:
+        max_spikes = math.inf
+    else:
+        max_spikes = check_scalar("max_spikes_per_dt", max_spikes_per_dt, at_least=1)
+    return dt, window, max_spikes

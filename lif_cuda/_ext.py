@@ -1,0 +1,39 @@
+"""Loads the compiled extension, if there is one. Never raises: callers ask `available(device)`."""
+import warnings
+
+_C = None
+_LOAD_ERROR = None
+try:  # pragma: no cover - depends on the build
+    from . import _C  # noqa: F401  (registers torch.ops.lif_cuda.*)
+except Exception as exc:  # ImportError, or an undefined symbol from a broken build
+    _C = None
+    _LOAD_ERROR = exc
+
+
+def loaded() -> bool:
+    return _C is not None
+
+
+def load_error():
+    return _LOAD_ERROR
+
+
+def available(device_type: str) -> bool:
+    """Whether the fused op has a kernel for this device type ("cpu", "cuda")."""
+    if _C is None:
+        return False
+    import torch
+
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    if key is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("lif_cuda::lif_forward", key)
+
+
+_warned = set()
+
+
+def warn_once(key, message):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)

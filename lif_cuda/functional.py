@@ -1,0 +1,95 @@
+"""The functional API: `lif_evolve(...)` for people who keep the parameters themselves.
+
+It checks arguments once (same errors on every backend), picks the backend, and runs either the
+fused op (lif_cuda.ops) or the pure-PyTorch reference (lif_cuda.reference).
+"""
+import torch
+
+from . import _ext
+from ._checks import check_evolve_args
+from .ops import SURROGATE_IDS, lif_forward_op
+from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
+
+__all__ = ["lif_evolve", "fused_available", "resolve_backend"]
+
+_FUSED_SURROGATES = {StepPWL: SURROGATE_IDS["StepPWL"], PeriodicExponential: SURROGATE_IDS["PeriodicExponential"]}
+_BACKENDS = ("auto", "fused", "reference")
+
+
+def fused_available(device) -> bool:
+    """Whether the fused kernels exist for this device (a torch.device, or "cpu"/"cuda")."""
+    return _ext.available(torch.device(device).type)
+
+
+def resolve_backend(backend, device, spike_generation_fn=StepPWL) -> str:
+    """Returns "fused" or "reference" for a call on `device`; warns once when falling back."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return "reference"
+    if spike_generation_fn not in _FUSED_SURROGATES:
+        name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
+        _ext.warn_once(
+            ("surrogate", name),
+            f"lif_cuda: spike_generation_fn={name} has no fused kernel (only StepPWL and "
+            "PeriodicExponential do); running the pure-PyTorch reference path",
+        )
+        return "reference"
+    dev = torch.device(device)
+    if fused_available(dev):
+        return "fused"
+    why = (
+        f"the compiled extension failed to load ({_ext.load_error()})"
+        if not _ext.loaded()
+        else f"the extension was built without {dev.type.upper()} kernels"
+    )
+    if backend == "fused":
+        raise RuntimeError(f"lif_cuda: backend='fused' requested for {dev.type} but {why}")
+    _ext.warn_once(("fallback", dev.type), f"lif_cuda: {why}; using the pure-PyTorch reference on {dev.type}")
+    return "reference"
+
+
+def lif_evolve(
+    input,
+    v0,
+    tau_mem,
+    threshold,
+    bias,
+    dt,
+    noise=None,
+    learning_window=0.5,
+    max_spikes_per_dt=2.0**16,
+    spike_generation_fn=StepPWL,
+    record=False,
+    backend="auto",
+):
+    """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
+
+    tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
+    numbers; noise: optional (B,T,N) tensor added at every step. Computes in input's dtype.
+    Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
+    Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
+    """
+    dt, window, max_spikes = check_evolve_args(
+        input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt
+    )
+    which = resolve_backend(backend, input.device, spike_generation_fn)
+    if which == "reference":
+        return lif_evolve_reference(
+            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record
+        )
+    dtype = input.dtype
+    B, T, N = input.shape
+    alpha = tau_to_decay(dt, tau_mem.to(dtype)).expand(N).contiguous()
+    thr = threshold.to(dtype).expand(N).contiguous()
+    b = bias.to(dtype).expand(N).contiguous()
+    v0 = v0.to(dtype).expand(B, N).contiguous()
+    if noise is not None:
+        noise = noise.to(dtype)
+    save_u = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, v0, alpha, thr, b, noise)
+    )
+    spikes, vmem, v_final, _ = lif_forward_op(
+        input, v0, alpha, thr, b, noise, window, max_spikes, _FUSED_SURROGATES[spike_generation_fn], record, save_u
+    )
+    return spikes, (vmem if record else None), v_final

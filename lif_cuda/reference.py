@@ -1,0 +1,112 @@
+"""The readable pure-PyTorch LIF: one Python step per time step, exactly SPEC §1-§2.
+
+It is the parity oracle for the fused kernels and the fallback when the extension is missing.
+It imports nothing else of lif_cuda's and computes in the input's dtype throughout (float64 stays
+float64); autograd through it gives the gradients of SPEC §3.
+"""
+import torch
+
+__all__ = ["StepPWL", "PeriodicExponential", "lif_evolve_reference", "tau_to_decay"]
+
+
+def _spikes(x, threshold, max_spikes_per_dt):
+    # s = min((x >= thr) ? floor(x / thr) : 0, M). A select, not a multiply by the comparison.
+    s = torch.where(x >= threshold, torch.floor(x / threshold), torch.zeros_like(x))
+    return torch.clamp(s, max=float(max_spikes_per_dt))
+
+
+class StepPWL(torch.autograd.Function):
+    """Multi-spike Heaviside with a piece-wise linear surrogate: ds/du = 1/thr where
+    u >= thr - window, else 0 (the clamp to max_spikes_per_dt is passed straight through)."""
+
+    @staticmethod
+    def forward(ctx, x, threshold, window=0.5, max_spikes_per_dt=2.0**16):
+        ctx.save_for_backward(x, threshold)
+        ctx.window = float(window)
+        return _spikes(x, threshold, max_spikes_per_dt)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, threshold = ctx.saved_tensors
+        mask = x >= (threshold - ctx.window)
+        grad_x = grad_threshold = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_output / threshold * mask
+        if ctx.needs_input_grad[1]:
+            grad_threshold = -x * grad_output / (threshold**2) * mask
+        return grad_x, grad_threshold, None, None
+
+
+class PeriodicExponential(torch.autograd.Function):
+    """Same forward as StepPWL; the surrogate is a periodic exponential bump around every
+    threshold multiple (SPEC §2)."""
+
+    @staticmethod
+    def forward(ctx, x, threshold, window=0.5, max_spikes_per_dt=2.0**16):
+        ctx.save_for_backward(x, threshold)
+        ctx.window = float(window)
+        ctx.max_spikes = float(max_spikes_per_dt)
+        return _spikes(x, threshold, max_spikes_per_dt)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, threshold = ctx.saved_tensors
+        vs = x - threshold / 2
+        k = torch.clamp(torch.floor(vs / threshold), max=ctx.max_spikes - 1)
+        vp = vs - k * threshold
+        vn = torch.where(x < threshold, vs, vp)
+        pdf = torch.exp(-torch.abs(vn - threshold / 2) / ctx.window) / threshold
+        grad_x = grad_threshold = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_output * pdf
+        if ctx.needs_input_grad[1]:
+            grad_threshold = -(grad_output * pdf) * x / threshold
+        return grad_x, grad_threshold, None, None
+
+
+def tau_to_decay(dt, tau_mem):
+    """alpha = exp(-dt / tau), computed by torch exactly like this everywhere (SPEC §1)."""
+    return torch.exp(-dt / tau_mem)
+
+
+def lif_evolve_reference(
+    input,
+    v0,
+    tau_mem,
+    threshold,
+    bias,
+    dt,
+    noise=None,
+    learning_window=0.5,
+    max_spikes_per_dt=2.0**16,
+    spike_generation_fn=StepPWL,
+    record=False,
+):
+    """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
+
+    Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
+    added at every step. Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None, final state (B,N)).
+    """
+    dtype = input.dtype
+    B, T, N = input.shape
+    tau_mem, threshold, bias = (p.to(dtype) for p in (tau_mem, threshold, bias))
+    alpha = tau_to_decay(dt, tau_mem)
+    w = v0.to(dtype).expand(B, N)
+    spikes, vmem = [], []
+    for t in range(T):
+        u = alpha * w
+        u = u + input[:, t]
+        if noise is not None:
+            u = u + noise[:, t].to(dtype)
+        u = u + bias
+        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
+        w = u - s * threshold
+        spikes.append(s)
+        if record:
+            vmem.append(w)
+    if T == 0:
+        empty = input.new_empty((B, 0, N))
+        return empty, (empty.clone() if record else None), w.clone()
+    spikes = torch.stack(spikes, dim=1)
+    vmem = torch.stack(vmem, dim=1) if record else None
+    return spikes, vmem, w

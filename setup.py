@@ -1,0 +1,85 @@
+"""Build lif_cuda._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc exists.
+
+Switches (environment variables):
+  LIF_NO_CUDA=1     build the CPU part only, even where CUDA is available
+  LIF_FORCE_CUDA=1  fail instead of silently building CPU-only
+  DEBUG=1           -O0 -g, no optimisation
+  LIF_NATIVE=1      also -march=native (not portable; the default build picks AVX2/SSE4.1 at run time)
+  TORCH_CUDA_ARCH_LIST  CUDA architectures (default here: 8.0;9.0+PTX)
+See ../shared/BUILD.md for why the flags are what they are.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _cuda_home():
+    # /usr/local/bin/nvcc may be a wrapper that makes torch guess CUDA_HOME=/usr/local; prefer a
+    # real toolkit directory.
+    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
+            return cand
+    return None
+
+
+def _want_cuda():
+    force, no = _flag("LIF_FORCE_CUDA"), _flag("LIF_NO_CUDA")
+    if force and no:
+        raise RuntimeError("LIF_FORCE_CUDA=1 and LIF_NO_CUDA=1 contradict each other")
+    if no:
+        return False
+    reasons = []
+    if torch.version.cuda is None:
+        reasons.append(f"torch {torch.__version__} has no CUDA")
+    home = _cuda_home()
+    if home is None:
+        reasons.append("nvcc not found (set CUDA_HOME)")
+    if reasons:
+        if force:
+            raise RuntimeError("LIF_FORCE_CUDA=1 but the CUDA part cannot be built: " + "; ".join(reasons))
+        print("lif_cuda: building the CPU part only (" + "; ".join(reasons) + ")")
+        return False
+    os.environ["CUDA_HOME"] = home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    return True
+
+
+def extensions():
+    debug = _flag("DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    # Bit-exactness (SPEC §1): never fast-math, no contraction into FMA. -fno-trapping-math lets GCC
+    # if-convert and vectorise the spike select; it changes no result.
+    cxx = opt + ["-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-Wall"]
+    if _flag("LIF_NATIVE"):
+        cxx.append("-march=native")
+    if _flag("LIF_VEC_REPORT"):
+        cxx.append("-fopt-info-vec-optimized")
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    kwargs = dict(
+        name="lif_cuda._C",
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_link_args=["-fopenmp"],
+        py_limited_api=False,
+    )
+    if _want_cuda():
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        nvcc = opt + ["-fmad=false", "--expt-relaxed-constexpr", "-Xcompiler", "-ffp-contract=off"]
+        return [CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)]
+    return [CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)]
+
+
+setup(
+    packages=find_packages(include=["lif_cuda", "lif_cuda.*"]),
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
