@@ -123,7 +123,8 @@ class LIFNeuron(nn.Module):
         if self.noise_std > 0:
             zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
             noise = zeta * torch.randn((B, T, N), dtype=dtype, device=x.device)
-        v0 = self.vmem.to(device=x.device, dtype=dtype)
+        # A snapshot: backward may hold v0 while the buffer is updated in place below.
+        v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True)
         spikes, vmem, v_final = lif_evolve(
             x,
             v0,

@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler):
+#   make demo   - create .venv if missing, install torch 2.13.0 + lif_cuda, run examples/demo.py
+#   make test   - the same set-up, then the whole test suite (CUDA tests skip without a GPU)
+# .ci/run calls `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+# Rebuild the extension whenever a source or the build script changes.
+SOURCES = setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/* csrc/cuda/*)
+
+.PHONY: demo test install bench clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q numpy setuptools wheel ninja pytest hypothesis
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+install: $(VENV)/.built
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: install
+	$(PY) -m pip install -q -e ".[bench]" --no-build-isolation
+	$(PY) bench/bench_cpu.py
+
+clean:
+	rm -rf build lif_cuda/_C*.so *.egg-info $(VENV)
