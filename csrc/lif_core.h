@@ -11,7 +11,11 @@
 // fused, and never with fast-math: then the result equals torch's elementwise ops exactly.
 #pragma once
 
+#include <ATen/core/PhiloxRNGEngine.h>
+
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define LIF_HD __host__ __device__ __forceinline__
@@ -120,6 +124,118 @@ struct SurrogateGrad<kPeriodicExponential, T> {
     d_thr = -(a * pdf) * u / thr;
   }
 };
+
+// ---------------------------------------------------------------- in-kernel noise (SPEC §4)
+// One standard normal per (b,t,n) element, from ATen's Philox4x32-10 keyed by (seed, offset) with
+// the flat element index as the subsequence: the value depends only on (seed, offset, index), never
+// on threads, tiling or device. Box-Muller is evaluated with +,-,*,/ and sqrt only (IEEE correctly
+// rounded on CPU and GPU alike, with contraction off): log and cos are our own short series, so the
+// CPU and CUDA kernels draw bit-identical noise. Accuracy ~1e-13 relative, far below float32.
+
+LIF_HD uint64_t double_bits(double x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  uint64_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+#endif
+}
+
+LIF_HD double bits_double(uint64_t b) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(b));
+#else
+  double x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+#endif
+}
+
+// log(x) for normal positive doubles: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
+// log(m) = 2 atanh(r), r = (m-1)/(m+1), |r| < 0.172, by its odd series to r^19.
+LIF_HD double det_log(double x) {
+  const uint64_t b = double_bits(x);
+  int64_t e = static_cast<int64_t>((b >> 52) & 0x7ff) - 1023;
+  double m = bits_double((b & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);  // [1, 2)
+  if (m > 1.4142135623730951) {
+    m = m * 0.5;
+    e = e + 1;
+  }
+  const double r = (m - 1.0) / (m + 1.0);
+  const double r2 = r * r;
+  double p = 1.0 / 19.0;
+  p = p * r2 + 1.0 / 17.0;
+  p = p * r2 + 1.0 / 15.0;
+  p = p * r2 + 1.0 / 13.0;
+  p = p * r2 + 1.0 / 11.0;
+  p = p * r2 + 1.0 / 9.0;
+  p = p * r2 + 1.0 / 7.0;
+  p = p * r2 + 1.0 / 5.0;
+  p = p * r2 + 1.0 / 3.0;
+  p = p * r2 + 1.0;
+  const double log_m = 2.0 * r * p;
+  return log_m + static_cast<double>(e) * 0.6931471805599453;
+}
+
+// sin(x) and cos(x) for x in [0, pi/4], Taylor series to x^17 / x^16.
+LIF_HD double det_sin(double x) {
+  const double x2 = x * x;
+  double p = 1.0 / 355687428096000.0;  // 1/17!
+  p = p * x2 - 1.0 / 1307674368000.0;
+  p = p * x2 + 1.0 / 6227020800.0;
+  p = p * x2 - 1.0 / 39916800.0;
+  p = p * x2 + 1.0 / 362880.0;
+  p = p * x2 - 1.0 / 5040.0;
+  p = p * x2 + 1.0 / 120.0;
+  p = p * x2 - 1.0 / 6.0;
+  p = p * x2 + 1.0;
+  return x * p;
+}
+
+LIF_HD double det_cos(double x) {
+  const double x2 = x * x;
+  double p = 1.0 / 20922789888000.0;  // 1/16!
+  p = p * x2 - 1.0 / 87178291200.0;
+  p = p * x2 + 1.0 / 479001600.0;
+  p = p * x2 - 1.0 / 3628800.0;
+  p = p * x2 + 1.0 / 40320.0;
+  p = p * x2 - 1.0 / 720.0;
+  p = p * x2 + 1.0 / 24.0;
+  p = p * x2 - 0.5;
+  p = p * x2 + 1.0;
+  return p;
+}
+
+// cos(2 pi k / 2^32) for a 32-bit k, reduced exactly in integers to an octant angle in [0, pi/4].
+LIF_HD double det_cos_turns(uint32_t k) {
+  const uint32_t octant = k >> 29;
+  uint32_t f = k & 0x1fffffffu;              // position inside the octant, in units of 2^-32 turn
+  if (octant & 1u) f = 0x20000000u - f;     // mirror odd octants: exact in integers
+  const double phi = static_cast<double>(f) * (6.283185307179586 / 4294967296.0);
+  // cos(2 pi k/2^32) by octant: 0:+c 1:+s 2:-s 3:-c 4:-c 5:-s 6:+s 7:+c  (c = cos phi, s = sin phi)
+  const bool use_sin = ((octant + 1u) & 2u) != 0u;
+  const bool negative = ((octant + 2u) & 4u) != 0u;
+  const double v = use_sin ? det_sin(phi) : det_cos(phi);
+  return negative ? -v : v;
+}
+
+// A standard normal for element `index` of the stream (seed, offset).
+LIF_HD double philox_normal(uint64_t seed, uint64_t offset, uint64_t index) {
+  at::Philox4_32 engine(seed, index, offset);
+  const uint32_t r0 = engine();
+  const uint32_t r1 = engine();
+  // u1 in (0, 1]: never 0, so log is finite.
+  const double u1 = (static_cast<double>(r0) + 1.0) * (1.0 / 4294967296.0);
+  const double radius = sqrt(-2.0 * det_log(u1));
+  return radius * det_cos_turns(r1);
+}
+
+// The noise term z[t] = noise_scale * N(0,1) in the compute type (noise_scale = noise_std*sqrt(dt)).
+template <typename T>
+LIF_HD T kernel_noise(T noise_scale, uint64_t seed, uint64_t offset, uint64_t index) {
+  return noise_scale * static_cast<T>(philox_normal(seed, offset, index));
+}
 
 // ---------------------------------------------------------------- backward (SPEC §3)
 // One reverse step for one neuron. Inputs: upstream gs (on s[t]) and gw (on w[t]); u[t]; w[t-1]

@@ -61,8 +61,16 @@ def check_param(name, t, n, device, *, positive):
             raise ValueError(f"{name} must be {what} everywhere, got {t.detach().cpu()}")
 
 
-def check_evolve_args(input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt):
-    """Checks the functional API's arguments; returns (dt, window, max_spikes) as floats."""
+def compute_dtype(io_dtype):
+    """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
+    precision input is computed in float32)."""
+    return torch.float32 if io_dtype in (torch.float16, torch.bfloat16) else io_dtype
+
+
+def check_evolve_args(
+    input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std=0.0
+):
+    """Checks the functional API's arguments; returns (dt, window, max_spikes, noise_std) as floats."""
     check_float_tensor("input", input, allow_half=True)
     if input.dim() != 3:
         raise ValueError(f"input must have shape (B, T, N), got {tuple(input.shape)}")
@@ -90,4 +98,7 @@ def check_evolve_args(input, v0, tau_mem, threshold, bias, dt, noise, learning_w
         max_spikes = math.inf
     else:
         max_spikes = check_scalar("max_spikes_per_dt", max_spikes_per_dt, at_least=1)
-    return dt, window, max_spikes
+    noise_std = check_scalar("noise_std", noise_std, nonneg=True)
+    if noise is not None and noise_std > 0:
+        raise ValueError("give either a noise tensor or noise_std > 0, not both")
+    return dt, window, max_spikes, noise_std

@@ -3,10 +3,12 @@
 It checks arguments once (same errors on every backend), picks the backend, and runs either the
 fused op (lif_cuda.ops) or the pure-PyTorch reference (lif_cuda.reference).
 """
+import math
+
 import torch
 
 from . import _ext
-from ._checks import check_evolve_args
+from ._checks import check_evolve_args, compute_dtype
 from .ops import SURROGATE_IDS, lif_forward_op
 from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
 
@@ -62,34 +64,47 @@ def lif_evolve(
     spike_generation_fn=StepPWL,
     record=False,
     backend="auto",
+    noise_std=0.0,
 ):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
     tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
-    numbers; noise: optional (B,T,N) tensor added at every step. Computes in input's dtype.
+    numbers. Noise (SPEC §4): `noise`, an explicit (B,T,N) tensor added at every step, or
+    `noise_std` > 0, drawn as noise_std*sqrt(dt)*N(0,1) — inside the fused kernel from a Philox
+    stream keyed by torch's default generator (reproducible under torch.manual_seed, the same on CPU
+    and CUDA), or with torch.randn on the reference path.
+    Computes in input's dtype; float16/bfloat16 input is computed in float32 (spikes in the input's
+    dtype, membrane in float32).
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
     Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
     """
-    dt, window, max_spikes = check_evolve_args(
-        input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt
+    dt, window, max_spikes, noise_std = check_evolve_args(
+        input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std
     )
     which = resolve_backend(backend, input.device, spike_generation_fn)
     if which == "reference":
         return lif_evolve_reference(
-            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record
+            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record, noise_std
         )
-    dtype = input.dtype
     B, T, N = input.shape
+    dtype = compute_dtype(input.dtype)
     alpha = tau_to_decay(dt, tau_mem.to(dtype)).expand(N).contiguous()
     thr = threshold.to(dtype).expand(N).contiguous()
     b = bias.to(dtype).expand(N).contiguous()
     v0 = v0.to(dtype).expand(B, N).contiguous()
+    noise_key, noise_scale = None, 0.0
     if noise is not None:
         noise = noise.to(dtype)
+    elif noise_std > 0:
+        # (seed, offset) from torch's default CPU generator, whatever the device: the same seed
+        # gives the same noise on CPU and CUDA. It draws one int64 pair per call.
+        noise_key = torch.empty(2, dtype=torch.int64).random_()
+        noise_scale = noise_std * math.sqrt(dt)
     save_u = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, v0, alpha, thr, b, noise)
     )
     spikes, vmem, v_final, _ = lif_forward_op(
-        input, v0, alpha, thr, b, noise, window, max_spikes, _FUSED_SURROGATES[spike_generation_fn], record, save_u
+        input, v0, alpha, thr, b, noise, noise_key, noise_scale, window, max_spikes,
+        _FUSED_SURROGATES[spike_generation_fn], record, save_u,
     )
     return spikes, (vmem if record else None), v_final

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ._checks import check_float_tensor
-from .functional import lif_evolve, resolve_backend
+from .functional import lif_evolve
 from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
@@ -40,6 +40,10 @@ class LIFNeuron(nn.Module):
 
     v <- alpha * v + I + noise + bias, alpha = exp(-dt / tau_mem); s = min(floor(v / thr), M) where
     v >= thr; v <- v - s * thr. Input (B,T,N) or (T,N), output spikes (B,T,N).
+
+    noise: with noise_std > 0, "kernel" (default) draws the noise inside the fused kernel (Philox,
+    reproducible under torch.manual_seed, the same on CPU and CUDA, no (B,T,N) tensor); "torch"
+    draws it with torch.randn as Rockpool does (bit-identical to Rockpool under the same seed).
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class LIFNeuron(nn.Module):
         learning_window=0.5,
         max_spikes_per_dt=2.0**16,
         backend="auto",
+        noise="kernel",
     ):
         super().__init__()
         n = _n_from_shape(shape)
@@ -72,8 +77,8 @@ class LIFNeuron(nn.Module):
         self.max_spikes_per_dt = float(max_spikes_per_dt)
         self.spike_generation_fn = spike_generation_fn
         self.backend = backend
+        self.noise = noise
         self._check_config()
-        resolve_backend(backend, "cpu", StepPWL) if backend == "reference" else None
 
     def _check_config(self):
         for name, positive in (("dt", True), ("noise_std", False), ("learning_window", False)):
@@ -82,6 +87,8 @@ class LIFNeuron(nn.Module):
                 raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v}")
         if not self.max_spikes_per_dt >= 1:
             raise ValueError(f"max_spikes_per_dt must be >= 1, got {self.max_spikes_per_dt}")
+        if self.noise not in ("kernel", "torch"):
+            raise ValueError(f"noise must be 'kernel' (drawn in the fused kernel) or 'torch' (a torch.randn tensor), got {self.noise!r}")
         if self.backend not in ("auto", "fused", "reference"):
             raise ValueError(f"backend must be 'auto', 'fused' or 'reference', got {self.backend!r}")
 
@@ -90,7 +97,7 @@ class LIFNeuron(nn.Module):
             f"shape={self.shape}, dt={self.dt}, noise_std={self.noise_std}, "
             f"learning_window={self.learning_window}, max_spikes_per_dt={self.max_spikes_per_dt}, "
             f"spike_generation_fn={getattr(self.spike_generation_fn, '__name__', self.spike_generation_fn)}, "
-            f"backend={self.backend!r}"
+            f"backend={self.backend!r}, noise={self.noise!r}"
         )
 
     def reset_state(self):
@@ -120,7 +127,7 @@ class LIFNeuron(nn.Module):
             x = x.to(dtype)
         B, T, N = x.shape
         noise = None
-        if self.noise_std > 0:
+        if self.noise_std > 0 and self.noise == "torch":
             zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
             noise = zeta * torch.randn((B, T, N), dtype=dtype, device=x.device)
         # A snapshot: backward may hold v0 while the buffer is updated in place below.
@@ -138,6 +145,7 @@ class LIFNeuron(nn.Module):
             spike_generation_fn=self.spike_generation_fn,
             record=record,
             backend=self.backend,
+            noise_std=self.noise_std if noise is None else 0.0,
         )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
         if B > 0:

@@ -15,19 +15,22 @@ SURROGATE_IDS = {"StepPWL": 0, "PeriodicExponential": 1}
 if _ext.loaded():
 
     @torch.library.register_fake("lif_cuda::lif_forward")
-    def _lif_forward_fake(input, v0, alpha, threshold, bias, noise, window, max_spikes, surrogate, record, save_u):
+    def _lif_forward_fake(
+        input, v0, alpha, threshold, bias, noise, noise_key, noise_scale, window, max_spikes, surrogate, record, save_u
+    ):
         B, T, N = input.shape
         spikes = input.new_empty((B, T, N))
-        vmem = input.new_empty((B, T, N)) if record else input.new_empty((0,))
-        v_final = input.new_empty((B, N))
-        u = input.new_empty((B, T, N)) if save_u else input.new_empty((0,))
+        # State (recorded membrane, final state, saved u) is in v0's dtype (float32 for half input).
+        vmem = v0.new_empty((B, T, N)) if record else v0.new_empty((0,))
+        v_final = v0.new_empty((B, N))
+        u = v0.new_empty((B, T, N)) if save_u else v0.new_empty((0,))
         return spikes, vmem, v_final, u
 
     @torch.library.register_fake("lif_cuda::lif_backward")
     def _lif_backward_fake(grad_spikes, grad_vmem, grad_vfinal, u, v0, alpha, threshold, window, max_spikes, surrogate):
         B, T, N = u.shape
         return (
-            u.new_empty((B, T, N)),
+            grad_spikes.new_empty((B, T, N)),
             u.new_empty((B, N)),
             u.new_empty((N,)),
             u.new_empty((N,)),
@@ -35,7 +38,8 @@ if _ext.loaded():
         )
 
     def _setup_context(ctx, inputs, output):
-        input, v0, alpha, threshold, bias, noise, window, max_spikes, surrogate, record, save_u = inputs
+        (input, v0, alpha, threshold, bias, noise, noise_key, noise_scale, window, max_spikes, surrogate, record,
+         save_u) = inputs
         _, _, _, u = output
         ctx.window = window
         ctx.max_spikes = max_spikes
@@ -43,6 +47,7 @@ if _ext.loaded():
         ctx.record = record
         ctx.save_u = save_u
         ctx.has_noise = noise is not None
+        ctx.input_dtype = input.dtype
         ctx.save_for_backward(u, v0, alpha, threshold)
 
     def _backward(ctx, grad_spikes, grad_vmem, grad_vfinal, grad_u):
@@ -53,23 +58,26 @@ if _ext.loaded():
                 "call it with save_u=True when gradients are needed"
             )
         if grad_spikes is None:
-            grad_spikes = torch.zeros_like(u)
+            grad_spikes = torch.zeros(u.shape, dtype=ctx.input_dtype, device=u.device)
         if not ctx.record or grad_vmem is None or grad_vmem.numel() == 0:
             grad_vmem = None
         g_in, g_v0, g_alpha, g_thr, g_bias = torch.ops.lif_cuda.lif_backward(
             grad_spikes, grad_vmem, grad_vfinal, u, v0, alpha, threshold,
             ctx.window, ctx.max_spikes, ctx.surrogate,
         )
-        g_noise = g_in.clone() if ctx.has_noise and ctx.needs_input_grad[5] else None
-        return g_in, g_v0, g_alpha, g_thr, g_bias, g_noise, None, None, None, None, None
+        g_noise = g_in.to(u.dtype, copy=True) if ctx.has_noise and ctx.needs_input_grad[5] else None
+        return g_in, g_v0, g_alpha, g_thr, g_bias, g_noise, None, None, None, None, None, None, None
 
     torch.library.register_autograd("lif_cuda::lif_forward", _backward, setup_context=_setup_context)
 
 
-def lif_forward_op(input, v0, alpha, threshold, bias, noise, window, max_spikes, surrogate, record, save_u):
-    """The raw forward op: all tensors of one dtype and device; v0 (B,N), parameters (N,)."""
+def lif_forward_op(
+    input, v0, alpha, threshold, bias, noise, noise_key, noise_scale, window, max_spikes, surrogate, record, save_u
+):
+    """The raw forward op: v0 (B,N), parameters (N,) in the compute dtype (float32 for half input),
+    noise (B,T,N) or noise_key (CPU int64 (seed, offset)) for in-kernel noise."""
     return torch.ops.lif_cuda.lif_forward(
-        input, v0, alpha, threshold, bias, noise, window, max_spikes, surrogate, record, save_u
+        input, v0, alpha, threshold, bias, noise, noise_key, noise_scale, window, max_spikes, surrogate, record, save_u
     )
 
 

@@ -81,14 +81,24 @@ def lif_evolve_reference(
     max_spikes_per_dt=2.0**16,
     spike_generation_fn=StepPWL,
     record=False,
+    noise_std=0.0,
 ):
     """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
 
     Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
-    added at every step. Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None, final state (B,N)).
+    added at every step; else noise_std > 0 draws noise_std * sqrt(dt) * randn (float32 scale, as
+    Rockpool does). float16/bfloat16 input is computed in float32, spikes returned in its dtype.
+    Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None, final state (B,N)).
     """
+    io_dtype = input.dtype
+    half_io = io_dtype in (torch.float16, torch.bfloat16)
+    if half_io:
+        input = input.float()
     dtype = input.dtype
     B, T, N = input.shape
+    if noise is None and noise_std > 0:
+        zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype, device=input.device))
+        noise = zeta * torch.randn((B, T, N), dtype=dtype, device=input.device)
     tau_mem, threshold, bias = (p.to(dtype) for p in (tau_mem, threshold, bias))
     alpha = tau_to_decay(dt, tau_mem)
     w = v0.to(dtype).expand(B, N)
@@ -106,7 +116,7 @@ def lif_evolve_reference(
             vmem.append(w)
     if T == 0:
         empty = input.new_empty((B, 0, N))
-        return empty, (empty.clone() if record else None), w.clone()
-    spikes = torch.stack(spikes, dim=1)
+        return empty.to(io_dtype), (empty.clone() if record else None), w.clone()
+    spikes = torch.stack(spikes, dim=1).to(io_dtype)
     vmem = torch.stack(vmem, dim=1) if record else None
     return spikes, vmem, w

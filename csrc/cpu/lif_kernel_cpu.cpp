@@ -10,7 +10,9 @@
 #include "lif_cpu.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstring>
@@ -30,32 +32,43 @@ namespace {
 constexpr int64_t kMaxTile = 1024;
 
 // One tile: batch row b, neurons [n0, n0 + len), all T steps. Pointers are already offset to the
-// row and the first neuron; `stride_t` is N (elements between consecutive time steps).
-template <typename T, bool NOISE>
-LIF_HD void forward_tile(const T* __restrict__ x, const T* __restrict__ z,
+// row and the first neuron; `stride_t` is N (elements between consecutive time steps); `index0` is
+// the flat (b, 0, n0) index that keys the in-kernel noise.
+template <typename IT, typename T, int NOISE>
+LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
+                         uint64_t offset, T noise_scale, uint64_t index0,
                          const T* __restrict__ v0, const T* __restrict__ alpha,
                          const T* __restrict__ thr, const T* __restrict__ bias, T max_spikes,
-                         T* __restrict__ s_out, T* __restrict__ w_rec, T* __restrict__ u_out,
+                         IT* __restrict__ s_out, T* __restrict__ w_rec, T* __restrict__ u_out,
                          T* __restrict__ v_final, int64_t steps, int64_t stride_t, int64_t len) {
   T w[kMaxTile];
   T u_scratch[kMaxTile];
+  T z_row[NOISE == cpu::kNoiseKernel ? kMaxTile : 1];
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * stride_t;
-    const T* __restrict__ xt = x + off;
-    const T* __restrict__ zt = NOISE ? z + off : nullptr;
-    T* __restrict__ st = s_out + off;
+    const IT* __restrict__ xt = x + off;
+    const T* __restrict__ zt = nullptr;
+    if constexpr (NOISE == cpu::kNoiseTensor) zt = z + off;
+    if constexpr (NOISE == cpu::kNoiseKernel) {
+      // Drawn row by row (a scalar loop), so the step loop below stays vectorised.
+      const uint64_t idx = index0 + static_cast<uint64_t>(off);
+      for (int64_t n = 0; n < len; ++n)
+        z_row[n] = kernel_noise(noise_scale, seed, offset, idx + static_cast<uint64_t>(n));
+      zt = z_row;
+    }
+    IT* __restrict__ st = s_out + off;
     // u goes straight to the saved tensor when backward needs it, else to a scratch row.
     T* __restrict__ ut = u_out ? u_out + off : u_scratch;
     for (int64_t n = 0; n < len; ++n) {
-      T u, wn;
-      T s;
-      if constexpr (NOISE) {
-        s = step_forward(alpha[n], w[n], xt[n], zt[n], bias[n], thr[n], max_spikes, u, wn);
+      T u, wn, s;
+      if constexpr (NOISE == cpu::kNoNoise) {
+        s = step_forward(alpha[n], w[n], static_cast<T>(xt[n]), bias[n], thr[n], max_spikes, u, wn);
       } else {
-        s = step_forward(alpha[n], w[n], xt[n], bias[n], thr[n], max_spikes, u, wn);
+        s = step_forward(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n], thr[n], max_spikes,
+                         u, wn);
       }
-      st[n] = s;
+      st[n] = static_cast<IT>(s);
       ut[n] = u;
       w[n] = wn;
     }
@@ -65,12 +78,12 @@ LIF_HD void forward_tile(const T* __restrict__ x, const T* __restrict__ z,
 }
 
 // Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state.
-template <typename T, int SURR, bool HAS_GW>
-LIF_HD void backward_tile(const T* __restrict__ gs, const T* __restrict__ gw,
+template <typename IT, typename T, int SURR, bool HAS_GW>
+LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
                           const T* __restrict__ gvf, const T* __restrict__ u,
                           const T* __restrict__ v0, const T* __restrict__ alpha,
                           const T* __restrict__ thr, T window, T max_spikes,
-                          T* __restrict__ g_in, T* __restrict__ g_v0, T* __restrict__ g_alpha,
+                          IT* __restrict__ g_in, T* __restrict__ g_v0, T* __restrict__ g_alpha,
                           T* __restrict__ g_thr, T* __restrict__ g_bias, int64_t steps,
                           int64_t stride_t, int64_t len) {
   T W[kMaxTile], ga[kMaxTile], gt[kMaxTile], gb[kMaxTile];
@@ -82,21 +95,25 @@ LIF_HD void backward_tile(const T* __restrict__ gs, const T* __restrict__ gw,
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t off = t * stride_t;
-    const T* __restrict__ gst = gs + off;
+    const IT* __restrict__ gst = gs + off;
     const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
     const T* __restrict__ ut = u + off;
-    T* __restrict__ git = g_in + off;
+    IT* __restrict__ git = g_in + off;
     if (t > 0) {
       const T* __restrict__ up = ut - stride_t;
       for (int64_t n = 0; n < len; ++n) {
         const T w_prev = recompute_w(up[n], thr[n], max_spikes);
-        git[n] = step_backward<SURR>(gst[n], HAS_GW ? gwt[n] : T(0), ut[n], w_prev, alpha[n],
-                                     thr[n], window, max_spikes, W[n], gt[n], ga[n], gb[n]);
+        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
+                                                     HAS_GW ? gwt[n] : T(0), ut[n], w_prev,
+                                                     alpha[n], thr[n], window, max_spikes, W[n],
+                                                     gt[n], ga[n], gb[n]));
       }
     } else {
       for (int64_t n = 0; n < len; ++n) {
-        git[n] = step_backward<SURR>(gst[n], HAS_GW ? gwt[n] : T(0), ut[n], v0[n], alpha[n],
-                                     thr[n], window, max_spikes, W[n], gt[n], ga[n], gb[n]);
+        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
+                                                     HAS_GW ? gwt[n] : T(0), ut[n], v0[n],
+                                                     alpha[n], thr[n], window, max_spikes, W[n],
+                                                     gt[n], ga[n], gb[n]));
       }
     }
   }
@@ -108,58 +125,54 @@ LIF_HD void backward_tile(const T* __restrict__ gs, const T* __restrict__ gw,
   }
 }
 
-// Non-template entry points, one per (dtype, compile-time switch), each cloned per ISA level.
-#define LIF_FWD_ENTRY(NAME, T, NOISE)                                                          \
-  LIF_CLONES void NAME(const T* x, const T* z, const T* v0, const T* alpha, const T* thr,      \
-                       const T* bias, T max_spikes, T* s_out, T* w_rec, T* u_out, T* v_final, \
-                       int64_t steps, int64_t stride_t, int64_t len) {                         \
-    forward_tile<T, NOISE>(x, z, v0, alpha, thr, bias, max_spikes, s_out, w_rec, u_out,       \
-                           v_final, steps, stride_t, len);                                     \
+// Non-template entry points, one per (types, compile-time switch), each cloned per ISA level.
+#define LIF_FWD_ENTRY(NAME, IT, T, NOISE)                                                        \
+  LIF_CLONES void NAME(const IT* x, const T* z, uint64_t seed, uint64_t offset, T noise_scale,   \
+                       uint64_t index0, const T* v0, const T* alpha, const T* thr, const T* bias,\
+                       T max_spikes, IT* s_out, T* w_rec, T* u_out, T* v_final, int64_t steps,   \
+                       int64_t stride_t, int64_t len) {                                          \
+    forward_tile<IT, T, NOISE>(x, z, seed, offset, noise_scale, index0, v0, alpha, thr, bias,    \
+                               max_spikes, s_out, w_rec, u_out, v_final, steps, stride_t, len);  \
   }
-LIF_FWD_ENTRY(fwd_f32, float, false)
-LIF_FWD_ENTRY(fwd_f32_noise, float, true)
-LIF_FWD_ENTRY(fwd_f64, double, false)
-LIF_FWD_ENTRY(fwd_f64_noise, double, true)
-#undef LIF_FWD_ENTRY
+#define LIF_FWD_ENTRIES(PFX, IT, T)                 \
+  LIF_FWD_ENTRY(PFX##_fwd0, IT, T, cpu::kNoNoise)    \
+  LIF_FWD_ENTRY(PFX##_fwd1, IT, T, cpu::kNoiseTensor) \
+  LIF_FWD_ENTRY(PFX##_fwd2, IT, T, cpu::kNoiseKernel)
 
-#define LIF_BWD_ENTRY(NAME, T, SURR, HAS_GW)                                                    \
-  LIF_CLONES void NAME(const T* gs, const T* gw, const T* gvf, const T* u, const T* v0,         \
-                       const T* alpha, const T* thr, T window, T max_spikes, T* g_in, T* g_v0, \
-                       T* g_alpha, T* g_thr, T* g_bias, int64_t steps, int64_t stride_t,        \
-                       int64_t len) {                                                           \
-    backward_tile<T, SURR, HAS_GW>(gs, gw, gvf, u, v0, alpha, thr, window, max_spikes, g_in,   \
-                                   g_v0, g_alpha, g_thr, g_bias, steps, stride_t, len);         \
+#define LIF_BWD_ENTRY(NAME, IT, T, SURR, HAS_GW)                                                 \
+  LIF_CLONES void NAME(const IT* gs, const T* gw, const T* gvf, const T* u, const T* v0,         \
+                       const T* alpha, const T* thr, T window, T max_spikes, IT* g_in, T* g_v0,  \
+                       T* g_alpha, T* g_thr, T* g_bias, int64_t steps, int64_t stride_t,         \
+                       int64_t len) {                                                            \
+    backward_tile<IT, T, SURR, HAS_GW>(gs, gw, gvf, u, v0, alpha, thr, window, max_spikes, g_in,\
+                                       g_v0, g_alpha, g_thr, g_bias, steps, stride_t, len);      \
   }
-LIF_BWD_ENTRY(bwd_f32_pwl, float, kStepPWL, false)
-LIF_BWD_ENTRY(bwd_f32_pwl_gw, float, kStepPWL, true)
-LIF_BWD_ENTRY(bwd_f32_pexp, float, kPeriodicExponential, false)
-LIF_BWD_ENTRY(bwd_f32_pexp_gw, float, kPeriodicExponential, true)
-LIF_BWD_ENTRY(bwd_f64_pwl, double, kStepPWL, false)
-LIF_BWD_ENTRY(bwd_f64_pwl_gw, double, kStepPWL, true)
-LIF_BWD_ENTRY(bwd_f64_pexp, double, kPeriodicExponential, false)
-LIF_BWD_ENTRY(bwd_f64_pexp_gw, double, kPeriodicExponential, true)
-#undef LIF_BWD_ENTRY
+#define LIF_BWD_ENTRIES(PFX, IT, T)                                  \
+  LIF_BWD_ENTRY(PFX##_bwd_pwl, IT, T, kStepPWL, false)               \
+  LIF_BWD_ENTRY(PFX##_bwd_pwl_gw, IT, T, kStepPWL, true)             \
+  LIF_BWD_ENTRY(PFX##_bwd_pexp, IT, T, kPeriodicExponential, false)  \
+  LIF_BWD_ENTRY(PFX##_bwd_pexp_gw, IT, T, kPeriodicExponential, true)
 
-template <typename T>
+#define LIF_ENTRIES(PFX, IT, T) LIF_FWD_ENTRIES(PFX, IT, T) LIF_BWD_ENTRIES(PFX, IT, T)
+LIF_ENTRIES(f32, float, float)
+LIF_ENTRIES(f64, double, double)
+LIF_ENTRIES(f16, c10::Half, float)
+LIF_ENTRIES(bf16, c10::BFloat16, float)
+
+template <typename IT>
 struct Kernels;
-template <>
-struct Kernels<float> {
-  static constexpr auto fwd = fwd_f32;
-  static constexpr auto fwd_noise = fwd_f32_noise;
-  static constexpr auto bwd_pwl = bwd_f32_pwl;
-  static constexpr auto bwd_pwl_gw = bwd_f32_pwl_gw;
-  static constexpr auto bwd_pexp = bwd_f32_pexp;
-  static constexpr auto bwd_pexp_gw = bwd_f32_pexp_gw;
-};
-template <>
-struct Kernels<double> {
-  static constexpr auto fwd = fwd_f64;
-  static constexpr auto fwd_noise = fwd_f64_noise;
-  static constexpr auto bwd_pwl = bwd_f64_pwl;
-  static constexpr auto bwd_pwl_gw = bwd_f64_pwl_gw;
-  static constexpr auto bwd_pexp = bwd_f64_pexp;
-  static constexpr auto bwd_pexp_gw = bwd_f64_pexp_gw;
-};
+#define LIF_KERNEL_TABLE(PFX, IT)                                                   \
+  template <>                                                                       \
+  struct Kernels<IT> {                                                              \
+    static constexpr decltype(&PFX##_fwd0) fwd[3] = {PFX##_fwd0, PFX##_fwd1, PFX##_fwd2}; \
+    /* [surrogate][has grad on the recorded membrane] */                            \
+    static constexpr decltype(&PFX##_bwd_pwl) bwd[2][2] = {                         \
+        {PFX##_bwd_pwl, PFX##_bwd_pwl_gw}, {PFX##_bwd_pexp, PFX##_bwd_pexp_gw}};     \
+  };
+LIF_KERNEL_TABLE(f32, float)
+LIF_KERNEL_TABLE(f64, double)
+LIF_KERNEL_TABLE(f16, c10::Half)
+LIF_KERNEL_TABLE(bf16, c10::BFloat16)
 
 // Tile width: up to kMaxTile neurons, narrowed (down to 64) until there are a few tiles per
 // thread. Results never depend on it: neurons are independent and every parameter gradient is
@@ -173,12 +186,14 @@ int64_t choose_tile(int64_t B, int64_t N) {
 
 }  // namespace
 
-template <typename T>
-void forward(const ForwardArgs<T>& a) {
+template <typename IT, typename T>
+void forward(const ForwardArgs<IT, T>& a) {
   const int64_t B = a.B, Tn = a.Tn, N = a.N;
   const int64_t tile = choose_tile(B, N);
   const int64_t ntiles = (N + tile - 1) / tile;
   const T M = static_cast<T>(a.max_spikes);
+  const T scale = static_cast<T>(a.noise_scale);
+  const auto fn = Kernels<IT>::fwd[a.noise_mode];
   at::parallel_for(0, B * ntiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ntiles;
@@ -188,23 +203,21 @@ void forward(const ForwardArgs<T>& a) {
       const T* z = a.noise ? a.noise + row : nullptr;
       T* w_rec = a.w_rec ? a.w_rec + row : nullptr;
       T* u_out = a.u_out ? a.u_out + row : nullptr;
-      auto fn = a.noise ? Kernels<T>::fwd_noise : Kernels<T>::fwd;
-      fn(a.x + row, z, a.v0 + b * N + n0, a.alpha + n0, a.thr + n0, a.bias + n0, M,
-         a.s_out + row, w_rec, u_out, a.v_final + b * N + n0, Tn, N, len);
+      fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(row), a.v0 + b * N + n0,
+         a.alpha + n0, a.thr + n0, a.bias + n0, M, a.s_out + row, w_rec, u_out,
+         a.v_final + b * N + n0, Tn, N, len);
     }
   });
 }
 
-template <typename T>
-void backward(const BackwardArgs<T>& a) {
+template <typename IT, typename T>
+void backward(const BackwardArgs<IT, T>& a) {
   const int64_t B = a.B, Tn = a.Tn, N = a.N;
   const int64_t tile = choose_tile(B, N);
   const int64_t ntiles = (N + tile - 1) / tile;
   const T M = static_cast<T>(a.max_spikes);
   const T window = static_cast<T>(a.window);
-  const bool pexp = a.surrogate == kPeriodicExponential;
-  auto fn = pexp ? (a.gw ? Kernels<T>::bwd_pexp_gw : Kernels<T>::bwd_pexp)
-                 : (a.gw ? Kernels<T>::bwd_pwl_gw : Kernels<T>::bwd_pwl);
+  const auto fn = Kernels<IT>::bwd[a.surrogate == kPeriodicExponential ? 1 : 0][a.gw ? 1 : 0];
   at::parallel_for(0, B * ntiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ntiles;
@@ -234,10 +247,14 @@ void backward(const BackwardArgs<T>& a) {
   });
 }
 
-template void forward<float>(const ForwardArgs<float>&);
-template void forward<double>(const ForwardArgs<double>&);
-template void backward<float>(const BackwardArgs<float>&);
-template void backward<double>(const BackwardArgs<double>&);
+template void forward<float, float>(const ForwardArgs<float, float>&);
+template void forward<double, double>(const ForwardArgs<double, double>&);
+template void forward<c10::Half, float>(const ForwardArgs<c10::Half, float>&);
+template void forward<c10::BFloat16, float>(const ForwardArgs<c10::BFloat16, float>&);
+template void backward<float, float>(const BackwardArgs<float, float>&);
+template void backward<double, double>(const BackwardArgs<double, double>&);
+template void backward<c10::Half, float>(const BackwardArgs<c10::Half, float>&);
+template void backward<c10::BFloat16, float>(const BackwardArgs<c10::BFloat16, float>&);
 
 }  // namespace cpu
 }  // namespace lif
