@@ -126,115 +126,135 @@ struct SurrogateGrad<kPeriodicExponential, T> {
 };
 
 // ---------------------------------------------------------------- in-kernel noise (SPEC §4)
-// One standard normal per (b,t,n) element, from ATen's Philox4x32-10 keyed by (seed, offset) with
-// the flat element index as the subsequence: the value depends only on (seed, offset, index), never
-// on threads, tiling or device. Box-Muller is evaluated with +,-,*,/ and sqrt only (IEEE correctly
-// rounded on CPU and GPU alike, with contraction off): log and cos are our own short series, so the
-// CPU and CUDA kernels draw bit-identical noise. Accuracy ~1e-13 relative, far below float32.
+// Standard normals from Philox4x32-10 (ATen's at::Philox4_32) keyed by (seed, offset). Element
+// `index` (the flat (b,t,n) index) takes lane index % 4 of the Philox block `index / 4`, so a value
+// depends only on (seed, offset, index): never on threads, tiling or device. Each block's four
+// 32-bit words make two Box-Muller pairs, (w0, w1) -> lanes 0, 1 and (w2, w3) -> lanes 2, 3.
+// Box-Muller is evaluated in float32 with +, -, *, / and sqrt only (IEEE correctly rounded on CPU
+// and GPU alike, with contraction off): log and cos/sin are our own short series, so the CPU and
+// CUDA kernels draw bit-identical noise. Error of a deviate ~1e-7 relative; |z| <= 5.77 (24-bit u).
 
-LIF_HD uint64_t double_bits(double x) {
+LIF_HD uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
-  return static_cast<uint64_t>(__double_as_longlong(x));
+  return static_cast<uint32_t>(__float_as_uint(x));
 #else
-  uint64_t b;
+  uint32_t b;
   std::memcpy(&b, &x, sizeof b);
   return b;
 #endif
 }
 
-LIF_HD double bits_double(uint64_t b) {
+LIF_HD float bits_float(uint32_t b) {
 #if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(b));
+  return __uint_as_float(b);
 #else
-  double x;
+  float x;
   std::memcpy(&x, &b, sizeof x);
   return x;
 #endif
 }
 
-// log(x) for normal positive doubles: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
-// log(m) = 2 atanh(r), r = (m-1)/(m+1), |r| < 0.172, by its odd series to r^19.
-LIF_HD double det_log(double x) {
-  const uint64_t b = double_bits(x);
-  int64_t e = static_cast<int64_t>((b >> 52) & 0x7ff) - 1023;
-  double m = bits_double((b & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);  // [1, 2)
-  if (m > 1.4142135623730951) {
-    m = m * 0.5;
-    e = e + 1;
-  }
-  const double r = (m - 1.0) / (m + 1.0);
-  const double r2 = r * r;
-  double p = 1.0 / 19.0;
-  p = p * r2 + 1.0 / 17.0;
-  p = p * r2 + 1.0 / 15.0;
-  p = p * r2 + 1.0 / 13.0;
-  p = p * r2 + 1.0 / 11.0;
-  p = p * r2 + 1.0 / 9.0;
-  p = p * r2 + 1.0 / 7.0;
-  p = p * r2 + 1.0 / 5.0;
-  p = p * r2 + 1.0 / 3.0;
-  p = p * r2 + 1.0;
-  const double log_m = 2.0 * r * p;
-  return log_m + static_cast<double>(e) * 0.6931471805599453;
+// log(x) for normal positive floats: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
+// log(m) = 2 atanh(r), r = (m-1)/(m+1), |r| < 0.172, by its odd series to r^11.
+LIF_HD float det_log(float x) {
+  const uint32_t b = float_bits(x);
+  int32_t e = static_cast<int32_t>((b >> 23) & 0xffu) - 127;
+  float m = bits_float((b & 0x007fffffu) | 0x3f800000u);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1 : e;
+  const float r = (m - 1.0f) / (m + 1.0f);
+  const float r2 = r * r;
+  float p = 1.0f / 11.0f;
+  p = p * r2 + 1.0f / 9.0f;
+  p = p * r2 + 1.0f / 7.0f;
+  p = p * r2 + 1.0f / 5.0f;
+  p = p * r2 + 1.0f / 3.0f;
+  p = p * r2 + 1.0f;
+  const float log_m = (2.0f * r) * p;
+  return log_m + static_cast<float>(e) * 0.693147182f;
 }
 
-// sin(x) and cos(x) for x in [0, pi/4], Taylor series to x^17 / x^16.
-LIF_HD double det_sin(double x) {
-  const double x2 = x * x;
-  double p = 1.0 / 355687428096000.0;  // 1/17!
-  p = p * x2 - 1.0 / 1307674368000.0;
-  p = p * x2 + 1.0 / 6227020800.0;
-  p = p * x2 - 1.0 / 39916800.0;
-  p = p * x2 + 1.0 / 362880.0;
-  p = p * x2 - 1.0 / 5040.0;
-  p = p * x2 + 1.0 / 120.0;
-  p = p * x2 - 1.0 / 6.0;
-  p = p * x2 + 1.0;
+// sin(x) and cos(x) for x in [0, pi/4]: Taylor series to x^11 / x^10.
+LIF_HD float det_sin(float x) {
+  const float x2 = x * x;
+  float p = -1.0f / 39916800.0f;
+  p = p * x2 + 1.0f / 362880.0f;
+  p = p * x2 - 1.0f / 5040.0f;
+  p = p * x2 + 1.0f / 120.0f;
+  p = p * x2 - 1.0f / 6.0f;
+  p = p * x2 + 1.0f;
   return x * p;
 }
 
-LIF_HD double det_cos(double x) {
-  const double x2 = x * x;
-  double p = 1.0 / 20922789888000.0;  // 1/16!
-  p = p * x2 - 1.0 / 87178291200.0;
-  p = p * x2 + 1.0 / 479001600.0;
-  p = p * x2 - 1.0 / 3628800.0;
-  p = p * x2 + 1.0 / 40320.0;
-  p = p * x2 - 1.0 / 720.0;
-  p = p * x2 + 1.0 / 24.0;
-  p = p * x2 - 0.5;
-  p = p * x2 + 1.0;
+LIF_HD float det_cos(float x) {
+  const float x2 = x * x;
+  float p = -1.0f / 3628800.0f;
+  p = p * x2 + 1.0f / 40320.0f;
+  p = p * x2 - 1.0f / 720.0f;
+  p = p * x2 + 1.0f / 24.0f;
+  p = p * x2 - 0.5f;
+  p = p * x2 + 1.0f;
   return p;
 }
 
-// cos(2 pi k / 2^32) for a 32-bit k, reduced exactly in integers to an octant angle in [0, pi/4].
-LIF_HD double det_cos_turns(uint32_t k) {
-  const uint32_t octant = k >> 29;
-  uint32_t f = k & 0x1fffffffu;              // position inside the octant, in units of 2^-32 turn
-  if (octant & 1u) f = 0x20000000u - f;     // mirror odd octants: exact in integers
-  const double phi = static_cast<double>(f) * (6.283185307179586 / 4294967296.0);
-  // cos(2 pi k/2^32) by octant: 0:+c 1:+s 2:-s 3:-c 4:-c 5:-s 6:+s 7:+c  (c = cos phi, s = sin phi)
+// cos(2 pi k / 2^24) for k in [0, 2^24), reduced exactly in integers to an octant angle in
+// [0, pi/4]. (sin is the same with k shifted back a quarter turn.)
+LIF_HD float det_cos_turns(uint32_t k) {
+  const uint32_t octant = (k >> 21) & 7u;
+  uint32_t f = k & 0x1fffffu;             // position inside the octant, in 2^-24 turns
+  f = (octant & 1u) ? 0x200000u - f : f;  // mirror odd octants: exact in integers
+  const float phi = static_cast<float>(f) * (6.28318531f / 16777216.0f);
+  // By octant: 0:+c 1:+s 2:-s 3:-c 4:-c 5:-s 6:+s 7:+c  (c = cos phi, s = sin phi)
   const bool use_sin = ((octant + 1u) & 2u) != 0u;
   const bool negative = ((octant + 2u) & 4u) != 0u;
-  const double v = use_sin ? det_sin(phi) : det_cos(phi);
+  const float v = use_sin ? det_sin(phi) : det_cos(phi);
   return negative ? -v : v;
 }
 
-// A standard normal for element `index` of the stream (seed, offset).
-LIF_HD double philox_normal(uint64_t seed, uint64_t offset, uint64_t index) {
-  at::Philox4_32 engine(seed, index, offset);
-  const uint32_t r0 = engine();
-  const uint32_t r1 = engine();
-  // u1 in (0, 1]: never 0, so log is finite.
-  const double u1 = (static_cast<double>(r0) + 1.0) * (1.0 / 4294967296.0);
-  const double radius = sqrt(-2.0 * det_log(u1));
-  return radius * det_cos_turns(r1);
+// Box-Muller from a pair of 32-bit words: radius from w_u, angle from w_a; the even lane of the
+// pair takes the cosine, the odd lane the sine (= cos(x - pi/2), a quarter turn back in integers).
+LIF_HD float bm_radius(uint32_t w_u) {
+  const float u = static_cast<float>((w_u >> 8) + 1u) * (1.0f / 16777216.0f);  // (0, 1], exact
+  return sqrtf(-2.0f * det_log(u));
 }
 
-// The noise term z[t] = noise_scale * N(0,1) in the compute type (noise_scale = noise_std*sqrt(dt)).
+LIF_HD uint32_t bm_turns(uint32_t w_a, bool odd) {
+  return ((w_a >> 8) - (odd ? 0x400000u : 0u)) & 0xffffffu;
+}
+
+LIF_HD float box_muller(uint32_t w_u, uint32_t w_a, bool odd) {
+  return bm_radius(w_u) * det_cos_turns(bm_turns(w_a, odd));
+}
+
+// Both lanes of a pair at once (the CPU's vectorised loop); the same values as box_muller.
+LIF_HD void box_muller_pair(uint32_t w_u, uint32_t w_a, float& z_even, float& z_odd) {
+  const float r = bm_radius(w_u);
+  z_even = r * det_cos_turns(bm_turns(w_a, false));
+  z_odd = r * det_cos_turns(bm_turns(w_a, true));
+}
+
+// The four words of Philox block `block` of the stream (seed, offset).
+LIF_HD void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_t w[4]) {
+  at::Philox4_32 engine(seed, block, offset);
+  w[0] = engine();
+  w[1] = engine();
+  w[2] = engine();
+  w[3] = engine();
+}
+
+// The standard normal of element `index` (one thread, one element: the CUDA kernel's way).
+LIF_HD float philox_normal(uint64_t seed, uint64_t offset, uint64_t index) {
+  uint32_t w[4];
+  philox_block(seed, offset, index >> 2, w);
+  const uint32_t lane = static_cast<uint32_t>(index & 3u);
+  return box_muller(w[lane & 2u], w[(lane & 2u) + 1u], (lane & 1u) != 0u);
+}
+
+// The noise term z = noise_scale * N(0,1), in the compute type (noise_scale = noise_std*sqrt(dt)).
 template <typename T>
-LIF_HD T kernel_noise(T noise_scale, uint64_t seed, uint64_t offset, uint64_t index) {
-  return noise_scale * static_cast<T>(philox_normal(seed, offset, index));
+LIF_HD T scale_noise(T noise_scale, float normal) {
+  return noise_scale * static_cast<T>(normal);
 }
 
 // ---------------------------------------------------------------- backward (SPEC §3)

@@ -44,6 +44,10 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
   T w[kMaxTile];
   T u_scratch[kMaxTile];
   T z_row[NOISE == cpu::kNoiseKernel ? kMaxTile : 1];
+  // Philox words and deviates for one row: blocks of 4 elements, plus one partial block each side.
+  constexpr int64_t kWords = NOISE == cpu::kNoiseKernel ? kMaxTile + 8 : 1;
+  uint32_t words[kWords];
+  float normals[kWords];
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * stride_t;
@@ -51,10 +55,16 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
     const T* __restrict__ zt = nullptr;
     if constexpr (NOISE == cpu::kNoiseTensor) zt = z + off;
     if constexpr (NOISE == cpu::kNoiseKernel) {
-      // Drawn row by row (a scalar loop), so the step loop below stays vectorised.
+      // Drawn a row at a time: Philox blocks (scalar), then Box-Muller over all lanes (a
+      // vectorised loop), then the row's window; so the step loop below stays vectorised.
       const uint64_t idx = index0 + static_cast<uint64_t>(off);
-      for (int64_t n = 0; n < len; ++n)
-        z_row[n] = kernel_noise(noise_scale, seed, offset, idx + static_cast<uint64_t>(n));
+      const uint64_t g0 = idx >> 2;
+      const int64_t nb = static_cast<int64_t>(((idx + len - 1) >> 2) - g0 + 1);
+      for (int64_t g = 0; g < nb; ++g) philox_block(seed, offset, g0 + g, words + 4 * g);
+      for (int64_t j = 0; j < 2 * nb; ++j)
+        box_muller_pair(words[2 * j], words[2 * j + 1], normals[2 * j], normals[2 * j + 1]);
+      const float* nrm = normals + (idx - 4 * g0);
+      for (int64_t n = 0; n < len; ++n) z_row[n] = scale_noise(noise_scale, nrm[n]);
       zt = z_row;
     }
     IT* __restrict__ st = s_out + off;
