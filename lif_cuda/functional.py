@@ -8,7 +8,8 @@ import math
 import torch
 
 from . import _ext
-from ._checks import check_evolve_args, compute_dtype
+from ._checks import check_evolve_args, check_spike_fn, compute_dtype
+from .noise import draw_noise_key, kernel_noise
 from .ops import SURROGATE_IDS, lif_forward_op
 from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
 
@@ -27,6 +28,7 @@ def resolve_backend(backend, device, spike_generation_fn=StepPWL) -> str:
     """Returns "fused" or "reference" for a call on `device`; warns once when falling back."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    check_spike_fn(spike_generation_fn)
     if backend == "reference":
         return "reference"
     if spike_generation_fn not in _FUSED_SURROGATES:
@@ -70,9 +72,9 @@ def lif_evolve(
 
     tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
     numbers. Noise (SPEC §4): `noise`, an explicit (B,T,N) tensor added at every step, or
-    `noise_std` > 0, drawn as noise_std*sqrt(dt)*N(0,1) — inside the fused kernel from a Philox
-    stream keyed by torch's default generator (reproducible under torch.manual_seed, the same on CPU
-    and CUDA), or with torch.randn on the reference path.
+    `noise_std` > 0, drawn as noise_std*sqrt(dt)*N(0,1) inside the fused kernel from a Philox
+    stream keyed by torch's default generator: reproducible under torch.manual_seed, the same on CPU
+    and CUDA, and on the reference path (which computes the same stream, lif_cuda.noise).
     Computes in input's dtype; float16/bfloat16 input is computed in float32 (spikes in the input's
     dtype, membrane in float32).
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
@@ -82,24 +84,26 @@ def lif_evolve(
         input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std
     )
     which = resolve_backend(backend, input.device, spike_generation_fn)
-    if which == "reference":
-        return lif_evolve_reference(
-            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record, noise_std
-        )
     B, T, N = input.shape
     dtype = compute_dtype(input.dtype)
+    noise_key = None
+    if noise is None and noise_std > 0:
+        # (seed, offset) from torch's default CPU generator, whatever the device: the same seed
+        # gives the same noise on CPU and CUDA, and on the reference path (lif_cuda.noise).
+        noise_key = draw_noise_key()
+    if which == "reference":
+        if noise_key is not None:
+            noise = kernel_noise((B, T, N), noise_std * math.sqrt(dt), noise_key, dtype, input.device)
+        return lif_evolve_reference(
+            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record
+        )
     alpha = tau_to_decay(dt, tau_mem.to(dtype)).expand(N).contiguous()
     thr = threshold.to(dtype).expand(N).contiguous()
     b = bias.to(dtype).expand(N).contiguous()
     v0 = v0.to(dtype).expand(B, N).contiguous()
-    noise_key, noise_scale = None, 0.0
+    noise_scale = noise_std * math.sqrt(dt) if noise_key is not None else 0.0
     if noise is not None:
         noise = noise.to(dtype)
-    elif noise_std > 0:
-        # (seed, offset) from torch's default CPU generator, whatever the device: the same seed
-        # gives the same noise on CPU and CUDA. It draws one int64 pair per call.
-        noise_key = torch.empty(2, dtype=torch.int64).random_()
-        noise_scale = noise_std * math.sqrt(dt)
     save_u = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, v0, alpha, thr, b, noise)
     )

@@ -1,0 +1,119 @@
+"""The in-kernel noise stream, written out in NumPy (SPEC §4).
+
+The fused kernels draw z[b,t,n] = noise_scale * N(0,1) where the standard normal of flat element
+index i = (b*T + t)*N + n is a pure function of (seed, offset, i) (csrc/lif_core.h):
+
+  block    = Philox4x32-10(key=seed, counter=(offset, i >> 2))  -> words w0..w3
+  lane     = i & 3; pair (w0, w1) serves lanes 0, 1 and (w2, w3) lanes 2, 3
+  radius   = sqrt(-2 log(((w_u >> 8) + 1) / 2^24))
+  angle    = 2 pi (w_a >> 8) / 2^24, minus a quarter turn for odd lanes (cos for even, sin for odd)
+  normal   = radius * cos(angle)
+
+with log and cos evaluated by fixed float32 series, each operation rounded as written. This module
+computes the same values bit for bit; the reference backend uses it so that it draws exactly the
+noise the fused kernels draw, and the tests use it to pin the kernels' stream down.
+"""
+import numpy as np
+import torch
+
+__all__ = ["draw_noise_key", "philox_normals", "kernel_noise"]
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
+_MASK32 = np.uint64(0xFFFFFFFF)
+f32 = np.float32
+
+
+def draw_noise_key(generator=None):
+    """(seed, offset) for one call, drawn from torch's default CPU generator (or `generator`):
+    torch.manual_seed makes it reproducible, whatever device the call runs on."""
+    return torch.empty(2, dtype=torch.int64).random_(generator=generator)
+
+
+def _philox_blocks(seed, offset, blocks):
+    """Philox4x32-10 words (4, n) for the block numbers `blocks` (uint64 array)."""
+    seed, offset = np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.uint64(offset & 0xFFFFFFFFFFFFFFFF)
+    c0 = np.full(blocks.shape, offset & _MASK32, dtype=np.uint64)
+    c1 = np.full(blocks.shape, offset >> np.uint64(32), dtype=np.uint64)
+    c2 = blocks & _MASK32
+    c3 = blocks >> np.uint64(32)
+    k0 = np.uint32(seed & _MASK32)
+    k1 = np.uint32(seed >> np.uint64(32))
+    for r in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        hi0, lo0 = p0 >> np.uint64(32), p0 & _MASK32
+        hi1, lo1 = p1 >> np.uint64(32), p1 & _MASK32
+        c0, c1, c2, c3 = hi1 ^ c1 ^ np.uint64(k0), lo1, hi0 ^ c3 ^ np.uint64(k1), lo0
+        k0 = np.uint32((int(k0) + int(_W0)) & 0xFFFFFFFF)
+        k1 = np.uint32((int(k1) + int(_W1)) & 0xFFFFFFFF)
+    return [w.astype(np.uint32) for w in (c0, c1, c2, c3)]
+
+
+def _det_log(x):
+    b = x.view(np.uint32)
+    e = ((b >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32) - np.int32(127)
+    m = ((b & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000)).view(np.float32)
+    big = m > f32(1.41421356)
+    m = np.where(big, m * f32(0.5), m)
+    e = np.where(big, e + np.int32(1), e)
+    r = (m - f32(1)) / (m + f32(1))
+    r2 = r * r
+    p = np.full_like(r, f32(1) / f32(11))
+    for c in (f32(1) / f32(9), f32(1) / f32(7), f32(1) / f32(5), f32(1) / f32(3), f32(1)):
+        p = p * r2 + c
+    return (f32(2) * r) * p + e.astype(np.float32) * f32(0.693147182)
+
+
+def _det_sin(x):
+    x2 = x * x
+    p = np.full_like(x, -f32(1) / f32(39916800))
+    for c in (f32(1) / f32(362880), -f32(1) / f32(5040), f32(1) / f32(120), -f32(1) / f32(6), f32(1)):
+        p = p * x2 + c
+    return x * p
+
+
+def _det_cos(x):
+    x2 = x * x
+    p = np.full_like(x, -f32(1) / f32(3628800))
+    for c in (f32(1) / f32(40320), -f32(1) / f32(720), f32(1) / f32(24), -f32(0.5), f32(1)):
+        p = p * x2 + c
+    return p
+
+
+def _det_cos_turns(k):
+    octant = (k >> np.uint32(21)) & np.uint32(7)
+    f = k & np.uint32(0x1FFFFF)
+    f = np.where(octant & np.uint32(1), np.uint32(0x200000) - f, f)
+    phi = f.astype(np.float32) * (f32(6.28318531) / f32(16777216))
+    use_sin = ((octant + np.uint32(1)) & np.uint32(2)) != 0
+    negative = ((octant + np.uint32(2)) & np.uint32(4)) != 0
+    v = np.where(use_sin, _det_sin(phi), _det_cos(phi))
+    return np.where(negative, -v, v)
+
+
+def philox_normals(seed, offset, index):
+    """The kernels' standard normal (float32) for each flat element index (int array)."""
+    index = np.asarray(index, dtype=np.uint64)
+    words = _philox_blocks(int(seed), int(offset), index >> np.uint64(2))
+    lane = (index & np.uint64(3)).astype(np.uint32)
+    pair = lane & np.uint32(2)
+    w_u = np.where(pair == 0, words[0], words[2])
+    w_a = np.where(pair == 0, words[1], words[3])
+    odd = (lane & np.uint32(1)) != 0
+    u = ((w_u >> np.uint32(8)) + np.uint32(1)).astype(np.float32) * (f32(1) / f32(16777216))
+    radius = np.sqrt(f32(-2) * _det_log(u))
+    k = ((w_a >> np.uint32(8)) - np.where(odd, np.uint32(0x400000), np.uint32(0))) & np.uint32(0xFFFFFF)
+    return radius * _det_cos_turns(k)
+
+
+def kernel_noise(shape, noise_scale, key, dtype=torch.float32, device="cpu"):
+    """The (B,T,N) noise term the fused kernels add for this key: noise_scale * N(0,1), the scale
+    rounded to `dtype` first (as the kernels do)."""
+    seed, offset = (int(v) for v in key.tolist())
+    n = int(np.prod(shape))
+    normals = philox_normals(seed, offset, np.arange(n, dtype=np.uint64)).reshape(shape)
+    z = torch.from_numpy(normals)
+    if dtype == torch.float64:
+        return (torch.tensor(noise_scale, dtype=torch.float64) * z.double()).to(device)
+    return (torch.tensor(noise_scale, dtype=torch.float32) * z).to(device=device, dtype=dtype)

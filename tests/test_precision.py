@@ -1,0 +1,67 @@
+"""Half-precision I/O (issue 5): float16/bfloat16 input, float32 state and arithmetic, spikes and
+input gradients in the input's dtype; equal to the float32 path applied to the upcast input."""
+import pytest
+import torch
+
+import lif_cuda
+
+pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def case(dtype, B=3, T=60, N=70, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(B, T, N, generator=g) * 0.8 + 0.4).to(dtype)
+    v0 = torch.randn(B, N, generator=g) * 0.2
+    tau = torch.rand(N, generator=g) * 0.03 + 0.005
+    thr = torch.rand(N, generator=g) * 0.5 + 0.5
+    bias = torch.randn(N, generator=g) * 0.05
+    return x, v0, tau, thr, bias
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_forward_equals_float32_on_the_upcast_input(dtype, backend):
+    x, v0, tau, thr, bias = case(dtype)
+    s, w, vf = lif_cuda.lif_evolve(x, v0, tau, thr, bias, 1e-3, record=True, max_spikes_per_dt=3, backend=backend)
+    s32, w32, vf32 = lif_cuda.lif_evolve(x.float(), v0, tau, thr, bias, 1e-3, record=True, max_spikes_per_dt=3, backend="fused")
+    assert s.dtype == dtype and w.dtype == torch.float32 and vf.dtype == torch.float32
+    assert torch.equal(s.float(), s32)
+    assert torch.equal(w, w32) and torch.equal(vf, vf32)
+    assert s32.max() >= 2  # multi-spike values survive the half cast (small integers are exact)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gradients_in_the_input_dtype_and_equal_to_float32(dtype):
+    x, v0, tau, thr, bias = case(dtype, seed=1)
+    gs = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+
+    def grads(inp, backend, g):
+        leaves = [inp.clone().requires_grad_(), tau.clone().requires_grad_(), thr.clone().requires_grad_(),
+                  bias.clone().requires_grad_()]
+        s, _, _ = lif_cuda.lif_evolve(leaves[0], v0, leaves[1], leaves[2], leaves[3], 1e-3, backend=backend)
+        (s * g).sum().backward()
+        return [t.grad for t in leaves]
+
+    fused = grads(x, "fused", gs)
+    ref = grads(x, "reference", gs)
+    f32 = grads(x.float(), "fused", gs.float())
+    assert fused[0].dtype == dtype
+    assert all(g.dtype == torch.float32 for g in fused[1:])
+    # The input gradient is the float32 gradient rounded once to the input's dtype.
+    assert torch.equal(fused[0], f32[0].to(dtype))
+    for a, b in zip(fused[1:], f32[1:]):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip(fused, ref):
+        assert ((a.float() - b.float()).norm() / b.float().norm()) < 1e-5
+
+
+def test_module_keeps_half_input_half():
+    layer = lif_cuda.LIFNeuron(32, backend="fused")
+    x = (torch.randn(2, 40, 32) + 0.5).bfloat16()
+    s, _, rec = layer.evolve(x, record=True)
+    assert s.dtype == torch.bfloat16 and rec["vmem"].dtype == torch.float32
+    assert layer.tau_mem.dtype == torch.float32 and layer.vmem.dtype == torch.float32
+    ref = lif_cuda.LIFNeuron(32, backend="fused")(x.float())
+    assert torch.equal(s.float(), ref)
