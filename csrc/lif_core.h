@@ -11,6 +11,9 @@
 // fused, and never with fast-math: then the result equals torch's elementwise ops exactly.
 #pragma once
 
+// PhiloxRNGEngine.h uses AT_ASSERT (in its host-only randn, parsed by nvcc's device pass too)
+// without including its definition: include it first, so that nvcc compiles this header alone.
+#include <c10/util/Exception.h>
 #include <ATen/core/PhiloxRNGEngine.h>
 
 #include <cmath>
@@ -90,9 +93,29 @@ LIF_HD T step_forward(T alpha, T w_prev, T input, T noise, T bias, T thr, T max_
 }
 
 // ---------------------------------------------------------------- surrogates (SPEC §2)
+// Per-neuron constants of the backward, computed once per neuron (not per step): the surrogates
+// multiply by 1/thr instead of dividing (the backward is checked against tolerances, not bits; the
+// spike count it recomputes still uses the true division of the forward).
+template <typename T>
+struct NeuronConsts {
+  T alpha, thr, inv_thr, inv_thr2, pwl_lo, window, max_spikes;
+};
+
+template <typename T>
+LIF_HD NeuronConsts<T> neuron_consts(T alpha, T thr, T window, T max_spikes) {
+  NeuronConsts<T> c;
+  c.alpha = alpha;
+  c.thr = thr;
+  c.inv_thr = T(1) / thr;
+  c.inv_thr2 = T(1) / (thr * thr);
+  c.pwl_lo = thr - window;  // rounded as the reference rounds `threshold - window`
+  c.window = window;
+  c.max_spikes = max_spikes;
+  return c;
+}
+
 // Both give ds/du and ds/dthr for the upstream gradient a on s; the clamp to M is ignored except
 // in PeriodicExponential's own definition of k.
-
 template <int SURR, typename T>
 struct SurrogateGrad;
 
@@ -100,10 +123,10 @@ struct SurrogateGrad;
 // reference does) so that NaN/Inf propagate the same way.
 template <typename T>
 struct SurrogateGrad<kStepPWL, T> {
-  LIF_HD static void apply(T a, T u, T thr, T window, T /*max_spikes*/, T& d_u, T& d_thr) {
-    T m = (u >= thr - window) ? T(1) : T(0);
-    d_u = (a / thr) * m;
-    d_thr = ((-u * a) / (thr * thr)) * m;
+  LIF_HD static void apply(T a, T u, const NeuronConsts<T>& c, T& d_u, T& d_thr) {
+    T m = (u >= c.pwl_lo) ? T(1) : T(0);
+    d_u = (a * c.inv_thr) * m;
+    d_thr = ((-u * a) * c.inv_thr2) * m;
   }
 };
 
@@ -111,17 +134,17 @@ struct SurrogateGrad<kStepPWL, T> {
 // vn = (u < thr) ? vs : vp, pdf = exp(-|vn - thr/2| / window) / thr.
 template <typename T>
 struct SurrogateGrad<kPeriodicExponential, T> {
-  LIF_HD static void apply(T a, T u, T thr, T window, T max_spikes, T& d_u, T& d_thr) {
-    T half = thr / T(2);
+  LIF_HD static void apply(T a, T u, const NeuronConsts<T>& c, T& d_u, T& d_thr) {
+    T half = c.thr / T(2);
     T vs = u - half;
-    T k = lif_floor(vs / thr);
-    T kmax = max_spikes - T(1);
+    T k = lif_floor(vs / c.thr);
+    T kmax = c.max_spikes - T(1);
     k = (k > kmax) ? kmax : k;
-    T vp = vs - k * thr;
-    T vn = (u < thr) ? vs : vp;
-    T pdf = lif_exp(-lif_abs(vn - half) / window) / thr;
+    T vp = vs - k * c.thr;
+    T vn = (u < c.thr) ? vs : vp;
+    T pdf = lif_exp(-lif_abs(vn - half) / c.window) * c.inv_thr;
     d_u = a * pdf;
-    d_thr = -(a * pdf) * u / thr;
+    d_thr = (-(a * pdf) * u) * c.inv_thr;
   }
 };
 
@@ -258,23 +281,32 @@ LIF_HD T scale_noise(T noise_scale, float normal) {
 }
 
 // ---------------------------------------------------------------- backward (SPEC §3)
-// One reverse step for one neuron. Inputs: upstream gs (on s[t]) and gw (on w[t]); u[t]; w[t-1]
-// (recomputed by the caller, v0 at t = 0). State: W = dL/dw[t] carried backwards (in: from step
-// t+1, out: dL/dw[t-1]). Accumulates the parameter gradients; returns dL/du[t] (= dL/dI[t]).
+// One reverse step for one neuron. Inputs: upstream gs (on s[t]) and gw (on w[t]); u[t] and its
+// spike count s[t]; w[t-1] (recomputed by the caller from u[t-1], v0 at t = 0). State: W = dL/dw[t]
+// carried backwards (in: from step t+1, out: dL/dw[t-1]). Accumulates the parameter gradients;
+// returns dL/du[t] (= dL/dI[t]).
 template <int SURR, typename T>
-LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T max_spikes, T& W,
-                       T& g_thr, T& g_alpha, T& g_bias) {
+LIF_HD T step_backward(T gs, T gw, T u, T s, T w_prev, const NeuronConsts<T>& c, T& W, T& g_thr,
+                       T& g_alpha, T& g_bias) {
   T Wt = W + gw;
-  T s = spikes(u, thr, max_spikes);
-  T a = gs - Wt * thr;  // dL/ds[t]: direct, plus through the reset w = u - s*thr
+  T a = gs - Wt * c.thr;  // dL/ds[t]: direct, plus through the reset w = u - s*thr
   T d_u, d_thr;
-  SurrogateGrad<SURR, T>::apply(a, u, thr, window, max_spikes, d_u, d_thr);
+  SurrogateGrad<SURR, T>::apply(a, u, c, d_u, d_thr);
   T U = Wt + d_u;  // dL/du[t]
   g_bias = g_bias + U;
   g_thr = g_thr + (-Wt * s + d_thr);
   g_alpha = g_alpha + U * w_prev;
-  W = alpha * U;  // dL/dw[t-1]
+  W = c.alpha * U;  // dL/dw[t-1]
   return U;
+}
+
+// The same, recomputing s[t] from u[t] itself (for callers that do not carry it).
+template <int SURR, typename T>
+LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T max_spikes, T& W,
+                       T& g_thr, T& g_alpha, T& g_bias) {
+  const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
+  return step_backward<SURR>(gs, gw, u, spikes(u, thr, max_spikes), w_prev, c, W, g_thr, g_alpha,
+                             g_bias);
 }
 
 // w[t-1] from the saved u[t-1]: the backward recomputes it instead of saving it (SPEC §3).

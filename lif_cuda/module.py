@@ -1,11 +1,12 @@
 """LIFNeuron: a drop-in for Rockpool's LIFNeuronTorch running the fused kernels (SPEC §5)."""
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_float_tensor
+from ._checks import check_float_tensor, check_scalar, check_spike_fn
 from .functional import lif_evolve
 from .reference import StepPWL
 
@@ -17,21 +18,30 @@ def _n_from_shape(shape):
         raise ValueError("shape must be given: the number of neurons, e.g. shape=(5,)")
     if np.size(shape) > 1:
         raise ValueError(f"shape must have only one dimension for LIFNeuron, got {shape}")
-    n = int(np.array(shape).item())
+    value = np.array(shape).item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"shape must be a whole number of neurons, got {shape!r}")
+    n = int(value)
     if n < 0:
         raise ValueError(f"shape must be a non-negative number of neurons, got {shape}")
     return n
 
 
-def _init_param(name, value, n, default):
+def _init_param(name, value, n, default, positive):
     if value is None:
         return torch.full((n,), float(default))
-    t = torch.as_tensor(value).detach().clone()
+    try:
+        t = torch.as_tensor(value).detach().clone()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a real number or a float tensor, got {value!r}") from exc
     if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must be a real number or a float tensor, got {t.dtype}")
     t = t.to(torch.float32)
     if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
         raise ValueError(f"{name} must have shape ({n},) or (), got {tuple(t.shape)}")
+    # The same value checks as every call makes (SPEC §6), made here so a bad module is never built.
+    if not bool((torch.isfinite(t) & ((t > 0) if positive else True)).all()):
+        raise ValueError(f"{name} must be finite{' and > 0' if positive else ''} everywhere, got {t}")
     return t
 
 
@@ -65,16 +75,19 @@ class LIFNeuron(nn.Module):
         self.n_neurons = n
         self.size_in = self.size_out = n
         self.shape = (n,)
-        self.tau_mem = nn.Parameter(_init_param("tau_mem", tau_mem, n, 20e-3))
-        self.threshold = nn.Parameter(_init_param("threshold", threshold, n, 1.0))
-        self.bias = nn.Parameter(_init_param("bias", bias, n, 0.0))
+        self.tau_mem = nn.Parameter(_init_param("tau_mem", tau_mem, n, 20e-3, positive=True))
+        self.threshold = nn.Parameter(_init_param("threshold", threshold, n, 1.0, positive=True))
+        self.bias = nn.Parameter(_init_param("bias", bias, n, 0.0, positive=False))
         self.register_buffer("vmem", torch.zeros(n))
-        self.dt = float(dt)
-        self.noise_std = float(noise_std)
-        self.learning_window = float(learning_window)
-        if isinstance(max_spikes_per_dt, torch.Tensor):
+        self.dt = check_scalar("dt", dt)
+        self.noise_std = check_scalar("noise_std", noise_std)
+        self.learning_window = check_scalar("learning_window", learning_window)
+        if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:
             max_spikes_per_dt = max_spikes_per_dt.item()
+        if not (isinstance(max_spikes_per_dt, float) and max_spikes_per_dt == math.inf):
+            max_spikes_per_dt = check_scalar("max_spikes_per_dt", max_spikes_per_dt)
         self.max_spikes_per_dt = float(max_spikes_per_dt)
+        check_spike_fn(spike_generation_fn)
         self.spike_generation_fn = spike_generation_fn
         self.backend = backend
         self.noise = noise
@@ -120,10 +133,14 @@ class LIFNeuron(nn.Module):
                 raise ValueError(f"input's last dimension must be {n} (or 1), got shape {tuple(x.shape)}")
         return x
 
-    def _evolve(self, x, record):
+    # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
+    @torch.jit.unused
+    def _evolve(self, x: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x = self._auto_batch(x)
         dtype = self.tau_mem.dtype
-        if x.dtype != dtype:
+        # Computed in the parameters' dtype, as Rockpool does; float16/bfloat16 input stays as it is
+        # (the kernels read it directly, keep the state in float32 and return spikes in its dtype).
+        if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):
             x = x.to(dtype)
         B, T, N = x.shape
         noise = None
@@ -148,14 +165,51 @@ class LIFNeuron(nn.Module):
             noise_std=self.noise_std if noise is None else 0.0,
         )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
+        # (detach, not a no_grad block: torch.export could not load a program saved with one.)
         if B > 0:
-            with torch.no_grad():
-                self.vmem.copy_(v_final[0])
+            self.vmem.copy_(v_final[0].detach())
         return spikes, vmem
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes (B,T,N) for input (B,T,N), (T,N) or (..., 1) broadcast over the neurons."""
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x)
         spikes, _ = self._evolve(x, record=False)
+        return spikes
+
+    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward under torch.jit.script, for inference: the fused op called directly (as
+        lif_evolve's fused branch does, same values bit for bit), without the Python-only argument
+        checks and backend choice. Needs the extension loaded (import lif_cuda) where it runs."""
+        n = self.n_neurons
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        if x.dim() != 3 or (x.shape[-1] != n and x.shape[-1] != 1):
+            raise ValueError("LIFNeuron: input must have shape (B, T, N) or (T, N), N the number of neurons or 1")
+        dtype = self.tau_mem.dtype
+        x = x.expand(x.shape[0], x.shape[1], n).to(dtype)
+        B, T = x.shape[0], x.shape[1]
+        alpha = torch.exp(-self.dt / self.tau_mem).expand(n).contiguous()
+        thr = self.threshold.expand(n).contiguous()
+        bias = self.bias.expand(n).contiguous()
+        v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True).expand(B, n).contiguous()
+        noise: Optional[torch.Tensor] = None
+        noise_key: Optional[torch.Tensor] = None
+        noise_scale = 0.0
+        if self.noise_std > 0 and self.noise == "torch":
+            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
+            noise = zeta * torch.randn((B, T, n), dtype=dtype, device=x.device)
+        elif self.noise_std > 0:
+            noise_key = torch.empty(2, dtype=torch.int64).random_()
+            noise_scale = self.noise_std * math.sqrt(self.dt)
+        # Inference only: u is not saved (save_u=False), so there is no backward; the surrogate
+        # id (0) only matters to a backward.
+        spikes, _, v_final, _ = torch.ops.lif_cuda.lif_forward(
+            x.contiguous(), v0, alpha, thr, bias, noise, noise_key, noise_scale,
+            self.learning_window, self.max_spikes_per_dt, 0, False, False,
+        )
+        if B > 0:
+            self.vmem.copy_(v_final[0].detach())
         return spikes
 
     def evolve(self, x, record=False):

@@ -30,6 +30,9 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kMaxTile = 1024;
+#ifndef LIF_BWD_TILE
+#define LIF_BWD_TILE 256
+#endif
 
 // One tile: batch row b, neurons [n0, n0 + len), all T steps. Pointers are already offset to the
 // row and the first neuron; `stride_t` is N (elements between consecutive time steps); `index0` is
@@ -87,7 +90,8 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
   std::memcpy(v_final, w, sizeof(T) * len);
 }
 
-// Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state.
+// Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state. The
+// spike count of row t-1, computed to rebuild w[t-1], is kept for step t-1: one division per element.
 template <typename IT, typename T, int SURR, bool HAS_GW>
 LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
                           const T* __restrict__ gvf, const T* __restrict__ u,
@@ -96,12 +100,31 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
                           IT* __restrict__ g_in, T* __restrict__ g_v0, T* __restrict__ g_alpha,
                           T* __restrict__ g_thr, T* __restrict__ g_bias, int64_t steps,
                           int64_t stride_t, int64_t len) {
-  T W[kMaxTile], ga[kMaxTile], gt[kMaxTile], gb[kMaxTile];
+  T W[kMaxTile], ga[kMaxTile], gt[kMaxTile], gb[kMaxTile], S[kMaxTile];
+  // The per-neuron constants, held as separate rows so the loops below stay vectorised.
+  T inv_thr[kMaxTile], inv_thr2[kMaxTile], pwl_lo[kMaxTile];
+  const auto consts = [&](int64_t n) {
+    NeuronConsts<T> c;
+    c.alpha = alpha[n];
+    c.thr = thr[n];
+    c.inv_thr = inv_thr[n];
+    c.inv_thr2 = inv_thr2[n];
+    c.pwl_lo = pwl_lo[n];
+    c.window = window;
+    c.max_spikes = max_spikes;
+    return c;
+  };
+  const T* __restrict__ u_last = u + (steps - 1) * stride_t;
   for (int64_t n = 0; n < len; ++n) {
+    const NeuronConsts<T> c = neuron_consts(alpha[n], thr[n], window, max_spikes);
+    inv_thr[n] = c.inv_thr;
+    inv_thr2[n] = c.inv_thr2;
+    pwl_lo[n] = c.pwl_lo;
     W[n] = gvf ? gvf[n] : T(0);
     ga[n] = T(0);
     gt[n] = T(0);
     gb[n] = T(0);
+    S[n] = spikes(u_last[n], thr[n], max_spikes);
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t off = t * stride_t;
@@ -112,18 +135,18 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
     if (t > 0) {
       const T* __restrict__ up = ut - stride_t;
       for (int64_t n = 0; n < len; ++n) {
-        const T w_prev = recompute_w(up[n], thr[n], max_spikes);
+        const T s_prev = spikes(up[n], thr[n], max_spikes);
+        const T w_prev = reset(up[n], s_prev, thr[n]);
         git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
-                                                     HAS_GW ? gwt[n] : T(0), ut[n], w_prev,
-                                                     alpha[n], thr[n], window, max_spikes, W[n],
-                                                     gt[n], ga[n], gb[n]));
+                                                     HAS_GW ? gwt[n] : T(0), ut[n], S[n], w_prev,
+                                                     consts(n), W[n], gt[n], ga[n], gb[n]));
+        S[n] = s_prev;
       }
     } else {
       for (int64_t n = 0; n < len; ++n) {
         git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
-                                                     HAS_GW ? gwt[n] : T(0), ut[n], v0[n],
-                                                     alpha[n], thr[n], window, max_spikes, W[n],
-                                                     gt[n], ga[n], gb[n]));
+                                                     HAS_GW ? gwt[n] : T(0), ut[n], S[n], v0[n],
+                                                     consts(n), W[n], gt[n], ga[n], gb[n]));
       }
     }
   }
@@ -187,8 +210,8 @@ LIF_KERNEL_TABLE(bf16, c10::BFloat16)
 // Tile width: up to kMaxTile neurons, narrowed (down to 64) until there are a few tiles per
 // thread. Results never depend on it: neurons are independent and every parameter gradient is
 // reduced per (batch row, neuron) first.
-int64_t choose_tile(int64_t B, int64_t N) {
-  int64_t tile = std::min<int64_t>(kMaxTile, ((N + 15) / 16) * 16);
+int64_t choose_tile(int64_t B, int64_t N, int64_t max_tile) {
+  int64_t tile = std::min<int64_t>(max_tile, ((N + 15) / 16) * 16);
   const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
   while (tile > 64 && B * ((N + tile - 1) / tile) < want) tile /= 2;
   return tile;
@@ -199,7 +222,7 @@ int64_t choose_tile(int64_t B, int64_t N) {
 template <typename IT, typename T>
 void forward(const ForwardArgs<IT, T>& a) {
   const int64_t B = a.B, Tn = a.Tn, N = a.N;
-  const int64_t tile = choose_tile(B, N);
+  const int64_t tile = choose_tile(B, N, kMaxTile);
   const int64_t ntiles = (N + tile - 1) / tile;
   const T M = static_cast<T>(a.max_spikes);
   const T scale = static_cast<T>(a.noise_scale);
@@ -223,7 +246,7 @@ void forward(const ForwardArgs<IT, T>& a) {
 template <typename IT, typename T>
 void backward(const BackwardArgs<IT, T>& a) {
   const int64_t B = a.B, Tn = a.Tn, N = a.N;
-  const int64_t tile = choose_tile(B, N);
+  const int64_t tile = choose_tile(B, N, LIF_BWD_TILE);
   const int64_t ntiles = (N + tile - 1) / tile;
   const T M = static_cast<T>(a.max_spikes);
   const T window = static_cast<T>(a.window);

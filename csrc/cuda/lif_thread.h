@@ -1,0 +1,275 @@
+// The work of one CUDA thread, host+device and on raw pointers: one (batch row b, neuron n) over
+// the whole time loop, forward and backward, and one parameter-gradient sum over the batch. The
+// kernels in lif_kernel_cuda.cu only compute the thread's index and call these; and
+// tests/test_core_host.py compiles this very file with g++ and runs it, thread by thread, against
+// the reference (no GPU needed). The math is lif_core.h's; this file only moves data: it loads
+// kChunk time steps ahead (independent loads in flight while the recurrence runs) and stores what
+// the step functions return.
+//
+// Layout: (B,T,N) sequences, (B,N) per-row state, (N,) parameters, all contiguous. Thread
+// idx = b * N + n, so a warp is consecutive neurons of one row and every load and store of a time
+// step is one contiguous run. Indices are 64-bit. IT is the input/spike/grad-input type (float,
+// double, c10::Half, c10::BFloat16), T the compute and state type (float for the half types).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../lif_core.h"
+
+#if defined(__CUDACC__)
+#define LIF_UNROLL _Pragma("unroll")
+#else
+#define LIF_UNROLL _Pragma("GCC unroll 8")
+#endif
+
+namespace lif {
+namespace gpu {
+
+// Where the noise term comes from (SPEC §4); the same values as lif::cpu::NoiseMode.
+enum NoiseMode : int { kNoNoise = 0, kNoiseTensor = 1, kNoiseKernel = 2 };
+
+template <typename IT, typename T>
+struct ForwardArgs {
+  const IT* x;        // (B,T,N) input current
+  const T* noise;     // (B,T,N) noise tensor, or nullptr
+  bool kernel_noise;  // without a noise tensor: draw it in the kernel (SPEC §4)
+  uint64_t seed, offset;  // Philox key (kernel_noise)
+  double noise_scale;     // noise_std * sqrt(dt) (kernel_noise)
+  const T* v0;        // (B,N) initial membrane
+  const T* alpha;     // (N,) decay exp(-dt/tau)
+  const T* thr;       // (N,)
+  const T* bias;      // (N,)
+  double max_spikes;
+  IT* s_out;          // (B,T,N) spikes
+  T* w_rec;           // (B,T,N) recorded post-reset membrane, or nullptr
+  T* u_out;           // (B,T,N) pre-spike membrane saved for backward, or nullptr
+  T* v_final;         // (B,N) final state
+  int64_t B, Tn, N;   // all > 0
+};
+
+template <typename IT, typename T>
+struct BackwardArgs {
+  const IT* gs;       // (B,T,N) upstream gradient on spikes
+  const T* gw;        // (B,T,N) upstream gradient on recorded membrane, or nullptr
+  const T* gvf;       // (B,N) upstream gradient on the final state, or nullptr
+  const T* u;         // (B,T,N) saved pre-spike membrane
+  const T* v0;        // (B,N)
+  const T* alpha;     // (N,)
+  const T* thr;       // (N,)
+  double window, max_spikes;
+  int surrogate;      // lif::Surrogate
+  IT* g_in;           // (B,T,N)
+  T* g_v0;            // (B,N)
+  T* partial;         // (3,B,N) scratch: per-row alpha, thr, bias gradients
+  T* g_alpha, *g_thr, *g_bias;  // (N,) sums of the partials over the batch, in batch order
+  int64_t B, Tn, N;   // all > 0
+};
+
+// Time steps loaded ahead of the recurrence. Results never depend on it.
+constexpr int kChunk = 8;
+
+// The in-kernel noise key: z = scale * N(0,1) of flat element index0 + t * stride_t.
+template <typename T>
+struct NoiseKey {
+  uint64_t seed, offset;
+  T scale;
+  uint64_t index0;  // flat index of (b, t=0, n): the same key as the CPU kernel's
+};
+
+// Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
+// apart. Writes s[t] (and u[t] when SAVE_U, w[t] when RECORD) for t = 0..steps-1; returns
+// w[steps-1] (v0 when steps == 0).
+template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NoiseKey<T> key, T v0,
+                        T alpha, T thr, T bias, T max_spikes, IT* __restrict__ s_out,
+                        T* __restrict__ u_out, T* __restrict__ w_rec, int64_t steps,
+                        int64_t stride_t) {
+  T w = v0;
+  // One step, given its input and noise (the noise is ignored unless NOISE != kNoNoise).
+  auto step = [&](int64_t off, T xin, T zin) {
+    T u, wn, s;
+    if constexpr (NOISE == kNoNoise) {
+      s = step_forward(alpha, w, xin, bias, thr, max_spikes, u, wn);
+    } else {
+      s = step_forward(alpha, w, xin, zin, bias, thr, max_spikes, u, wn);
+    }
+    s_out[off] = static_cast<IT>(s);
+    if constexpr (SAVE_U) u_out[off] = u;
+    if constexpr (RECORD) w_rec[off] = wn;
+    w = wn;
+  };
+  // The noise of the step at `off`: read, drawn, or none. Independent of the recurrence.
+  auto noise_at = [&](int64_t off) -> T {
+    if constexpr (NOISE == kNoiseTensor) return z[off];
+    if constexpr (NOISE == kNoiseKernel) {
+      return scale_noise(key.scale, philox_normal(key.seed, key.offset,
+                                                  key.index0 + static_cast<uint64_t>(off)));
+    }
+    return T(0);
+  };
+  int64_t t0 = 0;
+  for (; t0 + kChunk <= steps; t0 += kChunk) {
+    T xin[kChunk];
+    T zin[kChunk];
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t off = (t0 + k) * stride_t;
+      xin[k] = static_cast<T>(x[off]);
+      zin[k] = noise_at(off);
+    }
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) step((t0 + k) * stride_t, xin[k], zin[k]);
+  }
+  for (; t0 < steps; ++t0) {
+    const int64_t off = t0 * stride_t;
+    step(off, static_cast<T>(x[off]), noise_at(off));
+  }
+  return w;
+}
+
+// Per-neuron results of the backward besides g_in: dL/dv0 and this row's parameter-gradient
+// partials (summed over the batch afterwards, in batch order).
+template <typename T>
+struct NeuronGrads {
+  T v0, alpha, thr, bias;
+};
+
+// Backward through time (SPEC §3) for one neuron of one batch row, t = steps-1 .. 0 (steps >= 1).
+// W starts as the upstream gradient on the final state. w[t-1] is recomputed from the saved u[t-1]
+// (v0 at t = 0); each u is loaded once and carried to the next (earlier) step.
+template <typename IT, typename T, int SURR, bool HAS_GW>
+LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __restrict__ gw,
+                                      T g_final, const T* __restrict__ u, T v0, T alpha, T thr,
+                                      T window, T max_spikes, IT* __restrict__ g_in,
+                                      int64_t steps, int64_t stride_t) {
+  T W = g_final, g_thr = T(0), g_alpha = T(0), g_bias = T(0);
+  auto step = [&](int64_t off, T gsv, T gwv, T u_t, T w_prev) {
+    g_in[off] = static_cast<IT>(step_backward<SURR>(gsv, gwv, u_t, w_prev, alpha, thr, window,
+                                                    max_spikes, W, g_thr, g_alpha, g_bias));
+  };
+  int64_t t = steps - 1;
+  T u_cur = u[t * stride_t];
+  // Steps t >= 1 in chunks, gs[t], gw[t] and u[t-1] loaded ahead.
+  for (; t >= kChunk; t -= kChunk) {
+    T gsv[kChunk];
+    T gwv[kChunk];
+    T uprev[kChunk];
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t off = (t - k) * stride_t;
+      gsv[k] = static_cast<T>(gs[off]);
+      gwv[k] = HAS_GW ? gw[off] : T(0);
+      uprev[k] = u[off - stride_t];
+    }
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      step((t - k) * stride_t, gsv[k], gwv[k], u_cur, recompute_w(uprev[k], thr, max_spikes));
+      u_cur = uprev[k];
+    }
+  }
+  for (; t >= 1; --t) {
+    const int64_t off = t * stride_t;
+    const T up = u[off - stride_t];
+    step(off, static_cast<T>(gs[off]), HAS_GW ? gw[off] : T(0), u_cur,
+         recompute_w(up, thr, max_spikes));
+    u_cur = up;
+  }
+  step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, v0);
+  return NeuronGrads<T>{W, g_alpha, g_thr, g_bias};
+}
+
+// ---------------------------------------------------------------- one thread of each kernel
+
+// Forward kernel thread idx = b * N + n, 0 <= idx < B * N.
+template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+LIF_HD void forward_thread(const ForwardArgs<IT, T>& a, int64_t idx) {
+  const int64_t b = idx / a.N;
+  const int64_t n = idx - b * a.N;
+  const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
+  const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale),
+                        static_cast<uint64_t>(row)};
+  a.v_final[idx] = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
+      a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[idx], a.alpha[n],
+      a.thr[n], a.bias[n], static_cast<T>(a.max_spikes), a.s_out + row,
+      SAVE_U ? a.u_out + row : nullptr, RECORD ? a.w_rec + row : nullptr, a.Tn, a.N);
+}
+
+// Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials.
+template <typename IT, typename T, int SURR, bool HAS_GW>
+LIF_HD void backward_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
+  const int64_t BN = a.B * a.N;
+  const int64_t b = idx / a.N;
+  const int64_t n = idx - b * a.N;
+  const int64_t row = b * a.Tn * a.N + n;
+  const NeuronGrads<T> g = backward_neuron<IT, T, SURR, HAS_GW>(
+      a.gs + row, HAS_GW ? a.gw + row : nullptr, a.gvf ? a.gvf[idx] : T(0), a.u + row, a.v0[idx],
+      a.alpha[n], a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row,
+      a.Tn, a.N);
+  a.g_v0[idx] = g.v0;
+  a.partial[idx] = g.alpha;
+  a.partial[BN + idx] = g.thr;
+  a.partial[2 * BN + idx] = g.bias;
+}
+
+// Reduction kernel thread idx = j * N + n, 0 <= idx < 3 * N: parameter gradient j (alpha, thr,
+// bias) of neuron n, summed over b = 0..B-1 in that order (the CPU kernel's order: the same bits).
+template <typename IT, typename T>
+LIF_HD void reduce_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
+  const int64_t j = idx / a.N;
+  const int64_t n = idx - j * a.N;
+  const T* __restrict__ p = a.partial + j * a.B * a.N + n;
+  T sum = T(0);
+  for (int64_t b = 0; b < a.B; ++b) sum += p[b * a.N];
+  T* out = j == 0 ? a.g_alpha : (j == 1 ? a.g_thr : a.g_bias);
+  out[n] = sum;
+}
+
+// ---------------------------------------------------------------- runtime flags -> template
+
+// Calls f(noise, save_u, record) with std::integral_constant copies of the forward's runtime
+// switches, so that each variant is its own kernel and the hot loop never branches on them.
+template <typename IT, typename T, typename F>
+void with_forward_variant(const ForwardArgs<IT, T>& a, F&& f) {
+  auto rec = [&](auto noise, auto save_u) {
+    if (a.w_rec) {
+      f(noise, save_u, std::true_type{});
+    } else {
+      f(noise, save_u, std::false_type{});
+    }
+  };
+  auto save = [&](auto noise) {
+    if (a.u_out) {
+      rec(noise, std::true_type{});
+    } else {
+      rec(noise, std::false_type{});
+    }
+  };
+  if (a.noise) {
+    save(std::integral_constant<int, kNoiseTensor>{});
+  } else if (a.kernel_noise) {
+    save(std::integral_constant<int, kNoiseKernel>{});
+  } else {
+    save(std::integral_constant<int, kNoNoise>{});
+  }
+}
+
+// Calls f(surrogate, has_gw) likewise for the backward.
+template <typename IT, typename T, typename F>
+void with_backward_variant(const BackwardArgs<IT, T>& a, F&& f) {
+  auto gw = [&](auto surr) {
+    if (a.gw) {
+      f(surr, std::true_type{});
+    } else {
+      f(surr, std::false_type{});
+    }
+  };
+  if (a.surrogate == kPeriodicExponential) {
+    gw(std::integral_constant<int, kPeriodicExponential>{});
+  } else {
+    gw(std::integral_constant<int, kStepPWL>{});
+  }
+}
+
+}  // namespace gpu
+}  // namespace lif
