@@ -45,6 +45,16 @@ def check_scalar(name, value, *, positive=False, nonneg=False, at_least=None):
     return value
 
 
+def check_spike_fn(fn):
+    """spike_generation_fn must be a torch.autograd.Function subclass (StepPWL, PeriodicExponential
+    or the user's own): anything else would fail deep inside the time loop."""
+    if not (isinstance(fn, type) and issubclass(fn, torch.autograd.Function)):
+        raise TypeError(
+            "spike_generation_fn must be a torch.autograd.Function subclass such as "
+            f"lif_cuda.StepPWL, got {fn!r}"
+        )
+
+
 def check_param(name, t, n, device, *, positive):
     """A per-neuron parameter: shape (N,) or (), floating, on `device`, finite (and > 0)."""
     check_float_tensor(name, t)
@@ -77,7 +87,8 @@ def check_evolve_args(
     B, T, N = input.shape
     dev = input.device
     check_float_tensor("v0", v0)
-    if tuple(v0.shape) not in ((B, N), (N,)):
+    # (N,) first: comparing (N,) with (B, N) would compare N with B, a guard under torch.export.
+    if tuple(v0.shape) != (N,) and tuple(v0.shape) != (B, N):
         raise ValueError(f"v0 must have shape ({B}, {N}) or ({N},), got {tuple(v0.shape)}")
     if v0.device != dev:
         raise ValueError(f"v0 is on {v0.device} but the input is on {dev}: put both on one device")
@@ -89,7 +100,7 @@ def check_evolve_args(
         if tuple(noise.shape) != (B, T, N):
             raise ValueError(f"noise must have the input's shape {(B, T, N)}, got {tuple(noise.shape)}")
         if noise.device != dev:
-            raise ValueError(f"noise is on {noise.device} but the input is on {dev}")
+            raise ValueError(f"noise is on {noise.device} but the input is on {dev}: put both on one device")
     dt = check_scalar("dt", dt, positive=True)
     window = check_scalar("learning_window", learning_window, nonneg=True)
     if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:

@@ -18,16 +18,25 @@ def load_error():
     return _LOAD_ERROR
 
 
-def available(device_type: str) -> bool:
-    """Whether the fused op has a kernel for this device type ("cpu", "cuda")."""
+def _probe():
     if _C is None:
-        return False
+        return {}
     import torch
 
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    if key is None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("lif_cuda::lif_forward", key)
+    return {
+        dev: torch._C._dispatch_has_kernel_for_dispatch_key("lif_cuda::lif_forward", key)
+        for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    }
+
+
+# Asked once, at import: torch.compile cannot trace the dispatcher query (a graph break), but it
+# traces a lookup in this dict.
+_KERNELS = _probe()
+
+
+def available(device_type: str) -> bool:
+    """Whether the fused op has a kernel for this device type ("cpu", "cuda")."""
+    return _KERNELS.get(device_type, False)
 
 
 _warned = set()

@@ -24,14 +24,26 @@ def fused_available(device) -> bool:
     return _ext.available(torch.device(device).type)
 
 
-def resolve_backend(backend, device, spike_generation_fn=StepPWL) -> str:
+def surrogate_id(spike_generation_fn):
+    """The fused kernels' id for this surrogate, or None when it has none. torch.compile cannot
+    trace this (dynamo can neither hash, compare nor issubclass() an autograd.Function class):
+    LIFNeuron calls it when spike_generation_fn is set, and passes the id down."""
+    check_spike_fn(spike_generation_fn)
+    return _FUSED_SURROGATES.get(spike_generation_fn)
+
+
+_UNRESOLVED = -1
+
+
+def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=_UNRESOLVED) -> str:
     """Returns "fused" or "reference" for a call on `device`; warns once when falling back."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    check_spike_fn(spike_generation_fn)
+    if surrogate == _UNRESOLVED:
+        surrogate = surrogate_id(spike_generation_fn)
     if backend == "reference":
         return "reference"
-    if spike_generation_fn not in _FUSED_SURROGATES:
+    if surrogate is None:
         name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
         _ext.warn_once(
             ("surrogate", name),
@@ -67,6 +79,7 @@ def lif_evolve(
     record=False,
     backend="auto",
     noise_std=0.0,
+    _surrogate=_UNRESOLVED,
 ):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
@@ -83,7 +96,9 @@ def lif_evolve(
     dt, window, max_spikes, noise_std = check_evolve_args(
         input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std
     )
-    which = resolve_backend(backend, input.device, spike_generation_fn)
+    if _surrogate == _UNRESOLVED:
+        _surrogate = surrogate_id(spike_generation_fn)
+    which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
     B, T, N = input.shape
     dtype = compute_dtype(input.dtype)
     noise_key = None
@@ -109,6 +124,6 @@ def lif_evolve(
     )
     spikes, vmem, v_final, _ = lif_forward_op(
         input, v0, alpha, thr, b, noise, noise_key, noise_scale, window, max_spikes,
-        _FUSED_SURROGATES[spike_generation_fn], record, save_u,
+        _surrogate, record, save_u,
     )
     return spikes, (vmem if record else None), v_final

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ._checks import check_float_tensor, check_scalar, check_spike_fn
-from .functional import lif_evolve
+from .functional import lif_evolve, surrogate_id, _UNRESOLVED
 from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
@@ -93,6 +93,22 @@ class LIFNeuron(nn.Module):
         self.noise = noise
         self._check_config()
 
+    __jit_unused_properties__ = ["spike_generation_fn"]
+
+    @property
+    def spike_generation_fn(self):
+        return self._spike_generation_fn
+
+    @spike_generation_fn.setter
+    def spike_generation_fn(self, fn):
+        # Resolved here, outside any torch.compile trace (see functional.surrogate_id). A bad value
+        # is left unresolved: lif_evolve checks it again and raises, naming it, at the next call.
+        self._spike_generation_fn = fn
+        try:
+            self._surrogate_id = surrogate_id(fn)
+        except TypeError:
+            self._surrogate_id = _UNRESOLVED
+
     def _check_config(self):
         for name, positive in (("dt", True), ("noise_std", False), ("learning_window", False)):
             v = getattr(self, name)
@@ -163,6 +179,7 @@ class LIFNeuron(nn.Module):
             record=record,
             backend=self.backend,
             noise_std=self.noise_std if noise is None else 0.0,
+            _surrogate=self._surrogate_id,
         )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
         # (detach, not a no_grad block: torch.export could not load a program saved with one.)
@@ -186,8 +203,11 @@ class LIFNeuron(nn.Module):
             x = x.unsqueeze(0)
         if x.dim() != 3 or (x.shape[-1] != n and x.shape[-1] != 1):
             raise ValueError("LIFNeuron: input must have shape (B, T, N) or (T, N), N the number of neurons or 1")
+        x = x.expand(x.shape[0], x.shape[1], n)
         dtype = self.tau_mem.dtype
-        x = x.expand(x.shape[0], x.shape[1], n).to(dtype)
+        half = x.dtype == torch.float16 or x.dtype == torch.bfloat16
+        if x.dtype != dtype and not (dtype == torch.float32 and half):  # as _evolve does
+            x = x.to(dtype)
         B, T = x.shape[0], x.shape[1]
         alpha = torch.exp(-self.dt / self.tau_mem).expand(n).contiguous()
         thr = self.threshold.expand(n).contiguous()

@@ -207,6 +207,12 @@ LIF_KERNEL_TABLE(f64, double)
 LIF_KERNEL_TABLE(f16, c10::Half)
 LIF_KERNEL_TABLE(bf16, c10::BFloat16)
 
+// Small calls run on the calling thread: below ~64K elements, waking the thread pool costs more
+// than the work (parallel_for runs inline when one grain covers the whole range).
+int64_t grain_size(int64_t items, int64_t elements) {
+  return elements < (int64_t(1) << 16) ? std::max<int64_t>(items, 1) : 1;
+}
+
 // Tile width: up to kMaxTile neurons, narrowed (down to 64) until there are a few tiles per
 // thread. Results never depend on it: neurons are independent and every parameter gradient is
 // reduced per (batch row, neuron) first.
@@ -227,7 +233,7 @@ void forward(const ForwardArgs<IT, T>& a) {
   const T M = static_cast<T>(a.max_spikes);
   const T scale = static_cast<T>(a.noise_scale);
   const auto fn = Kernels<IT>::fwd[a.noise_mode];
-  at::parallel_for(0, B * ntiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ntiles;
       const int64_t n0 = (i % ntiles) * tile;
@@ -251,7 +257,7 @@ void backward(const BackwardArgs<IT, T>& a) {
   const T M = static_cast<T>(a.max_spikes);
   const T window = static_cast<T>(a.window);
   const auto fn = Kernels<IT>::bwd[a.surrogate == kPeriodicExponential ? 1 : 0][a.gw ? 1 : 0];
-  at::parallel_for(0, B * ntiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ntiles;
       const int64_t n0 = (i % ntiles) * tile;

@@ -1,0 +1,349 @@
+"""SPEC §2-§3: the fused, hand-written backward through time.
+
+Three independent checks:
+1. Against autograd of the reference (the per-step pure-PyTorch model whose only hand-written
+   part is the surrogate of SPEC §2): gradients of input, v0, tau_mem, threshold, bias (and noise)
+   for upstream gradients on spikes, the recorded membrane and the final state, both surrogates,
+   scalar and per-neuron parameters; float64 <= 1e-10 and float32 <= 1e-5 relative (norm-wise).
+2. `torch.autograd.gradcheck` (float64 finite differences) of the fused path itself:
+   a) below threshold (u < thr - window everywhere, StepPWL): spikes are 0 and the surrogate is
+      0, so the op is a smooth function and its true derivative is what the backward must give.
+      This proves the leak, the integration, the carry W = alpha * U and the tau_mem / v0 / bias
+      chains without any surrogate;
+   b) with spikes: spikes are piecewise constant, so finite differences of the op itself say
+      nothing about a surrogate. Instead we finite-difference the model in which every spike
+      count is replaced by its first-order surrogate expansion around the evaluation point,
+      s(u, thr) = s0 + ds/du|0 (u - u0) + ds/dthr|0 (thr - thr0), with the coefficients written
+      out here from SPEC §2. That function is smooth, equals the real forward at the point, and
+      its exact gradient is by definition the surrogate gradient: gradcheck of it against the
+      fused backward proves SPEC §3's equations (reset path included) from first principles.
+3. The exact surrogate at the boundaries u == thr - window and u == thr, against its formula.
+Plus: backward saves only u (B,T,N) and small tensors; nothing when no gradient is needed.
+"""
+import math
+
+import pytest
+import torch
+
+import lif_cuda
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    assert_rel_close,
+    make_case,
+    pre_spike_membrane,
+    run_fused,
+    run_reference,
+)
+
+SURROGATES = [lif_cuda.StepPWL, lif_cuda.PeriodicExponential]
+SURROGATE_IDS = ["StepPWL", "PeriodicExponential"]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+PARAM_NAMES = ["input", "v0", "tau_mem", "threshold", "bias", "noise"]
+
+
+def _upstream(case, which, seed=1234):
+    """Random upstream gradients on (spikes, vmem, final state); None where not in `which`."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, N = case.input.shape
+    dtype = case.input.dtype
+    randn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    return (
+        randn(B, T, N) if "spikes" in which else None,
+        randn(B, T, N) if "vmem" in which else None,
+        randn(B, N) if "final" in which else None,
+    )
+
+
+def _grads(run, case, upstream, with_noise=False, **kw):
+    """Gradients of sum(out * upstream) w.r.t. the case's differentiable arguments."""
+    case, leaves = case.leaves(with_noise=with_noise)
+    record = upstream[1] is not None
+    outs = run(case, record=record, **kw)
+    pairs = [(o, g) for o, g in zip(outs, upstream) if g is not None]
+    grads = torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs])
+    return outs, grads
+
+
+def _assert_grads_match(case, upstream, with_noise=False, **kw):
+    f_outs, f_grads = _grads(run_fused, case, upstream, with_noise, **kw)
+    r_outs, r_grads = _grads(run_reference, case, upstream, with_noise, **kw)
+    assert torch.equal(f_outs[0], r_outs[0])  # same spikes, so the same surrogate masks
+    tol = TOL[case.input.dtype]
+    for name, fg, rg in zip(PARAM_NAMES, f_grads, r_grads):
+        assert fg.shape == rg.shape, f"grad {name}: shape {tuple(fg.shape)} != {tuple(rg.shape)}"
+        assert rg.abs().sum() > 0, f"grad {name} is zero: the case does not test it"
+        assert_rel_close(fg, rg, tol, f"grad {name}")
+    return f_grads
+
+
+def _assert_surrogate_regimes(case):
+    """Non-vacuity: some steps spike, some sit in the learning window without spiking (the
+    surrogate acts, the spike does not), and some are below it."""
+    spikes, vmem, _ = run_reference(case)
+    u = pre_spike_membrane(case, vmem)
+    thr = case.threshold.expand_as(u)
+    assert (spikes >= 2).any()
+    assert ((u >= thr - case.learning_window) & (u < thr)).any()
+    assert (u < thr - case.learning_window).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=SURROGATE_IDS)
+@pytest.mark.parametrize("params", ["neuron", "scalar", "mixed"])
+@pytest.mark.parametrize("which", ["spikes", "spikes+vmem", "spikes+vmem+final", "vmem+final"])
+def test_fused_backward_equals_autograd_of_reference(dtype, surrogate, params, which):
+    case = make_case(101, 3, 25, 13, dtype, params=params)
+    _assert_surrogate_regimes(case)
+    _assert_grads_match(case, _upstream(case, which), spike_generation_fn=surrogate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=SURROGATE_IDS)
+@pytest.mark.parametrize(
+    "variant",
+    ["noise", "clamp_M2", "window_1_dt_5ms", "window_0", "v0_per_neuron", "T1", "N_over_1024"],
+)
+def test_fused_backward_variants(dtype, surrogate, variant):
+    kw = dict(seed=111, B=3, T=20, N=9)
+    with_noise = False
+    if variant == "noise":
+        kw.update(noise=True)
+        with_noise = True
+    elif variant == "clamp_M2":  # the surrogate passes straight through the clamp
+        kw.update(max_spikes_per_dt=2.0, input_mean=2.0)
+    elif variant == "window_1_dt_5ms":
+        kw.update(learning_window=1.0, dt=5e-3)
+    elif variant == "window_0":
+        kw.update(learning_window=0.0)
+    elif variant == "v0_per_neuron":
+        kw.update(v0_shape="neuron")
+    elif variant == "T1":
+        kw.update(T=1, input_mean=1.0)
+    elif variant == "N_over_1024":
+        kw.update(B=2, T=4, N=1100)
+    case = make_case(dtype=dtype, **kw)
+    if variant == "clamp_M2":
+        assert (run_reference(case, max_spikes_per_dt=math.inf)[0] > 2).any()
+    grads = _assert_grads_match(
+        case, _upstream(case, "spikes+vmem+final"), with_noise=with_noise, spike_generation_fn=surrogate
+    )
+    if with_noise:  # the noise enters u exactly as the input does
+        assert torch.equal(grads[5], grads[0])
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (0, 4, 3), (2, 4, 0)])
+def test_zero_sized_gradients(shape):
+    case = make_case(121, *shape, torch.float64)
+    case, leaves = case.leaves()
+    upstream = _upstream(case, "spikes+vmem+final")
+
+    def grads_of(outs, leaves):  # empty outputs may have no graph (the reference's do not)
+        pairs = [(o, g) for o, g in zip(outs, upstream) if o.requires_grad]
+        return torch.autograd.grad(
+            [o for o, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True, materialize_grads=True
+        )
+
+    grads = grads_of(run_fused(case), leaves)
+    r_case, r_leaves = case.leaves()
+    r_grads = grads_of(run_reference(r_case), r_leaves)
+    for name, fg, rg in zip(PARAM_NAMES, grads, r_grads):
+        assert fg.shape == rg.shape and torch.equal(fg, rg), name
+    if shape[1] == 0:  # no step: the final state is v0, and so is its gradient
+        assert torch.equal(grads[1], upstream[2])
+
+
+# ------------------------------------------------------------------ gradcheck (float64)
+
+
+def _fused_fn(case, surrogate=lif_cuda.StepPWL):
+    def fn(input, v0, tau_mem, threshold, bias, noise):
+        c = case.replace(input=input, v0=v0, tau_mem=tau_mem, threshold=threshold, bias=bias, noise=noise)
+        return run_fused(c, record=True, spike_generation_fn=surrogate)
+
+    return fn
+
+
+def _gradcheck_inputs(case):
+    return tuple(
+        getattr(case, n).detach().clone().requires_grad_(True) for n in PARAM_NAMES
+    )
+
+
+@pytest.mark.parametrize("params", ["neuron", "scalar"])
+def test_gradcheck_below_threshold(params, one_thread):
+    """No spike and no surrogate anywhere: the fused op is smooth, gradcheck it as it is."""
+    case = make_case(131, 2, 6, 4, torch.float64, params=params, noise=True, input_mean=-0.6, input_scale=0.1)
+    case = case.replace(v0=case.v0.clamp(max=0.0), noise=0.1 * case.noise)
+    _, vmem, _ = run_reference(case)
+    u = pre_spike_membrane(case, vmem)
+    margin = (case.threshold - case.learning_window).expand_as(u) - u
+    assert margin.min() > 1e-3, "precondition: every u below the learning window, with room for eps"
+    assert torch.autograd.gradcheck(_fused_fn(case), _gradcheck_inputs(case), eps=1e-6, atol=1e-9, rtol=1e-7)
+
+
+def _surrogate_coefficients(u, thr, window, max_spikes, surrogate):
+    """ds/du and ds/dthr of SPEC §2, written out independently of the library."""
+    if surrogate is lif_cuda.StepPWL:
+        m = (u >= thr - window).to(u.dtype)
+        return m / thr, -u * m / thr**2
+    vs = u - thr / 2
+    k = torch.clamp(torch.floor(vs / thr), max=max_spikes - 1)
+    vp = vs - k * thr
+    vn = torch.where(u < thr, vs, vp)
+    pdf = torch.exp(-torch.abs(vn - thr / 2) / window) / thr
+    return pdf, -pdf * u / thr
+
+
+def _linearised_model(case, surrogate):
+    """The forward of SPEC §1 with s[t] replaced by its first-order surrogate expansion around
+    `case` (all coefficients frozen there). Smooth; equals the real forward at `case`."""
+    s0, vmem0, _ = run_reference(case)
+    u0 = pre_spike_membrane(case, vmem0)
+    thr0 = case.threshold.expand_as(u0)
+    dsdu, dsdthr = _surrogate_coefficients(u0, thr0, case.learning_window, case.max_spikes_per_dt, surrogate)
+    dt = case.dt
+
+    def model(input, v0, tau_mem, threshold, bias, noise):
+        B, T, N = input.shape
+        alpha = torch.exp(-dt / tau_mem)
+        w = v0.expand(B, N)
+        spikes, vmem = [], []
+        for t in range(T):
+            u = ((alpha * w + input[:, t]) + noise[:, t]) + bias
+            s = s0[:, t] + dsdu[:, t] * (u - u0[:, t]) + dsdthr[:, t] * (threshold - thr0[:, t])
+            w = u - s * threshold
+            spikes.append(s)
+            vmem.append(w)
+        return torch.stack(spikes, 1), torch.stack(vmem, 1), w
+
+    return model
+
+
+class _LinearisedModelWithFusedBackward(torch.autograd.Function):
+    """forward: the linearised model (pure PyTorch); backward: the fused op's backward at the
+    point where the model was linearised. gradcheck compares the latter with finite differences
+    of the former."""
+
+    @staticmethod
+    def forward(ctx, model, fused_fn, *inputs):
+        ctx.fused_fn = fused_fn
+        ctx.save_for_backward(*inputs)
+        with torch.no_grad():
+            return model(*inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
+            outs = ctx.fused_fn(*leaves)
+            grads = torch.autograd.grad(outs, leaves, grad_outputs, allow_unused=True, materialize_grads=True)
+        return (None, None, *grads)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=SURROGATE_IDS)
+@pytest.mark.parametrize("params", ["neuron", "scalar"])
+def test_gradcheck_surrogate_linearisation(surrogate, params, one_thread):
+    case = make_case(141, 2, 7, 4, torch.float64, params=params, noise=True, input_mean=0.8, max_spikes_per_dt=2.0)
+    model = _linearised_model(case, surrogate)
+    fused = _fused_fn(case, surrogate)
+    inputs = _gradcheck_inputs(case)
+    # At the point, the linearised model is the real forward, and the case is not trivial.
+    real = fused(*inputs)
+    lin = model(*inputs)
+    for r, m in zip(real, lin):
+        torch.testing.assert_close(m, r, rtol=0, atol=1e-12)
+    assert (real[0] >= 2).any() and (real[0] == 0).any()
+
+    def fn(*xs):
+        return _LinearisedModelWithFusedBackward.apply(model, fused, *xs)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ the surrogate at its boundaries
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("window", [0.5, 0.1, 0.0])
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_steppwl_mask_includes_its_lower_boundary(dtype, window, backend):
+    """T = 1, v0 = 0, bias = 0: u = I exactly, and with only an upstream gradient on the spikes
+    dL/dI = m / thr and dL/dthr = -u m / thr^2, m = (u >= thr - window)."""
+    thr = torch.tensor([1.0, 0.7, 1.3], dtype=dtype)
+    lower = thr - window
+    down = lambda t: torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype))  # noqa: E731
+    u = torch.stack([lower, down(lower), thr, down(thr), 2 * thr])  # (5, 3)
+    B, N = u.shape
+    case = make_case(0, B, 1, N, dtype, learning_window=window).replace(
+        input=u.unsqueeze(1).clone(),
+        v0=torch.zeros(B, N, dtype=dtype),
+        bias=torch.zeros(N, dtype=dtype),
+        threshold=thr.clone(),
+    )
+    m = (u >= thr - window).to(dtype)
+    assert m[0].all() and not m[1].any(), "u == thr - window is inside the window, one ulp below is not"
+    case, leaves = case.leaves()
+    run = run_fused if backend == "fused" else run_reference
+    spikes, _, _ = run(case, record=False)
+    g_in, g_thr = torch.autograd.grad(spikes, [leaves[0], leaves[3]], torch.ones_like(spikes))
+    torch.testing.assert_close(g_in.squeeze(1), m / thr, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g_thr, (-u * m / thr**2).sum(0), rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------ what backward keeps
+
+
+def _count_saved(fn):
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_backward_saves_only_u(record):
+    """SPEC §3: the one sequence-sized tensor kept for backward is u, the pre-spike membrane;
+    everything else saved is (B,N) or (N,) (v0 and the parameters)."""
+    case = make_case(151, 3, 9, 7, torch.float32, noise=True)
+    B, T, N = case.input.shape
+    case, _ = case.leaves(with_noise=True)
+    outs, saved = _count_saved(lambda: run_fused(case, record=record))
+    big = [t for t in saved if t.numel() >= B * T * N]
+    assert len(big) == 1, f"sequence-sized tensors saved: {[tuple(t.shape) for t in big]}"
+    _, vmem, _ = run_reference(case)
+    assert torch.equal(big[0], pre_spike_membrane(case, vmem).detach()), "the saved tensor is u"
+    assert all(t.numel() <= B * N for t in saved if t is not big[0])
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "nothing_requires_grad", "grad"])
+def test_u_is_saved_only_when_needed(monkeypatch, mode):
+    calls = []
+    original = lif_cuda.functional.lif_forward_op
+
+    def spy(*args):
+        out = original(*args)
+        calls.append((args[-1], out[3].numel()))
+        return out
+
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", spy)
+    case = make_case(161, 2, 5, 3)
+    if mode in ("no_grad", "inference_mode", "grad"):
+        case, _ = case.leaves()
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
+    if ctx is None:
+        outs, saved = _count_saved(lambda: run_fused(case))
+    else:
+        with ctx():
+            outs, saved = _count_saved(lambda: run_fused(case))
+    (save_u, u_numel), = calls
+    if mode == "grad":
+        assert save_u and u_numel == case.input.numel()
+    else:
+        assert not save_u and u_numel == 0 and saved == []
+        assert not outs[0].requires_grad

@@ -1,0 +1,343 @@
+"""SPEC §5: `LIFNeuron`, the drop-in for the seed's `LIFNeuronTorch`.
+
+Constructor defaults and shapes, input auto-batching, `evolve`'s record dict, the persistent
+membrane state, backend choice (including a fused backend that is missing), training, dtype and
+noise. Results are checked against the functional reference, not only for shapes.
+"""
+import math
+import warnings
+
+import pytest
+import torch
+
+import lif_cuda
+from conftest import assert_bitwise, make_case, run_reference
+from lif_cuda.reference import lif_evolve_reference
+
+
+def _layer(n=6, seed=0, **kw):
+    """A layer with random per-neuron parameters (defaults would spike rarely)."""
+    g = torch.Generator().manual_seed(seed)
+    kw.setdefault("tau_mem", 5e-3 + 45e-3 * torch.rand(n, generator=g))
+    kw.setdefault("threshold", 0.3 + 1.2 * torch.rand(n, generator=g))
+    kw.setdefault("bias", 0.1 * torch.randn(n, generator=g))
+    return lif_cuda.LIFNeuron(n, **kw)
+
+
+def _input(*shape, seed=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return 0.4 + torch.randn(shape, generator=g, dtype=dtype)
+
+
+def _reference_of(layer, x, v0=None, noise=None, record=True):
+    """What the layer must compute: the functional reference with the layer's parameters."""
+    B, T, N = x.shape
+    v0 = layer.vmem if v0 is None else v0
+    with torch.no_grad():
+        return lif_evolve_reference(
+            x.to(layer.tau_mem.dtype), v0, layer.tau_mem, layer.threshold, layer.bias, layer.dt, noise,
+            layer.learning_window, layer.max_spikes_per_dt, layer.spike_generation_fn, record,
+        )
+
+
+# ------------------------------------------------------------------ construction
+
+
+def test_defaults_are_the_seeds():
+    """tau_mem 20 ms and threshold 1.0 per neuron; bias 0.0 given as a number stays a scalar ()."""
+    layer = lif_cuda.LIFNeuron(5)
+    for name, value, shape in (("tau_mem", 20e-3, (5,)), ("threshold", 1.0, (5,)), ("bias", 0.0, ())):
+        p = getattr(layer, name)
+        assert isinstance(p, torch.nn.Parameter) and p.requires_grad, name
+        assert p.shape == shape and p.dtype == torch.float32, name
+        assert torch.equal(p, torch.full(shape, value)), name
+    assert layer.dt == 1e-3 and layer.noise_std == 0.0 and layer.learning_window == 0.5
+    assert layer.max_spikes_per_dt == 2.0**16
+    assert layer.spike_generation_fn is lif_cuda.StepPWL and layer.backend == "auto"
+    assert torch.equal(layer.vmem, torch.zeros(5)) and "vmem" in layer.state_dict()
+
+
+@pytest.mark.parametrize("shape", [7, (7,), [7]])
+def test_shape_int_or_one_tuple(shape):
+    layer = lif_cuda.LIFNeuron(shape)
+    assert layer.shape == (7,) and layer.vmem.shape == (7,) and layer.tau_mem.shape == (7,)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (1, 5), [2, 2]])
+def test_shape_with_two_dimensions_is_a_value_error(shape):
+    with pytest.raises(ValueError, match="shape"):
+        lif_cuda.LIFNeuron(shape)
+
+
+def test_scalar_and_per_neuron_parameters():
+    layer = lif_cuda.LIFNeuron(4, tau_mem=0.03, threshold=torch.tensor([0.5, 1.0, 1.5, 2.0]), bias=0.1)
+    assert layer.tau_mem.shape == () and layer.threshold.shape == (4,) and layer.bias.shape == ()
+    assert all(isinstance(p, torch.nn.Parameter) for p in (layer.tau_mem, layer.threshold, layer.bias))
+    x = _input(2, 9, 4)
+    assert_bitwise(layer.evolve(x, record=True)[2]["vmem"], _reference_of(lif_cuda.LIFNeuron(
+        4, tau_mem=0.03, threshold=torch.tensor([0.5, 1.0, 1.5, 2.0]), bias=0.1), x)[1], "vmem")
+
+
+@pytest.mark.parametrize("backend", ["gpu", "", None])
+def test_unknown_backend_is_a_value_error(backend):
+    with pytest.raises(ValueError, match="backend"):
+        lif_cuda.LIFNeuron(3, backend=backend)
+
+
+# ------------------------------------------------------------------ forward and evolve
+
+
+def test_forward_batched_input():
+    layer = _layer()
+    x = _input(3, 20, 6)
+    spikes = layer(x)
+    assert spikes.shape == (3, 20, 6) and spikes.dtype == torch.float32 and spikes.device == x.device
+    assert_bitwise(spikes, _reference_of(_layer(), x)[0], "spikes")
+    assert (spikes > 0).any()
+
+
+def test_forward_unbatched_input_is_batch_one():
+    x = _input(20, 6)
+    spikes = _layer()(x)
+    assert spikes.shape == (1, 20, 6)
+    assert_bitwise(spikes, _layer()(x.unsqueeze(0)), "spikes of (T,N) vs (1,T,N)")
+
+
+def test_forward_broadcasts_a_last_dimension_of_one():
+    x = _input(2, 20, 1)
+    spikes = _layer()(x)
+    assert spikes.shape == (2, 20, 6)
+    assert_bitwise(spikes, _layer()(x.expand(2, 20, 6).contiguous()), "spikes of (B,T,1) vs (B,T,N)")
+
+
+@pytest.mark.parametrize("shape", [(2, 20, 5), (2, 20, 7), (20,), (1, 2, 20, 6)])
+def test_wrong_input_shape_raises_and_keeps_state(shape):
+    layer = _layer()
+    layer(_input(1, 10, 6))
+    before = layer.vmem.clone()
+    with pytest.raises(ValueError, match="input"):
+        layer(_input(*shape))
+    assert_bitwise(layer.vmem, before, "state after a failed call")
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_evolve_returns_spikes_state_and_record(record):
+    layer = _layer()
+    x = _input(3, 15, 6)
+    spikes, state, rec = layer.evolve(x, record=record)
+    want = _reference_of(_layer(), x)
+    assert_bitwise(spikes, want[0], "spikes")
+    assert set(state) == {"vmem"}
+    assert_bitwise(state["vmem"], want[2][0], "state: batch row 0 of the final membrane")
+    if record:
+        assert set(rec) == {"vmem", "spikes"}
+        for key in ("vmem", "spikes"):
+            assert rec[key].shape == (3, 15, 6) and rec[key].device == x.device, key
+        assert_bitwise(rec["vmem"], want[1], "recorded vmem")
+        assert_bitwise(rec["spikes"], spikes, "recorded spikes")
+    else:
+        assert rec == {}
+
+
+# ------------------------------------------------------------------ state
+
+
+def test_state_persists_batch_row_zero_detached():
+    layer = _layer()
+    x = _input(3, 12, 6).requires_grad_(True)
+    _, _, final = _reference_of(_layer(), x.detach())
+    layer(x)
+    assert_bitwise(layer.vmem, final[0], "state after a call")
+    assert not layer.vmem.requires_grad and layer.vmem.grad_fn is None
+
+
+def test_two_calls_equal_one_long_call():
+    x = _input(1, 30, 6)
+    whole = _layer().evolve(x, record=True)
+    layer = _layer()
+    first = layer.evolve(x[:, :11], record=True)
+    second = layer.evolve(x[:, 11:], record=True)
+    assert_bitwise(torch.cat([first[0], second[0]], 1), whole[0], "spikes")
+    assert_bitwise(torch.cat([first[2]["vmem"], second[2]["vmem"]], 1), whole[2]["vmem"], "vmem")
+    assert_bitwise(second[1]["vmem"], whole[1]["vmem"], "final state")
+
+
+def test_next_call_starts_every_batch_row_from_row_zero():
+    """The seed keeps one (N,) state, batch row 0's, and broadcasts it over the next batch."""
+    layer = _layer()
+    x1, x2 = _input(3, 10, 6, seed=2), _input(3, 10, 6, seed=3)
+    layer(x1)
+    v = layer.vmem.clone()
+    assert not torch.equal(v, torch.zeros(6))
+    assert_bitwise(layer.evolve(x2, record=True)[2]["vmem"], _reference_of(_layer(), x2, v0=v)[1], "vmem")
+
+
+def test_reset_state():
+    layer = _layer()
+    x = _input(2, 10, 6)
+    first = layer(x)
+    assert (layer.vmem != 0).any()
+    assert layer.reset_state() is layer
+    assert torch.equal(layer.vmem, torch.zeros(6))
+    assert_bitwise(layer(x), first, "spikes after reset_state")
+
+
+# ------------------------------------------------------------------ backends
+
+
+def test_fused_and_reference_backends_agree():
+    x = _input(4, 25, 6)
+    outs = {}
+    for backend in ("fused", "reference"):
+        layer = _layer(backend=backend)
+        outs[backend] = layer.evolve(x, record=True), layer.vmem.clone()
+    (f, fv), (r, rv) = outs["fused"], outs["reference"]
+    assert_bitwise(f[0], r[0], "spikes")
+    assert_bitwise(f[2]["vmem"], r[2]["vmem"], "vmem")
+    assert_bitwise(fv, rv, "state")
+
+
+def test_fused_backend_runs_the_fused_op(monkeypatch):
+    calls = []
+    original = lif_cuda.functional.lif_forward_op
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(1) or original(*a))
+    _layer(backend="fused")(_input(2, 5, 6))
+    _layer(backend="auto")(_input(2, 5, 6))
+    assert len(calls) == 2
+    _layer(backend="reference")(_input(2, 5, 6))
+    assert len(calls) == 2
+
+
+@pytest.fixture
+def fused_unavailable(monkeypatch):
+    """As if the extension had no kernel for the CPU."""
+    monkeypatch.setattr(lif_cuda.functional, "fused_available", lambda device: False)
+    monkeypatch.setattr(lif_cuda._ext, "_warned", set())
+
+
+def test_fused_backend_unavailable_raises_and_keeps_state(fused_unavailable):
+    layer = _layer(backend="fused")
+    with torch.no_grad():
+        layer.vmem.fill_(0.25)
+    with pytest.raises(RuntimeError, match="fused"):
+        layer(_input(2, 5, 6))
+    assert torch.equal(layer.vmem, torch.full((6,), 0.25))
+
+
+def test_auto_backend_falls_back_with_one_warning(fused_unavailable):
+    x = _input(2, 10, 6)
+    layer = _layer(backend="auto")
+    with pytest.warns(RuntimeWarning, match="reference"):
+        spikes = layer(x)
+    assert_bitwise(spikes, _reference_of(_layer(), x)[0], "spikes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(x)  # warned once already
+
+
+def test_custom_surrogate_runs_on_the_reference_path(monkeypatch):
+    class MySurrogate(lif_cuda.StepPWL):
+        pass
+
+    monkeypatch.setattr(lif_cuda._ext, "_warned", set())
+    calls = []
+    original = lif_cuda.functional.lif_forward_op
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(1) or original(*a))
+    x = _input(2, 10, 6)
+    layer = _layer(spike_generation_fn=MySurrogate)
+    with pytest.warns(RuntimeWarning, match="MySurrogate"):
+        spikes = layer(x)
+    assert calls == []
+    assert_bitwise(spikes, _reference_of(_layer(), x)[0], "spikes")
+
+
+# ------------------------------------------------------------------ training, dtype, noise
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_parameters_are_trainable(backend):
+    layer = _layer(backend=backend)
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    assert set(before) == {"tau_mem", "threshold", "bias"}
+    opt = torch.optim.SGD(layer.parameters(), lr=1e-4)
+    x = _input(4, 20, 6)
+    spikes, _, rec = layer.evolve(x, record=True)
+    (spikes.sum() + rec["vmem"].pow(2).sum()).backward()
+    opt.step()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert not torch.equal(p.detach(), before[name]), name
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_to_float64_computes_in_float64(backend):
+    layer = _layer(backend=backend).to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in layer.parameters()) and layer.vmem.dtype == torch.float64
+    x = _input(2, 20, 6)  # float32 input: the layer computes in its own dtype
+    spikes, _, rec = layer.evolve(x, record=True)
+    assert spikes.dtype == torch.float64 and rec["vmem"].dtype == torch.float64
+    ref = _layer().to(torch.float64)
+    want = _reference_of(ref, x.to(torch.float64))
+    # Bitwise equal to a float64 computation: not a float32 one cast up afterwards.
+    assert_bitwise(rec["vmem"], want[1], "vmem")
+    as_f32 = _reference_of(_layer(), x)[1].to(torch.float64)
+    assert not torch.equal(rec["vmem"], as_f32)
+
+
+def _noisy_runs(x, noise, runs):
+    out = []
+    for backend, seed in runs:
+        layer = _layer(x.shape[-1], backend=backend, noise_std=2.0, noise=noise)
+        torch.manual_seed(seed)
+        out.append(layer.evolve(x, record=True))
+    return out
+
+
+def test_torch_noise_with_a_seed_equals_the_reference_backend():
+    """noise="torch": noise_std * sqrt(dt) * torch.randn(B,T,N), as the seed draws it."""
+    x = _input(3, 30, 6)
+    f, r, other = _noisy_runs(x, "torch", [("fused", 7), ("reference", 7), ("fused", 8)])
+    assert_bitwise(f[0], r[0], "spikes")
+    assert_bitwise(f[2]["vmem"], r[2]["vmem"], "vmem")
+    quiet = _layer().evolve(x, record=True)
+    assert not torch.equal(f[2]["vmem"], quiet[2]["vmem"]), "noise_std > 0 must add noise"
+    assert not torch.equal(f[2]["vmem"], other[2]["vmem"]), "another seed, other noise"
+    torch.manual_seed(7)
+    z = 2.0 * torch.sqrt(torch.tensor(1e-3)) * torch.randn(3, 30, 6)
+    assert_bitwise(f[2]["vmem"], _reference_of(_layer(), x, noise=z)[1], "vmem with the same noise tensor")
+
+
+def test_kernel_noise_is_reproducible_under_a_seed():
+    """noise="kernel" (the default): drawn inside the fused kernel from torch's seed (SPEC §4);
+    the same seed gives the same result on either backend."""
+    x = _input(4, 50, 10)
+    a, b, ref, other = _noisy_runs(x, "kernel", [("fused", 7), ("fused", 7), ("reference", 7), ("fused", 8)])
+    assert_bitwise(a[2]["vmem"], b[2]["vmem"], "vmem, same seed")
+    # The reference backend computes the kernel's noise stream too (lif_cuda.noise).
+    assert_bitwise(a[0], ref[0], "spikes, fused vs reference backend, same seed")
+    assert_bitwise(a[2]["vmem"], ref[2]["vmem"], "vmem, fused vs reference backend, same seed")
+    assert not torch.equal(a[2]["vmem"], other[2]["vmem"]), "another seed, other noise"
+    # The noise each step added, recovered from the record, is N(0, (noise_std * sqrt(dt))^2).
+    layer = _layer(10, noise_std=2.0)
+    quiet = _reference_of(layer, x, v0=torch.zeros(10))
+    vmem, spikes = a[2]["vmem"], a[0]
+    w_prev = torch.cat([torch.zeros(4, 1, 10), vmem[:, :-1]], 1).detach()
+    alpha = torch.exp(-layer.dt / layer.tau_mem).detach()
+    u = vmem.detach() + spikes * layer.threshold.detach()
+    z = u - (alpha * w_prev + x + layer.bias.detach())
+    sigma = 2.0 * math.sqrt(1e-3)
+    assert abs(z.mean().item()) < 0.1 * sigma and abs(z.std().item() / sigma - 1) < 0.1
+    assert not torch.equal(vmem, quiet[1])
+
+
+def test_functional_api_equals_module():
+    """lif_evolve with the layer's parameters is the module's computation."""
+    case = make_case(5, 2, 12, 6)
+    layer = lif_cuda.LIFNeuron(6, tau_mem=case.tau_mem, threshold=case.threshold, bias=case.bias)
+    with torch.no_grad():
+        layer.vmem.copy_(case.v0[0])
+    v0 = case.v0[0].expand(2, 6)
+    spikes, _, rec = layer.evolve(case.input, record=True)
+    want = run_reference(case.replace(v0=v0))
+    assert_bitwise(spikes, want[0], "spikes")
+    assert_bitwise(rec["vmem"], want[1], "vmem")
