@@ -1,6 +1,8 @@
 """Loads the compiled extension, if there is one. Never raises: callers ask `available(device)`."""
 import warnings
 
+import torch  # noqa: F401  (loads libc10/libtorch, which the compiled extension links against)
+
 _C = None
 _LOAD_ERROR = None
 try:  # pragma: no cover - depends on the build

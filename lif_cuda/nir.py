@@ -1,0 +1,207 @@
+"""NIR (the Neuromorphic Intermediate Representation) export and import.
+
+    import nir, lif_cuda.nir
+    graph = lif_cuda.nir.to_nir(net)           # nn.Sequential of nn.Linear / LIFNeuron -> nir.NIRGraph
+    nir.write("net.nir", graph)
+    net = lif_cuda.nir.from_nir(nir.read("net.nir"))
+    node = lif_cuda.nir.to_nir(layer)          # one LIF layer -> nir.LIF, and back with from_nir
+
+A LIF layer maps to `nir.LIF` as Rockpool maps its `LIFNeuronTorch`: tau = tau_mem,
+v_threshold = threshold, v_leak = bias, and dt = min(tau / (1 + r)) on import. Two differences from
+Rockpool 3.1's export, both so that export then import gives back the same layer: v_leak carries the
+bias (Rockpool writes zeros), and r = tau/dt - 1, which that import formula inverts (Rockpool writes
+tau*exp(-dt/tau)/dt, which it reads back as a slightly smaller dt). What NIR cannot say (learning
+window, max spikes per step, subtractive reset, dt to the last bit) goes in the node's metadata
+under "lif_cuda.*". Needs the `nir` extra.
+"""
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import LIFNeuron
+
+try:
+    import nir
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"lif_cuda.nir needs NIR, which could not be imported ({exc}); install it with: pip install 'lif_cuda[nir]'"
+    ) from exc
+
+__all__ = ["to_nir", "from_nir"]
+
+_META = "lif_cuda."  # prefix of the metadata keys this module writes and reads
+
+
+def _is_lif(module):
+    # LIFNeuron, lif_cuda.rockpool.LIFNeuronTorch and Rockpool's own LIFNeuronTorch all qualify.
+    return all(hasattr(module, a) for a in ("tau_mem", "threshold", "bias", "dt", "n_neurons"))
+
+
+def _per_neuron(t, n):
+    """A (N,) or () parameter as an (N,) numpy array, in its own dtype."""
+    return np.broadcast_to(t.detach().cpu().numpy(), (n,)).copy()
+
+
+def _lif_to_nir(module):
+    n = int(module.n_neurons)
+    dt = float(module.dt)
+    tau = _per_neuron(module.tau_mem, n)
+    # float64, so that tau / (1 + r) gives dt back to float64 rounding, not float32's.
+    r = tau.astype(np.float64) / dt - 1.0
+    metadata = {
+        _META + "dt": dt,
+        _META + "reset": "subtractive",
+        _META + "learning_window": float(module.learning_window),
+        _META + "max_spikes_per_dt": float(module.max_spikes_per_dt),
+    }
+    return nir.LIF(
+        tau=tau,
+        r=r,
+        v_leak=_per_neuron(module.bias, n),
+        v_threshold=_per_neuron(module.threshold, n),
+        metadata=metadata,
+    )
+
+
+def _linear_to_nir(module):
+    weight = module.weight.detach().cpu().numpy()
+    if module.bias is None:
+        return nir.Linear(weight=weight)
+    return nir.Affine(weight=weight, bias=module.bias.detach().cpu().numpy())
+
+
+def _size_in(module):
+    return module.in_features if isinstance(module, nn.Linear) else int(module.n_neurons)
+
+
+def _size_out(module):
+    return module.out_features if isinstance(module, nn.Linear) else int(module.n_neurons)
+
+
+def _module_to_nir(module):
+    if _is_lif(module):
+        return _lif_to_nir(module)
+    if isinstance(module, nn.Linear):
+        return _linear_to_nir(module)
+    raise NotImplementedError(
+        f"lif_cuda.nir.to_nir: cannot export {type(module).__name__}; supported are LIF layers, nn.Linear "
+        "and nn.Sequential chains of them"
+    )
+
+
+def to_nir(module):
+    """A LIF layer (`LIFNeuron` or a Rockpool-style `LIFNeuronTorch`) as `nir.LIF`; an `nn.Linear`
+    as `nir.Affine`/`nir.Linear`; an `nn.Sequential` of those as a chain-shaped `nir.NIRGraph`."""
+    if not isinstance(module, nn.Sequential):
+        return _module_to_nir(module)
+    children = list(module.named_children())
+    if not children:
+        raise ValueError("lif_cuda.nir.to_nir: the nn.Sequential is empty")
+    nodes = OrderedDict(input=nir.Input(input_type={"input": np.array([_size_in(children[0][1])])}))
+    names = ["input"]
+    for name, child in children:
+        if name in ("input", "output"):
+            raise ValueError(f"lif_cuda.nir.to_nir: a layer may not be called {name!r} (NIR reserves it)")
+        nodes[name] = _module_to_nir(child)
+        names.append(name)
+    nodes["output"] = nir.Output(output_type={"output": np.array([_size_out(children[-1][1])])})
+    names.append("output")
+    return nir.NIRGraph(nodes=dict(nodes), edges=list(zip(names[:-1], names[1:])))
+
+
+def _meta(node, key, default):
+    value = node.metadata.get(_META + key, default)
+    return float(np.asarray(value).item()) if value is not None else default
+
+
+def _lif_from_nir(node, module_class, dt, kwargs):
+    tau = np.asarray(node.tau, dtype=np.float64)
+    r = np.asarray(node.r, dtype=np.float64)
+    if dt is None:
+        dt = float(np.min(tau / (1.0 + r)))  # Rockpool's mapping
+        # A node lif_cuda wrote also holds dt itself: the formula gives it back only to float64
+        # rounding, so take the stored value when the two agree (and the formula when r was edited).
+        stored = _meta(node, "dt", None)
+        if stored is not None and abs(stored - dt) <= 1e-9 * dt:
+            dt = stored
+    v_reset = np.asarray(node.v_reset) if node.v_reset is not None else None
+    if v_reset is not None and np.any(v_reset != 0):
+        warnings.warn(
+            "lif_cuda.nir.from_nir: nir.LIF has a non-zero v_reset; lif_cuda neurons reset by subtracting "
+            "the threshold, so v_reset is ignored",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    args = dict(
+        shape=(int(tau.size),),
+        tau_mem=torch.tensor(np.asarray(node.tau).reshape(-1)),
+        threshold=torch.tensor(np.asarray(node.v_threshold).reshape(-1)),
+        bias=torch.tensor(np.asarray(node.v_leak).reshape(-1)),
+        dt=dt,
+        learning_window=_meta(node, "learning_window", 0.5),
+        max_spikes_per_dt=_meta(node, "max_spikes_per_dt", 2.0**16),
+    )
+    args.update(kwargs)
+    return module_class(**args)
+
+
+def _node_from_nir(node, module_class, dt, kwargs):
+    if isinstance(node, nir.LIF):
+        return _lif_from_nir(node, module_class, dt, kwargs)
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        weight = torch.tensor(np.asarray(node.weight, dtype=np.float32))
+        has_bias = isinstance(node, nir.Affine)
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            if has_bias:
+                layer.bias.copy_(torch.tensor(np.asarray(node.bias, dtype=np.float32)))
+        return layer
+    raise NotImplementedError(
+        f"lif_cuda.nir.from_nir: cannot import {type(node).__name__}; supported are nir.LIF, nir.Affine, "
+        "nir.Linear and chain-shaped nir.NIRGraph of them"
+    )
+
+
+def _chain(graph):
+    """The node names of a chain-shaped graph from its Input to its Output, without those two."""
+    succ = {}
+    for src, dst in graph.edges:
+        if src in succ:
+            raise NotImplementedError("lif_cuda.nir.from_nir: only chain-shaped graphs (no branches) are supported")
+        succ[src] = dst
+    inputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    if len(inputs) != 1:
+        raise NotImplementedError("lif_cuda.nir.from_nir: the graph must have exactly one nir.Input")
+    order, name = [], inputs[0]
+    while name in succ:
+        name = succ[name]
+        if isinstance(graph.nodes[name], nir.Output):
+            break
+        if name in order:
+            raise NotImplementedError("lif_cuda.nir.from_nir: recurrent graphs are not supported")
+        order.append(name)
+    else:
+        raise NotImplementedError("lif_cuda.nir.from_nir: the chain from the nir.Input never reaches a nir.Output")
+    if len(order) + 2 != len(graph.nodes):
+        raise NotImplementedError("lif_cuda.nir.from_nir: only chain-shaped graphs (no branches) are supported")
+    return order
+
+
+def from_nir(node, module_class=LIFNeuron, dt=None, **kwargs):
+    """A `nir.LIF` as a LIF layer; a chain-shaped `nir.NIRGraph` as an `nn.Sequential`.
+
+    module_class: the LIF class to build, called with the seed's constructor arguments
+    (default `lif_cuda.LIFNeuron`; `lif_cuda.rockpool.LIFNeuronTorch` works too). dt: override the
+    time step (default: min(tau / (1 + r)), as Rockpool). Other keyword arguments (backend,
+    spike_generation_fn, noise_std, ...) go to every LIF layer's constructor.
+    """
+    if isinstance(node, nir.NIRGraph):
+        layers = OrderedDict(
+            (name.replace(".", "_"), _node_from_nir(node.nodes[name], module_class, dt, kwargs)) for name in _chain(node)
+        )
+        return nn.Sequential(layers)
+    return _node_from_nir(node, module_class, dt, kwargs)

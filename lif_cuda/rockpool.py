@@ -1,0 +1,150 @@
+"""Rockpool drop-in: `LIFNeuronTorch`, Rockpool's module of that name running the fused kernels.
+
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LinearTorch
+    from lif_cuda.rockpool import LIFNeuronTorch   # instead of rockpool.nn.modules.LIFNeuronTorch
+
+    net = Sequential(LinearTorch((16, 64)), LIFNeuronTorch(64, tau_mem=0.02))
+    out, state, record = net(x, record=True)       # Rockpool's evolve API; torch autograd as usual
+
+It is a Rockpool `TorchModule` with Rockpool's constructor, parameter families (`taus`, `thresholds`,
+`bias`), `vmem` state and evolve/forward semantics, and gives the same spikes, records and
+gradients as Rockpool's own (docs/ECOSYSTEM.md). Needs the `rockpool` extra.
+"""
+import numpy as np
+import torch
+
+from . import PeriodicExponential, StepPWL, lif_evolve
+
+try:
+    import rockpool.parameters as rp
+    from rockpool.nn.modules.torch import lif_neuron_torch as _rp_lif_neuron
+    from rockpool.nn.modules.torch import lif_torch as _rp_lif
+    from rockpool.nn.modules.torch.torch_module import TorchModule
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "lif_cuda.rockpool needs Rockpool, which could not be imported "
+        f"({exc}); install it with: pip install 'lif_cuda[rockpool]'"
+    ) from exc
+
+__all__ = ["LIFNeuronTorch"]
+
+# Rockpool's surrogate classes compute what ours do (SPEC §2); these run on the fused kernels.
+_SAME_SURROGATE = {
+    _rp_lif_neuron.StepPWL: StepPWL,
+    _rp_lif.StepPWL: StepPWL,
+    _rp_lif.PeriodicExponential: PeriodicExponential,
+}
+_BACKENDS = ("auto", "fused", "reference")
+
+
+def _to_float_tensor(x):
+    return torch.as_tensor(x, dtype=torch.float)
+
+
+class LIFNeuronTorch(TorchModule):
+    """Leaky integrate-and-fire neurons with multi-spike output and a subtractive reset, as
+    Rockpool's `LIFNeuronTorch`: v <- exp(-dt/tau_mem) * v + I + noise + bias; s = min(floor(v/thr),
+    max_spikes_per_dt) where v >= thr; v <- v - s * thr. Input (B,T,N), (T,N) or (..., 1).
+
+    `backend` ("auto", "fused" or "reference") picks the implementation as in `lif_cuda.LIFNeuron`.
+    Noise (noise_std > 0) is drawn with torch.randn exactly as Rockpool draws it, so a seeded run
+    matches Rockpool's. `learning_window` and `max_spikes_per_dt` are kept as Python floats.
+    """
+
+    def __init__(
+        self,
+        shape=None,
+        tau_mem=None,
+        threshold=None,
+        bias=0.0,
+        dt=1e-3,
+        noise_std=0.0,
+        spike_generation_fn=StepPWL,
+        learning_window=0.5,
+        max_spikes_per_dt=2.0**16,
+        *args,
+        backend="auto",
+        **kwargs,
+    ):
+        if np.size(shape) == 1:
+            shape = (np.array(shape).item(),)
+        if np.size(shape) > 1:
+            raise ValueError(f"shape must have only one dimension for LIFNeuronTorch, got {shape}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if not (isinstance(spike_generation_fn, type) and issubclass(spike_generation_fn, torch.autograd.Function)):
+            raise TypeError(
+                f"spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, got {spike_generation_fn!r}"
+            )
+        super().__init__(shape=shape, spiking_input=False, spiking_output=True, *args, **kwargs)
+        n = self.size_out
+
+        self.n_neurons = rp.SimulationParameter(n)
+        self.noise_std = rp.SimulationParameter(noise_std, cast_fn=float)
+        self.tau_mem = rp.Parameter(
+            tau_mem, family="taus", shape=[(n,), ()], init_func=lambda s: torch.ones(s) * 20e-3, cast_fn=_to_float_tensor
+        )
+        self.threshold = rp.Parameter(
+            threshold, family="thresholds", shape=[(n,), ()], init_func=torch.ones, cast_fn=_to_float_tensor
+        )
+        self.bias = rp.Parameter(bias, family="bias", shape=[(n,), ()], init_func=torch.zeros, cast_fn=_to_float_tensor)
+        self.dt = rp.SimulationParameter(dt, cast_fn=float)
+        self.vmem = rp.State(shape=n, init_func=torch.zeros, cast_fn=_to_float_tensor)
+        # Stored as Rockpool stores it (the Function's `apply`); the class is recovered per call.
+        self.spike_generation_fn = rp.SimulationParameter(spike_generation_fn.apply)
+        self.max_spikes_per_dt = rp.SimulationParameter(max_spikes_per_dt, cast_fn=float)
+        self.learning_window = rp.SimulationParameter(learning_window, cast_fn=float)
+        self.backend = rp.SimulationParameter(backend)
+
+        self._record_dict = {}
+        self._record = False
+
+    def _spike_fn_class(self):
+        fn = self.spike_generation_fn
+        cls = getattr(fn, "__self__", fn)  # Function.apply is bound to its class
+        return _SAME_SURROGATE.get(cls, cls)
+
+    def evolve(self, input_data, record: bool = False):
+        """Rockpool's low-level API: (spikes, state dict, record dict with "vmem" and "spikes")."""
+        self._record = record
+        output, _, _ = super().evolve(input_data, record)
+        record_dict = self._record_dict if record else {}
+        self._record_dict = {}  # hold no graph between calls
+        return output, self.state(), record_dict
+
+    def forward(self, input_data):
+        """Spikes (B,T,N); the membrane state `vmem` becomes batch row 0's final membrane."""
+        if not isinstance(input_data, torch.Tensor):
+            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
+        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
+        dtype = self.tau_mem.dtype
+        x = x.to(dtype)
+        B, T, N = x.shape
+        noise = None
+        if self.noise_std > 0:
+            # The very draw Rockpool makes (float32, on the device), so seeded runs agree.
+            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt))
+            noise = (zeta * torch.randn((B, T, N), device=x.device)).to(dtype)
+        # A snapshot: backward may hold v0 while the state is updated in place below.
+        v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True)
+        spikes, vmem, v_final = lif_evolve(
+            x,
+            v0,
+            self.tau_mem,
+            self.threshold,
+            self.bias,
+            self.dt,
+            noise=noise,
+            learning_window=self.learning_window,
+            max_spikes_per_dt=self.max_spikes_per_dt,
+            spike_generation_fn=self._spike_fn_class(),
+            record=self._record,
+            backend=self.backend,
+        )
+        if self._record:
+            self._record_dict = {"vmem": vmem, "spikes": spikes}
+        # Rockpool keeps batch row 0, detached, as the new state.
+        if B > 0:
+            self.vmem.copy_(v_final[0].detach())
+        return spikes

@@ -1,0 +1,171 @@
+"""lif_cuda.nir: nir.LIF export/import with Rockpool's mapping for LIFNeuronTorch, round trips.
+
+Mapping: tau = tau_mem, v_threshold = threshold, v_leak = bias, dt = min(tau / (1 + r)) on import;
+export writes r = tau/dt - 1 so that export then import gives back the same layer, bit for bit.
+"""
+import importlib
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lif_cuda
+
+nir = pytest.importorskip("nir")
+import lif_cuda.nir as lnir  # noqa: E402
+
+
+def make_layer(n=6, dt=1e-3, params="neuron", seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    if params == "neuron":
+        tau = 5e-3 + 30e-3 * torch.rand(n, generator=g)
+        thr = 0.5 + torch.rand(n, generator=g)
+        bias = 0.05 * torch.randn(n, generator=g)
+    else:
+        tau, thr, bias = 12e-3, 0.7, 0.03
+    return lif_cuda.LIFNeuron(n, tau_mem=tau, threshold=thr, bias=bias, dt=dt, **kw)
+
+
+def spikes_of(layer, x):
+    layer.reset_state()
+    with torch.no_grad():
+        return layer(x)
+
+
+@pytest.mark.parametrize("dt", [1e-3, 7e-4, 2.5e-4])
+@pytest.mark.parametrize("params", ["neuron", "scalar"])
+def test_layer_round_trip_is_exact(dt, params):
+    layer = make_layer(dt=dt, params=params, learning_window=0.2, max_spikes_per_dt=3)
+    node = lnir.to_nir(layer)
+    assert isinstance(node, nir.LIF)
+    n = layer.n_neurons
+    np.testing.assert_array_equal(node.tau, np.broadcast_to(layer.tau_mem.detach().numpy(), (n,)))
+    np.testing.assert_array_equal(node.v_threshold, np.broadcast_to(layer.threshold.detach().numpy(), (n,)))
+    np.testing.assert_array_equal(node.v_leak, np.broadcast_to(layer.bias.detach().numpy(), (n,)))
+    # Rockpool's import formula gives dt back.
+    assert np.min(node.tau / (1 + node.r)) == pytest.approx(dt, rel=1e-15)
+
+    back = lnir.from_nir(node)
+    assert isinstance(back, lif_cuda.LIFNeuron)
+    assert back.dt == dt
+    assert (back.learning_window, back.max_spikes_per_dt) == (0.2, 3.0)
+    for name in ("tau_mem", "threshold", "bias"):
+        assert torch.equal(getattr(back, name).detach(), getattr(layer, name).detach().expand(n)), name
+    x = 0.5 + torch.randn(2, 40, n, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(spikes_of(back, x), spikes_of(layer, x))
+    # And the node survives import then export unchanged.
+    again = lnir.to_nir(back)
+    for field in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(node, field), err_msg=field)
+
+
+def test_import_uses_rockpools_mapping():
+    # A node as Rockpool 3.1 exports its LIFNeuronTorch: r = tau * exp(-dt/tau) / dt, v_leak = 0.
+    tau = np.array([0.01, 0.02, 0.015], dtype=np.float32)
+    dt = 1e-3
+    node = nir.LIF(
+        tau=tau,
+        r=(tau * np.exp(-dt / tau) / dt).astype(np.float32),
+        v_leak=np.array([0.0, 0.1, -0.2], dtype=np.float32),
+        v_threshold=np.array([1.0, 0.5, 2.0], dtype=np.float32),
+    )
+    layer = lnir.from_nir(node, backend="reference")
+    assert layer.dt == float(np.min(node.tau.astype(np.float64) / (1 + node.r.astype(np.float64))))
+    assert layer.backend == "reference"
+    assert torch.equal(layer.tau_mem.detach(), torch.from_numpy(tau))
+    assert torch.equal(layer.threshold.detach(), torch.tensor([1.0, 0.5, 2.0]))
+    assert torch.equal(layer.bias.detach(), torch.tensor([0.0, 0.1, -0.2]))
+    assert (layer.learning_window, layer.max_spikes_per_dt) == (0.5, 2.0**16)  # no metadata: defaults
+    assert lnir.from_nir(node, dt=5e-4).dt == 5e-4
+
+
+def test_stored_dt_is_used_only_while_r_agrees():
+    node = lnir.to_nir(make_layer(dt=7e-4))
+    assert lnir.from_nir(node).dt == 7e-4  # exact, from the metadata
+    node.r = node.tau.astype(np.float64) / 5e-4 - 1.0  # another tool changed the time step
+    assert lnir.from_nir(node).dt == pytest.approx(5e-4, rel=1e-12)
+
+
+def make_net():
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Linear(4, 6),
+        make_layer(6, dt=5e-4),
+        nn.Linear(6, 3, bias=False),
+        make_layer(3, dt=5e-4, params="scalar", seed=1),
+    )
+    with torch.no_grad():
+        net[0].weight.add_(0.4)
+        net[2].weight.add_(0.5)
+    return net
+
+
+def test_graph_file_round_trip(tmp_path):
+    net = make_net()
+    graph = lnir.to_nir(net)
+    assert isinstance(graph, nir.NIRGraph)
+    assert sorted(graph.edges) == sorted([("input", "0"), ("0", "1"), ("1", "2"), ("2", "3"), ("3", "output")])
+    assert isinstance(graph.nodes["0"], nir.Affine) and isinstance(graph.nodes["2"], nir.Linear)
+    path = tmp_path / "net.nir"
+    nir.write(path, graph)
+    back = lnir.from_nir(nir.read(path))
+    assert [type(m) for m in back] == [type(m) for m in net]
+    x = 0.5 + torch.randn(2, 50, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = net(x), back(x)
+    assert want.sum() > 0 and torch.equal(got, want)
+    assert back[1].dt == net[1].dt == 5e-4
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # nirtorch, inside Rockpool's to_nir
+def test_rockpool_export_imports_and_our_dropin_exports():
+    pytest.importorskip("rockpool")
+    pytest.importorskip("nirtorch")  # Rockpool's to_nir uses it
+    from rockpool.nn.combinators import Sequential
+    from rockpool.nn.modules import LIFNeuronTorch, LinearTorch, to_nir
+
+    import lif_cuda.rockpool
+
+    theirs = Sequential(LinearTorch((3, 4), has_bias=True), LIFNeuronTorch(4, tau_mem=0.01, threshold=0.8))
+    net = lnir.from_nir(to_nir(theirs, torch.zeros(1, 10, 3)))
+    lin, lif = net
+    assert torch.equal(lin.weight.detach(), theirs[0].weight.detach().T)
+    assert torch.equal(lin.bias.detach(), theirs[0].bias.detach())
+    assert torch.equal(lif.tau_mem.detach(), torch.full((4,), 0.01))
+    assert torch.equal(lif.threshold.detach(), torch.full((4,), 0.8))
+    r = 0.01 * math.exp(-1e-3 / 0.01) / 1e-3
+    assert lif.dt == pytest.approx(0.01 / (1 + r), rel=1e-6)  # Rockpool's own round trip drifts
+
+    # Our Rockpool drop-in, both ways.
+    dropin = lnir.from_nir(lnir.to_nir(make_layer(5)), module_class=lif_cuda.rockpool.LIFNeuronTorch)
+    assert isinstance(dropin, lif_cuda.rockpool.LIFNeuronTorch) and dropin.dt == 1e-3
+    node = lnir.to_nir(dropin)
+    np.testing.assert_array_equal(node.tau, make_layer(5).tau_mem.detach().numpy())
+
+
+def test_what_cannot_be_mapped():
+    with pytest.raises(NotImplementedError, match="ReLU"):
+        lnir.to_nir(nn.ReLU())
+    with pytest.raises(NotImplementedError, match="CubaLIF"):
+        ones = np.ones(2)
+        lnir.from_nir(nir.CubaLIF(tau_syn=ones, tau_mem=ones, r=ones, v_leak=0 * ones, v_threshold=ones))
+    lif = lnir.to_nir(make_layer(2))
+    branching = nir.NIRGraph(
+        nodes={"input": nir.Input({"input": np.array([2])}), "a": lif, "b": lif, "output": nir.Output({"output": np.array([2])})},
+        edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")],
+    )
+    with pytest.raises(NotImplementedError, match="chain"):
+        lnir.from_nir(branching)
+    reset_to_value = nir.LIF(tau=lif.tau, r=lif.r, v_leak=lif.v_leak, v_threshold=lif.v_threshold, v_reset=0.1 + lif.v_reset)
+    with pytest.warns(RuntimeWarning, match="v_reset"):
+        lnir.from_nir(reset_to_value)
+
+
+def test_import_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nir", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "lif_cuda.nir")
+    with pytest.raises(ImportError, match=r"pip install 'lif_cuda\[nir\]'"):
+        importlib.import_module("lif_cuda.nir")
