@@ -74,7 +74,15 @@ def extensions():
     )
     if _want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        nvcc = opt + ["-fmad=false", "--expt-relaxed-constexpr", "-Xcompiler", "-ffp-contract=off"]
+        # nvcc knows no -g0; -G (device debug) only under DEBUG. -fmad=false and never
+        # --use_fast_math: no contraction, IEEE division (SPEC §1). A host-only function called from
+        # device code is an error, not a warning. .ci/check_cuda.sh compiles with these flags.
+        nvcc = (["-O0", "-g", "-G"] if debug else ["-O3"]) + [
+            "-fmad=false",
+            "--expt-relaxed-constexpr",
+            "--Werror", "cross-execution-space-call",
+            "-Xcompiler", "-ffp-contract=off",
+        ]
         return [CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)]
     return [CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)]
 

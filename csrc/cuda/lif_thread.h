@@ -136,20 +136,31 @@ struct NeuronGrads {
 };
 
 // Backward through time (SPEC §3) for one neuron of one batch row, t = steps-1 .. 0 (steps >= 1).
-// W starts as the upstream gradient on the final state. w[t-1] is recomputed from the saved u[t-1]
-// (v0 at t = 0); each u is loaded once and carried to the next (earlier) step.
+// W starts as the upstream gradient on the final state. The per-neuron constants are computed once;
+// s[t-1] and w[t-1] are recomputed from the saved u[t-1] (v0 at t = 0), and each u and its spike
+// count are computed once and carried to the next (earlier) step: the CPU kernel's operations, in
+// its order.
 template <typename IT, typename T, int SURR, bool HAS_GW>
 LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __restrict__ gw,
                                       T g_final, const T* __restrict__ u, T v0, T alpha, T thr,
                                       T window, T max_spikes, IT* __restrict__ g_in,
                                       int64_t steps, int64_t stride_t) {
+  const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
   T W = g_final, g_thr = T(0), g_alpha = T(0), g_bias = T(0);
-  auto step = [&](int64_t off, T gsv, T gwv, T u_t, T w_prev) {
-    g_in[off] = static_cast<IT>(step_backward<SURR>(gsv, gwv, u_t, w_prev, alpha, thr, window,
-                                                    max_spikes, W, g_thr, g_alpha, g_bias));
+  auto step = [&](int64_t off, T gsv, T gwv, T u_t, T s_t, T w_prev) {
+    g_in[off] = static_cast<IT>(
+        step_backward<SURR>(gsv, gwv, u_t, s_t, w_prev, c, W, g_thr, g_alpha, g_bias));
   };
   int64_t t = steps - 1;
   T u_cur = u[t * stride_t];
+  T s_cur = spikes(u_cur, thr, max_spikes);
+  // One step t >= 1, given u[t-1]: recompute s[t-1] and w[t-1], step, move to t-1.
+  auto step_back = [&](int64_t off, T gsv, T gwv, T u_prev) {
+    const T s_prev = spikes(u_prev, thr, max_spikes);
+    step(off, gsv, gwv, u_cur, s_cur, reset(u_prev, s_prev, thr));
+    u_cur = u_prev;
+    s_cur = s_prev;
+  };
   // Steps t >= 1 in chunks, gs[t], gw[t] and u[t-1] loaded ahead.
   for (; t >= kChunk; t -= kChunk) {
     T gsv[kChunk];
@@ -163,19 +174,13 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __rest
       uprev[k] = u[off - stride_t];
     }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      step((t - k) * stride_t, gsv[k], gwv[k], u_cur, recompute_w(uprev[k], thr, max_spikes));
-      u_cur = uprev[k];
-    }
+    for (int k = 0; k < kChunk; ++k) step_back((t - k) * stride_t, gsv[k], gwv[k], uprev[k]);
   }
   for (; t >= 1; --t) {
     const int64_t off = t * stride_t;
-    const T up = u[off - stride_t];
-    step(off, static_cast<T>(gs[off]), HAS_GW ? gw[off] : T(0), u_cur,
-         recompute_w(up, thr, max_spikes));
-    u_cur = up;
+    step_back(off, static_cast<T>(gs[off]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
   }
-  step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, v0);
+  step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, s_cur, v0);
   return NeuronGrads<T>{W, g_alpha, g_thr, g_bias};
 }
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Compile-checks every CUDA source without a GPU (../shared/BUILD.md, "CUDA code without a GPU"):
+#   1. csrc/lif_core.h and csrc/cuda/lif_thread.h alone: every host/device function
+#      instantiated in a __global__ kernel, for each float type (seconds).
+#   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
+#      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
+#      flags setup.py gives nvcc, for sm_80 and sm_90.
+# Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
+# function is only a warning (#20011-D / #20014-D) otherwise, and nvcc would still "succeed".
+# Any other line with "warning" in the log fails the check too (e.g. a host-compiler warning).
+#
+# Usage (from anywhere): .ci/check_cuda.sh      env: PYTHON (default .venv/bin/python), NVCC,
+# CUDA_HOME (default /usr/local/cuda), LIF_CHECK_ARCHS (default "80 90"), KEEP=1 keeps the temp dir.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+NVCC=${NVCC:-${CUDA_HOME:-/usr/local/cuda}/bin/nvcc}
+ARCHS=${LIF_CHECK_ARCHS:-"80 90"}
+
+fail() { echo "check_cuda: FAIL: $*" >&2; exit 1; }
+
+[ -x "$NVCC" ] || fail "nvcc not found at $NVCC (set NVCC or CUDA_HOME)"
+command -v "$PYTHON" >/dev/null 2>&1 || [ -x "$PYTHON" ] || fail "python not found: $PYTHON (set PYTHON)"
+shopt -s nullglob
+SOURCES=(csrc/cuda/*.cu)
+[ ${#SOURCES[@]} -gt 0 ] || fail "no csrc/cuda/*.cu files"
+
+# The bit-exactness flags (SPEC §1) must stay in setup.py's nvcc flags.
+# (Comment lines aside: they may name the flag to forbid it.)
+SETUP_CODE=$(grep -v '^[[:space:]]*#' setup.py)
+grep -q -- '"-fmad=false"' <<<"$SETUP_CODE" || fail "setup.py no longer passes -fmad=false to nvcc"
+if grep -q -- 'use_fast_math' <<<"$SETUP_CODE"; then fail "setup.py passes --use_fast_math (SPEC §1 forbids it)"; fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/lif_check_cuda.XXXXXX")
+if [ "${KEEP:-0}" = 1 ]; then echo "check_cuda: temp dir $TMP"; else trap 'rm -rf "$TMP"' EXIT; fi
+
+# Torch's include dirs, Python's, the C++ standard and ABI torch's own extension builder would use.
+"$PYTHON" - >"$TMP/torch_flags" <<'PY'
+import inspect, sysconfig
+import torch
+import torch.utils.cpp_extension as ce
+flags = ["-I" + p for p in ce.include_paths()] + ["-I" + sysconfig.get_paths()["include"]]
+std = "c++20" if "c++20" in inspect.getsource(ce) else "c++17"
+flags += ["-std=" + std, "-D_GLIBCXX_USE_CXX11_ABI=%d" % int(torch._C._GLIBCXX_USE_CXX11_ABI)]
+flags += list(ce.COMMON_NVCC_FLAGS)
+print("\n".join(flags))
+PY
+mapfile -t TORCH_FLAGS <"$TMP/torch_flags"
+
+mkdir -p "$TMP/stub/c10/cuda/impl"
+printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$TMP/stub/c10/cuda/impl/cuda_cmake_macros.h"
+
+GENCODE=()
+for a in $ARCHS; do GENCODE+=(-gencode "arch=compute_$a,code=sm_$a"); done
+# As setup.py (extensions()): -O3, no contraction, never fast-math.
+NVCC_FLAGS=(-O3 -fmad=false --expt-relaxed-constexpr -Xcompiler -ffp-contract=off -Xcompiler -fPIC
+            --Werror all-warnings -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C)
+
+# 1. The math header and the per-thread loops alone, every function instantiated on the device.
+cat >"$TMP/core_check.cu" <<'CU'
+#include "lif_core.h"
+#include "cuda/lif_thread.h"
+
+template <typename T>
+__global__ void core_check(const T* in, T* out, uint64_t seed) {
+  T u, w, W = in[9], gt = 0, ga = 0, gb = 0;
+  out[0] = lif::step_forward(in[0], in[1], in[2], in[3], in[4], in[5], u, w);
+  out[1] = lif::step_forward(in[0], in[1], in[2], in[6], in[3], in[4], in[5], u, w);
+  out[2] = lif::step_backward<lif::kStepPWL>(in[0], in[1], in[2], in[3], in[4], in[5], in[6],
+                                             in[7], W, gt, ga, gb);
+  out[3] = lif::step_backward<lif::kPeriodicExponential>(in[0], in[1], in[2], in[3], in[4], in[5],
+                                                         in[6], in[7], W, gt, ga, gb);
+  out[4] = lif::recompute_w(in[0], in[1], in[2]);
+  out[5] = u + w + W + gt + ga + gb;
+  out[6] = lif::scale_noise(in[8], lif::philox_normal(seed, seed + 1, threadIdx.x));
+  const lif::NeuronConsts<T> c = lif::neuron_consts(in[0], in[1], in[2], in[3]);
+  const T s = lif::spikes(in[4], c.thr, c.max_spikes);
+  out[7] = lif::step_backward<lif::kStepPWL>(in[5], in[6], in[4], s, lif::reset(in[4], s, c.thr), c,
+                                             W, gt, ga, gb);
+  out[8] = lif::step_backward<lif::kPeriodicExponential>(in[5], in[6], in[4], s, in[7], c, W, gt,
+                                                         ga, gb);
+  out[9] = lif::lif_exp(in[0]) + lif::lif_floor(in[1]) + lif::lif_abs(in[2]) +
+           static_cast<T>(lif::host_expf(static_cast<float>(in[3])));
+}
+
+// Every per-thread function of the CUDA kernels, on the device, for one variant each.
+template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD, int SURR, bool HAS_GW>
+__global__ void thread_check(lif::gpu::ForwardArgs<IT, T> f, lif::gpu::BackwardArgs<IT, T> b) {
+  lif::gpu::forward_thread<IT, T, NOISE, SAVE_U, RECORD>(f, threadIdx.x);
+  lif::gpu::backward_thread<IT, T, SURR, HAS_GW>(b, threadIdx.x);
+  lif::gpu::reduce_thread(b, threadIdx.x);
+}
+
+template __global__ void core_check<float>(const float*, float*, uint64_t);
+template __global__ void core_check<double>(const double*, double*, uint64_t);
+using lif::kPeriodicExponential;
+using lif::kStepPWL;
+using lif::gpu::kNoiseKernel;
+using lif::gpu::kNoiseTensor;
+using lif::gpu::kNoNoise;
+template __global__ void thread_check<float, float, kNoNoise, true, true, kStepPWL, true>(
+    lif::gpu::ForwardArgs<float, float>, lif::gpu::BackwardArgs<float, float>);
+template __global__ void thread_check<float, float, kNoiseKernel, false, false, kPeriodicExponential, false>(
+    lif::gpu::ForwardArgs<float, float>, lif::gpu::BackwardArgs<float, float>);
+template __global__ void thread_check<double, double, kNoiseTensor, true, false, kPeriodicExponential, true>(
+    lif::gpu::ForwardArgs<double, double>, lif::gpu::BackwardArgs<double, double>);
+template __global__ void thread_check<double, double, kNoiseKernel, false, true, kStepPWL, false>(
+    lif::gpu::ForwardArgs<double, double>, lif::gpu::BackwardArgs<double, double>);
+CU
+
+status=0
+compile() {  # name, log, nvcc args...
+  local name=$1 log=$2; shift 2
+  local t0=$SECONDS rc=0
+  "$NVCC" "$@" >"$log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "check_cuda: FAIL $name (nvcc exit $rc, $((SECONDS - t0)) s):"; cat "$log"; return 1
+  fi
+  if grep -qi 'warning' "$log"; then
+    echo "check_cuda: FAIL $name (warnings, $((SECONDS - t0)) s):"; cat "$log"; return 1
+  fi
+  echo "check_cuda: ok   $name ($((SECONDS - t0)) s)"
+}
+
+# Header-only includes for step 1: torch's headers (Philox), nothing from the tensor library.
+compile "csrc/lif_core.h + csrc/cuda/lif_thread.h (device instantiation)" "$TMP/core_check.log" \
+  -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${TORCH_FLAGS[@]}" -Icsrc \
+  "$TMP/core_check.cu" -o "$TMP/core_check.o" || status=1
+
+# 2. The torch-facing sources, in parallel (one job per source; each takes ~1 GB and ~40 s).
+pids=()
+for src in "${SOURCES[@]}"; do
+  obj="$TMP/$(basename "$src").o"
+  compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" \
+    -I"$TMP/stub" "${TORCH_FLAGS[@]}" -Icsrc "$src" -o "$obj" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+
+if [ $status -ne 0 ]; then fail "CUDA compile check failed (see above)"; fi
+echo "check_cuda: all CUDA sources compile cleanly for sm ${ARCHS// /, sm } ($SECONDS s)"

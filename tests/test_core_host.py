@@ -1,0 +1,394 @@
+"""The CUDA kernels' per-thread code, run on the host: csrc/cuda/lif_thread.h compiled with g++.
+
+The CUDA kernels (csrc/cuda/lif_kernel_cuda.cu) only compute a thread index and call
+`forward_thread` / `backward_thread` / `reduce_thread` of lif_thread.h, which call lif_core.h's
+step functions. This test compiles that very header with g++ (contraction off, no fast-math: the
+flags of SPEC §1) into a small shared library, runs it thread by thread on raw arrays exactly as the
+grid would (one (batch row, neuron) per thread, time loop inside, the same compile-time variants
+picked from the same runtime flags), and checks it against the reference: forward bit for bit,
+gradients to the tolerances of the gradient tests, and against the fused CPU op bit for bit. So the
+GPU code path is exercised in every CI run, on a machine without a GPU.
+"""
+import ctypes
+import hashlib
+import inspect
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.utils.cpp_extension as cpp_extension
+
+import lif_cuda
+from lif_cuda.noise import kernel_noise
+from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+HEADERS = [CSRC / "lif_core.h", CSRC / "cuda" / "lif_thread.h"]
+
+# The host harness: the grid as a loop over thread indices. Flat C arguments (no struct layout to
+# mirror in ctypes); the argument structs are filled here exactly as lif_ops_cuda.cu fills them.
+HARNESS = r"""
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "cuda/lif_thread.h"
+
+using namespace lif::gpu;
+
+template <typename IT, typename T>
+static void run_forward(const ForwardArgs<IT, T>& a) {
+  with_forward_variant(a, [&](auto noise, auto save_u, auto record) {
+    for (int64_t idx = 0; idx < a.B * a.N; ++idx)
+      forward_thread<IT, T, decltype(noise)::value, decltype(save_u)::value,
+                     decltype(record)::value>(a, idx);
+  });
+}
+
+template <typename IT, typename T>
+static void run_backward(const BackwardArgs<IT, T>& a) {
+  with_backward_variant(a, [&](auto surr, auto has_gw) {
+    for (int64_t idx = 0; idx < a.B * a.N; ++idx)
+      backward_thread<IT, T, decltype(surr)::value, decltype(has_gw)::value>(a, idx);
+  });
+  for (int64_t idx = 0; idx < 3 * a.N; ++idx) reduce_thread(a, idx);
+}
+
+template <typename IT, typename T>
+static void forward_t(const void* x, const void* noise, int kernel_noise, uint64_t seed,
+                      uint64_t offset, double noise_scale, const void* v0, const void* alpha,
+                      const void* thr, const void* bias, double max_spikes, void* s_out,
+                      void* w_rec, void* u_out, void* v_final, int64_t B, int64_t Tn, int64_t N) {
+  ForwardArgs<IT, T> a{};
+  a.x = static_cast<const IT*>(x);
+  a.noise = static_cast<const T*>(noise);
+  a.kernel_noise = kernel_noise != 0;
+  a.seed = seed;
+  a.offset = offset;
+  a.noise_scale = noise_scale;
+  a.v0 = static_cast<const T*>(v0);
+  a.alpha = static_cast<const T*>(alpha);
+  a.thr = static_cast<const T*>(thr);
+  a.bias = static_cast<const T*>(bias);
+  a.max_spikes = max_spikes;
+  a.s_out = static_cast<IT*>(s_out);
+  a.w_rec = static_cast<T*>(w_rec);
+  a.u_out = static_cast<T*>(u_out);
+  a.v_final = static_cast<T*>(v_final);
+  a.B = B;
+  a.Tn = Tn;
+  a.N = N;
+  run_forward(a);
+}
+
+template <typename IT, typename T>
+static void backward_t(const void* gs, const void* gw, const void* gvf, const void* u,
+                       const void* v0, const void* alpha, const void* thr, double window,
+                       double max_spikes, int surrogate, void* g_in, void* g_v0, void* partial,
+                       void* g_alpha, void* g_thr, void* g_bias, int64_t B, int64_t Tn,
+                       int64_t N) {
+  BackwardArgs<IT, T> a{};
+  a.gs = static_cast<const IT*>(gs);
+  a.gw = static_cast<const T*>(gw);
+  a.gvf = static_cast<const T*>(gvf);
+  a.u = static_cast<const T*>(u);
+  a.v0 = static_cast<const T*>(v0);
+  a.alpha = static_cast<const T*>(alpha);
+  a.thr = static_cast<const T*>(thr);
+  a.window = window;
+  a.max_spikes = max_spikes;
+  a.surrogate = surrogate;
+  a.g_in = static_cast<IT*>(g_in);
+  a.g_v0 = static_cast<T*>(g_v0);
+  a.partial = static_cast<T*>(partial);
+  a.g_alpha = static_cast<T*>(g_alpha);
+  a.g_thr = static_cast<T*>(g_thr);
+  a.g_bias = static_cast<T*>(g_bias);
+  a.B = B;
+  a.Tn = Tn;
+  a.N = N;
+  run_backward(a);
+}
+
+// io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
+#define LIF_IO_SWITCH(io, F, ...)                                  \
+  switch (io) {                                                    \
+    case 0: F<float, float>(__VA_ARGS__); break;                   \
+    case 1: F<double, double>(__VA_ARGS__); break;                 \
+    case 2: F<c10::Half, float>(__VA_ARGS__); break;               \
+    default: F<c10::BFloat16, float>(__VA_ARGS__); break;          \
+  }
+
+extern "C" {
+void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise, uint64_t seed,
+                      uint64_t offset, double noise_scale, const void* v0, const void* alpha,
+                      const void* thr, const void* bias, double max_spikes, void* s_out,
+                      void* w_rec, void* u_out, void* v_final, int64_t B, int64_t Tn, int64_t N) {
+  LIF_IO_SWITCH(io, forward_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, alpha, thr,
+                bias, max_spikes, s_out, w_rec, u_out, v_final, B, Tn, N)
+}
+
+void lif_host_backward(int io, const void* gs, const void* gw, const void* gvf, const void* u,
+                       const void* v0, const void* alpha, const void* thr, double window,
+                       double max_spikes, int surrogate, void* g_in, void* g_v0, void* partial,
+                       void* g_alpha, void* g_thr, void* g_bias, int64_t B, int64_t Tn,
+                       int64_t N) {
+  LIF_IO_SWITCH(io, backward_t, gs, gw, gvf, u, v0, alpha, thr, window, max_spikes, surrogate,
+                g_in, g_v0, partial, g_alpha, g_thr, g_bias, B, Tn, N)
+}
+}
+"""
+
+# SPEC §1: no contraction, no fast-math. -O2 so that the compiler is free to reorder what it may.
+# The C++ standard torch's own extension builder uses (torch >= 2.14 needs C++20).
+_STD = "-std=c++20" if "c++20" in inspect.getsource(cpp_extension) else "-std=c++17"
+CXXFLAGS = ["-O2", _STD, "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-w"]
+IO_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _compiler():
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    """The harness as a shared library, built once per source version (cached in the temp dir)."""
+    cxx = _compiler()
+    if cxx is None:
+        pytest.skip("no C++ compiler (set CXX)")
+    includes = ["-I" + str(CSRC)] + ["-I" + p for p in cpp_extension.include_paths()]
+    digest = hashlib.sha256()
+    for part in [HARNESS, cxx, torch.__version__, *CXXFLAGS, *includes]:
+        digest.update(part.encode())
+    for h in HEADERS:
+        digest.update(h.read_bytes())
+    cache = Path(tempfile.gettempdir()) / f"lif_cuda_host_test_{os.getuid()}"
+    cache.mkdir(exist_ok=True)
+    so = cache / f"lif_thread_{digest.hexdigest()[:16]}.so"
+    if not so.exists():
+        src = cache / f"{so.stem}.{os.getpid()}.cpp"
+        src.write_text(HARNESS)
+        tmp_so = cache / f"{so.stem}.{os.getpid()}.so"
+        cmd = [cxx, *CXXFLAGS, *includes, str(src), "-o", str(tmp_so)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        src.unlink()
+        assert proc.returncode == 0, f"compiling the host harness failed:\n{' '.join(cmd)}\n{proc.stderr}"
+        os.replace(tmp_so, so)
+    handle = ctypes.CDLL(str(so))
+    c_p, c_i, c_u64, c_d, c_i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
+    handle.lif_host_forward.restype = None
+    handle.lif_host_forward.argtypes = [c_i, c_p, c_p, c_i, c_u64, c_u64, c_d, c_p, c_p, c_p, c_p, c_d,
+                                        c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64]
+    handle.lif_host_backward.restype = None
+    handle.lif_host_backward.argtypes = [c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_d, c_d, c_i, c_p, c_p,
+                                         c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64]
+    return handle
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+def host_forward(lib, x, v0, alpha, thr, bias, *, noise=None, key=None, noise_scale=0.0,
+                 max_spikes=2.0**16, record=True, save_u=True):
+    """What the CUDA forward op computes, run thread by thread on the host. Same outputs as
+    torch.ops.lif_cuda.lif_forward: (spikes, vmem or (0,), final state, u or (0,))."""
+    B, T, N = x.shape
+    ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    args = [t.contiguous() for t in (x, v0, alpha, thr, bias)]
+    z = None if noise is None else noise.to(ct).contiguous()
+    s = torch.empty((B, T, N), dtype=x.dtype)
+    w = torch.empty((B, T, N) if record else (0,), dtype=ct)
+    u = torch.empty((B, T, N) if save_u else (0,), dtype=ct)
+    vf = torch.empty((B, N), dtype=ct)
+    seed, offset = (0, 0) if key is None else (int(k) & (2**64 - 1) for k in key.tolist())
+    lib.lif_host_forward(
+        IO_CODES[x.dtype], _ptr(args[0]), _ptr(z), int(key is not None and noise_scale > 0), seed, offset,
+        noise_scale, *(_ptr(t) for t in args[1:]), max_spikes, _ptr(s), _ptr(w) if record else None,
+        _ptr(u) if save_u else None, _ptr(vf), B, T, N,
+    )
+    return s, w, vf, u
+
+
+def host_backward(lib, gs, gw, gvf, u, v0, alpha, thr, *, window=0.5, max_spikes=2.0**16, surrogate=0):
+    """What the CUDA backward op computes: (g_in, g_v0, g_alpha, g_thr, g_bias)."""
+    B, T, N = u.shape
+    args = [None if t is None else t.contiguous() for t in (gs, gw, gvf, u, v0, alpha, thr)]
+    g_in = torch.empty((B, T, N), dtype=gs.dtype)
+    g_v0 = torch.empty((B, N), dtype=u.dtype)
+    partial = torch.empty((3, B, N), dtype=u.dtype)
+    g_params = [torch.empty(N, dtype=u.dtype) for _ in range(3)]
+    lib.lif_host_backward(
+        IO_CODES[gs.dtype], *(_ptr(t) for t in args), window, max_spikes, surrogate, _ptr(g_in), _ptr(g_v0),
+        _ptr(partial), *(_ptr(t) for t in g_params), B, T, N,
+    )
+    return (g_in, g_v0, *g_params)
+
+
+def make_inputs(seed, B, T, N, dtype, input_mean=0.4):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    tau = 5e-3 + 45e-3 * r(N)
+    thr = 0.3 + 1.2 * r(N)
+    bias = 0.1 * n(N)
+    x = input_mean + n(B, T, N)
+    v0 = 0.5 * n(B, N)
+    return [t.to(dtype) for t in (x, v0, tau, thr, bias)]
+
+
+def assert_equal(actual, expected, what):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (
+        f"{what}: {tuple(actual.shape)} {actual.dtype} vs {tuple(expected.shape)} {expected.dtype}"
+    )
+    if not torch.equal(actual, expected):
+        bad = actual != expected
+        i = bad.nonzero()[0].tolist()
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {bad.numel()} differ; first at {i}: "
+            f"{actual[tuple(i)].item()!r} vs {expected[tuple(i)].item()!r}"
+        )
+
+
+def rel_err(a, e):
+    a, e = a.double(), e.double()
+    den = torch.linalg.vector_norm(e).item()
+    num = torch.linalg.vector_norm(a - e).item()
+    return num / den if den > 0 else num
+
+
+DTYPES = [torch.float32, torch.float64]
+# T below, at and above the 8-step prefetch chunk, and not a multiple of it.
+SHAPES = [(1, 1, 1), (2, 7, 5), (3, 8, 4), (2, 19, 33), (4, 40, 3)]
+GRAD_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("noise", ["none", "tensor"])
+def test_forward_threads_equal_reference(lib, shape, dtype, noise):
+    B, T, N = shape
+    x, v0, tau, thr, bias = make_inputs(1 + B * T * N, B, T, N, dtype)
+    dt = 1e-3
+    z = None
+    if noise == "tensor":
+        z = 0.3 * torch.randn((B, T, N), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        z = z.to(dtype)
+    alpha = tau_to_decay(dt, tau)
+    s, w, vf, u = host_forward(lib, x, v0, alpha, thr, bias, noise=z)
+    rs, rw, rvf = lif_evolve_reference(x, v0, tau, thr, bias, dt, noise=z, record=True)
+    assert_equal(s, rs, "spikes")
+    assert_equal(w, rw, "recorded membrane")
+    assert_equal(vf, rvf, "final state")
+    if x.numel() >= 20:
+        assert (s > 0).any() and (s == 0).any()
+    # The saved u is the pre-spike membrane: w = u - s*thr, bit for bit.
+    assert_equal(u - s * thr, w, "u - s*thr")
+    # Without record / save_u: other kernel variants, same spikes and state.
+    s2, w2, vf2, u2 = host_forward(lib, x, v0, alpha, thr, bias, noise=z, record=False, save_u=False)
+    assert w2.shape == (0,) and u2.shape == (0,)
+    assert_equal(s2, rs, "spikes (record=False, save_u=False)")
+    assert_equal(vf2, rvf, "final state (record=False, save_u=False)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_forward_threads_kernel_noise(lib, dtype):
+    """The in-kernel Philox noise, drawn per thread, is the stream lif_cuda.noise writes out."""
+    B, T, N = 3, 21, 10
+    x, v0, tau, thr, bias = make_inputs(7, B, T, N, dtype)
+    dt, noise_std = 1e-3, 2.0
+    scale = noise_std * math.sqrt(dt)
+    key = torch.tensor([0x1234_5678_9ABC_DEF, 77], dtype=torch.int64)
+    alpha = tau_to_decay(dt, tau)
+    s, w, vf, _ = host_forward(lib, x, v0, alpha, thr, bias, key=key, noise_scale=scale)
+    z = kernel_noise((B, T, N), scale, key, dtype=dtype)
+    rs, rw, rvf = lif_evolve_reference(x, v0, tau, thr, bias, dt, noise=z, record=True)
+    assert_equal(s, rs, "spikes")
+    assert_equal(w, rw, "recorded membrane")
+    assert_equal(vf, rvf, "final state")
+    # The noise changed something.
+    s0, *_ = host_forward(lib, x, v0, alpha, thr, bias)
+    assert not torch.equal(s, s0)
+
+
+def test_forward_threads_max_spikes_clamp(lib):
+    B, T, N = 2, 12, 6
+    x, v0, tau, thr, bias = make_inputs(3, B, T, N, torch.float32, input_mean=3.0)
+    alpha = tau_to_decay(1e-3, tau)
+    s, w, vf, _ = host_forward(lib, x, v0, alpha, thr, bias, max_spikes=2.0)
+    rs, rw, rvf = lif_evolve_reference(x, v0, tau, thr, bias, 1e-3, max_spikes_per_dt=2.0, record=True)
+    assert (rs == 2.0).any()
+    assert_equal(s, rs, "spikes")
+    assert_equal(w, rw, "recorded membrane")
+    assert_equal(vf, rvf, "final state")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("shape", [(2, 7, 5), (3, 19, 6), (2, 40, 4)], ids=lambda s: "x".join(map(str, s)))
+def test_backward_threads_match_reference_autograd(lib, shape, dtype, surrogate):
+    B, T, N = shape
+    x, v0, tau, thr, bias = make_inputs(11 + T, B, T, N, dtype)
+    dt, window, M = 1e-3, 0.5, 2.0**16
+    g = torch.Generator().manual_seed(99)
+    gs, gw, gvf = (torch.randn(sh, generator=g, dtype=torch.float64).to(dtype) for sh in ((B, T, N), (B, T, N), (B, N)))
+
+    leaves = [t.clone().requires_grad_(True) for t in (x, v0, tau, thr, bias)]
+    rs, rw, rvf = lif_evolve_reference(*leaves, dt, learning_window=window, spike_generation_fn=surrogate, record=True)
+    want = torch.autograd.grad((rs, rw, rvf), leaves, (gs, gw, gvf))
+
+    alpha = tau_to_decay(dt, tau)
+    _, _, _, u = host_forward(lib, x, v0, alpha, thr, bias)
+    surr_id = lif_cuda.ops.SURROGATE_IDS[surrogate.__name__]
+    g_in, g_v0, g_alpha, g_thr, g_bias = host_backward(
+        lib, gs, gw, gvf, u, v0, alpha, thr, window=window, max_spikes=M, surrogate=surr_id
+    )
+    # alpha = exp(-dt/tau): d alpha / d tau = alpha * dt / tau^2.
+    g_tau = g_alpha * alpha * dt / (tau * tau)
+    tol = GRAD_TOL[dtype]
+    for name, got, ref in zip(("input", "v0", "tau", "threshold", "bias"), (g_in, g_v0, g_tau, g_thr, g_bias), want):
+        err = rel_err(got, ref)
+        assert err <= tol, f"grad {name}: relative error {err:.2e} > {tol:.0e}"
+
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
+def test_threads_equal_fused_cpu_op(lib, io, surrogate):
+    """Thread by thread (the CUDA way) and tile by tile (the CPU kernel) give the same bits,
+    forward and backward, incl. the batch-order parameter sums, for every I/O dtype."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N = 3, 23, 17
+    ct = torch.float32 if io in (torch.float16, torch.bfloat16) else io
+    x, v0, tau, thr, bias = make_inputs(5, B, T, N, ct)
+    x = x.to(io)
+    alpha = tau_to_decay(1e-3, tau)
+    key = torch.tensor([42, 3], dtype=torch.int64)
+    op = torch.ops.lif_cuda
+    for kw in (dict(noise=None, key=None, scale=0.0), dict(noise=None, key=key, scale=0.05)):
+        want = op.lif_forward(x, v0, alpha, thr, bias, kw["noise"], kw["key"], kw["scale"], 0.5, 2.0**16,
+                              surrogate, True, True)
+        got = host_forward(lib, x, v0, alpha, thr, bias, key=kw["key"], noise_scale=kw["scale"])
+        for name, a, b in zip(("spikes", "vmem", "final", "u"), got, want):
+            assert_equal(a, b, f"forward {name} (key={kw['key'] is not None})")
+    u = got[3]
+    g = torch.Generator().manual_seed(1)
+    gs = torch.randn((B, T, N), generator=g).to(io)
+    gw = torch.randn((B, T, N), generator=g).to(ct)
+    gvf = torch.randn((B, N), generator=g).to(ct)
+    for gw_ in (None, gw):
+        want = op.lif_backward(gs, gw_, gvf, u, v0, alpha, thr, 0.5, 2.0**16, surrogate)
+        got = host_backward(lib, gs, gw_, gvf, u, v0, alpha, thr, surrogate=surrogate)
+        for name, a, b in zip(("g_in", "g_v0", "g_alpha", "g_thr", "g_bias"), got, want):
+            assert_equal(a, b, f"backward {name} (gw={gw_ is not None})")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,478 @@
+"""The fused op on CUDA (issue 3): the same bits as the reference and as the CPU kernel.
+
+- Forward: spikes, recorded membrane and final state `torch.equal` to the pure-PyTorch reference run
+  on the same CUDA device (float32 and float64), and to the fused CPU op (every I/O dtype, every
+  noise source: the in-kernel Philox noise is the same on both devices).
+- Backward: gradients against the reference's autograd (float64 <= 1e-10, float32 <= 1e-5
+  relative), and against the CPU kernel (same operations in the same order: equal bits for
+  StepPWL; PeriodicExponential's exp may differ by an ulp between libm and CUDA).
+- `torch.library.opcheck` on CUDA tensors, `torch.compile(fullgraph=True)` on CUDA, the module on
+  CUDA (`.cuda()`, `.to("cuda")`, record buffers and state on the device, backend="auto" picks the
+  CUDA kernel), non-contiguous inputs, the current stream, empty shapes, large N and B*N not a
+  multiple of the block size, and (where the card has the memory) B*T*N beyond 2^31.
+
+Skipped as a whole without a GPU. Where there is a GPU but the extension has no CUDA kernels,
+`test_cuda_kernels_are_built` fails (and the rest skip) — build with LIF_FORCE_CUDA=1.
+"""
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+
+import lif_cuda
+from conftest import assert_bitwise, make_case, rel_err
+from lif_cuda.noise import kernel_noise
+from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+CUDA = torch.device("cuda")
+GRAD_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+DTYPES = [torch.float32, torch.float64]
+DTYPE_IDS = ["f32", "f64"]
+SURROGATES = {"StepPWL": StepPWL, "PeriodicExponential": PeriodicExponential}
+BLOCK = 128  # threads per block in csrc/cuda/lif_kernel_cuda.cu
+
+
+def _fused_cuda():
+    return torch.cuda.is_available() and lif_cuda.fused_available("cuda")
+
+
+needs_kernels = pytest.mark.skipif(
+    not _fused_cuda(),
+    reason="no CUDA device" if not torch.cuda.is_available() else "the extension has no CUDA kernels",
+)
+
+
+def on(case, device):
+    """The case with every tensor moved to `device`."""
+    moved = {}
+    for name in ("input", "v0", "tau_mem", "threshold", "bias", "noise"):
+        t = getattr(case, name)
+        moved[name] = None if t is None else t.to(device)
+    return case.replace(**moved)
+
+
+def fused(case, record=True, **kw):
+    return lif_cuda.lif_evolve(**case.kwargs(**kw), record=record, backend="fused")
+
+
+def reference(case, record=True, **kw):
+    return lif_evolve_reference(**case.kwargs(**kw), record=record)
+
+
+def assert_same_outputs(got, want, what, record=True):
+    assert_bitwise(got[0], want[0], f"{what}: spikes")
+    if record:
+        assert_bitwise(got[1], want[1], f"{what}: recorded membrane")
+    assert_bitwise(got[2], want[2], f"{what}: final state")
+
+
+def test_cuda_kernels_are_built():
+    assert lif_cuda.extension_loaded(), "lif_cuda._C did not load"
+    assert lif_cuda.fused_available("cuda"), (
+        "a GPU is present but lif_cuda was built without CUDA kernels; rebuild with "
+        "CUDA_HOME=/usr/local/cuda LIF_FORCE_CUDA=1 pip install --no-build-isolation -e ."
+    )
+
+
+# ------------------------------------------------------------------ forward: bit for bit
+
+CASES = {
+    # name: make_case arguments (seed, B, T, N and keywords)
+    "T1": dict(seed=1, B=3, T=1, N=9, input_mean=1.0),
+    "T_not_multiple_of_8": dict(seed=2, B=2, T=29, N=17),
+    "T_multiple_of_8": dict(seed=3, B=2, T=32, N=16),
+    "N1": dict(seed=4, B=5, T=30, N=1),
+    "B1": dict(seed=5, B=1, T=40, N=33),
+    "BN_not_multiple_of_block": dict(seed=6, B=3, T=9, N=BLOCK + 5),
+    "scalar_params": dict(seed=7, B=3, T=20, N=11, params="scalar"),
+    "mixed_params": dict(seed=8, B=3, T=20, N=11, params="mixed"),
+    "v0_per_neuron": dict(seed=9, B=3, T=15, N=8, v0_shape="neuron"),
+    "noise_tensor": dict(seed=10, B=3, T=20, N=19, noise=True),
+    "strong_input_multi_spike": dict(seed=11, B=2, T=10, N=33, input_mean=2.5, input_scale=2.0),
+    "clamp_M2": dict(seed=12, B=2, T=12, N=20, input_mean=3.0, max_spikes_per_dt=2.0),
+    "max_spikes_inf": dict(seed=13, B=2, T=10, N=9, input_mean=2.0, max_spikes_per_dt=math.inf),
+}
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_equals_reference_on_cuda(name, dtype):
+    case = on(make_case(dtype=dtype, **CASES[name]), CUDA)
+    got = fused(case)
+    assert got[0].device.type == "cuda" and got[1].device.type == "cuda" and got[2].device.type == "cuda"
+    assert_same_outputs(got, reference(case), name)
+    if got[0].numel() >= 20:
+        assert (got[0] > 0).any() and (got[0] == 0).any()
+    if name == "clamp_M2":
+        assert (got[0] == 2).any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
+def test_forward_equals_cpu_kernel(io, noise):
+    """The raw op on CUDA and on CPU: the same bits, for every I/O dtype and noise source."""
+    B, T, N = 3, 37, 150
+    state = torch.float32 if io in (torch.float16, torch.bfloat16) else io
+    case = make_case(21, B, T, N, state, noise=noise == "tensor")
+    alpha = tau_to_decay(case.dt, case.tau_mem)
+    key = torch.tensor([987654321, 5], dtype=torch.int64) if noise == "kernel" else None
+    scale = 0.05 if noise == "kernel" else 0.0
+    args = lambda dev: (  # noqa: E731
+        case.input.to(io).to(dev), case.v0.to(dev), alpha.to(dev), case.threshold.to(dev), case.bias.to(dev),
+        None if case.noise is None else case.noise.to(dev), key, scale, 0.5, 2.0**16, 0, True, True,
+    )
+    want = torch.ops.lif_cuda.lif_forward(*args("cpu"))
+    got = torch.ops.lif_cuda.lif_forward(*args(CUDA))
+    for what, g, w in zip(("spikes", "vmem", "final state", "u"), got, want):
+        assert g.device.type == "cuda"
+        assert_bitwise(g.cpu(), w, f"{io} noise={noise}: {what}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_kernel_noise_same_on_cpu_and_cuda_under_a_seed(dtype):
+    """SPEC §4: a seeded run draws the same noise on both devices, and it is lif_cuda.noise's."""
+    case = make_case(31, 3, 25, 40, dtype)
+    runs = []
+    for dev in ("cpu", CUDA):
+        torch.manual_seed(1234)
+        runs.append(lif_cuda.lif_evolve(**on(case, dev).kwargs(), noise_std=1.5, record=True, backend="fused"))
+    assert_same_outputs([t.cpu() for t in runs[1]], runs[0], "CUDA vs CPU, same seed")
+    torch.manual_seed(1234)
+    key = lif_cuda.noise.draw_noise_key()
+    z = kernel_noise(tuple(case.input.shape), 1.5 * math.sqrt(case.dt), key, dtype=dtype, device=CUDA)
+    assert_same_outputs(runs[1], reference(on(case, CUDA), noise=z), "CUDA vs reference with the drawn noise")
+    quiet = fused(on(case, CUDA))
+    assert not torch.equal(quiet[1], runs[1][1]), "noise_std > 0 must add noise"
+
+
+@needs_kernels
+def test_record_false_and_inference_variants():
+    case = on(make_case(41, 3, 20, 12), CUDA)
+    want = reference(case)
+    spikes, vmem, final = fused(case, record=False)
+    assert vmem is None
+    assert_bitwise(spikes, want[0], "spikes")
+    assert_bitwise(final, want[2], "final state")
+    with torch.no_grad():
+        assert_same_outputs(fused(case), want, "no_grad")
+
+
+@needs_kernels
+def test_non_contiguous_inputs_equal_contiguous():
+    case = on(make_case(51, 4, 18, 10, noise=True), CUDA)
+    want = fused(case)
+    x_t = case.input.transpose(0, 1).contiguous().transpose(0, 1)  # (B,T,N) with strides of (T,B,N)
+    wide = torch.zeros(4, 18, 20, device=CUDA)
+    wide[..., ::2] = case.input  # every other column
+    z_wide = torch.zeros(4, 18, 20, device=CUDA)
+    z_wide[..., 1::2] = case.noise
+    v0_t = case.v0.t().contiguous().t()
+    params = {k: torch.stack([getattr(case, k), getattr(case, k)], 1)[:, 0] for k in ("tau_mem", "threshold", "bias")}
+    for x in (x_t, wide[..., ::2]):
+        assert not x.is_contiguous()
+        got = fused(case.replace(input=x, v0=v0_t, noise=z_wide[..., 1::2], **params))
+        assert_same_outputs(got, want, "non-contiguous")
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(0, 5, 4), (3, 0, 4), (3, 5, 0)], ids=["B0", "T0", "N0"])
+def test_empty_shapes(shape):
+    B, T, N = shape
+    case = on(make_case(61, B, T, N), CUDA)
+    spikes, vmem, final = fused(case)
+    assert spikes.shape == (B, T, N) and vmem.shape == (B, T, N) and final.shape == (B, N)
+    assert spikes.device.type == "cuda"
+    if T == 0:
+        assert torch.equal(final, case.v0)
+    # The raw op's record / save_u empties are (0,), on the device.
+    alpha = tau_to_decay(case.dt, case.tau_mem)
+    out = torch.ops.lif_cuda.lif_forward(
+        case.input, case.v0, alpha, case.threshold, case.bias, None, None, 0.0, 0.5, 2.0**16, 0, False, False
+    )
+    assert out[1].shape == (0,) and out[3].shape == (0,) and out[1].device.type == "cuda"
+
+
+@needs_kernels
+def test_large_n_not_a_multiple_of_the_block():
+    """Many blocks, a partial last block, rows that straddle blocks."""
+    B, T, N = 3, 20, 70_001
+    assert (B * N) % BLOCK != 0
+    case = on(make_case(71, B, T, N), CUDA)
+    assert_same_outputs(fused(case), reference(case), "large N")
+    x = case.input.clone().requires_grad_(True)
+    spikes, _, final = fused(case.replace(input=x))
+    (spikes.sum() + final.sum()).backward()
+    xr = case.input.clone().requires_grad_(True)
+    rs, _, rf = reference(case.replace(input=xr))
+    (rs.sum() + rf.sum()).backward()
+    assert rel_err(x.grad, xr.grad) <= GRAD_TOL[torch.float32]
+
+
+@needs_kernels
+def test_runs_on_the_current_stream():
+    case = on(make_case(81, 4, 30, 64), CUDA)
+    want = fused(case)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = fused(case)
+        sums = got[0].sum()  # queued behind the kernel on the same stream
+    side.synchronize()
+    assert_same_outputs(got, want, "side stream")
+    assert sums.item() == want[0].sum().item()
+
+
+@needs_kernels
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_second_device():
+    dev = torch.device("cuda", 1)
+    case = on(make_case(91, 3, 20, 50), dev)
+    with torch.cuda.device(0):  # the op must switch to the input's device itself
+        got = fused(case)
+    assert got[0].device == dev
+    assert_same_outputs(got, reference(case), "cuda:1")
+
+
+@needs_kernels
+def test_beyond_2_pow_31_elements():
+    """64-bit indexing: B*T*N > 2^31; the last neurons of the last row checked against a slice."""
+    B, T, N = 2, 16_384, 65_539
+    assert B * T * N > 2**31
+    free, _ = torch.cuda.mem_get_info()
+    need = 3 * B * T * N * 4  # input, spikes, slack for the comparison
+    if free < need:
+        pytest.skip(f"needs {need / 2**30:.1f} GiB of free GPU memory, {free / 2**30:.1f} GiB free")
+    g = torch.Generator(device=CUDA).manual_seed(5)
+    x = torch.empty((B, T, N), device=CUDA).normal_(0.4, 1.0, generator=g)
+    small = make_case(101, B, 1, N)
+    case = on(small, CUDA).replace(input=x)
+    with torch.no_grad():
+        spikes, _, final = fused(case, record=False)
+    cols = torch.tensor([0, N // 2, N - 2, N - 1], device=CUDA)
+    sub = case.replace(
+        input=x[:, :, cols].contiguous(), v0=case.v0[:, cols], tau_mem=case.tau_mem[cols],
+        threshold=case.threshold[cols], bias=case.bias[cols],
+    )
+    del x
+    with torch.no_grad():
+        s_sub, _, f_sub = fused(sub, record=False)
+    assert_bitwise(spikes[:, :, cols], s_sub, "spikes beyond 2^31")
+    assert_bitwise(final[:, cols], f_sub, "final state beyond 2^31")
+    assert (s_sub[1, -100:] > 0).any()
+
+
+# ------------------------------------------------------------------ backward
+
+def _grads(run, case, surrogate, with_noise, upstream):
+    leaves_case, leaves = case.leaves(with_noise=with_noise)
+    spikes, vmem, final = run(leaves_case, spike_generation_fn=surrogate)
+    gs, gw, gvf = upstream
+    torch.autograd.backward([spikes, vmem, final], [gs, gw, gvf])
+    return [t.grad for t in leaves]
+
+
+def _upstream(case, seed=3):
+    B, T, N = case.input.shape
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(case.input.dtype).to(case.input.device)  # noqa: E731
+    return mk(B, T, N), mk(B, T, N), mk(B, N)
+
+
+NAMES = ("input", "v0", "tau_mem", "threshold", "bias", "noise")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("params", ["neuron", "scalar"])
+def test_gradients_match_reference_autograd_on_cuda(dtype, surrogate, params):
+    case = on(make_case(111, 3, 29, 13, dtype, params=params, noise=True), CUDA)
+    up = _upstream(case)
+    got = _grads(fused, case, SURROGATES[surrogate], True, up)
+    want = _grads(reference, case, SURROGATES[surrogate], True, up)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.device.type == "cuda", name
+        err = rel_err(g, w)
+        assert err <= GRAD_TOL[dtype], f"grad {name}: relative error {err:.2e} > {GRAD_TOL[dtype]:.0e}"
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", [0, 1], ids=list(SURROGATES))
+@pytest.mark.parametrize("gw", [False, True], ids=["gs", "gs+gw"])
+def test_backward_equals_cpu_kernel(dtype, surrogate, gw):
+    """The raw backward op on CUDA vs on CPU: same step functions, same order, same batch-order sum."""
+    case = make_case(121, 4, 33, 70, dtype)
+    alpha = tau_to_decay(case.dt, case.tau_mem)
+    fwd = torch.ops.lif_cuda.lif_forward(case.input, case.v0, alpha, case.threshold, case.bias, None, None, 0.0,
+                                         0.5, 2.0**16, surrogate, True, True)
+    gs, gwv, gvf = _upstream(case)
+    args = lambda dev: (gs.to(dev), gwv.to(dev) if gw else None, gvf.to(dev), fwd[3].to(dev), case.v0.to(dev),  # noqa: E731
+                        alpha.to(dev), case.threshold.to(dev), 0.5, 2.0**16, surrogate)
+    want = torch.ops.lif_cuda.lif_backward(*args("cpu"))
+    got = torch.ops.lif_cuda.lif_backward(*args(CUDA))
+    for name, g, w in zip(("g_in", "g_v0", "g_alpha", "g_thr", "g_bias"), got, want):
+        g = g.cpu()
+        if surrogate == 0:
+            assert_bitwise(g, w, f"backward {name}")
+        else:  # exp: CUDA's, and the host's (a float polynomial, libm for double) may differ
+            assert rel_err(g, w) <= (1e-5 if dtype == torch.float32 else 1e-12), f"backward {name}"
+
+
+@needs_kernels
+def test_parameter_gradients_are_deterministic():
+    case = on(make_case(131, 64, 40, 300), CUDA)
+    up = _upstream(case)
+    first = _grads(fused, case, StepPWL, False, up)
+    for _ in range(2):
+        again = _grads(fused, case, StepPWL, False, up)
+        for name, a, b in zip(NAMES, again, first):
+            assert_bitwise(a, b, f"grad {name}, second run")
+
+
+# ------------------------------------------------------------------ custom-op citizenship
+
+
+def _op_args(dtype, noise, record, save_u, requires_grad, surrogate=0):
+    case = make_case(141, 2, 9, 7, dtype, noise=noise == "tensor")
+    alpha = tau_to_decay(case.dt, case.tau_mem)
+    ts = [t.to(CUDA) for t in (case.input, case.v0, alpha, case.threshold, case.bias)]
+    z = case.noise.to(CUDA) if noise == "tensor" else None
+    if requires_grad:
+        for t in ts + ([z] if z is not None else []):
+            t.requires_grad_(True)
+    key = torch.tensor([7, 0], dtype=torch.int64) if noise == "kernel" else None
+    return (*ts, z, key, 0.05 if key is not None else 0.0, 0.5, 2.0**16, surrogate, record, save_u)
+
+
+@needs_kernels
+@pytest.mark.parametrize("combo", [
+    (torch.float32, None, True, True, True, 0),
+    (torch.float64, "tensor", True, True, True, 1),
+    (torch.float32, "kernel", False, True, True, 0),
+    (torch.float32, None, False, False, False, 0),
+], ids=["f32_record_grad", "f64_noise_grad", "f32_kernel_noise_grad", "f32_inference"])
+def test_opcheck_forward_on_cuda(combo):
+    args = _op_args(*combo)
+    torch.library.opcheck(torch.ops.lif_cuda.lif_forward.default, args)
+
+
+@needs_kernels
+@pytest.mark.parametrize("surrogate", [0, 1], ids=list(SURROGATES))
+def test_opcheck_backward_on_cuda(surrogate):
+    args = _op_args(torch.float64, None, True, True, False, surrogate)
+    u = torch.ops.lif_cuda.lif_forward(*args)[3]
+    B, T, N = u.shape
+    g = torch.Generator().manual_seed(2)
+    mk = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(CUDA)  # noqa: E731
+    bargs = (mk(B, T, N), mk(B, T, N), mk(B, N), u, args[1], args[2], args[3], 0.5, 2.0**16, surrogate)
+    torch.library.opcheck(torch.ops.lif_cuda.lif_backward.default, bargs)
+
+
+class _Net(torch.nn.Module):
+    """The LIF layer first, so that compiled and eager feed it the very same input (a Linear in
+    front could round differently once compiled) and its spikes must be equal."""
+
+    def __init__(self):
+        super().__init__()
+        self.lif = lif_cuda.LIFNeuron(32, tau_mem=torch.full((32,), 0.02), backend="fused")
+        self.fc = torch.nn.Linear(32, 3)
+
+    def forward(self, x):
+        spikes = self.lif(x)
+        return self.fc(spikes), spikes
+
+
+@needs_kernels
+def test_torch_compile_on_cuda_matches_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = _Net().to(CUDA)
+    compiled_net = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_net, fullgraph=True)
+    g = torch.Generator().manual_seed(1)
+    for step in range(2):
+        x = (0.5 + 1.5 * torch.randn(4, 10, 32, generator=g)).to(CUDA)
+        out_e, s_e = eager(x)
+        out_c, s_c = compiled(x)
+        assert torch.equal(s_c, s_e), f"step {step}: spikes differ"
+        assert (s_e > 0).any()
+        out_e.square().sum().backward()
+        out_c.square().sum().backward()
+        for (name, p_e), p_c in zip(eager.named_parameters(), compiled_net.parameters()):
+            assert p_c.grad is not None and p_c.grad.device.type == "cuda", name
+            assert rel_err(p_c.grad, p_e.grad) <= 1e-5, f"step {step}: grad {name}"
+        eager.zero_grad()
+        compiled_net.zero_grad()
+
+
+# ------------------------------------------------------------------ the module on CUDA
+
+
+def _layer(n=16, **kw):
+    g = torch.Generator().manual_seed(0)
+    kw.setdefault("tau_mem", 5e-3 + 45e-3 * torch.rand(n, generator=g))
+    kw.setdefault("threshold", 0.3 + 1.2 * torch.rand(n, generator=g))
+    kw.setdefault("bias", 0.1 * torch.randn(n, generator=g))
+    return lif_cuda.LIFNeuron(n, **kw)
+
+
+@needs_kernels
+@pytest.mark.parametrize("move", ["cuda()", "to('cuda')"])
+def test_module_on_cuda_uses_the_cuda_kernel(move, monkeypatch):
+    layer = _layer()
+    layer = layer.cuda() if move == "cuda()" else layer.to("cuda")
+    assert all(p.device.type == "cuda" for p in layer.parameters())
+    assert layer.vmem.device.type == "cuda"
+    calls = []
+    original = lif_cuda.functional.lif_forward_op
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(a[0].device) or original(*a))
+    x = (0.4 + torch.randn(3, 25, 16, generator=torch.Generator().manual_seed(1))).to(CUDA)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spikes, state, rec = layer.evolve(x, record=True)
+    fallbacks = [str(w.message) for w in caught if "lif_cuda" in str(w.message)]
+    assert not fallbacks, f"backend='auto' fell back on CUDA: {fallbacks}"
+    assert calls and calls[0].type == "cuda", "backend='auto' did not run the fused op on CUDA"
+    assert spikes.device.type == "cuda"
+    assert rec["vmem"].device.type == "cuda" and rec["spikes"].device.type == "cuda"
+    assert state["vmem"].device.type == "cuda" and layer.vmem.device.type == "cuda"
+    ref = _layer().to(CUDA)
+    with torch.no_grad():
+        want = lif_evolve_reference(x, ref.vmem, ref.tau_mem, ref.threshold, ref.bias, ref.dt, record=True)
+    assert_bitwise(spikes, want[0], "spikes")
+    assert_bitwise(rec["vmem"], want[1], "vmem")
+    assert_bitwise(layer.vmem, want[2][0], "state (batch row 0)")
+
+
+@needs_kernels
+def test_module_trains_on_cuda_like_the_reference_backend():
+    x = (0.4 + torch.randn(2, 30, 16, generator=torch.Generator().manual_seed(2))).to(CUDA)
+    grads = {}
+    for backend in ("fused", "reference"):
+        layer = _layer(backend=backend).to(CUDA)
+        layer(x).sum().backward()
+        grads[backend] = {n: p.grad for n, p in layer.named_parameters()}
+    for name, g in grads["fused"].items():
+        assert g.device.type == "cuda"
+        assert rel_err(g, grads["reference"][name]) <= 1e-5, name
+
+
+@needs_kernels
+def test_module_float64_on_cuda():
+    layer = _layer().to(device=CUDA, dtype=torch.float64)
+    x = (0.4 + torch.randn(2, 20, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)).to(CUDA)
+    spikes, _, rec = layer.evolve(x, record=True)
+    assert spikes.dtype == torch.float64 and rec["vmem"].dtype == torch.float64
+    ref = _layer().to(device=CUDA, dtype=torch.float64)
+    with torch.no_grad():
+        want = lif_evolve_reference(x, ref.vmem, ref.tau_mem, ref.threshold, ref.bias, ref.dt, record=True)
+    assert_bitwise(rec["vmem"], want[1], "vmem float64")
