@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler):
 #   make demo   - create .venv if missing, install torch 2.13.0 + lif_cuda, run examples/demo.py
-#   make test   - the same set-up, then the whole test suite (CUDA tests skip without a GPU)
+#   make test   - the same set-up, the nvcc compile check of the CUDA sources (where nvcc exists),
+#                 then the whole test suite (CUDA tests skip without a GPU)
 # .ci/run calls `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,9 @@ PYTEST_ARGS ?=
 # Rebuild the extension whenever a source or the build script changes.
 SOURCES = setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/* csrc/cuda/*)
 
-.PHONY: demo test install bench clean
+NVCC ?= $(or $(wildcard $(CUDA_HOME)/bin/nvcc),$(wildcard /usr/local/cuda/bin/nvcc),$(shell command -v nvcc 2>/dev/null))
+
+.PHONY: demo test install check-cuda bench clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,15 @@ install: $(VENV)/.built
 demo: install
 	$(PY) examples/demo.py
 
-test: install
+# Compile-check every CUDA source with nvcc (no GPU needed) where nvcc exists; skipped otherwise.
+check-cuda: install
+ifneq ($(strip $(NVCC)),)
+	NVCC=$(NVCC) PYTHON=$(PY) bash .ci/check_cuda.sh
+else
+	@echo "check-cuda: nvcc not found, CUDA compile check skipped"
+endif
+
+test: install check-cuda
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: install
