@@ -62,11 +62,26 @@ def check_param(name, t, n, device, *, positive):
         raise ValueError(f"{name} must have shape ({n},) or (), got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but the input is on {device}: put both on one device")
-    if _is_compiling() or t.numel() == 0:
-        return  # value checks need the data; inside a compiled graph they would break it
+
+
+def _param_ok(t, positive):
+    """A 0-dim bool tensor (no host sync): t is finite (and > 0) everywhere."""
     with torch.no_grad():
-        ok = torch.isfinite(t).all() & ((t > 0).all() if positive else True)
-        if not bool(ok):
+        ok = torch.isfinite(t).all()
+        return ok & (t > 0).all() if positive else ok
+
+
+def check_param_values(params):
+    """Value checks of (name, tensor, positive) triples with one host sync in all (on CUDA each
+    bool() of a device tensor is a sync). Skipped inside a compiled graph (it would break it)."""
+    params = [p for p in params if p[1].numel() > 0]
+    if _is_compiling() or not params:
+        return
+    flags = torch.stack([_param_ok(t, positive) for _, t, positive in params])
+    if bool(flags.all()):
+        return
+    for name, t, positive in params:  # the failing one, for the message
+        if not bool(_param_ok(t, positive)):
             what = "finite and > 0" if positive else "finite"
             raise ValueError(f"{name} must be {what} everywhere, got {t.detach().cpu()}")
 
@@ -95,6 +110,7 @@ def check_evolve_args(
     check_param("tau_mem", tau_mem, N, dev, positive=True)
     check_param("threshold", threshold, N, dev, positive=True)
     check_param("bias", bias, N, dev, positive=False)
+    check_param_values([("tau_mem", tau_mem, True), ("threshold", threshold, True), ("bias", bias, False)])
     if noise is not None:
         check_float_tensor("noise", noise, allow_half=True)
         if tuple(noise.shape) != (B, T, N):
@@ -109,6 +125,9 @@ def check_evolve_args(
         max_spikes = math.inf
     else:
         max_spikes = check_scalar("max_spikes_per_dt", max_spikes_per_dt, at_least=1)
+    # A clamp beyond the compute dtype's range is no clamp (the kernels would round it to inf).
+    if max_spikes > torch.finfo(torch.float32 if input.dtype != torch.float64 else torch.float64).max:
+        max_spikes = math.inf
     noise_std = check_scalar("noise_std", noise_std, nonneg=True)
     if noise is not None and noise_std > 0:
         raise ValueError("give either a noise tensor or noise_std > 0, not both")

@@ -45,6 +45,11 @@ def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=_UNR
         return "reference"
     if surrogate is None:
         name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
+        if backend == "fused":
+            raise ValueError(
+                f"backend='fused' but spike_generation_fn={name} has no fused kernel (only StepPWL and "
+                "PeriodicExponential do): use backend='auto' or 'reference'"
+            )
         _ext.warn_once(
             ("surrogate", name),
             f"lif_cuda: spike_generation_fn={name} has no fused kernel (only StepPWL and "

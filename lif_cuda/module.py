@@ -12,6 +12,8 @@ from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
 
+_NO_KERNEL = -2  # LIFNeuron._surrogate_id of a spike function with no fused kernel
+
 
 def _n_from_shape(shape):
     if shape is None:
@@ -103,9 +105,12 @@ class LIFNeuron(nn.Module):
     def spike_generation_fn(self, fn):
         # Resolved here, outside any torch.compile trace (see functional.surrogate_id). A bad value
         # is left unresolved: lif_evolve checks it again and raises, naming it, at the next call.
+        # An int always (TorchScript types the attribute): 0/1 fused surrogates, _NO_KERNEL for a
+        # function without a fused kernel, _UNRESOLVED for a bad value.
         self._spike_generation_fn = fn
         try:
-            self._surrogate_id = surrogate_id(fn)
+            sid = surrogate_id(fn)
+            self._surrogate_id = _NO_KERNEL if sid is None else sid
         except TypeError:
             self._surrogate_id = _UNRESOLVED
 
@@ -128,6 +133,18 @@ class LIFNeuron(nn.Module):
             f"spike_generation_fn={getattr(self.spike_generation_fn, '__name__', self.spike_generation_fn)}, "
             f"backend={self.backend!r}, noise={self.noise!r}"
         )
+
+    def _apply(self, fn, recurse=True):
+        # Parameters and state stay float32 under model.half() / .to(torch.bfloat16): half precision
+        # is an input/output format here (issue 5), the membrane and arithmetic are float32.
+        super()._apply(fn, recurse)
+        for name in ("tau_mem", "threshold", "bias", "vmem"):
+            t = getattr(self, name)
+            if t.dtype in (torch.float16, torch.bfloat16):
+                t.data = t.data.float()
+                if getattr(t, "grad", None) is not None:
+                    t.grad = t.grad.float()
+        return self
 
     def reset_state(self):
         """Membrane back to zero."""
@@ -179,7 +196,7 @@ class LIFNeuron(nn.Module):
             record=record,
             backend=self.backend,
             noise_std=self.noise_std if noise is None else 0.0,
-            _surrogate=self._surrogate_id,
+            _surrogate=None if self._surrogate_id == _NO_KERNEL else self._surrogate_id,
         )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
         # (detach, not a no_grad block: torch.export could not load a program saved with one.)
@@ -199,6 +216,11 @@ class LIFNeuron(nn.Module):
         lif_evolve's fused branch does, same values bit for bit), without the Python-only argument
         checks and backend choice. Needs the extension loaded (import lif_cuda) where it runs."""
         n = self.n_neurons
+        if self._surrogate_id != 0 and self._surrogate_id != 1:
+            # A user's own spike function may have another forward: never run it on the fused op.
+            raise RuntimeError("LIFNeuron: a scripted layer runs the fused op, which implements only "
+                               "StepPWL and PeriodicExponential; this layer's spike_generation_fn has no "
+                               "fused kernel (run it in eager mode)")
         if x.dim() == 2:
             x = x.unsqueeze(0)
         if x.dim() != 3 or (x.shape[-1] != n and x.shape[-1] != 1):

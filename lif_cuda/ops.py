@@ -48,6 +48,10 @@ if _ext.loaded():
         ctx.save_u = save_u
         ctx.has_noise = noise is not None
         ctx.input_dtype = input.dtype
+        # Unused outputs get None, not (B,T,N) zeros to allocate, fill and read; u (and an
+        # unrecorded, empty vmem) are internal, not differentiable.
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(*((u,) if record else (output[1], u)))
         ctx.save_for_backward(u, v0, alpha, threshold)
 
     def _backward(ctx, grad_spikes, grad_vmem, grad_vfinal, grad_u):
@@ -61,11 +65,18 @@ if _ext.loaded():
             grad_spikes = torch.zeros(u.shape, dtype=ctx.input_dtype, device=u.device)
         if not ctx.record or grad_vmem is None or grad_vmem.numel() == 0:
             grad_vmem = None
+        noise_grad = ctx.has_noise and ctx.needs_input_grad[5]
+        if noise_grad and grad_spikes.dtype != u.dtype:
+            # Half-precision input with a float32 noise tensor that needs its gradient: dL/du is
+            # wanted in float32 for the noise (SPEC §3: gz = U), rounded once for the input.
+            grad_spikes = grad_spikes.to(u.dtype)
         g_in, g_v0, g_alpha, g_thr, g_bias = torch.ops.lif_cuda.lif_backward(
             grad_spikes, grad_vmem, grad_vfinal, u, v0, alpha, threshold,
             ctx.window, ctx.max_spikes, ctx.surrogate,
         )
-        g_noise = g_in.to(u.dtype, copy=True) if ctx.has_noise and ctx.needs_input_grad[5] else None
+        g_noise = g_in.clone() if noise_grad else None
+        if g_in.dtype != ctx.input_dtype:
+            g_in = g_in.to(ctx.input_dtype)
         return g_in, g_v0, g_alpha, g_thr, g_bias, g_noise, None, None, None, None, None, None, None
 
     torch.library.register_autograd("lif_cuda::lif_forward", _backward, setup_context=_setup_context)

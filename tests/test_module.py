@@ -341,3 +341,31 @@ def test_functional_api_equals_module():
     want = run_reference(case.replace(v0=v0))
     assert_bitwise(spikes, want[0], "spikes")
     assert_bitwise(rec["vmem"], want[1], "vmem")
+
+
+def test_fused_backend_refuses_a_spike_function_without_a_kernel():
+    class Heaviside(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, thr, window, max_spikes):
+            return (x >= thr).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, None, None, None
+
+    layer = lif_cuda.LIFNeuron(4, spike_generation_fn=Heaviside, backend="fused")
+    with pytest.raises(ValueError, match="backend='fused'.*Heaviside"):
+        layer(torch.rand(1, 5, 4))
+    assert torch.equal(layer.vmem, torch.zeros(4))
+
+
+def test_internal_outputs_are_not_differentiable():
+    # u (saved for backward) and an unrecorded vmem are internal: no gradient can flow into them,
+    # and the backward is not handed (B,T,N) zeros for them.
+    x = torch.rand(2, 6, 3, requires_grad=True)
+    out = torch.ops.lif_cuda.lif_forward(
+        x, torch.zeros(2, 3), torch.full((3,), 0.9), torch.ones(3), torch.zeros(3),
+        None, None, 0.0, 0.5, 65536.0, 0, False, True,
+    )
+    assert out[0].requires_grad and out[2].requires_grad
+    assert not out[1].requires_grad and not out[3].requires_grad

@@ -65,3 +65,32 @@ def test_module_keeps_half_input_half():
     assert layer.tau_mem.dtype == torch.float32 and layer.vmem.dtype == torch.float32
     ref = lif_cuda.LIFNeuron(32, backend="fused")(x.float())
     assert torch.equal(s.float(), ref)
+
+
+def test_noise_gradient_stays_float32_with_half_input():
+    # SPEC §3: gz = U, computed in float32; only the input's copy is rounded to its dtype.
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(2, 30, 8, generator=g) + 0.5).bfloat16()
+    z = torch.randn(2, 30, 8, generator=g) * 0.1
+    args = (torch.zeros(8), torch.full((8,), 0.02), torch.ones(8), torch.zeros(8), 1e-3)
+    grads = {}
+    for backend, inp in (("fused", x), ("reference", x.float())):
+        xi, zi = inp.clone().requires_grad_(), z.clone().requires_grad_()
+        s, _, _ = lif_cuda.lif_evolve(xi, *args, noise=zi, backend=backend)
+        # Upstream weights exact in bfloat16 (the spikes are bfloat16, so is their gradient).
+        (s.float() * torch.tensor([-1, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0])).sum().backward()
+        grads[backend] = (xi.grad, zi.grad)
+    assert grads["fused"][0].dtype == torch.bfloat16 and grads["fused"][1].dtype == torch.float32
+    assert torch.equal(grads["fused"][1], grads["reference"][1])
+    assert torch.equal(grads["fused"][0], grads["reference"][1].bfloat16())
+
+
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+def test_model_half_keeps_parameters_and_state_float32(cast):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), lif_cuda.LIFNeuron(8))
+    model = getattr(model, cast)()
+    layer = model[1]
+    assert all(t.dtype == torch.float32 for t in (layer.tau_mem, layer.threshold, layer.bias, layer.vmem))
+    x = torch.rand(2, 10, 4).to(model[0].weight.dtype)
+    out = model(x)
+    assert out.dtype == model[0].weight.dtype

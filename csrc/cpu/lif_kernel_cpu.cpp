@@ -100,9 +100,10 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
                           IT* __restrict__ g_in, T* __restrict__ g_v0, T* __restrict__ g_alpha,
                           T* __restrict__ g_thr, T* __restrict__ g_bias, int64_t steps,
                           int64_t stride_t, int64_t len) {
-  T W[kMaxTile], ga[kMaxTile], gt[kMaxTile], gb[kMaxTile], S[kMaxTile];
+  // len <= LIF_BWD_TILE (choose_tile's cap for the backward).
+  T W[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gb[LIF_BWD_TILE], S[LIF_BWD_TILE];
   // The per-neuron constants, held as separate rows so the loops below stay vectorised.
-  T inv_thr[kMaxTile], inv_thr2[kMaxTile], pwl_lo[kMaxTile];
+  T inv_thr[LIF_BWD_TILE], inv_thr2[LIF_BWD_TILE], pwl_lo[LIF_BWD_TILE];
   const auto consts = [&](int64_t n) {
     NeuronConsts<T> c;
     c.alpha = alpha[n];
