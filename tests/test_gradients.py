@@ -347,3 +347,31 @@ def test_u_is_saved_only_when_needed(monkeypatch, mode):
     else:
         assert not save_u and u_numel == 0 and saved == []
         assert not outs[0].requires_grad
+
+
+@pytest.mark.parametrize(
+    "make_grad",
+    [
+        lambda B, T, N: torch.ones(1, 1, 1).expand(B, T, N),  # loss = spikes.sum()
+        lambda B, T, N: torch.randn(1, T, N).expand(B, T, N),  # broadcast over the batch
+        lambda B, T, N: torch.randn(B, T, 1).expand(B, T, N),  # broadcast over the neurons
+        lambda B, T, N: torch.randn(B, N, T).transpose(1, 2),  # neurons not innermost: copied
+    ],
+    ids=["scalar", "batch-bcast", "neuron-bcast", "transposed"],
+)
+def test_strided_upstream_gradient_equals_its_contiguous_copy(make_grad):
+    # The CPU backward reads grad_spikes in place when its rows are contiguous or broadcast.
+    torch.manual_seed(0)
+    B, T, N = 3, 20, 300
+    x = torch.randn(B, T, N) + 0.5
+    g = make_grad(B, T, N)
+    grads = []
+    for upstream in (g, g.contiguous()):
+        xi = x.clone().requires_grad_()
+        tau = torch.full((N,), 0.02, requires_grad=True)
+        thr = torch.ones(N, requires_grad=True)
+        s, _, _ = lif_cuda.lif_evolve(xi, torch.zeros(N), tau, thr, torch.zeros(N), 1e-3, backend="fused")
+        torch.autograd.backward(s, upstream)
+        grads.append((xi.grad, tau.grad, thr.grad))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)

@@ -32,7 +32,8 @@ struct ForwardArgs {
 
 template <typename IT, typename T>
 struct BackwardArgs {
-  const IT* gs;      // (B,T,N) upstream gradient on spikes
+  const IT* gs;      // (B,T,N) upstream gradient on spikes, with the strides below
+  int64_t gs_stride_b, gs_stride_t, gs_stride_n;  // gs_stride_n is 1 or 0 (broadcast)
   const T* gw;       // (B,T,N) upstream gradient on recorded membrane, or nullptr
   const T* gvf;      // (B,N) upstream gradient on the final state, or nullptr
   const T* u;        // (B,T,N) saved pre-spike membrane

@@ -93,7 +93,8 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
 // Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state. The
 // spike count of row t-1, computed to rebuild w[t-1], is kept for step t-1: one division per element.
 template <typename IT, typename T, int SURR, bool HAS_GW>
-LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
+LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n,
+                          const T* __restrict__ gw,
                           const T* __restrict__ gvf, const T* __restrict__ u,
                           const T* __restrict__ v0, const T* __restrict__ alpha,
                           const T* __restrict__ thr, T window, T max_spikes,
@@ -104,6 +105,7 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
   T W[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gb[LIF_BWD_TILE], S[LIF_BWD_TILE];
   // The per-neuron constants, held as separate rows so the loops below stay vectorised.
   T inv_thr[LIF_BWD_TILE], inv_thr2[LIF_BWD_TILE], pwl_lo[LIF_BWD_TILE];
+  IT gs_row[LIF_BWD_TILE];  // a grad_spikes row broadcast over the neurons, spread out
   const auto consts = [&](int64_t n) {
     NeuronConsts<T> c;
     c.alpha = alpha[n];
@@ -129,7 +131,13 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t off = t * stride_t;
-    const IT* __restrict__ gst = gs + off;
+    // grad_spikes keeps its own strides: `loss = spikes.sum()` hands an expanded (stride-0)
+    // tensor, which is read in place rather than copied to (B,T,N).
+    const IT* __restrict__ gst = gs + t * gs_stride_t;
+    if (gs_bcast_n) {
+      for (int64_t n = 0; n < len; ++n) gs_row[n] = gst[0];
+      gst = gs_row;
+    }
     const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
     const T* __restrict__ ut = u + off;
     IT* __restrict__ git = g_in + off;
@@ -174,12 +182,13 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, const T* __restrict__ gw,
   LIF_FWD_ENTRY(PFX##_fwd2, IT, T, cpu::kNoiseKernel)
 
 #define LIF_BWD_ENTRY(NAME, IT, T, SURR, HAS_GW)                                                 \
-  LIF_CLONES void NAME(const IT* gs, const T* gw, const T* gvf, const T* u, const T* v0,         \
-                       const T* alpha, const T* thr, T window, T max_spikes, IT* g_in, T* g_v0,  \
-                       T* g_alpha, T* g_thr, T* g_bias, int64_t steps, int64_t stride_t,         \
-                       int64_t len) {                                                            \
-    backward_tile<IT, T, SURR, HAS_GW>(gs, gw, gvf, u, v0, alpha, thr, window, max_spikes, g_in,\
-                                       g_v0, g_alpha, g_thr, g_bias, steps, stride_t, len);      \
+  LIF_CLONES void NAME(const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gw,         \
+                       const T* gvf, const T* u, const T* v0, const T* alpha, const T* thr,      \
+                       T window, T max_spikes, IT* g_in, T* g_v0, T* g_alpha, T* g_thr,          \
+                       T* g_bias, int64_t steps, int64_t stride_t, int64_t len) {                \
+    backward_tile<IT, T, SURR, HAS_GW>(gs, gs_stride_t, gs_bcast_n, gw, gvf, u, v0, alpha, thr,  \
+                                       window, max_spikes, g_in, g_v0, g_alpha, g_thr, g_bias,   \
+                                       steps, stride_t, len);                                    \
   }
 #define LIF_BWD_ENTRIES(PFX, IT, T)                                  \
   LIF_BWD_ENTRY(PFX##_bwd_pwl, IT, T, kStepPWL, false)               \
@@ -265,7 +274,8 @@ void backward(const BackwardArgs<IT, T>& a) {
       const int64_t len = std::min(tile, N - n0);
       const int64_t row = b * Tn * N + n0;
       const int64_t bn = b * N + n0;
-      fn(a.gs + row, a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr, a.u + row,
+      fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t, a.gs_stride_n == 0 && len > 1,
+         a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr, a.u + row,
          a.v0 + bn, a.alpha + n0, a.thr + n0, window, M, a.g_in + row, a.g_v0 + bn,
          a.g_alpha_partial + bn, a.g_thr_partial + bn, a.g_bias_partial + bn, Tn, N, len);
     }

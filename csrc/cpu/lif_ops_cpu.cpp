@@ -75,13 +75,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_backward_cpu(
     int64_t surrogate) {
   auto [B, T, N] = check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, alpha,
                                        threshold, window, max_spikes, surrogate);
-  const Tensor gs = grad_spikes.contiguous();
+  // grad_spikes is read with its strides when each row is contiguous or broadcast along the
+  // neurons (e.g. the expanded ones of `spikes.sum()`); anything else is copied first.
+  const bool gs_rows_ok = N <= 1 || grad_spikes.stride(2) == 1 || grad_spikes.stride(2) == 0;
+  const Tensor gs = gs_rows_ok ? grad_spikes : grad_spikes.contiguous();
   const Tensor gw = grad_vmem.has_value() ? grad_vmem->contiguous() : Tensor();
   const Tensor gvf = grad_vfinal.has_value() ? grad_vfinal->contiguous() : Tensor();
   const Tensor uc = u.contiguous(), v0c = v0.contiguous();
   const Tensor al = alpha.contiguous(), th = threshold.contiguous();
   const auto opts = uc.options();
-  Tensor g_in = at::empty({B, T, N}, gs.options());
+  Tensor g_in = at::empty({B, T, N}, gs.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor g_v0 = at::empty({B, N}, opts);
   Tensor g_alpha = at::zeros({N}, opts), g_thr = at::zeros({N}, opts),
          g_bias = at::zeros({N}, opts);
@@ -96,6 +99,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_backward_cpu(
     using CT = std::conditional_t<std::is_same_v<IT, double>, double, float>;
     cpu::BackwardArgs<IT, CT> a{};
     a.gs = gs.const_data_ptr<IT>();
+    a.gs_stride_b = gs.stride(0);
+    a.gs_stride_t = gs.stride(1);
+    a.gs_stride_n = N <= 1 ? 1 : gs.stride(2);
     a.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
     a.gvf = gvf.defined() ? gvf.const_data_ptr<CT>() : nullptr;
     a.u = uc.const_data_ptr<CT>();
