@@ -1,0 +1,136 @@
+"""The measured calls. A case owns its inputs and module; `run()` makes one timed sample and returns
+{phase: seconds}; `run_memory()` makes one call under PeakMemory and returns {phase: bytes}.
+
+Workloads:
+  layer  the LIF layer alone on input (B,T,N). Phases: "forward" (inference, under torch.no_grad,
+         so nothing is kept for backward) and "forward+backward" (input requires grad,
+         loss = spikes.sum(), one clock around forward and backward).
+  onm    the Open Neuromorphic set-up: Linear(n,n) then LIF, input (B,T,n) that needs no grad,
+         loss = output.sum(); "forward" and "backward" timed separately in the same sample.
+Copy baselines (layer, forward only): `dst.copy_(x)` into a preallocated tensor and `x.clone()`
+(which allocates, as the fused op allocates its spikes), moving the same bytes as the fused
+forward's input read + spikes written.
+"""
+import torch
+from torch import nn
+
+from .common import PeakMemory, sync, timed
+
+LAYER_MODES = ("forward", "forward+backward")
+ONM_PHASES = ("forward", "backward")
+
+
+def make_input(shape, seed, device, mean=0.05, std=0.5):
+    """Reproducible float32 input, drawn on the CPU (same values on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float32) * std + mean
+    return x.to(device)
+
+
+def _clear_grads(module, *tensors):
+    for p in module.parameters():
+        p.grad = None
+    for t in tensors:
+        if t is not None:
+            t.grad = None
+
+
+class LayerCase:
+    def __init__(self, impl, shape, mode, device, seed=0):
+        assert mode in LAYER_MODES, mode
+        self.impl, self.shape, self.mode, self.device = impl, tuple(shape), mode, torch.device(device)
+        self.module = impl.layer(shape[2], device)
+        x = impl.native(make_input(shape, seed, device))
+        self.x = x.requires_grad_() if mode == "forward+backward" else x
+        self.phases = (mode,)
+
+    def _call(self):
+        if self.mode == "forward":
+            with torch.no_grad():
+                return self.module(self.x)
+        out = self.module(self.x)
+        out.sum().backward()
+        return out
+
+    def run(self):
+        _clear_grads(self.module, self.x)
+        seconds, _ = timed(self._call, self.device)
+        return {self.mode: seconds}
+
+    def spikes_btn(self):
+        """One forward's spikes as (B,T,N) (untimed; for the equality check and the rate)."""
+        with torch.no_grad():
+            return self.impl.to_btn(self.module(self.x.detach()))
+
+    def run_memory(self):
+        _clear_grads(self.module, self.x)
+        with PeakMemory(self.device) as pm:
+            out = self._call()
+            sync(self.device)
+        del out
+        return {self.mode: pm.peak_bytes}
+
+
+class OnmCase:
+    def __init__(self, impl, n, batch, steps, device, seed=0):
+        self.impl, self.n, self.device = impl, n, torch.device(device)
+        self.shape = (batch, steps, n)
+        torch.manual_seed(seed)  # the same Linear weights for every implementation
+        linear = nn.Linear(n, n)
+        self.module = nn.Sequential(linear.to(device), impl.layer(n, device))
+        self.x = impl.native(make_input(self.shape, seed + 1, device, mean=0.0, std=1.0))
+        self.phases = ONM_PHASES
+
+    def run(self):
+        _clear_grads(self.module)
+        t_fwd, loss = timed(lambda: self.module(self.x).sum(), self.device)
+        t_bwd, _ = timed(loss.backward, self.device)
+        return {"forward": t_fwd, "backward": t_bwd}
+
+    def run_memory(self):
+        """Peak over the forward, and over the backward, both above what was there before forward."""
+        _clear_grads(self.module)
+        with PeakMemory(self.device) as pm:
+            loss = self.module(self.x).sum()
+            sync(self.device)
+            fwd = pm.mark()
+            pm.reset_peak()
+            loss.backward()
+            sync(self.device)
+            bwd = pm.mark()
+        del loss
+        return {"forward": fwd, "backward": bwd}
+
+    def spikes_btn(self):
+        with torch.no_grad():
+            return self.impl.to_btn(self.module(self.x))
+
+
+class CopyCase:
+    """dst.copy_(x): reads and writes B*T*N floats, the bytes of the fused forward (in + spikes)."""
+
+    key = "copy_"
+    label = "copy_ (preallocated)"
+
+    def __init__(self, shape, device, seed=0):
+        self.device = torch.device(device)
+        self.x = make_input(shape, seed, device)
+        self.dst = torch.empty_like(self.x)
+        self.phases = ("forward",)
+        self.bytes = 2 * self.x.numel() * self.x.element_size()
+
+    def run(self):
+        seconds, _ = timed(lambda: self.dst.copy_(self.x), self.device)
+        return {"forward": seconds}
+
+
+class CloneCase(CopyCase):
+    """x.clone(): the same bytes, into freshly allocated memory (page faults included on CPU)."""
+
+    key = "clone"
+    label = "clone (allocating)"
+
+    def run(self):
+        seconds, out = timed(lambda: self.x.clone(), self.device)
+        del out
+        return {"forward": seconds}
