@@ -61,8 +61,7 @@ def extensions():
     # if-convert and vectorise the spike select, -fno-math-errno lets it vectorise sqrt (no errno
     # branch); neither changes a result.
     cxx = opt + ["-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-Wall"]
-    if _flag("LIF_NATIVE"):
-        cxx.append("-march=native")
+    cxx += ["-march=native"] if _flag("LIF_NATIVE") else []  # opt-in only: not portable
     if _flag("LIF_VEC_REPORT"):
         cxx.append("-fopt-info-vec-optimized")
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
@@ -74,8 +73,8 @@ def extensions():
     )
     if _want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        # nvcc knows no -g0; -G (device debug) only under DEBUG. -fmad=false and never
-        # --use_fast_math: no contraction, IEEE division (SPEC §1). A host-only function called from
+        # nvcc knows no -g0; -G (device debug) only under DEBUG. -fmad=false and never nvcc's
+        # fast-math switch: no contraction, IEEE division (SPEC §1). A host-only function called from
         # device code is an error, not a warning. .ci/check_cuda.sh compiles with these flags.
         nvcc = (["-O0", "-g", "-G"] if debug else ["-O3"]) + [
             "-fmad=false",

@@ -86,7 +86,7 @@ __global__ void core_check(const T* in, T* out, uint64_t seed) {
 
 // Every per-thread function of the CUDA kernels, on the device, for one variant each.
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD, int SURR, bool HAS_GW>
-__global__ void thread_check(lif::gpu::ForwardArgs<IT, T> f, lif::gpu::BackwardArgs<IT, T> b) {
+__global__ void thread_check(lif::ForwardArgs<IT, T> f, lif::BackwardArgs<IT, T> b) {
   lif::gpu::forward_thread<IT, T, NOISE, SAVE_U, RECORD>(f, threadIdx.x);
   lif::gpu::backward_thread<IT, T, SURR, HAS_GW>(b, threadIdx.x);
   lif::gpu::reduce_thread(b, threadIdx.x);
@@ -96,17 +96,17 @@ template __global__ void core_check<float>(const float*, float*, uint64_t);
 template __global__ void core_check<double>(const double*, double*, uint64_t);
 using lif::kPeriodicExponential;
 using lif::kStepPWL;
-using lif::gpu::kNoiseKernel;
-using lif::gpu::kNoiseTensor;
-using lif::gpu::kNoNoise;
+using lif::kNoiseKernel;
+using lif::kNoiseTensor;
+using lif::kNoNoise;
 template __global__ void thread_check<float, float, kNoNoise, true, true, kStepPWL, true>(
-    lif::gpu::ForwardArgs<float, float>, lif::gpu::BackwardArgs<float, float>);
+    lif::ForwardArgs<float, float>, lif::BackwardArgs<float, float>);
 template __global__ void thread_check<float, float, kNoiseKernel, false, false, kPeriodicExponential, false>(
-    lif::gpu::ForwardArgs<float, float>, lif::gpu::BackwardArgs<float, float>);
+    lif::ForwardArgs<float, float>, lif::BackwardArgs<float, float>);
 template __global__ void thread_check<double, double, kNoiseTensor, true, false, kPeriodicExponential, true>(
-    lif::gpu::ForwardArgs<double, double>, lif::gpu::BackwardArgs<double, double>);
+    lif::ForwardArgs<double, double>, lif::BackwardArgs<double, double>);
 template __global__ void thread_check<double, double, kNoiseKernel, false, true, kStepPWL, false>(
-    lif::gpu::ForwardArgs<double, double>, lif::gpu::BackwardArgs<double, double>);
+    lif::ForwardArgs<double, double>, lif::BackwardArgs<double, double>);
 CU
 
 status=0

@@ -24,26 +24,31 @@ def fused_available(device) -> bool:
     return _ext.available(torch.device(device).type)
 
 
-def surrogate_id(spike_generation_fn):
-    """The fused kernels' id for this surrogate, or None when it has none. torch.compile cannot
-    trace this (dynamo can neither hash, compare nor issubclass() an autograd.Function class):
-    LIFNeuron calls it when spike_generation_fn is set, and passes the id down."""
+# The surrogate id of a spike function without a fused kernel (a user's own autograd.Function).
+NO_KERNEL = -1
+
+
+def surrogate_id(spike_generation_fn) -> int:
+    """The fused kernels' id for this surrogate (0 StepPWL, 1 PeriodicExponential), or NO_KERNEL;
+    TypeError for what is no autograd.Function. torch.compile cannot trace this (dynamo can neither
+    hash, compare nor issubclass() an autograd.Function class): LIFNeuron resolves it when its
+    spike_generation_fn is set and passes the id down."""
     check_spike_fn(spike_generation_fn)
-    return _FUSED_SURROGATES.get(spike_generation_fn)
+    return _FUSED_SURROGATES.get(spike_generation_fn, NO_KERNEL)
 
 
-_UNRESOLVED = -1
-
-
-def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=_UNRESOLVED) -> str:
-    """Returns "fused" or "reference" for a call on `device`; warns once when falling back."""
+def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=None) -> str:
+    """Returns "fused" or "reference" for a call on `device`; warns once when falling back.
+    `surrogate`: the id of spike_generation_fn if already known (surrogate_id)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if surrogate == _UNRESOLVED:
+    if surrogate is None:
         surrogate = surrogate_id(spike_generation_fn)
+    elif surrogate == NO_KERNEL:
+        check_spike_fn(spike_generation_fn)  # a bad value set after construction: named here
     if backend == "reference":
         return "reference"
-    if surrogate is None:
+    if surrogate == NO_KERNEL:
         name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
         if backend == "fused":
             raise ValueError(
@@ -84,7 +89,7 @@ def lif_evolve(
     record=False,
     backend="auto",
     noise_std=0.0,
-    _surrogate=_UNRESOLVED,
+    _surrogate=None,
 ):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
@@ -101,7 +106,7 @@ def lif_evolve(
     dt, window, max_spikes, noise_std = check_evolve_args(
         input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std
     )
-    if _surrogate == _UNRESOLVED:
+    if _surrogate is None:
         _surrogate = surrogate_id(spike_generation_fn)
     which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
     B, T, N = input.shape

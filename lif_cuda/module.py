@@ -7,12 +7,11 @@ import torch
 from torch import nn
 
 from ._checks import check_float_tensor, check_scalar, check_spike_fn
-from .functional import lif_evolve, surrogate_id, _UNRESOLVED
+from .functional import NO_KERNEL, lif_evolve, surrogate_id
 from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
 
-_NO_KERNEL = -2  # LIFNeuron._surrogate_id of a spike function with no fused kernel
 
 
 def _n_from_shape(shape):
@@ -103,16 +102,14 @@ class LIFNeuron(nn.Module):
 
     @spike_generation_fn.setter
     def spike_generation_fn(self, fn):
-        # Resolved here, outside any torch.compile trace (see functional.surrogate_id). A bad value
-        # is left unresolved: lif_evolve checks it again and raises, naming it, at the next call.
-        # An int always (TorchScript types the attribute): 0/1 fused surrogates, _NO_KERNEL for a
-        # function without a fused kernel, _UNRESOLVED for a bad value.
+        # Resolved here, outside any torch.compile trace (see functional.surrogate_id); an int
+        # always (TorchScript types the attribute). A bad value counts as NO_KERNEL here and is
+        # named by a TypeError at the next call.
         self._spike_generation_fn = fn
         try:
-            sid = surrogate_id(fn)
-            self._surrogate_id = _NO_KERNEL if sid is None else sid
+            self._surrogate_id = surrogate_id(fn)
         except TypeError:
-            self._surrogate_id = _UNRESOLVED
+            self._surrogate_id = NO_KERNEL
 
     def _check_config(self):
         for name, positive in (("dt", True), ("noise_std", False), ("learning_window", False)):
@@ -196,7 +193,7 @@ class LIFNeuron(nn.Module):
             record=record,
             backend=self.backend,
             noise_std=self.noise_std if noise is None else 0.0,
-            _surrogate=None if self._surrogate_id == _NO_KERNEL else self._surrogate_id,
+            _surrogate=self._surrogate_id,
         )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
         # (detach, not a no_grad block: torch.export could not load a program saved with one.)

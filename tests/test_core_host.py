@@ -41,6 +41,8 @@ HARNESS = r"""
 #include "cuda/lif_thread.h"
 
 using namespace lif::gpu;
+using lif::BackwardArgs;
+using lif::ForwardArgs;
 
 template <typename IT, typename T>
 static void run_forward(const ForwardArgs<IT, T>& a) {
@@ -68,7 +70,7 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
   ForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
   a.noise = static_cast<const T*>(noise);
-  a.kernel_noise = kernel_noise != 0;
+  a.noise_mode = noise ? lif::kNoiseTensor : (kernel_noise ? lif::kNoiseKernel : lif::kNoNoise);
   a.seed = seed;
   a.offset = offset;
   a.noise_scale = noise_scale;
@@ -95,6 +97,9 @@ static void backward_t(const void* gs, const void* gw, const void* gvf, const vo
                        int64_t N) {
   BackwardArgs<IT, T> a{};
   a.gs = static_cast<const IT*>(gs);
+  a.gs_stride_b = Tn * N;
+  a.gs_stride_t = N;
+  a.gs_stride_n = 1;
   a.gw = static_cast<const T*>(gw);
   a.gvf = static_cast<const T*>(gvf);
   a.u = static_cast<const T*>(u);

@@ -46,9 +46,9 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
                          T* __restrict__ v_final, int64_t steps, int64_t stride_t, int64_t len) {
   T w[kMaxTile];
   T u_scratch[kMaxTile];
-  T z_row[NOISE == cpu::kNoiseKernel ? kMaxTile : 1];
+  T z_row[NOISE == kNoiseKernel ? kMaxTile : 1];
   // Philox words and deviates for one row: blocks of 4 elements, plus one partial block each side.
-  constexpr int64_t kWords = NOISE == cpu::kNoiseKernel ? kMaxTile + 8 : 1;
+  constexpr int64_t kWords = NOISE == kNoiseKernel ? kMaxTile + 8 : 1;
   uint32_t words[kWords];
   float normals[kWords];
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
@@ -56,8 +56,8 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
     const int64_t off = t * stride_t;
     const IT* __restrict__ xt = x + off;
     const T* __restrict__ zt = nullptr;
-    if constexpr (NOISE == cpu::kNoiseTensor) zt = z + off;
-    if constexpr (NOISE == cpu::kNoiseKernel) {
+    if constexpr (NOISE == kNoiseTensor) zt = z + off;
+    if constexpr (NOISE == kNoiseKernel) {
       // Drawn a row at a time: Philox blocks (scalar), then Box-Muller over all lanes (a
       // vectorised loop), then the row's window; so the step loop below stays vectorised.
       const uint64_t idx = index0 + static_cast<uint64_t>(off);
@@ -75,7 +75,7 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
     T* __restrict__ ut = u_out ? u_out + off : u_scratch;
     for (int64_t n = 0; n < len; ++n) {
       T u, wn, s;
-      if constexpr (NOISE == cpu::kNoNoise) {
+      if constexpr (NOISE == kNoNoise) {
         s = step_forward(alpha[n], w[n], static_cast<T>(xt[n]), bias[n], thr[n], max_spikes, u, wn);
       } else {
         s = step_forward(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n], thr[n], max_spikes,
@@ -177,9 +177,9 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool g
                                max_spikes, s_out, w_rec, u_out, v_final, steps, stride_t, len);  \
   }
 #define LIF_FWD_ENTRIES(PFX, IT, T)                 \
-  LIF_FWD_ENTRY(PFX##_fwd0, IT, T, cpu::kNoNoise)    \
-  LIF_FWD_ENTRY(PFX##_fwd1, IT, T, cpu::kNoiseTensor) \
-  LIF_FWD_ENTRY(PFX##_fwd2, IT, T, cpu::kNoiseKernel)
+  LIF_FWD_ENTRY(PFX##_fwd0, IT, T, kNoNoise)    \
+  LIF_FWD_ENTRY(PFX##_fwd1, IT, T, kNoiseTensor) \
+  LIF_FWD_ENTRY(PFX##_fwd2, IT, T, kNoiseKernel)
 
 #define LIF_BWD_ENTRY(NAME, IT, T, SURR, HAS_GW)                                                 \
   LIF_CLONES void NAME(const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gw,         \
@@ -277,7 +277,7 @@ void backward(const BackwardArgs<IT, T>& a) {
       fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t, a.gs_stride_n == 0 && len > 1,
          a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr, a.u + row,
          a.v0 + bn, a.alpha + n0, a.thr + n0, window, M, a.g_in + row, a.g_v0 + bn,
-         a.g_alpha_partial + bn, a.g_thr_partial + bn, a.g_bias_partial + bn, Tn, N, len);
+         a.partial + bn, a.partial + B * N + bn, a.partial + 2 * B * N + bn, Tn, N, len);
     }
   });
   // Parameter gradients: sum the per-row partials over the batch in a fixed order (b = 0..B-1),
@@ -286,9 +286,9 @@ void backward(const BackwardArgs<IT, T>& a) {
     for (int64_t n = begin; n < end; ++n) {
       T sa = 0, st = 0, sb = 0;
       for (int64_t b = 0; b < B; ++b) {
-        sa += a.g_alpha_partial[b * N + n];
-        st += a.g_thr_partial[b * N + n];
-        sb += a.g_bias_partial[b * N + n];
+        sa += a.partial[b * N + n];
+        st += a.partial[(B + b) * N + n];
+        sb += a.partial[(2 * B + b) * N + n];
       }
       a.g_alpha[n] = sa;
       a.g_thr[n] = st;

@@ -3,7 +3,7 @@
 // thread does is lif_thread.h's (shared with the host test), what the math is lif_core.h's. Here:
 // the grid, the compile-time variants, and the launches.
 //
-// Bit-exactness with the reference needs this file compiled without --use_fast_math and with
+// Bit-exactness with the reference needs this file compiled without nvcc's fast-math switch and with
 // -fmad=false (setup.py), so that no multiply-add is contracted and the division stays IEEE.
 //
 // Parameter gradients: each backward thread writes its row's partial sums; a second kernel adds

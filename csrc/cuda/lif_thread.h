@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../lif_args.h"
 #include "../lif_core.h"
 
 #if defined(__CUDACC__)
@@ -26,45 +27,8 @@
 namespace lif {
 namespace gpu {
 
-// Where the noise term comes from (SPEC §4); the same values as lif::cpu::NoiseMode.
-enum NoiseMode : int { kNoNoise = 0, kNoiseTensor = 1, kNoiseKernel = 2 };
-
-template <typename IT, typename T>
-struct ForwardArgs {
-  const IT* x;        // (B,T,N) input current
-  const T* noise;     // (B,T,N) noise tensor, or nullptr
-  bool kernel_noise;  // without a noise tensor: draw it in the kernel (SPEC §4)
-  uint64_t seed, offset;  // Philox key (kernel_noise)
-  double noise_scale;     // noise_std * sqrt(dt) (kernel_noise)
-  const T* v0;        // (B,N) initial membrane
-  const T* alpha;     // (N,) decay exp(-dt/tau)
-  const T* thr;       // (N,)
-  const T* bias;      // (N,)
-  double max_spikes;
-  IT* s_out;          // (B,T,N) spikes
-  T* w_rec;           // (B,T,N) recorded post-reset membrane, or nullptr
-  T* u_out;           // (B,T,N) pre-spike membrane saved for backward, or nullptr
-  T* v_final;         // (B,N) final state
-  int64_t B, Tn, N;   // all > 0
-};
-
-template <typename IT, typename T>
-struct BackwardArgs {
-  const IT* gs;       // (B,T,N) upstream gradient on spikes
-  const T* gw;        // (B,T,N) upstream gradient on recorded membrane, or nullptr
-  const T* gvf;       // (B,N) upstream gradient on the final state, or nullptr
-  const T* u;         // (B,T,N) saved pre-spike membrane
-  const T* v0;        // (B,N)
-  const T* alpha;     // (N,)
-  const T* thr;       // (N,)
-  double window, max_spikes;
-  int surrogate;      // lif::Surrogate
-  IT* g_in;           // (B,T,N)
-  T* g_v0;            // (B,N)
-  T* partial;         // (3,B,N) scratch: per-row alpha, thr, bias gradients
-  T* g_alpha, *g_thr, *g_bias;  // (N,) sums of the partials over the batch, in batch order
-  int64_t B, Tn, N;   // all > 0
-};
+// The argument structs (ForwardArgs, BackwardArgs) and NoiseMode are lif_args.h's, shared with
+// the CPU kernels. The CUDA glue hands grad_spikes contiguous (gs_stride_n == 1).
 
 // Time steps loaded ahead of the recurrence. Results never depend on it.
 constexpr int kChunk = 8;
@@ -252,7 +216,7 @@ void with_forward_variant(const ForwardArgs<IT, T>& a, F&& f) {
   };
   if (a.noise) {
     save(std::integral_constant<int, kNoiseTensor>{});
-  } else if (a.kernel_noise) {
+  } else if (a.noise_mode == kNoiseKernel) {
     save(std::integral_constant<int, kNoiseKernel>{});
   } else {
     save(std::integral_constant<int, kNoNoise>{});
