@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler):
 #   make demo   - create .venv if missing, install torch 2.13.0 + lif_cuda, run examples/demo.py
-#   make test   - the same set-up, the nvcc compile check of the CUDA sources (where nvcc exists),
-#                 then the whole test suite (CUDA tests skip without a GPU)
+#   make test   - the same set-up, the style checks (ruff, clang-format), the nvcc compile check of
+#                 the CUDA sources (where nvcc exists), then the whole test suite (CUDA tests skip
+#                 without a GPU)
 # .ci/run calls `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +15,11 @@ SOURCES = setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/* csrc
 
 NVCC ?= $(or $(wildcard $(CUDA_HOME)/bin/nvcc),$(wildcard /usr/local/cuda/bin/nvcc),$(shell command -v nvcc 2>/dev/null))
 
-.PHONY: demo test install check-cuda bench clean
+# The style checkers, pinned (a newer release may flag what this one accepts).
+LINT_TOOLS = ruff==0.17.6 clang-format==23.1.5
+CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.h csrc/cuda/*.cu)
+
+.PHONY: demo test install lint check-cuda bench clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +34,15 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 
 install: $(VENV)/.built
 
+$(VENV)/.lint-tools: $(VENV)/.deps
+	$(PY) -m pip install -q $(LINT_TOOLS)
+	touch $@
+
+# Python style (pyproject.toml [tool.ruff]) and C++/CUDA formatting (.clang-format), checked only.
+lint: $(VENV)/.lint-tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
 demo: install
 	$(PY) examples/demo.py
 
@@ -40,7 +54,7 @@ else
 	@echo "check-cuda: nvcc not found, CUDA compile check skipped"
 endif
 
-test: install check-cuda
+test: install lint check-cuda
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: install

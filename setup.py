@@ -11,9 +11,8 @@ See ../shared/BUILD.md for why the flags are what they are.
 import glob
 import os
 
-from setuptools import find_packages, setup
-
 import torch
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -64,7 +63,7 @@ def extensions():
     cxx += ["-march=native"] if _flag("LIF_NATIVE") else []  # opt-in only: not portable
     if _flag("LIF_VEC_REPORT"):
         cxx.append("-fopt-info-vec-optimized")
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     kwargs = dict(
         name="lif_cuda._C",
         include_dirs=[os.path.join(ROOT, "csrc")],

@@ -84,7 +84,7 @@ def copy_bandwidth(nbytes, repeats, warmup):
     dst = torch.empty_like(src)
     t = cuda_time(lambda: dst.copy_(src), repeats, warmup)
     gbps = 2 * src.numel() * 4 / (t["median_ms"] * 1e-3) / 1e9
-    del src, dst
+    src = dst = None  # free both (the lambda above holds them as closure cells) before emptying the cache
     torch.cuda.empty_cache()
     return gbps, t
 

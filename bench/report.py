@@ -68,7 +68,9 @@ def _cell_time(rec, notes):
     med = rec["median_s"]
     spread = (rec["p75_s"] - rec["p25_s"]) / 2 / med * 100 if med else 0
     if rec.get("warmup_only"):
-        mark = _note(notes, "one call only: it took longer than --max-call-s (its first call, so it may include one-time costs)")
+        mark = _note(
+            notes, "one call only: it took longer than --max-call-s (its first call, so it may include one-time costs)"
+        )
     elif rec.get("reduced_repeats"):
         mark = _note(notes, "fewer repeats: its first call took longer than --slow-call-s")
     else:
@@ -130,7 +132,9 @@ def workload_tables(data, workload):
             if workload == "onm" and rm[1] == "forward+backward":
                 continue
             mrows.append(list(_row_label(workload, *rm)) + [
-                common.fmt_bytes(table[rm][k].get("peak_mem_bytes")) if k in table[rm] and "median_s" in table[rm][k] else ""
+                common.fmt_bytes(table[rm][k].get("peak_mem_bytes"))
+                if k in table[rm] and "median_s" in table[rm][k]
+                else ""
                 for k in impls])
         how = ("torch.cuda.max_memory_allocated" if data["machine"].get("gpu_model") and
                str(data["machine"].get("device", "")).startswith("cuda") else "peak RSS")
@@ -164,7 +168,8 @@ def checks_table(data):
         return ""
     out = ["### Spikes against lif_cuda fused (layer workload, same input, zero initial state)\n"]
     out.append(_table(
-        ["shape (B,T,N)", "implementation", "spikes per neuron per step", "multi-spike steps", "torch.equal", "same entries"],
+        ["shape (B,T,N)", "implementation", "spikes per neuron per step", "multi-spike steps", "torch.equal",
+         "same entries"],
         [[common.shape_str(r["shape"]), _label(data, r["impl"]),
           f"{r.get('spike_rate', float('nan')):.4f}", f"{r.get('multi_spike_fraction', float('nan')):.4f}",
           ("yes" if r.get("spikes_equal") else "no") if "spikes_equal" in r else r.get("error", ""),
@@ -188,7 +193,8 @@ def targets_lines(data):
             if worst is None:
                 continue
             goal = TARGETS.get(peer)
-            verdict = "" if goal is None else (f" (target ≥ {goal:g}×: " + ("met" if worst[0] >= goal else "MISSED") + ")")
+            met = "met" if goal is not None and worst[0] >= goal else "MISSED"
+            verdict = "" if goal is None else f" (target ≥ {goal:g}×: {met})"
             where = f"n={worst[1][2]}" if workload == "onm" else common.shape_str(worst[1])
             lines.append(f"- {workload}: fused forward+backward vs {_label(data, peer)}: at least "
                          f"{worst[0]:.1f}× (smallest at {where}){verdict}")
@@ -208,7 +214,7 @@ def markdown(data):
     head += [f"- {n}" for n in data.get("notes", [])]
     head.append("")
     head.append("Implementations:")
-    for key, info in data["impls"].items():
+    for info in data["impls"].values():
         ver = f" {info['version']}" if info.get("version") else ""
         state = "" if info.get("available") else f" — not run: {info.get('reason')}"
         head.append(f"- **{info['label']}**{ver}: {info['equation']}{state}")

@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run as a file: python bench/run.py
 
 import torch  # noqa: E402
 
-from bench import common, impls as impls_mod  # noqa: E402
+from bench import common  # noqa: E402
+from bench import impls as impls_mod
 from bench.engine import Slot, _Progress, run_interleaved  # noqa: E402
 from bench.worker import RemoteCase, Worker, WorkerError, Workers  # noqa: E402
 from bench.workloads import LAYER_MODES  # noqa: E402
@@ -49,7 +50,9 @@ PEER_NOTE = (
 
 
 def build_parser(prog=None, description=__doc__):
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
     p.add_argument("--workload", default="all", choices=("layer", "onm", "all"),
                    help="layer: the LIF layer alone; onm: Linear(n,n)+LIF (Open Neuromorphic); all: both (default)")
@@ -94,7 +97,9 @@ def config_from_args(args):
         workloads=["layer", "onm"] if args.workload == "all" else [args.workload],
         impls=args.impls,
         shapes=common.parse_shapes(args.shapes) if args.shapes else list(LAYER_SHAPES),
-        neurons=common.parse_ints(args.neurons) if args.neurons else list(ONM_NEURONS.get(dev_type, ONM_NEURONS["cpu"])),
+        neurons=(
+            common.parse_ints(args.neurons) if args.neurons else list(ONM_NEURONS.get(dev_type, ONM_NEURONS["cpu"]))
+        ),
         batch=args.batch,
         steps=args.steps,
         repeats=args.repeats,
@@ -121,7 +126,7 @@ def config_from_args(args):
     try:
         impls_mod.select(cfg["impls"])
     except ValueError as exc:
-        raise SystemExit(f"--impls: {exc}")
+        raise SystemExit(f"--impls: {exc}") from None
     if min(cfg["repeats"], cfg["slow_repeats"]) < 1:
         raise SystemExit("--repeats and --slow-repeats must be >= 1")
     return cfg

@@ -1,8 +1,13 @@
-// Argument checks shared by the CPU and CUDA implementations of the ops (no math here).
-// The Python layer checks user-facing arguments first, with the user's names; these guard the raw
-// ops against direct calls. TORCH_CHECK_VALUE / TORCH_CHECK_TYPE surface as ValueError / TypeError.
+// Argument checks shared by the CPU and CUDA implementations of the ops (no math here). They run
+// at the op boundary, before anything is allocated or launched, with the user's argument names;
+// TORCH_CHECK_VALUE / TORCH_CHECK_TYPE surface in Python as ValueError / TypeError.
+//
+// Parameter *values* (finite, > 0) are read here only for CPU tensors: that costs a loop over N.
+// On CUDA it would cost a device-to-host copy and a stream sync per call, so lif_cuda's Python
+// layer checks CUDA parameters itself, once per change (lif_cuda/_checks.py).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -10,11 +15,6 @@
 #include <optional>
 
 namespace lif {
-
-inline void check_float_dtype(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-                   " must be float32 or float64, got ", t.scalar_type());
-}
 
 inline bool is_half_type(at::ScalarType st) { return st == at::kHalf || st == at::kBFloat16; }
 
@@ -30,75 +30,118 @@ inline at::ScalarType compute_dtype(at::ScalarType io) {
   return is_half_type(io) ? at::kFloat : io;
 }
 
+inline void check_dtype_device(const at::Tensor& t, at::ScalarType dtype, const at::Tensor& ref,
+                               const char* name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on ", ref.device(),
+                    " (the input's device), got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ",
+                   t.scalar_type());
+}
+
 inline void check_state_like(const at::Tensor& t, at::ScalarType dtype, const at::Tensor& ref,
                              const char* name, at::IntArrayRef shape) {
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ",
-                   t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on ", ref.device(),
-                    " (the input's device), got ", t.device());
+  check_dtype_device(t, dtype, ref, name);
 }
 
-inline void check_like(const at::Tensor& t, const at::Tensor& ref, const char* name,
-                       at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have dtype ",
-                   ref.scalar_type(), " (the input's), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on ", ref.device(),
-                    " (the input's device), got ", t.device());
+// A per-neuron parameter: shape (N,) or () (one value for every neuron).
+inline void check_param(const at::Tensor& t, at::ScalarType dtype, const at::Tensor& ref,
+                        const char* name, int64_t N) {
+  check_dtype_device(t, dtype, ref, name);
+  TORCH_CHECK_VALUE(t.dim() == 0 || (t.dim() == 1 && t.size(0) == N), name, " must have shape (", N,
+                    ",) or (), got ", t.sizes());
+}
+
+// The initial state: (B,N), or (N,) for one state shared by every batch row.
+inline void check_v0(const at::Tensor& v0, at::ScalarType dtype, const at::Tensor& ref, int64_t B,
+                     int64_t N) {
+  check_dtype_device(v0, dtype, ref, "v0");
+  TORCH_CHECK_VALUE(
+      (v0.dim() == 2 && v0.size(0) == B && v0.size(1) == N) || (v0.dim() == 1 && v0.size(0) == N),
+      "v0 must have shape (", B, ", ", N, ") or (", N, ",), got ", v0.sizes());
+}
+
+// Finite everywhere (and > 0 where `positive`), for a CPU tensor; no-op on other devices.
+inline void check_param_values(const at::Tensor& t, const char* name, bool positive) {
+  if (!t.device().is_cpu() || t.numel() == 0) return;
+  const at::Tensor c = t.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "lif_check_param_values", [&] {
+    const scalar_t* p = c.const_data_ptr<scalar_t>();
+    const int64_t n = c.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(p[i]);
+      const bool ok = std::isfinite(v) && (!positive || v > 0.0);
+      TORCH_CHECK_VALUE(ok, name, " must be finite", positive ? " and > 0" : "",
+                        " everywhere, got ", v, c.dim() ? " at index " : "",
+                        c.dim() ? std::to_string(i) : std::string());
+    }
+  });
+}
+
+inline void check_scalar_args(double dt, double window, double max_spikes) {
+  TORCH_CHECK_VALUE(std::isfinite(dt) && dt > 0.0, "dt must be finite and > 0, got ", dt);
+  TORCH_CHECK_VALUE(std::isfinite(window) && window >= 0.0,
+                    "learning_window must be finite and >= 0, got ", window);
+  TORCH_CHECK_VALUE(max_spikes >= 1.0, "max_spikes_per_dt must be >= 1, got ", max_spikes);
 }
 
 // Checks the forward op's arguments; returns (B, T, N).
 inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
-    const at::Tensor& input, const at::Tensor& v0, const at::Tensor& alpha,
+    const at::Tensor& input, const at::Tensor& v0, const at::Tensor& tau_mem,
     const at::Tensor& threshold, const at::Tensor& bias, const std::optional<at::Tensor>& noise,
-    const std::optional<at::Tensor>& noise_key, double noise_scale, double max_spikes) {
+    const std::optional<at::Tensor>& noise_key, double dt, double noise_scale, double window,
+    double max_spikes) {
   TORCH_CHECK_VALUE(input.dim() == 3, "input must be (B,T,N), got shape ", input.sizes());
   check_io_dtype(input, "input");
   const auto ct = compute_dtype(input.scalar_type());
   const int64_t B = input.size(0), T = input.size(1), N = input.size(2);
-  check_state_like(v0, ct, input, "v0", {B, N});
-  check_state_like(alpha, ct, input, "alpha", {N});
-  check_state_like(threshold, ct, input, "threshold", {N});
-  check_state_like(bias, ct, input, "bias", {N});
+  // Parameters before v0: a module moved to another device than its input names its parameter.
+  check_param(tau_mem, ct, input, "tau_mem", N);
+  check_param(threshold, ct, input, "threshold", N);
+  check_param(bias, ct, input, "bias", N);
+  check_v0(v0, ct, input, B, N);
   if (noise.has_value()) check_state_like(*noise, ct, input, "noise", {B, T, N});
+  TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0.0,
+                    "noise_scale must be finite and >= 0, got ", noise_scale);
+  TORCH_CHECK_VALUE(!(noise.has_value() && (noise_scale > 0.0 || noise_key.has_value())),
+                    "give either a noise tensor or in-kernel noise (noise_scale > 0), not both");
   if (noise_key.has_value()) {
-    TORCH_CHECK_VALUE(!noise.has_value(), "give either a noise tensor or a noise_key, not both");
     TORCH_CHECK_VALUE(noise_key->numel() == 2 && noise_key->scalar_type() == at::kLong &&
                           noise_key->device().is_cpu(),
                       "noise_key must be a CPU int64 tensor (seed, offset), got ",
                       noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
                       noise_key->device());
-    TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0.0,
-                      "noise_scale must be finite and >= 0, got ", noise_scale);
   }
-  TORCH_CHECK_VALUE(max_spikes >= 1.0, "max_spikes_per_dt must be >= 1, got ", max_spikes);
+  check_scalar_args(dt, window, max_spikes);
+  check_param_values(tau_mem, "tau_mem", true);
+  check_param_values(threshold, "threshold", true);
+  check_param_values(bias, "bias", false);
   return {B, T, N};
 }
 
 inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_vmem,
     const std::optional<at::Tensor>& grad_vfinal, const at::Tensor& u, const at::Tensor& v0,
-    const at::Tensor& alpha, const at::Tensor& threshold, double window, double max_spikes,
-    int64_t surrogate) {
+    const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
+    double max_spikes, int64_t surrogate) {
   TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
-  check_float_dtype(u, "u");
+  TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
+                   "u must be float32 or float64, got ", u.scalar_type());
+  const auto ct = u.scalar_type();
   const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
-  // grad_spikes carries the input's dtype (float16/bfloat16 with float32 state).
+  // grad_spikes carries the input's dtype (float16/bfloat16 with float32 state), any strides.
   check_io_dtype(grad_spikes, "grad_spikes");
-  TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == u.scalar_type(),
-                   "grad_spikes has dtype ", grad_spikes.scalar_type(), " but u has ",
-                   u.scalar_type());
+  TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",
+                   grad_spikes.scalar_type(), " but u has ", ct);
   TORCH_CHECK_VALUE(grad_spikes.sizes() == u.sizes(), "grad_spikes must have shape ", u.sizes(),
                     ", got ", grad_spikes.sizes());
   TORCH_CHECK_VALUE(grad_spikes.device() == u.device(), "grad_spikes must be on ", u.device());
-  if (grad_vmem.has_value()) check_like(*grad_vmem, u, "grad_vmem", {B, T, N});
-  if (grad_vfinal.has_value()) check_like(*grad_vfinal, u, "grad_vfinal", {B, N});
-  check_like(v0, u, "v0", {B, N});
-  check_like(alpha, u, "alpha", {N});
-  check_like(threshold, u, "threshold", {N});
-  TORCH_CHECK_VALUE(window >= 0.0, "learning_window must be >= 0, got ", window);
-  TORCH_CHECK_VALUE(max_spikes >= 1.0, "max_spikes_per_dt must be >= 1, got ", max_spikes);
+  if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
+  if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, u, "grad_vfinal", {B, N});
+  check_v0(v0, ct, u, B, N);
+  check_param(tau_mem, ct, u, "tau_mem", N);
+  check_param(threshold, ct, u, "threshold", N);
+  check_scalar_args(dt, window, max_spikes);
   TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
                     "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);
   return {B, T, N};

@@ -151,8 +151,8 @@ LIF_HD NeuronConsts<T> neuron_consts(T alpha, T thr, T window, T max_spikes) {
 template <int SURR, typename T>
 struct SurrogateGrad;
 
-// StepPWL: ds/du = m/thr, ds/dthr = -u*m/thr^2, m = (u >= thr - window). The mask multiplies (as the
-// reference does) so that NaN/Inf propagate the same way.
+// StepPWL: ds/du = m/thr, ds/dthr = -u*m/thr^2, m = (u >= thr - window). The mask multiplies (as
+// the reference does) so that NaN/Inf propagate the same way.
 template <typename T>
 struct SurrogateGrad<kStepPWL, T> {
   LIF_HD static void apply(T a, T u, const NeuronConsts<T>& c, T& d_u, T& d_thr) {
@@ -339,6 +339,16 @@ LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T ma
   const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
   return step_backward<SURR>(gs, gw, u, spikes(u, thr, max_spikes), w_prev, c, W, g_thr, g_alpha,
                              g_bias);
+}
+
+// dL/dtau from dL/dalpha, alpha = exp(reciprocal(tau) * (-dt)) (as torch computes it): the chain
+// rule in the order autograd of that expression takes, ((g * alpha) * (-dt)) * -(r * r), r = 1/tau.
+template <typename T>
+LIF_HD T tau_grad(T g_alpha, T alpha, T tau, T dt) {
+  const T r = T(1) / tau;
+  const T e = g_alpha * alpha;
+  const T m = e * (-dt);
+  return m * (-(r * r));
 }
 
 // w[t-1] from the saved u[t-1]: the backward recomputes it instead of saving it (SPEC §3).

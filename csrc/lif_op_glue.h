@@ -1,13 +1,27 @@
-// The device-independent half of the ops: argument checks, contiguous views, output allocation,
-// the empty-shape rules and the raw-pointer arguments. csrc/cpu/ and csrc/cuda/ only dispatch on
-// the dtype and launch their kernels on what this prepares.
+// The device-independent half of the ops: argument checks, the decay alpha, contiguous views,
+// output allocation, the empty-shape rules, the raw-pointer arguments, and the parameter-gradient
+// epilogue. csrc/cpu/ and csrc/cuda/ only dispatch on the dtype and launch their kernels on what
+// this prepares.
+//
+// Everything the op computes (alpha, the gradient of tau, the sums over the batch and over the
+// neurons of a scalar parameter) happens inside the op, so that torch.compile, which sees the op as
+// one opaque call, gets the very bits of eager mode.
 #pragma once
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/random.h>
+#include <ATen/ops/reciprocal.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <mutex>
 #include <optional>
 #include <type_traits>
 
@@ -18,28 +32,93 @@ namespace lif {
 
 using at::Tensor;
 
+// Kernel launches since the library was loaded (CPU and CUDA, forward and backward). The tests'
+// tripwire: a rejected call must not move it (SPEC §6, "before any kernel runs").
+inline std::atomic<int64_t> g_kernel_launches{0};
+inline void count_launch() { g_kernel_launches.fetch_add(1, std::memory_order_relaxed); }
+
 // Calls f.template operator()<IT, CT>() for the I/O dtype `io`: CT is the compute type (float for
 // float16/bfloat16 input).
-#define LIF_DISPATCH_IO(IO, NAME, ...)                                                      \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, IO, NAME, [&] {                 \
-    using IT = scalar_t;                                                                    \
-    using CT = std::conditional_t<std::is_same_v<IT, double>, double, float>;               \
-    __VA_ARGS__();                                                                          \
+#define LIF_DISPATCH_IO(IO, NAME, ...)                                        \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, IO, NAME, [&] {   \
+    using IT = scalar_t;                                                      \
+    using CT = std::conditional_t<std::is_same_v<IT, double>, double, float>; \
+    __VA_ARGS__();                                                            \
   })
 
+// alpha = exp(-dt / tau), by the very ATen ops the Python expression `torch.exp(-dt / tau)` runs
+// (Tensor.__rtruediv__ is `tau.reciprocal() * (-dt)`), so alpha has the reference's (and
+// Rockpool's) bits on the same device. On the CPU torch's float exp is MKL's, whose last bit can
+// differ between CPUs (reproduced here by calling it), and which wakes MKL's thread team on every
+// call: measured at 3-13 us for 128 elements on an idle 2-core machine and up to 8 ms when the
+// other core is busy. So on the CPU the op remembers the alpha of the last few taus it saw, keyed
+// by tau's *values* (compared byte for byte, and dt, dtype, shape): a hit returns exactly what the
+// ops would compute, however tau was changed in between (in place, through .data, ...).
+inline Tensor compute_decay(const Tensor& tau, double dt) {
+  return at::mul(at::reciprocal(tau), -dt).exp_();
+}
+
+class DecayCache {
+ public:
+  // Bounded: kEntries taus of at most kMaxNumel elements each (larger ones cost one exp per call,
+  // small against a call's B*T*N work).
+  static constexpr int kEntries = 8;
+  static constexpr int64_t kMaxNumel = 16384;
+
+  Tensor alpha(const Tensor& tau, double dt) {
+    if (!tau.device().is_cpu() || tau.numel() > kMaxNumel) return compute_decay(tau, dt);
+    const Tensor t = tau.contiguous();
+    const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      for (const Entry& e : entries_) {
+        if (e.alpha.defined() && e.dt == dt && e.tau.scalar_type() == t.scalar_type() &&
+            e.tau.sizes() == t.sizes() &&
+            std::memcmp(e.tau.const_data_ptr(), t.const_data_ptr(), bytes) == 0) {
+          return e.alpha;
+        }
+      }
+    }
+    Entry fresh{t.clone(), dt, compute_decay(t, dt)};
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_[next_] = fresh;
+    next_ = (next_ + 1) % kEntries;
+    return fresh.alpha;
+  }
+
+  // Never destroyed: no tensor is freed during static destruction at exit.
+  static DecayCache& instance() {
+    static DecayCache* cache = new DecayCache();
+    return *cache;
+  }
+
+ private:
+  struct Entry {
+    Tensor tau;  // a private copy of the values alpha was computed from
+    double dt;
+    Tensor alpha;  // never written after it is computed: shared read-only by the callers
+  };
+  std::mutex mutex_;
+  std::array<Entry, kEntries> entries_{};
+  int next_ = 0;
+};
+
 struct ForwardOp {
-  Tensor x, v0, alpha, thr, bias, z;      // inputs, contiguous
-  Tensor spikes, w_rec, v_final, u;       // outputs (w_rec, u of shape (0,) when not asked for)
+  Tensor x, v0, alpha, thr, bias, z;  // inputs, contiguous; alpha, thr, bias (N,) or ()
+  Tensor spikes, w_rec, v_final, u, v0_saved;  // outputs ((0,) when not asked for)
   int64_t B, T, N;
-  bool run;                               // false: the outputs are already final (empty shapes)
+  bool run;  // false: the outputs are already final (empty shapes)
   NoiseMode noise_mode;
   uint64_t seed, offset;
   double noise_scale, max_spikes;
 
-  std::tuple<Tensor, Tensor, Tensor, Tensor> outputs() const { return {spikes, w_rec, v_final, u}; }
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> outputs() const {
+    return {spikes, w_rec, v_final, u, v0_saved};
+  }
 
   template <typename IT, typename CT>
   ForwardArgs<IT, CT> args() const {
+    count_launch();
     ForwardArgs<IT, CT> a{};
     a.x = x.const_data_ptr<IT>();
     a.noise = z.defined() ? z.const_data_ptr<CT>() : nullptr;
@@ -48,9 +127,13 @@ struct ForwardOp {
     a.offset = offset;
     a.noise_scale = noise_scale;
     a.v0 = v0.const_data_ptr<CT>();
+    a.v0_stride_b = v0.dim() == 2 ? N : 0;
     a.alpha = alpha.const_data_ptr<CT>();
     a.thr = thr.const_data_ptr<CT>();
     a.bias = bias.const_data_ptr<CT>();
+    a.alpha_scalar = alpha.dim() == 0;
+    a.thr_scalar = thr.dim() == 0;
+    a.bias_scalar = bias.dim() == 0;
     a.max_spikes = max_spikes;
     a.s_out = spikes.mutable_data_ptr<IT>();
     a.w_rec = w_rec.numel() ? w_rec.mutable_data_ptr<CT>() : nullptr;
@@ -63,57 +146,64 @@ struct ForwardOp {
   }
 };
 
-inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Tensor& alpha,
+inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
                                  const Tensor& threshold, const Tensor& bias,
                                  const std::optional<Tensor>& noise,
-                                 const std::optional<Tensor>& noise_key, double noise_scale,
-                                 double max_spikes, bool record, bool save_u) {
+                                 const std::optional<Tensor>& noise_key, double dt,
+                                 double noise_scale, double window, double max_spikes, bool record,
+                                 bool save_u) {
   ForwardOp op{};
-  std::tie(op.B, op.T, op.N) = check_forward_args(input, v0, alpha, threshold, bias, noise,
-                                                  noise_key, noise_scale, max_spikes);
+  std::tie(op.B, op.T, op.N) = check_forward_args(input, v0, tau_mem, threshold, bias, noise,
+                                                  noise_key, dt, noise_scale, window, max_spikes);
   const int64_t B = op.B, T = op.T, N = op.N;
-  // Contiguous views (no copy when already contiguous, the usual case).
-  op.x = input.contiguous();
-  op.v0 = v0.contiguous();
-  op.alpha = alpha.contiguous();
-  op.thr = threshold.contiguous();
-  op.bias = bias.contiguous();
-  if (noise.has_value()) op.z = noise->contiguous();
-  const auto state = op.v0.options();
-  op.spikes = at::empty({B, T, N}, op.x.options());
+  const auto state = v0.options();
+  op.spikes = at::empty({B, T, N}, input.options());
   op.w_rec = at::empty(record ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
   op.u = at::empty(save_u ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
   op.v_final = at::empty({B, N}, state);
-  op.max_spikes = max_spikes;
-  op.noise_scale = noise_scale;
-  op.noise_mode = op.z.defined() ? kNoiseTensor
-                                 : (noise_key.has_value() && noise_scale > 0.0 ? kNoiseKernel
-                                                                               : kNoNoise);
+  op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty({0}, state);
+  op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
   if (op.noise_mode == kNoiseKernel) {
-    // The key is a CPU tensor (checked): read on the host, handed to the kernels by value.
-    const Tensor key = noise_key->contiguous();
+    // The key: given, or two draws from torch's default CPU generator, made here at run time (also
+    // when there is nothing to compute), exactly as lif_cuda.noise.draw_noise_key draws them for
+    // the reference; so torch.manual_seed reproduces a run, eager or compiled, on any device.
+    const Tensor key =
+        noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
     op.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);
     op.offset = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[1]);
   }
   op.run = B > 0 && N > 0 && T > 0;
-  if (B > 0 && N > 0 && T == 0) op.v_final.copy_(op.v0);
+  if (!op.run) {
+    if (B > 0 && N > 0) op.v_final.copy_(v0.expand({B, N}));  // T == 0: the state is v0
+    return op;
+  }
+  // Contiguous views (no copy when already contiguous, the usual case).
+  op.x = input.contiguous();
+  op.v0 = v0.contiguous();
+  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
+  op.thr = threshold.contiguous();
+  op.bias = bias.contiguous();
+  if (noise.has_value()) op.z = noise->contiguous();
+  op.max_spikes = max_spikes;
+  op.noise_scale = noise_scale;
   return op;
 }
 
 struct BackwardOp {
-  Tensor gs, gw, gvf, u, v0, alpha, thr;  // inputs (gs possibly strided, see prepare_backward)
-  Tensor g_in, g_v0, g_alpha, g_thr, g_bias, partial;
+  Tensor gs, gw, gvf, u, v0, tau, alpha, thr;  // inputs (gs possibly strided), contiguous
+  Tensor g_in, g_v0, g_tau, g_thr, g_bias, partial;  // outputs in their inputs' shapes; scratch
   int64_t B, T, N;
-  bool run;
-  double window, max_spikes;
+  bool run, scalar_bias;
+  double dt, window, max_spikes;
   int surrogate;
 
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> outputs() const {
-    return {g_in, g_v0, g_alpha, g_thr, g_bias};
+    return {g_in, g_v0, g_tau, g_thr, g_bias};
   }
 
   template <typename IT, typename CT>
   BackwardArgs<IT, CT> args() const {
+    count_launch();
     BackwardArgs<IT, CT> a{};
     a.gs = gs.const_data_ptr<IT>();
     a.gs_stride_b = gs.stride(0);
@@ -123,15 +213,24 @@ struct BackwardOp {
     a.gvf = gvf.defined() ? gvf.const_data_ptr<CT>() : nullptr;
     a.u = u.const_data_ptr<CT>();
     a.v0 = v0.const_data_ptr<CT>();
+    a.v0_stride_b = v0.dim() == 2 ? N : 0;
     a.alpha = alpha.const_data_ptr<CT>();
+    a.tau = tau.const_data_ptr<CT>();
     a.thr = thr.const_data_ptr<CT>();
+    a.alpha_scalar = alpha.dim() == 0;
+    a.thr_scalar = thr.dim() == 0;
+    a.bias_scalar = scalar_bias;
+    a.dt = dt;
     a.window = window;
     a.max_spikes = max_spikes;
     a.surrogate = surrogate;
     a.g_in = g_in.mutable_data_ptr<IT>();
-    a.g_v0 = g_v0.mutable_data_ptr<CT>();
-    a.partial = partial.mutable_data_ptr<CT>();
-    a.g_alpha = g_alpha.mutable_data_ptr<CT>();
+    CT* const part = partial.mutable_data_ptr<CT>();
+    a.partial = part;
+    // A shared v0's per-row gradients are the fourth partial, summed over the batch like the rest.
+    a.g_v0 = v0.dim() == 2 ? g_v0.mutable_data_ptr<CT>() : part + 3 * B * N;
+    a.g_v0_sum = v0.dim() == 2 ? nullptr : g_v0.mutable_data_ptr<CT>();
+    a.g_tau = g_tau.mutable_data_ptr<CT>();
     a.g_thr = g_thr.mutable_data_ptr<CT>();
     a.g_bias = g_bias.mutable_data_ptr<CT>();
     a.B = B;
@@ -142,47 +241,56 @@ struct BackwardOp {
 };
 
 // `gs_broadcast_ok`: the kernel reads grad_spikes in place when each row is contiguous or
-// broadcast along the neurons (the expanded ones of `spikes.sum()`); otherwise, or when the kernel
-// wants it contiguous, it is copied first.
+// broadcast along the neurons (the expanded ones of `spikes.sum()`); otherwise it is copied first.
 inline BackwardOp prepare_backward(const Tensor& grad_spikes,
                                    const std::optional<Tensor>& grad_vmem,
                                    const std::optional<Tensor>& grad_vfinal, const Tensor& u,
-                                   const Tensor& v0, const Tensor& alpha, const Tensor& threshold,
-                                   double window, double max_spikes, int64_t surrogate,
-                                   bool gs_broadcast_ok) {
+                                   const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
+                                   double dt, double window, double max_spikes, int64_t surrogate,
+                                   bool scalar_bias, bool gs_broadcast_ok) {
   BackwardOp op{};
-  std::tie(op.B, op.T, op.N) = check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0,
-                                                   alpha, threshold, window, max_spikes, surrogate);
+  std::tie(op.B, op.T, op.N) =
+      check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                          window, max_spikes, surrogate);
   const int64_t B = op.B, T = op.T, N = op.N;
-  const bool rows_ok = N <= 1 || grad_spikes.stride(2) == 1 ||
-                       (gs_broadcast_ok && grad_spikes.stride(2) == 0);
+  const auto opts = u.options();
+  op.g_in = at::empty({B, T, N}, grad_spikes.options().memory_format(at::MemoryFormat::Contiguous));
+  op.g_v0 = at::empty(v0.sizes(), opts);
+  op.run = B > 0 && N > 0 && T > 0;
+  if (!op.run) {
+    // Nothing ran: dL/dv0 is the gradient on the final state (summed over the batch for a shared
+    // v0); the parameters get none.
+    if (grad_vfinal.has_value() && B > 0) {
+      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : grad_vfinal->sum(0));
+    } else {
+      op.g_v0.zero_();
+    }
+    op.g_tau = at::zeros(tau_mem.sizes(), opts);
+    op.g_thr = at::zeros(threshold.sizes(), opts);
+    op.g_bias = at::zeros(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
+    return op;
+  }
+  const bool rows_ok =
+      N <= 1 || grad_spikes.stride(2) == 1 || (gs_broadcast_ok && grad_spikes.stride(2) == 0);
   op.gs = gs_broadcast_ok && rows_ok ? grad_spikes : grad_spikes.contiguous();
   if (grad_vmem.has_value()) op.gw = grad_vmem->contiguous();
   if (grad_vfinal.has_value()) op.gvf = grad_vfinal->contiguous();
   op.u = u.contiguous();
   op.v0 = v0.contiguous();
-  op.alpha = alpha.contiguous();
+  op.tau = tau_mem.contiguous();
+  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
   op.thr = threshold.contiguous();
+  op.dt = dt;
   op.window = window;
   op.max_spikes = max_spikes;
   op.surrogate = static_cast<int>(surrogate);
-  const auto opts = op.u.options();
-  op.g_in = at::empty({B, T, N}, op.gs.options().memory_format(at::MemoryFormat::Contiguous));
-  op.g_v0 = at::empty({B, N}, opts);
-  op.run = B > 0 && N > 0 && T > 0;
-  if (!op.run) {
-    if (op.gvf.defined()) op.g_v0.copy_(op.gvf); else op.g_v0.zero_();
-    op.g_alpha = at::zeros({N}, opts);
-    op.g_thr = at::zeros({N}, opts);
-    op.g_bias = at::zeros({N}, opts);
-    return op;
-  }
+  op.scalar_bias = scalar_bias;
   // Written in full by the kernels: per-(batch row, neuron) partials, then their sums over the
   // batch in a fixed order (deterministic, no atomics).
-  op.partial = at::empty({3, B, N}, opts);
-  op.g_alpha = at::empty({N}, opts);
-  op.g_thr = at::empty({N}, opts);
-  op.g_bias = at::empty({N}, opts);
+  op.partial = at::empty({v0.dim() == 2 ? 3 : 4, B, N}, opts);
+  op.g_tau = at::empty(tau_mem.sizes(), opts);
+  op.g_thr = at::empty(threshold.sizes(), opts);
+  op.g_bias = at::empty(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
   return op;
 }
 

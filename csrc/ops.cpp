@@ -1,33 +1,59 @@
 // Schemas of the lif_cuda ops, defined once. Device implementations register themselves with
-// TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/; autograd and fake kernels live in lif_cuda/ops.py.
+// TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/, the autograd formula in csrc/autograd.cpp; fake
+// (meta) kernels live in lif_cuda/ops.py.
 #include <Python.h>
 #include <torch/library.h>
+
+#include "lif_op_glue.h"
+
+namespace {
+
+// lif_cuda._C.kernel_launches(): kernels launched so far (see lif_op_glue.h), for the tests.
+PyObject* kernel_launches(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyLong_FromLongLong(lif::g_kernel_launches.load());
+}
+
+PyMethodDef methods[] = {
+    {"kernel_launches", kernel_launches, METH_NOARGS, "Kernel launches since the library loaded."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
 
 extern "C" {
 // `import lif_cuda._C` loads this library, which runs the registrations below.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }
 
 TORCH_LIBRARY(lif_cuda, m) {
-  // Forward over the whole sequence (SPEC §1). Returns (spikes, vmem_record, final_state, u):
-  // vmem_record is empty unless `record`; u (pre-spike membrane, the one tensor backward needs)
-  // is empty unless `save_u`. Noise (SPEC §4): either the exact (B,T,N) term `noise`, or drawn in
-  // the kernel, noise_scale * N(0,1), from Philox keyed by `noise_key` = CPU int64 (seed, offset).
-  // input may be float16/bfloat16: then v0, parameters, noise, the state and math are float32,
-  // spikes are in the input's dtype. `window` and `surrogate` are not used by the forward; they are here so
-  // that the autograd formula (lif_cuda/ops.py) finds everything the backward needs in the inputs.
+  // Forward over the whole sequence (SPEC §1). Returns (spikes, vmem_record, final_state, u,
+  // v0_saved): vmem_record is empty unless `record`; u (the pre-spike membrane, the sequence the
+  // backward needs) and v0_saved (a copy of v0 as the forward read it: a module updates its state
+  // in place right after the call) are empty unless `save_u`, which the autograd kernel sets
+  // whenever a gradient is needed. Both come out of the op so that torch.compile saves them as they
+  // are (it would turn a copy made outside the op back into the mutated input).
+  // In-kernel noise (noise_scale > 0, no noise tensor) takes its Philox key from `noise_key`, or,
+  // when that is None, draws it from torch's default CPU generator at run time: hence the tag,
+  // which keeps torch.compile from merging or reordering two calls. v0 is (B,N), or (N,) for one
+  // state shared by every row; tau_mem, threshold, bias are (N,) or
+  // (). alpha = exp(-dt/tau_mem) is computed inside, as torch computes it. Noise (SPEC §4): either
+  // the exact (B,T,N) term `noise`, or drawn in the kernel, noise_scale * N(0,1), from Philox keyed
+  // by `noise_key` = CPU int64 (seed, offset). input may be float16/bfloat16: then v0, parameters,
+  // noise, the state and math are float32, spikes are in the input's dtype. `surrogate` is not
+  // used by the forward; it is here so that the autograd formula finds everything it needs.
   m.def(
-      "lif_forward(Tensor input, Tensor v0, Tensor alpha, Tensor threshold, Tensor bias, "
-      "Tensor? noise, Tensor? noise_key, float noise_scale, float window, float max_spikes, "
-      "int surrogate, bool record, bool save_u) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
-  // Backward through time (SPEC §3). Returns (grad_input, grad_v0, grad_alpha, grad_threshold,
-  // grad_bias); the parameter gradients are summed over the batch. grad_input is also the noise's.
+      "lif_forward(Tensor input, Tensor v0, Tensor tau_mem, Tensor threshold, Tensor bias, "
+      "Tensor? noise, Tensor? noise_key, float dt, float noise_scale, float window, "
+      "float max_spikes, int surrogate, bool record, bool save_u) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  // Backward through time (SPEC §3). Returns (grad_input, grad_v0, grad_tau_mem, grad_threshold,
+  // grad_bias), each in the shape of its forward argument (summed over the batch, and over the
+  // neurons for a () parameter; `scalar_bias`: bias was ()). grad_input is also the noise's.
   m.def(
       "lif_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_vfinal, Tensor u, "
-      "Tensor v0, Tensor alpha, Tensor threshold, float window, float max_spikes, int surrogate) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "
+      "int surrogate, bool scalar_bias) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

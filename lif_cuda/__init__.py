@@ -6,8 +6,10 @@
 
 `lif_cuda.lif_evolve(...)` is the functional form; `lif_cuda.reference` the pure-PyTorch oracle.
 """
-from . import _ext
-from . import ops  # noqa: F401  (registers fake kernels and autograd)
+from . import (
+    _ext,
+    ops,  # noqa: F401  (registers fake kernels and autograd)
+)
 from .functional import fused_available, lif_evolve
 from .module import LIFNeuron
 from .reference import PeriodicExponential, StepPWL, lif_evolve_reference

@@ -2,6 +2,7 @@
 raised before any kernel runs, so that a failed call changes nothing."""
 import math
 import numbers
+import weakref
 
 import torch
 
@@ -86,6 +87,38 @@ def check_param_values(params):
             raise ValueError(f"{name} must be {what} everywhere, got {t.detach().cpu()}")
 
 
+class CheckedValues:
+    """Parameter value checks for the fused path on devices other than the CPU, made once per change.
+
+    On the CPU the op checks values itself, in C++, at no cost. On CUDA reading a value costs a
+    device-to-host copy and a stream sync, so a tensor is checked (one sync for all that need it)
+    only when it was not seen before or its version counter or storage moved since it was found
+    valid: an in-place write (an optimiser step, `p.copy_`, `p[i] = v`) bumps the version and is
+    seen; a write through `p.data` bypasses autograd's version counter and is not.
+    """
+
+    def __init__(self):
+        self._valid = {}  # id(tensor) -> (weakref, (version, data_ptr))
+
+    def check(self, params):
+        if _is_compiling():
+            return
+        stale = []
+        for name, t, positive in params:
+            entry = self._valid.get(id(t))
+            if entry is None or entry[0]() is not t or entry[1] != (t._version, t.data_ptr()):
+                stale.append((name, t, positive))
+        if not stale:
+            return
+        check_param_values(stale)
+        for _, t, _ in stale:
+            key = id(t)
+            self._valid[key] = (weakref.ref(t, lambda _, k=key: self._valid.pop(k, None)), (t._version, t.data_ptr()))
+
+
+CHECKED_VALUES = CheckedValues()
+
+
 def compute_dtype(io_dtype):
     """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
     precision input is computed in float32)."""
@@ -95,7 +128,8 @@ def compute_dtype(io_dtype):
 def check_evolve_args(
     input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std=0.0
 ):
-    """Checks the functional API's arguments; returns (dt, window, max_spikes, noise_std) as floats."""
+    """Checks the functional API's arguments but the parameters' values (the caller checks those
+    where the op does not: param_values()); returns (dt, window, max_spikes, noise_std) as floats."""
     check_float_tensor("input", input, allow_half=True)
     if input.dim() != 3:
         raise ValueError(f"input must have shape (B, T, N), got {tuple(input.shape)}")
@@ -110,7 +144,6 @@ def check_evolve_args(
     check_param("tau_mem", tau_mem, N, dev, positive=True)
     check_param("threshold", threshold, N, dev, positive=True)
     check_param("bias", bias, N, dev, positive=False)
-    check_param_values([("tau_mem", tau_mem, True), ("threshold", threshold, True), ("bias", bias, False)])
     if noise is not None:
         check_float_tensor("noise", noise, allow_half=True)
         if tuple(noise.shape) != (B, T, N):
@@ -132,3 +165,7 @@ def check_evolve_args(
     if noise is not None and noise_std > 0:
         raise ValueError("give either a noise tensor or noise_std > 0, not both")
     return dt, window, max_spikes, noise_std
+
+
+def param_values(tau_mem, threshold, bias):
+    return [("tau_mem", tau_mem, True), ("threshold", threshold, True), ("bias", bias, False)]

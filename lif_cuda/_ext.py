@@ -23,8 +23,6 @@ def load_error():
 def _probe():
     if _C is None:
         return {}
-    import torch
-
     return {
         dev: torch._C._dispatch_has_kernel_for_dispatch_key("lif_cuda::lif_forward", key)
         for dev, key in (("cpu", "CPU"), ("cuda", "CUDA"))

@@ -8,10 +8,18 @@ import math
 import torch
 
 from . import _ext
-from ._checks import check_evolve_args, check_spike_fn, compute_dtype
+from ._checks import (
+    CHECKED_VALUES,
+    _is_compiling,
+    check_evolve_args,
+    check_param_values,
+    check_spike_fn,
+    compute_dtype,
+    param_values,
+)
 from .noise import draw_noise_key, kernel_noise
 from .ops import SURROGATE_IDS, lif_forward_op
-from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, tau_to_decay
+from .reference import PeriodicExponential, StepPWL, lif_evolve_reference
 
 __all__ = ["lif_evolve", "fused_available", "resolve_backend"]
 
@@ -30,11 +38,16 @@ NO_KERNEL = -1
 
 def surrogate_id(spike_generation_fn) -> int:
     """The fused kernels' id for this surrogate (0 StepPWL, 1 PeriodicExponential), or NO_KERNEL;
-    TypeError for what is no autograd.Function. torch.compile cannot trace this (dynamo can neither
-    hash, compare nor issubclass() an autograd.Function class): LIFNeuron resolves it when its
-    spike_generation_fn is set and passes the id down."""
-    check_spike_fn(spike_generation_fn)
-    return _FUSED_SURROGATES.get(spike_generation_fn, NO_KERNEL)
+    TypeError for what is no autograd.Function. Identity tests only: dynamo can neither hash nor
+    issubclass() an autograd.Function class, so under torch.compile the type check is skipped (it
+    ran in eager mode on the same arguments)."""
+    if spike_generation_fn is StepPWL:
+        return _FUSED_SURROGATES[StepPWL]
+    if spike_generation_fn is PeriodicExponential:
+        return _FUSED_SURROGATES[PeriodicExponential]
+    if not _is_compiling():
+        check_spike_fn(spike_generation_fn)
+    return NO_KERNEL
 
 
 def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=None) -> str:
@@ -109,31 +122,26 @@ def lif_evolve(
     if _surrogate is None:
         _surrogate = surrogate_id(spike_generation_fn)
     which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
-    B, T, N = input.shape
-    dtype = compute_dtype(input.dtype)
-    noise_key = None
-    if noise is None and noise_std > 0:
-        # (seed, offset) from torch's default CPU generator, whatever the device: the same seed
-        # gives the same noise on CPU and CUDA, and on the reference path (lif_cuda.noise).
-        noise_key = draw_noise_key()
+    # In-kernel noise: the Philox key (seed, offset) comes from torch's default CPU generator,
+    # whatever the device, drawn by the op itself at run time (eager and compiled alike), and here
+    # in the same way for the reference path (lif_cuda.noise): one seed, one stream, everywhere.
+    noise_scale = noise_std * math.sqrt(dt) if noise is None and noise_std > 0 else 0.0
     if which == "reference":
-        if noise_key is not None:
-            noise = kernel_noise((B, T, N), noise_std * math.sqrt(dt), noise_key, dtype, input.device)
+        check_param_values(param_values(tau_mem, threshold, bias))
+        if noise_scale > 0:
+            noise = kernel_noise(input.shape, noise_scale, draw_noise_key(), compute_dtype(input.dtype), input.device)
         return lif_evolve_reference(
             input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record
         )
-    alpha = tau_to_decay(dt, tau_mem.to(dtype)).expand(N).contiguous()
-    thr = threshold.to(dtype).expand(N).contiguous()
-    b = bias.to(dtype).expand(N).contiguous()
-    v0 = v0.to(dtype).expand(B, N).contiguous()
-    noise_scale = noise_std * math.sqrt(dt) if noise_key is not None else 0.0
-    if noise is not None:
+    if input.device.type != "cpu":  # the op checks CPU values itself
+        CHECKED_VALUES.check(param_values(tau_mem, threshold, bias))
+    # The op takes v0 (B,N) or (N,) and parameters (N,) or () as they are, in the compute dtype.
+    dtype = compute_dtype(input.dtype)
+    v0, tau_mem, threshold, bias = (t if t.dtype == dtype else t.to(dtype) for t in (v0, tau_mem, threshold, bias))
+    if noise is not None and noise.dtype != dtype:
         noise = noise.to(dtype)
-    save_u = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, v0, alpha, thr, b, noise)
-    )
-    spikes, vmem, v_final, _ = lif_forward_op(
-        input, v0, alpha, thr, b, noise, noise_key, noise_scale, window, max_spikes,
-        _surrogate, record, save_u,
+    spikes, vmem, v_final, _, _ = lif_forward_op(
+        input, v0, tau_mem, threshold, bias, noise, None, dt, noise_scale, window, max_spikes,
+        _surrogate, record, False,
     )
     return spikes, (vmem if record else None), v_final

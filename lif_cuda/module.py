@@ -6,13 +6,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_float_tensor, check_scalar, check_spike_fn
-from .functional import NO_KERNEL, lif_evolve, surrogate_id
+from . import functional as _functional
+from ._checks import (
+    CHECKED_VALUES,
+    check_float_tensor,
+    check_param,
+    check_scalar,
+    check_spike_fn,
+    compute_dtype,
+    param_values,
+)
+from .functional import NO_KERNEL, resolve_backend, surrogate_id
+from .noise import draw_noise_key, kernel_noise
 from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
 
-
+_HALF = (torch.float16, torch.bfloat16)
 
 def _n_from_shape(shape):
     if shape is None:
@@ -93,8 +103,10 @@ class LIFNeuron(nn.Module):
         self.backend = backend
         self.noise = noise
         self._check_config()
+        self._config_cache = None  # see _call_config
 
     __jit_unused_properties__ = ["spike_generation_fn"]
+    __jit_ignored_attributes__ = ["_config_cache"]
 
     @property
     def spike_generation_fn(self):
@@ -106,6 +118,7 @@ class LIFNeuron(nn.Module):
         # always (TorchScript types the attribute). A bad value counts as NO_KERNEL here and is
         # named by a TypeError at the next call.
         self._spike_generation_fn = fn
+        self._spike_fn_version = getattr(self, "_spike_fn_version", 0) + 1  # a key of _call_config
         try:
             self._surrogate_id = surrogate_id(fn)
         except TypeError:
@@ -119,7 +132,10 @@ class LIFNeuron(nn.Module):
         if not self.max_spikes_per_dt >= 1:
             raise ValueError(f"max_spikes_per_dt must be >= 1, got {self.max_spikes_per_dt}")
         if self.noise not in ("kernel", "torch"):
-            raise ValueError(f"noise must be 'kernel' (drawn in the fused kernel) or 'torch' (a torch.randn tensor), got {self.noise!r}")
+            raise ValueError(
+                "noise must be 'kernel' (drawn in the fused kernel) or 'torch' (a torch.randn tensor), "
+                f"got {self.noise!r}"
+            )
         if self.backend not in ("auto", "fused", "reference"):
             raise ValueError(f"backend must be 'auto', 'fused' or 'reference', got {self.backend!r}")
 
@@ -163,55 +179,85 @@ class LIFNeuron(nn.Module):
                 raise ValueError(f"input's last dimension must be {n} (or 1), got shape {tuple(x.shape)}")
         return x
 
+    def _call_config(self, device):
+        """(dt, window, max_spikes, noise_std, backend) for a call on `device`: the attributes
+        checked (SPEC §6) and the backend resolved once per change of any of them, not per call."""
+        key = (self.dt, self.learning_window, self.max_spikes_per_dt, self.noise_std, self.noise, self.backend,
+               self._spike_fn_version, device.type)
+        cached = self._config_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dt = check_scalar("dt", self.dt, positive=True)
+        window = check_scalar("learning_window", self.learning_window, nonneg=True)
+        max_spikes = self.max_spikes_per_dt
+        if not (isinstance(max_spikes, float) and max_spikes == math.inf):
+            max_spikes = check_scalar("max_spikes_per_dt", max_spikes, at_least=1)
+        if max_spikes > torch.finfo(self.tau_mem.dtype).max:
+            max_spikes = math.inf  # a clamp beyond the compute dtype's range is no clamp
+        noise_std = check_scalar("noise_std", self.noise_std, nonneg=True)
+        if self.noise not in ("kernel", "torch"):
+            self._check_config()  # names it
+        which = resolve_backend(self.backend, device, self._spike_generation_fn, self._surrogate_id)
+        config = (dt, window, max_spikes, noise_std, which)
+        self._config_cache = (key, config)
+        return config
+
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
     def _evolve(self, x: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x = self._auto_batch(x)
-        dtype = self.tau_mem.dtype
+        tau, thr, bias, state = self.tau_mem, self.threshold, self.bias, self.vmem
+        dtype = tau.dtype
         # Computed in the parameters' dtype, as Rockpool does; float16/bfloat16 input stays as it is
         # (the kernels read it directly, keep the state in float32 and return spikes in its dtype).
-        if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):
+        if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in _HALF):
             x = x.to(dtype)
-        B, T, N = x.shape
+        if x.device != tau.device:
+            check_param("tau_mem", tau, self.n_neurons, x.device, positive=True)  # names the devices
+        dt, window, max_spikes, noise_std, which = self._call_config(x.device)
+        B = x.shape[0]
         noise = None
-        if self.noise_std > 0 and self.noise == "torch":
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
-            noise = zeta * torch.randn((B, T, N), dtype=dtype, device=x.device)
-        # A snapshot: backward may hold v0 while the buffer is updated in place below.
-        v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True)
-        spikes, vmem, v_final = lif_evolve(
-            x,
-            v0,
-            self.tau_mem,
-            self.threshold,
-            self.bias,
-            self.dt,
-            noise=noise,
-            learning_window=self.learning_window,
-            max_spikes_per_dt=self.max_spikes_per_dt,
-            spike_generation_fn=self.spike_generation_fn,
-            record=record,
-            backend=self.backend,
-            noise_std=self.noise_std if noise is None else 0.0,
-            _surrogate=self._surrogate_id,
-        )
+        noise_scale = 0.0  # in-kernel noise: the op draws its key (see functional.lif_evolve)
+        if noise_std > 0:
+            if self.noise == "torch":
+                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype, device=x.device))
+                noise = zeta * torch.randn(x.shape, dtype=dtype, device=x.device)
+            else:
+                noise_scale = noise_std * math.sqrt(dt)
+        if which == "fused":
+            if x.device.type != "cpu":  # on the CPU the op checks the values itself, for free
+                CHECKED_VALUES.check(param_values(tau, thr, bias))
+            # The state itself is v0 (the op copies what its backward needs): no copy per call.
+            spikes, vmem, v_final, _, _ = _functional.lif_forward_op(
+                x, state, tau, thr, bias, noise, None, dt, noise_scale, window, max_spikes, self._surrogate_id,
+                record, False,
+            )
+        else:
+            # The reference's autograd graph keeps v0: hand it a snapshot of the state.
+            if noise_scale > 0:
+                noise = kernel_noise(x.shape, noise_scale, draw_noise_key(), compute_dtype(x.dtype), x.device)
+            spikes, vmem, v_final = _functional.lif_evolve(
+                x, state.to(device=x.device, dtype=dtype, copy=True), tau, thr, bias, dt, noise=noise,
+                learning_window=window, max_spikes_per_dt=max_spikes, spike_generation_fn=self._spike_generation_fn,
+                record=record, backend="reference", _surrogate=self._surrogate_id,
+            )
         # The new state is batch row 0, detached (as the seed keeps it). Only after success.
         # (detach, not a no_grad block: torch.export could not load a program saved with one.)
         if B > 0:
-            self.vmem.copy_(v_final[0].detach())
+            state.copy_(v_final[0].detach())
         return spikes, vmem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes (B,T,N) for input (B,T,N), (T,N) or (..., 1) broadcast over the neurons."""
         if torch.jit.is_scripting():
             return self._forward_scripted(x)
-        spikes, _ = self._evolve(x, record=False)
-        return spikes
+        return self._evolve(x, False)[0]
 
     def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
         """The forward under torch.jit.script, for inference: the fused op called directly (as
-        lif_evolve's fused branch does, same values bit for bit), without the Python-only argument
-        checks and backend choice. Needs the extension loaded (import lif_cuda) where it runs."""
+        _evolve's fused branch does, same values bit for bit), without the Python-only checks and
+        backend choice (the op still checks its arguments). Needs the extension loaded (import
+        lif_cuda) where it runs."""
         n = self.n_neurons
         if self._surrogate_id != 0 and self._surrogate_id != 1:
             # A user's own spike function may have another forward: never run it on the fused op.
@@ -228,23 +274,16 @@ class LIFNeuron(nn.Module):
         if x.dtype != dtype and not (dtype == torch.float32 and half):  # as _evolve does
             x = x.to(dtype)
         B, T = x.shape[0], x.shape[1]
-        alpha = torch.exp(-self.dt / self.tau_mem).expand(n).contiguous()
-        thr = self.threshold.expand(n).contiguous()
-        bias = self.bias.expand(n).contiguous()
-        v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True).expand(B, n).contiguous()
         noise: Optional[torch.Tensor] = None
-        noise_key: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
             zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
             noise = zeta * torch.randn((B, T, n), dtype=dtype, device=x.device)
         elif self.noise_std > 0:
-            noise_key = torch.empty(2, dtype=torch.int64).random_()
-            noise_scale = self.noise_std * math.sqrt(self.dt)
-        # Inference only: u is not saved (save_u=False), so there is no backward; the surrogate
-        # id (0) only matters to a backward.
-        spikes, _, v_final, _ = torch.ops.lif_cuda.lif_forward(
-            x.contiguous(), v0, alpha, thr, bias, noise, noise_key, noise_scale,
+            noise_scale = self.noise_std * math.sqrt(self.dt)  # the op draws the key
+        # Inference only: u is not saved (save_u=False); the surrogate id only matters to a backward.
+        spikes, _, v_final, _, _ = torch.ops.lif_cuda.lif_forward(
+            x, self.vmem, self.tau_mem, self.threshold, self.bias, noise, None, self.dt, noise_scale,
             self.learning_window, self.max_spikes_per_dt, 0, False, False,
         )
         if B > 0:

@@ -201,7 +201,8 @@ def from_nir(node, module_class=LIFNeuron, dt=None, **kwargs):
     """
     if isinstance(node, nir.NIRGraph):
         layers = OrderedDict(
-            (name.replace(".", "_"), _node_from_nir(node.nodes[name], module_class, dt, kwargs)) for name in _chain(node)
+            (name.replace(".", "_"), _node_from_nir(node.nodes[name], module_class, dt, kwargs))
+            for name in _chain(node)
         )
         return nn.Sequential(layers)
     return _node_from_nir(node, module_class, dt, kwargs)

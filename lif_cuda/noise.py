@@ -39,7 +39,7 @@ def _philox_blocks(seed, offset, blocks):
     c3 = blocks >> np.uint64(32)
     k0 = np.uint32(seed & _MASK32)
     k1 = np.uint32(seed >> np.uint64(32))
-    for r in range(10):
+    for _ in range(10):
         p0 = _M0 * c0
         p1 = _M1 * c2
         hi0, lo0 = p0 >> np.uint64(32), p0 & _MASK32

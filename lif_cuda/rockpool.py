@@ -75,15 +75,20 @@ class LIFNeuronTorch(TorchModule):
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if not (isinstance(spike_generation_fn, type) and issubclass(spike_generation_fn, torch.autograd.Function)):
             raise TypeError(
-                f"spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, got {spike_generation_fn!r}"
+                "spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, "
+                f"got {spike_generation_fn!r}"
             )
-        super().__init__(shape=shape, spiking_input=False, spiking_output=True, *args, **kwargs)
+        super().__init__(*args, shape=shape, spiking_input=False, spiking_output=True, **kwargs)
         n = self.size_out
 
         self.n_neurons = rp.SimulationParameter(n)
         self.noise_std = rp.SimulationParameter(noise_std, cast_fn=float)
         self.tau_mem = rp.Parameter(
-            tau_mem, family="taus", shape=[(n,), ()], init_func=lambda s: torch.ones(s) * 20e-3, cast_fn=_to_float_tensor
+            tau_mem,
+            family="taus",
+            shape=[(n,), ()],
+            init_func=lambda s: torch.ones(s) * 20e-3,
+            cast_fn=_to_float_tensor,
         )
         self.threshold = rp.Parameter(
             threshold, family="thresholds", shape=[(n,), ()], init_func=torch.ones, cast_fn=_to_float_tensor

@@ -15,6 +15,7 @@ import torch
 
 import lif_cuda
 import lif_cuda.functional as functional
+import lif_cuda.ops as ops
 from lif_cuda import LIFNeuron
 
 BACKENDS = ("fused", "reference")
@@ -40,14 +41,25 @@ def same_bits(a, b):
 
 @pytest.fixture(autouse=True)
 def no_kernel(monkeypatch):
-    """Any kernel launch (fused op or reference loop) inside a bad call is a failure: the checks
-    must come first. Tests of valid calls restore the real functions through `real_kernels`."""
+    """Any kernel launch inside a bad call is a failure: the checks must come first. The fused op
+    checks some arguments itself (parameter values on the CPU), so it is called, but its kernels
+    must not run: the extension counts every launch (lif_cuda.ops.kernel_launches). The reference
+    loop must not start at all. Tests of valid calls restore the real functions (`real_kernels`)."""
     real = (functional.lif_forward_op, functional.lif_evolve_reference)
+
+    def guarded_op(*args, **kwargs):
+        before = ops.kernel_launches()
+        try:
+            real[0](*args, **kwargs)
+        except (ValueError, TypeError):
+            assert ops.kernel_launches() == before, "a kernel ran before the bad argument was reported"
+            raise
+        raise AssertionError(f"the fused op accepted a bad argument ({ops.kernel_launches() - before} kernel launches)")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a kernel ran before the bad argument was reported")
 
-    monkeypatch.setattr(functional, "lif_forward_op", forbidden)
+    monkeypatch.setattr(functional, "lif_forward_op", guarded_op)
     monkeypatch.setattr(functional, "lif_evolve_reference", forbidden)
     return real
 
@@ -198,7 +210,9 @@ def _check_message(exc, arg, expect):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case_id,arg,replacement,exc_type,expect", FUNCTIONAL_TABLE, ids=[r[0] for r in FUNCTIONAL_TABLE])
+@pytest.mark.parametrize(
+    "case_id,arg,replacement,exc_type,expect", FUNCTIONAL_TABLE, ids=[r[0] for r in FUNCTIONAL_TABLE]
+)
 def test_lif_evolve_rejects(case_id, arg, replacement, exc_type, expect, backend):
     args = _apply(base_args(), arg, replacement)
     args.setdefault("backend", backend)
@@ -262,7 +276,13 @@ def test_constructor_rejects(case_id, arg, value, exc_type, expect):
 def _trained_module(backend):
     """A module with non-trivial state: non-default parameters, a non-zero vmem, and gradients."""
     torch.manual_seed(3)
-    m = LIFNeuron(N, tau_mem=torch.linspace(0.01, 0.04, N), threshold=torch.linspace(0.5, 1.2, N), bias=torch.linspace(-0.1, 0.1, N), backend=backend)
+    m = LIFNeuron(
+        N,
+        tau_mem=torch.linspace(0.01, 0.04, N),
+        threshold=torch.linspace(0.5, 1.2, N),
+        bias=torch.linspace(-0.1, 0.1, N),
+        backend=backend,
+    )
     m(torch.randn(B, T, N) + 0.7).sum().backward()
     assert m.vmem.abs().sum() > 0 and m.tau_mem.grad is not None
     return m

@@ -34,7 +34,7 @@ def make_job(seed, n, backend):
         if start is not None:
             start.wait()
         out = []
-        for i, x in enumerate(xs):
+        for x in xs:
             x = x.clone().requires_grad_(True)
             m.zero_grad()
             spikes, state, rec = m.evolve(x, record=True)

@@ -36,7 +36,8 @@ def bits(t):
 
 def assert_identical(a, b, what):
     assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
-    assert torch.equal(bits(a), bits(b)), f"{what}: not bit-identical (max |diff| {(a.double() - b.double()).abs().max().item():.3e})"
+    diff = (a.double() - b.double()).abs().max().item()
+    assert torch.equal(bits(a), bits(b)), f"{what}: not bit-identical (max |diff| {diff:.3e})"
 
 
 def make_args(seed, B, T, N, dtype, noise=True):
@@ -62,7 +63,8 @@ def call(args, backend, spike_fn=StepPWL, upstream_seed=0, **kw):
         learning_window=0.4, max_spikes_per_dt=3.0, spike_generation_fn=spike_fn, record=True, backend=backend, **kw
     )
     g = torch.Generator().manual_seed(upstream_seed)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum() for o in (spikes, vmem, final))
+    weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in (spikes, vmem, final)]
+    loss = sum((o * w).sum() for o, w in zip((spikes, vmem, final), weights))
     loss.backward()
     return {"spikes": spikes, "vmem": vmem, "final": final, **{f"grad {k}": v.grad for k, v in leaves.items()}}
 
@@ -155,25 +157,47 @@ def _scatter_middle(g):
 LAYOUTS = {
     # name: (argument, make base from contiguous values, view of base, contiguous grad -> base grad)
     "input-permuted": ("input", _perm_input, lambda b: b.permute(1, 2, 0), lambda g: g.permute(2, 0, 1)),
-    "input-time-major": ("input", lambda x: x.transpose(0, 1).contiguous(), lambda b: b.transpose(0, 1), lambda g: g.transpose(0, 1)),
+    "input-time-major": (
+        "input", lambda x: x.transpose(0, 1).contiguous(), lambda b: b.transpose(0, 1), lambda g: g.transpose(0, 1)
+    ),
     "input-sliced": (
         "input",
         lambda x: torch.stack([x, torch.full_like(x, 7.0)], dim=-1),  # interleave with junk
         lambda b: b[..., 0],
         lambda g: torch.stack([g, torch.zeros_like(g)], dim=-1),
     ),
-    "input-broadcast-neurons": ("input", lambda x: x[:, :, :1].clone(), lambda b: b.expand(-1, -1, N), lambda g: g.sum(-1, keepdim=True)),
-    "input-broadcast-batch": ("input", lambda x: x[:1].clone(), lambda b: b.expand(B, -1, -1), lambda g: g.sum(0, keepdim=True)),
-    "input-broadcast-time": ("input", lambda x: x[:, :1].clone(), lambda b: b.expand(-1, T, -1), lambda g: g.sum(1, keepdim=True)),
+    "input-broadcast-neurons": (
+        "input", lambda x: x[:, :, :1].clone(), lambda b: b.expand(-1, -1, N), lambda g: g.sum(-1, keepdim=True)
+    ),
+    "input-broadcast-batch": (
+        "input", lambda x: x[:1].clone(), lambda b: b.expand(B, -1, -1), lambda g: g.sum(0, keepdim=True)
+    ),
+    "input-broadcast-time": (
+        "input", lambda x: x[:, :1].clone(), lambda b: b.expand(-1, T, -1), lambda g: g.sum(1, keepdim=True)
+    ),
     "v0-transposed": ("v0", lambda v: v.t().contiguous(), lambda b: b.t(), lambda g: g.t()),
     "v0-broadcast": ("v0", lambda v: v[0].clone(), lambda b: b.expand(B, -1), lambda g: g.sum(0)),
     "noise-permuted": ("noise", _perm_input, lambda b: b.permute(1, 2, 0), lambda g: g.permute(2, 0, 1)),
-    "noise-broadcast": ("noise", lambda z: z[:, :, :1].clone(), lambda b: b.expand(-1, -1, N), lambda g: g.sum(-1, keepdim=True)),
-    "tau-strided": ("tau_mem", lambda p: torch.stack([p, p + 1], -1), lambda b: b[:, 0], lambda g: torch.stack([g, torch.zeros_like(g)], -1)),
+    "noise-broadcast": (
+        "noise", lambda z: z[:, :, :1].clone(), lambda b: b.expand(-1, -1, N), lambda g: g.sum(-1, keepdim=True)
+    ),
+    "tau-strided": (
+        "tau_mem",
+        lambda p: torch.stack([p, p + 1], -1),
+        lambda b: b[:, 0],
+        lambda g: torch.stack([g, torch.zeros_like(g)], -1),
+    ),
     "tau-broadcast": ("tau_mem", lambda p: p[:1].clone(), lambda b: b.expand(N), lambda g: g.sum(0, keepdim=True)),
-    "thr-strided": ("threshold", lambda p: torch.stack([p, p], -1), lambda b: b[:, 1], lambda g: torch.stack([torch.zeros_like(g), g], -1)),
+    "thr-strided": (
+        "threshold",
+        lambda p: torch.stack([p, p], -1),
+        lambda b: b[:, 1],
+        lambda g: torch.stack([torch.zeros_like(g), g], -1),
+    ),
     "thr-broadcast": ("threshold", lambda p: p[0].clone(), lambda b: b.expand(N), lambda g: g.sum()),
-    "bias-strided": ("bias", lambda p: torch.stack([p + 3, p, p - 3], -1).reshape(-1), lambda b: b[1::3], _scatter_middle),
+    "bias-strided": (
+        "bias", lambda p: torch.stack([p + 3, p, p - 3], -1).reshape(-1), lambda b: b[1::3], _scatter_middle
+    ),
     "bias-broadcast": ("bias", lambda p: p[:1].clone(), lambda b: b.expand(N), lambda g: g.sum(0, keepdim=True)),
 }
 B, T, N = 3, 20, 33
@@ -189,7 +213,9 @@ def test_layout_does_not_change_bits(layout, dtype, backend):
     arg_view = view(base)
     assert arg_view.shape == args[name].shape
     if arg_view.dim():
-        assert not arg_view.is_contiguous() or 0 in arg_view.stride(), f"{layout}: the view must not be a plain contiguous tensor"
+        assert not arg_view.is_contiguous() or 0 in arg_view.stride(), (
+            f"{layout}: the view must not be a plain contiguous tensor"
+        )
     copy = arg_view.detach().contiguous()
     # The view, with the other arguments as fresh leaves.
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in args.items() if k != name}

@@ -69,7 +69,9 @@ SCRIPT = textwrap.dedent(
                     tau_mem=torch.full((N,), 0.02), threshold=torch.full((N,), 0.7), bias=torch.zeros(N), dt=1e-3)
 
         def run(fn, **kw):
-            leaves = {k: (v.clone().requires_grad_(True) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+            leaves = {
+                k: (v.clone().requires_grad_(True) if isinstance(v, torch.Tensor) else v) for k, v in args.items()
+            }
             s, w, f = fn(**leaves, record=True, **kw)
             (s.sum() + w.sum() + f.sum()).backward()
             return [s, w, f] + [leaves[k].grad for k in ("input", "v0", "tau_mem", "threshold", "bias")]

@@ -31,8 +31,8 @@ import torch
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, note, settings  # noqa: E402
-from hypothesis.control import currently_in_test_context  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.control import currently_in_test_context  # noqa: E402
 
 import lif_cuda  # noqa: E402
 from lif_cuda import PeriodicExponential, StepPWL  # noqa: E402
@@ -57,7 +57,9 @@ def event(what):
 
 
 GRAD_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
-INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+INT_VIEW = {
+    torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64
+}
 # A subnormal value per dtype, and the largest decimal exponent of a finite input magnitude.
 DENORMAL = {torch.float16: 1e-7, torch.bfloat16: 1e-40, torch.float32: 1e-40, torch.float64: 1e-310}
 MAX_EXP = {torch.float16: 4, torch.bfloat16: 38, torch.float32: 38, torch.float64: 300}
@@ -136,7 +138,9 @@ def build(p):
             "multiple": k * thr_n,
             "at_thr": thr_n.expand(B, T, N),
             "thr_minus_window": (thr_n - window).expand(B, T, N),
-            "denormal": torch.full((B, T, N), DENORMAL[dtype], dtype=cdtype) * torch.randint(1, 4, (B, T, N), generator=g),
+            "denormal": (
+                torch.full((B, T, N), DENORMAL[dtype], dtype=cdtype) * torch.randint(1, 4, (B, T, N), generator=g)
+            ),
             "nan": torch.full((B, T, N), math.nan, dtype=cdtype),
             "inf": torch.full((B, T, N), math.inf, dtype=cdtype),
             "neg_inf": torch.full((B, T, N), -math.inf, dtype=cdtype),
@@ -179,7 +183,9 @@ def assert_same_bits(actual, expected, what, signed_zero):
     if bad.any():
         idx = bad.nonzero()[:5].tolist()
         pairs = [(i, actual[tuple(i)].item(), expected[tuple(i)].item()) for i in idx]
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} elements differ; first (index, fused, reference): {pairs}")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {bad.numel()} elements differ; first (index, fused, reference): {pairs}"
+        )
 
 
 NOISE_SEED = 1234  # torch.manual_seed before every call with in-kernel noise (SPEC §4)
@@ -227,7 +233,8 @@ def oracle_gradients(args, vmem_ref, upstream, record):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(NOISE_SEED)
             key = lif_noise.draw_noise_key()
-        args = {**args, "noise": lif_noise.kernel_noise((B, T, N), args["noise_std"] * math.sqrt(args["dt"]), key, dtype)}
+        z = lif_noise.kernel_noise((B, T, N), args["noise_std"] * math.sqrt(args["dt"]), key, dtype)
+        args = {**args, "noise": z}
     npl = lambda t: t.detach().to(torch.float64).numpy().astype(L)  # noqa: E731  (exact: f32/f64 -> f64 -> long double)
     tau = args["tau_mem"].to(dtype)
     alpha_t = tau_to_decay(args["dt"], tau).expand(N)
@@ -282,8 +289,16 @@ def oracle_gradients(args, vmem_ref, upstream, record):
         g_alpha_n = g_alpha.sum(0)
         g_tau = g_alpha_n * alpha * L(args["dt"]) / (tau_l * tau_l)
         if absolute:
-            peak += [np.max(v, initial=L(0)) for v in (W, g_alpha_n, g_alpha_n / (tau_l * tau_l), g_tau, g_thr.sum(), g_bias.sum(), g_alpha_n.sum())]
-        out = {"input": g_in, "v0": W, "tau_mem": g_tau, "threshold": g_thr.sum(0), "bias": g_bias.sum(0), "peak": max(peak)}
+            terms = (W, g_alpha_n, g_alpha_n / (tau_l * tau_l), g_tau, g_thr.sum(), g_bias.sum(), g_alpha_n.sum())
+            peak += [np.max(v, initial=L(0)) for v in terms]
+        out = {
+            "input": g_in,
+            "v0": W,
+            "tau_mem": g_tau,
+            "threshold": g_thr.sum(0),
+            "bias": g_bias.sum(0),
+            "peak": max(peak),
+        }
         # Broadcast parameters (scalars, an (N,) v0) collect the gradient of every element they stand for.
         for name in ("tau_mem", "threshold", "bias"):
             if args[name].dim() == 0:
@@ -321,7 +336,9 @@ def check_gradient(name, g_fused, g_ref, exact, scale, gamma, tol, dtype):
     bound = gamma * (scale + torch.finfo(dtype).tiny)
     worst_f = float(np.max(np.abs(f - exact) - bound, initial=-1.0))
     worst_r = float(np.max(np.abs(r - exact) - bound, initial=-1.0))
-    assert worst_r <= 0, f"{name}: the oracle's bound does not even hold for the reference (test bug): excess {worst_r:.3e}"
+    assert worst_r <= 0, (
+        f"{name}: the oracle's bound does not even hold for the reference (test bug): excess {worst_r:.3e}"
+    )
     assert worst_f <= 0, (
         f"{name}: |fused-ref|/|ref| = {d_fr / max(n_r, 1e-300):.3e} > {tol:.0e} and the fused gradient "
         f"exceeds the rounding bound gamma*scale (gamma = {gamma:.2e}) by {worst_f:.3e}; "
@@ -415,7 +432,9 @@ def test_exact_boundaries_are_hit_and_agree(dtype, surrogate):
                 threshold=thr, bias=torch.zeros(N, dtype=dtype), dt=1e-3, noise=None, noise_std=0.0,
                 learning_window=window, max_spikes_per_dt=2.0**16, spike_generation_fn=surrogate)
     p_upstream = torch.Generator().manual_seed(0)
-    upstream = (torch.randn(4, 3, N, generator=p_upstream, dtype=dtype), torch.randn(4, 3, N, generator=p_upstream, dtype=dtype),
+    upstream = (
+        torch.randn(4, 3, N, generator=p_upstream, dtype=dtype),
+        torch.randn(4, 3, N, generator=p_upstream, dtype=dtype),
                 torch.randn(4, N, generator=p_upstream, dtype=dtype))
     fused, g_fused = run(args, "fused", True, True, upstream)
     ref, g_ref = run(args, "reference", True, True, upstream)
@@ -423,7 +442,8 @@ def test_exact_boundaries_are_hit_and_agree(dtype, surrogate):
         assert_same_bits(a, b, what, signed_zero=False)
     s0 = ref[0][:, 0]
     assert torch.equal(s0[0], torch.ones(N, dtype=dtype)), "u == thr fires exactly one spike"
-    assert torch.equal(s0[1, 2:], torch.minimum(k, torch.tensor(2.0**16, dtype=dtype))[2:]), "u == k*thr fires k (clamped)"
+    clamped = torch.minimum(k, torch.tensor(2.0**16, dtype=dtype))
+    assert torch.equal(s0[1, 2:], clamped[2:]), "u == k*thr fires k (clamped)"
     assert torch.equal(s0[2], torch.zeros(N, dtype=dtype)) and torch.equal(s0[3], torch.zeros(N, dtype=dtype))
     exact, scale, gamma = oracle_gradients(args, ref[1], upstream, True)
     for name in g_ref:

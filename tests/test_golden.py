@@ -6,6 +6,15 @@ relative (norm-wise; only the summation order of the parameter gradients differs
 Noise-free cases run through the `LIFNeuron` module (its state set to v0; `state_carry` reaches
 v0 by a first call on `x_first`). Every case also runs through `lif_evolve` with the golden noise
 tensor, which is the only way to reproduce the `noise` case: the module draws its own noise.
+
+alpha = torch.exp(-dt/tau) is the one value that can differ between machines: torch's float32
+exp on the CPU is MKL's, which on Intel CPUs with AVX-512 (not on the AMD CPU the golden outputs
+came from) rounds some arguments one ulp away from the correctly rounded value the golden outputs
+were computed with (test_golden_outputs_follow_from_the_correctly_rounded_alpha shows that). lif_cuda
+and Rockpool both take torch's alpha, so they agree bit for bit on every machine
+(test_rockpool.py); against the golden file, neurons whose alpha here equals the golden machine's
+are compared bit for bit, and the others (a neuron's outputs depend on its own alpha only) to the
+accuracy that one ulp of alpha allows.
 """
 import numpy as np
 import pytest
@@ -45,10 +54,50 @@ def test_golden_file_is_what_the_tests_expect():
         assert field(c, "input").dtype == torch.float32
 
 
+def golden_alpha(case):
+    """(alpha as the golden machine had it, alpha as torch computes it here), both (N,) float32. The
+    argument -dt/tau is float32 as torch rounds it; the golden machine's exp of it was the correctly
+    rounded one, which float64 exp rounded to float32 gives."""
+    dt = scalars(case)[0]
+    n = field(case, "input").shape[-1]
+    arg = -dt / field(case, "tau_mem")
+    return torch.exp(arg.double()).float().expand(n), torch.exp(arg).expand(n)
+
+
+def test_golden_outputs_follow_from_the_correctly_rounded_alpha():
+    """SPEC §1 written out with the golden machine's alpha reproduces every golden trace bit for
+    bit: the premise of the comparisons below, on any machine."""
+    for case in CASES:
+        dt, window, max_spikes, _ = scalars(case)
+        alpha, _ = golden_alpha(case)
+        x, thr, bias, z = (field(case, k) for k in ("input", "threshold", "bias", "noise"))
+        w = field(case, "v0").expand(x.shape[0], x.shape[2])
+        for t in range(x.shape[1]):
+            u = alpha * w
+            u = u + x[:, t]
+            u = u + z[:, t]
+            u = u + bias
+            s = torch.clamp(torch.where(u >= thr, torch.floor(u / thr), torch.zeros_like(u)), max=max_spikes)
+            w = u - s * thr
+            assert_bitwise(s, field(case, "spikes")[:, t], f"{case}: spikes at t={t}")
+            assert_bitwise(w, field(case, "vmem")[:, t], f"{case}: vmem at t={t}")
+
+
 def _check_forward(case, spikes, vmem, final_row0):
-    assert_bitwise(spikes, field(case, "spikes"), f"{case}: spikes")
-    assert_bitwise(vmem, field(case, "vmem"), f"{case}: vmem")
-    assert_bitwise(final_row0, field(case, "final_vmem"), f"{case}: final_vmem")
+    want = [field(case, k) for k in ("spikes", "vmem", "final_vmem")]
+    alpha_golden, alpha_here = golden_alpha(case)
+    same = alpha_golden == alpha_here
+    if bool(same.all()):
+        for name, got, w in zip(("spikes", "vmem", "final_vmem"), (spikes, vmem, final_row0), want):
+            assert_bitwise(got, w, f"{case}: {name}")
+        return
+    # torch's exp here is one ulp off the golden machine's for some neurons (MKL on this CPU).
+    ulp = torch.nextafter(alpha_golden, alpha_here)
+    assert torch.equal(alpha_here[~same], ulp[~same]), f"{case}: alpha differs by more than one ulp"
+    assert same.float().mean() >= 0.5, f"{case}: too few neurons left to compare bit for bit"
+    for name, got, w in zip(("spikes", "vmem", "final_vmem"), (spikes, vmem, final_row0), want):
+        assert_bitwise(got[..., same], w[..., same], f"{case}: {name} (neurons with the golden alpha)")
+        assert_rel_close(got[..., ~same], w[..., ~same], 1e-5, f"{case}: {name} (neurons one ulp of alpha off)")
 
 
 def _check_grads(case, spikes, vmem, wrt):
@@ -90,7 +139,7 @@ def test_module_reproduces_rockpool(case, backend):
     x = field(case, "input").requires_grad_(True)
     spikes, state, rec = mod.evolve(x, record=True)
     _check_forward(case, rec["spikes"], rec["vmem"], mod.vmem)
-    assert_bitwise(state["vmem"], field(case, "final_vmem"), f"{case}: returned state")
+    assert_bitwise(state["vmem"], mod.vmem, f"{case}: returned state")
     _check_grads(
         case,
         spikes,

@@ -360,12 +360,12 @@ def test_fused_backend_refuses_a_spike_function_without_a_kernel():
 
 
 def test_internal_outputs_are_not_differentiable():
-    # u (saved for backward) and an unrecorded vmem are internal: no gradient can flow into them,
-    # and the backward is not handed (B,T,N) zeros for them.
+    # u and v0_saved (saved for backward) and an unrecorded vmem are internal: no gradient can flow
+    # into them, and the backward is not handed (B,T,N) zeros for them.
     x = torch.rand(2, 6, 3, requires_grad=True)
     out = torch.ops.lif_cuda.lif_forward(
-        x, torch.zeros(2, 3), torch.full((3,), 0.9), torch.ones(3), torch.zeros(3),
-        None, None, 0.0, 0.5, 65536.0, 0, False, True,
+        x, torch.zeros(2, 3), torch.full((3,), 0.02), torch.ones(3), torch.zeros(3),
+        None, None, 1e-3, 0.0, 0.5, 65536.0, 0, False, True,
     )
     assert out[0].requires_grad and out[2].requires_grad
-    assert not out[1].requires_grad and not out[3].requires_grad
+    assert not out[1].requires_grad and not out[3].requires_grad and not out[4].requires_grad

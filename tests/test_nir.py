@@ -154,12 +154,19 @@ def test_what_cannot_be_mapped():
         lnir.from_nir(nir.CubaLIF(tau_syn=ones, tau_mem=ones, r=ones, v_leak=0 * ones, v_threshold=ones))
     lif = lnir.to_nir(make_layer(2))
     branching = nir.NIRGraph(
-        nodes={"input": nir.Input({"input": np.array([2])}), "a": lif, "b": lif, "output": nir.Output({"output": np.array([2])})},
+        nodes={
+            "input": nir.Input({"input": np.array([2])}),
+            "a": lif,
+            "b": lif,
+            "output": nir.Output({"output": np.array([2])}),
+        },
         edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")],
     )
     with pytest.raises(NotImplementedError, match="chain"):
         lnir.from_nir(branching)
-    reset_to_value = nir.LIF(tau=lif.tau, r=lif.r, v_leak=lif.v_leak, v_threshold=lif.v_threshold, v_reset=0.1 + lif.v_reset)
+    reset_to_value = nir.LIF(
+        tau=lif.tau, r=lif.r, v_leak=lif.v_leak, v_threshold=lif.v_threshold, v_reset=0.1 + lif.v_reset
+    )
     with pytest.warns(RuntimeWarning, match="v_reset"):
         lnir.from_nir(reset_to_value)
 

@@ -19,9 +19,10 @@ def raw_noise(shape, key, scale=1.0, dtype=torch.float32):
     """The noise term the fused CPU kernel adds, for an explicit (seed, offset) key."""
     B, T, N = shape
     z = torch.zeros(shape, dtype=dtype)
-    _, w, _, _ = torch.ops.lif_cuda.lif_forward(
-        z, torch.zeros(B, N, dtype=dtype), torch.zeros(N, dtype=dtype), torch.full((N,), 1e30, dtype=dtype),
-        torch.zeros(N, dtype=dtype), None, key, scale, 0.5, 65536.0, 0, True, False,
+    _, w, _, _, _ = torch.ops.lif_cuda.lif_forward(
+        z, torch.zeros(B, N, dtype=dtype), torch.full((N,), 1e-12, dtype=dtype),
+        torch.full((N,), 1e30, dtype=dtype), torch.zeros(N, dtype=dtype), None, key, 1.0, scale, 0.5, 65536.0, 0,
+        True, False,
     )
     return w
 
@@ -122,7 +123,9 @@ def test_histogram_goodness_of_fit(million):
     z = million.double().flatten().numpy()
     edges = np.concatenate([[-np.inf], np.linspace(-4, 4, 41), [np.inf]])
     observed, _ = np.histogram(z, bins=edges)
-    cdf = np.array([0.5 * (1 + math.erf(e / math.sqrt(2))) if np.isfinite(e) else (0.0 if e < 0 else 1.0) for e in edges])
+    cdf = np.array(
+        [0.5 * (1 + math.erf(e / math.sqrt(2))) if np.isfinite(e) else (0.0 if e < 0 else 1.0) for e in edges]
+    )
     expected = np.diff(cdf) * z.size
     chi2 = float(((observed - expected) ** 2 / expected).sum())
     dof = len(observed) - 1

@@ -13,70 +13,77 @@ import pytest
 import torch
 
 import lif_cuda
-from lif_cuda.reference import tau_to_decay
 
 B, T, N = 2, 5, 7
 
 
-def _forward_args(dtype, noise, record, save_u, requires_grad, surrogate=0, seed=0):
+def _forward_args(dtype, noise, record, save_u, requires_grad, surrogate=0, seed=0, params="neuron", v0_shape="batch"):
     g = torch.Generator().manual_seed(seed)
     state_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    P = (N,) if params == "neuron" else ()
 
     def randn(*shape, dt=state_dtype):
         return torch.randn(shape, generator=g, dtype=torch.float64).to(dt)
 
     x = (0.5 + randn(B, T, N, dt=torch.float64)).to(dtype)
-    v0 = 0.5 * randn(B, N)
-    alpha = tau_to_decay(1e-3, 5e-3 + 45e-3 * torch.rand(N, generator=g, dtype=torch.float64)).to(state_dtype)
-    thr = (0.3 + 1.2 * torch.rand(N, generator=g, dtype=torch.float64)).to(state_dtype)
-    bias = 0.1 * randn(N)
+    v0 = 0.5 * randn(*((B, N) if v0_shape == "batch" else (N,)))
+    tau = (5e-3 + 45e-3 * torch.rand(P, generator=g, dtype=torch.float64)).to(state_dtype)
+    thr = (0.3 + 1.2 * torch.rand(P, generator=g, dtype=torch.float64)).to(state_dtype)
+    bias = 0.1 * randn(*P)
     z = 0.3 * randn(B, T, N) if noise == "tensor" else None
     key = torch.tensor([1234, 0], dtype=torch.int64) if noise == "kernel" else None
     scale = 0.06 if noise == "kernel" else 0.0
     if requires_grad:
-        for t in (x, v0, alpha, thr, bias, z):
+        for t in (x, v0, tau, thr, bias, z):
             if t is not None:
                 t.requires_grad_(True)
-    return (x, v0, alpha, thr, bias, z, key, scale, 0.5, 2.0**16, surrogate, record, save_u)
+    return (x, v0, tau, thr, bias, z, key, 1e-3, scale, 0.5, 2.0**16, surrogate, record, save_u)
 
 
 FORWARD_COMBOS = {
-    # name: (dtype, noise, record, save_u, requires_grad, surrogate)
-    "f32_record_grad": (torch.float32, None, True, True, True, 0),
-    "f32_norecord_noise_grad": (torch.float32, "tensor", False, True, True, 1),
-    "f64_record_noise_grad": (torch.float64, "tensor", True, True, True, 0),
-    "f32_kernel_noise_grad": (torch.float32, "kernel", True, True, True, 1),
-    "f32_inference": (torch.float32, None, True, False, False, 0),
-    "f64_inference_kernel_noise": (torch.float64, "kernel", False, False, False, 0),
-    "f32_save_u_without_grad": (torch.float32, "tensor", False, True, False, 0),
-    "f16_io_grad": (torch.float16, None, True, True, True, 0),
+    # name: (dtype, noise, record, save_u, requires_grad, surrogate, params, v0 shape)
+    "f32_record_grad": (torch.float32, None, True, True, True, 0, "neuron", "batch"),
+    "f32_norecord_noise_grad": (torch.float32, "tensor", False, True, True, 1, "neuron", "batch"),
+    "f64_record_noise_grad": (torch.float64, "tensor", True, True, True, 0, "neuron", "batch"),
+    "f32_kernel_noise_grad": (torch.float32, "kernel", True, True, True, 1, "neuron", "batch"),
+    "f32_inference": (torch.float32, None, True, False, False, 0, "neuron", "batch"),
+    "f64_inference_kernel_noise": (torch.float64, "kernel", False, False, False, 0, "neuron", "batch"),
+    "f32_save_u_without_grad": (torch.float32, "tensor", False, True, False, 0, "neuron", "batch"),
+    "f16_io_grad": (torch.float16, None, True, True, True, 0, "neuron", "batch"),
+    "f32_scalar_params_shared_v0_grad": (torch.float32, None, True, True, True, 0, "scalar", "shared"),
+    "f64_scalar_params_shared_v0_inference": (torch.float64, None, False, False, False, 1, "scalar", "shared"),
 }
 
 
 @pytest.mark.parametrize("combo", list(FORWARD_COMBOS))
 def test_opcheck_lif_forward(combo):
-    dtype, noise, record, save_u, requires_grad, surrogate = FORWARD_COMBOS[combo]
-    args = _forward_args(dtype, noise, record, save_u, requires_grad, surrogate)
-    spikes, vmem, v_final, u = torch.ops.lif_cuda.lif_forward(*args)
+    dtype, noise, record, save_u, requires_grad, surrogate, params, v0_shape = FORWARD_COMBOS[combo]
+    args = _forward_args(dtype, noise, record, save_u, requires_grad, surrogate, params=params, v0_shape=v0_shape)
+    spikes, vmem, v_final, u, v0_saved = torch.ops.lif_cuda.lif_forward(*args)
     assert spikes.shape == (B, T, N) and v_final.shape == (B, N)
-    assert vmem.shape == ((B, T, N) if record else (0,)) and u.shape == ((B, T, N) if save_u else (0,))
+    # u is saved whenever a gradient is needed, whatever save_u says (the autograd kernel sets it).
+    assert vmem.shape == ((B, T, N) if record else (0,))
+    assert u.shape == ((B, T, N) if save_u or requires_grad else (0,))
+    assert v0_saved.shape == (tuple(args[1].shape) if save_u or requires_grad else (0,))
     torch.library.opcheck(torch.ops.lif_cuda.lif_forward.default, args)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("upstream", ["spikes", "spikes+vmem+final"])
-def test_opcheck_lif_backward(dtype, surrogate, upstream):
-    args = _forward_args(dtype, None, True, True, False, surrogate)
-    _, _, _, u = torch.ops.lif_cuda.lif_forward(*args)
-    x, v0, alpha, thr = args[:4]
+@pytest.mark.parametrize("params,v0_shape", [("neuron", "batch"), ("scalar", "shared")], ids=["neuron", "scalar"])
+def test_opcheck_lif_backward(dtype, surrogate, upstream, params, v0_shape):
+    args = _forward_args(dtype, None, True, True, False, surrogate, params=params, v0_shape=v0_shape)
+    _, _, _, u, _ = torch.ops.lif_cuda.lif_forward(*args)
+    x, v0, tau, thr, bias = args[:5]
     g = torch.Generator().manual_seed(1)
     gs = torch.randn(B, T, N, generator=g, dtype=dtype)
     gw = torch.randn(B, T, N, generator=g, dtype=dtype) if "vmem" in upstream else None
     gvf = torch.randn(B, N, generator=g, dtype=dtype) if "final" in upstream else None
-    bargs = (gs, gw, gvf, u, v0, alpha, thr, 0.5, 2.0**16, surrogate)
+    bargs = (gs, gw, gvf, u, v0, tau, thr, 1e-3, 0.5, 2.0**16, surrogate, bias.dim() == 0)
     outs = torch.ops.lif_cuda.lif_backward(*bargs)
-    assert [tuple(o.shape) for o in outs] == [(B, T, N), (B, N), (N,), (N,), (N,)]
+    assert [tuple(o.shape) for o in outs] == [(B, T, N), tuple(v0.shape), tuple(tau.shape), tuple(thr.shape),
+                                              tuple(bias.shape)]
     torch.library.opcheck(torch.ops.lif_cuda.lif_backward.default, bargs)
 
 

@@ -25,7 +25,9 @@ def case(dtype, B=3, T=60, N=70, seed=0):
 def test_forward_equals_float32_on_the_upcast_input(dtype, backend):
     x, v0, tau, thr, bias = case(dtype)
     s, w, vf = lif_cuda.lif_evolve(x, v0, tau, thr, bias, 1e-3, record=True, max_spikes_per_dt=3, backend=backend)
-    s32, w32, vf32 = lif_cuda.lif_evolve(x.float(), v0, tau, thr, bias, 1e-3, record=True, max_spikes_per_dt=3, backend="fused")
+    s32, w32, vf32 = lif_cuda.lif_evolve(
+        x.float(), v0, tau, thr, bias, 1e-3, record=True, max_spikes_per_dt=3, backend="fused"
+    )
     assert s.dtype == dtype and w.dtype == torch.float32 and vf.dtype == torch.float32
     assert torch.equal(s.float(), s32)
     assert torch.equal(w, w32) and torch.equal(vf, vf32)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import lif_cuda
-
 from conftest import rel_err
 
 N_IN, N_HID, N_OUT = 6, 8, 3

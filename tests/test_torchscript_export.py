@@ -28,8 +28,13 @@ def make_model(**lif_kw):
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(
         nn.Linear(N_IN, 6),
-        lif_cuda.LIFNeuron(6, tau_mem=5e-3 + 30e-3 * torch.rand(6, generator=g), threshold=0.5 + torch.rand(6, generator=g),
-                           bias=0.05 * torch.randn(6, generator=g), **lif_kw),
+        lif_cuda.LIFNeuron(
+            6,
+            tau_mem=5e-3 + 30e-3 * torch.rand(6, generator=g),
+            threshold=0.5 + torch.rand(6, generator=g),
+            bias=0.05 * torch.randn(6, generator=g),
+            **lif_kw,
+        ),
         nn.Linear(6, 3),
         lif_cuda.LIFNeuron(3, tau_mem=10e-3, threshold=0.6, max_spikes_per_dt=2, **lif_kw),
     )

@@ -39,11 +39,11 @@ constexpr int64_t kMaxTile = 1024;
 // the flat (b, 0, n0) index that keys the in-kernel noise.
 template <typename IT, typename T, int NOISE>
 LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
-                         uint64_t offset, T noise_scale, uint64_t index0,
-                         const T* __restrict__ v0, const T* __restrict__ alpha,
-                         const T* __restrict__ thr, const T* __restrict__ bias, T max_spikes,
-                         IT* __restrict__ s_out, T* __restrict__ w_rec, T* __restrict__ u_out,
-                         T* __restrict__ v_final, int64_t steps, int64_t stride_t, int64_t len) {
+                         uint64_t offset, T noise_scale, uint64_t index0, const T* __restrict__ v0,
+                         const T* __restrict__ alpha, const T* __restrict__ thr,
+                         const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out,
+                         T* __restrict__ w_rec, T* __restrict__ u_out, T* __restrict__ v_final,
+                         int64_t steps, int64_t stride_t, int64_t len) {
   T w[kMaxTile];
   T u_scratch[kMaxTile];
   T z_row[NOISE == kNoiseKernel ? kMaxTile : 1];
@@ -91,16 +91,16 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
 }
 
 // Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state. The
-// spike count of row t-1, computed to rebuild w[t-1], is kept for step t-1: one division per element.
+// spike count of row t-1, computed to rebuild w[t-1], is kept for step t-1: one division per
+// element.
 template <typename IT, typename T, int SURR, bool HAS_GW>
 LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n,
-                          const T* __restrict__ gw,
-                          const T* __restrict__ gvf, const T* __restrict__ u,
-                          const T* __restrict__ v0, const T* __restrict__ alpha,
-                          const T* __restrict__ thr, T window, T max_spikes,
-                          IT* __restrict__ g_in, T* __restrict__ g_v0, T* __restrict__ g_alpha,
-                          T* __restrict__ g_thr, T* __restrict__ g_bias, int64_t steps,
-                          int64_t stride_t, int64_t len) {
+                          const T* __restrict__ gw, const T* __restrict__ gvf,
+                          const T* __restrict__ u, const T* __restrict__ v0,
+                          const T* __restrict__ alpha, const T* __restrict__ thr, T window,
+                          T max_spikes, IT* __restrict__ g_in, T* __restrict__ g_v0,
+                          T* __restrict__ g_alpha, T* __restrict__ g_thr, T* __restrict__ g_bias,
+                          int64_t steps, int64_t stride_t, int64_t len) {
   // len <= LIF_BWD_TILE (choose_tile's cap for the backward).
   T W[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gb[LIF_BWD_TILE], S[LIF_BWD_TILE];
   // The per-neuron constants, held as separate rows so the loops below stay vectorised.
@@ -146,16 +146,16 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool g
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = spikes(up[n], thr[n], max_spikes);
         const T w_prev = reset(up[n], s_prev, thr[n]);
-        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
-                                                     HAS_GW ? gwt[n] : T(0), ut[n], S[n], w_prev,
-                                                     consts(n), W[n], gt[n], ga[n], gb[n]));
+        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
+                                                     ut[n], S[n], w_prev, consts(n), W[n], gt[n],
+                                                     ga[n], gb[n]));
         S[n] = s_prev;
       }
     } else {
       for (int64_t n = 0; n < len; ++n) {
-        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]),
-                                                     HAS_GW ? gwt[n] : T(0), ut[n], S[n], v0[n],
-                                                     consts(n), W[n], gt[n], ga[n], gb[n]));
+        git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
+                                                     ut[n], S[n], v0[n], consts(n), W[n], gt[n],
+                                                     ga[n], gb[n]));
       }
     }
   }
@@ -168,32 +168,32 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool g
 }
 
 // Non-template entry points, one per (types, compile-time switch), each cloned per ISA level.
-#define LIF_FWD_ENTRY(NAME, IT, T, NOISE)                                                        \
-  LIF_CLONES void NAME(const IT* x, const T* z, uint64_t seed, uint64_t offset, T noise_scale,   \
-                       uint64_t index0, const T* v0, const T* alpha, const T* thr, const T* bias,\
-                       T max_spikes, IT* s_out, T* w_rec, T* u_out, T* v_final, int64_t steps,   \
-                       int64_t stride_t, int64_t len) {                                          \
-    forward_tile<IT, T, NOISE>(x, z, seed, offset, noise_scale, index0, v0, alpha, thr, bias,    \
-                               max_spikes, s_out, w_rec, u_out, v_final, steps, stride_t, len);  \
+#define LIF_FWD_ENTRY(NAME, IT, T, NOISE)                                                         \
+  LIF_CLONES void NAME(const IT* x, const T* z, uint64_t seed, uint64_t offset, T noise_scale,    \
+                       uint64_t index0, const T* v0, const T* alpha, const T* thr, const T* bias, \
+                       T max_spikes, IT* s_out, T* w_rec, T* u_out, T* v_final, int64_t steps,    \
+                       int64_t stride_t, int64_t len) {                                           \
+    forward_tile<IT, T, NOISE>(x, z, seed, offset, noise_scale, index0, v0, alpha, thr, bias,     \
+                               max_spikes, s_out, w_rec, u_out, v_final, steps, stride_t, len);   \
   }
-#define LIF_FWD_ENTRIES(PFX, IT, T)                 \
-  LIF_FWD_ENTRY(PFX##_fwd0, IT, T, kNoNoise)    \
+#define LIF_FWD_ENTRIES(PFX, IT, T)              \
+  LIF_FWD_ENTRY(PFX##_fwd0, IT, T, kNoNoise)     \
   LIF_FWD_ENTRY(PFX##_fwd1, IT, T, kNoiseTensor) \
   LIF_FWD_ENTRY(PFX##_fwd2, IT, T, kNoiseKernel)
 
-#define LIF_BWD_ENTRY(NAME, IT, T, SURR, HAS_GW)                                                 \
-  LIF_CLONES void NAME(const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gw,         \
-                       const T* gvf, const T* u, const T* v0, const T* alpha, const T* thr,      \
-                       T window, T max_spikes, IT* g_in, T* g_v0, T* g_alpha, T* g_thr,          \
-                       T* g_bias, int64_t steps, int64_t stride_t, int64_t len) {                \
-    backward_tile<IT, T, SURR, HAS_GW>(gs, gs_stride_t, gs_bcast_n, gw, gvf, u, v0, alpha, thr,  \
-                                       window, max_spikes, g_in, g_v0, g_alpha, g_thr, g_bias,   \
-                                       steps, stride_t, len);                                    \
+#define LIF_BWD_ENTRY(NAME, IT, T, SURR, HAS_GW)                                                   \
+  LIF_CLONES void NAME(const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gw,            \
+                       const T* gvf, const T* u, const T* v0, const T* alpha, const T* thr,        \
+                       T window, T max_spikes, IT* g_in, T* g_v0, T* g_alpha, T* g_thr, T* g_bias, \
+                       int64_t steps, int64_t stride_t, int64_t len) {                             \
+    backward_tile<IT, T, SURR, HAS_GW>(gs, gs_stride_t, gs_bcast_n, gw, gvf, u, v0, alpha, thr,    \
+                                       window, max_spikes, g_in, g_v0, g_alpha, g_thr, g_bias,     \
+                                       steps, stride_t, len);                                      \
   }
-#define LIF_BWD_ENTRIES(PFX, IT, T)                                  \
-  LIF_BWD_ENTRY(PFX##_bwd_pwl, IT, T, kStepPWL, false)               \
-  LIF_BWD_ENTRY(PFX##_bwd_pwl_gw, IT, T, kStepPWL, true)             \
-  LIF_BWD_ENTRY(PFX##_bwd_pexp, IT, T, kPeriodicExponential, false)  \
+#define LIF_BWD_ENTRIES(PFX, IT, T)                                 \
+  LIF_BWD_ENTRY(PFX##_bwd_pwl, IT, T, kStepPWL, false)              \
+  LIF_BWD_ENTRY(PFX##_bwd_pwl_gw, IT, T, kStepPWL, true)            \
+  LIF_BWD_ENTRY(PFX##_bwd_pexp, IT, T, kPeriodicExponential, false) \
   LIF_BWD_ENTRY(PFX##_bwd_pexp_gw, IT, T, kPeriodicExponential, true)
 
 #define LIF_ENTRIES(PFX, IT, T) LIF_FWD_ENTRIES(PFX, IT, T) LIF_BWD_ENTRIES(PFX, IT, T)
@@ -204,13 +204,13 @@ LIF_ENTRIES(bf16, c10::BFloat16, float)
 
 template <typename IT>
 struct Kernels;
-#define LIF_KERNEL_TABLE(PFX, IT)                                                   \
-  template <>                                                                       \
-  struct Kernels<IT> {                                                              \
-    static constexpr decltype(&PFX##_fwd0) fwd[3] = {PFX##_fwd0, PFX##_fwd1, PFX##_fwd2}; \
-    /* [surrogate][has grad on the recorded membrane] */                            \
-    static constexpr decltype(&PFX##_bwd_pwl) bwd[2][2] = {                         \
-        {PFX##_bwd_pwl, PFX##_bwd_pwl_gw}, {PFX##_bwd_pexp, PFX##_bwd_pexp_gw}};     \
+#define LIF_KERNEL_TABLE(PFX, IT)                                                                \
+  template <>                                                                                    \
+  struct Kernels<IT> {                                                                           \
+    static constexpr decltype(&PFX##_fwd0) fwd[3] = {PFX##_fwd0, PFX##_fwd1, PFX##_fwd2};        \
+    /* [surrogate][has grad on the recorded membrane] */                                         \
+    static constexpr decltype(&PFX##_bwd_pwl) bwd[2][2] = {{PFX##_bwd_pwl, PFX##_bwd_pwl_gw},    \
+                                                           {PFX##_bwd_pexp, PFX##_bwd_pexp_gw}}; \
   };
 LIF_KERNEL_TABLE(f32, float)
 LIF_KERNEL_TABLE(f64, double)
@@ -233,6 +233,15 @@ int64_t choose_tile(int64_t B, int64_t N, int64_t max_tile) {
   return tile;
 }
 
+// The tile's row of a per-neuron parameter: the row itself, or a () parameter's one value spread
+// into `buf` (len <= the tile width), so the inner loops always read a contiguous row.
+template <typename T>
+const T* param_row(const T* p, bool scalar, int64_t n0, int64_t len, T* buf) {
+  if (!scalar) return p + n0;
+  std::fill(buf, buf + len, p[0]);
+  return buf;
+}
+
 }  // namespace
 
 template <typename IT, typename T>
@@ -243,20 +252,24 @@ void forward(const ForwardArgs<IT, T>& a) {
   const T M = static_cast<T>(a.max_spikes);
   const T scale = static_cast<T>(a.noise_scale);
   const auto fn = Kernels<IT>::fwd[a.noise_mode];
-  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / ntiles;
-      const int64_t n0 = (i % ntiles) * tile;
-      const int64_t len = std::min(tile, N - n0);
-      const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
-      const T* z = a.noise ? a.noise + row : nullptr;
-      T* w_rec = a.w_rec ? a.w_rec + row : nullptr;
-      T* u_out = a.u_out ? a.u_out + row : nullptr;
-      fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(row), a.v0 + b * N + n0,
-         a.alpha + n0, a.thr + n0, a.bias + n0, M, a.s_out + row, w_rec, u_out,
-         a.v_final + b * N + n0, Tn, N, len);
-    }
-  });
+  at::parallel_for(
+      0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
+        T alpha_buf[kMaxTile], thr_buf[kMaxTile], bias_buf[kMaxTile];
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t b = i / ntiles;
+          const int64_t n0 = (i % ntiles) * tile;
+          const int64_t len = std::min(tile, N - n0);
+          const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
+          const T* z = a.noise ? a.noise + row : nullptr;
+          T* w_rec = a.w_rec ? a.w_rec + row : nullptr;
+          T* u_out = a.u_out ? a.u_out + row : nullptr;
+          fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(row),
+             a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, a.alpha_scalar, n0, len, alpha_buf),
+             param_row(a.thr, a.thr_scalar, n0, len, thr_buf),
+             param_row(a.bias, a.bias_scalar, n0, len, bias_buf), M, a.s_out + row, w_rec, u_out,
+             a.v_final + b * N + n0, Tn, N, len);
+        }
+      });
 }
 
 template <typename IT, typename T>
@@ -267,34 +280,54 @@ void backward(const BackwardArgs<IT, T>& a) {
   const T M = static_cast<T>(a.max_spikes);
   const T window = static_cast<T>(a.window);
   const auto fn = Kernels<IT>::bwd[a.surrogate == kPeriodicExponential ? 1 : 0][a.gw ? 1 : 0];
-  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
+  const int64_t BN = B * N;
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, Tn * BN), [&](int64_t begin, int64_t end) {
+    T alpha_buf[LIF_BWD_TILE], thr_buf[LIF_BWD_TILE];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ntiles;
       const int64_t n0 = (i % ntiles) * tile;
       const int64_t len = std::min(tile, N - n0);
       const int64_t row = b * Tn * N + n0;
       const int64_t bn = b * N + n0;
-      fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t, a.gs_stride_n == 0 && len > 1,
-         a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr, a.u + row,
-         a.v0 + bn, a.alpha + n0, a.thr + n0, window, M, a.g_in + row, a.g_v0 + bn,
-         a.partial + bn, a.partial + B * N + bn, a.partial + 2 * B * N + bn, Tn, N, len);
+      fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
+         a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr,
+         a.u + row, a.v0 + b * a.v0_stride_b + n0,
+         param_row(a.alpha, a.alpha_scalar, n0, len, alpha_buf),
+         param_row(a.thr, a.thr_scalar, n0, len, thr_buf), window, M, a.g_in + row, a.g_v0 + bn,
+         a.partial + bn, a.partial + BN + bn, a.partial + 2 * BN + bn, Tn, N, len);
     }
   });
-  // Parameter gradients: sum the per-row partials over the batch in a fixed order (b = 0..B-1),
-  // so the bits do not depend on the thread count or the tiling.
-  at::parallel_for(0, N, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      T sa = 0, st = 0, sb = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        sa += a.partial[b * N + n];
-        st += a.partial[(B + b) * N + n];
-        sb += a.partial[(2 * B + b) * N + n];
+  // The per-row partials (alpha, threshold, bias, a shared v0), summed over the batch in a fixed
+  // order (b = 0..B-1, from 0), so the bits depend neither on the thread count nor on the tiling:
+  // into the outputs, or, for alpha (then turned into tau's gradient) and a () parameter, into
+  // row j's b = 0 slot.
+  const bool scalar[4] = {a.alpha_scalar, a.thr_scalar, a.bias_scalar, false};
+  T* const outs[4] = {a.g_tau, a.g_thr, a.g_bias, a.g_v0_sum};
+  const int64_t nsums = a.g_v0_sum ? 4 : 3;
+  const T dt = static_cast<T>(a.dt);
+  at::parallel_for(0, N, grain_size(N, BN), [&](int64_t begin, int64_t end) {
+    for (int64_t j = 0; j < nsums; ++j) {
+      const T* p = a.partial + j * BN;
+      T* acc = (scalar[j] || j == 0) ? a.partial + j * BN : outs[j];
+      for (int64_t n = begin; n < end; ++n) acc[n] = T(0) + p[n];
+      for (int64_t b = 1; b < B; ++b) {
+        const T* pb = p + b * N;
+        for (int64_t n = begin; n < end; ++n) acc[n] += pb[n];
       }
-      a.g_alpha[n] = sa;
-      a.g_thr[n] = st;
-      a.g_bias[n] = sb;
+      if (j == 0 && !scalar[0]) {
+        for (int64_t n = begin; n < end; ++n)
+          a.g_tau[n] = tau_grad(acc[n], a.alpha[n], a.tau[n], dt);
+      }
     }
   });
+  // A () parameter: its per-neuron sums added in index order.
+  for (int64_t j = 0; j < 3; ++j) {
+    if (!scalar[j]) continue;
+    const T* acc = a.partial + j * BN;
+    T sum = T(0);
+    for (int64_t n = 0; n < N; ++n) sum += acc[n];
+    outs[j][0] = j == 0 ? tau_grad(sum, a.alpha[0], a.tau[0], dt) : sum;
+  }
 }
 
 template void forward<float, float>(const ForwardArgs<float, float>&);

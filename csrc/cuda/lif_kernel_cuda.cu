@@ -3,8 +3,8 @@
 // thread does is lif_thread.h's (shared with the host test), what the math is lif_core.h's. Here:
 // the grid, the compile-time variants, and the launches.
 //
-// Bit-exactness with the reference needs this file compiled without nvcc's fast-math switch and with
-// -fmad=false (setup.py), so that no multiply-add is contracted and the division stays IEEE.
+// Bit-exactness with the reference needs this file compiled without nvcc's fast-math switch and
+// with -fmad=false (setup.py), so that no multiply-add is contracted and the division stays IEEE.
 //
 // Parameter gradients: each backward thread writes its row's partial sums; a second kernel adds
 // them over the batch in the fixed order b = 0..B-1 (no atomics), so the bits do not depend on the
@@ -48,7 +48,12 @@ __global__ void __launch_bounds__(kBlock) backward_kernel(const BackwardArgs<IT,
 template <typename IT, typename T>
 __global__ void __launch_bounds__(kBlock) reduce_over_batch_kernel(const BackwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < 3 * a.N) reduce_thread(a, idx);
+  if (idx < batch_sums(a) * a.N) reduce_thread(a, idx);
+}
+
+template <typename IT, typename T>
+__global__ void scalar_sum_kernel(const BackwardArgs<IT, T> a) {
+  if (threadIdx.x < 3) scalar_sum_thread(a, threadIdx.x);
 }
 
 }  // namespace
@@ -70,12 +75,16 @@ void backward(const BackwardArgs<IT, T>& a, cudaStream_t stream) {
         <<<blocks_for(a.B * a.N), kBlock, 0, stream>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  reduce_over_batch_kernel<IT, T><<<blocks_for(3 * a.N), kBlock, 0, stream>>>(a);
+  reduce_over_batch_kernel<IT, T><<<blocks_for(batch_sums(a) * a.N), kBlock, 0, stream>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (a.alpha_scalar || a.thr_scalar || a.bias_scalar) {
+    scalar_sum_kernel<IT, T><<<1, 32, 0, stream>>>(a);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
-#define LIF_INSTANTIATE(IT, T)                                            \
-  template void forward<IT, T>(const ForwardArgs<IT, T>&, cudaStream_t);  \
+#define LIF_INSTANTIATE(IT, T)                                           \
+  template void forward<IT, T>(const ForwardArgs<IT, T>&, cudaStream_t); \
   template void backward<IT, T>(const BackwardArgs<IT, T>&, cudaStream_t);
 LIF_INSTANTIATE(float, float)
 LIF_INSTANTIATE(double, double)

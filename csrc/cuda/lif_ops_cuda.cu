@@ -13,14 +13,14 @@
 namespace lif {
 namespace {
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> lif_forward_cuda(
-    const Tensor& input, const Tensor& v0, const Tensor& alpha, const Tensor& threshold,
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_forward_cuda(
+    const Tensor& input, const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
     const Tensor& bias, const std::optional<Tensor>& noise, const std::optional<Tensor>& noise_key,
-    double noise_scale, double /*window*/, double max_spikes, int64_t /*surrogate*/, bool record,
-    bool save_u) {
+    double dt, double noise_scale, double window, double max_spikes, int64_t /*surrogate*/,
+    bool record, bool save_u) {
   const c10::cuda::CUDAGuard device_guard(input.device());
-  const ForwardOp op = prepare_forward(input, v0, alpha, threshold, bias, noise, noise_key,
-                                       noise_scale, max_spikes, record, save_u);
+  const ForwardOp op = prepare_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                                       noise_scale, window, max_spikes, record, save_u);
   if (op.run) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.device().index()).stream();
     LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward_cuda",
@@ -32,13 +32,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lif_forward_cuda(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_backward_cuda(
     const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
     const std::optional<Tensor>& grad_vfinal, const Tensor& u, const Tensor& v0,
-    const Tensor& alpha, const Tensor& threshold, double window, double max_spikes,
-    int64_t surrogate) {
+    const Tensor& tau_mem, const Tensor& threshold, double dt, double window, double max_spikes,
+    int64_t surrogate, bool scalar_bias) {
   const c10::cuda::CUDAGuard device_guard(u.device());
-  // The CUDA kernels read grad_spikes contiguous (coalesced along the neurons).
-  const BackwardOp op = prepare_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, alpha,
-                                         threshold, window, max_spikes, surrogate,
-                                         /*gs_broadcast_ok=*/false);
+  // grad_spikes is read with its strides where a row is contiguous or broadcast (stride 0: the
+  // expanded ones of `spikes.sum()` cost no (B,T,N) copy); anything else is copied first.
+  const BackwardOp op =
+      prepare_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window,
+                       max_spikes, surrogate, scalar_bias, /*gs_broadcast_ok=*/true);
   if (op.run) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(u.device().index()).stream();
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward_cuda",

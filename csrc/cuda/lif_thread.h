@@ -6,7 +6,8 @@
 // kChunk time steps ahead (independent loads in flight while the recurrence runs) and stores what
 // the step functions return.
 //
-// Layout: (B,T,N) sequences, (B,N) per-row state, (N,) parameters, all contiguous. Thread
+// Layout: (B,T,N) sequences, (B,N) per-row state (or one shared (N,) row), (N,) parameters, all
+// contiguous but grad_spikes, which is read with its own strides (0 for a broadcast). Thread
 // idx = b * N + n, so a warp is consecutive neurons of one row and every load and store of a time
 // step is one contiguous run. Indices are 64-bit. IT is the input/spike/grad-input type (float,
 // double, c10::Half, c10::BFloat16), T the compute and state type (float for the half types).
@@ -28,7 +29,7 @@ namespace lif {
 namespace gpu {
 
 // The argument structs (ForwardArgs, BackwardArgs) and NoiseMode are lif_args.h's, shared with
-// the CPU kernels. The CUDA glue hands grad_spikes contiguous (gs_stride_n == 1).
+// the CPU kernels.
 
 // Time steps loaded ahead of the recurrence. Results never depend on it.
 constexpr int kChunk = 8;
@@ -67,8 +68,8 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Noise
   auto noise_at = [&](int64_t off) -> T {
     if constexpr (NOISE == kNoiseTensor) return z[off];
     if constexpr (NOISE == kNoiseKernel) {
-      return scale_noise(key.scale, philox_normal(key.seed, key.offset,
-                                                  key.index0 + static_cast<uint64_t>(off)));
+      return scale_noise(
+          key.scale, philox_normal(key.seed, key.offset, key.index0 + static_cast<uint64_t>(off)));
     }
     return T(0);
   };
@@ -100,15 +101,16 @@ struct NeuronGrads {
 };
 
 // Backward through time (SPEC §3) for one neuron of one batch row, t = steps-1 .. 0 (steps >= 1).
-// W starts as the upstream gradient on the final state. The per-neuron constants are computed once;
-// s[t-1] and w[t-1] are recomputed from the saved u[t-1] (v0 at t = 0), and each u and its spike
-// count are computed once and carried to the next (earlier) step: the CPU kernel's operations, in
-// its order.
+// gs[t] is at gs + t * gs_stride_t (its own strides: `spikes.sum()` hands a stride-0 tensor), the
+// other sequences at t * stride_t. W starts as the upstream gradient on the final state. The
+// per-neuron constants are computed once; s[t-1] and w[t-1] are recomputed from the saved u[t-1]
+// (v0 at t = 0), and each u and its spike count are computed once and carried to the next (earlier)
+// step: the CPU kernel's operations, in its order.
 template <typename IT, typename T, int SURR, bool HAS_GW>
-LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __restrict__ gw,
-                                      T g_final, const T* __restrict__ u, T v0, T alpha, T thr,
-                                      T window, T max_spikes, IT* __restrict__ g_in,
-                                      int64_t steps, int64_t stride_t) {
+LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stride_t,
+                                      const T* __restrict__ gw, T g_final, const T* __restrict__ u,
+                                      T v0, T alpha, T thr, T window, T max_spikes,
+                                      IT* __restrict__ g_in, int64_t steps, int64_t stride_t) {
   const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
   T W = g_final, g_thr = T(0), g_alpha = T(0), g_bias = T(0);
   auto step = [&](int64_t off, T gsv, T gwv, T u_t, T s_t, T w_prev) {
@@ -133,7 +135,7 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __rest
     LIF_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t off = (t - k) * stride_t;
-      gsv[k] = static_cast<T>(gs[off]);
+      gsv[k] = static_cast<T>(gs[(t - k) * gs_stride_t]);
       gwv[k] = HAS_GW ? gw[off] : T(0);
       uprev[k] = u[off - stride_t];
     }
@@ -142,7 +144,7 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, const T* __rest
   }
   for (; t >= 1; --t) {
     const int64_t off = t * stride_t;
-    step_back(off, static_cast<T>(gs[off]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
+    step_back(off, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
   }
   step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, s_cur, v0);
   return NeuronGrads<T>{W, g_alpha, g_thr, g_bias};
@@ -159,9 +161,10 @@ LIF_HD void forward_thread(const ForwardArgs<IT, T>& a, int64_t idx) {
   const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale),
                         static_cast<uint64_t>(row)};
   a.v_final[idx] = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
-      a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[idx], a.alpha[n],
-      a.thr[n], a.bias[n], static_cast<T>(a.max_spikes), a.s_out + row,
-      SAVE_U ? a.u_out + row : nullptr, RECORD ? a.w_rec + row : nullptr, a.Tn, a.N);
+      a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[b * a.v0_stride_b + n],
+      a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], a.bias[a.bias_scalar ? 0 : n],
+      static_cast<T>(a.max_spikes), a.s_out + row, SAVE_U ? a.u_out + row : nullptr,
+      RECORD ? a.w_rec + row : nullptr, a.Tn, a.N);
 }
 
 // Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials.
@@ -172,26 +175,62 @@ LIF_HD void backward_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;
   const NeuronGrads<T> g = backward_neuron<IT, T, SURR, HAS_GW>(
-      a.gs + row, HAS_GW ? a.gw + row : nullptr, a.gvf ? a.gvf[idx] : T(0), a.u + row, a.v0[idx],
-      a.alpha[n], a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row,
-      a.Tn, a.N);
+      a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t, HAS_GW ? a.gw + row : nullptr,
+      a.gvf ? a.gvf[idx] : T(0), a.u + row, a.v0[b * a.v0_stride_b + n],
+      a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], static_cast<T>(a.window),
+      static_cast<T>(a.max_spikes), a.g_in + row, a.Tn, a.N);
   a.g_v0[idx] = g.v0;
   a.partial[idx] = g.alpha;
   a.partial[BN + idx] = g.thr;
   a.partial[2 * BN + idx] = g.bias;
 }
 
-// Reduction kernel thread idx = j * N + n, 0 <= idx < 3 * N: parameter gradient j (alpha, thr,
-// bias) of neuron n, summed over b = 0..B-1 in that order (the CPU kernel's order: the same bits).
+// The number of gradients summed over the batch: alpha, thr, bias, and a shared v0's.
+template <typename IT, typename T>
+LIF_HD int64_t batch_sums(const BackwardArgs<IT, T>& a) {
+  return a.g_v0_sum ? 4 : 3;
+}
+
+// Whether gradient j (alpha/tau, thr, bias) belongs to a () parameter.
+template <typename IT, typename T>
+LIF_HD bool scalar_grad(const BackwardArgs<IT, T>& a, int64_t j) {
+  return j == 0 ? a.alpha_scalar : (j == 1 ? a.thr_scalar : (j == 2 ? a.bias_scalar : false));
+}
+
+// Reduction kernel thread idx = j * N + n, 0 <= idx < batch_sums(a) * N: gradient j (alpha, thr,
+// bias, shared v0) of neuron n, summed over b = 0..B-1 in that order, from 0 (the CPU kernel's
+// order: the same bits). Written to the output (alpha's as tau's gradient), or for a () parameter
+// to row j's b = 0 slot, which only this thread reads or writes.
 template <typename IT, typename T>
 LIF_HD void reduce_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t j = idx / a.N;
   const int64_t n = idx - j * a.N;
-  const T* __restrict__ p = a.partial + j * a.B * a.N + n;
+  T* const p = a.partial + j * a.B * a.N + n;
   T sum = T(0);
   for (int64_t b = 0; b < a.B; ++b) sum += p[b * a.N];
-  T* out = j == 0 ? a.g_alpha : (j == 1 ? a.g_thr : a.g_bias);
-  out[n] = sum;
+  if (scalar_grad(a, j)) {
+    p[0] = sum;
+  } else if (j == 0) {
+    a.g_tau[n] = tau_grad(sum, a.alpha[n], a.tau[n], static_cast<T>(a.dt));
+  } else {
+    T* out = j == 1 ? a.g_thr : (j == 2 ? a.g_bias : a.g_v0_sum);
+    out[n] = sum;
+  }
+}
+
+// After the reduction, thread j < 3 of a () parameter: its per-neuron sums added in index order
+// (the CPU kernel's order). One thread per parameter: N sequential additions.
+template <typename IT, typename T>
+LIF_HD void scalar_sum_thread(const BackwardArgs<IT, T>& a, int64_t j) {
+  if (!scalar_grad(a, j)) return;
+  const T* p = a.partial + j * a.B * a.N;
+  T sum = T(0);
+  for (int64_t n = 0; n < a.N; ++n) sum += p[n];
+  if (j == 0) {
+    a.g_tau[0] = tau_grad(sum, a.alpha[0], a.tau[0], static_cast<T>(a.dt));
+  } else {
+    (j == 1 ? a.g_thr : a.g_bias)[0] = sum;
+  }
 }
 
 // ---------------------------------------------------------------- runtime flags -> template

@@ -1,0 +1,129 @@
+"""torch.compile changes no bit (issue 10, item 3).
+
+Under torch.compile(fullgraph=True) (Inductor), the fused op is one opaque call whose kernels compute
+everything themselves, alpha = exp(-dt/tau) and the gradient of tau included, so the compiled
+program gives eager mode's bits: spikes, recorded membrane, final state, and the gradients of input,
+v0, tau_mem, threshold, bias (and of a noise tensor), in float32 and float64, for both surrogates,
+without noise, with a noise tensor, and with in-kernel noise under the same torch.manual_seed.
+
+- The op itself, compiled inside a function (every argument differentiable, v0 (B,N)).
+- LIFNeuron.evolve(x, record=True), compiled, over two calls (the state is carried), and a
+  module's training step.
+The loss is formed outside the compiled region, so that only our op is compared.
+"""
+import pytest
+import torch
+
+import lif_cuda
+from lif_cuda import LIFNeuron, PeriodicExponential, StepPWL
+
+pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
+
+B, T, N = 3, 9, 5
+DTYPES = {"f32": torch.float32, "f64": torch.float64}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    torch._dynamo.reset()
+
+
+def bits(t):
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.numel() else t
+
+
+def assert_identical(a, b, what):
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    diff = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+    assert torch.equal(bits(a), bits(b)), f"{what}: compiled differs from eager (max |diff| {diff:.3e})"
+
+
+def _weights(dtype, seed=11):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) for shape in ((B, T, N), (B, T, N), (B, N))]
+
+
+def _loss(outs, weights):
+    return sum((o * w).sum() for o, w in zip(outs, weights))
+
+
+@pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
+@pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_compiled_op_is_bit_identical(dtype, surrogate, noise):
+    dtype = DTYPES[dtype]
+    g = torch.Generator().manual_seed(3)
+    rnd = lambda *s: torch.rand(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    rndn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    leaves = {
+        "input": 0.6 + rndn(B, T, N),
+        "v0": 0.5 * rndn(B, N),
+        "tau_mem": 5e-3 + 45e-3 * rnd(N),  # a spread of taus: alpha's last bit is exp's
+        "threshold": 0.3 + 1.2 * rnd(N),
+        "bias": 0.1 * rndn(N),
+    }
+    if noise == "tensor":
+        leaves["noise"] = 0.3 * rndn(B, T, N)
+    scale = 0.2 if noise == "kernel" else 0.0
+
+    def f(input, v0, tau_mem, threshold, bias, noise=None):
+        s, w, vf, _, _ = torch.ops.lif_cuda.lif_forward(
+            input, v0, tau_mem, threshold, bias, noise, None, 1e-3, scale, 0.5, 2.0**16, surrogate, True, False
+        )
+        return s, w, vf
+
+    compiled = torch.compile(f, fullgraph=True)
+    weights = _weights(dtype)
+    results = []
+    for fn in (f, compiled):
+        args = {k: v.clone().requires_grad_(True) for k, v in leaves.items()}
+        torch.manual_seed(1234)  # the in-kernel noise key, drawn by the op at run time
+        outs = fn(**args)
+        grads = torch.autograd.grad(_loss(outs, weights), list(args.values()))
+        results.append((outs, dict(zip(args, grads))))
+    (eager_outs, eager_grads), (comp_outs, comp_grads) = results
+    assert (eager_outs[0] > 0).any() and (eager_outs[0] == 0).any(), "the case must spike and not spike"
+    for name, a, b in zip(("spikes", "vmem", "final state"), comp_outs, eager_outs):
+        assert_identical(a, b, name)
+    for name in leaves:
+        assert eager_grads[name].abs().sum() > 0, f"grad {name} is zero: the comparison would be vacuous"
+        assert_identical(comp_grads[name], eager_grads[name], f"grad {name}")
+
+
+@pytest.mark.parametrize(
+    "surrogate,noise_std",
+    [(StepPWL, 0.0), (PeriodicExponential, 0.4)],
+    ids=["StepPWL", "PeriodicExponential-kernel-noise"],
+)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std):
+    dtype = DTYPES[dtype]
+    g = torch.Generator().manual_seed(5)
+    tau = 5e-3 + 45e-3 * torch.rand(N, generator=g)
+    thr = 0.3 + 1.2 * torch.rand(N, generator=g)
+    xs = [0.6 + torch.randn(B, T, N, generator=g, dtype=torch.float64).to(dtype) for _ in range(2)]
+    weights = _weights(dtype)
+    results = []
+    for compile_it in (False, True):
+        layer = LIFNeuron(N, tau_mem=tau, threshold=thr, bias=0.05, spike_generation_fn=surrogate, noise_std=noise_std,
+                          backend="fused").to(dtype)
+        evolve = torch.compile(layer.evolve, fullgraph=True) if compile_it else layer.evolve
+        torch.manual_seed(77)
+        steps = []
+        for x in xs:  # two calls: the second starts from the state the first left
+            x = x.clone().requires_grad_(True)
+            spikes, state, rec = evolve(x, record=True)
+            loss = _loss((spikes, rec["vmem"], state["vmem"].expand(B, N)), weights)
+            grads = torch.autograd.grad(loss, [x, layer.tau_mem, layer.threshold, layer.bias], allow_unused=True)
+            steps.append(((spikes, rec["vmem"], layer.vmem.clone()), grads))
+        results.append(steps)
+    for step, ((e_outs, e_grads), (c_outs, c_grads)) in enumerate(zip(*results)):
+        for name, a, b in zip(("spikes", "vmem", "state"), c_outs, e_outs):
+            assert_identical(a, b, f"call {step}: {name}")
+        for name, a, b in zip(("input", "tau_mem", "threshold", "bias"), c_grads, e_grads):
+            assert b is not None and b.abs().sum() > 0, f"call {step}: grad {name} is zero"
+            assert_identical(a, b, f"call {step}: grad {name}")
