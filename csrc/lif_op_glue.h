@@ -27,6 +27,7 @@
 
 #include "lif_args.h"
 #include "lif_checks.h"
+#include "lif_output_pool.h"
 
 namespace lif {
 
@@ -157,9 +158,9 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
                                                   noise_key, dt, noise_scale, window, max_spikes);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
-  op.spikes = at::empty({B, T, N}, input.options());
-  op.w_rec = at::empty(record ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
-  op.u = at::empty(save_u ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
+  op.spikes = empty_output({B, T, N}, input.options());
+  op.w_rec = empty_output(record ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
+  op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
   op.v_final = at::empty({B, N}, state);
   op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty({0}, state);
   op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
@@ -254,7 +255,7 @@ inline BackwardOp prepare_backward(const Tensor& grad_spikes,
                           window, max_spikes, surrogate);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto opts = u.options();
-  op.g_in = at::empty({B, T, N}, grad_spikes.options().memory_format(at::MemoryFormat::Contiguous));
+  op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
   op.g_v0 = at::empty(v0.sizes(), opts);
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {
@@ -287,7 +288,7 @@ inline BackwardOp prepare_backward(const Tensor& grad_spikes,
   op.scalar_bias = scalar_bias;
   // Written in full by the kernels: per-(batch row, neuron) partials, then their sums over the
   // batch in a fixed order (deterministic, no atomics).
-  op.partial = at::empty({v0.dim() == 2 ? 3 : 4, B, N}, opts);
+  op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts);
   op.g_tau = at::empty(tau_mem.sizes(), opts);
   op.g_thr = at::empty(threshold.sizes(), opts);
   op.g_bias = at::empty(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);

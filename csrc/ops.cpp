@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "lif_op_glue.h"
+#include "lif_output_pool.h"
 
 namespace {
 
@@ -13,8 +14,26 @@ PyObject* kernel_launches(PyObject* /*self*/, PyObject* /*args*/) {
   return PyLong_FromLongLong(lif::g_kernel_launches.load());
 }
 
+PyObject* pool_stats_dict(const lif::OutputPoolStats& s) {
+  return Py_BuildValue("{s:L,s:L,s:L,s:L}", "limit_bytes", static_cast<long long>(s.limit_bytes),
+                       "held_bytes", static_cast<long long>(s.held_bytes), "hits",
+                       static_cast<long long>(s.hits), "misses", static_cast<long long>(s.misses));
+}
+
+// lif_cuda._C.output_pool(limit_bytes=None): the CPU output pool's stats, after setting its limit.
+PyObject* output_pool(PyObject* /*self*/, PyObject* args) {
+  PyObject* limit = Py_None;
+  if (!PyArg_ParseTuple(args, "|O", &limit)) return nullptr;
+  if (limit == Py_None) return pool_stats_dict(lif::output_pool_stats());
+  const long long bytes = PyLong_AsLongLong(limit);
+  if (bytes == -1 && PyErr_Occurred()) return nullptr;
+  return pool_stats_dict(lif::set_output_pool_limit(bytes));
+}
+
 PyMethodDef methods[] = {
     {"kernel_launches", kernel_launches, METH_NOARGS, "Kernel launches since the library loaded."},
+    {"output_pool", output_pool, METH_VARARGS,
+     "The CPU output pool: stats, optionally a new limit."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

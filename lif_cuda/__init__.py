@@ -8,7 +8,7 @@
 """
 from . import (
     _ext,
-    ops,  # noqa: F401  (registers fake kernels and autograd)
+    ops,  # noqa: F401  (registers the fake kernels)
 )
 from .functional import fused_available, lif_evolve
 from .module import LIFNeuron
@@ -24,9 +24,30 @@ __all__ = [
     "StepPWL",
     "PeriodicExponential",
     "extension_loaded",
+    "output_pool",
 ]
 
 
 def extension_loaded() -> bool:
     """Whether the compiled kernels (lif_cuda._C) were loaded."""
     return _ext.loaded()
+
+
+def output_pool(limit_bytes=None) -> dict:
+    """The CPU output pool: large outputs of the fused ops (spikes, recorded membrane, the membrane
+    saved for backward, the input gradient; 1 MiB and more) reuse buffers that stay mapped between
+    calls instead of mapping fresh memory whose every page the kernel faults in and zeroes on first
+    touch. Buffers come back to the pool when their tensors die; at most `limit_bytes` of unused
+    buffers are kept (the least recently returned are freed first). Default 1 GiB, or
+    LIF_OUTPUT_POOL_MB from the environment when the library loads; 0 turns the pool off and frees
+    what it holds. Returns {"limit_bytes", "held_bytes", "hits", "misses"} (after setting the limit
+    when one is given). Results never depend on it."""
+    if not _ext.loaded():
+        raise RuntimeError(f"lif_cuda: the compiled extension is not loaded ({_ext.load_error()})")
+    if limit_bytes is None:
+        return _ext._C.output_pool()
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int):
+        raise TypeError(f"limit_bytes must be an int (bytes), got {type(limit_bytes).__name__}")
+    if limit_bytes < 0:
+        raise ValueError(f"limit_bytes must be >= 0, got {limit_bytes}")
+    return _ext._C.output_pool(limit_bytes)
