@@ -104,6 +104,19 @@ class Fused(Impl):
         return _OursLayer(n, "fused").to(device)
 
 
+class FusedNoPool(Fused):
+    """The fused op with the CPU output pool off (lif_cuda.output_pool(0)) in its worker process:
+    every large output is fresh memory, page-faulted in on first touch (what main did before)."""
+
+    key = "fused_nopool"
+    label = "lif_cuda fused, no output pool"
+    devices = ("cpu",)
+
+    def layer(self, n, device):
+        lif_cuda.output_pool(0)
+        return super().layer(n, device)
+
+
 class Reference(Impl):
     key = "reference"
     label = "lif_cuda reference"
@@ -311,7 +324,10 @@ class Exodus(Impl):
         return _ExodusLayer(n).to(device)
 
 
-IMPLS = {cls.key: cls() for cls in (Fused, Reference, Compiled, Rockpool, SnnTorch, SpikingJelly, Norse, Exodus)}
+IMPLS = {
+    cls.key: cls()
+    for cls in (Fused, FusedNoPool, Reference, Compiled, Rockpool, SnnTorch, SpikingJelly, Norse, Exodus)
+}
 PEERS = ("rockpool", "snntorch", "spikingjelly", "norse", "exodus")
 
 
