@@ -27,23 +27,24 @@ ForwardOut forward_below_autograd(const Tensor& input, const Tensor& v0, const T
                                   const std::optional<Tensor>& noise,
                                   const std::optional<Tensor>& noise_key, double dt,
                                   double noise_scale, double window, double max_spikes,
-                                  int64_t surrogate, bool record, bool save_u) {
+                                  int64_t surrogate, bool record, bool save_u,
+                                  const std::optional<Tensor>& lengths) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("lif_cuda::lif_forward", "")
           .typed<ForwardOut(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                             const Tensor&, const std::optional<Tensor>&,
                             const std::optional<Tensor>&, double, double, double, double, int64_t,
-                            bool, bool)>();
+                            bool, bool, const std::optional<Tensor>&)>();
   at::AutoDispatchBelowADInplaceOrView guard;
   return op.call(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window,
-                 max_spikes, surrogate, record, save_u);
+                 max_spikes, surrogate, record, save_u, lengths);
 }
 
 using BackwardSig = BackwardOut(const Tensor&, const std::optional<Tensor>&,
                                 const std::optional<Tensor>&, const Tensor&, const Tensor&,
-                                const Tensor&, const Tensor&, double, double, double, int64_t,
-                                bool);
+                                const Tensor&, const Tensor&, double, double, double, int64_t, bool,
+                                const std::optional<Tensor>&);
 
 const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
   static const auto op = c10::Dispatcher::singleton()
@@ -66,11 +67,11 @@ class LifBackward : public torch::autograd::Function<LifBackward> {
                                const std::optional<Tensor>& grad_vfinal, const Tensor& u,
                                const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
                                double dt, double window, double max_spikes, int64_t surrogate,
-                               bool scalar_bias) {
+                               bool scalar_bias, const std::optional<Tensor>& lengths) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [a, b, c, d, e] =
         backward_op().call(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                           window, max_spikes, surrogate, scalar_bias);
+                           window, max_spikes, surrogate, scalar_bias, lengths);
     return {a, b, c, d, e};
   }
 
@@ -87,13 +88,14 @@ class LifForward : public torch::autograd::Function<LifForward> {
                                const std::optional<Tensor>& noise,
                                const std::optional<Tensor>& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
-                               int64_t surrogate, bool record) {
+                               int64_t surrogate, bool record,
+                               const std::optional<Tensor>& lengths) {
     auto [spikes, vmem, v_final, u, v0_saved] =
         forward_below_autograd(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
-                               noise_scale, window, max_spikes, surrogate, record, true);
+                               noise_scale, window, max_spikes, surrogate, record, true, lengths);
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
-    // backward needs the values the forward started from.
-    ctx->save_for_backward({u, v0_saved, tau_mem, threshold});
+    // backward needs the values the forward started from. lengths: undefined when not given.
+    ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
     ctx->saved_data["max_spikes"] = max_spikes;
@@ -131,6 +133,8 @@ class LifForward : public torch::autograd::Function<LifForward> {
     std::optional<Tensor> gw, gvf;
     if (ctx->saved_data["record"].toBool() && grads[1].defined()) gw = grads[1];
     if (grads[2].defined()) gvf = grads[2];
+    std::optional<Tensor> lengths;
+    if (saved[4].defined()) lengths = saved[4];
     const double dt = ctx->saved_data["dt"].toDouble(),
                  window = ctx->saved_data["window"].toDouble(),
                  max_spikes = ctx->saved_data["max_spikes"].toDouble();
@@ -144,19 +148,19 @@ class LifForward : public torch::autograd::Function<LifForward> {
       const std::optional<Tensor> poison = at::empty({0}, u.options()).requires_grad_(true);
       const variable_list g =
           LifBackward::apply(poison, gs, gw, gvf, u, saved[1], saved[2], saved[3], dt, window,
-                             max_spikes, surrogate, scalar_bias);
+                             max_spikes, surrogate, scalar_bias, lengths);
       std::tie(g_in, g_v0, g_tau, g_thr, g_bias) = std::make_tuple(g[0], g[1], g[2], g[3], g[4]);
     } else {
       std::tie(g_in, g_v0, g_tau, g_thr, g_bias) =
           backward_op().call(gs, gw, gvf, u, saved[1], saved[2], saved[3], dt, window, max_spikes,
-                             surrogate, scalar_bias);
+                             surrogate, scalar_bias, lengths);
     }
     Tensor g_noise;
     if (noise_grad) g_noise = g_in.scalar_type() != input_dtype ? g_in : g_in.clone();
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
-    // One entry per forward argument (13): the last seven are not differentiable.
-    return {g_in,     g_v0,     g_tau,    g_thr,    g_bias,   g_noise, Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    // One entry per forward argument (14): the last eight are not differentiable.
+    return {g_in,     g_v0,     g_tau,    g_thr,    g_bias,   g_noise,  Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -165,18 +169,20 @@ ForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const Ten
                                 const std::optional<Tensor>& noise,
                                 const std::optional<Tensor>& noise_key, double dt,
                                 double noise_scale, double window, double max_spikes,
-                                int64_t surrogate, bool record, bool save_u) {
+                                int64_t surrogate, bool record, bool save_u,
+                                const std::optional<Tensor>& lengths) {
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (input.requires_grad() || v0.requires_grad() || tau_mem.requires_grad() ||
                            threshold.requires_grad() || bias.requires_grad() ||
                            (noise.has_value() && noise->requires_grad()));
   if (!needs_grad) {
     return forward_below_autograd(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
-                                  noise_scale, window, max_spikes, surrogate, record, save_u);
+                                  noise_scale, window, max_spikes, surrogate, record, save_u,
+                                  lengths);
   }
   const variable_list out =
       LifForward::apply(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                        window, max_spikes, surrogate, record);
+                        window, max_spikes, surrogate, record, lengths);
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 
@@ -184,15 +190,15 @@ BackwardOut lif_backward_autograd(const Tensor& grad_spikes, const std::optional
                                   const std::optional<Tensor>& grad_vfinal, const Tensor& u,
                                   const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
                                   double dt, double window, double max_spikes, int64_t surrogate,
-                                  bool scalar_bias) {
+                                  bool scalar_bias, const std::optional<Tensor>& lengths) {
   if (!at::GradMode::is_enabled()) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return backward_op().call(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                              window, max_spikes, surrogate, scalar_bias);
+                              window, max_spikes, surrogate, scalar_bias, lengths);
   }
-  const variable_list out =
-      LifBackward::apply(std::optional<Tensor>(), grad_spikes, grad_vmem, grad_vfinal, u, v0,
-                         tau_mem, threshold, dt, window, max_spikes, surrogate, scalar_bias);
+  const variable_list out = LifBackward::apply(std::optional<Tensor>(), grad_spikes, grad_vmem,
+                                               grad_vfinal, u, v0, tau_mem, threshold, dt, window,
+                                               max_spikes, surrogate, scalar_bias, lengths);
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 

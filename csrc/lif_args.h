@@ -34,6 +34,7 @@ struct ForwardArgs {
   T* w_rec;               // (B,T,N) recorded post-reset membrane, or nullptr
   T* u_out;               // (B,T,N) pre-spike membrane saved for backward, or nullptr
   T* v_final;             // (B,N) final state
+  const int64_t* lengths;  // (B,) steps row b runs (SPEC §8, lif_lengths.h), or nullptr: all Tn
   int64_t B, Tn, N;       // all > 0 when a kernel runs
 };
 
@@ -60,6 +61,7 @@ struct BackwardArgs {
   T* partial;
   T *g_tau, *g_thr, *g_bias;  // in the parameters' shapes: N values, or one
   T* g_v0_sum;  // (N,) for a shared v0 (v0_stride_b == 0), else nullptr
+  const int64_t* lengths;  // (B,) as in ForwardArgs, or nullptr
   int64_t B, Tn, N;
 };
 

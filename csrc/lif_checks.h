@@ -78,6 +78,28 @@ inline void check_param_values(const at::Tensor& t, const char* name, bool posit
   });
 }
 
+// Per-row lengths (SPEC §8): int64 (B,) on `ref`'s device; for a CPU tensor also the values,
+// 0 <= lengths[b] <= T (elsewhere reading them would cost a sync: lif_cuda's Python layer checks a
+// CUDA tensor's values, and the kernels clamp what they read to [0, T]).
+inline void check_lengths(const std::optional<at::Tensor>& lengths, const at::Tensor& ref,
+                          int64_t B, int64_t T) {
+  if (!lengths.has_value()) return;
+  const at::Tensor& l = *lengths;
+  TORCH_CHECK_TYPE(l.scalar_type() == at::kLong, "lengths must be an int64 tensor, got ",
+                   l.scalar_type());
+  TORCH_CHECK_VALUE(l.dim() == 1 && l.size(0) == B, "lengths must have shape (", B,
+                    ",) (one length per batch row), got ", l.sizes());
+  TORCH_CHECK_VALUE(l.device() == ref.device(), "lengths must be on ", ref.device(),
+                    " (the input's device), got ", l.device());
+  if (!l.device().is_cpu()) return;
+  const at::Tensor c = l.contiguous();
+  const int64_t* p = c.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "lengths must be in [0, T] = [0, ", T,
+                      "] (T the number of time steps), got ", p[b], " at index ", b);
+  }
+}
+
 inline void check_scalar_args(double dt, double window, double max_spikes) {
   TORCH_CHECK_VALUE(std::isfinite(dt) && dt > 0.0, "dt must be finite and > 0, got ", dt);
   TORCH_CHECK_VALUE(std::isfinite(window) && window >= 0.0,
@@ -90,7 +112,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
     const at::Tensor& input, const at::Tensor& v0, const at::Tensor& tau_mem,
     const at::Tensor& threshold, const at::Tensor& bias, const std::optional<at::Tensor>& noise,
     const std::optional<at::Tensor>& noise_key, double dt, double noise_scale, double window,
-    double max_spikes) {
+    double max_spikes, const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK_VALUE(input.dim() == 3, "input must be (B,T,N), got shape ", input.sizes());
   check_io_dtype(input, "input");
   const auto ct = compute_dtype(input.scalar_type());
@@ -112,6 +134,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
                       noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
                       noise_key->device());
   }
+  check_lengths(lengths, input, B, T);
   check_scalar_args(dt, window, max_spikes);
   check_param_values(tau_mem, "tau_mem", true);
   check_param_values(threshold, "threshold", true);
@@ -123,7 +146,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_vmem,
     const std::optional<at::Tensor>& grad_vfinal, const at::Tensor& u, const at::Tensor& v0,
     const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
-    double max_spikes, int64_t surrogate) {
+    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
   TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
                    "u must be float32 or float64, got ", u.scalar_type());
@@ -141,6 +164,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
   check_v0(v0, ct, u, B, N);
   check_param(tau_mem, ct, u, "tau_mem", N);
   check_param(threshold, ct, u, "threshold", N);
+  check_lengths(lengths, u, B, T);
   check_scalar_args(dt, window, max_spikes);
   TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
                     "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);

@@ -106,6 +106,7 @@ class DecayCache {
 
 struct ForwardOp {
   Tensor x, v0, alpha, thr, bias, z;  // inputs, contiguous; alpha, thr, bias (N,) or ()
+  Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
   Tensor spikes, w_rec, v_final, u, v0_saved;  // outputs ((0,) when not asked for)
   int64_t B, T, N;
   bool run;  // false: the outputs are already final (empty shapes)
@@ -140,6 +141,7 @@ struct ForwardOp {
     a.w_rec = w_rec.numel() ? w_rec.mutable_data_ptr<CT>() : nullptr;
     a.u_out = u.numel() ? u.mutable_data_ptr<CT>() : nullptr;
     a.v_final = v_final.mutable_data_ptr<CT>();
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = B;
     a.Tn = T;
     a.N = N;
@@ -152,10 +154,11 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
                                  const std::optional<Tensor>& noise,
                                  const std::optional<Tensor>& noise_key, double dt,
                                  double noise_scale, double window, double max_spikes, bool record,
-                                 bool save_u) {
+                                 bool save_u, const std::optional<Tensor>& lengths) {
   ForwardOp op{};
-  std::tie(op.B, op.T, op.N) = check_forward_args(input, v0, tau_mem, threshold, bias, noise,
-                                                  noise_key, dt, noise_scale, window, max_spikes);
+  std::tie(op.B, op.T, op.N) =
+      check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
+                         window, max_spikes, lengths);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
@@ -185,6 +188,7 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
   op.thr = threshold.contiguous();
   op.bias = bias.contiguous();
   if (noise.has_value()) op.z = noise->contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.max_spikes = max_spikes;
   op.noise_scale = noise_scale;
   return op;
@@ -192,6 +196,7 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
 
 struct BackwardOp {
   Tensor gs, gw, gvf, u, v0, tau, alpha, thr;  // inputs (gs possibly strided), contiguous
+  Tensor lengths;  // (B,) int64, contiguous, or undefined
   Tensor g_in, g_v0, g_tau, g_thr, g_bias, partial;  // outputs in their inputs' shapes; scratch
   int64_t B, T, N;
   bool run, scalar_bias;
@@ -234,6 +239,7 @@ struct BackwardOp {
     a.g_tau = g_tau.mutable_data_ptr<CT>();
     a.g_thr = g_thr.mutable_data_ptr<CT>();
     a.g_bias = g_bias.mutable_data_ptr<CT>();
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = B;
     a.Tn = T;
     a.N = N;
@@ -248,11 +254,12 @@ inline BackwardOp prepare_backward(const Tensor& grad_spikes,
                                    const std::optional<Tensor>& grad_vfinal, const Tensor& u,
                                    const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
                                    double dt, double window, double max_spikes, int64_t surrogate,
-                                   bool scalar_bias, bool gs_broadcast_ok) {
+                                   bool scalar_bias, const std::optional<Tensor>& lengths,
+                                   bool gs_broadcast_ok) {
   BackwardOp op{};
   std::tie(op.B, op.T, op.N) =
       check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                          window, max_spikes, surrogate);
+                          window, max_spikes, surrogate, lengths);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto opts = u.options();
   op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
@@ -281,6 +288,7 @@ inline BackwardOp prepare_backward(const Tensor& grad_spikes,
   op.tau = tau_mem.contiguous();
   op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
   op.thr = threshold.contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.dt = dt;
   op.window = window;
   op.max_spikes = max_spikes;

@@ -62,17 +62,24 @@ TORCH_LIBRARY(lif_cuda, m) {
   // by `noise_key` = CPU int64 (seed, offset). input may be float16/bfloat16: then v0, parameters,
   // noise, the state and math are float32, spikes are in the input's dtype. `surrogate` is not
   // used by the forward; it is here so that the autograd formula finds everything it needs.
+  // `lengths` (SPEC §8): int64 (B,) on the input's device, row b runs its first lengths[b] steps;
+  // the rest is padding: spikes 0, the recorded membrane (and u) hold the row's last state, and
+  // the final state is the state after lengths[b] steps (csrc/lif_lengths.h). Values are checked
+  // for a CPU tensor (0 <= lengths[b] <= T); the kernels clamp what they read to [0, T].
   m.def(
       "lif_forward(Tensor input, Tensor v0, Tensor tau_mem, Tensor threshold, Tensor bias, "
       "Tensor? noise, Tensor? noise_key, float dt, float noise_scale, float window, "
-      "float max_spikes, int surrogate, bool record, bool save_u) "
+      "float max_spikes, int surrogate, bool record, bool save_u, Tensor? lengths=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Backward through time (SPEC §3). Returns (grad_input, grad_v0, grad_tau_mem, grad_threshold,
   // grad_bias), each in the shape of its forward argument (summed over the batch, and over the
   // neurons for a () parameter; `scalar_bias`: bias was ()). grad_input is also the noise's.
+  // `lengths`: the forward's; row b's backward starts at lengths[b] - 1 from grad_vfinal, ignores
+  // the upstream gradients on its padding and gives its padding a zero grad_input.
   m.def(
       "lif_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_vfinal, Tensor u, "
       "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "
-      "int surrogate, bool scalar_bias) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "int surrogate, bool scalar_bias, Tensor? lengths=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

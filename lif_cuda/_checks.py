@@ -167,5 +167,48 @@ def check_evolve_args(
     return dt, window, max_spikes, noise_std
 
 
+def check_lengths(lengths, B, T, device, *, values=True):
+    """Per-row lengths (SPEC §8): None, or B integers 0 <= lengths[b] <= T, as a list/tuple or an
+    integer tensor of shape (B,) on the input's device or the CPU. Returns None or an int64 tensor
+    on `device`, as the op takes it.
+
+    `values`: check the range here. Free for a CPU tensor (or a list), which is checked before it is
+    copied to the device, asynchronously (non_blocking, from a private pageable copy: no host sync).
+    A tensor already on a CUDA device costs one host sync per call (skipped under torch.compile,
+    where the kernels clamp what they read to [0, T]). The fused CPU op checks the values itself, in
+    C++, so its callers pass values=False."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, torch.Tensor):
+        if not isinstance(lengths, (list, tuple)):
+            raise TypeError(
+                f"lengths must be an integer tensor of shape ({B},) or a list of {B} integers, got "
+                f"{type(lengths).__name__}"
+            )
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"lengths must be a list of {B} integers, got {lengths!r}") from exc
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise TypeError(f"lengths must hold integers (an integer tensor or a list of ints), got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
+    if lengths.device != device and lengths.device.type != "cpu":
+        raise ValueError(
+            f"lengths is on {lengths.device} but the input is on {device}: put it on the input's device or the CPU"
+        )
+    if values and B > 0 and not _is_compiling():
+        bad = (lengths < 0) | (lengths > T)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"lengths must be in [0, T] = [0, {T}] (T the number of time steps), got {int(lengths[i])} at index {i}"
+            )
+    if lengths.device == device:
+        return lengths if lengths.dtype == torch.int64 else lengths.to(torch.int64)
+    # A private pageable copy: the asynchronous copy stages it at once, whatever the caller does next.
+    return lengths.to(torch.int64, copy=True).to(device, non_blocking=True)
+
+
 def param_values(tau_mem, threshold, bias):
     return [("tau_mem", tau_mem, True), ("threshold", threshold, True), ("bias", bias, False)]

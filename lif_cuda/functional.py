@@ -12,6 +12,7 @@ from ._checks import (
     CHECKED_VALUES,
     _is_compiling,
     check_evolve_args,
+    check_lengths,
     check_param_values,
     check_spike_fn,
     compute_dtype,
@@ -102,6 +103,7 @@ def lif_evolve(
     record=False,
     backend="auto",
     noise_std=0.0,
+    lengths=None,
     _surrogate=None,
 ):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
@@ -113,6 +115,11 @@ def lif_evolve(
     and CUDA, and on the reference path (which computes the same stream, lif_cuda.noise).
     Computes in input's dtype; float16/bfloat16 input is computed in float32 (spikes in the input's
     dtype, membrane in float32).
+    Variable lengths (SPEC §8): `lengths`, B integers (an integer tensor (B,) on the input's device
+    or the CPU, or a list), 0 <= lengths[b] <= T: row b runs its first lengths[b] steps, exactly as
+    that row alone would; later steps are padding: no spikes, the recorded membrane holds its last
+    value, zero input gradient, nothing added to the parameter gradients, and gradients arriving
+    there are ignored. The final state is the state after lengths[b] steps.
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
     Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
     """
@@ -122,6 +129,9 @@ def lif_evolve(
     if _surrogate is None:
         _surrogate = surrogate_id(spike_generation_fn)
     which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
+    B, T = input.shape[0], input.shape[1]
+    # The fused CPU op checks the values of CPU lengths itself (C++, no dispatch).
+    lengths = check_lengths(lengths, B, T, input.device, values=which == "reference" or input.device.type != "cpu")
     # In-kernel noise: the Philox key (seed, offset) comes from torch's default CPU generator,
     # whatever the device, drawn by the op itself at run time (eager and compiled alike), and here
     # in the same way for the reference path (lif_cuda.noise): one seed, one stream, everywhere.
@@ -131,7 +141,8 @@ def lif_evolve(
         if noise_scale > 0:
             noise = kernel_noise(input.shape, noise_scale, draw_noise_key(), compute_dtype(input.dtype), input.device)
         return lif_evolve_reference(
-            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record
+            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record,
+            lengths=lengths,
         )
     if input.device.type != "cpu":  # the op checks CPU values itself
         CHECKED_VALUES.check(param_values(tau_mem, threshold, bias))
@@ -142,6 +153,6 @@ def lif_evolve(
         noise = noise.to(dtype)
     spikes, vmem, v_final, _, _ = lif_forward_op(
         input, v0, tau_mem, threshold, bias, noise, None, dt, noise_scale, window, max_spikes,
-        _surrogate, record, False,
+        _surrogate, record, False, lengths,
     )
     return spikes, (vmem if record else None), v_final

@@ -10,6 +10,7 @@ from . import functional as _functional
 from ._checks import (
     CHECKED_VALUES,
     check_float_tensor,
+    check_lengths,
     check_param,
     check_scalar,
     check_spike_fn,
@@ -65,6 +66,20 @@ class LIFNeuron(nn.Module):
     noise: with noise_std > 0, "kernel" (default) draws the noise inside the fused kernel (Philox,
     reproducible under torch.manual_seed, the same on CPU and CUDA, no (B,T,N) tensor); "torch"
     draws it with torch.randn as Rockpool does (bit-identical to Rockpool under the same seed).
+
+    State (SPEC §5, §8): `vmem`, detached, carried from one call to the next. batch_state=False (the
+    seed's behaviour): batch row 0's final membrane, shape (N,), which starts every row of the next
+    call. batch_state=True: every row's final membrane, shape (B, N), from which each row of the next
+    call continues (truncated BPTT: two chunks give one run's spikes and state bit for bit, the
+    gradient is cut between them); the next call must have the same B (a ValueError says so) until
+    reset_state(), which goes back to a zero (N,) state that starts any B. state_dict() holds vmem
+    in its current shape; load_state_dict() takes an (N,) vmem, or a (B, N) one when batch_state is
+    True, and the module then continues from it.
+
+    lengths (forward/evolve, SPEC §8): B integers 0 <= lengths[b] <= T (a list, or an integer
+    tensor on the input's device or the CPU); row b runs its first lengths[b] steps and the rest is
+    padding (no spikes, membrane held, no gradient), so a padded batch equals its rows run alone;
+    the state kept is each row's state at its length.
     """
 
     def __init__(
@@ -80,6 +95,7 @@ class LIFNeuron(nn.Module):
         max_spikes_per_dt=2.0**16,
         backend="auto",
         noise="kernel",
+        batch_state=False,
     ):
         super().__init__()
         n = _n_from_shape(shape)
@@ -102,6 +118,9 @@ class LIFNeuron(nn.Module):
         self.spike_generation_fn = spike_generation_fn
         self.backend = backend
         self.noise = noise
+        if not isinstance(batch_state, bool):
+            raise TypeError(f"batch_state must be True or False, got {batch_state!r}")
+        self.batch_state = batch_state
         self._check_config()
         self._config_cache = None  # see _call_config
 
@@ -144,7 +163,7 @@ class LIFNeuron(nn.Module):
             f"shape={self.shape}, dt={self.dt}, noise_std={self.noise_std}, "
             f"learning_window={self.learning_window}, max_spikes_per_dt={self.max_spikes_per_dt}, "
             f"spike_generation_fn={getattr(self.spike_generation_fn, '__name__', self.spike_generation_fn)}, "
-            f"backend={self.backend!r}, noise={self.noise!r}"
+            f"backend={self.backend!r}, noise={self.noise!r}, batch_state={self.batch_state}"
         )
 
     def _apply(self, fn, recurse=True):
@@ -160,10 +179,58 @@ class LIFNeuron(nn.Module):
         return self
 
     def reset_state(self):
-        """Membrane back to zero."""
+        """Membrane back to zero: an (N,) state, which starts a call of any batch size."""
         with torch.no_grad():
-            self.vmem.zero_()
+            if self.vmem.dim() == 1:
+                self.vmem.zero_()
+            else:  # a per-row state (batch_state=True)
+                self.vmem = torch.zeros(self.n_neurons, dtype=self.vmem.dtype, device=self.vmem.device)
         return self
+
+    def _check_state(self, B: int):
+        """Before a call of batch size B: a per-row (B', N) state continues only B' == B rows."""
+        if self.vmem.dim() == 2:
+            kept = self.vmem.shape[0]
+            if not self.batch_state:
+                raise ValueError(
+                    "LIFNeuron: vmem holds a per-row state of " + str(kept) + " rows (batch_state=True) but "
+                    "batch_state is False: call reset_state() first"
+                )
+            if kept != B:
+                raise ValueError(
+                    "LIFNeuron(batch_state=True) keeps the state of batch size " + str(kept) + " but this "
+                    "call has batch size " + str(B) + ": call reset_state() to start a new batch"
+                )
+
+    def _keep_state(self, v_final: torch.Tensor, B: int):
+        """After a successful call: the state the next call starts from, detached (the gradient is cut
+        between calls). detach, not a no_grad block: torch.export could not load a program saved
+        with one."""
+        if B == 0:
+            return
+        if not self.batch_state:
+            self.vmem.copy_(v_final[0].detach())  # batch row 0, as the seed keeps it
+        elif self.vmem.dim() == 2:
+            self.vmem.copy_(v_final.detach())
+        else:  # the first call after reset_state(): the state becomes (B, N)
+            self.vmem = v_final.detach().clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # vmem is (N,), or (B, N) when kept per row: take the checkpoint's shape where it fits.
+        v = state_dict.get(prefix + "vmem")
+        n = self.n_neurons
+        if isinstance(v, torch.Tensor) and v.shape != self.vmem.shape:
+            if tuple(v.shape) == (n,) or (self.batch_state and v.dim() == 2 and v.shape[1] == n):
+                self.vmem = torch.zeros(v.shape, dtype=self.vmem.dtype, device=self.vmem.device)
+            elif v.dim() == 2 and v.shape[1] == n:
+                error_msgs.append(
+                    f"vmem: the checkpoint holds a per-row state {tuple(v.shape)} (saved with batch_state=True) "
+                    "but this LIFNeuron has batch_state=False: set batch_state=True first, or save after "
+                    "reset_state()"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _auto_batch(self, x):
         check_float_tensor("input", x, allow_half=True)
@@ -204,7 +271,7 @@ class LIFNeuron(nn.Module):
 
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
-    def _evolve(self, x: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _evolve(self, x: torch.Tensor, record: bool, lengths=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x = self._auto_batch(x)
         tau, thr, bias, state = self.tau_mem, self.threshold, self.bias, self.vmem
         dtype = tau.dtype
@@ -216,6 +283,9 @@ class LIFNeuron(nn.Module):
             check_param("tau_mem", tau, self.n_neurons, x.device, positive=True)  # names the devices
         dt, window, max_spikes, noise_std, which = self._call_config(x.device)
         B = x.shape[0]
+        self._check_state(B)
+        # The fused CPU op checks the values of CPU lengths itself.
+        lengths = check_lengths(lengths, B, x.shape[1], x.device, values=which == "reference" or x.device.type != "cpu")
         noise = None
         noise_scale = 0.0  # in-kernel noise: the op draws its key (see functional.lif_evolve)
         if noise_std > 0:
@@ -230,7 +300,7 @@ class LIFNeuron(nn.Module):
             # The state itself is v0 (the op copies what its backward needs): no copy per call.
             spikes, vmem, v_final, _, _ = _functional.lif_forward_op(
                 x, state, tau, thr, bias, noise, None, dt, noise_scale, window, max_spikes, self._surrogate_id,
-                record, False,
+                record, False, lengths,
             )
         else:
             # The reference's autograd graph keeps v0: hand it a snapshot of the state.
@@ -239,21 +309,19 @@ class LIFNeuron(nn.Module):
             spikes, vmem, v_final = _functional.lif_evolve(
                 x, state.to(device=x.device, dtype=dtype, copy=True), tau, thr, bias, dt, noise=noise,
                 learning_window=window, max_spikes_per_dt=max_spikes, spike_generation_fn=self._spike_generation_fn,
-                record=record, backend="reference", _surrogate=self._surrogate_id,
+                record=record, backend="reference", _surrogate=self._surrogate_id, lengths=lengths,
             )
-        # The new state is batch row 0, detached (as the seed keeps it). Only after success.
-        # (detach, not a no_grad block: torch.export could not load a program saved with one.)
-        if B > 0:
-            state.copy_(v_final[0].detach())
+        self._keep_state(v_final, B)  # only after success
         return spikes, vmem
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Spikes (B,T,N) for input (B,T,N), (T,N) or (..., 1) broadcast over the neurons."""
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spikes (B,T,N) for input (B,T,N), (T,N) or (..., 1) broadcast over the neurons; `lengths`:
+        B integers (a list, or an integer tensor), row b runs its first lengths[b] steps."""
         if torch.jit.is_scripting():
-            return self._forward_scripted(x)
-        return self._evolve(x, False)[0]
+            return self._forward_scripted(x, lengths)
+        return self._evolve(x, False, lengths)[0]
 
-    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The forward under torch.jit.script, for inference: the fused op called directly (as
         _evolve's fused branch does, same values bit for bit), without the Python-only checks and
         backend choice (the op still checks its arguments). Needs the extension loaded (import
@@ -274,6 +342,12 @@ class LIFNeuron(nn.Module):
         if x.dtype != dtype and not (dtype == torch.float32 and half):  # as _evolve does
             x = x.to(dtype)
         B, T = x.shape[0], x.shape[1]
+        self._check_state(B)
+        if lengths is not None:
+            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+                raise TypeError("LIFNeuron: lengths must be an integer tensor")
+            # The op checks the shape, and the values of a CPU tensor.
+            lengths = lengths.to(device=x.device, dtype=torch.long)
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
@@ -284,15 +358,15 @@ class LIFNeuron(nn.Module):
         # Inference only: u is not saved (save_u=False); the surrogate id only matters to a backward.
         spikes, _, v_final, _, _ = torch.ops.lif_cuda.lif_forward(
             x, self.vmem, self.tau_mem, self.threshold, self.bias, noise, None, self.dt, noise_scale,
-            self.learning_window, self.max_spikes_per_dt, 0, False, False,
+            self.learning_window, self.max_spikes_per_dt, 0, False, False, lengths,
         )
-        if B > 0:
-            self.vmem.copy_(v_final[0].detach())
+        self._keep_state(v_final, B)
         return spikes
 
-    def evolve(self, x, record=False):
-        """Returns (spikes, state, record_dict); record_dict has "vmem" and "spikes" when record."""
-        spikes, vmem = self._evolve(x, record=record)
+    def evolve(self, x, record=False, lengths=None):
+        """Returns (spikes, state, record_dict); record_dict has "vmem" and "spikes" when record.
+        `lengths`: as for forward."""
+        spikes, vmem = self._evolve(x, record=record, lengths=lengths)
         state = {"vmem": self.vmem.clone()}
         rec = {"vmem": vmem, "spikes": spikes} if record else {}
         return spikes, state, rec

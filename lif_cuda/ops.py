@@ -20,7 +20,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::lif_forward")
     def _lif_forward_fake(
         input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-        record, save_u,
+        record, save_u, lengths=None,
     ):
         B, T, N = input.shape
         spikes = input.new_empty((B, T, N))
@@ -34,7 +34,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::lif_backward")
     def _lif_backward_fake(
         grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window, max_spikes, surrogate,
-        scalar_bias,
+        scalar_bias, lengths=None,
     ):
         B, T, N = u.shape
         return (

@@ -82,12 +82,18 @@ def lif_evolve_reference(
     spike_generation_fn=StepPWL,
     record=False,
     noise_std=0.0,
+    lengths=None,
 ):
     """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
 
     Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
     added at every step; else noise_std > 0 draws noise_std * sqrt(dt) * randn (float32 scale, as
     Rockpool does). float16/bfloat16 input is computed in float32, spikes returned in its dtype.
+    lengths (SPEC §8), an integer tensor (B,) on input's device (unchecked here): row b runs its
+    first lengths[b] steps. Done by masking: on later steps (padding) the row's input and noise are
+    replaced by 0 (so their gradient is 0, and NaN padding stays out of the arithmetic), its spikes
+    by 0 and its state keeps its value; the recorded membrane there is that value detached, so that
+    the gradients arriving on padding positions are ignored.
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None, final state (B,N)).
     """
     io_dtype = input.dtype
@@ -104,16 +110,29 @@ def lif_evolve_reference(
     w = v0.to(dtype).expand(B, N)
     spikes, vmem = [], []
     for t in range(T):
+        x_t = input[:, t]
+        z_t = None if noise is None else noise[:, t].to(dtype)
+        if lengths is not None:
+            active = (t < lengths).unsqueeze(1)  # (B, 1): row b still runs at step t
+            x_t = torch.where(active, x_t, torch.zeros_like(x_t))
+            if z_t is not None:
+                z_t = torch.where(active, z_t, torch.zeros_like(z_t))
         u = alpha * w
-        u = u + input[:, t]
-        if noise is not None:
-            u = u + noise[:, t].to(dtype)
+        u = u + x_t
+        if z_t is not None:
+            u = u + z_t
         u = u + bias
         s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
-        w = u - s * threshold
+        w_new = u - s * threshold
+        if lengths is None:
+            w = w_new
+        else:
+            s = torch.where(active, s, torch.zeros_like(s))
+            w_kept = w.expand(B, N)
+            w = torch.where(active, w_new, w_kept)
         spikes.append(s)
         if record:
-            vmem.append(w)
+            vmem.append(w if lengths is None else torch.where(active, w, w_kept.detach()))
     if T == 0:
         empty = input.new_empty((B, 0, N))
         return empty.to(io_dtype), (empty.clone() if record else None), w.clone()

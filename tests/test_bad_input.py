@@ -188,6 +188,21 @@ FUNCTIONAL_TABLE = [
     # noise_std (in-kernel noise), and both noise sources at once
     ("noise-std-negative", "noise_std", -0.1, ValueError, ">= 0"),
     ("noise-std-nan", "noise_std", math.nan, ValueError, "finite"),
+    # lengths (SPEC §8): B integers in [0, T], on the input's device (or the CPU)
+    ("lengths-shape", "lengths", torch.tensor([1, 2, 3]), ValueError, "shape"),
+    ("lengths-rank2", "lengths", torch.ones(B, 1, dtype=torch.int64), ValueError, "shape"),
+    ("lengths-scalar", "lengths", torch.tensor(2), ValueError, "shape"),
+    ("lengths-list-short", "lengths", [1], ValueError, "shape"),
+    ("lengths-negative", "lengths", torch.tensor([1, -1]), ValueError, r"\[0, T\]"),
+    ("lengths-beyond-T", "lengths", torch.tensor([T + 1, 0]), ValueError, r"\[0, T\]"),
+    ("lengths-list-beyond-T", "lengths", [0, T + 1], ValueError, r"\[0, T\]"),
+    ("lengths-int32-negative", "lengths", torch.tensor([-2, 1], dtype=torch.int32), ValueError, r"\[0, T\]"),
+    ("lengths-float", "lengths", torch.tensor([1.0, 2.0]), TypeError, "integer"),
+    ("lengths-float-list", "lengths", [1.5, 2], TypeError, "integer"),
+    ("lengths-bool", "lengths", torch.tensor([True, False]), TypeError, "integer"),
+    ("lengths-complex", "lengths", torch.tensor([1, 2], dtype=torch.complex64), TypeError, "integer"),
+    ("lengths-str", "lengths", "3", TypeError, "integer"),
+    ("lengths-device", "lengths", torch.tensor([1, 2], device=META), ValueError, "device"),
     # spike function and backend
     ("spikefn-none", "spike_generation_fn", None, TypeError, "autograd.Function"),
     ("spikefn-str", "spike_generation_fn", "StepPWL", TypeError, "autograd.Function"),
@@ -388,6 +403,41 @@ def test_module_rejects_and_keeps_state(case_id, corrupt, arg, exc_type, expect,
             m.evolve(x, record=True)
     _check_message(info.value, arg, expect)
     _assert_unchanged(m, snap, restore)
+
+
+# Bad lengths given to a built module, and a call of another batch size than the state a
+# batch_state=True module keeps (SPEC §8): (id, lengths or None, input batch size, batch_state,
+# argument named, exception, expected).
+MODULE_LENGTHS_TABLE = [
+    ("lengths-negative", [2, -1], B, False, "lengths", ValueError, r"\[0, T\]"),
+    ("lengths-beyond-T", torch.tensor([0, T + 1]), B, True, "lengths", ValueError, r"\[0, T\]"),
+    ("lengths-shape", torch.tensor([1, 2, 3]), B, False, "lengths", ValueError, "shape"),
+    ("lengths-float", torch.tensor([1.0, 2.0]), B, True, "lengths", TypeError, "integer"),
+    ("lengths-device", torch.tensor([1, 2], device=META), B, False, "lengths", ValueError, "device"),
+    ("batch-size", None, B + 1, True, "batch size", ValueError, r"reset_state\(\)"),
+    ("batch-size-with-lengths", [1, 1, 1], B + 1, True, "batch size", ValueError, r"reset_state\(\)"),
+]
+
+
+@pytest.mark.parametrize("method", ["forward", "evolve"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case_id,lengths,batch,batch_state,arg,exc_type,expect", MODULE_LENGTHS_TABLE,
+                         ids=[r[0] for r in MODULE_LENGTHS_TABLE])
+def test_module_rejects_lengths_and_batch_size(case_id, lengths, batch, batch_state, arg, exc_type, expect, backend,
+                                               method, no_kernel):
+    with _real(no_kernel):
+        m = _trained_module(backend)
+        m.batch_state = batch_state
+        m(GOOD_X())  # with batch_state, the state is now (B, N)
+    snap = _snapshot(m)
+    x = torch.randn(batch, T, N)
+    with pytest.raises(exc_type) as info:
+        if method == "forward":
+            m(x, lengths)
+        else:
+            m.evolve(x, record=True, lengths=lengths)
+    _check_message(info.value, arg, expect)
+    _assert_unchanged(m, snap, lambda m: None)
 
 
 # ------------------------------------------------------------- zero-sized: not an error

@@ -55,6 +55,23 @@ def test_steady_state_training_step_has_no_host_sync(noise_std):
     assert syncs == [], f"host syncs in steady state: {syncs}"
 
 
+def test_steady_state_with_lengths_and_batch_state_has_no_host_sync():
+    """SPEC §8 on the CPU: int64 CPU lengths are checked by the op in C++; a per-row state is
+    updated in place. (CUDA, with CPU lengths: tests/test_cuda.py.)"""
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(8, 16)
+    lif = lif_cuda.LIFNeuron(16, backend="fused", batch_state=True)
+    x = torch.randn(4, 10, 8)
+    lengths = torch.tensor([10, 3, 0, 7])
+    lif(fc(x), lengths).sum().backward()  # the state becomes (B, N)
+    with RecordOps() as rec:
+        for _ in range(3):
+            lif(fc(x), lengths).square().mean().backward()
+    assert "lif_forward" in rec.ops and "lif_backward" in rec.ops, rec.ops
+    syncs = [op for op in rec.ops if op in SYNC_OPS]
+    assert syncs == [], f"host syncs in steady state: {syncs}"
+
+
 def test_a_call_is_one_dispatch_into_the_op():
     """Inference: the op and the state update; no Python autograd, no copies of v0 or parameters."""
     layer = lif_cuda.LIFNeuron(16, backend="fused")

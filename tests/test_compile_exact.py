@@ -9,6 +9,7 @@ without noise, with a noise tensor, and with in-kernel noise under the same torc
 - The op itself, compiled inside a function (every argument differentiable, v0 (B,N)).
 - LIFNeuron.evolve(x, record=True), compiled, over two calls (the state is carried), and a
   module's training step.
+- Both with per-row lengths (SPEC §8), and the module also with batch_state=True.
 The loss is formed outside the compiled region, so that only our op is compared.
 """
 import pytest
@@ -51,10 +52,15 @@ def _loss(outs, weights):
     return sum((o * w).sum() for o, w in zip(outs, weights))
 
 
+# Per-row lengths (B = 3 rows): T, 0, a part.
+LENGTHS = [T, 0, 4]
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["all-T", "lengths"])
 @pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
 @pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_compiled_op_is_bit_identical(dtype, surrogate, noise):
+def test_compiled_op_is_bit_identical(dtype, surrogate, noise, lengths):
     dtype = DTYPES[dtype]
     g = torch.Generator().manual_seed(3)
     rnd = lambda *s: torch.rand(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
@@ -69,10 +75,12 @@ def test_compiled_op_is_bit_identical(dtype, surrogate, noise):
     if noise == "tensor":
         leaves["noise"] = 0.3 * rndn(B, T, N)
     scale = 0.2 if noise == "kernel" else 0.0
+    lengths_t = None if lengths is None else torch.tensor(lengths)
 
     def f(input, v0, tau_mem, threshold, bias, noise=None):
         s, w, vf, _, _ = torch.ops.lif_cuda.lif_forward(
-            input, v0, tau_mem, threshold, bias, noise, None, 1e-3, scale, 0.5, 2.0**16, surrogate, True, False
+            input, v0, tau_mem, threshold, bias, noise, None, 1e-3, scale, 0.5, 2.0**16, surrogate, True, False,
+            lengths_t,
         )
         return s, w, vf
 
@@ -94,13 +102,14 @@ def test_compiled_op_is_bit_identical(dtype, surrogate, noise):
         assert_identical(comp_grads[name], eager_grads[name], f"grad {name}")
 
 
+@pytest.mark.parametrize("batch_state,lengths", [(False, None), (True, LENGTHS)], ids=["row0", "batch_state-lengths"])
 @pytest.mark.parametrize(
     "surrogate,noise_std",
     [(StepPWL, 0.0), (PeriodicExponential, 0.4)],
     ids=["StepPWL", "PeriodicExponential-kernel-noise"],
 )
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std):
+def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std, batch_state, lengths):
     dtype = DTYPES[dtype]
     g = torch.Generator().manual_seed(5)
     tau = 5e-3 + 45e-3 * torch.rand(N, generator=g)
@@ -110,13 +119,13 @@ def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std):
     results = []
     for compile_it in (False, True):
         layer = LIFNeuron(N, tau_mem=tau, threshold=thr, bias=0.05, spike_generation_fn=surrogate, noise_std=noise_std,
-                          backend="fused").to(dtype)
+                          backend="fused", batch_state=batch_state).to(dtype)
         evolve = torch.compile(layer.evolve, fullgraph=True) if compile_it else layer.evolve
         torch.manual_seed(77)
         steps = []
         for x in xs:  # two calls: the second starts from the state the first left
             x = x.clone().requires_grad_(True)
-            spikes, state, rec = evolve(x, record=True)
+            spikes, state, rec = evolve(x, record=True, lengths=None if lengths is None else torch.tensor(lengths))
             loss = _loss((spikes, rec["vmem"], state["vmem"].expand(B, N)), weights)
             grads = torch.autograd.grad(loss, [x, layer.tau_mem, layer.threshold, layer.bias], allow_unused=True)
             steps.append(((spikes, rec["vmem"], layer.vmem.clone()), grads))

@@ -30,7 +30,7 @@ from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_referenc
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-HEADERS = [CSRC / "lif_core.h", CSRC / "cuda" / "lif_thread.h"]
+HEADERS = [CSRC / "lif_core.h", CSRC / "lif_args.h", CSRC / "lif_lengths.h", CSRC / "cuda" / "lif_thread.h"]
 
 # The host harness: the grid as a loop over thread indices. Flat C arguments (no struct layout to
 # mirror in ctypes); the argument structs are filled here exactly as lif_ops_cuda.cu fills them.
@@ -69,7 +69,7 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
                       double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
-                      int64_t B, int64_t Tn, int64_t N) {
+                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
   ForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
   a.noise = static_cast<const T*>(noise);
@@ -90,6 +90,7 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
   a.w_rec = static_cast<T*>(w_rec);
   a.u_out = static_cast<T*>(u_out);
   a.v_final = static_cast<T*>(v_final);
+  a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
   a.N = N;
@@ -102,7 +103,7 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
                        int64_t v0_stride_b, const void* alpha, const void* tau, const void* thr,
                        int scalars, double dt, double window, double max_spikes, int surrogate,
                        void* g_in, void* g_v0, void* partial, void* g_tau, void* g_thr,
-                       void* g_bias, int64_t B, int64_t Tn, int64_t N) {
+                       void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
   BackwardArgs<IT, T> a{};
   a.gs = static_cast<const IT*>(gs);
   a.gs_stride_b = gs_sb;
@@ -131,6 +132,7 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
   a.g_tau = static_cast<T*>(g_tau);
   a.g_thr = static_cast<T*>(g_thr);
   a.g_bias = static_cast<T*>(g_bias);
+  a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
   a.N = N;
@@ -151,9 +153,10 @@ void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
                       double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
-                      int64_t B, int64_t Tn, int64_t N) {
+                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
   LIF_IO_SWITCH(io, forward_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_stride_b,
-                alpha, thr, bias, scalars, max_spikes, s_out, w_rec, u_out, v_final, B, Tn, N)
+                alpha, thr, bias, scalars, max_spikes, s_out, w_rec, u_out, v_final, lengths, B, Tn,
+                N)
 }
 
 void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
@@ -161,10 +164,10 @@ void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int
                        int64_t v0_stride_b, const void* alpha, const void* tau, const void* thr,
                        int scalars, double dt, double window, double max_spikes, int surrogate,
                        void* g_in, void* g_v0, void* partial, void* g_tau, void* g_thr,
-                       void* g_bias, int64_t B, int64_t Tn, int64_t N) {
+                       void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
   LIF_IO_SWITCH(io, backward_t, gs, gs_sb, gs_st, gs_sn, gw, gvf, u, v0, v0_stride_b, alpha, tau,
                 thr, scalars, dt, window, max_spikes, surrogate, g_in, g_v0, partial, g_tau, g_thr,
-                g_bias, B, Tn, N)
+                g_bias, lengths, B, Tn, N)
 }
 }
 """
@@ -208,11 +211,11 @@ def lib():
     c_p, c_i, c_u64, c_d, c_i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     handle.lif_host_forward.restype = None
     handle.lif_host_forward.argtypes = [c_i, c_p, c_p, c_i, c_u64, c_u64, c_d, c_p, c_i64, c_p, c_p, c_p, c_i,
-                                        c_d, c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64]
+                                        c_d, c_p, c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64]
     handle.lif_host_backward.restype = None
     handle.lif_host_backward.argtypes = [c_i, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_i64, c_p, c_p, c_p,
-                                         c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_i64, c_i64,
-                                         c_i64]
+                                         c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_i64,
+                                         c_i64, c_i64]
     return handle
 
 
@@ -225,10 +228,11 @@ def _scalars(alpha, thr, bias_scalar):
 
 
 def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, noise_scale=0.0,
-                 max_spikes=2.0**16, record=True, save_u=True):
+                 max_spikes=2.0**16, record=True, save_u=True, lengths=None):
     """What the CUDA forward op computes, run thread by thread on the host, with the arguments of
-    torch.ops.lif_cuda.lif_forward (v0 (B,N) or (N,), parameters (N,) or ()) and its outputs:
-    (spikes, vmem or (0,), final state, u or (0,))."""
+    torch.ops.lif_cuda.lif_forward (v0 (B,N) or (N,), parameters (N,) or (), lengths int64 (B,) or
+    None) and its outputs: (spikes, vmem or (0,), final state, u or (0,))."""
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N = x.shape
     ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     alpha = tau_to_decay(dt, tau)  # torch's exp, as the op computes it
@@ -243,16 +247,17 @@ def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, n
         IO_CODES[x.dtype], _ptr(args[0]), _ptr(z), int(key is not None and noise_scale > 0), seed, offset,
         noise_scale, _ptr(args[1]), N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[2:]),
         _scalars(alpha, thr, bias.dim() == 0), max_spikes, _ptr(s), _ptr(w) if record else None,
-        _ptr(u) if save_u else None, _ptr(vf), B, T, N,
+        _ptr(u) if save_u else None, _ptr(vf), _ptr(lengths), B, T, N,
     )
     return s, w, vf, u
 
 
 def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e-3, window=0.5,
-                  max_spikes=2.0**16, surrogate=0):
+                  max_spikes=2.0**16, surrogate=0, lengths=None):
     """What the CUDA backward op computes, with torch.ops.lif_cuda.lif_backward's arguments and
     outputs (g_in, g_v0, g_tau, g_thr, g_bias, in the shapes of their forward arguments). gs keeps
     its strides (rows contiguous or broadcast, as the op hands them)."""
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N = u.shape
     alpha = tau_to_decay(dt, tau)
     args = [None if t is None else t.contiguous() for t in (gw, gvf, u, v0, alpha, tau, thr)]
@@ -266,7 +271,7 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
         IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, *(_ptr(t) for t in args[:4]),
         N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[4:]), _scalars(alpha, thr, scalar_bias), dt, window,
         max_spikes, surrogate, _ptr(g_in), _ptr(g_v0), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
-        B, T, N,
+        _ptr(lengths), B, T, N,
     )
     return g_in, g_v0, g_tau, g_thr, g_bias
 
@@ -448,12 +453,15 @@ def test_backward_threads_read_broadcast_grad_spikes(lib):
                          ids=["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("params,v0_shared", [("neuron", False), ("scalar", True)], ids=["neuron", "scalar-shared"])
-def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared):
+@pytest.mark.parametrize("lengths", [None, [23, 0, 9]], ids=["all-T", "lengths"])
+def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared, lengths):
     """Thread by thread (the CUDA way) and tile by tile (the CPU kernel) give the same bits,
-    forward and backward, incl. the batch-order parameter sums, for every I/O dtype."""
+    forward and backward, incl. the batch-order parameter sums, for every I/O dtype; also with
+    per-row lengths (SPEC §8: the padding too)."""
     if not lif_cuda.fused_available("cpu"):
         pytest.skip("the fused CPU op is not built")
     B, T, N = 3, 23, 17
+    lengths = None if lengths is None else torch.tensor(lengths)
     ct = torch.float32 if io in (torch.float16, torch.bfloat16) else io
     x, v0, tau, thr, bias = _shaped(params, v0_shared, *make_inputs(5, B, T, N, ct))
     x = x.to(io)
@@ -461,8 +469,8 @@ def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared):
     op = torch.ops.lif_cuda
     for kw in (dict(noise=None, key=None, scale=0.0), dict(noise=None, key=key, scale=0.05)):
         want = op.lif_forward(x, v0, tau, thr, bias, kw["noise"], kw["key"], 1e-3, kw["scale"], 0.5, 2.0**16,
-                              surrogate, True, True)
-        got = host_forward(lib, x, v0, tau, thr, bias, key=kw["key"], noise_scale=kw["scale"])
+                              surrogate, True, True, lengths)
+        got = host_forward(lib, x, v0, tau, thr, bias, key=kw["key"], noise_scale=kw["scale"], lengths=lengths)
         for name, a, b in zip(("spikes", "vmem", "final", "u"), got, want):
             assert_equal(a, b, f"forward {name} (key={kw['key'] is not None})")
     u = got[3]
@@ -472,10 +480,51 @@ def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared):
     gvf = torch.randn((B, N), generator=g).to(ct)
     scalar_bias = bias.dim() == 0
     for gw_ in (None, gw):
-        want = op.lif_backward(gs, gw_, gvf, u, v0, tau, thr, 1e-3, 0.5, 2.0**16, surrogate, scalar_bias)
-        got = host_backward(lib, gs, gw_, gvf, u, v0, tau, thr, scalar_bias=scalar_bias, surrogate=surrogate)
+        want = op.lif_backward(gs, gw_, gvf, u, v0, tau, thr, 1e-3, 0.5, 2.0**16, surrogate, scalar_bias, lengths)
+        got = host_backward(lib, gs, gw_, gvf, u, v0, tau, thr, scalar_bias=scalar_bias, surrogate=surrogate,
+                            lengths=lengths)
         for name, a, b in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
             assert_equal(a, b, f"backward {name} (gw={gw_ is not None})")
+
+
+# ------------------------------------------------------------------ lengths (SPEC §8)
+# Row lengths: T, 0, below, at and above the 8-step prefetch chunk, one step.
+LENGTHS = [21, 0, 8, 1, 13]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
+def test_threads_with_lengths_equal_rows_run_alone(lib, dtype, surrogate):
+    """Thread by thread with lengths: row b is that row run alone on its first lengths[b] steps, bit
+    for bit, forward and backward (g_in, g_v0); padding: no spikes, membrane and u held, zero g_in."""
+    B, T, N = len(LENGTHS), max(LENGTHS), 9
+    lengths = torch.tensor(LENGTHS)
+    x, v0, tau, thr, bias = make_inputs(31, B, T, N, dtype)
+    s, w, vf, u = host_forward(lib, x, v0, tau, thr, bias, lengths=lengths)
+    g = torch.Generator().manual_seed(8)
+    gs, gw = (torch.randn((B, T, N), generator=g, dtype=torch.float64).to(dtype) for _ in range(2))
+    gvf = torch.randn((B, N), generator=g, dtype=torch.float64).to(dtype)
+    got = host_backward(lib, gs, gw, gvf, u, v0, tau, thr, surrogate=surrogate, lengths=lengths)
+    assert (s > 0).any() and (s == 0).any()
+    for b, L in enumerate(LENGTHS):
+        rs, rw, rvf, ru = host_forward(lib, x[b:b + 1, :L], v0[b:b + 1], tau, thr, bias)
+        assert_equal(s[b:b + 1, :L], rs, f"row {b} spikes")
+        assert_equal(w[b:b + 1, :L], rw, f"row {b} recorded membrane")
+        assert_equal(u[b:b + 1, :L], ru, f"row {b} u")
+        assert_equal(vf[b:b + 1], rvf, f"row {b} final state")
+        assert_equal(vf[b], v0[b] if L == 0 else rw[0, -1], f"row {b} final state = its state at its length")
+        pad = T - L
+        assert_equal(s[b, L:], torch.zeros(pad, N, dtype=dtype), f"row {b} padding spikes")
+        assert_equal(w[b, L:], vf[b].expand(pad, N), f"row {b} padding membrane")
+        assert_equal(u[b, L:], vf[b].expand(pad, N), f"row {b} padding u")
+        assert_equal(got[0][b, L:], torch.zeros(pad, N, dtype=dtype), f"row {b} padding g_in")
+        if L == 0:
+            assert_equal(got[1][b], gvf[b], f"row {b}: g_v0 of an empty row is the final state's")
+            continue
+        alone = host_backward(lib, gs[b:b + 1, :L], gw[b:b + 1, :L], gvf[b:b + 1], ru, v0[b:b + 1], tau, thr,
+                              surrogate=surrogate)
+        assert_equal(got[0][b:b + 1, :L], alone[0], f"row {b} g_in")
+        assert_equal(got[1][b:b + 1], alone[1], f"row {b} g_v0")
 
 
 if __name__ == "__main__":

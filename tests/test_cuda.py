@@ -535,3 +535,120 @@ def test_module_float64_on_cuda():
     with torch.no_grad():
         want = lif_evolve_reference(x, ref.vmem, ref.tau_mem, ref.threshold, ref.bias, ref.dt, record=True)
     assert_bitwise(rec["vmem"], want[1], "vmem float64")
+
+
+# ------------------------------------------------------------------ lengths and batch_state (SPEC §8)
+
+LENGTHS = [29, 0, 7, 1, 13]  # T, empty, below and above the 8-step prefetch chunk, one step
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_lengths_forward_on_cuda(dtype):
+    """Rows of a padded batch equal the reference (which masks) on CUDA, and the raw op equals the
+    CPU kernel with in-kernel noise, u and the padding included (neurons whose alpha agrees)."""
+    B, T, N = len(LENGTHS), max(LENGTHS), 150
+    case = make_case(151, B, T, N, dtype)
+    lengths = torch.tensor(LENGTHS)
+    got = fused(on(case, CUDA), lengths=lengths)
+    assert_same_outputs(got, reference(on(case, CUDA), lengths=lengths.to(CUDA)), "lengths vs reference")
+    assert not got[0][1].any() and (got[0][0] > 0).any()
+    same = same_alpha(case)
+    key = torch.tensor([11, 2], dtype=torch.int64)
+    args = lambda dev: (case.input.to(dev), case.v0.to(dev), case.tau_mem.to(dev), case.threshold.to(dev),  # noqa: E731
+                        case.bias.to(dev), None, key, case.dt, 0.05, 0.5, 2.0**16, 0, True, True, lengths.to(dev))
+    want = torch.ops.lif_cuda.lif_forward(*args("cpu"))
+    out = torch.ops.lif_cuda.lif_forward(*args(CUDA))
+    for what, g, w in zip(("spikes", "vmem", "final state", "u"), out, want):
+        assert_bitwise(g.cpu()[..., same], w[..., same], f"lengths, CUDA vs CPU: {what}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", [0, 1], ids=list(SURROGATES))
+def test_lengths_backward_on_cuda(dtype, surrogate):
+    B, T, N = len(LENGTHS), max(LENGTHS), 70
+    case = make_case(161, B, T, N, dtype)
+    lengths = torch.tensor(LENGTHS)
+    up = _upstream(case)
+    surr = SURROGATES[list(SURROGATES)[surrogate]]
+    got = _grads(lambda c, **kw: fused(c, lengths=lengths, **kw), on(case, CUDA), surr, False,
+                 [u.to(CUDA) for u in up])
+    want = _grads(lambda c, **kw: reference(c, lengths=lengths.to(CUDA), **kw), on(case, CUDA), surr, False,
+                  [u.to(CUDA) for u in up])
+    for name, g, w in zip(NAMES, got, want):
+        assert rel_err(g, w) <= GRAD_TOL[dtype], f"grad {name} vs reference autograd"
+    pad = (torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)).to(CUDA)
+    assert not got[0][pad].any(), "padding input gradient must be zero"
+    same = same_alpha(case)
+    fwd = torch.ops.lif_cuda.lif_forward(case.input, case.v0, case.tau_mem, case.threshold, case.bias, None, None,
+                                         case.dt, 0.0, 0.5, 2.0**16, surrogate, True, True, lengths)
+    args = lambda dev: (up[0].to(dev), up[1].to(dev), up[2].to(dev), fwd[3].to(dev), case.v0.to(dev),  # noqa: E731
+                        case.tau_mem.to(dev), case.threshold.to(dev), case.dt, 0.5, 2.0**16, surrogate, False,
+                        lengths.to(dev))
+    want = torch.ops.lif_cuda.lif_backward(*args("cpu"))
+    out = torch.ops.lif_cuda.lif_backward(*args(CUDA))
+    for name, g, w in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), out, want):
+        g, w = g.cpu()[..., same], w[..., same]
+        if surrogate == 0:
+            assert_bitwise(g, w, f"lengths backward {name}, CUDA vs CPU")
+        else:
+            assert rel_err(g, w) <= (1e-5 if dtype == torch.float32 else 1e-12), f"lengths backward {name}"
+
+
+@needs_kernels
+def test_lengths_forms_and_bad_values_on_cuda():
+    """A list, a CPU int32 tensor and a CUDA int64 tensor give the same bits; a CUDA tensor with a
+    value out of [0, T] is refused (one host sync) before any kernel runs."""
+    B, T, N = len(LENGTHS), max(LENGTHS), 20
+    case = on(make_case(171, B, T, N), CUDA)
+    want = fused(case, lengths=LENGTHS)
+    for form in (torch.tensor(LENGTHS, dtype=torch.int32), torch.tensor(LENGTHS, device=CUDA)):
+        assert_same_outputs(fused(case, lengths=form), want, f"lengths as {form.dtype} on {form.device}")
+    launches = lif_cuda.ops.kernel_launches()
+    for bad in (torch.tensor([0, 1, 2, 3, T + 1], device=CUDA), torch.tensor([0, -1, 2, 3, 4], device=CUDA),
+                [0, 1, 2, 3, T + 1]):
+        with pytest.raises(ValueError, match=r"lengths must be in \[0, T\]"):
+            fused(case, lengths=bad)
+    with pytest.raises(ValueError, match="lengths"):
+        lif_cuda.lif_evolve(**make_case(171, B, T, N).kwargs(), lengths=torch.tensor(LENGTHS, device=CUDA),
+                            backend="fused")  # CPU input, CUDA lengths
+    assert lif_cuda.ops.kernel_launches() == launches
+
+
+@needs_kernels
+def test_training_with_cpu_lengths_and_batch_state_makes_no_host_sync():
+    """CPU lengths are checked on the CPU and copied to the device asynchronously; the per-row
+    state is updated in place: a steady-state training step never waits for the GPU."""
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(8, 32).to(CUDA)
+    lif = _layer(32, batch_state=True).to(CUDA)
+    x = torch.randn(5, 29, 8, device=CUDA)
+    lengths = torch.tensor(LENGTHS)
+    lif(fc(x), lengths).square().mean().backward()  # first call: checks, and the state becomes (B, N)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            lif(fc(x), lengths).square().mean().backward()
+            lif(fc(x), LENGTHS).square().mean().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert lif.vmem.shape == (5, 32) and lif.vmem.device.type == "cuda"
+
+
+@needs_kernels
+def test_batch_state_chunks_equal_one_run_on_cuda():
+    x = (0.5 + torch.randn(3, 60, 16, generator=torch.Generator().manual_seed(4))).to(CUDA)
+    lengths = torch.tensor([60, 25, 40])
+    layer = _layer(batch_state=True).to(CUDA)
+    spikes, _, rec = layer.evolve(x, record=True, lengths=lengths)
+    whole = (spikes, rec["vmem"], layer.vmem.clone())
+    layer.reset_state()
+    parts = [layer.evolve(x[:, a:b], record=True, lengths=(lengths - a).clamp(0, b - a))
+             for a, b in ((0, 17), (17, 40), (40, 60))]
+    assert_bitwise(torch.cat([p[0] for p in parts], 1), whole[0], "spikes")
+    assert_bitwise(torch.cat([p[2]["vmem"] for p in parts], 1), whole[1], "recorded membrane")
+    assert_bitwise(layer.vmem, whole[2], "state")
+    with pytest.raises(ValueError, match=r"batch size 3.*batch size 2.*reset_state\(\)"):
+        layer(x[:2])

@@ -87,6 +87,36 @@ def test_opcheck_lif_backward(dtype, surrogate, upstream, params, v0_shape):
     torch.library.opcheck(torch.ops.lif_cuda.lif_backward.default, bargs)
 
 
+# Per-row lengths (SPEC §8): T, 0 (B = 2 rows).
+LENGTHS = torch.tensor([T, 0])
+
+
+@pytest.mark.parametrize("combo", ["f32_record_grad", "f32_kernel_noise_grad", "f64_inference_kernel_noise",
+                                   "f16_io_grad", "f32_scalar_params_shared_v0_grad"])
+def test_opcheck_lif_forward_with_lengths(combo):
+    dtype, noise, record, save_u, requires_grad, surrogate, params, v0_shape = FORWARD_COMBOS[combo]
+    args = _forward_args(dtype, noise, record, save_u, requires_grad, surrogate, params=params, v0_shape=v0_shape)
+    args = args + (LENGTHS,)
+    spikes, vmem, v_final, _, _ = torch.ops.lif_cuda.lif_forward(*args)
+    assert not spikes[1].any() and (spikes[0] > 0).any()
+    torch.library.opcheck(torch.ops.lif_cuda.lif_forward.default, args)
+
+
+@pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("params,v0_shape", [("neuron", "batch"), ("scalar", "shared")], ids=["neuron", "scalar"])
+def test_opcheck_lif_backward_with_lengths(surrogate, params, v0_shape):
+    args = _forward_args(torch.float64, None, True, True, False, surrogate, params=params, v0_shape=v0_shape)
+    _, _, _, u, _ = torch.ops.lif_cuda.lif_forward(*args, LENGTHS)
+    x, v0, tau, thr, bias = args[:5]
+    g = torch.Generator().manual_seed(2)
+    gs, gw = (torch.randn(B, T, N, generator=g, dtype=torch.float64) for _ in range(2))
+    gvf = torch.randn(B, N, generator=g, dtype=torch.float64)
+    bargs = (gs, gw, gvf, u, v0, tau, thr, 1e-3, 0.5, 2.0**16, surrogate, bias.dim() == 0, LENGTHS)
+    g_in = torch.ops.lif_cuda.lif_backward(*bargs)[0]
+    assert not g_in[1].any() and g_in[0].abs().sum() > 0
+    torch.library.opcheck(torch.ops.lif_cuda.lif_backward.default, bargs)
+
+
 class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()

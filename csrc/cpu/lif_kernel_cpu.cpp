@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "../lif_core.h"
+#include "../lif_lengths.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LIF_NO_CLONES)
 #define LIF_CLONES __attribute__((target_clones("avx2", "sse4.1", "default")))
@@ -34,9 +35,10 @@ constexpr int64_t kMaxTile = 1024;
 #define LIF_BWD_TILE 256
 #endif
 
-// One tile: batch row b, neurons [n0, n0 + len), all T steps. Pointers are already offset to the
-// row and the first neuron; `stride_t` is N (elements between consecutive time steps); `index0` is
-// the flat (b, 0, n0) index that keys the in-kernel noise.
+// One tile: batch row b, neurons [n0, n0 + len), the row's `steps` (T, or its length; the caller
+// fills the padding, lif_lengths.h). Pointers are already offset to the row and the first neuron;
+// `stride_t` is N (elements between consecutive time steps); `index0` is the flat (b, 0, n0) index
+// that keys the in-kernel noise.
 template <typename IT, typename T, int NOISE>
 LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
                          uint64_t offset, T noise_scale, uint64_t index0, const T* __restrict__ v0,
@@ -117,7 +119,8 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool g
     c.max_spikes = max_spikes;
     return c;
   };
-  const T* __restrict__ u_last = u + (steps - 1) * stride_t;
+  // steps == 0 (a row of length 0): nothing runs, S is never read.
+  const T* __restrict__ u_last = u + (steps > 0 ? steps - 1 : 0) * stride_t;
   for (int64_t n = 0; n < len; ++n) {
     const NeuronConsts<T> c = neuron_consts(alpha[n], thr[n], window, max_spikes);
     inv_thr[n] = c.inv_thr;
@@ -263,11 +266,18 @@ void forward(const ForwardArgs<IT, T>& a) {
           const T* z = a.noise ? a.noise + row : nullptr;
           T* w_rec = a.w_rec ? a.w_rec + row : nullptr;
           T* u_out = a.u_out ? a.u_out + row : nullptr;
+          T* v_final = a.v_final + b * N + n0;
+          const int64_t steps = row_steps(a.lengths, b, Tn);
           fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(row),
              a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, a.alpha_scalar, n0, len, alpha_buf),
              param_row(a.thr, a.thr_scalar, n0, len, thr_buf),
              param_row(a.bias, a.bias_scalar, n0, len, bias_buf), M, a.s_out + row, w_rec, u_out,
-             a.v_final + b * N + n0, Tn, N, len);
+             v_final, steps, N, len);
+          if (steps < Tn) {
+            pad_fill(a.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+            if (w_rec) pad_hold<T>(w_rec, v_final, steps, Tn, N, len);
+            if (u_out) pad_hold<T>(u_out, v_final, steps, Tn, N, len);
+          }
         }
       });
 }
@@ -289,12 +299,14 @@ void backward(const BackwardArgs<IT, T>& a) {
       const int64_t len = std::min(tile, N - n0);
       const int64_t row = b * Tn * N + n0;
       const int64_t bn = b * N + n0;
+      const int64_t steps = row_steps(a.lengths, b, Tn);
       fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
          a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr, a.gvf ? a.gvf + bn : nullptr,
          a.u + row, a.v0 + b * a.v0_stride_b + n0,
          param_row(a.alpha, a.alpha_scalar, n0, len, alpha_buf),
          param_row(a.thr, a.thr_scalar, n0, len, thr_buf), window, M, a.g_in + row, a.g_v0 + bn,
-         a.partial + bn, a.partial + BN + bn, a.partial + 2 * BN + bn, Tn, N, len);
+         a.partial + bn, a.partial + BN + bn, a.partial + 2 * BN + bn, steps, N, len);
+      pad_fill(a.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
     }
   });
   // The per-row partials (alpha, threshold, bias, a shared v0), summed over the batch in a fixed

@@ -18,6 +18,7 @@
 
 #include "../lif_args.h"
 #include "../lif_core.h"
+#include "../lif_lengths.h"
 
 #if defined(__CUDACC__)
 #define LIF_UNROLL _Pragma("unroll")
@@ -152,33 +153,49 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
 
 // ---------------------------------------------------------------- one thread of each kernel
 
-// Forward kernel thread idx = b * N + n, 0 <= idx < B * N.
+// Forward kernel thread idx = b * N + n, 0 <= idx < B * N. The row's steps (T, or its length),
+// then its padding (lif_lengths.h).
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
 LIF_HD void forward_thread(const ForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
+  const int64_t steps = row_steps(a.lengths, b, a.Tn);
   const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale),
                         static_cast<uint64_t>(row)};
-  a.v_final[idx] = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
+  const T w = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
       a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[b * a.v0_stride_b + n],
       a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], a.bias[a.bias_scalar ? 0 : n],
       static_cast<T>(a.max_spikes), a.s_out + row, SAVE_U ? a.u_out + row : nullptr,
-      RECORD ? a.w_rec + row : nullptr, a.Tn, a.N);
+      RECORD ? a.w_rec + row : nullptr, steps, a.N);
+  a.v_final[idx] = w;
+  if (steps < a.Tn) {
+    pad_fill(a.s_out + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
+    if constexpr (SAVE_U) pad_hold(a.u_out + row, &w, steps, a.Tn, a.N, 1);
+    if constexpr (RECORD) pad_hold(a.w_rec + row, &w, steps, a.Tn, a.N, 1);
+  }
 }
 
-// Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials.
+// Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials,
+// from the row's last step (T-1, or its length - 1); zero g_in on its padding (lif_lengths.h).
 template <typename IT, typename T, int SURR, bool HAS_GW>
 LIF_HD void backward_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t BN = a.B * a.N;
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;
-  const NeuronGrads<T> g = backward_neuron<IT, T, SURR, HAS_GW>(
-      a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t, HAS_GW ? a.gw + row : nullptr,
-      a.gvf ? a.gvf[idx] : T(0), a.u + row, a.v0[b * a.v0_stride_b + n],
-      a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], static_cast<T>(a.window),
-      static_cast<T>(a.max_spikes), a.g_in + row, a.Tn, a.N);
+  const int64_t steps = row_steps(a.lengths, b, a.Tn);
+  const T g_final = a.gvf ? a.gvf[idx] : T(0);
+  // A row of length 0: the final state is v0, nothing else gets a gradient.
+  const NeuronGrads<T> g =
+      steps == 0
+          ? NeuronGrads<T>{g_final, T(0), T(0), T(0)}
+          : backward_neuron<IT, T, SURR, HAS_GW>(
+                a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
+                HAS_GW ? a.gw + row : nullptr, g_final, a.u + row, a.v0[b * a.v0_stride_b + n],
+                a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n],
+                static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
+  pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
   a.g_v0[idx] = g.v0;
   a.partial[idx] = g.alpha;
   a.partial[BN + idx] = g.thr;

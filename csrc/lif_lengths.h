@@ -1,0 +1,49 @@
+// Per-row sequence lengths (SPEC §8), for any model with a (B,T,...) time loop: row b runs its
+// first lengths[b] steps, the later steps are padding. A kernel (a CPU tile, a CUDA thread)
+// computes its row's step count once with row_steps, runs its time loop on exactly that many steps
+// (the same operations as for a sequence of that length: the same bits), and fills the padding
+// with pad_fill / pad_hold. No step function knows about lengths.
+//
+// What the padding holds:
+// - forward: spikes (any per-step event output) 0; a recorded state, and a saved per-step state
+//   the backward never reads there, hold the state after the row's last step (v0 for length 0);
+// - backward: the reverse loop starts at t = steps - 1 from the gradient on the final state, never
+//   reads the upstream gradients at padding positions (they are ignored), and writes a zero input
+//   gradient there; the row's parameter-gradient partials cover its steps only.
+#pragma once
+
+#include <cstdint>
+
+#include "lif_core.h"  // LIF_HD
+
+namespace lif {
+
+// The steps row b runs: lengths[b], or Tn without lengths. Clamped to [0, Tn], so that a value the
+// op could not check (a CUDA tensor under torch.compile) never indexes outside the row.
+LIF_HD int64_t row_steps(const int64_t* lengths, int64_t b, int64_t Tn) {
+  if (lengths == nullptr) return Tn;
+  const int64_t steps = lengths[b];
+  return steps < 0 ? 0 : (steps > Tn ? Tn : steps);
+}
+
+// Padding t = steps..Tn-1 of a row of `len` consecutive elements per step, steps stride_t apart
+// (a CPU tile: len neurons; a CUDA thread: len = 1): every element set to `value`.
+template <typename V>
+LIF_HD void pad_fill(V* out, V value, int64_t steps, int64_t Tn, int64_t stride_t, int64_t len) {
+  for (int64_t t = steps; t < Tn; ++t) {
+    V* row = out + t * stride_t;
+    for (int64_t n = 0; n < len; ++n) row[n] = value;
+  }
+}
+
+// The same, element n holding last[n] (the row's state after its last step).
+template <typename V>
+LIF_HD void pad_hold(V* out, const V* last, int64_t steps, int64_t Tn, int64_t stride_t,
+                     int64_t len) {
+  for (int64_t t = steps; t < Tn; ++t) {
+    V* row = out + t * stride_t;
+    for (int64_t n = 0; n < len; ++n) row[n] = last[n];
+  }
+}
+
+}  // namespace lif
