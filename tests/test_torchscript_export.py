@@ -64,6 +64,19 @@ def test_script_equals_eager_across_calls():
         assert torch.equal(got_state, want_state)
 
 
+def test_scripted_model_trains_like_eager():
+    """The autograd formula is C++ (at the op's Autograd key), so a scripted model differentiates
+    too: the same gradients as eager mode, bit for bit (one op, the same kernels)."""
+    eager = make_model()
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    (x,) = inputs((2, 30, N_IN))
+    for model in (eager, scripted):
+        model(x).square().sum().backward()
+    for (name, p_e), p_s in zip(eager.named_parameters(), scripted.parameters()):
+        assert p_e.grad is not None and p_e.grad.abs().sum() > 0, name
+        assert torch.equal(p_s.grad, p_e.grad), name
+
+
 def test_script_of_a_single_layer_broadcasts_and_checks_its_input():
     eager = lif_cuda.LIFNeuron(5, tau_mem=0.01, threshold=0.4)
     scripted = torch.jit.script(copy.deepcopy(eager))
