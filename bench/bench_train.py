@@ -379,9 +379,12 @@ def plot(data, path):
                 ax.plot([r["n"] for r in rs], [r["samples_per_s"] for r in rs], "o-", color=COLORS.get(k, "grey"),
                         label=_label(data, k))
             shape = next(iter(onm.values()))[0]["shape"]
-            ax.set(xscale="log", yscale="log", xlabel="neurons n", ylabel="training samples/s",
+            ns = sorted({r["n"] for rs in onm.values() for r in rs})
+            ax.set(xscale="log", yscale="log", xlabel="neurons n", ylabel="training samples/s (higher is better)",
                    title=f"Linear(n,n)+LIF, B={shape[0]}, T={shape[1]} (random data)")
-            ax.legend(fontsize=8)
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.minorticks_off()
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     m = data["machine"]
     fig.suptitle(f"{common.describe_machine(m)} — {m['date'][:10]}", fontsize=9)
     fig.tight_layout()
