@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler):
-#   make demo   - create .venv if missing, install torch 2.13.0 + lif_cuda, run examples/demo.py
+#   make demo   - create .venv if missing, install torch 2.13.0 + lif_cuda and the `demo` extra
+#                 (scikit-learn, matplotlib, tqdm), then train a spiking network on the digits
+#                 (examples/train_digits.py)
 #   make test   - the same set-up, the style checks (ruff, clang-format), the nvcc compile check of
 #                 the CUDA sources (where nvcc exists), then the whole test suite (CUDA tests skip
 #                 without a GPU)
@@ -43,8 +45,16 @@ lint: $(VENV)/.lint-tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
 
-demo: install
-	$(PY) examples/demo.py
+# The `demo` extra's packages, read from pyproject.toml and installed beside the built package
+# (`pip install -e ".[demo]"` would rebuild the extension, ~30 s, for nothing).
+DEMO_EXTRA = $(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['demo']))"
+
+$(VENV)/.demo: $(VENV)/.built pyproject.toml
+	$(PY) -m pip install -q $$($(DEMO_EXTRA))
+	touch $@
+
+demo: $(VENV)/.demo
+	$(PY) examples/train_digits.py
 
 # Compile-check every CUDA source with nvcc (no GPU needed) where nvcc exists; skipped otherwise.
 check-cuda: install

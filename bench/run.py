@@ -61,6 +61,18 @@ def build_parser(prog=None, description=__doc__):
     p.add_argument("--shapes", default=None, help="layer shapes BxTxN,... (default " +
                    ",".join("x".join(map(str, s)) for s in LAYER_SHAPES) + ")")
     p.add_argument("--neurons", default=None, help="onm sizes n,... (default 512..4096 on CPU, ..16384 on CUDA)")
+    add_timing_options(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--quick", action="store_true", help="tiny shapes and repeats, to check that everything works")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/<stem>-<device>-<date>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def add_timing_options(p):
+    """The options of the onm set-up and of the interleaved timing (engine.py), shared with
+    bench_train.py."""
     p.add_argument("--batch", type=int, default=16, help="onm batch size (default 16)")
     p.add_argument("--steps", type=int, default=500, help="onm time steps (default 500)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per point after warm-up (default 5)")
@@ -77,12 +89,21 @@ def build_parser(prog=None, description=__doc__):
     p.add_argument("--compile-max-t", type=int, default=100,
                    help="run torch.compile(reference) only where T <= this: it unrolls the time loop (default 100)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    p.add_argument("--quick", action="store_true", help="tiny shapes and repeats, to check that everything works")
-    p.add_argument("--out", default=None, help="JSON path (default bench/results/<stem>-<device>-<date>.json)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+
+
+def timing_config(args):
+    return dict(
+        batch=args.batch,
+        steps=args.steps,
+        repeats=args.repeats,
+        max_repeats=max(args.max_repeats, args.repeats),
+        budget_s=args.budget_s,
+        slow_call_s=args.slow_call_s,
+        slow_repeats=args.slow_repeats,
+        max_call_s=args.max_call_s,
+        compile_max_t=args.compile_max_t,
+        threads=args.threads,
+    )
 
 
 def config_from_args(args):
@@ -100,16 +121,7 @@ def config_from_args(args):
         neurons=(
             common.parse_ints(args.neurons) if args.neurons else list(ONM_NEURONS.get(dev_type, ONM_NEURONS["cpu"]))
         ),
-        batch=args.batch,
-        steps=args.steps,
-        repeats=args.repeats,
-        max_repeats=max(args.max_repeats, args.repeats),
-        budget_s=args.budget_s,
-        slow_call_s=args.slow_call_s,
-        slow_repeats=args.slow_repeats,
-        max_call_s=args.max_call_s,
-        compile_max_t=args.compile_max_t,
-        threads=args.threads,
+        **timing_config(args),
         seed=args.seed,
         memory=not args.no_memory,
         quick=args.quick,
@@ -389,16 +401,7 @@ def run_suite(cfg):
             "(with autograd recording) and backward timed separately in each sample; the Linear layer's "
             "time is included for every implementation.")
     out = cfg["out"] or common.results_path(cfg.get("stem", "bench"), device)
-    print(f"device: {common.describe_machine(machine)}")
-    for key, why in availability.items():
-        print(f"  {impls_mod.IMPLS[key].label:28s} " + ("ok" if why is None else f"skipped: {why}"))
-    print(PEER_NOTE)
-    load = machine.get("load_average_at_start")
-    if load and load[0] > 0.75 * machine["cpus_usable"]:
-        msg = (f"warning: the machine is busy (1-min load average {load[0]:.1f} on {machine['cpus_usable']} CPUs): "
-               "timings will be noisy, the fast ones most (a parallel region waits for a descheduled thread)")
-        print(msg)
-        data["notes"].append(msg)
+    print_setup(machine, availability, data["notes"], PEER_NOTE)
 
     progress = _Progress(cfg["progress"], "bench")
     rates, mem_specs = {}, []
@@ -420,6 +423,21 @@ def run_suite(cfg):
     common.write_json(out, data)
     data["path"] = out
     return data
+
+
+def print_setup(machine, availability, notes, peer_note=None):
+    """Prints the machine and which implementations run; warns (and notes) when the machine is busy."""
+    print(f"device: {common.describe_machine(machine)}")
+    for key, why in availability.items():
+        print(f"  {impls_mod.IMPLS[key].label:28s} " + ("ok" if why is None else f"skipped: {why}"))
+    if peer_note:
+        print(peer_note)
+    load = machine.get("load_average_at_start")
+    if load and load[0] > 0.75 * machine["cpus_usable"]:
+        msg = (f"warning: the machine is busy (1-min load average {load[0]:.1f} on {machine['cpus_usable']} CPUs): "
+               "timings will be noisy, the fast ones most (a parallel region waits for a descheduled thread)")
+        print(msg)
+        notes.append(msg)
 
 
 def _repeats_note(cfg):

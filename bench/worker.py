@@ -15,6 +15,7 @@ answers one JSON line on its stdout (anything else the libraries print goes to s
                                    timed calls back to back        -> {"samples": [{name: s}, ...]}
   {"op": "memory"}                 one call under PeakMemory           -> {"peak_bytes": {name: B}}
   {"op": "spikes", "path": P}      torch.save the (B,T,N) spikes to P  -> {}
+  {"op": "report"}                 what the case has to say (training cases) -> {"report": {...}}
   {"op": "free"}                   drop the case                       -> {}
   {"op": "exit"}
 Errors come back as {"error": "..."}; the worker stays usable.
@@ -42,7 +43,7 @@ GAP_S = 0.02
 
 def build_case(spec):
     from bench import impls as impls_mod
-    from bench.workloads import CloneCase, CopyCase, LayerCase, OnmCase
+    from bench.workloads import CloneCase, CopyCase, DigitsTrainCase, LayerCase, OnmCase, OnmTrainCase
 
     wl = spec["workload"]
     if wl == "copy_":
@@ -52,8 +53,10 @@ def build_case(spec):
     impl = impls_mod.IMPLS[spec["impl"]]
     if wl == "layer":
         return LayerCase(impl, tuple(spec["shape"]), spec["mode"], spec["device"], spec["seed"])
+    if wl == "digits_train":
+        return DigitsTrainCase(impl, spec["device"], spec["seed"], spec.get("overrides"))
     B, T, n = spec["shape"]
-    return OnmCase(impl, n, B, T, spec["device"], spec["seed"])
+    return (OnmTrainCase if wl == "onm_train" else OnmCase)(impl, n, B, T, spec["device"], spec["seed"])
 
 
 def serve(argv):
@@ -98,6 +101,8 @@ def serve(argv):
             elif op == "spikes":
                 torch.save(case.spikes_btn().float().cpu().contiguous(), cmd["path"])
                 out = {}
+            elif op == "report":
+                out = {"report": case.report()}
             elif op == "free":
                 case = None
                 gc.collect()
@@ -205,6 +210,9 @@ class RemoteCase:
             return torch.load(path)
         finally:
             os.remove(path)
+
+    def report(self):
+        return self.worker.request(op="report")["report"]
 
     def free(self):
         try:

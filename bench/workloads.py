@@ -7,14 +7,24 @@ Workloads:
          loss = spikes.sum(), one clock around forward and backward).
   onm    the Open Neuromorphic set-up: Linear(n,n) then LIF, input (B,T,n) that needs no grad,
          loss = output.sum(); "forward" and "backward" timed separately in the same sample.
+Training (bench/bench_train.py): one sample is one training step or epoch, optimiser included:
+  digits_train  examples/train_digits.py's network and data, trained by any implementation's LIF
+                layer; run() = one epoch, report() = test accuracy and losses.
+  onm_train     the onm network, one training step (forward, MSE of the spike rates against fixed
+                random targets, backward, Adam) on random input.
 Copy baselines (layer, forward only): `dst.copy_(x)` into a preallocated tensor and `x.clone()`
 (which allocates, as the fused op allocates its spikes), moving the same bytes as the fused
 forward's input read + spikes written.
 """
+import importlib.util
+import os
+import sys
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .common import PeakMemory, sync, timed
+from .common import REPO, PeakMemory, sync, timed
 
 LAYER_MODES = ("forward", "forward+backward")
 ONM_PHASES = ("forward", "backward")
@@ -104,6 +114,67 @@ class OnmCase:
     def spikes_btn(self):
         with torch.no_grad():
             return self.impl.to_btn(self.module(self.x))
+
+
+def train_digits_example():
+    """examples/train_digits.py as a module: the one definition of the digits task (data, encoding,
+    network, training loop), so the benchmark trains exactly what the demo trains."""
+    name = "lif_cuda_examples_train_digits"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", "train_digits.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before exec: dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class DigitsTrainCase:
+    """One implementation's LIF layer (as bench/impls.py configures it) in the demo's network, trained
+    on the demo's batches from the demo's initial weights. run() = one epoch: {"epoch": seconds}."""
+
+    def __init__(self, impl, device, seed=0, overrides=None):
+        td = train_digits_example()
+        cfg = td.Config(seed=seed, device=str(device), **(overrides or {}))
+        self.data = td.load_digits_split(cfg.test_size, seed)
+        self.trainer = td.Trainer(impl.key, cfg, self.data, lif=impl.layer(cfg.hidden, device),
+                                  time_major=impl.time_major)
+        self.phases = ("epoch",)
+
+    def run(self):
+        return {"epoch": self.trainer.train_epoch().seconds}
+
+    def report(self):
+        h = self.trainer.history
+        return dict(epochs=len(h), test_accuracy=self.trainer.test(), train_accuracy=h[-1].train_accuracy,
+                    last_epoch_loss=h[-1].mean_loss, samples_per_epoch=sum(h[-1].samples),
+                    losses=[s.losses for s in h])
+
+
+class OnmTrainCase(OnmCase):
+    """One training step of the onm network: forward, loss, backward, Adam on the Linear layer (the LIF
+    layer's parameters fixed, as in the digits task). Random input and targets: a speed measurement."""
+
+    def __init__(self, impl, n, batch, steps, device, seed=0):
+        super().__init__(impl, n, batch, steps, device, seed)
+        self.module[1].requires_grad_(False)
+        g = torch.Generator().manual_seed(seed + 2)
+        self.target = torch.rand((batch, n), generator=g).to(device)
+        self.opt = torch.optim.Adam(self.module[0].parameters(), lr=1e-3)
+        self.phases = ("step",)
+
+    def _step(self):
+        rates = self.module(self.x).mean(dim=0 if self.impl.time_major else 1)
+        loss = F.mse_loss(rates, self.target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def run(self):
+        seconds, _ = timed(self._step, self.device)
+        return {"step": seconds}
+
+    def run_memory(self):
+        raise NotImplementedError("onm_train measures time only")
 
 
 class CopyCase:
