@@ -24,6 +24,7 @@ from .reference import StepPWL
 __all__ = ["LIFNeuron"]
 
 _HALF = (torch.float16, torch.bfloat16)
+_IO_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def _n_from_shape(shape):
     if shape is None:
@@ -272,20 +273,27 @@ class LIFNeuron(nn.Module):
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
     def _evolve(self, x: torch.Tensor, record: bool, lengths=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        x = self._auto_batch(x)
-        tau, thr, bias, state = self.tau_mem, self.threshold, self.bias, self.vmem
+        # The hot path of a call, kept short: the common input passes one test, the parameters come
+        # straight from the module's dicts, and the checks that cannot change between calls are
+        # cached (_call_config) or made by the op itself.
+        if not (type(x) is torch.Tensor and x.dim() == 3 and x.shape[2] == self.n_neurons and x.dtype in _IO_DTYPES):
+            x = self._auto_batch(x)
+        params = self._parameters
+        tau, thr, bias, state = params["tau_mem"], params["threshold"], params["bias"], self._buffers["vmem"]
         dtype = tau.dtype
         # Computed in the parameters' dtype, as Rockpool does; float16/bfloat16 input stays as it is
         # (the kernels read it directly, keep the state in float32 and return spikes in its dtype).
         if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in _HALF):
             x = x.to(dtype)
-        if x.device != tau.device:
-            check_param("tau_mem", tau, self.n_neurons, x.device, positive=True)  # names the devices
-        dt, window, max_spikes, noise_std, which = self._call_config(x.device)
+        device = x.device
+        if device != tau.device:
+            check_param("tau_mem", tau, self.n_neurons, device, positive=True)  # names the devices
+        dt, window, max_spikes, noise_std, which = self._call_config(device)
         B = x.shape[0]
-        self._check_state(B)
-        # The fused CPU op checks the values of CPU lengths itself.
-        lengths = check_lengths(lengths, B, x.shape[1], x.device, values=which == "reference" or x.device.type != "cpu")
+        if state.dim() == 2:
+            self._check_state(B)
+        if lengths is not None:  # the fused CPU op checks the values of CPU lengths itself
+            lengths = check_lengths(lengths, B, x.shape[1], device, values=which == "reference" or device.type != "cpu")
         noise = None
         noise_scale = 0.0  # in-kernel noise: the op draws its key (see functional.lif_evolve)
         if noise_std > 0:
@@ -295,7 +303,7 @@ class LIFNeuron(nn.Module):
             else:
                 noise_scale = noise_std * math.sqrt(dt)
         if which == "fused":
-            if x.device.type != "cpu":  # on the CPU the op checks the values itself, for free
+            if device.type != "cpu":  # on the CPU the op checks the values itself, for free
                 CHECKED_VALUES.check(param_values(tau, thr, bias))
             # The state itself is v0 (the op copies what its backward needs): no copy per call.
             spikes, vmem, v_final, _, _ = _functional.lif_forward_op(
@@ -311,7 +319,11 @@ class LIFNeuron(nn.Module):
                 learning_window=window, max_spikes_per_dt=max_spikes, spike_generation_fn=self._spike_generation_fn,
                 record=record, backend="reference", _surrogate=self._surrogate_id, lengths=lengths,
             )
-        self._keep_state(v_final, B)  # only after success
+        # The new state, only after success.
+        if B > 0 and not self.batch_state:
+            state.copy_(v_final[0].detach())  # batch row 0, as the seed keeps it
+        else:
+            self._keep_state(v_final, B)
         return spikes, vmem
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
