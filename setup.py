@@ -11,10 +11,6 @@ See ../shared/BUILD.md for why the flags are what they are.
 import glob
 import os
 
-import torch
-from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -23,12 +19,23 @@ def _flag(name):
 
 
 def _cuda_home():
-    # /usr/local/bin/nvcc may be a wrapper that makes torch guess CUDA_HOME=/usr/local; prefer a
-    # real toolkit directory.
+    # A real toolkit directory (nvcc and the runtime's headers), not where an nvcc on PATH sits:
+    # /usr/local/bin/nvcc may be a wrapper, from which torch would guess CUDA_HOME=/usr/local and
+    # then fail to link -lcudart.
     for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
+        needed = (os.path.join(cand or "", "bin", "nvcc"), os.path.join(cand or "", "include", "cuda_runtime.h"))
+        if cand and all(os.path.exists(f) for f in needed):
             return cand
     return None
+
+
+# Before torch.utils.cpp_extension is imported: it reads CUDA_HOME once, at import time.
+if _cuda_home() is not None:
+    os.environ["CUDA_HOME"] = _cuda_home()
+
+import torch  # noqa: E402
+from setuptools import find_packages, setup  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def _want_cuda():
@@ -48,7 +55,10 @@ def _want_cuda():
             raise RuntimeError("LIF_FORCE_CUDA=1 but the CUDA part cannot be built: " + "; ".join(reasons))
         print("lif_cuda: building the CPU part only (" + "; ".join(reasons) + ")")
         return False
-    os.environ["CUDA_HOME"] = home
+    import torch.utils.cpp_extension as cpp_extension
+
+    if os.path.realpath(cpp_extension.CUDA_HOME or "") != os.path.realpath(home):
+        raise RuntimeError(f"torch.utils.cpp_extension took CUDA_HOME={cpp_extension.CUDA_HOME}, expected {home}")
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     return True
 

@@ -5,6 +5,9 @@
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
+#   3. ptxas's resource usage of csrc/cuda/lif_kernel_cuda.cu: no forward kernel may use a stack
+#      frame (local memory): the in-kernel noise is drawn a Philox block at a time with constant
+#      lane indices (issue 11 item 4); a dynamic index into a block's words puts it in local memory.
 # Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
 # function is only a warning (#20011-D / #20014-D) otherwise, and nvcc would still "succeed".
 # Any other line with "warning" in the log fails the check too (e.g. a host-compiler warning).
@@ -73,7 +76,8 @@ __global__ void core_check(const T* in, T* out, uint64_t seed) {
                                                          in[6], in[7], W, gt, ga, gb);
   out[4] = lif::recompute_w(in[0], in[1], in[2]);
   out[5] = u + w + W + gt + ga + gb;
-  out[6] = lif::scale_noise(in[8], lif::philox_normal(seed, seed + 1, threadIdx.x));
+  const lif::Normals4 nz = lif::philox_normals4(seed, seed + 1, threadIdx.x, blockIdx.x);
+  out[6] = lif::scale_noise(in[8], nz.z0) + lif::scale_noise(in[8], nz.z3);
   const lif::NeuronConsts<T> c = lif::neuron_consts(in[0], in[1], in[2], in[3]);
   const T s = lif::spikes(in[4], c.thr, c.max_spikes);
   out[7] = lif::step_backward<lif::kStepPWL>(in[5], in[6], in[4], s, lif::reset(in[4], s, c.thr), c,
@@ -123,7 +127,7 @@ compile() {  # name, log, nvcc args...
   echo "check_cuda: ok   $name ($((SECONDS - t0)) s)"
 }
 
-# Header-only includes for step 1: torch's headers (Philox), nothing from the tensor library.
+# Header-only includes for step 1: nothing from the tensor library.
 compile "csrc/lif_core.h + csrc/cuda/lif_thread.h (device instantiation)" "$TMP/core_check.log" \
   -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${TORCH_FLAGS[@]}" -Icsrc \
   "$TMP/core_check.cu" -o "$TMP/core_check.o" || status=1
@@ -132,11 +136,28 @@ compile "csrc/lif_core.h + csrc/cuda/lif_thread.h (device instantiation)" "$TMP/
 pids=()
 for src in "${SOURCES[@]}"; do
   obj="$TMP/$(basename "$src").o"
-  compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" \
+  usage=()
+  [ "$(basename "$src")" = lif_kernel_cuda.cu ] && usage=(--resource-usage)
+  compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${usage[@]}" \
     -I"$TMP/stub" "${TORCH_FLAGS[@]}" -Icsrc "$src" -o "$obj" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
+
+# 3. Forward kernels without a stack frame (ptxas: "N bytes stack frame" after each entry).
+KLOG="$TMP/lif_kernel_cuda.cu.o.log"
+if [ -f "$KLOG" ]; then
+  read -r nfwd nbad <<<"$(awk '/Compiling entry function/ { fwd = ($0 ~ /forward_kernel/) }
+    /bytes stack frame/ && fwd { n++; if ($1 != 0) { bad++; print "check_cuda: stack frame: " $0 > "/dev/stderr" } fwd = 0 }
+    END { print n + 0, bad + 0 }' "$KLOG")"
+  if [ "$nfwd" -eq 0 ]; then
+    echo "check_cuda: FAIL no forward kernel found in ptxas's resource usage"; status=1
+  elif [ "$nbad" -ne 0 ]; then
+    echo "check_cuda: FAIL $nbad of $nfwd forward kernels use a stack frame (local memory)"; status=1
+  else
+    echo "check_cuda: ok   none of the $nfwd forward kernels (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
+  fi
+fi
 
 if [ $status -ne 0 ]; then fail "CUDA compile check failed (see above)"; fi
 echo "check_cuda: all CUDA sources compile cleanly for sm ${ARCHS// /, sm } ($SECONDS s)"

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (issue 3): build lif_cuda in place with its CUDA kernels, run the
-# whole test suite (the CUDA tests included), then benchmark fused vs reference on the card.
+# One command for a GPU machine (issues 3, 11): build lif_cuda in place with its CUDA kernels, run
+# the whole test suite (tests/test_cuda.py included), then bench/bench_gpu.py on the card (fused vs
+# the copy_ bandwidth, Rockpool and SpikingJelly). Meant to finish within 10 minutes on an H200.
 #
-#     bench/gpu_check.sh                  # from anywhere; uses the system python3 (no venv)
+#     bash bench/gpu_check.sh             # from anywhere; uses the system python3 (no venv)
 #
 # Made for the project's GPU machines (torch 2.11+cu130, nvcc 13 at /usr/local/cuda, Python 3.12,
 # pytest and numpy installed, no network) and works on any machine with torch, pytest and numpy:
 # without a GPU it builds the CPU part, runs the tests (the CUDA ones skip) and says plainly that
-# no GPU was found. Logs go to $OUT when it is set (else build/gpu_check/); the benchmark's JSON goes
-# to bench/results/ and is copied to $OUT.
+# no GPU was found. Peers come from wheels in bench/wheels/ (bench/fetch_wheels.sh fetches them on
+# a machine with network; carry the folder along), unpacked into build/peers/, never installed.
+# Logs (build, pytest with a summary line for tests/test_cuda.py, benchmark, this script's own
+# output) go to bench/results/gpu_check-<date>/ and, when $OUT is set, to $OUT; the benchmark's
+# JSON to bench/results/ and $OUT.
 #
 # Environment: PYTHON (default python3), CUDA_HOME (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST
 # (default 9.0: H100/H200), MAX_JOBS, PYTEST_ARGS (pytest arguments instead of `tests`), BENCH_ARGS (extra
@@ -25,12 +29,20 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc 2>/dev/null || echo 4)}
 export PYTHONUNBUFFERED=1
 # The in-place build is imported from the checkout, whatever pytest puts on sys.path.
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-LOG_DIR=${OUT:-$REPO/build/gpu_check}
-mkdir -p "$LOG_DIR"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
+LOG_DIR=$REPO/bench/results/gpu_check-$STAMP
+mkdir -p "$LOG_DIR"
+exec > >(tee "$LOG_DIR/gpu_check.log") 2>&1
 
 say() { echo "gpu_check: $*"; }
 status=0
+# On exit, whatever happened: the logs to $OUT too.
+copy_logs() {
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    mkdir -p "$OUT/gpu_check-$STAMP" && cp -r "$LOG_DIR"/. "$OUT/gpu_check-$STAMP/" 2>/dev/null || true
+  fi
+}
+trap copy_logs EXIT
 
 # --------------------------------------------------------------------------- 0. the machine
 say "repo $REPO, logs in $LOG_DIR"
@@ -85,6 +97,32 @@ if torch.cuda.is_available() and not lif_cuda.fused_available("cuda"):
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || { say "FAIL: the built extension does not load as it should"; exit 1; }
 
+# --------------------------------------------------------------------------- peers from wheels
+# Wheels are zip files: unpacked (not installed) into build/peers/, which goes on PYTHONPATH.
+shopt -s nullglob
+WHEELS=(bench/wheels/*.whl)
+if [ ${#WHEELS[@]} -gt 0 ]; then
+  rm -rf build/peers && mkdir -p build/peers
+  # Only the wheels for this Python (a binary wheel's cpXY tag must match: scipy).
+  if "$PYTHON" - "${WHEELS[@]}" <<'PY'; then
+import os, sys, zipfile
+tag = "cp%d%d" % sys.version_info[:2]
+for w in sys.argv[1:]:
+    name = os.path.basename(w)
+    if "-cp" in name and f"-{tag}-" not in name:
+        print(f"gpu_check: peers: skipped {name} (not for this Python, {tag})")
+        continue
+    zipfile.ZipFile(w).extractall("build/peers")
+    print(f"gpu_check: peers: unpacked {name}")
+PY
+    export PYTHONPATH="$PYTHONPATH:$REPO/build/peers"
+  else
+    say "peers: could not unpack bench/wheels/*.whl (the benchmark reports them unavailable)"
+  fi
+else
+  say "peers: no bench/wheels/*.whl (bench/fetch_wheels.sh); Rockpool and SpikingJelly run only if installed"
+fi
+
 # --------------------------------------------------------------------------- 2. the test suite
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   t0=$SECONDS
@@ -98,6 +136,18 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   else
     say "FAIL: tests (pytest exit $rc, $((SECONDS - t0)) s)"; status=1
   fi
+  # One line per test file for the CUDA tests, from the JUnit XML: what ran on the card.
+  "$PYTHON" - "$LOG_DIR/pytest.xml" <<'PY' 2>&1 | tee "$LOG_DIR/pytest-summary.txt"
+import collections, sys, xml.etree.ElementTree as ET
+counts = collections.Counter()
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    if "test_cuda" not in (case.get("classname") or "") + (case.get("file") or ""):
+        continue
+    kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+    counts[kind] += 1
+print(f"gpu_check: tests/test_cuda.py: {counts['passed']} passed, {counts['failure'] + counts['error']} failed, "
+      f"{counts['skipped']} skipped")
+PY
   if [ $HAVE_GPU = 1 ] && grep -q "test_cuda.py.*SKIPPED\|SKIPPED.*test_cuda.py" "$LOG_DIR/pytest.log"; then
     say "note: some CUDA tests were skipped (see -rs summary above)"
   fi
@@ -113,6 +163,7 @@ if [ $HAVE_GPU = 1 ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   if [ "$rc" -eq 0 ]; then say "benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: benchmark (exit $rc)"; status=1; fi
 fi
 
+say "total $SECONDS s$([ $SECONDS -gt 600 ] && echo ' (over the 10 minutes this check should take)')"
 if [ $HAVE_GPU = 1 ]; then
   [ $status = 0 ] && say "DONE: build, tests and benchmark passed on $GPU_COUNT GPU(s)" || say "DONE with failures"
 else

@@ -21,7 +21,7 @@ struct ForwardArgs {
   const IT* x;            // (B,T,N) input current
   const T* noise;         // (B,T,N) noise tensor (kNoiseTensor) or nullptr
   NoiseMode noise_mode;
-  uint64_t seed, offset;  // Philox key (kNoiseKernel)
+  uint64_t seed, offset;  // Philox key (kNoiseKernel); offset counts Philox blocks
   double noise_scale;     // noise_std * sqrt(dt) (kNoiseKernel)
   const T* v0;            // initial membrane: row b at v0 + b * v0_stride_b
   int64_t v0_stride_b;    // N, or 0 when one (N,) state starts every row
@@ -36,6 +36,12 @@ struct ForwardArgs {
   T* v_final;             // (B,N) final state
   const int64_t* lengths;  // (B,) steps row b runs (SPEC §8, lif_lengths.h), or nullptr: all Tn
   int64_t B, Tn, N;       // all > 0 when a kernel runs
+  // Under CUDA graph capture (else key_seed is nullptr) the kernel reads its key on the device,
+  // from the CUDA generator's state, which each replay advances: seed = *key_seed, offset =
+  // (*key_offset + key_offset_intragraph) / 4 (the generator counts 32-bit words, 4 a block).
+  const int64_t* key_seed;
+  const int64_t* key_offset;
+  uint64_t key_offset_intragraph;
 };
 
 template <typename IT, typename T>

@@ -112,6 +112,10 @@ struct ForwardOp {
   bool run;  // false: the outputs are already final (empty shapes)
   NoiseMode noise_mode;
   uint64_t seed, offset;
+  // Under CUDA graph capture: the key read on the device (ForwardArgs::key_seed), else nullptr.
+  const int64_t* key_seed;
+  const int64_t* key_offset;
+  uint64_t key_offset_intragraph;
   double noise_scale, max_spikes;
 
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> outputs() const {
@@ -127,6 +131,9 @@ struct ForwardOp {
     a.noise_mode = noise_mode;
     a.seed = seed;
     a.offset = offset;
+    a.key_seed = key_seed;
+    a.key_offset = key_offset;
+    a.key_offset_intragraph = key_offset_intragraph;
     a.noise_scale = noise_scale;
     a.v0 = v0.const_data_ptr<CT>();
     a.v0_stride_b = v0.dim() == 2 ? N : 0;
@@ -154,7 +161,8 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
                                  const std::optional<Tensor>& noise,
                                  const std::optional<Tensor>& noise_key, double dt,
                                  double noise_scale, double window, double max_spikes, bool record,
-                                 bool save_u, const std::optional<Tensor>& lengths) {
+                                 bool save_u, const std::optional<Tensor>& lengths,
+                                 bool host_key = true) {
   ForwardOp op{};
   std::tie(op.B, op.T, op.N) =
       check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
@@ -167,10 +175,11 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
   op.v_final = at::empty({B, N}, state);
   op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty({0}, state);
   op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
-  if (op.noise_mode == kNoiseKernel) {
+  if (op.noise_mode == kNoiseKernel && (noise_key.has_value() || host_key)) {
     // The key: given, or two draws from torch's default CPU generator, made here at run time (also
     // when there is nothing to compute), exactly as lif_cuda.noise.draw_noise_key draws them for
     // the reference; so torch.manual_seed reproduces a run, eager or compiled, on any device.
+    // (`host_key` false: the CUDA op under graph capture, which keys the kernel itself.)
     const Tensor key =
         noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
     op.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);

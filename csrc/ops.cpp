@@ -54,8 +54,10 @@ TORCH_LIBRARY(lif_cuda, m) {
   // whenever a gradient is needed. Both come out of the op so that torch.compile saves them as they
   // are (it would turn a copy made outside the op back into the mutated input).
   // In-kernel noise (noise_scale > 0, no noise tensor) takes its Philox key from `noise_key`, or,
-  // when that is None, draws it from torch's default CPU generator at run time: hence the tag,
-  // which keeps torch.compile from merging or reordering two calls. v0 is (B,N), or (N,) for one
+  // when that is None, draws it from torch's default CPU generator at run time (under CUDA graph
+  // capture the kernel reads it from the CUDA generator's graph-safe state instead:
+  // cuda/lif_ops_cuda.cu): hence the tag, which keeps torch.compile from merging or reordering two
+  // calls. v0 is (B,N), or (N,) for one
   // state shared by every row; tau_mem, threshold, bias are (N,) or
   // (). alpha = exp(-dt/tau_mem) is computed inside, as torch computes it. Noise (SPEC §4): either
   // the exact (B,T,N) term `noise`, or drawn in the kernel, noise_scale * N(0,1), from Philox keyed

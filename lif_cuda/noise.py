@@ -1,10 +1,13 @@
 """The in-kernel noise stream, written out in NumPy (SPEC §4).
 
-The fused kernels draw z[b,t,n] = noise_scale * N(0,1) where the standard normal of flat element
-index i = (b*T + t)*N + n is a pure function of (seed, offset, i) (csrc/lif_core.h):
+The fused kernels draw z[b,t,n] = noise_scale * N(0,1), where the standard normal of element
+(b, t, n) of a (B,T,N) call is a pure function of (seed, offset, r = b*N + n, t) (csrc/lif_core.h):
 
-  block    = Philox4x32-10(key=seed, counter=(offset, i >> 2))  -> words w0..w3
-  lane     = i & 3; pair (w0, w1) serves lanes 0, 1 and (w2, w3) lanes 2, 3
+  block    = Philox4x32-10(key=seed, counter=(offset + t // 4) mod 2^64 + 2^64 * r)  -> words w0..w3
+             (= at::Philox4_32(seed, subsequence=r, offset=offset + t // 4); torch's convention:
+             one subsequence per neuron row, the position advancing along it)
+  lane     = t % 4: one block serves four consecutive steps of one neuron;
+             pair (w0, w1) serves lanes 0, 1 and (w2, w3) lanes 2, 3
   radius   = sqrt(-2 log(((w_u >> 8) + 1) / 2^24))
   angle    = 2 pi (w_a >> 8) / 2^24, minus a quarter turn for odd lanes (cos for even, sin for odd)
   normal   = radius * cos(angle)
@@ -16,7 +19,7 @@ noise the fused kernels draw, and the tests use it to pin the kernels' stream do
 import numpy as np
 import torch
 
-__all__ = ["draw_noise_key", "philox_normals", "kernel_noise"]
+__all__ = ["draw_noise_key", "philox_normals", "standard_normals", "kernel_noise"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
@@ -30,13 +33,15 @@ def draw_noise_key(generator=None):
     return torch.empty(2, dtype=torch.int64).random_(generator=generator)
 
 
-def _philox_blocks(seed, offset, blocks):
-    """Philox4x32-10 words (4, n) for the block numbers `blocks` (uint64 array)."""
+def _philox_blocks(seed, offset, subsequence, position):
+    """Philox4x32-10 words [w0, w1, w2, w3] (uint32 arrays) of the blocks at counter
+    (offset + position) mod 2^64 + 2^64 * subsequence (uint64 arrays, broadcast) under key `seed`."""
     seed, offset = np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.uint64(offset & 0xFFFFFFFFFFFFFFFF)
-    c0 = np.full(blocks.shape, offset & _MASK32, dtype=np.uint64)
-    c1 = np.full(blocks.shape, offset >> np.uint64(32), dtype=np.uint64)
-    c2 = blocks & _MASK32
-    c3 = blocks >> np.uint64(32)
+    subsequence, position = np.broadcast_arrays(np.asarray(subsequence, np.uint64), np.asarray(position, np.uint64))
+    with np.errstate(over="ignore"):
+        ctr = position + offset  # modulo 2^64
+    c0, c1 = ctr & _MASK32, ctr >> np.uint64(32)
+    c2, c3 = subsequence & _MASK32, subsequence >> np.uint64(32)
     k0 = np.uint32(seed & _MASK32)
     k1 = np.uint32(seed >> np.uint64(32))
     for _ in range(10):
@@ -92,28 +97,44 @@ def _det_cos_turns(k):
     return np.where(negative, -v, v)
 
 
-def philox_normals(seed, offset, index):
-    """The kernels' standard normal (float32) for each flat element index (int array)."""
-    index = np.asarray(index, dtype=np.uint64)
-    words = _philox_blocks(int(seed), int(offset), index >> np.uint64(2))
-    lane = (index & np.uint64(3)).astype(np.uint32)
-    pair = lane & np.uint32(2)
-    w_u = np.where(pair == 0, words[0], words[2])
-    w_a = np.where(pair == 0, words[1], words[3])
-    odd = (lane & np.uint32(1)) != 0
+def _box_muller(w_u, w_a, odd):
+    """One lane of a Box-Muller pair: the radius from w_u, the angle from w_a (the sine for odd)."""
     u = ((w_u >> np.uint32(8)) + np.uint32(1)).astype(np.float32) * (f32(1) / f32(16777216))
     radius = np.sqrt(f32(-2) * _det_log(u))
     k = ((w_a >> np.uint32(8)) - np.where(odd, np.uint32(0x400000), np.uint32(0))) & np.uint32(0xFFFFFF)
     return radius * _det_cos_turns(k)
 
 
+def philox_normals(seed, offset, subsequence, step):
+    """The kernels' standard normal (float32) of time step `step` of subsequence `subsequence`
+    (= b*N + n), integer arrays broadcast against each other."""
+    subsequence, step = np.broadcast_arrays(np.asarray(subsequence, np.uint64), np.asarray(step, np.uint64))
+    words = _philox_blocks(int(seed), int(offset), subsequence, step >> np.uint64(2))
+    lane = (step & np.uint64(3)).astype(np.uint32)
+    pair = lane & np.uint32(2)
+    w_u = np.where(pair == 0, words[0], words[2])
+    w_a = np.where(pair == 0, words[1], words[3])
+    return _box_muller(w_u, w_a, (lane & np.uint32(1)) != 0)
+
+
+def standard_normals(shape, key):
+    """The (B,T,N) standard normals (float32 NumPy array) the fused kernels draw for this key:
+    each Philox block computed once, for four consecutive steps of one neuron."""
+    B, T, N = shape
+    seed, offset = (int(v) for v in key.tolist())
+    blocks = (T + 3) // 4
+    sub = np.arange(B * N, dtype=np.uint64)[:, None]
+    w = _philox_blocks(seed, offset, sub, np.arange(blocks, dtype=np.uint64)[None, :])  # (B*N, blocks) each
+    lanes = [_box_muller(w[0], w[1], False), _box_muller(w[0], w[1], True),
+             _box_muller(w[2], w[3], False), _box_muller(w[2], w[3], True)]
+    z = np.stack(lanes, axis=-1).reshape(B, N, 4 * blocks)[:, :, :T]  # (B, N, T): step 4q + lane
+    return np.ascontiguousarray(z.transpose(0, 2, 1))
+
+
 def kernel_noise(shape, noise_scale, key, dtype=torch.float32, device="cpu"):
     """The (B,T,N) noise term the fused kernels add for this key: noise_scale * N(0,1), the scale
     rounded to `dtype` first (as the kernels do)."""
-    seed, offset = (int(v) for v in key.tolist())
-    n = int(np.prod(shape))
-    normals = philox_normals(seed, offset, np.arange(n, dtype=np.uint64)).reshape(shape)
-    z = torch.from_numpy(normals)
+    z = torch.from_numpy(standard_normals(tuple(int(v) for v in shape), key))
     if dtype == torch.float64:
         return (torch.tensor(noise_scale, dtype=torch.float64) * z.double()).to(device)
     return (torch.tensor(noise_scale, dtype=torch.float32) * z).to(device=device, dtype=dtype)

@@ -36,7 +36,9 @@ HEADERS = [CSRC / "lif_core.h", CSRC / "lif_args.h", CSRC / "lif_lengths.h", CSR
 # mirror in ctypes); the argument structs are filled here exactly as lif_ops_cuda.cu fills them.
 HARNESS = r"""
 #include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
 #include <c10/util/Half.h>
+#include <ATen/core/PhiloxRNGEngine.h>
 
 #include "cuda/lif_thread.h"
 
@@ -69,13 +71,18 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
                       double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
-                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
+                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
+                      const int64_t* key_seed, const int64_t* key_offset,
+                      uint64_t key_offset_intragraph) {
   ForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
   a.noise = static_cast<const T*>(noise);
   a.noise_mode = noise ? lif::kNoiseTensor : (kernel_noise ? lif::kNoiseKernel : lif::kNoNoise);
   a.seed = seed;
   a.offset = offset;
+  a.key_seed = key_seed;  // as lif_ops_cuda.cu sets them under graph capture (else nullptr)
+  a.key_offset = key_offset;
+  a.key_offset_intragraph = key_offset_intragraph;
   a.noise_scale = noise_scale;
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_stride_b;
@@ -153,10 +160,42 @@ void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
                       double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
-                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
+                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
+                      const int64_t* key_seed,
+                      const int64_t* key_offset, uint64_t key_offset_intragraph) {
   LIF_IO_SWITCH(io, forward_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_stride_b,
                 alpha, thr, bias, scalars, max_spikes, s_out, w_rec, u_out, v_final, lengths, B, Tn,
-                N)
+                N, key_seed, key_offset, key_offset_intragraph)
+}
+
+// The standard normals of Philox block q for `len` subsequences sub0, sub0 + 1, ..., drawn both
+// ways: `rows` (4, len) by the CPU tile's vectorised noise_rows, `threads` (len, 4) by
+// philox_normals4, one subsequence at a time (a CUDA thread's way); `words` (len, 4) are
+// at::Philox4_32(seed, sub, offset + q)'s first four outputs, `ours` (len, 4) philox_rounds'.
+void lif_host_noise(uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t q, int64_t len,
+                    float* rows, float* threads, uint32_t* words, uint32_t* ours) {
+  constexpr int64_t kStride = 64;
+  static uint32_t scratch[4][kStride];
+  static float z[4][kStride];
+  lif::noise_rows<kStride>(seed, offset, sub0, q, len, 1.0f, scratch, z);
+  for (int64_t n = 0; n < len; ++n) {
+    for (int k = 0; k < 4; ++k) rows[k * len + n] = z[k][n];
+    const lif::Normals4 nz = lif::philox_normals4(seed, offset, sub0 + n, q);
+    threads[4 * n + 0] = nz.z0;
+    threads[4 * n + 1] = nz.z1;
+    threads[4 * n + 2] = nz.z2;
+    threads[4 * n + 3] = nz.z3;
+    at::Philox4_32 engine(seed, sub0 + n, offset + q);
+    for (int k = 0; k < 4; ++k) words[4 * n + k] = engine();
+    uint32_t c0 = static_cast<uint32_t>(offset + q), c1 = static_cast<uint32_t>((offset + q) >> 32);
+    uint32_t c2 = static_cast<uint32_t>(sub0 + n), c3 = static_cast<uint32_t>((sub0 + n) >> 32);
+    lif::philox_rounds(c0, c1, c2, c3, static_cast<uint32_t>(seed),
+                       static_cast<uint32_t>(seed >> 32));
+    ours[4 * n + 0] = c0;
+    ours[4 * n + 1] = c1;
+    ours[4 * n + 2] = c2;
+    ours[4 * n + 3] = c3;
+  }
 }
 
 void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
@@ -211,7 +250,9 @@ def lib():
     c_p, c_i, c_u64, c_d, c_i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     handle.lif_host_forward.restype = None
     handle.lif_host_forward.argtypes = [c_i, c_p, c_p, c_i, c_u64, c_u64, c_d, c_p, c_i64, c_p, c_p, c_p, c_i,
-                                        c_d, c_p, c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64]
+                                        c_d, c_p, c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_u64]
+    handle.lif_host_noise.restype = None
+    handle.lif_host_noise.argtypes = [c_u64, c_u64, c_u64, c_u64, c_i64, c_p, c_p, c_p, c_p]
     handle.lif_host_backward.restype = None
     handle.lif_host_backward.argtypes = [c_i, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_i64, c_p, c_p, c_p,
                                          c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_i64,
@@ -228,10 +269,12 @@ def _scalars(alpha, thr, bias_scalar):
 
 
 def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, noise_scale=0.0,
-                 max_spikes=2.0**16, record=True, save_u=True, lengths=None):
+                 max_spikes=2.0**16, record=True, save_u=True, lengths=None, device_key=None):
     """What the CUDA forward op computes, run thread by thread on the host, with the arguments of
     torch.ops.lif_cuda.lif_forward (v0 (B,N) or (N,), parameters (N,) or (), lengths int64 (B,) or
-    None) and its outputs: (spikes, vmem or (0,), final state, u or (0,))."""
+    None) and its outputs: (spikes, vmem or (0,), final state, u or (0,)). `device_key` = (seed
+    tensor, offset tensor, offset_intragraph): the key read through pointers, as a kernel captured in
+    a CUDA graph reads the CUDA generator's state (`key` then only switches the noise on)."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N = x.shape
     ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -248,6 +291,7 @@ def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, n
         noise_scale, _ptr(args[1]), N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[2:]),
         _scalars(alpha, thr, bias.dim() == 0), max_spikes, _ptr(s), _ptr(w) if record else None,
         _ptr(u) if save_u else None, _ptr(vf), _ptr(lengths), B, T, N,
+        *((None, None, 0) if device_key is None else (_ptr(device_key[0]), _ptr(device_key[1]), device_key[2])),
     )
     return s, w, vf, u
 
@@ -379,6 +423,72 @@ def test_forward_threads_kernel_noise(lib, dtype):
     # The noise changed something.
     s0, *_ = host_forward(lib, x, v0, tau, thr, bias)
     assert not torch.equal(s, s0)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 5), (1, 3, 7), (3, 5, 4), (2, 8, 3), (2, 11, 6)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_forward_threads_kernel_noise_any_length(lib, shape):
+    """T = 1, T < 4, T not a multiple of the 4-step block or of the 8-step chunk: the thread's
+    block-at-a-time tail draws noise.py's stream and leaves nothing out."""
+    B, T, N = shape
+    x, v0, tau, thr, bias = make_inputs(17, B, T, N, torch.float32)
+    key = torch.tensor([-77, 2**32 - 1], dtype=torch.int64)
+    s, w, vf, _ = host_forward(lib, x, v0, tau, thr, bias, key=key, noise_scale=0.1)
+    rs, rw, rvf = lif_evolve_reference(x, v0, tau, thr, bias, 1e-3, noise=kernel_noise((B, T, N), 0.1, key),
+                                       record=True)
+    assert_equal(s, rs, "spikes")
+    assert_equal(w, rw, "recorded membrane")
+    assert_equal(vf, rvf, "final state")
+
+
+@pytest.mark.parametrize("sub0,offset,q", [(0, 0, 0), (2**32 - 3, 5, 1), (2**64 - 4, 2**64 - 1, 3),
+                                           (123456789, 2**32 - 2, 2)],
+                         ids=["zero", "subsequence-carry", "subsequence-and-position-wrap", "position-carry"])
+def test_noise_rows_and_thread_blocks_equal_noise_py(lib, sub0, offset, q):
+    """64-bit counters: the CPU tile's vectorised draw (noise_rows, the subsequence carried in 32-bit
+    halves) and a CUDA thread's (philox_normals4) give noise.py's normals, also where the
+    subsequence crosses 2^32 or 2^64 and the position wraps; and the rounds are at::Philox4_32's."""
+    import numpy as np
+
+    from lif_cuda.noise import philox_normals
+
+    seed, n = 0xDEADBEEF12345678, 9
+    rows = torch.empty(4, n)
+    threads = torch.empty(n, 4)
+    words = torch.empty(n, 4, dtype=torch.int32)
+    ours = torch.empty(n, 4, dtype=torch.int32)
+    lib.lif_host_noise(seed, offset, sub0, q, n, _ptr(rows), _ptr(threads), _ptr(words), _ptr(ours))
+    assert torch.equal(ours, words), "philox_rounds differ from at::Philox4_32"
+    sub = (np.uint64(sub0) + np.arange(n, dtype=np.uint64))[:, None]  # wraps modulo 2^64
+    steps = (4 * q + np.arange(4, dtype=np.uint64))[None, :]
+    want = torch.from_numpy(philox_normals(seed, offset, sub, steps))
+    assert_equal(threads, want, "philox_normals4")
+    assert_equal(rows.t(), want, "noise_rows")
+
+
+def test_forward_threads_device_key(lib):
+    """Under CUDA graph capture the kernel reads its key through pointers to the CUDA generator's
+    state: seed = *seed_ptr, offset = (*offset_ptr + offset_intragraph) / 4 blocks (torch counts
+    32-bit words). The same bits as the key passed by value; the by-value arguments are ignored."""
+    B, T, N = 2, 13, 5
+    x, v0, tau, thr, bias = make_inputs(23, B, T, N, torch.float32)
+    seed_t = torch.tensor([-4242], dtype=torch.int64)
+    offset_t = torch.tensor([40], dtype=torch.int64)
+    by_value = torch.tensor([-4242, (40 + 16) // 4], dtype=torch.int64)
+    got = host_forward(lib, x, v0, tau, thr, bias, key=torch.tensor([1, 2]), noise_scale=0.2,
+                       device_key=(seed_t, offset_t, 16))
+    want = host_forward(lib, x, v0, tau, thr, bias, key=by_value, noise_scale=0.2)
+    for name, a, b in zip(("spikes", "vmem", "final", "u"), got, want):
+        assert_equal(a, b, f"{name} (device key)")
+    other = host_forward(lib, x, v0, tau, thr, bias, key=torch.tensor([1, 2]), noise_scale=0.2)
+    assert not torch.equal(other[1], want[1])
+    # The next replay: the generator moved on by the call's 4 * ceil(T/4) words, the noise is new.
+    offset_t += 4 * ((T + 3) // 4)
+    later = host_forward(lib, x, v0, tau, thr, bias, key=torch.tensor([1, 2]), noise_scale=0.2,
+                         device_key=(seed_t, offset_t, 16))
+    assert not torch.equal(later[1], want[1])
+    nxt = host_forward(lib, x, v0, tau, thr, bias, key=torch.tensor([-4242, (40 + 16) // 4 + 4]), noise_scale=0.2)
+    assert_equal(later[1], nxt[1], "vmem (next replay)")
 
 
 def test_forward_threads_max_spikes_clamp(lib):

@@ -10,6 +10,8 @@
   relative), and against the CPU kernel (same operations in the same order: equal bits for
   StepPWL on the neurons whose alpha agrees; PeriodicExponential's exp may differ by an ulp).
 - In steady state a training step makes no host sync (torch.cuda.set_sync_debug_mode("error")).
+- In-kernel noise under CUDA graphs (torch.cuda.graph, torch.compile "reduce-overhead"): fresh
+  noise per replay, reproducible under torch.manual_seed, the documented stream.
 - `torch.library.opcheck` on CUDA tensors, `torch.compile(fullgraph=True)` on CUDA, the module on
   CUDA (`.cuda()`, `.to("cuda")`, record buffers and state on the device, backend="auto" picks the
   CUDA kernel), non-contiguous inputs, the current stream, empty shapes, large N and B*N not a
@@ -179,6 +181,75 @@ def test_kernel_noise_same_on_cpu_and_cuda_under_a_seed(dtype):
     assert_same_outputs(run, reference(case, noise=zc), "CUDA vs reference with the drawn noise")
     quiet = fused(case)
     assert not torch.equal(quiet[1], run[1]), "noise_std > 0 must add noise"
+
+
+def _readback_inputs(B, T, N, dtype):
+    """Inputs whose recorded membrane is the noise term itself (alpha = 0, zero input and bias, a
+    threshold nothing reaches)."""
+    mk = lambda *shape, value: torch.full(shape, value, dtype=dtype, device=CUDA)  # noqa: E731
+    return mk(B, T, N, value=0.0), mk(N, value=0.0), mk(N, value=1e-12), mk(N, value=1e30), mk(N, value=0.0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
+    """Issue 11 item 2: captured in a CUDA graph, the kernel reads its key on the device from the
+    CUDA generator's graph-safe state (as torch's dropout does), so every replay draws new noise and
+    torch.manual_seed(s) before the replays reproduces them. The stream is the documented one:
+    key (seed, offset / 4) of the CUDA generator, which a replay advances by 4 * ceil(T/4) words.
+    The capture does not touch the CPU generator (an eager call draws its key there)."""
+    B, T, N = 3, 13, 40
+    x, v0, tau, thr, bias = _readback_inputs(B, T, N, dtype)
+
+    def run():
+        return lif_cuda.lif_evolve(x, v0, tau, thr, bias, 1.0, noise_std=1.5, record=True, backend="fused")[1]
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up outside the capture (the parameter values are checked once, with a sync)
+    torch.cuda.current_stream().wait_stream(side)
+    cpu_state = torch.get_rng_state()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    assert torch.equal(torch.get_rng_state(), cpu_state), "the capture drew from the CPU generator"
+    torch.manual_seed(7)
+    graph.replay()
+    first = out.clone()
+    graph.replay()
+    second = out.clone()
+    torch.manual_seed(7)
+    graph.replay()
+    again = out.clone()
+    assert not torch.equal(first, second), "two replays added the same noise"
+    assert_bitwise(again, first, "the first replay after torch.manual_seed(7), twice")
+    blocks = (T + 3) // 4
+    for got, offset in ((first, 0), (second, blocks)):
+        want = kernel_noise((B, T, N), 1.5, torch.tensor([7, offset], dtype=torch.int64), dtype=dtype)
+        assert_bitwise(got.cpu(), want, f"replay with the CUDA generator at offset {4 * offset}")
+
+
+@needs_kernels
+def test_kernel_noise_under_compile_reduce_overhead_is_fresh_per_call():
+    """torch.compile(mode="reduce-overhead") replays CUDA graphs: each call still draws new noise."""
+    torch._dynamo.reset()
+    B, T, N = 2, 21, 64
+    x, v0, tau, thr, bias = _readback_inputs(B, T, N, torch.float32)
+
+    def noisy(inp):
+        return lif_cuda.lif_evolve(inp, v0, tau, thr, bias, 1.0, noise_std=1.0, record=True, backend="fused")[1]
+
+    compiled = torch.compile(noisy, mode="reduce-overhead")
+    outs = []
+    for _ in range(5):
+        torch.compiler.cudagraph_mark_step_begin()
+        outs.append(compiled(x).clone())
+    for i in range(len(outs)):
+        for j in range(i):
+            assert not torch.equal(outs[i], outs[j]), f"calls {j} and {i} added the same noise"
+    z = torch.stack(outs).double()
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1.0) < 0.05
 
 
 @needs_kernels

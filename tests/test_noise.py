@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lif_cuda
-from lif_cuda.noise import draw_noise_key, kernel_noise, philox_normals
+from lif_cuda.noise import draw_noise_key, kernel_noise, philox_normals, standard_normals
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
 
@@ -94,12 +94,101 @@ def test_independent_of_threads_and_tiling():
         torch.set_num_threads(2)
     two = raw_noise(shape, key)
     assert torch.equal(one, two)
-    # The value of element i depends only on i: a batch row alone (with its flat offset) equals the
-    # same row inside the big call.
+    # The value of element (b, t, n) depends only on (b*N + n, t): batch row 2 computed alone, from
+    # its subsequences, equals the same row inside the big call.
     B, T, N = shape
-    idx = np.arange(T * N, dtype=np.uint64) + np.uint64(2 * T * N)
-    row2 = torch.from_numpy(philox_normals(11, 22, idx).reshape(T, N))
+    sub = np.arange(N, dtype=np.uint64)[None, :] + np.uint64(2 * N)
+    row2 = torch.from_numpy(philox_normals(11, 22, sub, np.arange(T, dtype=np.uint64)[:, None]))
     assert torch.equal(two[2], row2)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 1, 5), (3, 2, 7), (1, 3, 9), (2, 5, 3), (3, 6, 13), (5, 9, 1),
+                                   (2, 12, 1030)], ids=lambda s: "x".join(map(str, s)))
+def test_stream_for_shapes_not_multiples_of_four(shape):
+    """B, T, N not multiples of 4 (T = 1: one lane of a block used), N beyond one tile: the kernel's
+    stream is noise.py's, and noise.py's block-wise (B,T,N) draw is its per-element definition."""
+    key = torch.tensor([987654321987, 55], dtype=torch.int64)
+    got = raw_noise(shape, key)
+    want = torch.from_numpy(standard_normals(shape, key))
+    assert torch.equal(got, want)
+    B, T, N = shape
+    sub = (np.arange(B, dtype=np.uint64)[:, None, None] * np.uint64(N) + np.arange(N, dtype=np.uint64)[None, None, :])
+    per_element = philox_normals(987654321987, 55, sub, np.arange(T, dtype=np.uint64)[None, :, None])
+    assert torch.equal(want, torch.from_numpy(per_element))
+
+
+def test_layout_one_block_four_steps_of_one_neuron():
+    """The counter layout (lif_core.h): element (b, t, n) is lane t % 4 of the block at subsequence
+    b*N + n, position offset + t // 4. So a value does not depend on T (a longer run starts with the
+    shorter one's noise), a neuron's stream is the same inside any batch shape with the same b*N + n,
+    and the next key offset by k blocks is the same stream shifted by 4k steps."""
+    key = torch.tensor([31337, 1000], dtype=torch.int64)
+    short, long_ = raw_noise((2, 7, 5), key), raw_noise((2, 13, 5), key)
+    assert torch.equal(long_[:, :7], short)
+    shifted = raw_noise((2, 9, 5), torch.tensor([31337, 1001], dtype=torch.int64))
+    assert torch.equal(long_[:, 4:13], shifted)
+    assert not torch.equal(long_[:, :9], shifted)
+    # One block gives the pair (cos, sin) of one angle and radius twice: z[4q]^2 + z[4q+1]^2 is the
+    # squared radius of w0, i.e. -2 log u: the pairing is along time, not along neurons.
+    z = raw_noise((1, 8, 3), key, dtype=torch.float64)
+    for q in (0, 1):
+        r2 = z[0, 4 * q] ** 2 + z[0, 4 * q + 1] ** 2
+        words = lif_cuda.noise._philox_blocks(31337, 1000, np.arange(3, dtype=np.uint64), np.uint64(q))
+        u = ((words[0] >> np.uint32(8)) + np.uint32(1)).astype(np.float64) / 2.0**24
+        assert torch.allclose(r2, torch.from_numpy(-2.0 * np.log(u)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [2**32 - 2, -3, 2**63 - 1], ids=["carry-into-high-word", "wrap-2^64", "2^63"])
+def test_64_bit_counter_position(offset):
+    """The position offset + t // 4 is 64-bit, modulo 2^64: the carry from its low into its high word
+    and the wrap past 2^64 as noise.py computes them."""
+    key = torch.tensor([424242, offset], dtype=torch.int64)
+    shape = (2, 17, 6)  # positions offset .. offset + 4
+    assert torch.equal(raw_noise(shape, key), torch.from_numpy(standard_normals(shape, key)))
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_ISA_CHECK = r"""
+import sys, torch, lif_cuda
+from lif_cuda.noise import standard_normals
+for shape, key in [((3, 9, 2500), [11, 22]), ((2, 5, 37), [-1, 2**32 - 2]), ((1, 3, 7), [5, -3]),
+                   ((2, 4, 16), [0, 0])]:
+    B, T, N = shape
+    key = torch.tensor(key, dtype=torch.int64)
+    _, w, _, _, _ = torch.ops.lif_cuda.lif_forward(
+        torch.zeros(shape), torch.zeros(B, N), torch.full((N,), 1e-12), torch.full((N,), 1e30), torch.zeros(N),
+        None, key, 1.0, 1.0, 0.5, 65536.0, 0, True, False)
+    if not torch.equal(w, torch.from_numpy(standard_normals(shape, key))):
+        sys.exit(f"{shape} {key.tolist()}: the kernel's stream differs from noise.py")
+print("same")
+"""
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_every_cpu_variant_draws_the_same_stream(isa):
+    """The CPU draws the noise rows with AVX-512, AVX2 or portable loops (csrc/cpu/noise_rows_x86.h),
+    the best the CPU has; LIF_CPU_NOISE_ISA forces a lower one. Each gives noise.py's bits: tiles of
+    many widths (vector tails of every length), 64-bit positions that carry and wrap."""
+    import os
+    import subprocess
+    import sys
+
+    need = {"avx2": "avx2", "avx512": "avx512f"}.get(isa)
+    if need and need not in _cpu_flags():
+        pytest.skip(f"this CPU has no {need}")
+    env = dict(os.environ, LIF_CPU_NOISE_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", _ISA_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("same"), proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +235,11 @@ def test_no_correlation_between_neighbours(million):
     assert abs(corr(z[:, :, 1:], z[:, :, :-1])) < 5 * bound  # neighbouring neurons
     assert abs(corr(z[:, 1:], z[:, :-1])) < 5 * bound  # neighbouring time steps
     assert abs(corr(z[1:], z[:-1])) < 5 * bound  # neighbouring batch rows
-    # Lanes of one Philox block (the sine and cosine of one Box-Muller pair) must not correlate in
-    # magnitude either: compare |z| of even and odd elements.
-    flat = z.flatten()
-    assert abs(corr(flat[0::2].abs(), flat[1::2].abs())) < 10 * bound
+    # Lanes of one Philox block (the cosine and sine of one Box-Muller pair: steps 4q and 4q+1, 4q+2
+    # and 4q+3 of one neuron) must not correlate in magnitude either: compare |z| of even and odd
+    # steps, and the two pairs of a block.
+    assert abs(corr(z[:, 0::2].abs(), z[:, 1::2].abs())) < 10 * bound
+    assert abs(corr(z[:, 0:248:4].abs(), z[:, 2:248:4].abs())) < 10 * bound
 
 
 def test_module_kernel_noise_is_seeded_and_differs_from_no_noise():

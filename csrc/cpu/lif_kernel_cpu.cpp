@@ -19,6 +19,7 @@
 
 #include "../lif_core.h"
 #include "../lif_lengths.h"
+#include "noise_rows_x86.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LIF_NO_CLONES)
 #define LIF_CLONES __attribute__((target_clones("avx2", "sse4.1", "default")))
@@ -37,22 +38,21 @@ constexpr int64_t kMaxTile = 1024;
 
 // One tile: batch row b, neurons [n0, n0 + len), the row's `steps` (T, or its length; the caller
 // fills the padding, lif_lengths.h). Pointers are already offset to the row and the first neuron;
-// `stride_t` is N (elements between consecutive time steps); `index0` is the flat (b, 0, n0) index
-// that keys the in-kernel noise.
+// `stride_t` is N (elements between consecutive time steps); `subseq` is b * N + n0, the Philox
+// subsequence of the tile's first neuron (the in-kernel noise's counter).
 template <typename IT, typename T, int NOISE>
 LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
-                         uint64_t offset, T noise_scale, uint64_t index0, const T* __restrict__ v0,
+                         uint64_t offset, T noise_scale, uint64_t subseq, const T* __restrict__ v0,
                          const T* __restrict__ alpha, const T* __restrict__ thr,
                          const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out,
                          T* __restrict__ w_rec, T* __restrict__ u_out, T* __restrict__ v_final,
                          int64_t steps, int64_t stride_t, int64_t len) {
   T w[kMaxTile];
   T u_scratch[kMaxTile];
-  T z_row[NOISE == kNoiseKernel ? kMaxTile : 1];
-  // Philox words and deviates for one row: blocks of 4 elements, plus one partial block each side.
-  constexpr int64_t kWords = NOISE == kNoiseKernel ? kMaxTile + 8 : 1;
-  uint32_t words[kWords];
-  float normals[kWords];
+  // In-kernel noise: the noise terms of four steps (one Philox block per neuron) and its words.
+  constexpr int64_t kNoiseRows = NOISE == kNoiseKernel ? kMaxTile : 1;
+  T z_rows[4][kNoiseRows];
+  uint32_t words[4][kNoiseRows];
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * stride_t;
@@ -60,17 +60,13 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
     const T* __restrict__ zt = nullptr;
     if constexpr (NOISE == kNoiseTensor) zt = z + off;
     if constexpr (NOISE == kNoiseKernel) {
-      // Drawn a row at a time: Philox blocks (scalar), then Box-Muller over all lanes (a
-      // vectorised loop), then the row's window; so the step loop below stays vectorised.
-      const uint64_t idx = index0 + static_cast<uint64_t>(off);
-      const uint64_t g0 = idx >> 2;
-      const int64_t nb = static_cast<int64_t>(((idx + len - 1) >> 2) - g0 + 1);
-      for (int64_t g = 0; g < nb; ++g) philox_block(seed, offset, g0 + g, words + 4 * g);
-      for (int64_t j = 0; j < 2 * nb; ++j)
-        box_muller_pair(words[2 * j], words[2 * j + 1], normals[2 * j], normals[2 * j + 1]);
-      const float* nrm = normals + (idx - 4 * g0);
-      for (int64_t n = 0; n < len; ++n) z_row[n] = scale_noise(noise_scale, nrm[n]);
-      zt = z_row;
+      // Every four steps, one Philox block per neuron of the tile (vectorised over the neurons)
+      // gives the noise of this step and the next three; the step loop below stays vectorised.
+      if ((t & 3) == 0) {
+        draw_noise_rows<kNoiseRows>(seed, offset, subseq, static_cast<uint64_t>(t >> 2), len,
+                                    noise_scale, words, z_rows);
+      }
+      zt = z_rows[t & 3];
     }
     IT* __restrict__ st = s_out + off;
     // u goes straight to the saved tensor when backward needs it, else to a scratch row.
@@ -173,10 +169,10 @@ LIF_HD void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool g
 // Non-template entry points, one per (types, compile-time switch), each cloned per ISA level.
 #define LIF_FWD_ENTRY(NAME, IT, T, NOISE)                                                         \
   LIF_CLONES void NAME(const IT* x, const T* z, uint64_t seed, uint64_t offset, T noise_scale,    \
-                       uint64_t index0, const T* v0, const T* alpha, const T* thr, const T* bias, \
+                       uint64_t subseq, const T* v0, const T* alpha, const T* thr, const T* bias, \
                        T max_spikes, IT* s_out, T* w_rec, T* u_out, T* v_final, int64_t steps,    \
                        int64_t stride_t, int64_t len) {                                           \
-    forward_tile<IT, T, NOISE>(x, z, seed, offset, noise_scale, index0, v0, alpha, thr, bias,     \
+    forward_tile<IT, T, NOISE>(x, z, seed, offset, noise_scale, subseq, v0, alpha, thr, bias,     \
                                max_spikes, s_out, w_rec, u_out, v_final, steps, stride_t, len);   \
   }
 #define LIF_FWD_ENTRIES(PFX, IT, T)              \
@@ -268,7 +264,7 @@ void forward(const ForwardArgs<IT, T>& a) {
           T* u_out = a.u_out ? a.u_out + row : nullptr;
           T* v_final = a.v_final + b * N + n0;
           const int64_t steps = row_steps(a.lengths, b, Tn);
-          fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(row),
+          fn(a.x + row, z, a.seed, a.offset, scale, static_cast<uint64_t>(b * N + n0),
              a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, a.alpha_scalar, n0, len, alpha_buf),
              param_row(a.thr, a.thr_scalar, n0, len, thr_buf),
              param_row(a.bias, a.bias_scalar, n0, len, bias_buf), M, a.s_out + row, w_rec, u_out,

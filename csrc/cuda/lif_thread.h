@@ -32,16 +32,33 @@ namespace gpu {
 // The argument structs (ForwardArgs, BackwardArgs) and NoiseMode are lif_args.h's, shared with
 // the CPU kernels.
 
-// Time steps loaded ahead of the recurrence. Results never depend on it.
+// Time steps loaded ahead of the recurrence. Results never depend on it. Whole Philox blocks (four
+// steps each), so the in-kernel noise of a chunk is drawn with constant lane indices.
 constexpr int kChunk = 8;
+static_assert(kChunk % 4 == 0, "a chunk must be whole Philox blocks of four steps");
 
-// The in-kernel noise key: z = scale * N(0,1) of flat element index0 + t * stride_t.
+// The in-kernel noise key of one neuron: z[t] = scale * N(0,1), lane t % 4 of the Philox block
+// (seed, subsequence, offset + t / 4) -- the CPU kernel's stream (lif_core.h).
 template <typename T>
 struct NoiseKey {
   uint64_t seed, offset;
   T scale;
-  uint64_t index0;  // flat index of (b, t=0, n): the same key as the CPU kernel's
+  uint64_t subsequence;  // b * N + n
 };
+
+// The Philox key of a forward call: the arguments, or, under CUDA graph capture, the CUDA
+// generator's state read at run time (as at::cuda::philox::unpack reads it) and converted from
+// 32-bit words to blocks.
+template <typename IT, typename T>
+LIF_HD void noise_key_of(const ForwardArgs<IT, T>& a, uint64_t& seed, uint64_t& offset) {
+  if (a.key_seed != nullptr) {
+    seed = static_cast<uint64_t>(*a.key_seed);
+    offset = (static_cast<uint64_t>(*a.key_offset) + a.key_offset_intragraph) / 4u;
+  } else {
+    seed = a.seed;
+    offset = a.offset;
+  }
+}
 
 // Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
 // apart. Writes s[t] (and u[t] when SAVE_U, w[t] when RECORD) for t = 0..steps-1; returns
@@ -65,14 +82,14 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Noise
     if constexpr (RECORD) w_rec[off] = wn;
     w = wn;
   };
-  // The noise of the step at `off`: read, drawn, or none. Independent of the recurrence.
-  auto noise_at = [&](int64_t off) -> T {
-    if constexpr (NOISE == kNoiseTensor) return z[off];
-    if constexpr (NOISE == kNoiseKernel) {
-      return scale_noise(
-          key.scale, philox_normal(key.seed, key.offset, key.index0 + static_cast<uint64_t>(off)));
-    }
-    return T(0);
+  // The in-kernel noise of steps 4q .. 4q+3 (one Philox block, drawn once) into zq[0..3].
+  auto draw4 = [&](int64_t q, T* zq) {
+    const Normals4 nz =
+        philox_normals4(key.seed, key.offset, key.subsequence, static_cast<uint64_t>(q));
+    zq[0] = scale_noise(key.scale, nz.z0);
+    zq[1] = scale_noise(key.scale, nz.z1);
+    zq[2] = scale_noise(key.scale, nz.z2);
+    zq[3] = scale_noise(key.scale, nz.z3);
   };
   int64_t t0 = 0;
   for (; t0 + kChunk <= steps; t0 += kChunk) {
@@ -82,14 +99,33 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Noise
     for (int k = 0; k < kChunk; ++k) {
       const int64_t off = (t0 + k) * stride_t;
       xin[k] = static_cast<T>(x[off]);
-      zin[k] = noise_at(off);
+      zin[k] = NOISE == kNoiseTensor ? z[off] : T(0);
+    }
+    if constexpr (NOISE == kNoiseKernel) {
+      LIF_UNROLL
+      for (int j = 0; j < kChunk / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
     }
     LIF_UNROLL
     for (int k = 0; k < kChunk; ++k) step((t0 + k) * stride_t, xin[k], zin[k]);
   }
-  for (; t0 < steps; ++t0) {
-    const int64_t off = t0 * stride_t;
-    step(off, static_cast<T>(x[off]), noise_at(off));
+  if constexpr (NOISE == kNoiseKernel) {
+    // The last steps a block at a time (t0 is a multiple of 4), lanes by constant index.
+    for (; t0 < steps; t0 += 4) {
+      T zq[4];
+      draw4(t0 >> 2, zq);
+      LIF_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        if (t0 + k < steps) {
+          const int64_t off = (t0 + k) * stride_t;
+          step(off, static_cast<T>(x[off]), zq[k]);
+        }
+      }
+    }
+  } else {
+    for (; t0 < steps; ++t0) {
+      const int64_t off = t0 * stride_t;
+      step(off, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
+    }
   }
   return w;
 }
@@ -161,8 +197,8 @@ LIF_HD void forward_thread(const ForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
-  const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale),
-                        static_cast<uint64_t>(row)};
+  NoiseKey<T> key{0, 0, static_cast<T>(a.noise_scale), static_cast<uint64_t>(idx)};
+  if constexpr (NOISE == kNoiseKernel) noise_key_of(a, key.seed, key.offset);
   const T w = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
       a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[b * a.v0_stride_b + n],
       a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], a.bias[a.bias_scalar ? 0 : n],
