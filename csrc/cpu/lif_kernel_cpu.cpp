@@ -18,18 +18,12 @@
 #include <cstring>
 
 #include "../lif_core.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LIF_NO_CLONES)
-#define LIF_CLONES __attribute__((target_clones("avx2", "sse4.1", "default")))
-#else
-#define LIF_CLONES
-#endif
+#include "lif_cpu_loops.h"  // LIF_CLONES, kMaxTile, grain_size, choose_tile, param_row, noise_row
 
 namespace lif {
 namespace cpu {
 namespace {
 
-constexpr int64_t kMaxTile = 1024;
 #ifndef LIF_BWD_TILE
 #define LIF_BWD_TILE 256
 #endif
@@ -58,16 +52,9 @@ LIF_HD void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint
     const T* __restrict__ zt = nullptr;
     if constexpr (NOISE == kNoiseTensor) zt = z + off;
     if constexpr (NOISE == kNoiseKernel) {
-      // Drawn a row at a time: Philox blocks (scalar), then Box-Muller over all lanes (a
-      // vectorised loop), then the row's window; so the step loop below stays vectorised.
-      const uint64_t idx = index0 + static_cast<uint64_t>(off);
-      const uint64_t g0 = idx >> 2;
-      const int64_t nb = static_cast<int64_t>(((idx + len - 1) >> 2) - g0 + 1);
-      for (int64_t g = 0; g < nb; ++g) philox_block(seed, offset, g0 + g, words + 4 * g);
-      for (int64_t j = 0; j < 2 * nb; ++j)
-        box_muller_pair(words[2 * j], words[2 * j + 1], normals[2 * j], normals[2 * j + 1]);
-      const float* nrm = normals + (idx - 4 * g0);
-      for (int64_t n = 0; n < len; ++n) z_row[n] = scale_noise(noise_scale, nrm[n]);
+      // Drawn a row at a time (noise_row), so the step loop below stays vectorised.
+      noise_row(seed, offset, noise_scale, index0 + static_cast<uint64_t>(off), len, words, normals,
+                z_row);
       zt = z_row;
     }
     IT* __restrict__ st = s_out + off;
@@ -216,31 +203,6 @@ LIF_KERNEL_TABLE(f32, float)
 LIF_KERNEL_TABLE(f64, double)
 LIF_KERNEL_TABLE(f16, c10::Half)
 LIF_KERNEL_TABLE(bf16, c10::BFloat16)
-
-// Small calls run on the calling thread: below ~64K elements, waking the thread pool costs more
-// than the work (parallel_for runs inline when one grain covers the whole range).
-int64_t grain_size(int64_t items, int64_t elements) {
-  return elements < (int64_t(1) << 16) ? std::max<int64_t>(items, 1) : 1;
-}
-
-// Tile width: up to kMaxTile neurons, narrowed (down to 64) until there are a few tiles per
-// thread. Results never depend on it: neurons are independent and every parameter gradient is
-// reduced per (batch row, neuron) first.
-int64_t choose_tile(int64_t B, int64_t N, int64_t max_tile) {
-  int64_t tile = std::min<int64_t>(max_tile, ((N + 15) / 16) * 16);
-  const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
-  while (tile > 64 && B * ((N + tile - 1) / tile) < want) tile /= 2;
-  return tile;
-}
-
-// The tile's row of a per-neuron parameter: the row itself, or a () parameter's one value spread
-// into `buf` (len <= the tile width), so the inner loops always read a contiguous row.
-template <typename T>
-const T* param_row(const T* p, bool scalar, int64_t n0, int64_t len, T* buf) {
-  if (!scalar) return p + n0;
-  std::fill(buf, buf + len, p[0]);
-  return buf;
-}
 
 }  // namespace
 
