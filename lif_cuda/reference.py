@@ -139,6 +139,7 @@ def synaptic_evolve_reference(
     max_spikes_per_dt=2.0**16,
     spike_generation_fn=StepPWL,
     record=False,
+    synapse_sum=None,
 ):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
@@ -151,6 +152,8 @@ def synaptic_evolve_reference(
     w = u - s * thr. float16/bfloat16 input is computed in float32, spikes returned in its dtype.
     Returns (spikes (B,T,N), vmem (B,T,N), isyn (B,T,N,S), irec (B,T,N,S) (None each unless record;
     irec zeros without w_rec), final membrane (B,N), final currents (B,N,S), final spikes (B,N)).
+    synapse_sum: the sum over the synapses, `i.sum(-1)` by default (the host test of the CUDA
+    kernels' thread code passes the CUDA reduction's order, to check it without a GPU).
     """
     io_dtype = input.dtype
     if io_dtype in (torch.float16, torch.bfloat16):
@@ -174,7 +177,7 @@ def synaptic_evolve_reference(
             i = i + r
         w = w * alpha
         i = i * beta
-        u = w + i.sum(2)
+        u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
         if noise is not None:
             u = u + noise[:, t].to(dtype)
         u = u + bias

@@ -305,15 +305,24 @@ class SynapticLIF(nn.Module):
             f"backend={self.backend!r}, noise={self.noise!r}"
         )
 
+    _FLOAT32_TENSORS = ("tau_mem", "tau_syn", "threshold", "bias", "w_rec", "vmem", "isyn", "spikes")
+
     def _apply(self, fn, recurse=True):
-        # Parameters and state stay float32 under .half() / .to(torch.bfloat16), as LIFNeuron's.
-        super()._apply(fn, recurse)
-        for name in ("tau_mem", "tau_syn", "threshold", "bias", "w_rec", "vmem", "isyn", "spikes"):
+        # Parameters and state stay float32 under .half() / .to(torch.bfloat16): half precision is an
+        # input/output format. Their float32 values are kept as they were (converting to half and
+        # back would round them), moved to the new device if fn moves them.
+        before = {}
+        for name in self._FLOAT32_TENSORS:
             t = getattr(self, name)
-            if t is not None and t.dtype in _HALF:
-                t.data = t.data.float()
-                if getattr(t, "grad", None) is not None:
-                    t.grad = t.grad.float()
+            if t is not None and t.dtype == torch.float32:
+                before[name] = (t.data, None if getattr(t, "grad", None) is None else t.grad)
+        super()._apply(fn, recurse)
+        for name, (data, grad) in before.items():
+            t = getattr(self, name)
+            if t.dtype in _HALF:
+                t.data = data.to(t.device)
+                if grad is not None:
+                    t.grad = grad.to(t.device)
         return self
 
     def reset_state(self):
