@@ -254,8 +254,9 @@ def test_gradient_flows_only_where_asked_and_double_backward_is_refused():
 def make_layer(S=2, N=6, rec=True, **kw):
     g = torch.Generator().manual_seed(0)
     return SynapticLIF(
-        (N * S, N), tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g), tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g),
-        threshold=0.5 + torch.rand(N, generator=g), bias=0.05 * torch.randn(N, generator=g), has_rec=rec,
+        (N * S, N), tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g),
+        tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g), threshold=0.5 + torch.rand(N, generator=g),
+        bias=0.05 * torch.randn(N, generator=g), has_rec=rec,
         w_rec=0.4 * torch.randn(N, N * S, generator=g) if rec else None, **kw,
     )
 

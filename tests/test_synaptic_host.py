@@ -313,7 +313,7 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
     gw, gi, gr = (None if t is None else t.contiguous() for t in (gw, gi, gr))
     s0c = None if s0 is None else s0.contiguous()
     W = (gvf.clone() if gvf is not None else torch.zeros(B, N, dtype=ct)).contiguous()
-    I = (gif.clone() if gif is not None else torch.zeros(B, N, S, dtype=ct)).contiguous()
+    I_ = (gif.clone() if gif is not None else torch.zeros(B, N, S, dtype=ct)).contiguous()
     g_in = torch.empty((B, T, N * S), dtype=gs.dtype)
     g_u = torch.empty((B, T, N), dtype=ct)
     partial = torch.zeros(3 * B * N + B * N * S, dtype=ct)
@@ -327,7 +327,7 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
             IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, _ptr(gs_rec), _ptr(gw), _ptr(gi),
             _ptr(gr) if w_rec is not None else None, _ptr(u), _ptr(a), _ptr(v0), N if v0.dim() == 2 else 0,
             _ptr(s0c), (N if s0c.dim() == 2 else 0) if s0c is not None else 0, _ptr(alpha), _ptr(beta), _ptr(thr),
-            _scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I),
+            _scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I_),
             _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), B, T, N, S, t0, n_steps,
         )
     f64 = int(ct == torch.float64)
@@ -345,7 +345,7 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
     beta_coll = {0: 0, 1: 1, 2: 2}[_beta_mode(tau_syn)]
     g_tau_syn = grad_sum(partial[3 * BN:], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
     g_v0 = W if v0.dim() == 2 else grad_sum(W, N, 0, (N,))
-    g_i0 = grad_sum(I, N * S, 0, (N, S)) if i0_shared else I
+    g_i0 = grad_sum(I_, N * S, 0, (N, S)) if i0_shared else I_
     g_w_rec = g_s0 = None
     if w_rec is not None:
         g_w_rec = s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S)
