@@ -89,21 +89,23 @@ struct SynBackwardArgs {
   T* g_u;  // (B,T,N) dL/du, the noise tensor's gradient, or nullptr
   T* s_prev;  // (B,T,N) s[t-1] (s0 at t = 0), for dL/dw_rec, or nullptr
   // Per-row parameter-gradient sums, accumulated over the calls (in and out, zero at first):
-  // alpha, threshold, bias (B,N) each, then beta (B,N,S).
-  T* partial;
+  // alpha, threshold, bias (B,N) each, then beta (B,N,S). In float64 whatever T is: a parameter's
+  // gradient adds B*T (and N) terms of either sign, whose cancellation float32 sums would show.
+  double* partial;
   int64_t B, Tn, N, S;
   int64_t t0, steps;
 };
 
-// One parameter (or shared-state) gradient: per-row values (B, M) summed over the batch in batch
-// order (b = 0..B-1, from 0), into row 0 in place; then, by `collapse`, into dst as they are (M,),
-// per synapse index (summed over the neurons in index order: a (1,S) parameter) or all in index
-// order (a () parameter); then, where `decay` is given, turned from dL/ddecay into dL/dtau.
+// One parameter gradient: per-row float64 values (B, M) summed over the batch in batch order
+// (b = 0..B-1, from 0), into row 0 in place; then, by `collapse`, into dst as they are (M,), per
+// synapse index (summed over the neurons in index order: a (1,S) parameter) or all in index order
+// (a () parameter); then, where `decay` is given, turned from dL/ddecay into dL/dtau (in float64);
+// rounded to T once, at the end.
 enum SynCollapse : int { kCollapseNone = 0, kCollapseNeurons = 1, kCollapseAll = 2 };
 
 template <typename T>
 struct SynGradSum {
-  T* partial;  // (B, M), overwritten
+  double* partial;  // (B, M), overwritten
   int64_t M;
   int64_t S;  // synapses per neuron (kCollapseNeurons: dst has S values)
   int collapse;  // SynCollapse

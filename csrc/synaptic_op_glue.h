@@ -197,7 +197,7 @@ struct SynBackwardOp {
   Tensor gs, gw, gi, gr, u, a, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
-  Tensor W, I, partial, g_r, s_prev, gs_rec, g_s0_rows;  // scratch
+  Tensor W, I, partial, g_r, s_prev, gs_rec;  // scratch
   SynShape sh;
   bool run, scalar_bias, i0_shared;
   double dt, window, max_spikes;
@@ -241,7 +241,7 @@ struct SynBackwardOp {
     r.g_r = g_r.defined() ? g_r.mutable_data_ptr<CT>() : nullptr;
     r.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
     r.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
-    r.partial = partial.mutable_data_ptr<CT>();
+    r.partial = partial.mutable_data_ptr<double>();
     r.B = B;
     r.Tn = sh.T;
     r.N = N;
@@ -251,12 +251,12 @@ struct SynBackwardOp {
     return r;
   }
 
-  // The batch and neuron sums, in SynGradSum's fixed order: alpha (-> tau_mem), threshold, bias,
-  // beta (-> tau_syn), then a shared v0's, i0's and s0's per-row gradients.
+  // The parameters' batch and neuron sums, in SynGradSum's fixed order: alpha (-> tau_mem),
+  // threshold, bias, beta (-> tau_syn).
   template <typename CT>
   std::vector<SynGradSum<CT>> grad_sums() const {
     const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
-    CT* p = partial.mutable_data_ptr<CT>();
+    double* p = partial.mutable_data_ptr<double>();
     const auto coll = [](const Tensor& t) { return t.dim() == 0 ? kCollapseAll : kCollapseNone; };
     std::vector<SynGradSum<CT>> out;
     out.push_back({p, N, S, coll(tau_mem), g_tau_mem.mutable_data_ptr<CT>(),
@@ -270,18 +270,6 @@ struct SynBackwardOp {
             : (beta_mode == kPerSynapseIndex ? kCollapseNeurons : kCollapseAll);
     out.push_back({p + 3 * BN, N * S, S, beta_collapse, g_tau_syn.mutable_data_ptr<CT>(),
                    beta.const_data_ptr<CT>(), tau_syn.const_data_ptr<CT>(), dt});
-    if (v0.dim() == 1) {
-      out.push_back({W.mutable_data_ptr<CT>(), N, S, kCollapseNone, g_v0.mutable_data_ptr<CT>(),
-                     nullptr, nullptr, dt});
-    }
-    if (i0_shared) {
-      out.push_back({I.mutable_data_ptr<CT>(), N * S, S, kCollapseNone, g_i0.mutable_data_ptr<CT>(),
-                     nullptr, nullptr, dt});
-    }
-    if (g_s0_rows.defined() && s0.dim() == 1) {
-      out.push_back({g_s0_rows.mutable_data_ptr<CT>(), N, S, kCollapseNone,
-                     g_s0.mutable_data_ptr<CT>(), nullptr, nullptr, dt});
-    }
     return out;
   }
 };
@@ -365,7 +353,7 @@ inline SynBackwardOp prepare_syn_backward(
   } else {
     op.I.zero_();
   }
-  op.partial = at::zeros({3 * B * N + B * N * S}, opts);
+  op.partial = at::zeros({3 * B * N + B * N * S}, opts.dtype(at::kDouble));
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = at::empty({B, T, N * S}, opts);
@@ -391,10 +379,13 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
     }
     at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
     if (op.s0.defined()) {
-      op.g_s0_rows = at::mm(op.g_r.select(1, 0), w_t);
-      if (op.s0.dim() == 2) op.g_s0.copy_(op.g_s0_rows);
+      const Tensor rows = at::mm(op.g_r.select(1, 0), w_t);
+      op.g_s0.copy_(op.s0.dim() == 2 ? rows : rows.sum(0));
     }
   }
+  // A shared initial state's gradient: its rows' summed over the batch.
+  if (op.v0.dim() == 1) op.g_v0.copy_(op.W.sum(0));
+  if (op.i0_shared) op.g_i0.copy_(op.I.sum(0));
   const std::vector<SynGradSum<CT>> groups = op.grad_sums<CT>();
   count_launch();
   sums(groups, B);

@@ -133,7 +133,7 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.g_r = static_cast<T*>(g_r);
   a.g_u = static_cast<T*>(g_u);
   a.s_prev = static_cast<T*>(s_prev);
-  a.partial = static_cast<T*>(partial);
+  a.partial = static_cast<double*>(partial);
   a.B = B;
   a.Tn = Tn;
   a.N = N;
@@ -149,7 +149,7 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
 template <typename T>
 static void sum_t(void* partial, int64_t M, int64_t S, int collapse, void* dst, const void* decay,
                   const void* tau, double dt, int64_t B) {
-  SynGradSum<T> s{static_cast<T*>(partial), M, S, collapse, static_cast<T*>(dst),
+  SynGradSum<T> s{static_cast<double*>(partial), M, S, collapse, static_cast<T*>(dst),
                   static_cast<const T*>(decay), static_cast<const T*>(tau), dt};
   for (int64_t m = 0; m < M; ++m) syn_grad_sum_batch_thread(s, B, m);
   if (collapse != kCollapseNone) {
@@ -316,7 +316,7 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
     I_ = (gif.clone() if gif is not None else torch.zeros(B, N, S, dtype=ct)).contiguous()
     g_in = torch.empty((B, T, N * S), dtype=gs.dtype)
     g_u = torch.empty((B, T, N), dtype=ct)
-    partial = torch.zeros(3 * B * N + B * N * S, dtype=ct)
+    partial = torch.zeros(3 * B * N + B * N * S, dtype=torch.float64)  # float64 sums, as the op's
     g_r = torch.empty((B, T, N * S), dtype=ct) if w_rec is not None else None
     s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None else None
     sb, st, sn = gs.stride()
@@ -344,14 +344,14 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
     g_bias = grad_sum(partial[2 * BN:3 * BN], N, 2 if scalar_bias else 0, () if scalar_bias else (N,))
     beta_coll = {0: 0, 1: 1, 2: 2}[_beta_mode(tau_syn)]
     g_tau_syn = grad_sum(partial[3 * BN:], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
-    g_v0 = W if v0.dim() == 2 else grad_sum(W, N, 0, (N,))
-    g_i0 = grad_sum(I_, N * S, 0, (N, S)) if i0_shared else I_
+    g_v0 = W if v0.dim() == 2 else W.sum(0)  # a shared state's rows: summed by ATen, as the op does
+    g_i0 = I_.sum(0) if i0_shared else I_
     g_w_rec = g_s0 = None
     if w_rec is not None:
         g_w_rec = s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S)
         if s0 is not None:
             rows = (g_r[:, 0] @ w_rec.t()).contiguous()
-            g_s0 = rows if s0.dim() == 2 else grad_sum(rows, N, 0, (N,))
+            g_s0 = rows if s0.dim() == 2 else rows.sum(0)
     return g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_u
 
 

@@ -151,11 +151,11 @@ LIF_HD void syn_backward_tile(
     const T* __restrict__ s0, const T* __restrict__ alpha, const T* __restrict__ beta,
     const T* __restrict__ thr, T window, T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io,
     IT* __restrict__ g_in, T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
-    T* __restrict__ p_alpha, T* __restrict__ p_thr, T* __restrict__ p_bias, T* __restrict__ p_beta,
-    int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ W,
-    T* __restrict__ U_row, T* __restrict__ S_cur, T* __restrict__ ga, T* __restrict__ gt,
-    T* __restrict__ gb, T* __restrict__ g_row, T* __restrict__ I, T* __restrict__ gbeta,
-    T* __restrict__ inv_thr, T* __restrict__ inv_thr2, T* __restrict__ pwl_lo) {
+    double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
+    double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
+    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ S_cur,
+    T* __restrict__ g_row, T* __restrict__ I, T* __restrict__ inv_thr, T* __restrict__ inv_thr2,
+    T* __restrict__ pwl_lo) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -177,14 +177,10 @@ LIF_HD void syn_backward_tile(
     inv_thr2[n] = c.inv_thr2;
     pwl_lo[n] = c.pwl_lo;
     W[n] = W_io[n];
-    ga[n] = p_alpha[n];
-    gt[n] = p_thr[n];
-    gb[n] = p_bias[n];
     S_cur[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
   }
   for (int64_t j = 0; j < syn; ++j) {
     I[j] = I_io[j];
-    gbeta[j] = p_beta[j];
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const bool first = t_abs0 + t == 0;
@@ -207,8 +203,13 @@ LIF_HD void syn_backward_tile(
         s_prev = spikes(up[n], thr[n], max_spikes);
         w_prev = reset(up[n], s_prev, thr[n]);
       }
+      T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
       const T U = step_backward<SURR>(g_row[n], gw ? gw[t * N + n] : T(0), ut[n], S_cur[n], w_prev,
-                                      consts(n), W[n], gt[n], ga[n], gb[n]);
+                                      consts(n), W[n], d_thr, d_alpha, d_bias);
+      // This step's terms, exact in T, added to the float64 sums.
+      p_thr[n] += static_cast<double>(d_thr);
+      p_alpha[n] += static_cast<double>(d_alpha);
+      p_bias[n] += static_cast<double>(d_bias);
       U_row[n] = U;
       S_cur[n] = s_prev;
       if (g_u) g_u[t * N + n] = U;
@@ -223,7 +224,9 @@ LIF_HD void syn_backward_tile(
       for (int64_t k = 0; k < S; ++k) {
         const int64_t j = n * S + k;
         if (git) I[j] = I[j] + git[j];
-        gin[j] = static_cast<IT>(syn_step_backward(U, at[j], beta[j], I[j], gbeta[j]));
+        T d_beta = T(0);
+        gin[j] = static_cast<IT>(syn_step_backward(U, at[j], beta[j], I[j], d_beta));
+        p_beta[j] += static_cast<double>(d_beta);
       }
     }
     if (g_r) {
@@ -237,13 +240,9 @@ LIF_HD void syn_backward_tile(
   }
   for (int64_t n = 0; n < len; ++n) {
     W_io[n] = W[n];
-    p_alpha[n] = ga[n];
-    p_thr[n] = gt[n];
-    p_bias[n] = gb[n];
   }
   for (int64_t j = 0; j < syn; ++j) {
     I_io[j] = I[j];
-    p_beta[j] = gbeta[j];
   }
 }
 
@@ -274,14 +273,13 @@ LIF_HD void syn_backward_tile(
                        const T* gw, const T* gi, const T* gr, const T* u, const T* a, const T* v0, \
                        const T* s0, const T* alpha, const T* beta, const T* thr, T window,         \
                        T max_spikes, T* W_io, T* I_io, IT* g_in, T* g_r, T* g_u, T* s_prev_out,    \
-                       T* p_alpha, T* p_thr, T* p_bias, T* p_beta, int64_t t_abs0, int64_t steps,  \
-                       int64_t N, int64_t S, int64_t len, T* W, T* U_row, T* S_cur, T* ga, T* gt,  \
-                       T* gb, T* g_row, T* I, T* gbeta, T* inv_thr, T* inv_thr2, T* pwl_lo) {      \
-    syn_backward_tile<IT, T, SURR, SF>(gs, gs_stride_t, gs_bcast_n, gs_rec, gw, gi, gr, u, a, v0,  \
-                                       s0, alpha, beta, thr, window, max_spikes, W_io, I_io, g_in, \
-                                       g_r, g_u, s_prev_out, p_alpha, p_thr, p_bias, p_beta,       \
-                                       t_abs0, steps, N, S, len, W, U_row, S_cur, ga, gt, gb,      \
-                                       g_row, I, gbeta, inv_thr, inv_thr2, pwl_lo);                \
+                       double* p_alpha, double* p_thr, double* p_bias, double* p_beta,             \
+                       int64_t t_abs0, int64_t steps, int64_t N, int64_t S, int64_t len, T* W,     \
+                       T* U_row, T* S_cur, T* g_row, T* I, T* inv_thr, T* inv_thr2, T* pwl_lo) {   \
+    syn_backward_tile<IT, T, SURR, SF>(                                                            \
+        gs, gs_stride_t, gs_bcast_n, gs_rec, gw, gi, gr, u, a, v0, s0, alpha, beta, thr, window,   \
+        max_spikes, W_io, I_io, g_in, g_r, g_u, s_prev_out, p_alpha, p_thr, p_bias, p_beta,        \
+        t_abs0, steps, N, S, len, W, U_row, S_cur, g_row, I, inv_thr, inv_thr2, pwl_lo);           \
   }
 #define SYN_BWD_S(PFX, IT, T, SURR)       \
   SYN_BWD_ENTRY(PFX##_s1, IT, T, SURR, 1) \
@@ -366,21 +364,19 @@ void syn_backward(const SynBackwardArgs<IT, T>& a) {
   const T window = static_cast<T>(a.window);
   const auto fn = SynKernels<IT>::bwd[a.surrogate == kPeriodicExponential ? 1 : 0][s_variant(S)];
   const int64_t work = a.steps * B * NS;
-  T* const p_alpha = a.partial;
-  T* const p_thr = a.partial + BN;
-  T* const p_bias = a.partial + 2 * BN;
-  T* const p_beta = a.partial + 3 * BN;
+  double* const p_alpha = a.partial;
+  double* const p_thr = a.partial + BN;
+  double* const p_bias = a.partial + 2 * BN;
+  double* const p_beta = a.partial + 3 * BN;
   at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
     TileScratch<T> sc(tile, S, false);
-    std::vector<T> rows(static_cast<size_t>(7 * tile + tile * S));
+    std::vector<T> rows(static_cast<size_t>(6 * tile));
     T* W = rows.data();
     T* U_row = W + tile;
     T* S_cur = U_row + tile;
-    T* gb = S_cur + tile;
-    T* inv_thr = gb + tile;
+    T* inv_thr = S_cur + tile;
     T* inv_thr2 = inv_thr + tile;
     T* pwl_lo = inv_thr2 + tile;
-    T* gbeta = pwl_lo + tile;
     for (int64_t it = begin; it < end; ++it) {
       const int64_t b = it / ntiles;
       const int64_t n0 = (it % ntiles) * tile;
@@ -399,8 +395,7 @@ void syn_backward(const SynBackwardArgs<IT, T>& a) {
          param_row(a.thr, a.thr_scalar, n0, len, sc.thr), window, M, a.W + bn, a.I + bns,
          a.g_in + srow, a.g_r ? a.g_r + srow : nullptr, a.g_u ? a.g_u + row : nullptr,
          a.s_prev ? a.s_prev + row : nullptr, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns,
-         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.w, sc.u, gb, sc.z, sc.i, gbeta, inv_thr,
-         inv_thr2, pwl_lo);
+         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.z, sc.i, inv_thr, inv_thr2, pwl_lo);
     }
   });
 }
@@ -412,28 +407,32 @@ void syn_grad_sums(const SynGradSum<T>* sums, int count, int64_t B) {
     const int64_t M = s.M;
     // Over the batch, b = 0..B-1 from 0, into row 0: the bits depend on neither threads nor tiles.
     at::parallel_for(0, M, grain_size(M, B * M), [&](int64_t begin, int64_t end) {
-      T* acc = s.partial;
-      for (int64_t m = begin; m < end; ++m) acc[m] = T(0) + acc[m];
+      double* acc = s.partial;
+      for (int64_t m = begin; m < end; ++m) acc[m] = 0.0 + acc[m];
       for (int64_t b = 1; b < B; ++b) {
-        const T* pb = s.partial + b * M;
+        const double* pb = s.partial + b * M;
         for (int64_t m = begin; m < end; ++m) acc[m] += pb[m];
       }
     });
-    const T* acc = s.partial;
-    const T dt = static_cast<T>(s.dt);
+    const double* acc = s.partial;
+    // dL/dtau from dL/ddecay in float64, rounded to T once.
+    const auto out = [&](double sum, int64_t i) {
+      return static_cast<T>(s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]),
+                                               static_cast<double>(s.tau[i]), s.dt)
+                                    : sum);
+    };
     if (s.collapse == kCollapseNone) {
-      for (int64_t m = 0; m < M; ++m)
-        s.dst[m] = s.decay ? tau_grad(acc[m], s.decay[m], s.tau[m], dt) : acc[m];
+      for (int64_t m = 0; m < M; ++m) s.dst[m] = out(acc[m], m);
     } else if (s.collapse == kCollapseNeurons) {
       for (int64_t k = 0; k < s.S; ++k) {
-        T sum = T(0);
+        double sum = 0.0;
         for (int64_t m = k; m < M; m += s.S) sum += acc[m];
-        s.dst[k] = s.decay ? tau_grad(sum, s.decay[k], s.tau[k], dt) : sum;
+        s.dst[k] = out(sum, k);
       }
     } else {
-      T sum = T(0);
+      double sum = 0.0;
       for (int64_t m = 0; m < M; ++m) sum += acc[m];
-      s.dst[0] = s.decay ? tau_grad(sum, s.decay[0], s.tau[0], dt) : sum;
+      s.dst[0] = out(sum, 0);
     }
   }
 }

@@ -84,10 +84,12 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   const T thr = a.thr[a.thr_scalar ? 0 : n];
   const T M = static_cast<T>(a.max_spikes);
   const NeuronConsts<T> c = neuron_consts(alpha, thr, static_cast<T>(a.window), M);
-  T* const p_beta = a.partial + 3 * BN + idx * S;
-  T ireg[S_FIXED ? S_FIXED : 1], breg[S_FIXED ? S_FIXED : 1];
+  // The parameter-gradient sums in float64 (see SynBackwardArgs::partial), each step's terms exact.
+  double* const p_beta = a.partial + 3 * BN + idx * S;
+  T ireg[S_FIXED ? S_FIXED : 1];
+  double breg[S_FIXED ? S_FIXED : 1];
   T* const I = S_FIXED ? ireg : a.I + idx * S;
-  T* const gbeta = S_FIXED ? breg : p_beta;
+  double* const gbeta = S_FIXED ? breg : p_beta;
   if (S_FIXED) {
     for (int64_t k = 0; k < S; ++k) {
       I[k] = a.I[idx * S + k];
@@ -95,7 +97,7 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     }
   }
   T W = a.W[idx];
-  T ga = a.partial[idx], gt = a.partial[BN + idx], gb = a.partial[2 * BN + idx];
+  double ga = a.partial[idx], gt = a.partial[BN + idx], gb = a.partial[2 * BN + idx];
   const int64_t t_last = a.t0 + a.steps - 1;
   T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   for (int64_t t = t_last; t >= a.t0; --t) {
@@ -112,15 +114,21 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     }
     T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
     if (a.gs_rec) g = g + a.gs_rec[idx];
-    const T U =
-        step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
+    T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+    const T U = step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W,
+                                    d_thr, d_alpha, d_bias);
+    gt += static_cast<double>(d_thr);
+    ga += static_cast<double>(d_alpha);
+    gb += static_cast<double>(d_bias);
     if (a.g_u) a.g_u[row] = U;
     if (a.s_prev) a.s_prev[row] = s_prev;
     s_cur = s_prev;
     for (int64_t k = 0; k < S; ++k) {
       if (a.gi) I[k] = I[k] + a.gi[srow + k];
-      const T gak = syn_step_backward(
-          U, a.a[srow + k], a.beta[syn_param_index(a.beta_mode, n, k, S)], I[k], gbeta[k]);
+      T d_beta = T(0);
+      const T gak = syn_step_backward(U, a.a[srow + k],
+                                      a.beta[syn_param_index(a.beta_mode, n, k, S)], I[k], d_beta);
+      gbeta[k] += static_cast<double>(d_beta);
       a.g_in[srow + k] = static_cast<IT>(gak);
       if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
     }
@@ -137,16 +145,22 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   }
 }
 
-// Gradient sums (SynGradSum), first pass, thread m < M: value m summed over the batch, b = 0..B-1
-// from 0, into row 0; for kCollapseNone also the output (dL/dtau where there is a decay).
+// Gradient sums (SynGradSum, float64), first pass, thread m < M: value m summed over the batch,
+// b = 0..B-1 from 0, into row 0; for kCollapseNone also the output: the CPU kernels' order.
+// dL/dtau from dL/ddecay (where there is a decay) in float64, rounded to T once.
+template <typename T>
+LIF_HD T syn_grad_out(const SynGradSum<T>& s, double sum, int64_t i) {
+  return static_cast<T>(
+      s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]), static_cast<double>(s.tau[i]), s.dt)
+              : sum);
+}
+
 template <typename T>
 LIF_HD void syn_grad_sum_batch_thread(const SynGradSum<T>& s, int64_t B, int64_t m) {
-  T acc = T(0) + s.partial[m];
+  double acc = 0.0 + s.partial[m];
   for (int64_t b = 1; b < B; ++b) acc += s.partial[b * s.M + m];
   s.partial[m] = acc;
-  if (s.collapse == kCollapseNone) {
-    s.dst[m] = s.decay ? tau_grad(acc, s.decay[m], s.tau[m], static_cast<T>(s.dt)) : acc;
-  }
+  if (s.collapse == kCollapseNone) s.dst[m] = syn_grad_out(s, acc, m);
 }
 
 // Second pass (kCollapseNeurons: thread k < S; kCollapseAll: thread 0), after the first: the batch
@@ -154,9 +168,9 @@ LIF_HD void syn_grad_sum_batch_thread(const SynGradSum<T>& s, int64_t B, int64_t
 template <typename T>
 LIF_HD void syn_grad_sum_collapse_thread(const SynGradSum<T>& s, int64_t k) {
   const int64_t step = s.collapse == kCollapseNeurons ? s.S : 1;
-  T sum = T(0);
+  double sum = 0.0;
   for (int64_t m = k; m < s.M; m += step) sum += s.partial[m];
-  s.dst[k] = s.decay ? tau_grad(sum, s.decay[k], s.tau[k], static_cast<T>(s.dt)) : sum;
+  s.dst[k] = syn_grad_out(s, sum, k);
 }
 
 // Calls f(noise, s_fixed) with std::integral_constant copies of the forward's runtime switches.
