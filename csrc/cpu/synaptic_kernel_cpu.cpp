@@ -154,8 +154,8 @@ LIF_HD void syn_backward_tile(
     double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
     double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
     int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ S_cur,
-    T* __restrict__ g_row, T* __restrict__ I, T* __restrict__ inv_thr, T* __restrict__ inv_thr2,
-    T* __restrict__ pwl_lo) {
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ inv_thr,
+    T* __restrict__ inv_thr2, T* __restrict__ pwl_lo) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -185,7 +185,6 @@ LIF_HD void syn_backward_tile(
   for (int64_t t = steps - 1; t >= 0; --t) {
     const bool first = t_abs0 + t == 0;
     const T* __restrict__ ut = u + t * N;
-    const T* __restrict__ up = first ? nullptr : ut - N;
     // dL/ds[t] from the loss (its own strides; a row broadcast over neurons spread out), plus the
     // recurrence's share: one row of T values.
     const IT* __restrict__ gst = gs + t * gs_stride_t;
@@ -193,28 +192,40 @@ LIF_HD void syn_backward_tile(
     if (gs_rec) {
       for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + gs_rec[n];
     }
-    // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1].
-    for (int64_t n = 0; n < len; ++n) {
-      T s_prev, w_prev;
-      if (first) {
-        s_prev = s0 ? s0[n] : T(0);
-        w_prev = v0[n];
-      } else {
-        s_prev = spikes(up[n], thr[n], max_spikes);
-        w_prev = reset(up[n], s_prev, thr[n]);
+    // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1]. Steps
+    // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
+    // double); dL/du and s[t-1] go to their outputs as whole rows afterwards.
+    const T* __restrict__ gwr = gw ? gw + t * N : zeros;
+    if (!first) {
+      const T* __restrict__ up = ut - N;
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = spikes(up[n], thr[n], max_spikes);
+        const T w_prev = reset(up[n], s_prev, thr[n]);
+        T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], w_prev, consts(n), W[n],
+                                        d_thr, d_alpha, d_bias);
+        // This step's terms, exact in T, added to the float64 sums.
+        p_thr[n] += static_cast<double>(d_thr);
+        p_alpha[n] += static_cast<double>(d_alpha);
+        p_bias[n] += static_cast<double>(d_bias);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
       }
-      T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
-      const T U = step_backward<SURR>(g_row[n], gw ? gw[t * N + n] : T(0), ut[n], S_cur[n], w_prev,
-                                      consts(n), W[n], d_thr, d_alpha, d_bias);
-      // This step's terms, exact in T, added to the float64 sums.
-      p_thr[n] += static_cast<double>(d_thr);
-      p_alpha[n] += static_cast<double>(d_alpha);
-      p_bias[n] += static_cast<double>(d_bias);
-      U_row[n] = U;
-      S_cur[n] = s_prev;
-      if (g_u) g_u[t * N + n] = U;
-      if (s_prev_out) s_prev_out[t * N + n] = s_prev;
+    } else {  // once per call: w[-1] = v0, s[-1] = s0
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = s0 ? s0[n] : T(0);
+        T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], v0[n], consts(n), W[n],
+                                        d_thr, d_alpha, d_bias);
+        p_thr[n] += static_cast<double>(d_thr);
+        p_alpha[n] += static_cast<double>(d_alpha);
+        p_bias[n] += static_cast<double>(d_bias);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
+      }
     }
+    if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
+    if (s_prev_out) std::memcpy(s_prev_out + t * N, S_cur, sizeof(T) * len);
     // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
     const T* __restrict__ at = a + t * NS;
     const T* __restrict__ git = gi ? gi + t * NS : nullptr;
@@ -268,18 +279,18 @@ LIF_HD void syn_backward_tile(
   SYN_FWD_S(PFX##_fwd1, IT, T, kNoiseTensor) \
   SYN_FWD_S(PFX##_fwd2, IT, T, kNoiseKernel)
 
-#define SYN_BWD_ENTRY(NAME, IT, T, SURR, SF)                                                       \
-  LIF_CLONES void NAME(const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gs_rec,        \
-                       const T* gw, const T* gi, const T* gr, const T* u, const T* a, const T* v0, \
-                       const T* s0, const T* alpha, const T* beta, const T* thr, T window,         \
-                       T max_spikes, T* W_io, T* I_io, IT* g_in, T* g_r, T* g_u, T* s_prev_out,    \
-                       double* p_alpha, double* p_thr, double* p_bias, double* p_beta,             \
-                       int64_t t_abs0, int64_t steps, int64_t N, int64_t S, int64_t len, T* W,     \
-                       T* U_row, T* S_cur, T* g_row, T* I, T* inv_thr, T* inv_thr2, T* pwl_lo) {   \
-    syn_backward_tile<IT, T, SURR, SF>(                                                            \
-        gs, gs_stride_t, gs_bcast_n, gs_rec, gw, gi, gr, u, a, v0, s0, alpha, beta, thr, window,   \
-        max_spikes, W_io, I_io, g_in, g_r, g_u, s_prev_out, p_alpha, p_thr, p_bias, p_beta,        \
-        t_abs0, steps, N, S, len, W, U_row, S_cur, g_row, I, inv_thr, inv_thr2, pwl_lo);           \
+#define SYN_BWD_ENTRY(NAME, IT, T, SURR, SF)                                                      \
+  LIF_CLONES void NAME(                                                                           \
+      const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gs_rec, const T* gw,           \
+      const T* gi, const T* gr, const T* u, const T* a, const T* v0, const T* s0, const T* alpha, \
+      const T* beta, const T* thr, T window, T max_spikes, T* W_io, T* I_io, IT* g_in, T* g_r,    \
+      T* g_u, T* s_prev_out, double* p_alpha, double* p_thr, double* p_bias, double* p_beta,      \
+      int64_t t_abs0, int64_t steps, int64_t N, int64_t S, int64_t len, T* W, T* U_row, T* S_cur, \
+      T* g_row, T* I, const T* zeros, T* inv_thr, T* inv_thr2, T* pwl_lo) {                       \
+    syn_backward_tile<IT, T, SURR, SF>(                                                           \
+        gs, gs_stride_t, gs_bcast_n, gs_rec, gw, gi, gr, u, a, v0, s0, alpha, beta, thr, window,  \
+        max_spikes, W_io, I_io, g_in, g_r, g_u, s_prev_out, p_alpha, p_thr, p_bias, p_beta,       \
+        t_abs0, steps, N, S, len, W, U_row, S_cur, g_row, I, zeros, inv_thr, inv_thr2, pwl_lo);   \
   }
 #define SYN_BWD_S(PFX, IT, T, SURR)       \
   SYN_BWD_ENTRY(PFX##_s1, IT, T, SURR, 1) \
@@ -370,13 +381,14 @@ void syn_backward(const SynBackwardArgs<IT, T>& a) {
   double* const p_beta = a.partial + 3 * BN;
   at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
     TileScratch<T> sc(tile, S, false);
-    std::vector<T> rows(static_cast<size_t>(6 * tile));
+    std::vector<T> rows(static_cast<size_t>(7 * tile));  // value-initialised: `zeros` stays 0
     T* W = rows.data();
     T* U_row = W + tile;
     T* S_cur = U_row + tile;
     T* inv_thr = S_cur + tile;
     T* inv_thr2 = inv_thr + tile;
     T* pwl_lo = inv_thr2 + tile;
+    const T* zeros = pwl_lo + tile;
     for (int64_t it = begin; it < end; ++it) {
       const int64_t b = it / ntiles;
       const int64_t n0 = (it % ntiles) * tile;
@@ -395,7 +407,7 @@ void syn_backward(const SynBackwardArgs<IT, T>& a) {
          param_row(a.thr, a.thr_scalar, n0, len, sc.thr), window, M, a.W + bn, a.I + bns,
          a.g_in + srow, a.g_r ? a.g_r + srow : nullptr, a.g_u ? a.g_u + row : nullptr,
          a.s_prev ? a.s_prev + row : nullptr, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns,
-         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.z, sc.i, inv_thr, inv_thr2, pwl_lo);
+         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.z, sc.i, zeros, inv_thr, inv_thr2, pwl_lo);
     }
   });
 }
