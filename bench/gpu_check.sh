@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (issue 3): build lif_cuda in place with its CUDA kernels, run the
-# whole test suite (the CUDA tests included), then benchmark fused vs reference on the card.
+# whole test suite (the CUDA tests included), then benchmark fused vs reference on the card (and the
+# synaptic LIF against Rockpool's LIFTorch: bench/bench_synaptic.py).
 #
 #     bench/gpu_check.sh                  # from anywhere; uses the system python3 (no venv)
 #
@@ -111,6 +112,12 @@ if [ $HAVE_GPU = 1 ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee "$LOG_DIR/bench.log"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then say "benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: benchmark (exit $rc)"; status=1; fi
+  t0=$SECONDS
+  say "synaptic benchmark (log $LOG_DIR/bench_synaptic.log)"
+  "$PYTHON" bench/bench_synaptic.py --device cuda --no-progress 2>&1 | tee "$LOG_DIR/bench_synaptic.log"
+  rc=${PIPESTATUS[0]}
+  [ -n "${OUT:-}" ] && cp bench/results/bench_synaptic-cuda-*.json "$OUT"/ 2>/dev/null
+  if [ "$rc" -eq 0 ]; then say "synaptic benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: synaptic benchmark (exit $rc)"; status=1; fi
 fi
 
 if [ $HAVE_GPU = 1 ]; then

@@ -382,8 +382,9 @@ def test_compiled_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo):
     assert_bitwise(compiled_layer.vmem, eager.vmem, "state")
 
 
-def test_torchscript_inference_equals_eager():
-    eager = make_layer()
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_torchscript_inference_equals_eager(rec):
+    eager = make_layer(rec=rec)
     scripted = torch.jit.script(copy.deepcopy(eager))
     g = torch.Generator().manual_seed(4)
     for shape in ((2, 20, 12), (15, 12)):
