@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile-checks every CUDA source without a GPU (../shared/BUILD.md, "CUDA code without a GPU"):
 #   1. csrc/lif_core.h and csrc/cuda/lif_thread.h alone: every host/device function
-#      instantiated in a __global__ kernel, for each float type (seconds).
+#      instantiated in a __global__ kernel, for each float type (seconds); the synaptic model's
+#      step functions (csrc/cuda/synaptic_thread.h) are instantiated by its kernels in step 2.
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
@@ -96,6 +97,19 @@ __global__ void thread_check(lif::ForwardArgs<IT, T> f, lif::BackwardArgs<IT, T>
   lif::gpu::reduce_thread(b, threadIdx.x);
 }
 
+// The synaptic model's step functions (SPEC §7), both synapse-sum orders included, on the device.
+template <typename T>
+__global__ void syn_core_check(const T* in, T* out) {
+  T I = in[5], gb = 0;
+  out[0] = lif::syn_decay(lif::syn_input(in[0], in[1], in[2]), in[3]) + lif::syn_input(in[0], in[1]);
+  out[1] = lif::syn_membrane(in[0], in[1], in[2], in[3], in[4]) + lif::syn_membrane(in[0], in[1], in[2], in[3]);
+  out[2] = lif::cpu_torch_sum(in, threadIdx.x) + lif::cuda_torch_sum(in, threadIdx.x);
+  out[3] = lif::synaptic_sum<lif::kCudaSum, 4>(in, 4) + lif::synaptic_sum<lif::kCpuSum, 0>(in, 7);
+  out[4] = lif::syn_step_backward(in[0], in[1], in[2], I, gb) + I + gb;
+}
+
+template __global__ void syn_core_check<float>(const float*, float*);
+template __global__ void syn_core_check<double>(const double*, double*);
 template __global__ void core_check<float>(const float*, float*, uint64_t);
 template __global__ void core_check<double>(const double*, double*, uint64_t);
 using lif::kPeriodicExponential;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (issues 3, 11): build lif_cuda in place with its CUDA kernels, run
-# the whole test suite (tests/test_cuda.py included), then bench/bench_gpu.py on the card (fused vs
-# the copy_ bandwidth, Rockpool and SpikingJelly). Meant to finish within 10 minutes on an H200.
+# One command for a GPU machine (issues 3, 11, 14): build lif_cuda in place with its CUDA kernels,
+# run the whole test suite (tests/test_cuda.py included), then bench/bench_gpu.py on the card (fused
+# vs the copy_ bandwidth, Rockpool and SpikingJelly) and bench/bench_synaptic.py (the synaptic LIF
+# against Rockpool's LIFTorch). Meant to finish within 10 minutes on an H200.
 #
 #     bash bench/gpu_check.sh             # from anywhere; uses the system python3 (no venv)
 #
@@ -161,6 +162,12 @@ if [ $HAVE_GPU = 1 ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee "$LOG_DIR/bench.log"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then say "benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: benchmark (exit $rc)"; status=1; fi
+  t0=$SECONDS
+  say "synaptic benchmark (log $LOG_DIR/bench_synaptic.log)"
+  "$PYTHON" bench/bench_synaptic.py --device cuda --no-progress 2>&1 | tee "$LOG_DIR/bench_synaptic.log"
+  rc=${PIPESTATUS[0]}
+  [ -n "${OUT:-}" ] && cp bench/results/bench_synaptic-cuda-*.json "$OUT"/ 2>/dev/null
+  if [ "$rc" -eq 0 ]; then say "synaptic benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: synaptic benchmark (exit $rc)"; status=1; fi
 fi
 
 say "total $SECONDS s$([ $SECONDS -gt 600 ] && echo ' (over the 10 minutes this check should take)')"

@@ -84,4 +84,33 @@ TORCH_LIBRARY(lif_cuda, m) {
       "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "
       "int surrogate, bool scalar_bias, Tensor? lengths=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The synaptic LIF model (SPEC §7, Rockpool's LIFTorch): input (B,T,N*S) read as (B,T,N,S);
+  // i0 (B,N,S) or (N,S) gives N and S; v0 (B,N) or (N,); s0 (B,N) or (N,) the spikes of the step
+  // before the first (the recurrent product's first input; None: zeros); tau_mem, threshold, bias
+  // (N,) or (); tau_syn (N,S), (1,S) or (); w_rec (N, N*S) or None (feed-forward: the whole time
+  // loop in one kernel; recurrent: a C++ time loop, at::linear(s, w_rec.t()) then the fused step
+  // kernel per step). alpha and beta are computed inside, as torch computes them; noise as for
+  // lif_forward. Returns (spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved,
+  // s0_saved): the records vmem (B,T,N), isyn, irec (B,T,N,S) are empty unless `record` (irec is
+  // zeros without w_rec); u (B,T,N) and a (B,T,N,S) (the currents before their decay), v0_saved
+  // and s0_saved (copies of the initial state) are empty unless `save`, which the autograd kernel
+  // sets when a gradient is needed.
+  m.def(
+      "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
+      "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
+      "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
+      "int surrogate, bool record, bool save) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  // Its backward (SPEC §7): returns (grad_input, grad_v0, grad_i0, grad_s0, grad_tau_mem,
+  // grad_tau_syn, grad_threshold, grad_bias, grad_w_rec, grad_noise), each in its forward
+  // argument's shape (grad_i0 (N,S) when `i0_shared`; grad_s0 and grad_w_rec (0,) when there is no
+  // s0 / w_rec; grad_noise (B,T,N) only when `noise_grad`).
+  m.def(
+      "synaptic_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_isyn, "
+      "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor a, "
+      "Tensor v0, Tensor? s0, Tensor tau_mem, Tensor tau_syn, Tensor threshold, Tensor? w_rec, "
+      "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
+      "bool noise_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

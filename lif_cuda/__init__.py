@@ -3,6 +3,7 @@
     import lif_cuda
     layer = lif_cuda.LIFNeuron(128)          # drop-in for Rockpool's LIFNeuronTorch
     spikes = layer(torch.randn(32, 100, 128))
+    syn = lif_cuda.SynapticLIF((2 * 128, 128), has_rec=True)   # Rockpool's LIFTorch: synapses, recurrence
 
 `lif_cuda.lif_evolve(...)` is the functional form; `lif_cuda.reference` the pure-PyTorch oracle.
 """
@@ -12,7 +13,8 @@ from . import (
 )
 from .functional import fused_available, lif_evolve
 from .module import LIFNeuron
-from .reference import PeriodicExponential, StepPWL, lif_evolve_reference
+from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, synaptic_evolve_reference
+from .synaptic import SynapticLIF, synaptic_evolve
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,9 @@ __all__ = [
     "LIFNeuron",
     "lif_evolve",
     "lif_evolve_reference",
+    "SynapticLIF",
+    "synaptic_evolve",
+    "synaptic_evolve_reference",
     "fused_available",
     "StepPWL",
     "PeriodicExponential",

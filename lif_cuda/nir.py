@@ -13,6 +13,12 @@ bias (Rockpool writes zeros), and r = tau/dt - 1, which that import formula inve
 tau*exp(-dt/tau)/dt, which it reads back as a slightly smaller dt). What NIR cannot say (learning
 window, max spikes per step, subtractive reset, dt to the last bit) goes in the node's metadata
 under "lif_cuda.*". Needs the `nir` extra.
+
+A synaptic layer (`SynapticLIF`, lif_cuda.rockpool.LIFTorch, Rockpool's LIFTorch) with one synapse
+per neuron maps to `nir.CubaLIF` (tau_syn, tau_mem, r, v_leak = bias, v_threshold), with the same
+choice of r; with recurrent weights to a sub-graph {input, CubaLIF, Linear(w_rec.T), output} with the
+edge Linear -> CubaLIF closing the loop, as Rockpool reads one. NIR has no node for several synaptic
+currents per neuron: such a layer is refused.
 """
 import warnings
 from collections import OrderedDict
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import LIFNeuron
+from . import LIFNeuron, SynapticLIF
 
 try:
     import nir
@@ -33,6 +39,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["to_nir", "from_nir"]
 
 _META = "lif_cuda."  # prefix of the metadata keys this module writes and reads
+
+
+def _is_synaptic(module):
+    # SynapticLIF, lif_cuda.rockpool.LIFTorch and Rockpool's own LIFTorch.
+    return all(hasattr(module, a) for a in ("tau_mem", "tau_syn", "threshold", "bias", "dt", "n_neurons"))
 
 
 def _is_lif(module):
@@ -66,6 +77,88 @@ def _lif_to_nir(module):
     )
 
 
+def _synaptic_to_nir(module):
+    n, s = int(module.n_neurons), int(module.n_synapses)
+    if s != 1:
+        raise NotImplementedError(
+            f"lif_cuda.nir.to_nir: this layer has {s} synaptic currents per neuron; NIR's CubaLIF has one "
+            "(export layers with one synapse per neuron)"
+        )
+    dt = float(module.dt)
+    tau_mem = _per_neuron(module.tau_mem, n)
+    metadata = {
+        _META + "dt": dt,
+        _META + "reset": "subtractive",
+        _META + "learning_window": float(module.learning_window),
+        _META + "max_spikes_per_dt": float(module.max_spikes_per_dt),
+    }
+    cuba = nir.CubaLIF(
+        tau_syn=np.broadcast_to(module.tau_syn.detach().cpu().numpy().reshape(-1), (n,)).copy(),
+        tau_mem=tau_mem,
+        r=tau_mem.astype(np.float64) / dt - 1.0,  # as for nir.LIF: import gives dt back
+        v_leak=_per_neuron(module.bias, n),
+        v_threshold=_per_neuron(module.threshold, n),
+        metadata=metadata,
+    )
+    w_rec = getattr(module, "w_rec", None)
+    if w_rec is None or not (getattr(module, "has_rec", False) or getattr(module, "_has_rec", False)):
+        return cuba
+    # The recurrence as Rockpool writes it: a sub-graph whose Linear feeds the neurons back.
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([n])}),
+        "lif": cuba,
+        "w_rec": nir.Linear(weight=w_rec.detach().cpu().numpy().T.copy()),
+        "output": nir.Output(output_type={"output": np.array([n])}),
+    }
+    edges = [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+def _recurrent_cuba(graph):
+    """(CubaLIF, recurrent weights (N, N)) of a recurrent CubaLIF sub-graph, or None."""
+    kinds = {type(v): v for v in graph.nodes.values()}
+    if len(graph.nodes) != 4 or nir.CubaLIF not in kinds or not ({nir.Linear, nir.Affine} & kinds.keys()):
+        return None
+    rec = kinds.get(nir.Linear, kinds.get(nir.Affine))
+    if isinstance(rec, nir.Affine) and np.any(np.asarray(rec.bias) != 0):
+        warnings.warn("lif_cuda.nir.from_nir: the recurrent Affine's bias is ignored", RuntimeWarning, stacklevel=4)
+    return kinds[nir.CubaLIF], np.asarray(rec.weight).T
+
+
+def _synaptic_from_nir(node, w_rec, synaptic_class, dt, kwargs):
+    tau_mem = np.asarray(node.tau_mem, dtype=np.float64)
+    r = np.asarray(node.r, dtype=np.float64)
+    if dt is None:
+        dt = float(np.min(tau_mem / (1.0 + r)))  # Rockpool's mapping
+        stored = _meta(node, "dt", None)
+        if stored is not None and abs(stored - dt) <= 1e-9 * dt:
+            dt = stored
+    if np.any(np.asarray(node.w_in) != 1):
+        raise NotImplementedError("lif_cuda.nir.from_nir: a CubaLIF with w_in != 1 has no lif_cuda layer")
+    if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
+        warnings.warn(
+            "lif_cuda.nir.from_nir: nir.CubaLIF has a non-zero v_reset; lif_cuda neurons reset by subtracting "
+            "the threshold, so v_reset is ignored",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    n = int(tau_mem.size)
+    args = dict(
+        shape=(n, n),
+        tau_mem=torch.tensor(np.asarray(node.tau_mem).reshape(-1)),
+        tau_syn=torch.tensor(np.asarray(node.tau_syn).reshape(n, 1)),
+        threshold=torch.tensor(np.asarray(node.v_threshold).reshape(-1)),
+        bias=torch.tensor(np.asarray(node.v_leak).reshape(-1)),
+        dt=dt,
+        learning_window=_meta(node, "learning_window", 0.5),
+        max_spikes_per_dt=_meta(node, "max_spikes_per_dt", 2.0**16),
+    )
+    if w_rec is not None:
+        args.update(has_rec=True, w_rec=torch.tensor(np.asarray(w_rec, dtype=np.float32)))
+    args.update(kwargs)
+    return synaptic_class(**args)
+
+
 def _linear_to_nir(module):
     weight = module.weight.detach().cpu().numpy()
     if module.bias is None:
@@ -74,7 +167,7 @@ def _linear_to_nir(module):
 
 
 def _size_in(module):
-    return module.in_features if isinstance(module, nn.Linear) else int(module.n_neurons)
+    return module.in_features if isinstance(module, nn.Linear) else int(getattr(module, "size_in", module.n_neurons))
 
 
 def _size_out(module):
@@ -82,6 +175,8 @@ def _size_out(module):
 
 
 def _module_to_nir(module):
+    if _is_synaptic(module):
+        return _synaptic_to_nir(module)
     if _is_lif(module):
         return _lif_to_nir(module)
     if isinstance(module, nn.Linear):
@@ -148,7 +243,11 @@ def _lif_from_nir(node, module_class, dt, kwargs):
     return module_class(**args)
 
 
-def _node_from_nir(node, module_class, dt, kwargs):
+def _node_from_nir(node, module_class, dt, kwargs, synaptic_class=SynapticLIF):
+    if isinstance(node, nir.CubaLIF):
+        return _synaptic_from_nir(node, None, synaptic_class, dt, kwargs)
+    if isinstance(node, nir.NIRGraph) and _recurrent_cuba(node) is not None:
+        return _synaptic_from_nir(*_recurrent_cuba(node), synaptic_class, dt, kwargs)
     if isinstance(node, nir.LIF):
         return _lif_from_nir(node, module_class, dt, kwargs)
     if isinstance(node, (nir.Affine, nir.Linear)):
@@ -191,18 +290,20 @@ def _chain(graph):
     return order
 
 
-def from_nir(node, module_class=LIFNeuron, dt=None, **kwargs):
+def from_nir(node, module_class=LIFNeuron, dt=None, synaptic_class=SynapticLIF, **kwargs):
     """A `nir.LIF` as a LIF layer; a chain-shaped `nir.NIRGraph` as an `nn.Sequential`.
 
     module_class: the LIF class to build, called with the seed's constructor arguments
     (default `lif_cuda.LIFNeuron`; `lif_cuda.rockpool.LIFNeuronTorch` works too). dt: override the
     time step (default: min(tau / (1 + r)), as Rockpool). Other keyword arguments (backend,
-    spike_generation_fn, noise_std, ...) go to every LIF layer's constructor.
+    spike_generation_fn, noise_std, ...) go to every LIF layer's constructor. synaptic_class: what a
+    `nir.CubaLIF` (or a recurrent CubaLIF sub-graph) becomes (default `lif_cuda.SynapticLIF`;
+    `lif_cuda.rockpool.LIFTorch` works too).
     """
-    if isinstance(node, nir.NIRGraph):
+    if isinstance(node, nir.NIRGraph) and _recurrent_cuba(node) is None:
         layers = OrderedDict(
-            (name.replace(".", "_"), _node_from_nir(node.nodes[name], module_class, dt, kwargs))
+            (name.replace(".", "_"), _node_from_nir(node.nodes[name], module_class, dt, kwargs, synaptic_class))
             for name in _chain(node)
         )
         return nn.Sequential(layers)
-    return _node_from_nir(node, module_class, dt, kwargs)
+    return _node_from_nir(node, module_class, dt, kwargs, synaptic_class)

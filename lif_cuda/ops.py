@@ -8,12 +8,20 @@ import torch
 
 from . import _ext
 
-__all__ = ["SURROGATE_IDS", "lif_forward_op", "lif_backward_op", "kernel_launches"]
+__all__ = [
+    "SURROGATE_IDS",
+    "lif_forward_op",
+    "lif_backward_op",
+    "synaptic_forward_op",
+    "synaptic_backward_op",
+    "kernel_launches",
+]
 
 # Surrogate ids passed to the kernels (csrc/lif_core.h, enum Surrogate).
 SURROGATE_IDS = {"StepPWL": 0, "PeriodicExponential": 1}
 
 lif_forward_op = lif_backward_op = None
+synaptic_forward_op = synaptic_backward_op = None
 
 if _ext.loaded():
 
@@ -45,9 +53,52 @@ if _ext.loaded():
             u.new_empty(() if scalar_bias else (N,)),
         )
 
+    @torch.library.register_fake("lif_cuda::synaptic_forward")
+    def _synaptic_forward_fake(
+        input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
+        max_spikes, surrogate, record, save,
+    ):
+        B, T = input.shape[0], input.shape[1]
+        N, S = i0.shape[-2], i0.shape[-1]
+        none = v0.new_empty((0,))
+        return (
+            input.new_empty((B, T, N)),
+            v0.new_empty((B, T, N)) if record else none,
+            v0.new_empty((B, T, N, S)) if record else v0.new_empty((0,)),
+            v0.new_empty((B, T, N, S)) if record else v0.new_empty((0,)),
+            v0.new_empty((B, N)),
+            v0.new_empty((B, N, S)),
+            v0.new_empty((B, N)),
+            v0.new_empty((B, T, N)) if save else v0.new_empty((0,)),
+            v0.new_empty((B, T, N, S)) if save else v0.new_empty((0,)),
+            v0.new_empty(v0.shape) if save else v0.new_empty((0,)),
+            v0.new_empty(s0.shape) if save and s0 is not None else v0.new_empty((0,)),
+        )
+
+    @torch.library.register_fake("lif_cuda::synaptic_backward")
+    def _synaptic_backward_fake(
+        grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, a, v0, s0, tau_mem, tau_syn,
+        threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad,
+    ):
+        B, T, N, S = a.shape
+        return (
+            grad_spikes.new_empty((B, T, N * S)),
+            u.new_empty(v0.shape),
+            u.new_empty((N, S) if i0_shared else (B, N, S)),
+            u.new_empty(s0.shape) if s0 is not None else u.new_empty((0,)),
+            u.new_empty(tau_mem.shape),
+            u.new_empty(tau_syn.shape),
+            u.new_empty(threshold.shape),
+            u.new_empty(() if scalar_bias else (N,)),
+            u.new_empty(w_rec.shape) if w_rec is not None else u.new_empty((0,)),
+            u.new_empty((B, T, N)) if noise_grad else u.new_empty((0,)),
+        )
+
     # The op packets themselves (no Python wrapper on the hot path).
     lif_forward_op = torch.ops.lif_cuda.lif_forward
     lif_backward_op = torch.ops.lif_cuda.lif_backward
+    synaptic_forward_op = torch.ops.lif_cuda.synaptic_forward
+    synaptic_backward_op = torch.ops.lif_cuda.synaptic_backward
 
 
 def kernel_launches() -> int:

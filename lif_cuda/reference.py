@@ -5,8 +5,9 @@ It imports nothing else of lif_cuda's and computes in the input's dtype througho
 float64); autograd through it gives the gradients of SPEC §3.
 """
 import torch
+import torch.nn.functional as F
 
-__all__ = ["StepPWL", "PeriodicExponential", "lif_evolve_reference", "tau_to_decay"]
+__all__ = ["StepPWL", "PeriodicExponential", "lif_evolve_reference", "synaptic_evolve_reference", "tau_to_decay"]
 
 
 def _spikes(x, threshold, max_spikes_per_dt):
@@ -139,3 +140,81 @@ def lif_evolve_reference(
     spikes = torch.stack(spikes, dim=1).to(io_dtype)
     vmem = torch.stack(vmem, dim=1) if record else None
     return spikes, vmem, w
+
+
+def synaptic_evolve_reference(
+    input,
+    v0,
+    i0,
+    tau_mem,
+    tau_syn,
+    threshold,
+    bias,
+    dt,
+    w_rec=None,
+    s0=None,
+    noise=None,
+    learning_window=0.5,
+    max_spikes_per_dt=2.0**16,
+    spike_generation_fn=StepPWL,
+    record=False,
+    synapse_sum=None,
+):
+    """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
+
+    i0: synaptic currents (B,N,S) or (N,S), which give N and S (input element n*S + k feeds synapse
+    k of neuron n); v0: membrane (B,N) or (N,); s0: spikes of the step before the first ((B,N),
+    (N,) or None for zeros), the first input of the recurrent product; tau_mem, threshold, bias (N,)
+    or (); tau_syn (N,S), (1,S) or (); w_rec (N, N*S) or None; noise the exact (B,T,N) term or None.
+    Each step, as Rockpool computes it: i = i + x[t]; r = linear(s, w_rec.T) (viewed (B,N,S));
+    i = i + r; w = w * alpha; i = i * beta; u = ((w + i.sum(-1)) + z) + bias; s = spike_fn(u);
+    w = u - s * thr. float16/bfloat16 input is computed in float32, spikes returned in its dtype.
+    Returns (spikes (B,T,N), vmem (B,T,N), isyn (B,T,N,S), irec (B,T,N,S) (None each unless record;
+    irec zeros without w_rec), final membrane (B,N), final currents (B,N,S), final spikes (B,N)).
+    synapse_sum: the sum over the synapses, `i.sum(-1)` by default (the host test of the CUDA
+    kernels' thread code passes the CUDA reduction's order, to check it without a GPU).
+    """
+    io_dtype = input.dtype
+    if io_dtype in (torch.float16, torch.bfloat16):
+        input = input.float()
+    dtype = input.dtype
+    B, T, _ = input.shape
+    N, S = i0.shape[-2:]
+    x = input.reshape(B, T, N, S)
+    tau_mem, tau_syn, threshold, bias = (p.to(dtype) for p in (tau_mem, tau_syn, threshold, bias))
+    alpha = tau_to_decay(dt, tau_mem)
+    beta = tau_to_decay(dt, tau_syn)
+    w = v0.to(dtype).expand(B, N)
+    i = i0.to(dtype).expand(B, N, S)
+    # Contiguous, as Rockpool's batched state is: the recurrent product then reads the same layout.
+    s = s0.to(dtype).expand(B, N).contiguous() if s0 is not None else input.new_zeros((B, N))
+    spikes, vmem, isyn, irec = [], [], [], []
+    for t in range(T):
+        i = i + x[:, t]
+        if w_rec is not None:
+            r = F.linear(s, w_rec.T).reshape(B, N, S)
+            i = i + r
+        w = w * alpha
+        i = i * beta
+        u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
+        if noise is not None:
+            u = u + noise[:, t].to(dtype)
+        u = u + bias
+        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
+        w = u - s * threshold
+        spikes.append(s)
+        if record:
+            vmem.append(w)
+            isyn.append(i)
+            irec.append(r if w_rec is not None else torch.zeros_like(i))
+    s_final = s.expand(B, N).clone()
+    if T == 0:
+        empty = input.new_empty((B, 0, N))
+        rec = (empty.clone(), input.new_empty((B, 0, N, S)), input.new_empty((B, 0, N, S))) if record else (None,) * 3
+        return (empty.to(io_dtype), *rec, w.clone(), i.clone(), s_final)
+    spikes = torch.stack(spikes, dim=1).to(io_dtype)
+    if record:
+        rec = (torch.stack(vmem, dim=1), torch.stack(isyn, dim=1), torch.stack(irec, dim=1))
+    else:
+        rec = (None, None, None)
+    return (spikes, *rec, w, i, s_final)

@@ -1,4 +1,5 @@
-"""Rockpool drop-in: `LIFNeuronTorch`, Rockpool's module of that name running the fused kernels.
+"""Rockpool drop-ins: `LIFNeuronTorch` and `LIFTorch`, Rockpool's modules of those names running the
+fused kernels.
 
     from rockpool.nn.combinators import Sequential
     from rockpool.nn.modules import LinearTorch
@@ -10,11 +11,16 @@
 It is a Rockpool `TorchModule` with Rockpool's constructor, parameter families (`taus`, `thresholds`,
 `bias`), `vmem` state and evolve/forward semantics, and gives the same spikes, records and
 gradients as Rockpool's own (docs/ECOSYSTEM.md). Needs the `rockpool` extra.
+
+`LIFTorch` (synaptic currents, optional recurrent weights: SPEC §7) is Rockpool's `LIFTorch` itself,
+subclassed: its constructor, parameters and families (`weights` w_rec, `taus` tau_mem and tau_syn,
+`bias`, `thresholds`), states (`vmem`, `isyn`, `spikes`), evolve and graph export are Rockpool's;
+only `forward` runs on lif_cuda's fused op (lif_cuda.synaptic_evolve).
 """
 import numpy as np
 import torch
 
-from . import PeriodicExponential, StepPWL, lif_evolve
+from . import PeriodicExponential, StepPWL, lif_evolve, synaptic_evolve
 
 try:
     import rockpool.parameters as rp
@@ -27,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc}); install it with: pip install 'lif_cuda[rockpool]'"
     ) from exc
 
-__all__ = ["LIFNeuronTorch"]
+__all__ = ["LIFNeuronTorch", "LIFTorch"]
 
 # Rockpool's surrogate classes compute what ours do (SPEC §2); these run on the fused kernels.
 _SAME_SURROGATE = {
@@ -152,4 +158,87 @@ class LIFNeuronTorch(TorchModule):
         # Rockpool keeps batch row 0, detached, as the new state.
         if B > 0:
             self.vmem.copy_(v_final[0].detach())
+        return spikes
+
+
+_NOISE_MODES = ("torch", "kernel")
+
+
+class LIFTorch(_rp_lif.LIFTorch):
+    """Rockpool's `LIFTorch` (leak_mode "taus") on lif_cuda's fused op: the same constructor, parameters,
+    states and records (`vmem`, `isyn`, `irec`, `spikes`), and the same spikes, records and state bit
+    for bit in float32 on the same device; gradients of input, tau_mem, tau_syn, threshold, bias and
+    w_rec to float32 rounding.
+
+    Keyword-only extras: `backend` ("auto", "fused", "reference") as lif_cuda.SynapticLIF's; `noise`
+    (with noise_std > 0): "torch" (default) draws the noise with torch.randn exactly as Rockpool does,
+    so a seeded run matches Rockpool's; "kernel" draws it inside the fused kernel (no (B,T,N) tensor).
+    Only leak_mode "taus" runs here (the fused op trains time constants); "decays" and "bitshifts" are
+    an error: use Rockpool's own module for those.
+    """
+
+    def __init__(self, shape, leak_mode="taus", *args, backend="auto", noise="torch", **kwargs):
+        if leak_mode != "taus":
+            raise ValueError(
+                f"lif_cuda.rockpool.LIFTorch supports leak_mode='taus' only, got leak_mode={leak_mode!r}; "
+                "use rockpool.nn.modules.LIFTorch for 'decays' or 'bitshifts'"
+            )
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        fn = kwargs.get("spike_generation_fn", args[11] if len(args) > 11 else StepPWL)
+        if not (isinstance(fn, type) and issubclass(fn, torch.autograd.Function)):
+            raise TypeError(
+                f"spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, got {fn!r}"
+            )
+        super().__init__(shape, leak_mode, *args, **kwargs)
+        self.backend = rp.SimulationParameter(backend)
+        self.noise = rp.SimulationParameter(noise)
+
+    _spike_fn_class = LIFNeuronTorch._spike_fn_class
+
+    def forward(self, input_data):
+        """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
+        if not isinstance(input_data, torch.Tensor):
+            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
+        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
+        dtype = self.tau_mem.dtype
+        x = x.to(dtype)
+        B, T, _ = x.shape
+        noise, noise_std = None, 0.0
+        if self.noise_std > 0:
+            if self.noise == "torch":
+                # The very draw Rockpool makes (float32, on the state's device), so seeded runs agree.
+                zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt))
+                noise = (zeta * torch.randn((B, T, self.size_out), device=self.vmem.device)).to(dtype)
+            else:
+                noise_std = self.noise_std
+        # Snapshots: a backward may hold the initial state while the states are updated below.
+        v0, i0, s0 = (t.to(device=x.device, dtype=dtype, copy=True) for t in (self.vmem, self.isyn, self.spikes))
+        spikes, vmem, isyn, irec, v_final, i_final, s_final = synaptic_evolve(
+            x,
+            v0,
+            i0,
+            self.tau_mem,
+            self.tau_syn,
+            self.threshold,
+            self.bias,
+            self.dt,
+            w_rec=self.w_rec if self._has_rec else None,
+            s0=s0,
+            noise=noise,
+            learning_window=float(self.learning_window),
+            max_spikes_per_dt=float(self.max_spikes_per_dt),
+            spike_generation_fn=self._spike_fn_class(),
+            record=self._record,
+            backend=self.backend,
+            noise_std=noise_std,
+        )
+        if self._record:
+            self._record_dict = {"vmem": vmem, "isyn": isyn, "irec": irec, "spikes": spikes}
+        if B > 0:
+            self.vmem.copy_(v_final[0].detach())
+            self.isyn.copy_(i_final[0].detach())
+            self.spikes.copy_(s_final[0].detach())
         return spikes

@@ -149,9 +149,9 @@ def test_rockpool_export_imports_and_our_dropin_exports():
 def test_what_cannot_be_mapped():
     with pytest.raises(NotImplementedError, match="ReLU"):
         lnir.to_nir(nn.ReLU())
-    with pytest.raises(NotImplementedError, match="CubaLIF"):
+    with pytest.raises(NotImplementedError, match="LI"):  # (CubaLIF maps to SynapticLIF: test_synaptic_nir.py)
         ones = np.ones(2)
-        lnir.from_nir(nir.CubaLIF(tau_syn=ones, tau_mem=ones, r=ones, v_leak=0 * ones, v_threshold=ones))
+        lnir.from_nir(nir.LI(tau=ones, r=ones, v_leak=0 * ones))
     lif = lnir.to_nir(make_layer(2))
     branching = nir.NIRGraph(
         nodes={

@@ -1,0 +1,474 @@
+// Fused kernels of the synaptic LIF model for the CPU (SPEC §7): forward and hand-written backward
+// over the steps [t0, t0 + steps) of tiles of (batch row, contiguous neurons), as the LIF kernels
+// (lif_kernel_cpu.cpp) arrange them: at::parallel_for over tiles, the time loop outermost inside a
+// tile, per step first a loop over the tile's synapses (neuron n's S synapses are contiguous, so
+// this loop runs over len * S contiguous values and vectorises whatever S is), then a loop over its
+// neurons. The per-element math is lif_core.h's; the synapse sum in torch's CPU order.
+//
+// Compile-time switches: noise mode, surrogate, and S_FIXED (1, 2, or 0 for any S), so that the
+// common one- and two-synapse layers have no inner loop over k.
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../lif_core.h"
+#include "lif_cpu_loops.h"
+#include "noise_rows_x86.h"
+#include "synaptic_cpu.h"
+
+namespace lif {
+namespace cpu {
+namespace {
+
+// Neurons per tile: the LIF kernels' width, narrowed so that a tile's synapses (len * S values per
+// state row) stay small in cache.
+constexpr int64_t kMaxSynTile = 4096;
+
+int64_t syn_tile(int64_t B, int64_t N, int64_t S) {
+  const int64_t cap = std::max<int64_t>(16, std::min<int64_t>(kMaxTile, kMaxSynTile / S));
+  return std::min(choose_tile(B, N, cap), cap);
+}
+
+// Scratch rows of one tile, allocated once per parallel chunk (len neurons, len * S synapses).
+template <typename T>
+struct TileScratch {
+  std::vector<T> buf;
+  // In-kernel noise: four steps of noise terms (one Philox block per neuron) and their words,
+  // [4][kMaxTile] as draw_noise_rows writes them.
+  std::vector<uint32_t> words;
+  std::vector<T> z4;
+  T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta, *extra;
+  TileScratch(int64_t tile, int64_t S, bool noise) {
+    const int64_t syn = tile * S;
+    buf.resize(static_cast<size_t>(7 * tile + 3 * syn));
+    T* p = buf.data();
+    for (T** row : {&w, &u, &z, &alpha, &thr, &bias, &extra}) {
+      *row = p;
+      p += tile;
+    }
+    i = p;
+    a = p + syn;
+    beta = p + 2 * syn;
+    if (noise) {
+      words.resize(static_cast<size_t>(4 * kMaxTile));
+      z4.resize(static_cast<size_t>(4 * kMaxTile));
+    }
+  }
+};
+
+// A tile's row of beta (len * S values): (N,S) read in place, (1,S) repeated per neuron, () spread.
+template <typename T>
+const T* beta_row(const T* beta, int mode, int64_t n0, int64_t len, int64_t S, T* buf) {
+  if (mode == kPerSynapse) return beta + n0 * S;
+  for (int64_t n = 0; n < len; ++n)
+    for (int64_t k = 0; k < S; ++k) buf[n * S + k] = beta[mode == kPerSynapseIndex ? k : 0];
+  return buf;
+}
+
+// Forward over `steps` steps of one tile: batch row b, neurons [n0, n0 + len). Sequence pointers at
+// (b, t0, n0) (stride N per step) or (b, t0, n0 * S) (stride N * S); state rows at n0 (v0, i0 may
+// be the very v_final, i_final rows: read before they are written). The in-kernel noise of step t
+// is lane t % 4 of the Philox block t / 4 of subsequence b * N + n (`subseq` is b * N + n0), as
+// for the LIF kernels (lif_core.h).
+template <typename IT, typename T, int NOISE, int S_FIXED>
+LIF_HD void syn_forward_tile(
+    const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
+    T noise_scale, uint64_t subseq, int64_t t0, const T* v0, const T* i0, const T* __restrict__ r,
+    const T* __restrict__ alpha, const T* __restrict__ beta, const T* __restrict__ thr,
+    const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out, T* s_state,
+    T* __restrict__ w_rec, T* __restrict__ i_rec, T* __restrict__ r_rec, T* __restrict__ u_out,
+    T* __restrict__ a_out, T* v_final, T* i_final, int64_t steps, int64_t N, int64_t S_dyn,
+    int64_t len, T* __restrict__ w, T* __restrict__ i, T* __restrict__ a_scratch,
+    T* __restrict__ u_scratch, T* __restrict__ z4_flat, uint32_t* words_flat) {
+  const int64_t S = S_FIXED ? S_FIXED : S_dyn;
+  const int64_t syn = len * S;
+  const int64_t NS = N * S;
+  for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
+  for (int64_t j = 0; j < syn; ++j) i[j] = i0[j];
+  for (int64_t t = 0; t < steps; ++t) {
+    const IT* __restrict__ xt = x + t * NS;
+    // The synapses: a = (i + x) [+ r]; i = a * beta. `a` goes straight to the saved tensor when
+    // backward needs it, else to a scratch row.
+    T* __restrict__ at = a_out ? a_out + t * NS : a_scratch;
+    if (r) {
+      for (int64_t j = 0; j < syn; ++j) {
+        const T aj = syn_input(i[j], static_cast<T>(xt[j]), r[j]);
+        at[j] = aj;
+        i[j] = syn_decay(aj, beta[j]);
+      }
+      if (r_rec) std::memcpy(r_rec + t * NS, r, sizeof(T) * syn);
+    } else {
+      for (int64_t j = 0; j < syn; ++j) {
+        const T aj = syn_input(i[j], static_cast<T>(xt[j]));
+        at[j] = aj;
+        i[j] = syn_decay(aj, beta[j]);
+      }
+    }
+    if (i_rec) std::memcpy(i_rec + t * NS, i, sizeof(T) * syn);
+    const T* __restrict__ zt = nullptr;
+    if constexpr (NOISE == kNoiseTensor) zt = z + t * N;
+    if constexpr (NOISE == kNoiseKernel) {
+      // A block covers steps 4q..4q+3: drawn at its first step, or at the first of the call (a
+      // recurrent call runs one step at a time, from t0).
+      auto* z4 = reinterpret_cast<T(*)[kMaxTile]>(z4_flat);
+      const int64_t ta = t0 + t;
+      if (t == 0 || (ta & 3) == 0) {
+        draw_noise_rows<kMaxTile>(seed, offset, subseq, static_cast<uint64_t>(ta >> 2), len,
+                                  noise_scale, reinterpret_cast<uint32_t (*)[kMaxTile]>(words_flat),
+                                  z4);
+      }
+      zt = z4[ta & 3];
+    }
+    // The neurons: u = (((w * alpha) + sum_k i) [+ z]) + bias, spikes, reset.
+    IT* __restrict__ st = s_out + t * N;
+    T* __restrict__ ut = u_out ? u_out + t * N : u_scratch;
+    // The last step's spikes in the state type too (the next recurrent product's input).
+    T* __restrict__ s_last = (s_state && t == steps - 1) ? s_state : nullptr;
+    for (int64_t n = 0; n < len; ++n) {
+      const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+      T u;
+      if constexpr (NOISE == kNoNoise) {
+        u = syn_membrane(alpha[n], w[n], isum, bias[n]);
+      } else {
+        u = syn_membrane(alpha[n], w[n], isum, zt[n], bias[n]);
+      }
+      const T s = spikes(u, thr[n], max_spikes);
+      st[n] = static_cast<IT>(s);
+      if (s_last) s_last[n] = s;
+      ut[n] = u;
+      w[n] = reset(u, s, thr[n]);
+    }
+    if (w_rec) std::memcpy(w_rec + t * N, w, sizeof(T) * len);
+  }
+  std::memcpy(v_final, w, sizeof(T) * len);
+  std::memcpy(i_final, i, sizeof(T) * syn);
+}
+
+// Reverse loop over `steps` steps of one tile, t = t0 + steps - 1 .. t0 (pointers at t0 as in the
+// forward; `t_abs0` is t0 itself: w[-1] = v0 and s[-1] = s0 at t = 0). W, I and the partial sums
+// are read at the start and written back at the end (the per-step calls of the recurrent model
+// carry them from call to call).
+template <typename IT, typename T, int SURR, int S_FIXED>
+LIF_HD void syn_backward_tile(
+    const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n, const T* __restrict__ gs_rec,
+    const T* __restrict__ gw, const T* __restrict__ gi, const T* __restrict__ gr,
+    const T* __restrict__ u, const T* __restrict__ a, const T* __restrict__ v0,
+    const T* __restrict__ s0, const T* __restrict__ alpha, const T* __restrict__ beta,
+    const T* __restrict__ thr, T window, T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io,
+    IT* __restrict__ g_in, T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
+    double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
+    double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
+    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ S_cur,
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ inv_thr,
+    T* __restrict__ inv_thr2, T* __restrict__ pwl_lo) {
+  const int64_t S = S_FIXED ? S_FIXED : S_dyn;
+  const int64_t syn = len * S;
+  const int64_t NS = N * S;
+  // The per-neuron constants, as separate rows so that the loops below stay vectorised.
+  const auto consts = [&](int64_t n) {
+    NeuronConsts<T> c;
+    c.alpha = alpha[n];
+    c.thr = thr[n];
+    c.inv_thr = inv_thr[n];
+    c.inv_thr2 = inv_thr2[n];
+    c.pwl_lo = pwl_lo[n];
+    c.window = window;
+    c.max_spikes = max_spikes;
+    return c;
+  };
+  for (int64_t n = 0; n < len; ++n) {
+    const NeuronConsts<T> c = neuron_consts(alpha[n], thr[n], window, max_spikes);
+    inv_thr[n] = c.inv_thr;
+    inv_thr2[n] = c.inv_thr2;
+    pwl_lo[n] = c.pwl_lo;
+    W[n] = W_io[n];
+    S_cur[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
+  }
+  for (int64_t j = 0; j < syn; ++j) {
+    I[j] = I_io[j];
+  }
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const bool first = t_abs0 + t == 0;
+    const T* __restrict__ ut = u + t * N;
+    // dL/ds[t] from the loss (its own strides; a row broadcast over neurons spread out), plus the
+    // recurrence's share: one row of T values.
+    const IT* __restrict__ gst = gs + t * gs_stride_t;
+    for (int64_t n = 0; n < len; ++n) g_row[n] = static_cast<T>(gst[gs_bcast_n ? 0 : n]);
+    if (gs_rec) {
+      for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + gs_rec[n];
+    }
+    // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1]. Steps
+    // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
+    // double); dL/du and s[t-1] go to their outputs as whole rows afterwards.
+    const T* __restrict__ gwr = gw ? gw + t * N : zeros;
+    if (!first) {
+      const T* __restrict__ up = ut - N;
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = spikes(up[n], thr[n], max_spikes);
+        const T w_prev = reset(up[n], s_prev, thr[n]);
+        T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], w_prev, consts(n), W[n],
+                                        d_thr, d_alpha, d_bias);
+        // This step's terms, exact in T, added to the float64 sums.
+        p_thr[n] += static_cast<double>(d_thr);
+        p_alpha[n] += static_cast<double>(d_alpha);
+        p_bias[n] += static_cast<double>(d_bias);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
+      }
+    } else {  // once per call: w[-1] = v0, s[-1] = s0
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = s0 ? s0[n] : T(0);
+        T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], v0[n], consts(n), W[n],
+                                        d_thr, d_alpha, d_bias);
+        p_thr[n] += static_cast<double>(d_thr);
+        p_alpha[n] += static_cast<double>(d_alpha);
+        p_bias[n] += static_cast<double>(d_bias);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
+      }
+    }
+    if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
+    if (s_prev_out) std::memcpy(s_prev_out + t * N, S_cur, sizeof(T) * len);
+    // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
+    const T* __restrict__ at = a + t * NS;
+    const T* __restrict__ git = gi ? gi + t * NS : nullptr;
+    IT* __restrict__ gin = g_in + t * NS;
+    for (int64_t n = 0; n < len; ++n) {
+      const T U = U_row[n];
+      for (int64_t k = 0; k < S; ++k) {
+        const int64_t j = n * S + k;
+        if (git) I[j] = I[j] + git[j];
+        T d_beta = T(0);
+        gin[j] = static_cast<IT>(syn_step_backward(U, at[j], beta[j], I[j], d_beta));
+        p_beta[j] += static_cast<double>(d_beta);
+      }
+    }
+    if (g_r) {
+      // dL/dr[t] = dL/da[t] (+ the gradient on the record of r), in the compute type.
+      T* __restrict__ grt = g_r + t * NS;
+      for (int64_t j = 0; j < syn; ++j) {
+        const T gaj = I[j];  // dL/da[t][j], which the loop above has just carried into I
+        grt[j] = gr ? gaj + gr[t * NS + j] : gaj;
+      }
+    }
+  }
+  for (int64_t n = 0; n < len; ++n) {
+    W_io[n] = W[n];
+  }
+  for (int64_t j = 0; j < syn; ++j) {
+    I_io[j] = I[j];
+  }
+}
+
+// Non-template entry points, one per (types, compile-time switches), each cloned per ISA level.
+#define SYN_FWD_ENTRY(NAME, IT, T, NOISE, SF)                                                     \
+  LIF_CLONES void NAME(const IT* x, const T* z, uint64_t seed, uint64_t offset, T noise_scale,    \
+                       uint64_t subseq, int64_t t0, const T* v0, const T* i0, const T* r,         \
+                       const T* alpha, const T* beta, const T* thr, const T* bias, T max_spikes,  \
+                       IT* s_out, T* s_state, T* w_rec, T* i_rec, T* r_rec, T* u_out, T* a_out,   \
+                       T* v_final, T* i_final, int64_t steps, int64_t N, int64_t S, int64_t len,  \
+                       T* w, T* i, T* a_scratch, T* u_scratch, T* z4, uint32_t* words) {          \
+    syn_forward_tile<IT, T, NOISE, SF>(x, z, seed, offset, noise_scale, subseq, t0, v0, i0, r,    \
+                                       alpha, beta, thr, bias, max_spikes, s_out, s_state, w_rec, \
+                                       i_rec, r_rec, u_out, a_out, v_final, i_final, steps, N, S, \
+                                       len, w, i, a_scratch, u_scratch, z4, words);               \
+  }
+#define SYN_FWD_S(PFX, IT, T, NOISE)       \
+  SYN_FWD_ENTRY(PFX##_s1, IT, T, NOISE, 1) \
+  SYN_FWD_ENTRY(PFX##_s2, IT, T, NOISE, 2) \
+  SYN_FWD_ENTRY(PFX##_sn, IT, T, NOISE, 0)
+#define SYN_FWD_ENTRIES(PFX, IT, T)          \
+  SYN_FWD_S(PFX##_fwd0, IT, T, kNoNoise)     \
+  SYN_FWD_S(PFX##_fwd1, IT, T, kNoiseTensor) \
+  SYN_FWD_S(PFX##_fwd2, IT, T, kNoiseKernel)
+
+#define SYN_BWD_ENTRY(NAME, IT, T, SURR, SF)                                                      \
+  LIF_CLONES void NAME(                                                                           \
+      const IT* gs, int64_t gs_stride_t, bool gs_bcast_n, const T* gs_rec, const T* gw,           \
+      const T* gi, const T* gr, const T* u, const T* a, const T* v0, const T* s0, const T* alpha, \
+      const T* beta, const T* thr, T window, T max_spikes, T* W_io, T* I_io, IT* g_in, T* g_r,    \
+      T* g_u, T* s_prev_out, double* p_alpha, double* p_thr, double* p_bias, double* p_beta,      \
+      int64_t t_abs0, int64_t steps, int64_t N, int64_t S, int64_t len, T* W, T* U_row, T* S_cur, \
+      T* g_row, T* I, const T* zeros, T* inv_thr, T* inv_thr2, T* pwl_lo) {                       \
+    syn_backward_tile<IT, T, SURR, SF>(                                                           \
+        gs, gs_stride_t, gs_bcast_n, gs_rec, gw, gi, gr, u, a, v0, s0, alpha, beta, thr, window,  \
+        max_spikes, W_io, I_io, g_in, g_r, g_u, s_prev_out, p_alpha, p_thr, p_bias, p_beta,       \
+        t_abs0, steps, N, S, len, W, U_row, S_cur, g_row, I, zeros, inv_thr, inv_thr2, pwl_lo);   \
+  }
+#define SYN_BWD_S(PFX, IT, T, SURR)       \
+  SYN_BWD_ENTRY(PFX##_s1, IT, T, SURR, 1) \
+  SYN_BWD_ENTRY(PFX##_s2, IT, T, SURR, 2) \
+  SYN_BWD_ENTRY(PFX##_sn, IT, T, SURR, 0)
+#define SYN_BWD_ENTRIES(PFX, IT, T)         \
+  SYN_BWD_S(PFX##_bwd_pwl, IT, T, kStepPWL) \
+  SYN_BWD_S(PFX##_bwd_pexp, IT, T, kPeriodicExponential)
+
+#define SYN_ENTRIES(PFX, IT, T) SYN_FWD_ENTRIES(PFX, IT, T) SYN_BWD_ENTRIES(PFX, IT, T)
+SYN_ENTRIES(f32, float, float)
+SYN_ENTRIES(f64, double, double)
+SYN_ENTRIES(f16, c10::Half, float)
+SYN_ENTRIES(bf16, c10::BFloat16, float)
+
+template <typename IT>
+struct SynKernels;
+#define SYN_KERNEL_TABLE(PFX, IT)                                   \
+  template <>                                                       \
+  struct SynKernels<IT> {                                           \
+    /* [noise mode][S: 1, 2, any] */                                \
+    static constexpr decltype(&PFX##_fwd0_s1) fwd[3][3] = {         \
+        {PFX##_fwd0_s1, PFX##_fwd0_s2, PFX##_fwd0_sn},              \
+        {PFX##_fwd1_s1, PFX##_fwd1_s2, PFX##_fwd1_sn},              \
+        {PFX##_fwd2_s1, PFX##_fwd2_s2, PFX##_fwd2_sn}};             \
+    /* [surrogate][S: 1, 2, any] */                                 \
+    static constexpr decltype(&PFX##_bwd_pwl_s1) bwd[2][3] = {      \
+        {PFX##_bwd_pwl_s1, PFX##_bwd_pwl_s2, PFX##_bwd_pwl_sn},     \
+        {PFX##_bwd_pexp_s1, PFX##_bwd_pexp_s2, PFX##_bwd_pexp_sn}}; \
+  };
+SYN_KERNEL_TABLE(f32, float)
+SYN_KERNEL_TABLE(f64, double)
+SYN_KERNEL_TABLE(f16, c10::Half)
+SYN_KERNEL_TABLE(bf16, c10::BFloat16)
+
+int s_variant(int64_t S) { return S == 1 ? 0 : (S == 2 ? 1 : 2); }
+
+}  // namespace
+
+template <typename IT, typename T>
+void syn_forward(const SynForwardArgs<IT, T>& a) {
+  const int64_t B = a.B, Tn = a.Tn, N = a.N, S = a.S, NS = N * S;
+  TORCH_CHECK(a.r == nullptr || a.steps == 1, "lif_cuda: a recurrent current is one step's");
+  const int64_t tile = syn_tile(B, N, S);
+  const int64_t ntiles = (N + tile - 1) / tile;
+  const T M = static_cast<T>(a.max_spikes);
+  const T scale = static_cast<T>(a.noise_scale);
+  const auto fn = SynKernels<IT>::fwd[a.noise_mode][s_variant(S)];
+  const int64_t work = a.steps * B * NS;
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
+    TileScratch<T> sc(tile, S, a.noise_mode == kNoiseKernel);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t b = it / ntiles;
+      const int64_t n0 = (it % ntiles) * tile;
+      const int64_t len = std::min(tile, N - n0);
+      const int64_t row = (b * Tn + a.t0) * N + n0;  // (b, t0, n0)
+      const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;  // (b, t0, n0 * S)
+      const T* z = a.noise ? a.noise + row : nullptr;
+      fn(a.x + srow, z, a.seed, a.offset, scale, static_cast<uint64_t>(b * N + n0), a.t0,
+         a.v0 + b * a.v0_stride_b + n0, a.i0 + b * a.i0_stride_b + n0 * S,
+         a.r ? a.r + b * NS + n0 * S : nullptr,
+         param_row(a.alpha, a.alpha_scalar, n0, len, sc.alpha),
+         beta_row(a.beta, a.beta_mode, n0, len, S, sc.beta),
+         param_row(a.thr, a.thr_scalar, n0, len, sc.thr),
+         param_row(a.bias, a.bias_scalar, n0, len, sc.bias), M, a.s_out + row,
+         a.s_state ? a.s_state + b * N + n0 : nullptr, a.w_rec ? a.w_rec + row : nullptr,
+         a.i_rec ? a.i_rec + srow : nullptr, a.r_rec ? a.r_rec + srow : nullptr,
+         a.u_out ? a.u_out + row : nullptr, a.a_out ? a.a_out + srow : nullptr,
+         a.v_final + b * N + n0, a.i_final + b * NS + n0 * S, a.steps, N, S, len, sc.w, sc.i, sc.a,
+         sc.u, sc.z4.data(), sc.words.data());
+    }
+  });
+}
+
+template <typename IT, typename T>
+void syn_backward(const SynBackwardArgs<IT, T>& a) {
+  const int64_t B = a.B, Tn = a.Tn, N = a.N, S = a.S, NS = N * S, BN = B * N;
+  TORCH_CHECK(a.gs_rec == nullptr || a.steps == 1, "lif_cuda: a recurrent gradient is one step's");
+  const int64_t tile = syn_tile(B, N, S);
+  const int64_t ntiles = (N + tile - 1) / tile;
+  const T M = static_cast<T>(a.max_spikes);
+  const T window = static_cast<T>(a.window);
+  const auto fn = SynKernels<IT>::bwd[a.surrogate == kPeriodicExponential ? 1 : 0][s_variant(S)];
+  const int64_t work = a.steps * B * NS;
+  double* const p_alpha = a.partial;
+  double* const p_thr = a.partial + BN;
+  double* const p_bias = a.partial + 2 * BN;
+  double* const p_beta = a.partial + 3 * BN;
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
+    TileScratch<T> sc(tile, S, false);
+    std::vector<T> rows(static_cast<size_t>(7 * tile));  // value-initialised: `zeros` stays 0
+    T* W = rows.data();
+    T* U_row = W + tile;
+    T* S_cur = U_row + tile;
+    T* inv_thr = S_cur + tile;
+    T* inv_thr2 = inv_thr + tile;
+    T* pwl_lo = inv_thr2 + tile;
+    const T* zeros = pwl_lo + tile;
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t b = it / ntiles;
+      const int64_t n0 = (it % ntiles) * tile;
+      const int64_t len = std::min(tile, N - n0);
+      const int64_t row = (b * Tn + a.t0) * N + n0;
+      const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;
+      const int64_t bn = b * N + n0;
+      const int64_t bns = b * NS + n0 * S;
+      fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
+         a.gs_stride_n == 0 && len > 1, a.gs_rec ? a.gs_rec + bn : nullptr,
+         a.gw ? a.gw + row : nullptr, a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr,
+         a.u + row, a.a + srow, a.v0 + b * a.v0_stride_b + n0,
+         a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
+         param_row(a.alpha, a.alpha_scalar, n0, len, sc.alpha),
+         beta_row(a.beta, a.beta_mode, n0, len, S, sc.beta),
+         param_row(a.thr, a.thr_scalar, n0, len, sc.thr), window, M, a.W + bn, a.I + bns,
+         a.g_in + srow, a.g_r ? a.g_r + srow : nullptr, a.g_u ? a.g_u + row : nullptr,
+         a.s_prev ? a.s_prev + row : nullptr, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns,
+         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.z, sc.i, zeros, inv_thr, inv_thr2, pwl_lo);
+    }
+  });
+}
+
+template <typename T>
+void syn_grad_sums(const SynGradSum<T>* sums, int count, int64_t B) {
+  for (int g = 0; g < count; ++g) {
+    const SynGradSum<T>& s = sums[g];
+    const int64_t M = s.M;
+    // Over the batch, b = 0..B-1 from 0, into row 0: the bits depend on neither threads nor tiles.
+    at::parallel_for(0, M, grain_size(M, B * M), [&](int64_t begin, int64_t end) {
+      double* acc = s.partial;
+      for (int64_t m = begin; m < end; ++m) acc[m] = 0.0 + acc[m];
+      for (int64_t b = 1; b < B; ++b) {
+        const double* pb = s.partial + b * M;
+        for (int64_t m = begin; m < end; ++m) acc[m] += pb[m];
+      }
+    });
+    const double* acc = s.partial;
+    // dL/dtau from dL/ddecay in float64, rounded to T once.
+    const auto out = [&](double sum, int64_t i) {
+      return static_cast<T>(s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]),
+                                               static_cast<double>(s.tau[i]), s.dt)
+                                    : sum);
+    };
+    if (s.collapse == kCollapseNone) {
+      for (int64_t m = 0; m < M; ++m) s.dst[m] = out(acc[m], m);
+    } else if (s.collapse == kCollapseNeurons) {
+      for (int64_t k = 0; k < s.S; ++k) {
+        double sum = 0.0;
+        for (int64_t m = k; m < M; m += s.S) sum += acc[m];
+        s.dst[k] = out(sum, k);
+      }
+    } else {
+      double sum = 0.0;
+      for (int64_t m = 0; m < M; ++m) sum += acc[m];
+      s.dst[0] = out(sum, 0);
+    }
+  }
+}
+
+template void syn_forward<float, float>(const SynForwardArgs<float, float>&);
+template void syn_forward<double, double>(const SynForwardArgs<double, double>&);
+template void syn_forward<c10::Half, float>(const SynForwardArgs<c10::Half, float>&);
+template void syn_forward<c10::BFloat16, float>(const SynForwardArgs<c10::BFloat16, float>&);
+template void syn_backward<float, float>(const SynBackwardArgs<float, float>&);
+template void syn_backward<double, double>(const SynBackwardArgs<double, double>&);
+template void syn_backward<c10::Half, float>(const SynBackwardArgs<c10::Half, float>&);
+template void syn_backward<c10::BFloat16, float>(const SynBackwardArgs<c10::BFloat16, float>&);
+template void syn_grad_sums<float>(const SynGradSum<float>*, int, int64_t);
+template void syn_grad_sums<double>(const SynGradSum<double>*, int, int64_t);
+
+}  // namespace cpu
+}  // namespace lif

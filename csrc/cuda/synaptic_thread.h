@@ -1,0 +1,224 @@
+// The work of one CUDA thread of the synaptic LIF kernels (SPEC §7), host+device and on raw
+// pointers, as lif_thread.h is for the LIF kernels (whose NoiseKey this reuses): one (batch row b,
+// neuron n) over the steps [t0, t0 + steps), its S synapses inside the thread, forward and
+// backward; and the parameter-gradient sums. The kernels in synaptic_kernel_cuda.cu only compute
+// the thread index and call these; tests/test_synaptic_host.py compiles this file with g++ and runs
+// it thread by thread against the reference and the CPU op (no GPU needed). The math is
+// lif_core.h's, the synapse sum in torch's CUDA order (kCudaSum).
+//
+// S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
+// registers; otherwise in the (B,N,S) final-state buffer (forward) or the carried-gradient buffer
+// (backward), read and written in place. Thread idx = b * N + n, indices 64-bit.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../lif_core.h"
+#include "../synaptic_args.h"
+#include "lif_thread.h"
+
+namespace lif {
+namespace gpu {
+
+// Forward thread idx = b * N + n, 0 <= idx < B * N.
+template <typename IT, typename T, int NOISE, int S_FIXED>
+LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
+  const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, NS = N * S;
+  const int64_t b = idx / N;
+  const int64_t n = idx - b * N;
+  T ireg[S_FIXED ? S_FIXED : 1];
+  T* const ist = S_FIXED ? ireg : a.i_final + idx * S;
+  const T* const i0 = a.i0 + b * a.i0_stride_b + n * S;
+  for (int64_t k = 0; k < S; ++k) ist[k] = i0[k];  // may be the same address (recurrent steps)
+  T w = a.v0[b * a.v0_stride_b + n];
+  const T alpha = a.alpha[a.alpha_scalar ? 0 : n];
+  const T thr = a.thr[a.thr_scalar ? 0 : n];
+  const T bias = a.bias[a.bias_scalar ? 0 : n];
+  const T M = static_cast<T>(a.max_spikes);
+  const T* const r = a.r ? a.r + b * NS + n * S : nullptr;
+  const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale), 0};
+  Normals4 nz{};  // the in-kernel noise of the current 4-step block (lif_core.h's layout)
+  for (int64_t t = a.t0; t < a.t0 + a.steps; ++t) {
+    const int64_t row = (b * a.Tn + t) * N + n;  // (b, t, n)
+    const int64_t srow = row * S;  // (b, t, n, 0)
+    for (int64_t k = 0; k < S; ++k) {
+      const T xk = static_cast<T>(a.x[srow + k]);
+      const T ak = r ? syn_input(ist[k], xk, r[k]) : syn_input(ist[k], xk);
+      if (a.a_out) a.a_out[srow + k] = ak;
+      ist[k] = syn_decay(ak, a.beta[syn_param_index(a.beta_mode, n, k, S)]);
+      if (a.i_rec) a.i_rec[srow + k] = ist[k];
+      if (a.r_rec) a.r_rec[srow + k] = r[k];
+    }
+    const T isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
+    T u;
+    if constexpr (NOISE == kNoNoise) {
+      u = syn_membrane(alpha, w, isum, bias);
+    } else if constexpr (NOISE == kNoiseTensor) {
+      u = syn_membrane(alpha, w, isum, a.noise[row], bias);
+    } else {
+      // Step t: lane t % 4 of Philox block t / 4 of subsequence b * N + n, drawn once per block
+      // (or at the call's first step), the lane picked by selects (no local-memory index).
+      if (t == a.t0 || (t & 3) == 0) {
+        nz = philox_normals4(key.seed, key.offset, static_cast<uint64_t>(idx),
+                             static_cast<uint64_t>(t >> 2));
+      }
+      const int64_t lane = t & 3;
+      const float zn = lane == 0 ? nz.z0 : (lane == 1 ? nz.z1 : (lane == 2 ? nz.z2 : nz.z3));
+      u = syn_membrane(alpha, w, isum, scale_noise(key.scale, zn), bias);
+    }
+    const T s = spikes(u, thr, M);
+    a.s_out[row] = static_cast<IT>(s);
+    if (a.u_out) a.u_out[row] = u;
+    w = reset(u, s, thr);
+    if (a.w_rec) a.w_rec[row] = w;
+    if (a.s_state && t == a.t0 + a.steps - 1) a.s_state[idx] = s;
+  }
+  a.v_final[idx] = w;
+  if (S_FIXED) {
+    for (int64_t k = 0; k < S; ++k) a.i_final[idx * S + k] = ist[k];
+  }
+}
+
+// Backward thread idx = b * N + n: the reverse loop over [t0, t0 + steps), W, I and the row's
+// partial sums read at the start and written back at the end (carried between per-step calls).
+template <typename IT, typename T, int SURR, int S_FIXED>
+LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
+  const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, BN = a.B * N;
+  const int64_t b = idx / N;
+  const int64_t n = idx - b * N;
+  const T alpha = a.alpha[a.alpha_scalar ? 0 : n];
+  const T thr = a.thr[a.thr_scalar ? 0 : n];
+  const T M = static_cast<T>(a.max_spikes);
+  const NeuronConsts<T> c = neuron_consts(alpha, thr, static_cast<T>(a.window), M);
+  // The parameter-gradient sums in float64 (see SynBackwardArgs::partial), each step's terms exact.
+  double* const p_beta = a.partial + 3 * BN + idx * S;
+  T ireg[S_FIXED ? S_FIXED : 1];
+  double breg[S_FIXED ? S_FIXED : 1];
+  T* const I = S_FIXED ? ireg : a.I + idx * S;
+  double* const gbeta = S_FIXED ? breg : p_beta;
+  if (S_FIXED) {
+    for (int64_t k = 0; k < S; ++k) {
+      I[k] = a.I[idx * S + k];
+      gbeta[k] = p_beta[k];
+    }
+  }
+  T W = a.W[idx];
+  double ga = a.partial[idx], gt = a.partial[BN + idx], gb = a.partial[2 * BN + idx];
+  const int64_t t_last = a.t0 + a.steps - 1;
+  T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
+  for (int64_t t = t_last; t >= a.t0; --t) {
+    const int64_t row = (b * a.Tn + t) * N + n;
+    const int64_t srow = row * S;
+    T s_prev, w_prev;
+    if (t == 0) {
+      s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
+      w_prev = a.v0[b * a.v0_stride_b + n];
+    } else {
+      const T up = a.u[row - N];
+      s_prev = spikes(up, thr, M);
+      w_prev = reset(up, s_prev, thr);
+    }
+    T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
+    if (a.gs_rec) g = g + a.gs_rec[idx];
+    T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
+    const T U = step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W,
+                                    d_thr, d_alpha, d_bias);
+    gt += static_cast<double>(d_thr);
+    ga += static_cast<double>(d_alpha);
+    gb += static_cast<double>(d_bias);
+    if (a.g_u) a.g_u[row] = U;
+    if (a.s_prev) a.s_prev[row] = s_prev;
+    s_cur = s_prev;
+    for (int64_t k = 0; k < S; ++k) {
+      if (a.gi) I[k] = I[k] + a.gi[srow + k];
+      T d_beta = T(0);
+      const T gak = syn_step_backward(U, a.a[srow + k],
+                                      a.beta[syn_param_index(a.beta_mode, n, k, S)], I[k], d_beta);
+      gbeta[k] += static_cast<double>(d_beta);
+      a.g_in[srow + k] = static_cast<IT>(gak);
+      if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
+    }
+  }
+  a.W[idx] = W;
+  a.partial[idx] = ga;
+  a.partial[BN + idx] = gt;
+  a.partial[2 * BN + idx] = gb;
+  if (S_FIXED) {
+    for (int64_t k = 0; k < S; ++k) {
+      a.I[idx * S + k] = I[k];
+      p_beta[k] = gbeta[k];
+    }
+  }
+}
+
+// Gradient sums (SynGradSum, float64), first pass, thread m < M: value m summed over the batch,
+// b = 0..B-1 from 0, into row 0; for kCollapseNone also the output: the CPU kernels' order.
+// dL/dtau from dL/ddecay (where there is a decay) in float64, rounded to T once.
+template <typename T>
+LIF_HD T syn_grad_out(const SynGradSum<T>& s, double sum, int64_t i) {
+  return static_cast<T>(
+      s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]), static_cast<double>(s.tau[i]), s.dt)
+              : sum);
+}
+
+template <typename T>
+LIF_HD void syn_grad_sum_batch_thread(const SynGradSum<T>& s, int64_t B, int64_t m) {
+  double acc = 0.0 + s.partial[m];
+  for (int64_t b = 1; b < B; ++b) acc += s.partial[b * s.M + m];
+  s.partial[m] = acc;
+  if (s.collapse == kCollapseNone) s.dst[m] = syn_grad_out(s, acc, m);
+}
+
+// Second pass (kCollapseNeurons: thread k < S; kCollapseAll: thread 0), after the first: the batch
+// sums added over the neurons in index order, from 0.
+template <typename T>
+LIF_HD void syn_grad_sum_collapse_thread(const SynGradSum<T>& s, int64_t k) {
+  const int64_t step = s.collapse == kCollapseNeurons ? s.S : 1;
+  double sum = 0.0;
+  for (int64_t m = k; m < s.M; m += step) sum += s.partial[m];
+  s.dst[k] = syn_grad_out(s, sum, k);
+}
+
+// Calls f(noise, s_fixed) with std::integral_constant copies of the forward's runtime switches.
+template <typename IT, typename T, typename F>
+void with_syn_forward_variant(const SynForwardArgs<IT, T>& a, F&& f) {
+  auto by_s = [&](auto noise) {
+    if (a.S == 1) {
+      f(noise, std::integral_constant<int, 1>{});
+    } else if (a.S == 2) {
+      f(noise, std::integral_constant<int, 2>{});
+    } else {
+      f(noise, std::integral_constant<int, 0>{});
+    }
+  };
+  if (a.noise) {
+    by_s(std::integral_constant<int, kNoiseTensor>{});
+  } else if (a.noise_mode == kNoiseKernel) {
+    by_s(std::integral_constant<int, kNoiseKernel>{});
+  } else {
+    by_s(std::integral_constant<int, kNoNoise>{});
+  }
+}
+
+// Calls f(surrogate, s_fixed) likewise for the backward.
+template <typename IT, typename T, typename F>
+void with_syn_backward_variant(const SynBackwardArgs<IT, T>& a, F&& f) {
+  auto by_s = [&](auto surr) {
+    if (a.S == 1) {
+      f(surr, std::integral_constant<int, 1>{});
+    } else if (a.S == 2) {
+      f(surr, std::integral_constant<int, 2>{});
+    } else {
+      f(surr, std::integral_constant<int, 0>{});
+    }
+  };
+  if (a.surrogate == kPeriodicExponential) {
+    by_s(std::integral_constant<int, kPeriodicExponential>{});
+  } else {
+    by_s(std::integral_constant<int, kStepPWL>{});
+  }
+}
+
+}  // namespace gpu
+}  // namespace lif

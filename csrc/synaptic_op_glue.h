@@ -1,0 +1,394 @@
+// The device-independent half of the synaptic ops (SPEC §7), as lif_op_glue.h is for the LIF op:
+// the checks, the decays (DecayCache: alpha = exp(-dt/tau_mem) and beta = exp(-dt/tau_syn), as
+// torch computes them), output allocation, the empty-shape rules, the raw-pointer arguments, and
+// the time loop of the recurrent model. csrc/cpu/ and csrc/cuda/ only dispatch on the dtype and
+// hand their kernels to run_syn_forward / run_syn_backward.
+//
+// Recurrent weights: the time loop runs here, in C++. Each step calls the very ATen function that
+// Rockpool calls, r = at::linear(s_prev, w_rec.t()), on the same device and in the same dtype (so r
+// has Rockpool's bits), then the fused step kernel. Its backward runs the reverse loop with one
+// matrix product per step (dL/ds[t] = dL/dr[t+1] @ w_rec^T) and one fused kernel, and dL/dw_rec as
+// one product over all steps at the end: s_prev^T (N, B*T) @ dL/dr (B*T, N*S).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "lif_op_glue.h"
+#include "lif_output_pool.h"
+#include "synaptic_args.h"
+#include "synaptic_checks.h"
+
+namespace lif {
+
+using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                 Tensor, Tensor, Tensor>;
+using SynBackwardOut =
+    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+inline int syn_param_mode(const Tensor& t) {
+  return t.dim() == 0 ? kSynScalar
+                      : (t.size(0) == 1 && t.numel() == t.size(1) ? kPerSynapseIndex : kPerSynapse);
+}
+
+struct SynForwardOp {
+  Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec,
+      z;  // inputs (contiguous), s0/w_rec/z maybe undefined
+  // outputs ((0,) where not asked for)
+  Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved;
+  SynShape sh;
+  bool run;  // false: the outputs are already final (empty shapes)
+  NoiseMode noise_mode;
+  uint64_t seed, offset;
+  double noise_scale, max_spikes;
+  int beta_mode;
+
+  SynForwardOut outputs() const {
+    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved};
+  }
+
+  // The kernel arguments for the steps [t0, t0 + steps): the state comes from v0/i0 at t0 == 0,
+  // from the final-state buffers (where the previous call left it) after; `r` is the step's
+  // recurrent current (steps == 1) or undefined.
+  template <typename IT, typename CT>
+  SynForwardArgs<IT, CT> args(int64_t t0, int64_t steps, const Tensor& r) const {
+    count_launch();
+    const int64_t N = sh.N, S = sh.S;
+    SynForwardArgs<IT, CT> a{};
+    a.x = x.const_data_ptr<IT>();
+    a.noise = z.defined() ? z.const_data_ptr<CT>() : nullptr;
+    a.noise_mode = noise_mode;
+    a.seed = seed;
+    a.offset = offset;
+    a.noise_scale = noise_scale;
+    if (t0 == 0) {
+      a.v0 = v0.const_data_ptr<CT>();
+      a.v0_stride_b = v0.dim() == 2 ? N : 0;
+      a.i0 = i0.const_data_ptr<CT>();
+      a.i0_stride_b = i0.dim() == 3 ? N * S : 0;
+    } else {
+      a.v0 = v_final.const_data_ptr<CT>();
+      a.v0_stride_b = N;
+      a.i0 = i_final.const_data_ptr<CT>();
+      a.i0_stride_b = N * S;
+    }
+    a.r = r.defined() ? r.const_data_ptr<CT>() : nullptr;
+    a.alpha = alpha.const_data_ptr<CT>();
+    a.beta = beta.const_data_ptr<CT>();
+    a.thr = thr.const_data_ptr<CT>();
+    a.bias = bias.const_data_ptr<CT>();
+    a.alpha_scalar = alpha.dim() == 0;
+    a.thr_scalar = thr.dim() == 0;
+    a.bias_scalar = bias.dim() == 0;
+    a.beta_mode = beta_mode;
+    a.max_spikes = max_spikes;
+    a.s_out = spikes.mutable_data_ptr<IT>();
+    a.s_state = s_final.mutable_data_ptr<CT>();
+    a.w_rec = vmem.numel() ? vmem.mutable_data_ptr<CT>() : nullptr;
+    a.i_rec = isyn.numel() ? isyn.mutable_data_ptr<CT>() : nullptr;
+    a.r_rec = irec.numel() && r.defined() ? irec.mutable_data_ptr<CT>() : nullptr;
+    a.u_out = u.numel() ? u.mutable_data_ptr<CT>() : nullptr;
+    a.a_out = this->a.numel() ? this->a.mutable_data_ptr<CT>() : nullptr;
+    a.v_final = v_final.mutable_data_ptr<CT>();
+    a.i_final = i_final.mutable_data_ptr<CT>();
+    a.B = sh.B;
+    a.Tn = sh.T;
+    a.N = N;
+    a.S = S;
+    a.t0 = t0;
+    a.steps = steps;
+    return a;
+  }
+};
+
+inline SynForwardOp prepare_syn_forward(const Tensor& input, const Tensor& v0, const Tensor& i0,
+                                        const std::optional<Tensor>& s0, const Tensor& tau_mem,
+                                        const Tensor& tau_syn, const Tensor& threshold,
+                                        const Tensor& bias, const std::optional<Tensor>& w_rec,
+                                        const std::optional<Tensor>& noise,
+                                        const std::optional<Tensor>& noise_key, double dt,
+                                        double noise_scale, double window, double max_spikes,
+                                        bool record, bool save) {
+  SynForwardOp op{};
+  op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
+                                 noise_key, dt, noise_scale, window, max_spikes);
+  const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
+  const auto state = v0.options();
+  static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
+  const at::IntArrayRef empty(kEmptyShape);
+  op.spikes = empty_output({B, T, N}, input.options());
+  op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : empty, state);
+  op.isyn = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
+  // The record of r: zeros without recurrent weights (Rockpool adds linear(s, 0) = 0).
+  op.irec = record ? (w_rec.has_value() ? empty_output({B, T, N, S}, state)
+                                        : at::zeros({B, T, N, S}, state))
+                   : at::empty(empty, state);
+  op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
+  op.a = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
+  op.v_final = at::empty({B, N}, state);
+  op.i_final = at::empty({B, N, S}, state);
+  op.s_final = at::empty({B, N}, state);
+  op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
+  op.s0_saved =
+      save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
+  op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
+  if (op.noise_mode == kNoiseKernel) {
+    // The key: given, or two draws from torch's default CPU generator at run time, exactly as the
+    // LIF op draws it (lif_op_glue.h).
+    const Tensor key =
+        noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
+    op.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);
+    op.offset = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[1]);
+  }
+  // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
+  if (B > 0 && N > 0) {
+    if (s0.has_value()) {
+      op.s_final.copy_(s0->expand({B, N}));
+    } else {
+      op.s_final.zero_();
+    }
+  }
+  op.run = B > 0 && N > 0 && T > 0;
+  if (!op.run) {
+    if (B > 0 && N > 0) {  // T == 0: the state is the initial state
+      op.v_final.copy_(v0.expand({B, N}));
+      op.i_final.copy_(i0.expand({B, N, S}));
+    }
+    return op;
+  }
+  op.x = input.contiguous();
+  op.v0 = v0.contiguous();
+  op.i0 = i0.contiguous();
+  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
+  op.beta = DecayCache::instance().alpha(tau_syn, dt).contiguous();
+  op.beta_mode = syn_param_mode(tau_syn);
+  op.thr = threshold.contiguous();
+  op.bias = bias.contiguous();
+  if (w_rec.has_value()) op.w_rec = *w_rec;
+  if (noise.has_value()) op.z = noise->contiguous();
+  op.max_spikes = max_spikes;
+  op.noise_scale = noise_scale;
+  return op;
+}
+
+// The forward: one kernel call over all steps, or, with recurrent weights, per step r = the ATen
+// product Rockpool computes, then the step kernel (which leaves s[t] in s_final for the next one).
+template <typename IT, typename CT, typename Launch>
+void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
+  if (!op.w_rec.defined()) {
+    launch(op.args<IT, CT>(0, op.sh.T, Tensor()));
+    return;
+  }
+  const Tensor w_t = op.w_rec.t();
+  for (int64_t t = 0; t < op.sh.T; ++t) {
+    const Tensor r = at::linear(op.s_final, w_t);
+    launch(op.args<IT, CT>(t, 1, r));
+  }
+}
+
+struct SynBackwardOp {
+  Tensor gs, gw, gi, gr, u, a, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  // outputs in their forward arguments' shapes ((0,) where there is none)
+  Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
+  Tensor W, I, partial, g_r, s_prev, gs_rec;  // scratch
+  SynShape sh;
+  bool run, scalar_bias, i0_shared;
+  double dt, window, max_spikes;
+  int surrogate, beta_mode;
+
+  SynBackwardOut outputs() const {
+    return {g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise};
+  }
+
+  template <typename IT, typename CT>
+  SynBackwardArgs<IT, CT> args(int64_t t0, int64_t steps, bool with_gs_rec) const {
+    count_launch();
+    const int64_t B = sh.B, N = sh.N;
+    SynBackwardArgs<IT, CT> r{};
+    r.gs = gs.const_data_ptr<IT>();
+    r.gs_stride_b = gs.stride(0);
+    r.gs_stride_t = gs.stride(1);
+    r.gs_stride_n = N <= 1 ? 1 : gs.stride(2);
+    r.gs_rec = with_gs_rec ? gs_rec.const_data_ptr<CT>() : nullptr;
+    r.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
+    r.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
+    r.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
+    r.u = u.const_data_ptr<CT>();
+    r.a = a.const_data_ptr<CT>();
+    r.v0 = v0.const_data_ptr<CT>();
+    r.v0_stride_b = v0.dim() == 2 ? N : 0;
+    r.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
+    r.s0_stride_b = s0.defined() && s0.dim() == 2 ? N : 0;
+    r.alpha = alpha.const_data_ptr<CT>();
+    r.beta = beta.const_data_ptr<CT>();
+    r.thr = thr.const_data_ptr<CT>();
+    r.alpha_scalar = alpha.dim() == 0;
+    r.thr_scalar = thr.dim() == 0;
+    r.beta_mode = beta_mode;
+    r.window = window;
+    r.max_spikes = max_spikes;
+    r.surrogate = surrogate;
+    r.W = W.mutable_data_ptr<CT>();
+    r.I = I.mutable_data_ptr<CT>();
+    r.g_in = g_in.mutable_data_ptr<IT>();
+    r.g_r = g_r.defined() ? g_r.mutable_data_ptr<CT>() : nullptr;
+    r.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
+    r.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
+    r.partial = partial.mutable_data_ptr<double>();
+    r.B = B;
+    r.Tn = sh.T;
+    r.N = N;
+    r.S = sh.S;
+    r.t0 = t0;
+    r.steps = steps;
+    return r;
+  }
+
+  // The parameters' batch and neuron sums, in SynGradSum's fixed order: alpha (-> tau_mem),
+  // threshold, bias, beta (-> tau_syn).
+  template <typename CT>
+  std::vector<SynGradSum<CT>> grad_sums() const {
+    const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
+    double* p = partial.mutable_data_ptr<double>();
+    const auto coll = [](const Tensor& t) { return t.dim() == 0 ? kCollapseAll : kCollapseNone; };
+    std::vector<SynGradSum<CT>> out;
+    out.push_back({p, N, S, coll(tau_mem), g_tau_mem.mutable_data_ptr<CT>(),
+                   alpha.const_data_ptr<CT>(), tau_mem.const_data_ptr<CT>(), dt});
+    out.push_back({p + BN, N, S, coll(thr), g_thr.mutable_data_ptr<CT>(), nullptr, nullptr, dt});
+    out.push_back({p + 2 * BN, N, S, scalar_bias ? kCollapseAll : kCollapseNone,
+                   g_bias.mutable_data_ptr<CT>(), nullptr, nullptr, dt});
+    const int beta_collapse =
+        beta_mode == kPerSynapse
+            ? kCollapseNone
+            : (beta_mode == kPerSynapseIndex ? kCollapseNeurons : kCollapseAll);
+    out.push_back({p + 3 * BN, N * S, S, beta_collapse, g_tau_syn.mutable_data_ptr<CT>(),
+                   beta.const_data_ptr<CT>(), tau_syn.const_data_ptr<CT>(), dt});
+    return out;
+  }
+};
+
+// `gs_broadcast_ok`: the kernels read grad_spikes in place when each row is contiguous or broadcast
+// along the neurons (as the LIF op); otherwise it is copied first.
+inline SynBackwardOp prepare_syn_backward(
+    const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
+    const std::optional<Tensor>& grad_isyn, const std::optional<Tensor>& grad_irec,
+    const std::optional<Tensor>& grad_vfinal, const std::optional<Tensor>& grad_ifinal,
+    const Tensor& u, const Tensor& a, const Tensor& v0, const std::optional<Tensor>& s0,
+    const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
+    const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad) {
+  SynBackwardOp op{};
+  op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
+                                  grad_ifinal, u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt,
+                                  window, max_spikes, surrogate);
+  const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
+  const auto opts = u.options();
+  static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
+  const at::IntArrayRef empty(kEmptyShape);
+  op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
+  op.g_v0 = at::empty(v0.sizes(), opts);
+  op.g_i0 = at::empty(i0_shared ? at::IntArrayRef{N, S} : at::IntArrayRef{B, N, S}, opts);
+  op.g_s0 = s0.has_value() ? at::zeros(s0->sizes(), opts) : at::empty(empty, opts);
+  op.g_tau_mem = at::zeros(tau_mem.sizes(), opts);
+  op.g_tau_syn = at::zeros(tau_syn.sizes(), opts);
+  op.g_thr = at::zeros(threshold.sizes(), opts);
+  op.g_bias = at::zeros(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
+  op.g_w_rec = w_rec.has_value() ? at::zeros(w_rec->sizes(), opts) : at::empty(empty, opts);
+  op.g_noise = empty_output(noise_grad ? at::IntArrayRef{B, T, N} : empty, opts);
+  op.i0_shared = i0_shared;
+  op.run = B > 0 && N > 0 && T > 0;
+  if (!op.run) {
+    // Nothing ran: the initial state's gradient is the final state's (summed over the batch for a
+    // shared one); the parameters get none.
+    if (B > 0 && grad_vfinal.has_value()) {
+      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : grad_vfinal->sum(0));
+    } else {
+      op.g_v0.zero_();
+    }
+    if (B > 0 && grad_ifinal.has_value()) {
+      op.g_i0.copy_(i0_shared ? grad_ifinal->sum(0) : *grad_ifinal);
+    } else {
+      op.g_i0.zero_();
+    }
+    return op;
+  }
+  const bool rows_ok = N <= 1 || grad_spikes.stride(2) == 1 || grad_spikes.stride(2) == 0;
+  op.gs = rows_ok ? grad_spikes : grad_spikes.contiguous();
+  if (grad_vmem.has_value()) op.gw = grad_vmem->contiguous();
+  if (grad_isyn.has_value()) op.gi = grad_isyn->contiguous();
+  if (grad_irec.has_value() && w_rec.has_value()) op.gr = grad_irec->contiguous();
+  op.u = u.contiguous();
+  op.a = a.contiguous();
+  op.v0 = v0.contiguous();
+  if (s0.has_value()) op.s0 = s0->contiguous();
+  op.tau_mem = tau_mem.contiguous();
+  op.tau_syn = tau_syn.contiguous();
+  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
+  op.beta = DecayCache::instance().alpha(tau_syn, dt).contiguous();
+  op.beta_mode = syn_param_mode(tau_syn);
+  op.thr = threshold.contiguous();
+  op.dt = dt;
+  op.window = window;
+  op.max_spikes = max_spikes;
+  op.surrogate = static_cast<int>(surrogate);
+  op.scalar_bias = scalar_bias;
+  // Carried gradients: from the final state's, or zero. W is dL/dv0 itself for (B,N) v0.
+  op.W = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
+  if (grad_vfinal.has_value()) {
+    op.W.copy_(*grad_vfinal);
+  } else {
+    op.W.zero_();
+  }
+  op.I = i0_shared ? at::empty({B, N, S}, opts) : op.g_i0;
+  if (grad_ifinal.has_value()) {
+    op.I.copy_(*grad_ifinal);
+  } else {
+    op.I.zero_();
+  }
+  op.partial = at::zeros({3 * B * N + B * N * S}, opts.dtype(at::kDouble));
+  if (w_rec.has_value()) {
+    op.w_rec = *w_rec;
+    op.g_r = empty_output({B, T, N * S}, opts);
+    op.s_prev = empty_output({B, T, N}, opts);
+    op.gs_rec = at::empty({B, N}, opts);
+  }
+  return op;
+}
+
+// The backward: one kernel call over all steps, or, with recurrent weights, the reverse loop (per
+// step dL/ds[t] = dL/dr[t+1] @ w_rec^T, then the step kernel), then dL/dw_rec and dL/ds0 as matrix
+// products; then the fixed-order parameter-gradient sums (`sums`, the device's).
+template <typename IT, typename CT, typename Launch, typename Sums>
+void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
+  const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
+  if (!op.w_rec.defined()) {
+    launch(op.args<IT, CT>(0, T, false));
+  } else {
+    const Tensor w_t = op.w_rec.t();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      if (t < T - 1) at::mm_out(op.gs_rec, op.g_r.select(1, t + 1), w_t);
+      launch(op.args<IT, CT>(t, 1, t < T - 1));
+    }
+    at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
+    if (op.s0.defined()) {
+      const Tensor rows = at::mm(op.g_r.select(1, 0), w_t);
+      op.g_s0.copy_(op.s0.dim() == 2 ? rows : rows.sum(0));
+    }
+  }
+  // A shared initial state's gradient: its rows' summed over the batch.
+  if (op.v0.dim() == 1) op.g_v0.copy_(op.W.sum(0));
+  if (op.i0_shared) op.g_i0.copy_(op.I.sum(0));
+  const std::vector<SynGradSum<CT>> groups = op.grad_sums<CT>();
+  count_launch();
+  sums(groups, B);
+}
+
+}  // namespace lif
