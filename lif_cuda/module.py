@@ -26,6 +26,30 @@ __all__ = ["LIFNeuron"]
 _HALF = (torch.float16, torch.bfloat16)
 _IO_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
+def apply_keeping_float32(module, apply, fn, recurse):
+    """nn.Module._apply (`apply`) for a layer whose parameters and state stay float32 under
+    model.half() / .to(torch.bfloat16): half precision is an input/output format of the kernels, the
+    membrane and arithmetic are float32. The float32 values are kept as they were (converting to half
+    and back would round them), moved to the new device if fn moves them."""
+    before = {}
+    for name in module._FLOAT32_TENSORS:
+        t = getattr(module, name)
+        if t is not None and t.dtype == torch.float32:
+            before[name] = (t.data, getattr(t, "grad", None))
+            if before[name][1] is not None:
+                t.grad = None  # converted below with its tensor (torch refuses a half grad on it)
+    try:
+        apply(fn, recurse)
+    finally:
+        for name, (data, grad) in before.items():
+            t = getattr(module, name)
+            if t.dtype in _HALF:
+                t.data = data.to(t.device)
+            if grad is not None:
+                t.grad = grad.to(device=t.device, dtype=t.dtype) if grad.dtype != t.dtype else grad.to(t.device)
+    return module
+
+
 def _n_from_shape(shape):
     if shape is None:
         raise ValueError("shape must be given: the number of neurons, e.g. shape=(5,)")
@@ -167,17 +191,10 @@ class LIFNeuron(nn.Module):
             f"backend={self.backend!r}, noise={self.noise!r}, batch_state={self.batch_state}"
         )
 
+    _FLOAT32_TENSORS = ("tau_mem", "threshold", "bias", "vmem")
+
     def _apply(self, fn, recurse=True):
-        # Parameters and state stay float32 under model.half() / .to(torch.bfloat16): half precision
-        # is an input/output format here (issue 5), the membrane and arithmetic are float32.
-        super()._apply(fn, recurse)
-        for name in ("tau_mem", "threshold", "bias", "vmem"):
-            t = getattr(self, name)
-            if t.dtype in (torch.float16, torch.bfloat16):
-                t.data = t.data.float()
-                if getattr(t, "grad", None) is not None:
-                    t.grad = t.grad.float()
-        return self
+        return apply_keeping_float32(self, super()._apply, fn, recurse)
 
     def reset_state(self):
         """Membrane back to zero: an (N,) state, which starts a call of any batch size."""

@@ -28,7 +28,7 @@ from ._checks import (
     param_values,
 )
 from .functional import resolve_backend, surrogate_id
-from .module import LIFNeuron, _init_param
+from .module import LIFNeuron, _init_param, apply_keeping_float32
 from .noise import draw_noise_key, kernel_noise
 from .ops import synaptic_forward_op
 from .reference import StepPWL, synaptic_evolve_reference
@@ -308,22 +308,7 @@ class SynapticLIF(nn.Module):
     _FLOAT32_TENSORS = ("tau_mem", "tau_syn", "threshold", "bias", "w_rec", "vmem", "isyn", "spikes")
 
     def _apply(self, fn, recurse=True):
-        # Parameters and state stay float32 under .half() / .to(torch.bfloat16): half precision is an
-        # input/output format. Their float32 values are kept as they were (converting to half and
-        # back would round them), moved to the new device if fn moves them.
-        before = {}
-        for name in self._FLOAT32_TENSORS:
-            t = getattr(self, name)
-            if t is not None and t.dtype == torch.float32:
-                before[name] = (t.data, None if getattr(t, "grad", None) is None else t.grad)
-        super()._apply(fn, recurse)
-        for name, (data, grad) in before.items():
-            t = getattr(self, name)
-            if t.dtype in _HALF:
-                t.data = data.to(t.device)
-                if grad is not None:
-                    t.grad = grad.to(t.device)
-        return self
+        return apply_keeping_float32(self, super()._apply, fn, recurse)
 
     def reset_state(self):
         """Membrane, synaptic currents and spikes back to zero."""

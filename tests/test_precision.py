@@ -96,3 +96,18 @@ def test_model_half_keeps_parameters_and_state_float32(cast):
     x = torch.rand(2, 10, 4).to(model[0].weight.dtype)
     out = model(x)
     assert out.dtype == model[0].weight.dtype
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_conversion_keeps_the_float32_parameter_values(half):
+    """model.half() / .to(bfloat16) keeps LIFNeuron's parameters and state float32 with their very
+    values (a round trip through half precision would round them)."""
+    layer = lif_cuda.LIFNeuron(5, tau_mem=torch.tensor([0.0123456, 0.02, 0.031, 0.047, 0.0101]), threshold=0.777)
+    layer(torch.rand(2, 3, 5) + 0.8).sum().backward()
+    before = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+    grads = {k: p.grad.clone() for k, p in layer.named_parameters()}
+    layer.to(half)
+    for k, v in layer.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, before[k]), k
+    for k, p in layer.named_parameters():
+        assert torch.equal(p.grad, grads[k]), k
