@@ -278,8 +278,9 @@ class LIFNeuron(nn.Module):
                     f"but this {type(self).__name__} has batch_state=False: set batch_state=True first, or save "
                     "after reset_state()"
                 )
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        # nn.Module's, not super(): SynapticLIF shares this method.
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
 
     def _auto_batch(self, x):
         check_float_tensor("input", x, allow_half=True)
