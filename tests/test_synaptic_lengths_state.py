@@ -26,10 +26,10 @@ import copy
 
 import pytest
 import torch
-from conftest import DTYPE_IDS, DTYPES, assert_bitwise, assert_rel_close
 from test_synaptic import NAMES, make_case
 
 import lif_cuda
+from conftest import DTYPE_IDS, DTYPES, assert_bitwise, assert_rel_close
 from lif_cuda import PeriodicExponential, StepPWL, SynapticLIF, synaptic_evolve
 
 pytestmark = [
