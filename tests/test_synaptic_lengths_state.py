@@ -456,3 +456,16 @@ def test_compiled_module_with_lengths_and_batch_state_is_bit_identical(_fresh_dy
     for (name, p), q in zip(eager.named_parameters(), compiled_layer.parameters()):
         assert p.grad.abs().sum() > 0
         assert_bitwise(q.grad, p.grad, f"grad {name}")
+
+
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_opcheck_with_lengths(rec):
+    """The fake kernels take lengths: torch.library.opcheck (schema, fake tensor, autograd registration,
+    AOT dispatch) of synaptic_forward with lengths, with and without a gradient."""
+    case = make_case(49, 3, 6, 3, 2, rec=rec)
+    lengths = torch.tensor([6, 0, 4])
+    for record, grad in ((True, True), (False, False)):
+        args = [None if case[k] is None else case[k].clone().requires_grad_(grad)
+                for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec")]
+        torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward,
+                              (*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, record, grad, lengths))
