@@ -26,6 +26,14 @@ LIF_HD int64_t row_steps(const int64_t* lengths, int64_t b, int64_t Tn) {
   return steps < 0 ? 0 : (steps > Tn ? Tn : steps);
 }
 
+// The steps of a call over [t0, t0 + steps) (the recurrent model's per-step calls) that a row of
+// `row_steps` steps runs: all of them, none (the call lies in its padding) or the first few. For a
+// call over the whole sequence (t0 = 0, steps = Tn) this is row_steps itself.
+LIF_HD int64_t call_steps(int64_t row_steps, int64_t t0, int64_t steps) {
+  const int64_t left = row_steps - t0;
+  return left < 0 ? 0 : (left > steps ? steps : left);
+}
+
 // Padding t = steps..Tn-1 of a row of `len` consecutive elements per step, steps stride_t apart
 // (a CPU tile: len neurons; a CUDA thread: len = 1): every element set to `value`.
 template <typename V>

@@ -94,23 +94,29 @@ TORCH_LIBRARY(lif_cuda, m) {
   // s0_saved): the records vmem (B,T,N), isyn, irec (B,T,N,S) are empty unless `record` (irec is
   // zeros without w_rec); u (B,T,N) and a (B,T,N,S) (the currents before their decay), v0_saved
   // and s0_saved (copies of the initial state) are empty unless `save`, which the autograd kernel
-  // sets when a gradient is needed.
+  // sets when a gradient is needed. `lengths` (SPEC §8) as for lif_forward: row b runs its first
+  // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, a) hold the row's state after
+  // its last step, irec is 0, and the state is unchanged, so the final state (and s_final, the last
+  // spikes) is the one after lengths[b] steps (csrc/synaptic_lengths.h).
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
       "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
-      "int surrogate, bool record, bool save) "
+      "int surrogate, bool record, bool save, Tensor? lengths=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Its backward (SPEC §7): returns (grad_input, grad_v0, grad_i0, grad_s0, grad_tau_mem,
   // grad_tau_syn, grad_threshold, grad_bias, grad_w_rec, grad_noise), each in its forward
   // argument's shape (grad_i0 (N,S) when `i0_shared`; grad_s0 and grad_w_rec (0,) when there is no
-  // s0 / w_rec; grad_noise (B,T,N) only when `noise_grad`).
+  // s0 / w_rec; grad_noise (B,T,N) only when `noise_grad`). `lengths`: the forward's; row b's
+  // reverse loop starts at its last step from the gradients on the final state, ignores the
+  // upstream gradients on its padding and gives its padding zero grad_input (and grad_noise); its
+  // padding adds nothing to the parameters' gradients, w_rec's included.
   m.def(
       "synaptic_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_isyn, "
       "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor a, "
       "Tensor v0, Tensor? s0, Tensor tau_mem, Tensor tau_syn, Tensor threshold, Tensor? w_rec, "
       "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
-      "bool noise_grad) "
+      "bool noise_grad, Tensor? lengths=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

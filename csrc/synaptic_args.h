@@ -11,6 +11,9 @@
 // call per step (steps == 1), with the recurrent current r of that step (forward) or the gradient
 // dL/ds it brings back from step t+1 (backward), computed by ATen between the calls; the state
 // (forward) or the carried gradients (backward) then live in the output buffers between calls.
+// With per-row lengths a row runs those of a call's steps that lie before its length and pads the
+// rest (synaptic_lengths.h): a call in its padding leaves its state (forward) or its carried
+// gradients and partial sums (backward) as they are.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +58,7 @@ struct SynForwardArgs {
   T* a_out;  // (B,T,N,S) currents before their decay, saved for backward, or nullptr
   T* v_final;  // (B,N) membrane after the last step
   T* i_final;  // (B,N,S) currents after the last step
+  const int64_t* lengths;  // (B,) steps row b runs (SPEC §8), or nullptr: all Tn
   int64_t B, Tn, N, S;  // all > 0 when a kernel runs
   int64_t t0, steps;
 };
@@ -92,6 +96,7 @@ struct SynBackwardArgs {
   // alpha, threshold, bias (B,N) each, then beta (B,N,S). In float64 whatever T is: a parameter's
   // gradient adds B*T (and N) terms of either sign, whose cancellation float32 sums would show.
   double* partial;
+  const int64_t* lengths;  // (B,) as in SynForwardArgs, or nullptr
   int64_t B, Tn, N, S;
   int64_t t0, steps;
 };

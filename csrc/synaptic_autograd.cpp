@@ -27,12 +27,13 @@ using SynBackwardOut =
 using ForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                  const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                  const OptTensor&, const OptTensor&, const OptTensor&, double,
-                                 double, double, double, int64_t, bool, bool);
+                                 double, double, double, int64_t, bool, bool, const OptTensor&);
 using BackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                    const OptTensor&, const OptTensor&, const OptTensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                    const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                   double, double, double, int64_t, bool, bool, bool);
+                                   double, double, double, int64_t, bool, bool, bool,
+                                   const OptTensor&);
 
 const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
   static const auto op = c10::Dispatcher::singleton()
@@ -54,10 +55,12 @@ SynForwardOut forward_below_autograd(const Tensor& input, const Tensor& v0, cons
                                      const Tensor& bias, const OptTensor& w_rec,
                                      const OptTensor& noise, const OptTensor& noise_key, double dt,
                                      double noise_scale, double window, double max_spikes,
-                                     int64_t surrogate, bool record, bool save) {
+                                     int64_t surrogate, bool record, bool save,
+                                     const OptTensor& lengths) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return forward_op().call(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                           noise_key, dt, noise_scale, window, max_spikes, surrogate, record, save);
+                           noise_key, dt, noise_scale, window, max_spikes, surrogate, record, save,
+                           lengths);
 }
 
 constexpr const char* kNoDoubleBackward =
@@ -80,11 +83,12 @@ class SynBackward : public torch::autograd::Function<SynBackward> {
                                const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
                                const Tensor& threshold, const OptTensor& w_rec, double dt,
                                double window, double max_spikes, int64_t surrogate,
-                               bool scalar_bias, bool i0_shared, bool noise_grad) {
+                               bool scalar_bias, bool i0_shared, bool noise_grad,
+                               const OptTensor& lengths) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return as_list(backward_op().call(gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
                                       threshold, w_rec, dt, window, max_spikes, surrogate,
-                                      scalar_bias, i0_shared, noise_grad));
+                                      scalar_bias, i0_shared, noise_grad, lengths));
   }
 
   static variable_list backward(AutogradContext* /*ctx*/, variable_list /*grads*/) {
@@ -102,15 +106,17 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
                                const OptTensor& w_rec, const OptTensor& noise,
                                const OptTensor& noise_key, double dt, double noise_scale,
-                               double window, double max_spikes, int64_t surrogate, bool record) {
+                               double window, double max_spikes, int64_t surrogate, bool record,
+                               const OptTensor& lengths) {
     auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved] =
         forward_below_autograd(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                noise_key, dt, noise_scale, window, max_spikes, surrogate, record,
-                               true);
+                               true, lengths);
     // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
     // right after the forward.
     ctx->save_for_backward({u, a, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem, tau_syn,
-                            threshold, w_rec.has_value() ? *w_rec : Tensor()});
+                            threshold, w_rec.has_value() ? *w_rec : Tensor(),
+                            lengths.value_or(Tensor())});
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
     ctx->saved_data["max_spikes"] = max_spikes;
@@ -152,6 +158,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
     const OptTensor gif = defined_or_none(grads[5]);
     const OptTensor s0 = defined_or_none(saved[3]);
     const OptTensor w_rec = defined_or_none(saved[7]);
+    const OptTensor lengths = defined_or_none(saved[8]);
     const double dt = ctx->saved_data["dt"].toDouble(),
                  window = ctx->saved_data["window"].toDouble(),
                  max_spikes = ctx->saved_data["max_spikes"].toDouble();
@@ -164,15 +171,15 @@ class SynForward : public torch::autograd::Function<SynForward> {
       const OptTensor poison = at::empty({0}, u.options()).requires_grad_(true);
       g = SynBackward::apply(poison, gs, gw, gi, gr, gvf, gif, u, saved[1], saved[2], s0, saved[4],
                              saved[5], saved[6], w_rec, dt, window, max_spikes, surrogate,
-                             scalar_bias, i0_shared, noise_grad);
+                             scalar_bias, i0_shared, noise_grad, lengths);
     } else {
       g = as_list(backward_op().call(gs, gw, gi, gr, gvf, gif, u, saved[1], saved[2], s0, saved[4],
                                      saved[5], saved[6], w_rec, dt, window, max_spikes, surrogate,
-                                     scalar_bias, i0_shared, noise_grad));
+                                     scalar_bias, i0_shared, noise_grad, lengths));
     }
     Tensor g_in = g[0];
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
-    // One entry per forward argument (17): the last seven are not differentiable.
+    // One entry per forward argument (18): the last eight are not differentiable.
     return {g_in,
             g[1],
             g[2],
@@ -183,6 +190,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
             g[7],
             w_rec.has_value() ? g[8] : Tensor(),
             noise_grad ? g[9] : Tensor(),
+            Tensor(),
             Tensor(),
             Tensor(),
             Tensor(),
@@ -200,7 +208,7 @@ SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, c
                                         const OptTensor& noise, const OptTensor& noise_key,
                                         double dt, double noise_scale, double window,
                                         double max_spikes, int64_t surrogate, bool record,
-                                        bool save) {
+                                        bool save, const OptTensor& lengths) {
   const auto rg = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
   const bool needs_grad =
       at::GradMode::is_enabled() &&
@@ -210,11 +218,11 @@ SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, c
   if (!needs_grad) {
     return forward_below_autograd(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
                                   noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-                                  record, save);
+                                  record, save, lengths);
   }
   const variable_list o =
       SynForward::apply(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                        noise_key, dt, noise_scale, window, max_spikes, surrogate, record);
+                        noise_key, dt, noise_scale, window, max_spikes, surrogate, record, lengths);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]};
 }
 
@@ -223,16 +231,16 @@ SynBackwardOut synaptic_backward_autograd(
     const OptTensor& gvf, const OptTensor& gif, const Tensor& u, const Tensor& a, const Tensor& v0,
     const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const OptTensor& w_rec, double dt, double window, double max_spikes, int64_t surrogate,
-    bool scalar_bias, bool i0_shared, bool noise_grad) {
+    bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths) {
   if (!at::GradMode::is_enabled()) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return backward_op().call(gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, threshold,
                               w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
-                              noise_grad);
+                              noise_grad, lengths);
   }
   const variable_list o = SynBackward::apply(
       OptTensor(), gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt,
-      window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad);
+      window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]};
 }
 

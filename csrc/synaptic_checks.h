@@ -47,7 +47,8 @@ inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor
                                        const std::optional<at::Tensor>& w_rec,
                                        const std::optional<at::Tensor>& noise,
                                        const std::optional<at::Tensor>& noise_key, double dt,
-                                       double noise_scale, double window, double max_spikes) {
+                                       double noise_scale, double window, double max_spikes,
+                                       const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK_VALUE(input.dim() == 3, "input must be (B,T,N*S), got shape ", input.sizes());
   check_io_dtype(input, "input");
   const auto ct = compute_dtype(input.scalar_type());
@@ -87,6 +88,7 @@ inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor
                       noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
                       noise_key->device());
   }
+  check_lengths(lengths, input, B, T);
   check_scalar_args(dt, window, max_spikes);
   check_param_values(tau_mem, "tau_mem", true);
   check_param_values(tau_syn, "tau_syn", true);
@@ -102,7 +104,7 @@ inline SynShape check_syn_backward_args(
     const at::Tensor& u, const at::Tensor& a, const at::Tensor& v0,
     const std::optional<at::Tensor>& s0, const at::Tensor& tau_mem, const at::Tensor& tau_syn,
     const at::Tensor& threshold, const std::optional<at::Tensor>& w_rec, double dt, double window,
-    double max_spikes, int64_t surrogate) {
+    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
   TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
                    "u must be float32 or float64, got ", u.scalar_type());
@@ -134,6 +136,7 @@ inline SynShape check_syn_backward_args(
                       "w_rec must have shape (N, N*S) = (", N, ", ", N * S, "), got ",
                       w_rec->sizes());
   }
+  check_lengths(lengths, u, B, T);
   check_scalar_args(dt, window, max_spikes);
   TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
                     "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);

@@ -42,6 +42,7 @@ inline int syn_param_mode(const Tensor& t) {
 struct SynForwardOp {
   Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec,
       z;  // inputs (contiguous), s0/w_rec/z maybe undefined
+  Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
   // outputs ((0,) where not asked for)
   Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved;
   SynShape sh;
@@ -99,6 +100,7 @@ struct SynForwardOp {
     a.a_out = this->a.numel() ? this->a.mutable_data_ptr<CT>() : nullptr;
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = sh.B;
     a.Tn = sh.T;
     a.N = N;
@@ -109,17 +111,15 @@ struct SynForwardOp {
   }
 };
 
-inline SynForwardOp prepare_syn_forward(const Tensor& input, const Tensor& v0, const Tensor& i0,
-                                        const std::optional<Tensor>& s0, const Tensor& tau_mem,
-                                        const Tensor& tau_syn, const Tensor& threshold,
-                                        const Tensor& bias, const std::optional<Tensor>& w_rec,
-                                        const std::optional<Tensor>& noise,
-                                        const std::optional<Tensor>& noise_key, double dt,
-                                        double noise_scale, double window, double max_spikes,
-                                        bool record, bool save) {
+inline SynForwardOp prepare_syn_forward(
+    const Tensor& input, const Tensor& v0, const Tensor& i0, const std::optional<Tensor>& s0,
+    const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
+    const std::optional<Tensor>& w_rec, const std::optional<Tensor>& noise,
+    const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
+    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths) {
   SynForwardOp op{};
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                                 noise_key, dt, noise_scale, window, max_spikes);
+                                 noise_key, dt, noise_scale, window, max_spikes, lengths);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto state = v0.options();
   static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
@@ -174,6 +174,7 @@ inline SynForwardOp prepare_syn_forward(const Tensor& input, const Tensor& v0, c
   op.bias = bias.contiguous();
   if (w_rec.has_value()) op.w_rec = *w_rec;
   if (noise.has_value()) op.z = noise->contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.max_spikes = max_spikes;
   op.noise_scale = noise_scale;
   return op;
@@ -196,6 +197,7 @@ void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
 
 struct SynBackwardOp {
   Tensor gs, gw, gi, gr, u, a, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  Tensor lengths;  // (B,) int64, contiguous, or undefined
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
   Tensor W, I, partial, g_r, s_prev, gs_rec;  // scratch
@@ -243,6 +245,7 @@ struct SynBackwardOp {
     r.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
     r.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
     r.partial = partial.mutable_data_ptr<double>();
+    r.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     r.B = B;
     r.Tn = sh.T;
     r.N = N;
@@ -284,11 +287,12 @@ inline SynBackwardOp prepare_syn_backward(
     const Tensor& u, const Tensor& a, const Tensor& v0, const std::optional<Tensor>& s0,
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
-    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad) {
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
+    const std::optional<Tensor>& lengths) {
   SynBackwardOp op{};
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt,
-                                  window, max_spikes, surrogate);
+                                  window, max_spikes, surrogate, lengths);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto opts = u.options();
   static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
@@ -335,6 +339,7 @@ inline SynBackwardOp prepare_syn_backward(
   op.beta = DecayCache::instance().alpha(tau_syn, dt).contiguous();
   op.beta_mode = syn_param_mode(tau_syn);
   op.thr = threshold.contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.dt = dt;
   op.window = window;
   op.max_spikes = max_spikes;

@@ -26,6 +26,32 @@ __all__ = ["LIFNeuron"]
 _HALF = (torch.float16, torch.bfloat16)
 _IO_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
+def kept_state(state: torch.Tensor, final: torch.Tensor, batch_state: bool) -> Optional[torch.Tensor]:
+    """One state tensor after a successful call of batch size > 0 (SPEC §5, §8), detached (the
+    gradient is cut between calls; detach, not a no_grad block: torch.export could not load a
+    program saved with one): batch row 0 of `final` copied into `state` (batch_state False, the
+    seed's behaviour), or every row (a per-row state of that batch size); both in place, returning
+    None. The first call after reset_state() with batch_state True returns the new (B, ...) state,
+    for the caller to assign."""
+    if not batch_state:
+        state.copy_(final[0].detach())
+        return None
+    if state.dim() == final.dim():
+        state.copy_(final.detach())
+        return None
+    return final.detach().clone()
+
+
+def scripted_lengths(lengths: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+    """lengths for the op under TorchScript (no Python checks there): an integer tensor, moved to the
+    input's device as int64. The op checks the shape, and the values of a CPU tensor."""
+    if lengths is None:
+        return None
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError("lengths must be an integer tensor")
+    return lengths.to(device=device, dtype=torch.long)
+
+
 def apply_keeping_float32(module, apply, fn, recurse):
     """nn.Module._apply (`apply`) for a layer whose parameters and state stay float32 under
     model.half() / .to(torch.bfloat16): half precision is an input/output format of the kernels, the
@@ -196,59 +222,65 @@ class LIFNeuron(nn.Module):
     def _apply(self, fn, recurse=True):
         return apply_keeping_float32(self, super()._apply, fn, recurse)
 
+    def _state_rows(self):
+        """The state buffers and the shape of one row of each (SynapticLIF has more)."""
+        return {"vmem": (self.n_neurons,)}
+
     def reset_state(self):
-        """Membrane back to zero: an (N,) state, which starts a call of any batch size."""
+        """State back to zero: one shared row, which starts a call of any batch size."""
         with torch.no_grad():
-            if self.vmem.dim() == 1:
-                self.vmem.zero_()
-            else:  # a per-row state (batch_state=True)
-                self.vmem = torch.zeros(self.n_neurons, dtype=self.vmem.dtype, device=self.vmem.device)
+            for name, row in self._state_rows().items():
+                t = getattr(self, name)
+                if tuple(t.shape) == row:
+                    t.zero_()
+                else:  # a per-row state (batch_state=True)
+                    setattr(self, name, torch.zeros(row, dtype=t.dtype, device=t.device))
         return self
 
     def _check_state(self, B: int):
-        """Before a call of batch size B: a per-row (B', N) state continues only B' == B rows."""
+        """Before a call of batch size B: a per-row (B', N) state continues only B' == B rows (every
+        state buffer has vmem's batch size)."""
         if self.vmem.dim() == 2:
             kept = self.vmem.shape[0]
             if not self.batch_state:
                 raise ValueError(
-                    "LIFNeuron: vmem holds a per-row state of " + str(kept) + " rows (batch_state=True) but "
+                    "the state holds a per-row state of " + str(kept) + " rows (batch_state=True) but "
                     "batch_state is False: call reset_state() first"
                 )
             if kept != B:
                 raise ValueError(
-                    "LIFNeuron(batch_state=True) keeps the state of batch size " + str(kept) + " but this "
+                    "batch_state=True keeps the state of batch size " + str(kept) + " but this "
                     "call has batch size " + str(B) + ": call reset_state() to start a new batch"
                 )
 
     def _keep_state(self, v_final: torch.Tensor, B: int):
-        """After a successful call: the state the next call starts from, detached (the gradient is cut
-        between calls). detach, not a no_grad block: torch.export could not load a program saved
-        with one."""
+        """After a successful call: the state the next call starts from (kept_state)."""
         if B == 0:
             return
-        if not self.batch_state:
-            self.vmem.copy_(v_final[0].detach())  # batch row 0, as the seed keeps it
-        elif self.vmem.dim() == 2:
-            self.vmem.copy_(v_final.detach())
-        else:  # the first call after reset_state(): the state becomes (B, N)
-            self.vmem = v_final.detach().clone()
+        v = kept_state(self.vmem, v_final, self.batch_state)
+        if v is not None:  # the first call after reset_state(): the state becomes (B, N)
+            self.vmem = v
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # vmem is (N,), or (B, N) when kept per row: take the checkpoint's shape where it fits.
-        v = state_dict.get(prefix + "vmem")
-        n = self.n_neurons
-        if isinstance(v, torch.Tensor) and v.shape != self.vmem.shape:
-            if tuple(v.shape) == (n,) or (self.batch_state and v.dim() == 2 and v.shape[1] == n):
-                self.vmem = torch.zeros(v.shape, dtype=self.vmem.dtype, device=self.vmem.device)
-            elif v.dim() == 2 and v.shape[1] == n:
+        # Each state buffer is one row, or (B, row) when kept per row: take the checkpoint's shape where
+        # it fits.
+        for name, row in self._state_rows().items():
+            v, cur = state_dict.get(prefix + name), getattr(self, name)
+            if not isinstance(v, torch.Tensor) or v.shape == cur.shape:
+                continue
+            per_row = v.dim() == len(row) + 1 and tuple(v.shape[1:]) == row
+            if tuple(v.shape) == row or (self.batch_state and per_row):
+                setattr(self, name, torch.zeros(v.shape, dtype=cur.dtype, device=cur.device))
+            elif per_row:
                 error_msgs.append(
-                    f"vmem: the checkpoint holds a per-row state {tuple(v.shape)} (saved with batch_state=True) "
-                    "but this LIFNeuron has batch_state=False: set batch_state=True first, or save after "
-                    "reset_state()"
+                    f"{name}: the checkpoint holds a per-row state {tuple(v.shape)} (saved with batch_state=True) "
+                    f"but this {type(self).__name__} has batch_state=False: set batch_state=True first, or save "
+                    "after reset_state()"
                 )
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        # nn.Module's, not super(): SynapticLIF shares this method.
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
 
     def _auto_batch(self, x):
         check_float_tensor("input", x, allow_half=True)
@@ -372,11 +404,7 @@ class LIFNeuron(nn.Module):
             x = x.to(dtype)
         B, T = x.shape[0], x.shape[1]
         self._check_state(B)
-        if lengths is not None:
-            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-                raise TypeError("LIFNeuron: lengths must be an integer tensor")
-            # The op checks the shape, and the values of a CPU tensor.
-            lengths = lengths.to(device=x.device, dtype=torch.long)
+        lengths = scripted_lengths(lengths, x.device)
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":

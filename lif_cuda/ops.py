@@ -56,7 +56,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::synaptic_forward")
     def _synaptic_forward_fake(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
-        max_spikes, surrogate, record, save,
+        max_spikes, surrogate, record, save, lengths=None,
     ):
         B, T = input.shape[0], input.shape[1]
         N, S = i0.shape[-2], i0.shape[-1]
@@ -78,7 +78,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::synaptic_backward")
     def _synaptic_backward_fake(
         grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, a, v0, s0, tau_mem, tau_syn,
-        threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad,
+        threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
     ):
         B, T, N, S = a.shape
         return (

@@ -159,6 +159,7 @@ def synaptic_evolve_reference(
     spike_generation_fn=StepPWL,
     record=False,
     synapse_sum=None,
+    lengths=None,
 ):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
@@ -173,6 +174,12 @@ def synaptic_evolve_reference(
     irec zeros without w_rec), final membrane (B,N), final currents (B,N,S), final spikes (B,N)).
     synapse_sum: the sum over the synapses, `i.sum(-1)` by default (the host test of the CUDA
     kernels' thread code passes the CUDA reduction's order, to check it without a GPU).
+    lengths (SPEC §8), an integer tensor (B,) on input's device (unchecked here): row b runs its
+    first lengths[b] steps. Done by masking, as lif_evolve_reference does: on later steps (padding)
+    the row's input and noise are replaced by 0, its spikes by 0, and its membrane, currents and last
+    spikes keep their values; the records of the membrane and the currents there are those values
+    detached (gradients arriving on padding positions are ignored), the record of the recurrent
+    current is 0.
     """
     io_dtype = input.dtype
     if io_dtype in (torch.float16, torch.bfloat16):
@@ -190,23 +197,42 @@ def synaptic_evolve_reference(
     s = s0.to(dtype).expand(B, N).contiguous() if s0 is not None else input.new_zeros((B, N))
     spikes, vmem, isyn, irec = [], [], [], []
     for t in range(T):
-        i = i + x[:, t]
+        x_t = x[:, t]
+        z_t = None if noise is None else noise[:, t].to(dtype)
+        if lengths is not None:
+            active = (t < lengths).reshape(B, 1)  # row b still runs at step t
+            active3 = active.unsqueeze(2)
+            x_t = torch.where(active3, x_t, torch.zeros_like(x_t))
+            if z_t is not None:
+                z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+            w_kept, i_kept, s_kept = w.expand(B, N), i.expand(B, N, S), s
+        i = i + x_t
         if w_rec is not None:
             r = F.linear(s, w_rec.T).reshape(B, N, S)
             i = i + r
         w = w * alpha
         i = i * beta
         u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
-        if noise is not None:
-            u = u + noise[:, t].to(dtype)
+        if z_t is not None:
+            u = u + z_t
         u = u + bias
         s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
         w = u - s * threshold
-        spikes.append(s)
-        if record:
+        if lengths is None:
+            spikes.append(s)
+        else:
+            spikes.append(torch.where(active, s, torch.zeros_like(s)))
+            w = torch.where(active, w, w_kept)
+            i = torch.where(active3, i, i_kept)
+            s = torch.where(active, s, s_kept)
+        if record and lengths is None:
             vmem.append(w)
             isyn.append(i)
             irec.append(r if w_rec is not None else torch.zeros_like(i))
+        elif record:
+            vmem.append(torch.where(active, w, w.detach()))
+            isyn.append(torch.where(active3, i, i.detach()))
+            irec.append(torch.where(active3, r, torch.zeros_like(r)) if w_rec is not None else torch.zeros_like(i))
     s_final = s.expand(B, N).clone()
     if T == 0:
         empty = input.new_empty((B, 0, N))

@@ -20,6 +20,7 @@ from torch import nn
 from ._checks import (
     CHECKED_VALUES,
     check_float_tensor,
+    check_lengths,
     check_param,
     check_param_values,
     check_scalar,
@@ -28,7 +29,7 @@ from ._checks import (
     param_values,
 )
 from .functional import resolve_backend, surrogate_id
-from .module import LIFNeuron, _init_param, apply_keeping_float32
+from .module import LIFNeuron, _init_param, apply_keeping_float32, kept_state, scripted_lengths
 from .noise import draw_noise_key, kernel_noise
 from .ops import synaptic_forward_op
 from .reference import StepPWL, synaptic_evolve_reference
@@ -134,6 +135,7 @@ def synaptic_evolve(
     record=False,
     backend="auto",
     noise_std=0.0,
+    lengths=None,
     _surrogate=None,
 ):
     """Evolve LIF neurons with synaptic currents (SPEC §7) over `input` (B,T,N*S).
@@ -145,6 +147,12 @@ def synaptic_evolve(
     Returns (spikes (B,T,N), vmem (B,T,N), isyn (B,T,N,S), irec (B,T,N,S) (records: None unless
     record), final membrane (B,N), final currents (B,N,S), final spikes (B,N)). Differentiable with
     respect to input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec (and noise).
+    Variable lengths (SPEC §8): `lengths`, B integers (an integer tensor (B,) on the input's device
+    or the CPU, or a list), 0 <= lengths[b] <= T: row b runs its first lengths[b] steps, exactly as
+    that row alone would; later steps are padding: no spikes, the recorded membrane and currents hold
+    their last values, the recorded recurrent current is 0, zero input gradient, nothing added to the
+    parameter gradients (w_rec's included), and gradients arriving there are ignored. The final state
+    (membrane, currents, last spikes) is the state after lengths[b] steps.
     """
     N, S, dt, window, max_spikes, noise_std = check_synaptic_args(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, dt, noise, learning_window, max_spikes_per_dt,
@@ -153,6 +161,9 @@ def synaptic_evolve(
     if _surrogate is None:
         _surrogate = surrogate_id(spike_generation_fn)
     which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
+    # The fused CPU op checks the values of CPU lengths itself (C++, no dispatch).
+    lengths = check_lengths(lengths, input.shape[0], input.shape[1], input.device,
+                            values=which == "reference" or input.device.type != "cpu")
     noise_scale = noise_std * math.sqrt(dt) if noise is None and noise_std > 0 else 0.0
     dtype = compute_dtype(input.dtype)
     if which == "reference":
@@ -163,14 +174,14 @@ def synaptic_evolve(
         return synaptic_evolve_reference(
             input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=w_rec, s0=s0, noise=noise,
             learning_window=window, max_spikes_per_dt=max_spikes, spike_generation_fn=spike_generation_fn,
-            record=record,
+            record=record, lengths=lengths,
         )
     if input.device.type != "cpu":  # the op checks CPU values itself
         CHECKED_VALUES.check(_values(tau_mem, tau_syn, threshold, bias))
     cast = lambda t: t if t is None or t.dtype == dtype else t.to(dtype)  # noqa: E731
     out = synaptic_forward_op(
         input, cast(v0), cast(i0), cast(s0), cast(tau_mem), cast(tau_syn), cast(threshold), cast(bias), cast(w_rec),
-        cast(noise), None, dt, noise_scale, window, max_spikes, _surrogate, record, False,
+        cast(noise), None, dt, noise_scale, window, max_spikes, _surrogate, record, False, lengths,
     )
     spikes, vmem, isyn, irec, v_final, i_final, s_final = out[:7]
     if not record:
@@ -223,6 +234,14 @@ class SynapticLIF(nn.Module):
     or (T,N*S) or (..., 1) broadcast; output spikes (B,T,N). State `vmem` (N,), `isyn` (N,S),
     `spikes` (N,): batch row 0 after each call, detached (as Rockpool keeps it).
 
+    batch_state=True (SPEC §8): the state is every row's, vmem (B,N), isyn (B,N,S), spikes (B,N)
+    (the last spikes, the recurrent product's first input), detached, and each row of the next call
+    continues from its own (two chunks give one run's bits; the gradient is cut between them); the
+    next call must have the same B (a ValueError says so) until reset_state(). lengths
+    (forward/evolve): B integers 0 <= lengths[b] <= T; row b runs its first lengths[b] steps, the rest
+    is padding (no spikes, state held, no gradient; see synaptic_evolve), and the state kept is each
+    row's state at its length.
+
     shape: (N,) or N (one synapse per neuron), or (N*S, N). has_rec: a trainable (N, N*S) w_rec
     (`w_rec` its initial value, else `weight_init_func((N, N*S))`, default Kaiming uniform).
     noise: with noise_std > 0, "kernel" (drawn in the kernel) or "torch" (torch.randn, as Rockpool).
@@ -233,6 +252,10 @@ class SynapticLIF(nn.Module):
     spike_generation_fn = LIFNeuron.spike_generation_fn
     _check_config = LIFNeuron._check_config
     _call_config = LIFNeuron._call_config
+    # ... and its per-row state (batch_state, SPEC §8): reset, the batch-size check, checkpoints.
+    reset_state = LIFNeuron.reset_state
+    _check_state = LIFNeuron._check_state
+    _load_from_state_dict = LIFNeuron._load_from_state_dict
     __jit_unused_properties__ = ["spike_generation_fn"]
     __jit_ignored_attributes__ = ["_config_cache"]
 
@@ -253,6 +276,7 @@ class SynapticLIF(nn.Module):
         weight_init_func=None,
         backend="auto",
         noise="kernel",
+        batch_state=False,
     ):
         super().__init__()
         n, s = _shape_to_ns(shape)
@@ -293,6 +317,9 @@ class SynapticLIF(nn.Module):
         self.spike_generation_fn = spike_generation_fn
         self.backend = backend
         self.noise = noise
+        if not isinstance(batch_state, bool):
+            raise TypeError(f"batch_state must be True or False, got {batch_state!r}")
+        self.batch_state = batch_state
         self._check_config()
         self._config_cache = None
 
@@ -302,7 +329,7 @@ class SynapticLIF(nn.Module):
             f"noise_std={self.noise_std}, learning_window={self.learning_window}, "
             f"max_spikes_per_dt={self.max_spikes_per_dt}, "
             f"spike_generation_fn={getattr(self.spike_generation_fn, '__name__', self.spike_generation_fn)}, "
-            f"backend={self.backend!r}, noise={self.noise!r}"
+            f"backend={self.backend!r}, noise={self.noise!r}, batch_state={self.batch_state}"
         )
 
     _FLOAT32_TENSORS = ("tau_mem", "tau_syn", "threshold", "bias", "w_rec", "vmem", "isyn", "spikes")
@@ -310,13 +337,23 @@ class SynapticLIF(nn.Module):
     def _apply(self, fn, recurse=True):
         return apply_keeping_float32(self, super()._apply, fn, recurse)
 
-    def reset_state(self):
-        """Membrane, synaptic currents and spikes back to zero."""
-        with torch.no_grad():
-            self.vmem.zero_()
-            self.isyn.zero_()
-            self.spikes.zero_()
-        return self
+    def _state_rows(self):
+        return {"vmem": (self.n_neurons,), "isyn": (self.n_neurons, self.n_synapses), "spikes": (self.n_neurons,)}
+
+    def _keep_state(self, v_final: torch.Tensor, i_final: torch.Tensor, s_final: torch.Tensor, B: int):
+        """After a successful call: the state the next call starts from (module.kept_state)."""
+        if B == 0:
+            return
+        v = kept_state(self.vmem, v_final, self.batch_state)
+        i = kept_state(self.isyn, i_final, self.batch_state)
+        s = kept_state(self.spikes, s_final, self.batch_state)
+        # The first call after reset_state(): the state becomes per-row.
+        if v is not None:
+            self.vmem = v
+        if i is not None:
+            self.isyn = i
+        if s is not None:
+            self.spikes = s
 
     def _auto_batch(self, x):
         check_float_tensor("input", x, allow_half=True)
@@ -334,7 +371,7 @@ class SynapticLIF(nn.Module):
 
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
-    def _evolve(self, x: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def _evolve(self, x: torch.Tensor, record: bool, lengths=None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         x = self._auto_batch(x)
         tau = self.tau_mem
         dtype = tau.dtype
@@ -344,6 +381,9 @@ class SynapticLIF(nn.Module):
             check_param("tau_mem", tau, self.n_neurons, x.device, positive=True)  # names the devices
         dt, window, max_spikes, noise_std, which = self._call_config(x.device)
         B, T = x.shape[0], x.shape[1]
+        self._check_state(B)
+        # The fused CPU op checks the values of CPU lengths itself.
+        lengths = check_lengths(lengths, B, T, x.device, values=which == "reference" or x.device.type != "cpu")
         noise = None
         noise_scale = 0.0
         if noise_std > 0:
@@ -359,7 +399,7 @@ class SynapticLIF(nn.Module):
             # The state itself is v0/i0/s0 (the op copies what its backward needs).
             out = synaptic_forward_op(
                 x, self.vmem, self.isyn, self.spikes, *params, self.w_rec, noise, None, dt, noise_scale, window,
-                max_spikes, self._surrogate_id, record, False,
+                max_spikes, self._surrogate_id, record, False, lengths,
             )
             spikes, vmem, isyn, irec, v_final, i_final, s_final = out[:7]
         else:
@@ -370,23 +410,20 @@ class SynapticLIF(nn.Module):
             spikes, vmem, isyn, irec, v_final, i_final, s_final = synaptic_evolve(
                 x, snap(self.vmem), snap(self.isyn), *params, dt, w_rec=self.w_rec, s0=snap(self.spikes), noise=noise,
                 learning_window=window, max_spikes_per_dt=max_spikes, spike_generation_fn=self._spike_generation_fn,
-                record=record, backend="reference", _surrogate=self._surrogate_id,
+                record=record, backend="reference", _surrogate=self._surrogate_id, lengths=lengths,
             )
-        # The new state is batch row 0, detached. Only after success.
-        if B > 0:
-            self.vmem.copy_(v_final[0].detach())
-            self.isyn.copy_(i_final[0].detach())
-            self.spikes.copy_(s_final[0].detach())
+        self._keep_state(v_final, i_final, s_final, B)  # only after success
         rec = {"vmem": vmem, "isyn": isyn, "irec": irec, "spikes": spikes} if record else {}
         return spikes, rec
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Spikes (B,T,N) for input (B,T,N*S), (T,N*S) or (..., 1) broadcast over the synapses."""
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spikes (B,T,N) for input (B,T,N*S), (T,N*S) or (..., 1) broadcast over the synapses;
+        `lengths`: B integers (a list, or an integer tensor), row b runs its first lengths[b] steps."""
         if torch.jit.is_scripting():
-            return self._forward_scripted(x)
-        return self._evolve(x, False)[0]
+            return self._forward_scripted(x, lengths)
+        return self._evolve(x, False, lengths)[0]
 
-    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The forward under torch.jit.script, for inference: the fused op called directly, as
         _evolve's fused branch calls it (the same values bit for bit)."""
         n_in = self.size_in
@@ -403,6 +440,8 @@ class SynapticLIF(nn.Module):
         if x.dtype != dtype and not (dtype == torch.float32 and half):
             x = x.to(dtype)
         B, T = x.shape[0], x.shape[1]
+        self._check_state(B)
+        lengths = scripted_lengths(lengths, x.device)
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
@@ -413,16 +452,15 @@ class SynapticLIF(nn.Module):
         out = torch.ops.lif_cuda.synaptic_forward(
             x, self.vmem, self.isyn, self.spikes, self.tau_mem, self.tau_syn, self.threshold, self.bias, self.w_rec,
             noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
+            lengths,
         )
-        if B > 0:
-            self.vmem.copy_(out[4][0].detach())
-            self.isyn.copy_(out[5][0].detach())
-            self.spikes.copy_(out[6][0].detach())
+        self._keep_state(out[4], out[5], out[6], B)
         return out[0]
 
-    def evolve(self, x, record=False):
+    def evolve(self, x, record=False, lengths=None):
         """Returns (spikes, state, record_dict): state {"vmem", "isyn", "spikes"}; record_dict (when
-        record) {"vmem" (B,T,N), "isyn" (B,T,N,S), "irec" (B,T,N,S), "spikes" (B,T,N)}."""
-        spikes, rec = self._evolve(x, record=record)
+        record) {"vmem" (B,T,N), "isyn" (B,T,N,S), "irec" (B,T,N,S), "spikes" (B,T,N)}. `lengths`: as
+        for forward."""
+        spikes, rec = self._evolve(x, record=record, lengths=lengths)
         state = {"vmem": self.vmem.clone(), "isyn": self.isyn.clone(), "spikes": self.spikes.clone()}
         return spikes, state, rec

@@ -134,3 +134,64 @@ def test_rockpool_drop_in_on_cuda(rec):
     for name in g_t:
         assert rel_err(g_o[name], g_t[name]) <= 1e-5, name
     assert rel_err(x_o, x_t) <= 1e-5
+
+
+# ------------------------------------------------------------------ lengths and batch_state (SPEC §8)
+LENGTHS = [17, 0, 9, 1]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (3, True)])
+@pytest.mark.parametrize("where", ["cuda", "cpu"], ids=["lengths-on-cuda", "lengths-on-cpu"])
+def test_lengths_equal_reference_on_the_device(dtype, S, rec, where):
+    """With per-row lengths (a CUDA tensor, or a CPU one as a data loader gives it): forward bit for bit
+    against the masked reference on the device (padding included), backward against its autograd, with
+    gradients arriving on the padding; the padding's input gradient is 0."""
+    B, T, N = len(LENGTHS), 17, 6
+    case = make_case(8, B, T, N, S, dtype, rec=rec)
+    lengths = torch.tensor(LENGTHS, device=where)
+    names = [k for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec") if
+             case[k] is not None and (rec or k != "s0")]
+    g = torch.Generator(device=CUDA).manual_seed(2)
+    ups = [torch.randn(s, generator=g, device=CUDA, dtype=dtype) for s in
+           ((B, T, N), (B, T, N), (B, T, N, S), (B, N), (B, N, S))]
+    results = []
+    for fn, kw in ((synaptic_evolve, dict(backend="fused")), (synaptic_evolve_reference, {})):
+        leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+        out = _run(fn, {**case, **leaves}, lengths=lengths.to(CUDA) if fn is synaptic_evolve_reference else lengths,
+                   **kw)
+        outs = [out[0], out[1], out[2], out[4], out[5]]
+        results.append((out, dict(zip(names, torch.autograd.grad(outs, list(leaves.values()), ups)))))
+    (got, g_got), (want, g_want) = results
+    for name, a, b in zip(NAMES, got, want):
+        assert_bitwise(a.detach(), b.detach(), name)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name in names:
+        assert g_want[name].abs().sum() > 0, name
+        assert rel_err(g_got[name], g_want[name]) <= tol, f"grad {name}"
+    for b, L in enumerate(LENGTHS):
+        assert not got[0][b, L:].any() and not g_got["input"][b, L:].any(), f"row {b}: padding"
+
+
+@needs_kernels
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_batch_state_chunks_equal_one_run_on_the_device(rec):
+    g = torch.Generator().manual_seed(0)
+    N, S = 6, 2
+    layer = lif_cuda.SynapticLIF((N * S, N), threshold=0.5 + torch.rand(N, generator=g), has_rec=rec,
+                                 w_rec=0.4 * torch.randn(N, N * S, generator=g) if rec else None,
+                                 batch_state=True).to(CUDA)
+    x = (0.3 + 0.8 * torch.randn(3, 40, N * S, generator=g)).to(CUDA)
+    lengths = torch.tensor([40, 11, 25])
+    _, _, whole = layer.evolve(x, record=True, lengths=lengths)
+    kept = (layer.vmem.clone(), layer.isyn.clone(), layer.spikes.clone())
+    layer.reset_state()
+    parts = [layer.evolve(x[:, a:b], record=True, lengths=(lengths - a).clamp(0, b - a))[2]
+             for a, b in ((0, 13), (13, 40))]
+    for k in ("spikes", "vmem", "isyn", "irec"):
+        assert_bitwise(torch.cat([p[k] for p in parts], 1), whole[k], k)
+    for name, a, b in zip(("vmem", "isyn", "spikes"), (layer.vmem, layer.isyn, layer.spikes), kept):
+        assert_bitwise(a, b, name)
+    with pytest.raises(ValueError, match=r"batch size 3.*batch size 2.*reset_state\(\)"):
+        layer(x[:2])

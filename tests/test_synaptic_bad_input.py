@@ -118,6 +118,15 @@ TABLE = [
     ("dt-nan", "dt", lambda _: math.nan, ValueError, "finite"),
     ("window-negative", "learning_window", lambda _: -0.1, ValueError, ">= 0"),
     ("max-spikes-zero", "max_spikes_per_dt", lambda _: 0.5, ValueError, ">= 1"),
+    # Per-row lengths (SPEC §8), not among the base arguments (replace gets None).
+    ("lengths-negative", "lengths", lambda _: [2, -1], ValueError, r"\[0, T\]"),
+    ("lengths-beyond-T", "lengths", lambda _: torch.tensor([0, T + 1]), ValueError, r"\[0, T\] = \[0, 3\]"),
+    ("lengths-shape", "lengths", lambda _: torch.tensor([1, 2, 3]), ValueError, "shape"),
+    ("lengths-rank2", "lengths", lambda _: torch.tensor([[1, 2]]), ValueError, "shape"),
+    ("lengths-float", "lengths", lambda _: torch.tensor([1.0, 2.0]), TypeError, "integer"),
+    ("lengths-bool", "lengths", lambda _: torch.tensor([True, False]), TypeError, "integer"),
+    ("lengths-not-a-list", "lengths", lambda _: 3, TypeError, "integer"),
+    ("lengths-device", "lengths", lambda _: torch.tensor([1, 2], device=META), ValueError, "device"),
 ]
 
 
@@ -152,6 +161,12 @@ OP_ROWS = [
     ("i0", lambda a: a.update(i0=torch.zeros(N, 0)), ValueError, "at least one synapse"),
     ("s0", lambda a: a.update(s0=torch.zeros(B + 1, N)), ValueError, "s0 must have shape"),
     ("w_rec", lambda a: a.update(w_rec=torch.zeros(N, N * S, dtype=torch.float64)), TypeError, "w_rec must have dtype"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, -1])), ValueError, r"lengths must be in \[0, T\]"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([T + 1, 0])), ValueError, r"lengths must be in \[0, T\]"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, 2, 3])), ValueError, r"lengths must have shape \(2,\)"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1.0, 2.0])), TypeError, "lengths must be an int64"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, 2], dtype=torch.int32)), TypeError,
+     "lengths must be an int64"),
 ]
 
 
@@ -165,7 +180,25 @@ def test_op_checks_its_arguments_before_any_kernel(row):
     with pytest.raises(exc, match=expected):
         torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
                                             a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
-                                            2.0**16, 0, True, False)
+                                            2.0**16, 0, True, False, a.get("lengths"))
+    assert ops.kernel_launches() == before
+
+
+@pytest.mark.parametrize("lengths,exc,expected", [
+    (torch.tensor([0, T + 1]), ValueError, r"lengths must be in \[0, T\]"),
+    (torch.tensor([1]), ValueError, r"lengths must have shape \(2,\)"),
+    (torch.tensor([1.0, 2.0]), TypeError, "lengths must be an int64"),
+], ids=["beyond-T", "shape", "float"])
+def test_backward_op_checks_lengths_before_any_kernel(lengths, exc, expected):
+    a = base_args()
+    out = torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                              a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                              2.0**16, 0, False, True)
+    before = ops.kernel_launches()
+    with pytest.raises(exc, match=expected):
+        torch.ops.lif_cuda.synaptic_backward(torch.ones(B, T, N), None, None, None, None, None, out[7], out[8],
+                                             a["v0"], a["s0"], a["tau_mem"], a["tau_syn"], a["threshold"], a["w_rec"],
+                                             1e-3, 0.5, 2.0**16, 0, False, True, False, lengths)
     assert ops.kernel_launches() == before
 
 
@@ -217,6 +250,40 @@ def test_module_call_leaves_state_and_parameters_untouched(trained, tripwire, ba
     kept = {k: bits(v) for k, v in layer.state_dict().items()}
     with pytest.raises(ValueError, match="tau_syn|w_rec|input"):
         layer(x)
+    for k, v in layer.state_dict().items():
+        assert torch.equal(bits(v), kept[k]), f"{k} changed in a failed call"
+
+
+# Bad lengths given to a layer, and a call of another batch size than the state a batch_state=True
+# layer keeps (SPEC §8): (id, lengths or None, input batch size, batch_state, expected).
+MODULE_LENGTHS_TABLE = [
+    ("lengths-negative", [2, -1], B, False, ValueError, r"lengths.*\[0, T\]"),
+    ("lengths-beyond-T", torch.tensor([0, T + 1]), B, True, ValueError, r"lengths.*\[0, T\]"),
+    ("lengths-shape", torch.tensor([1, 2, 3]), B, False, ValueError, "lengths.*shape"),
+    ("lengths-float", torch.tensor([1.0, 2.0]), B, True, TypeError, "lengths.*integer"),
+    ("lengths-device", torch.tensor([1, 2], device=META), B, False, ValueError, "lengths.*device"),
+    ("batch-size", None, B + 1, True, ValueError, r"batch size 2.*batch size 3.*reset_state\(\)"),
+    ("batch-size-with-lengths", [1, 1, 1], B + 1, True, ValueError, r"batch size.*reset_state\(\)"),
+]
+
+
+@pytest.mark.parametrize("method", ["forward", "evolve"])
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("case_id,lengths,batch,batch_state,exc,expected", MODULE_LENGTHS_TABLE,
+                         ids=[r[0] for r in MODULE_LENGTHS_TABLE])
+def test_module_rejects_lengths_and_batch_size(case_id, lengths, batch, batch_state, exc, expected, backend, method):
+    layer = SynapticLIF((N * S, N), has_rec=True, w_rec=0.1 * torch.randn(N, N * S), threshold=0.5, backend=backend,
+                        batch_state=batch_state)
+    layer(0.5 + torch.rand(B, 5, N * S))  # with batch_state, the state is now per row
+    kept = {k: bits(v) for k, v in layer.state_dict().items()}
+    before = ops.kernel_launches()
+    x = 0.5 + torch.rand(batch, T, N * S)
+    with pytest.raises(exc, match=expected):
+        if method == "forward":
+            layer(x, lengths)
+        else:
+            layer.evolve(x, record=True, lengths=lengths)
+    assert ops.kernel_launches() == before, "a kernel ran before the error"
     for k, v in layer.state_dict().items():
         assert torch.equal(bits(v), kept[k]), f"{k} changed in a failed call"
 

@@ -34,7 +34,7 @@ from lif_cuda.reference import PeriodicExponential, StepPWL, synaptic_evolve_ref
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 HEADERS = [CSRC / "lif_core.h", CSRC / "lif_args.h", CSRC / "synaptic_args.h", CSRC / "cuda" / "lif_thread.h",
-           CSRC / "cuda" / "synaptic_thread.h"]
+           CSRC / "cuda" / "synaptic_thread.h", CSRC / "lif_lengths.h", CSRC / "synaptic_lengths.h"]
 
 HARNESS = r"""
 #include <c10/util/BFloat16.h>
@@ -51,8 +51,8 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
                   const void* r, const void* alpha, const void* beta, const void* thr,
                   const void* bias, int scalars, int beta_mode, double max_spikes, void* s_out,
                   void* s_state, void* w_rec, void* i_rec, void* r_rec, void* u_out, void* a_out,
-                  void* v_final, void* i_final, int64_t B, int64_t Tn, int64_t N, int64_t S,
-                  int64_t t0, int64_t steps) {
+                  void* v_final, void* i_final, const int64_t* lengths, int64_t B, int64_t Tn,
+                  int64_t N, int64_t S, int64_t t0, int64_t steps) {
   SynForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
   a.noise = static_cast<const T*>(noise);
@@ -83,6 +83,7 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
   a.a_out = static_cast<T*>(a_out);
   a.v_final = static_cast<T*>(v_final);
   a.i_final = static_cast<T*>(i_final);
+  a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
   a.N = N;
@@ -101,8 +102,8 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
                   const void* v0, int64_t v0_sb, const void* s0, int64_t s0_sb, const void* alpha,
                   const void* beta, const void* thr, int scalars, int beta_mode, double window,
                   double max_spikes, int surrogate, void* W, void* I, void* g_in, void* g_r,
-                  void* g_u, void* s_prev, void* partial, int64_t B, int64_t Tn, int64_t N,
-                  int64_t S, int64_t t0, int64_t steps) {
+                  void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
+                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
   SynBackwardArgs<IT, T> a{};
   a.gs = static_cast<const IT*>(gs);
   a.gs_stride_b = sb;
@@ -134,6 +135,7 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.g_u = static_cast<T*>(g_u);
   a.s_prev = static_cast<T*>(s_prev);
   a.partial = static_cast<double*>(partial);
+  a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
   a.N = N;
@@ -173,11 +175,11 @@ void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       const void* beta, const void* thr, const void* bias, int scalars,
                       int beta_mode, double max_spikes, void* s_out, void* s_state, void* w_rec,
                       void* i_rec, void* r_rec, void* u_out, void* a_out, void* v_final,
-                      void* i_final, int64_t B, int64_t Tn, int64_t N, int64_t S, int64_t t0,
-                      int64_t steps) {
+                      void* i_final, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
+                      int64_t S, int64_t t0, int64_t steps) {
   LIF_IO_SWITCH(io, fwd_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_sb, i0, i0_sb,
                 r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_state, w_rec,
-                i_rec, r_rec, u_out, a_out, v_final, i_final, B, Tn, N, S, t0, steps)
+                i_rec, r_rec, u_out, a_out, v_final, i_final, lengths, B, Tn, N, S, t0, steps)
 }
 
 void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t sn,
@@ -186,11 +188,11 @@ void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t s
                        const void* s0, int64_t s0_sb, const void* alpha, const void* beta,
                        const void* thr, int scalars, int beta_mode, double window,
                        double max_spikes, int surrogate, void* W, void* I, void* g_in, void* g_r,
-                       void* g_u, void* s_prev, void* partial, int64_t B, int64_t Tn, int64_t N,
-                       int64_t S, int64_t t0, int64_t steps) {
+                       void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
+                       int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
   LIF_IO_SWITCH(io, bwd_t, gs, sb, st, sn, gs_rec, gw, gi, gr, u, a, v0, v0_sb, s0, s0_sb, alpha,
                 beta, thr, scalars, beta_mode, window, max_spikes, surrogate, W, I, g_in, g_r, g_u,
-                s_prev, partial, B, Tn, N, S, t0, steps)
+                s_prev, partial, lengths, B, Tn, N, S, t0, steps)
 }
 
 void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collapse, void* dst,
@@ -245,10 +247,10 @@ def lib():
     p, i, u64, d, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     h.syn_host_forward.restype = None
     h.syn_host_forward.argtypes = [i, p, p, i, u64, u64, d, p, i64, p, i64, p, p, p, p, p, i, i, d, p, p, p, p, p,
-                                   p, p, p, p, i64, i64, i64, i64, i64, i64]
+                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64]
     h.syn_host_backward.restype = None
     h.syn_host_backward.argtypes = [i, p, i64, i64, i64, p, p, p, p, p, p, p, i64, p, i64, p, p, p, i, i, d, d, i,
-                                    p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64]
+                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64]
     h.syn_host_grad_sum.restype = None
     h.syn_host_grad_sum.argtypes = [i, p, i64, i64, i, p, p, p, d, i64]
     h.syn_host_row_sums.restype = None
@@ -271,9 +273,10 @@ def _scalars(alpha, thr, bias):
 
 
 def host_forward(lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, w_rec=None, noise=None, key=None,
-                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True):
+                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None):
     """What the CUDA forward op computes (synaptic_op_glue.h's loop around the CUDA threads), on the
-    host: the outputs of torch.ops.lif_cuda.synaptic_forward."""
+    host: the outputs of torch.ops.lif_cuda.synaptic_forward (lengths: int64 (B,) or None)."""
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, _ = x.shape
     N, S = i0.shape[-2:]
     ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -297,15 +300,16 @@ def host_forward(lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, w_rec=None,
             _ptr(alpha), _ptr(beta), _ptr(thr), _ptr(bias), _scalars(alpha, thr, bias), _beta_mode(tau_syn), max_spikes,
             _ptr(spikes), _ptr(s_final), _ptr(vmem) if record else None, _ptr(isyn) if record else None,
             _ptr(irec) if record and r is not None else None, _ptr(u) if save else None, _ptr(a) if save else None,
-            _ptr(v_final), _ptr(i_final), B, T, N, S, t0, n_steps,
+            _ptr(v_final), _ptr(i_final), _ptr(lengths), B, T, N, S, t0, n_steps,
         )
     return spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a
 
 
 def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, thr, *, w_rec=None, dt=1e-3,
-                  window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True):
+                  window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True, lengths=None):
     """What the CUDA backward op computes, on the host: torch.ops.lif_cuda.synaptic_backward's outputs
     (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise)."""
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N, S = a.shape
     ct = u.dtype
     alpha, beta = tau_to_decay(dt, tau_mem), tau_to_decay(dt, tau_syn)
@@ -328,7 +332,7 @@ def host_backward(lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn,
             _ptr(gr) if w_rec is not None else None, _ptr(u), _ptr(a), _ptr(v0), N if v0.dim() == 2 else 0,
             _ptr(s0c), (N if s0c.dim() == 2 else 0) if s0c is not None else 0, _ptr(alpha), _ptr(beta), _ptr(thr),
             _scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I_),
-            _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), B, T, N, S, t0, n_steps,
+            _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), _ptr(lengths), B, T, N, S, t0, n_steps,
         )
     f64 = int(ct == torch.float64)
     BN = B * N
@@ -396,11 +400,12 @@ def make_case(seed, B, T, N, S, dtype, *, tau_syn_shape="full", scalars=False, r
     return {k: None if v is None else v.to(dtype) for k, v in case.items()}
 
 
-def reference(case, *, noise=None, window=0.5, surrogate=StepPWL, max_spikes=2.0**16, cuda_order=True):
+def reference(case, *, noise=None, window=0.5, surrogate=StepPWL, max_spikes=2.0**16, cuda_order=True, lengths=None):
     return synaptic_evolve_reference(
         case["x"], case["v0"], case["i0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"], 1e-3,
         w_rec=case["w_rec"], s0=case["s0"], noise=noise, learning_window=window, max_spikes_per_dt=max_spikes,
         spike_generation_fn=surrogate, record=True, synapse_sum=cuda_order_sum if cuda_order else None,
+        lengths=lengths,
     )
 
 
@@ -546,3 +551,89 @@ def test_threads_equal_fused_cpu_op(lib, io, S, rec, surrogate):
             assert rel_err(a_, b_) <= {torch.float64: 1e-14}.get(ct, 1e-6), name
             continue
         assert_equal(a_, b_, f"backward {name}")
+
+
+# ------------------------------------------------------------------ lengths (SPEC §8)
+# Row lengths: T, 0, a part, one step (the recurrent time loop: calls before, at and after a row's end).
+LENGTHS = [17, 0, 9, 1]
+
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16], ids=["f32", "f64", "f16"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (2, True)])
+def test_threads_with_lengths_equal_fused_cpu_op(lib, io, S, rec):
+    """With per-row lengths, thread by thread and tile by tile give the same bits, forward (the padding
+    too, u and a included) and backward with every parameter-gradient sum (S <= 2)."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N = len(LENGTHS), 17, 7
+    ct = torch.float32 if io == torch.float16 else io
+    case = make_case(11, B, T, N, S, ct, rec=rec, i0_rows=True)
+    case["x"] = case["x"].to(io)
+    lengths = torch.tensor(LENGTHS)
+    op = torch.ops.lif_cuda
+    want = op.synaptic_forward(case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"],
+                               case["thr"], case["bias"], case["w_rec"], None, None, 1e-3, 0.0, 0.5, 2.0**16, 0,
+                               True, True, lengths)
+    got = _host_fwd(lib, case, lengths=lengths)
+    for name, a_, b_ in zip(NAMES + ("u", "a"), got, (*want[:7], want[7], want[8])):
+        if name == "irec" and not rec:
+            continue
+        assert_equal(a_, b_, f"forward {name}")
+    assert (got[0][0] > 0).any() and not got[0][1].any()
+    u, a = got[7], got[8]
+    g = torch.Generator().manual_seed(2)
+    rn = lambda *s: torch.randn(s, generator=g).to(ct)  # noqa: E731
+    gs = rn(B, T, N).to(io)
+    ups = dict(gw=rn(B, T, N), gi=rn(B, T, N, S), gr=rn(B, T, N, S) if rec else None, gvf=rn(B, N), gif=rn(B, N, S))
+    want = op.synaptic_backward(gs, ups["gw"], ups["gi"], ups["gr"], ups["gvf"], ups["gif"], u, a, case["v0"],
+                                case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"], 1e-3, 0.5,
+                                2.0**16, 0, False, False, True, lengths)
+    got = host_backward(lib, gs, ups["gw"], ups["gi"], ups["gr"], ups["gvf"], ups["gif"], u, a, case["v0"], case["s0"],
+                        case["tau_mem"], case["tau_syn"], case["thr"], w_rec=case["w_rec"], i0_shared=False,
+                        lengths=lengths)
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise")
+    for name, a_, b_ in zip(names, got, want):
+        if a_ is None:
+            continue
+        if name in ("g_w_rec", "g_s0"):  # products by ATen (mm) from bit-identical operands
+            assert rel_err(a_, b_) <= {torch.float64: 1e-14}.get(ct, 1e-6), name
+            continue
+        assert_equal(a_, b_, f"backward {name}")
+    for b, L in enumerate(LENGTHS):
+        assert not got[0][b, L:].any() and not got[9][b, L:].any(), f"row {b}: padding input/noise gradient"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S,rec", [(3, False), (3, True), (5, True)])
+def test_threads_with_lengths_match_reference(lib, dtype, S, rec):
+    """With lengths and the CUDA order of the synapse sum (S > 2): forward bit for bit against the masked
+    reference, backward against its autograd, gradients arriving on the padding included."""
+    B, T, N = len(LENGTHS), 17, 4
+    case = make_case(12 + S, B, T, N, S, dtype, rec=rec, i0_rows=True)
+    lengths = torch.tensor(LENGTHS)
+    g = torch.Generator().manual_seed(98)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    z = 0.1 * rn(B, T, N)
+    got_fwd = _host_fwd(lib, case, noise=z, lengths=lengths)
+    want = reference(case, noise=z, lengths=lengths)
+    for name, g_, w_ in zip(NAMES, got_fwd, want):
+        if name == "irec" and not rec:
+            continue
+        assert_equal(g_, w_, name)
+    gs, gw, gi, gr, gvf, gif = rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, T, N, S), rn(B, N), rn(B, N, S)
+    names = ["x", "v0", "i0", "tau_mem", "tau_syn", "thr", "bias"] + (["s0", "w_rec"] if rec else [])
+    leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+    zl = z.clone().requires_grad_(True)
+    out = reference({**case, **leaves}, noise=zl, lengths=lengths)
+    outs = [out[0], out[1], out[2], out[4], out[5]] + ([out[3]] if rec else [])
+    ups = [gs, gw, gi, gvf, gif] + ([gr] if rec else [])
+    want = dict(zip(names + ["noise"], torch.autograd.grad(outs, [*leaves.values(), zl], ups)))
+    got = host_backward(lib, gs, gw, gi, gr if rec else None, gvf, gif, got_fwd[7], got_fwd[8], case["v0"],
+                        case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], w_rec=case["w_rec"],
+                        i0_shared=False, lengths=lengths)
+    got = dict(zip(["x", "v0", "i0", "s0", "tau_mem", "tau_syn", "thr", "bias", "w_rec", "noise"], got))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name in want:
+        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
+        err = rel_err(got[name], want[name])
+        assert err <= tol, f"grad {name}: relative error {err:.2e} > {tol:.0e}"

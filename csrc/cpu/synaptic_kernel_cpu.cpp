@@ -3,7 +3,9 @@
 // (lif_kernel_cpu.cpp) arrange them: at::parallel_for over tiles, the time loop outermost inside a
 // tile, per step first a loop over the tile's synapses (neuron n's S synapses are contiguous, so
 // this loop runs over len * S contiguous values and vectorises whatever S is), then a loop over its
-// neurons. The per-element math is lif_core.h's; the synapse sum in torch's CPU order.
+// neurons. The per-element math is lif_core.h's; the synapse sum in torch's CPU order. Per-row
+// lengths (SPEC §8): a tile runs the steps of the call its row runs (call_steps, once per tile) and
+// pads the rest (synaptic_lengths.h); the tile functions know nothing of lengths.
 //
 // Compile-time switches: noise mode, surrogate, and S_FIXED (1, 2, or 0 for any S), so that the
 // common one- and two-synapse layers have no inner loop over k.
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "../lif_core.h"
+#include "../synaptic_lengths.h"
 #include "lif_cpu_loops.h"
 #include "noise_rows_x86.h"
 #include "synaptic_cpu.h"
@@ -359,6 +362,15 @@ void syn_forward(const SynForwardArgs<IT, T>& a) {
       const int64_t row = (b * Tn + a.t0) * N + n0;  // (b, t0, n0)
       const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;  // (b, t0, n0 * S)
       const T* z = a.noise ? a.noise + row : nullptr;
+      // The steps of this call row b runs (its state stays as it is on the others).
+      const int64_t k = call_steps(row_steps(a.lengths, b, Tn), a.t0, a.steps);
+      T* const w_rec = a.w_rec ? a.w_rec + row : nullptr;
+      T* const i_rec = a.i_rec ? a.i_rec + srow : nullptr;
+      T* const r_rec = a.r_rec ? a.r_rec + srow : nullptr;
+      T* const u_out = a.u_out ? a.u_out + row : nullptr;
+      T* const a_out = a.a_out ? a.a_out + srow : nullptr;
+      T* const v_final = a.v_final + b * N + n0;
+      T* const i_final = a.i_final + b * NS + n0 * S;
       fn(a.x + srow, z, a.seed, a.offset, scale, static_cast<uint64_t>(b * N + n0), a.t0,
          a.v0 + b * a.v0_stride_b + n0, a.i0 + b * a.i0_stride_b + n0 * S,
          a.r ? a.r + b * NS + n0 * S : nullptr,
@@ -366,11 +378,12 @@ void syn_forward(const SynForwardArgs<IT, T>& a) {
          beta_row(a.beta, a.beta_mode, n0, len, S, sc.beta),
          param_row(a.thr, a.thr_scalar, n0, len, sc.thr),
          param_row(a.bias, a.bias_scalar, n0, len, sc.bias), M, a.s_out + row,
-         a.s_state ? a.s_state + b * N + n0 : nullptr, a.w_rec ? a.w_rec + row : nullptr,
-         a.i_rec ? a.i_rec + srow : nullptr, a.r_rec ? a.r_rec + srow : nullptr,
-         a.u_out ? a.u_out + row : nullptr, a.a_out ? a.a_out + srow : nullptr,
-         a.v_final + b * N + n0, a.i_final + b * NS + n0 * S, a.steps, N, S, len, sc.w, sc.i, sc.a,
-         sc.u, sc.z4.data(), sc.words.data());
+         a.s_state ? a.s_state + b * N + n0 : nullptr, w_rec, i_rec, r_rec, u_out, a_out, v_final,
+         i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u, sc.z4.data(), sc.words.data());
+      if (k < a.steps) {
+        syn_pad_forward(a.s_out + row, w_rec, u_out, i_rec, a_out, r_rec, v_final, i_final, k,
+                        a.steps, N, S, len);
+      }
     }
   });
 }
@@ -407,17 +420,27 @@ void syn_backward(const SynBackwardArgs<IT, T>& a) {
       const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;
       const int64_t bn = b * N + n0;
       const int64_t bns = b * NS + n0 * S;
-      fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
-         a.gs_stride_n == 0 && len > 1, a.gs_rec ? a.gs_rec + bn : nullptr,
-         a.gw ? a.gw + row : nullptr, a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr,
-         a.u + row, a.a + srow, a.v0 + b * a.v0_stride_b + n0,
-         a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
-         param_row(a.alpha, a.alpha_scalar, n0, len, sc.alpha),
-         beta_row(a.beta, a.beta_mode, n0, len, S, sc.beta),
-         param_row(a.thr, a.thr_scalar, n0, len, sc.thr), window, M, a.W + bn, a.I + bns,
-         a.g_in + srow, a.g_r ? a.g_r + srow : nullptr, a.g_u ? a.g_u + row : nullptr,
-         a.s_prev ? a.s_prev + row : nullptr, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns,
-         a.t0, a.steps, N, S, len, W, U_row, S_cur, sc.z, sc.i, zeros, inv_thr, inv_thr2, pwl_lo);
+      // The steps of this call row b runs; the recurrence's gradient only where the row runs the
+      // step after the call (its last step has none).
+      const int64_t L = row_steps(a.lengths, b, Tn);
+      const int64_t k = call_steps(L, a.t0, a.steps);
+      IT* const g_in = a.g_in + srow;
+      T* const g_r = a.g_r ? a.g_r + srow : nullptr;
+      T* const g_u = a.g_u ? a.g_u + row : nullptr;
+      T* const s_prev = a.s_prev ? a.s_prev + row : nullptr;
+      if (k > 0) {
+        fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
+           a.gs_stride_n == 0 && len > 1, a.gs_rec && a.t0 + a.steps < L ? a.gs_rec + bn : nullptr,
+           a.gw ? a.gw + row : nullptr, a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr,
+           a.u + row, a.a + srow, a.v0 + b * a.v0_stride_b + n0,
+           a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
+           param_row(a.alpha, a.alpha_scalar, n0, len, sc.alpha),
+           beta_row(a.beta, a.beta_mode, n0, len, S, sc.beta),
+           param_row(a.thr, a.thr_scalar, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in,
+           g_r, g_u, s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S,
+           len, W, U_row, S_cur, sc.z, sc.i, zeros, inv_thr, inv_thr2, pwl_lo);
+      }
+      if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);
     }
   });
 }

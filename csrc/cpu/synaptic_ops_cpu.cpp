@@ -15,10 +15,11 @@ SynForwardOut synaptic_forward_cpu(const Tensor& input, const Tensor& v0, const 
                                    const std::optional<Tensor>& noise,
                                    const std::optional<Tensor>& noise_key, double dt,
                                    double noise_scale, double window, double max_spikes,
-                                   int64_t /*surrogate*/, bool record, bool save) {
+                                   int64_t /*surrogate*/, bool record, bool save,
+                                   const std::optional<Tensor>& lengths) {
   const SynForwardOp op =
       prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                          noise_key, dt, noise_scale, window, max_spikes, record, save);
+                          noise_key, dt, noise_scale, window, max_spikes, record, save, lengths);
   if (op.run) {
     LIF_DISPATCH_IO(op.x.scalar_type(), "synaptic_forward_cpu", [&] {
       run_syn_forward<IT, CT>(op, [](const SynForwardArgs<IT, CT>& a) { cpu::syn_forward(a); });
@@ -34,11 +35,12 @@ SynBackwardOut synaptic_backward_cpu(
     const Tensor& u, const Tensor& a, const Tensor& v0, const std::optional<Tensor>& s0,
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
-    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad) {
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
+    const std::optional<Tensor>& lengths) {
   SynBackwardOp op =
       prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
                            u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
-                           surrogate, scalar_bias, i0_shared, noise_grad);
+                           surrogate, scalar_bias, i0_shared, noise_grad, lengths);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward_cpu", [&] {
       run_syn_backward<IT, CT>(

@@ -22,7 +22,8 @@ SynForwardOut synaptic_forward_cuda(const Tensor& input, const Tensor& v0, const
                                     const std::optional<Tensor>& noise,
                                     const std::optional<Tensor>& noise_key, double dt,
                                     double noise_scale, double window, double max_spikes,
-                                    int64_t /*surrogate*/, bool record, bool save) {
+                                    int64_t /*surrogate*/, bool record, bool save,
+                                    const std::optional<Tensor>& lengths) {
   const c10::cuda::CUDAGuard device_guard(input.device());
   // In-kernel noise keyed by the CPU generator would repeat on every replay of a CUDA graph (the
   // LIF op reads a graph-safe key on the device instead; this op does not yet): refused.
@@ -33,7 +34,7 @@ SynForwardOut synaptic_forward_cuda(const Tensor& input, const Tensor& v0, const
       "(every replay would draw the same noise); use noise='torch' or capture without noise");
   const SynForwardOp op =
       prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                          noise_key, dt, noise_scale, window, max_spikes, record, save);
+                          noise_key, dt, noise_scale, window, max_spikes, record, save, lengths);
   if (op.run) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(input.device().index()).stream();
     LIF_DISPATCH_IO(op.x.scalar_type(), "synaptic_forward_cuda", [&] {
@@ -51,12 +52,13 @@ SynBackwardOut synaptic_backward_cuda(
     const Tensor& u, const Tensor& a, const Tensor& v0, const std::optional<Tensor>& s0,
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
-    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad) {
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
+    const std::optional<Tensor>& lengths) {
   const c10::cuda::CUDAGuard device_guard(u.device());
   SynBackwardOp op =
       prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
                            u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
-                           surrogate, scalar_bias, i0_shared, noise_grad);
+                           surrogate, scalar_bias, i0_shared, noise_grad, lengths);
   if (op.run) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(u.device().index()).stream();
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward_cuda", [&] {

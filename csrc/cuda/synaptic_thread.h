@@ -8,7 +8,9 @@
 //
 // S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
 // registers; otherwise in the (B,N,S) final-state buffer (forward) or the carried-gradient buffer
-// (backward), read and written in place. Thread idx = b * N + n, indices 64-bit.
+// (backward), read and written in place. Thread idx = b * N + n, indices 64-bit. Per-row lengths
+// (SPEC §8): a thread runs the steps of the call its row runs (call_steps, once per thread) and
+// pads the rest (synaptic_lengths.h).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 
 #include "../lif_core.h"
 #include "../synaptic_args.h"
+#include "../synaptic_lengths.h"
 #include "lif_thread.h"
 
 namespace lif {
@@ -39,7 +42,9 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const T* const r = a.r ? a.r + b * NS + n * S : nullptr;
   const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale), 0};
   Normals4 nz{};  // the in-kernel noise of the current 4-step block (lif_core.h's layout)
-  for (int64_t t = a.t0; t < a.t0 + a.steps; ++t) {
+  const int64_t k_run = call_steps(row_steps(a.lengths, b, a.Tn), a.t0, a.steps);
+  const int64_t t_end = a.t0 + k_run;
+  for (int64_t t = a.t0; t < t_end; ++t) {
     const int64_t row = (b * a.Tn + t) * N + n;  // (b, t, n)
     const int64_t srow = row * S;  // (b, t, n, 0)
     for (int64_t k = 0; k < S; ++k) {
@@ -72,11 +77,18 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     if (a.u_out) a.u_out[row] = u;
     w = reset(u, s, thr);
     if (a.w_rec) a.w_rec[row] = w;
-    if (a.s_state && t == a.t0 + a.steps - 1) a.s_state[idx] = s;
+    if (a.s_state && t == t_end - 1) a.s_state[idx] = s;
   }
   a.v_final[idx] = w;
   if (S_FIXED) {
     for (int64_t k = 0; k < S; ++k) a.i_final[idx * S + k] = ist[k];
+  }
+  if (k_run < a.steps) {
+    const int64_t row = (b * a.Tn + a.t0) * N + n;  // (b, t0, n)
+    const auto opt = [&](T* p, int64_t off) { return p ? p + off : nullptr; };
+    syn_pad_forward(a.s_out + row, opt(a.w_rec, row), opt(a.u_out, row), opt(a.i_rec, row * S),
+                    opt(a.a_out, row * S), opt(a.r_rec, row * S), a.v_final + idx,
+                    a.i_final + idx * S, k_run, a.steps, N, S, int64_t{1});
   }
 }
 
@@ -87,6 +99,18 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, BN = a.B * N;
   const int64_t b = idx / N;
   const int64_t n = idx - b * N;
+  // The steps of this call the row runs; on the others (its padding) W, I and the partial sums
+  // stay as they are. The recurrence's gradient only where the row runs the step after the call.
+  const int64_t L = row_steps(a.lengths, b, a.Tn);
+  const int64_t k_run = call_steps(L, a.t0, a.steps);
+  if (k_run < a.steps) {
+    const int64_t row = (b * a.Tn + a.t0) * N + n;  // (b, t0, n)
+    const auto opt = [&](T* p, int64_t off) { return p ? p + off : nullptr; };
+    syn_pad_backward(a.g_in + row * S, opt(a.g_r, row * S), opt(a.g_u, row), opt(a.s_prev, row),
+                     k_run, a.steps, N, S, int64_t{1});
+  }
+  if (k_run == 0) return;
+  const T* const gs_rec = a.gs_rec && a.t0 + a.steps < L ? a.gs_rec : nullptr;
   const T alpha = a.alpha[a.alpha_scalar ? 0 : n];
   const T thr = a.thr[a.thr_scalar ? 0 : n];
   const T M = static_cast<T>(a.max_spikes);
@@ -105,7 +129,7 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   }
   T W = a.W[idx];
   double ga = a.partial[idx], gt = a.partial[BN + idx], gb = a.partial[2 * BN + idx];
-  const int64_t t_last = a.t0 + a.steps - 1;
+  const int64_t t_last = a.t0 + k_run - 1;
   T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   for (int64_t t = t_last; t >= a.t0; --t) {
     const int64_t row = (b * a.Tn + t) * N + n;
@@ -120,7 +144,7 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
       w_prev = reset(up, s_prev, thr);
     }
     T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
-    if (a.gs_rec) g = g + a.gs_rec[idx];
+    if (gs_rec) g = g + gs_rec[idx];
     T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
     const T U = step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W,
                                     d_thr, d_alpha, d_bias);
