@@ -144,12 +144,19 @@ def check_evolve_args(
     check_param("tau_mem", tau_mem, N, dev, positive=True)
     check_param("threshold", threshold, N, dev, positive=True)
     check_param("bias", bias, N, dev, positive=False)
+    return check_step_settings(input, noise, (B, T, N), dt, learning_window, max_spikes_per_dt, noise_std)
+
+
+def check_step_settings(input, noise, noise_shape, dt, learning_window, max_spikes_per_dt, noise_std):
+    """The noise tensor (one term per neuron and step, on the input's device) and the scalar settings
+    of a call (SPEC §6), shared by the LIF and the synaptic op. Returns (dt, window, max_spikes,
+    noise_std) as the op takes them."""
     if noise is not None:
         check_float_tensor("noise", noise, allow_half=True)
-        if tuple(noise.shape) != (B, T, N):
-            raise ValueError(f"noise must have the input's shape {(B, T, N)}, got {tuple(noise.shape)}")
-        if noise.device != dev:
-            raise ValueError(f"noise is on {noise.device} but the input is on {dev}: put both on one device")
+        if tuple(noise.shape) != noise_shape:
+            raise ValueError(f"noise must have shape {noise_shape} (one term per neuron), got {tuple(noise.shape)}")
+        if noise.device != input.device:
+            raise ValueError(f"noise is on {noise.device} but the input is on {input.device}: put both on one device")
     dt = check_scalar("dt", dt, positive=True)
     window = check_scalar("learning_window", learning_window, nonneg=True)
     if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:

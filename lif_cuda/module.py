@@ -157,6 +157,18 @@ class LIFNeuron(nn.Module):
         self.threshold = nn.Parameter(_init_param("threshold", threshold, n, 1.0, positive=True))
         self.bias = nn.Parameter(_init_param("bias", bias, n, 0.0, positive=False))
         self.register_buffer("vmem", torch.zeros(n))
+        self._init_config(
+            dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise, batch_state
+        )
+        self._config_cache = None  # see _call_config
+
+    __jit_unused_properties__ = ["spike_generation_fn"]
+    __jit_ignored_attributes__ = ["_config_cache"]
+
+    def _init_config(
+        self, dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise, batch_state
+    ):
+        """The constructor's checks of the non-parameter settings (shared with SynapticLIF)."""
         self.dt = check_scalar("dt", dt)
         self.noise_std = check_scalar("noise_std", noise_std)
         self.learning_window = check_scalar("learning_window", learning_window)
@@ -173,10 +185,6 @@ class LIFNeuron(nn.Module):
             raise TypeError(f"batch_state must be True or False, got {batch_state!r}")
         self.batch_state = batch_state
         self._check_config()
-        self._config_cache = None  # see _call_config
-
-    __jit_unused_properties__ = ["spike_generation_fn"]
-    __jit_ignored_attributes__ = ["_config_cache"]
 
     @property
     def spike_generation_fn(self):

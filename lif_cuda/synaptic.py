@@ -23,8 +23,7 @@ from ._checks import (
     check_lengths,
     check_param,
     check_param_values,
-    check_scalar,
-    check_spike_fn,
+    check_step_settings,
     compute_dtype,
     param_values,
 )
@@ -91,25 +90,9 @@ def check_synaptic_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_
     _check_state("i0", i0, ((N, S), (B, N, S)), dev)
     if s0 is not None:
         _check_state("s0", s0, ((N,), (B, N)), dev)
-    if noise is not None:
-        check_float_tensor("noise", noise, allow_half=True)
-        if tuple(noise.shape) != (B, T, N):
-            raise ValueError(f"noise must have shape {(B, T, N)} (one term per neuron), got {tuple(noise.shape)}")
-        if noise.device != dev:
-            raise ValueError(f"noise is on {noise.device} but the input is on {dev}: put both on one device")
-    dt = check_scalar("dt", dt, positive=True)
-    window = check_scalar("learning_window", learning_window, nonneg=True)
-    if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:
-        max_spikes_per_dt = max_spikes_per_dt.item()
-    if isinstance(max_spikes_per_dt, float) and math.isinf(max_spikes_per_dt) and max_spikes_per_dt > 0:
-        max_spikes = math.inf
-    else:
-        max_spikes = check_scalar("max_spikes_per_dt", max_spikes_per_dt, at_least=1)
-    if max_spikes > torch.finfo(torch.float32 if input.dtype != torch.float64 else torch.float64).max:
-        max_spikes = math.inf  # a clamp beyond the compute dtype's range is no clamp
-    noise_std = check_scalar("noise_std", noise_std, nonneg=True)
-    if noise is not None and noise_std > 0:
-        raise ValueError("give either a noise tensor or noise_std > 0, not both")
+    dt, window, max_spikes, noise_std = check_step_settings(
+        input, noise, (B, T, N), dt, learning_window, max_spikes_per_dt, noise_std
+    )
     return N, S, dt, window, max_spikes, noise_std
 
 
@@ -250,6 +233,7 @@ class SynapticLIF(nn.Module):
 
     # LIFNeuron's resolution of the spike function, configuration checks and per-change cache.
     spike_generation_fn = LIFNeuron.spike_generation_fn
+    _init_config = LIFNeuron._init_config
     _check_config = LIFNeuron._check_config
     _call_config = LIFNeuron._call_config
     # ... and its per-row state (batch_state, SPEC §8): reset, the batch-size check, checkpoints.
@@ -305,22 +289,9 @@ class SynapticLIF(nn.Module):
         self.register_buffer("vmem", torch.zeros(n))
         self.register_buffer("isyn", torch.zeros(n, s))
         self.register_buffer("spikes", torch.zeros(n))
-        self.dt = check_scalar("dt", dt)
-        self.noise_std = check_scalar("noise_std", noise_std)
-        self.learning_window = check_scalar("learning_window", learning_window)
-        if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:
-            max_spikes_per_dt = max_spikes_per_dt.item()
-        if not (isinstance(max_spikes_per_dt, float) and max_spikes_per_dt == math.inf):
-            max_spikes_per_dt = check_scalar("max_spikes_per_dt", max_spikes_per_dt)
-        self.max_spikes_per_dt = float(max_spikes_per_dt)
-        check_spike_fn(spike_generation_fn)
-        self.spike_generation_fn = spike_generation_fn
-        self.backend = backend
-        self.noise = noise
-        if not isinstance(batch_state, bool):
-            raise TypeError(f"batch_state must be True or False, got {batch_state!r}")
-        self.batch_state = batch_state
-        self._check_config()
+        self._init_config(
+            dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise, batch_state
+        )
         self._config_cache = None
 
     def extra_repr(self):
