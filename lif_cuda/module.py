@@ -291,8 +291,10 @@ class LIFNeuron(nn.Module):
                                         unexpected_keys, error_msgs)
 
     def _auto_batch(self, x):
+        """(T, size_in) -> (1, T, size_in); a last dimension of 1 broadcast (shared with SynapticLIF,
+        whose size_in is N*S)."""
         check_float_tensor("input", x, allow_half=True)
-        n = self.n_neurons
+        n = self.size_in
         if x.dim() == 2:
             x = x.unsqueeze(0)
         if x.dim() != 3:
@@ -301,7 +303,8 @@ class LIFNeuron(nn.Module):
             if x.shape[-1] == 1:
                 x = x.expand(x.shape[0], x.shape[1], n)
             else:
-                raise ValueError(f"input's last dimension must be {n} (or 1), got shape {tuple(x.shape)}")
+                what = str(n) if n == self.n_neurons else f"N*S = {n}"
+                raise ValueError(f"input's last dimension must be {what} (or 1), got shape {tuple(x.shape)}")
         return x
 
     def _call_config(self, device):

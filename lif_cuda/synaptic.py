@@ -239,6 +239,7 @@ class SynapticLIF(nn.Module):
     # ... and its per-row state (batch_state, SPEC §8): reset, the batch-size check, checkpoints.
     reset_state = LIFNeuron.reset_state
     _check_state = LIFNeuron._check_state
+    _auto_batch = LIFNeuron._auto_batch
     _load_from_state_dict = LIFNeuron._load_from_state_dict
     __jit_unused_properties__ = ["spike_generation_fn"]
     __jit_ignored_attributes__ = ["_config_cache"]
@@ -325,20 +326,6 @@ class SynapticLIF(nn.Module):
             self.isyn = i
         if s is not None:
             self.spikes = s
-
-    def _auto_batch(self, x):
-        check_float_tensor("input", x, allow_half=True)
-        n_in = self.size_in
-        if x.dim() == 2:
-            x = x.unsqueeze(0)
-        if x.dim() != 3:
-            raise ValueError(f"input must have shape (B, T, {n_in}) or (T, {n_in}), got {tuple(x.shape)}")
-        if x.shape[-1] != n_in:
-            if x.shape[-1] == 1:
-                x = x.expand(x.shape[0], x.shape[1], n_in)
-            else:
-                raise ValueError(f"input's last dimension must be N*S = {n_in} (or 1), got shape {tuple(x.shape)}")
-        return x
 
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
