@@ -222,31 +222,38 @@ def _compiler():
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
-@pytest.fixture(scope="module")
-def lib():
-    """The harness as a shared library, built once per source version (cached in the temp dir)."""
+def build_harness(name, harness, headers):
+    """A g++ harness as a shared library (ctypes.CDLL), built once per version of its source, the
+    headers it includes, the compiler and torch (cached in the temp dir); skips without a compiler.
+    Shared with tests/test_synaptic_host.py."""
     cxx = _compiler()
     if cxx is None:
         pytest.skip("no C++ compiler (set CXX)")
     includes = ["-I" + str(CSRC)] + ["-I" + p for p in cpp_extension.include_paths()]
     digest = hashlib.sha256()
-    for part in [HARNESS, cxx, torch.__version__, *CXXFLAGS, *includes]:
+    for part in [harness, cxx, torch.__version__, *CXXFLAGS, *includes]:
         digest.update(part.encode())
-    for h in HEADERS:
+    for h in headers:
         digest.update(h.read_bytes())
     cache = Path(tempfile.gettempdir()) / f"lif_cuda_host_test_{os.getuid()}"
     cache.mkdir(exist_ok=True)
-    so = cache / f"lif_thread_{digest.hexdigest()[:16]}.so"
+    so = cache / f"{name}_{digest.hexdigest()[:16]}.so"
     if not so.exists():
         src = cache / f"{so.stem}.{os.getpid()}.cpp"
-        src.write_text(HARNESS)
+        src.write_text(harness)
         tmp_so = cache / f"{so.stem}.{os.getpid()}.so"
         cmd = [cxx, *CXXFLAGS, *includes, str(src), "-o", str(tmp_so)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         src.unlink()
         assert proc.returncode == 0, f"compiling the host harness failed:\n{' '.join(cmd)}\n{proc.stderr}"
         os.replace(tmp_so, so)
-    handle = ctypes.CDLL(str(so))
+    return ctypes.CDLL(str(so))
+
+
+@pytest.fixture(scope="module")
+def lib():
+    """The harness as a shared library, built once per source version (cached in the temp dir)."""
+    handle = build_harness("lif_thread", HARNESS, HEADERS)
     c_p, c_i, c_u64, c_d, c_i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     handle.lif_host_forward.restype = None
     handle.lif_host_forward.argtypes = [c_i, c_p, c_p, c_i, c_u64, c_u64, c_d, c_p, c_i64, c_p, c_p, c_p, c_i,

@@ -16,17 +16,12 @@ The CUDA order itself (Reduce.cuh's lanes and warp tree) is derived from the sou
 (tests/test_cuda_synaptic.py) checks it against torch.sum on CUDA.
 """
 import ctypes
-import hashlib
-import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import torch.utils.cpp_extension as cpp_extension
-from test_core_host import CXXFLAGS, IO_CODES, _compiler, assert_equal, rel_err
+from test_core_host import IO_CODES, assert_equal, build_harness, rel_err
 
 import lif_cuda
 from lif_cuda.reference import PeriodicExponential, StepPWL, synaptic_evolve_reference, tau_to_decay
@@ -222,28 +217,7 @@ void syn_host_row_sums(int f64, int cuda_order, const void* x, int64_t rows, int
 
 @pytest.fixture(scope="module")
 def lib():
-    cxx = _compiler()
-    if cxx is None:
-        pytest.skip("no C++ compiler (set CXX)")
-    includes = ["-I" + str(CSRC)] + ["-I" + p for p in cpp_extension.include_paths()]
-    digest = hashlib.sha256()
-    for part in [HARNESS, cxx, torch.__version__, *CXXFLAGS, *includes]:
-        digest.update(part.encode())
-    for h in HEADERS:
-        digest.update(h.read_bytes())
-    cache = Path(tempfile.gettempdir()) / f"lif_cuda_host_test_{os.getuid()}"
-    cache.mkdir(exist_ok=True)
-    so = cache / f"synaptic_thread_{digest.hexdigest()[:16]}.so"
-    if not so.exists():
-        src = cache / f"{so.stem}.{os.getpid()}.cpp"
-        src.write_text(HARNESS)
-        tmp_so = cache / f"{so.stem}.{os.getpid()}.so"
-        cmd = [cxx, *CXXFLAGS, *includes, str(src), "-o", str(tmp_so)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        src.unlink()
-        assert proc.returncode == 0, f"compiling the host harness failed:\n{' '.join(cmd)}\n{proc.stderr}"
-        os.replace(tmp_so, so)
-    h = ctypes.CDLL(str(so))
+    h = build_harness("synaptic_thread", HARNESS, HEADERS)
     p, i, u64, d, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     h.syn_host_forward.restype = None
     h.syn_host_forward.argtypes = [i, p, p, i, u64, u64, d, p, i64, p, i64, p, p, p, p, p, i, i, d, p, p, p, p, p,
