@@ -113,6 +113,8 @@ inline SynShape check_syn_backward_args(
   TORCH_CHECK_VALUE(a.dim() == 4 && a.size(0) == B && a.size(1) == T && a.size(2) == N,
                     "a must be (B,T,N,S) = (", B, ", ", T, ", ", N, ", S), got ", a.sizes());
   const int64_t S = a.size(3);
+  TORCH_CHECK_VALUE(S >= 1 || N == 0, "a must have at least one synapse per neuron (S >= 1), got ",
+                    a.sizes());
   check_dtype_device(a, ct, u, "a");
   check_io_dtype(grad_spikes, "grad_spikes");
   TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",

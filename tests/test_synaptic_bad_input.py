@@ -295,3 +295,19 @@ def test_empty_shapes_launch_nothing():
     assert layer(torch.zeros(2, 0, N * S)).shape == (2, 0, N)
     assert ops.kernel_launches() == before
     assert lif_cuda.SynapticLIF((0,)).n_neurons == 0
+
+
+def test_backward_op_rejects_zero_synapses_before_any_kernel():
+    """The backward's own shape check of the saved currents: S = 0 with N > 0 is an error naming `a`
+    (it once reached the CPU kernel's tile arithmetic, a division by S)."""
+    a = base_args()
+    out = torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                              a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                              2.0**16, 0, False, True)
+    u = out[7]
+    before = ops.kernel_launches()
+    with pytest.raises(ValueError, match="a must have at least one synapse"):
+        torch.ops.lif_cuda.synaptic_backward(torch.ones(B, T, N), None, None, None, None, None, u,
+                                             torch.zeros(B, T, N, 0), a["v0"], None, a["tau_mem"], torch.tensor(0.005),
+                                             a["threshold"], None, 1e-3, 0.5, 2.0**16, 0, False, True, False, None)
+    assert ops.kernel_launches() == before

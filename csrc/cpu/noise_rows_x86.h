@@ -35,8 +35,8 @@ void noise_rows_portable(uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t
 
 #if defined(LIF_NOISE_X86)
 
-// Whether sub0 + n (n < len) carries out of its low 32-bit word: then the portable loop, which
-// carries it, draws the words (only where B*N comes near 2^32).
+// Whether sub0 + n (n < len) carries out of its low 32-bit word: then philox_tail, which carries
+// it, draws the whole tile's words (only where B*N comes near 2^32).
 inline bool subsequence_carries(uint64_t sub0, int64_t len) {
   return (sub0 & 0xffffffffull) + static_cast<uint64_t>(len) > 0xffffffffull;
 }
@@ -81,8 +81,8 @@ LIF_HD void philox_tail(uint64_t seed, uint64_t position, uint64_t sub0, int64_t
                         uint32_t (*words)[kStride]) {
   for (; n < len; ++n) {
     uint32_t c0 = static_cast<uint32_t>(position), c1 = static_cast<uint32_t>(position >> 32);
-    uint32_t c2 = static_cast<uint32_t>(sub0) + static_cast<uint32_t>(n);
-    uint32_t c3 = static_cast<uint32_t>(sub0 >> 32);
+    const uint64_t sub = sub0 + static_cast<uint64_t>(n);  // with its carry into the high word
+    uint32_t c2 = static_cast<uint32_t>(sub), c3 = static_cast<uint32_t>(sub >> 32);
     philox_rounds(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
     words[0][n] = c0;
     words[1][n] = c1;
