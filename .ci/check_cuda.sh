@@ -102,7 +102,8 @@ template <typename T>
 __global__ void syn_core_check(const T* in, T* out) {
   T I = in[5], gb = 0;
   out[0] = lif::syn_decay(lif::syn_input(in[0], in[1], in[2]), in[3]) + lif::syn_input(in[0], in[1]);
-  out[1] = lif::syn_membrane(in[0], in[1], in[2], in[3], in[4]) + lif::syn_membrane(in[0], in[1], in[2], in[3]);
+  T u, w;  // the synaptic neuron's step is the LIF step_forward
+  out[1] = lif::step_forward(in[0], in[1], in[2], in[3], in[4], in[5], T(2), u, w) + u + w;
   out[2] = lif::cpu_torch_sum(in, threadIdx.x) + lif::cuda_torch_sum(in, threadIdx.x);
   out[3] = lif::synaptic_sum<lif::kCudaSum, 4>(in, 4) + lif::synaptic_sum<lif::kCpuSum, 0>(in, 7);
   out[4] = lif::syn_step_backward(in[0], in[1], in[2], I, gb) + I + gb;
@@ -171,6 +172,8 @@ if [ -f "$KLOG" ]; then
   else
     echo "check_cuda: ok   none of the $nfwd forward kernels (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
   fi
+else
+  echo "check_cuda: FAIL no ptxas log of lif_kernel_cuda.cu: the stack-frame check did not run"; status=1
 fi
 
 if [ $status -ne 0 ]; then fail "CUDA compile check failed (see above)"; fi

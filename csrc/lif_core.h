@@ -469,22 +469,8 @@ LIF_HD T syn_decay(T a, T beta) {
   return a * beta;
 }
 
-// u = (((w * alpha) + isum) + z) + bias (Rockpool multiplies the state by its decay in place).
-template <typename T>
-LIF_HD T syn_membrane(T alpha, T w_prev, T isum, T noise, T bias) {
-  T u = w_prev * alpha;
-  u = u + isum;
-  u = u + noise;
-  return u + bias;
-}
-
-// The same without a noise term (equal up to the sign of a zero, as for SPEC §1).
-template <typename T>
-LIF_HD T syn_membrane(T alpha, T w_prev, T isum, T bias) {
-  T u = w_prev * alpha;
-  u = u + isum;
-  return u + bias;
-}
+// The membrane step is the LIF op's step_forward with the synapse sum as its input: Rockpool
+// writes w * alpha, the same bits as alpha * w (IEEE multiplication commutes; alpha is finite).
 
 // sum_k i[k], k = 0..S-1, in the order in which torch.sum(dim=-1) adds one contiguous row of S
 // values, so that u has Rockpool's bits. Two orders, pinned by tests/test_synaptic.py

@@ -127,24 +127,23 @@ LIF_HD void syn_forward_tile(
       }
       zt = z4[ta & 3];
     }
-    // The neurons: u = (((w * alpha) + sum_k i) [+ z]) + bias, spikes, reset.
+    // The neurons: u = (((alpha * w) + sum_k i) [+ z]) + bias, spikes, reset.
     IT* __restrict__ st = s_out + t * N;
     T* __restrict__ ut = u_out ? u_out + t * N : u_scratch;
     // The last step's spikes in the state type too (the next recurrent product's input).
     T* __restrict__ s_last = (s_state && t == steps - 1) ? s_state : nullptr;
     for (int64_t n = 0; n < len; ++n) {
+      // The LIF step with the synapse sum as its input (SPEC §7).
       const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
-      T u;
+      T u, s;
       if constexpr (NOISE == kNoNoise) {
-        u = syn_membrane(alpha[n], w[n], isum, bias[n]);
+        s = step_forward(alpha[n], w[n], isum, bias[n], thr[n], max_spikes, u, w[n]);
       } else {
-        u = syn_membrane(alpha[n], w[n], isum, zt[n], bias[n]);
+        s = step_forward(alpha[n], w[n], isum, zt[n], bias[n], thr[n], max_spikes, u, w[n]);
       }
-      const T s = spikes(u, thr[n], max_spikes);
       st[n] = static_cast<IT>(s);
       if (s_last) s_last[n] = s;
       ut[n] = u;
-      w[n] = reset(u, s, thr[n]);
     }
     if (w_rec) std::memcpy(w_rec + t * N, w, sizeof(T) * len);
   }

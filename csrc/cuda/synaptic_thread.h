@@ -55,12 +55,13 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       if (a.i_rec) a.i_rec[srow + k] = ist[k];
       if (a.r_rec) a.r_rec[srow + k] = r[k];
     }
+    // The LIF step with the synapse sum as its input (SPEC §7).
     const T isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
-    T u;
+    T u, s;
     if constexpr (NOISE == kNoNoise) {
-      u = syn_membrane(alpha, w, isum, bias);
+      s = step_forward(alpha, w, isum, bias, thr, M, u, w);
     } else if constexpr (NOISE == kNoiseTensor) {
-      u = syn_membrane(alpha, w, isum, a.noise[row], bias);
+      s = step_forward(alpha, w, isum, a.noise[row], bias, thr, M, u, w);
     } else {
       // Step t: lane t % 4 of Philox block t / 4 of subsequence b * N + n, drawn once per block
       // (or at the call's first step), the lane picked by selects (no local-memory index).
@@ -70,12 +71,10 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       }
       const int64_t lane = t & 3;
       const float zn = lane == 0 ? nz.z0 : (lane == 1 ? nz.z1 : (lane == 2 ? nz.z2 : nz.z3));
-      u = syn_membrane(alpha, w, isum, scale_noise(key.scale, zn), bias);
+      s = step_forward(alpha, w, isum, scale_noise(key.scale, zn), bias, thr, M, u, w);
     }
-    const T s = spikes(u, thr, M);
     a.s_out[row] = static_cast<IT>(s);
     if (a.u_out) a.u_out[row] = u;
-    w = reset(u, s, thr);
     if (a.w_rec) a.w_rec[row] = w;
     if (a.s_state && t == t_end - 1) a.s_state[idx] = s;
   }
