@@ -128,9 +128,8 @@ inline SynForwardOp prepare_syn_forward(
   op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : empty, state);
   op.isyn = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
   // The record of r: zeros without recurrent weights (Rockpool adds linear(s, 0) = 0).
-  op.irec = record ? (w_rec.has_value() ? empty_output({B, T, N, S}, state)
-                                        : at::zeros({B, T, N, S}, state))
-                   : at::empty(empty, state);
+  op.irec = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
+  if (record && !w_rec.has_value()) op.irec.zero_();
   op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
   op.a = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
   op.v_final = at::empty({B, N}, state);

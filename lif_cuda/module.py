@@ -358,7 +358,8 @@ class LIFNeuron(nn.Module):
         noise_scale = 0.0  # in-kernel noise: the op draws its key (see functional.lif_evolve)
         if noise_std > 0:
             if self.noise == "torch":
-                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype, device=x.device))
+                # zeta 0-dim on the CPU, as Rockpool's: multiplies a CUDA tensor without a copy to the device.
+                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
                 noise = zeta * torch.randn(x.shape, dtype=dtype, device=x.device)
             else:
                 noise_scale = noise_std * math.sqrt(dt)
@@ -419,7 +420,7 @@ class LIFNeuron(nn.Module):
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
+            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype))
             noise = zeta * torch.randn((B, T, n), dtype=dtype, device=x.device)
         elif self.noise_std > 0:
             noise_scale = self.noise_std * math.sqrt(self.dt)  # the op draws the key

@@ -346,7 +346,7 @@ class SynapticLIF(nn.Module):
         noise_scale = 0.0
         if noise_std > 0:
             if self.noise == "torch":
-                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype, device=x.device))
+                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
                 noise = zeta * torch.randn((B, T, self.n_neurons), dtype=dtype, device=x.device)
             else:
                 noise_scale = noise_std * math.sqrt(dt)
@@ -403,7 +403,7 @@ class SynapticLIF(nn.Module):
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype, device=x.device))
+            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype))
             noise = zeta * torch.randn((B, T, self.n_neurons), dtype=dtype, device=x.device)
         elif self.noise_std > 0:
             noise_scale = self.noise_std * math.sqrt(self.dt)
