@@ -147,6 +147,18 @@ def check_evolve_args(
     return check_step_settings(input, noise, (B, T, N), dt, learning_window, max_spikes_per_dt, noise_std)
 
 
+def check_max_spikes(value, dtype):
+    """max_spikes_per_dt (SPEC §6): +inf, or a number >= 1 (a one-element tensor is read once). A
+    clamp beyond `dtype`'s range (the compute dtype) is no clamp: inf (the kernels would round it to
+    inf)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return math.inf
+    max_spikes = check_scalar("max_spikes_per_dt", value, at_least=1)
+    return math.inf if max_spikes > torch.finfo(dtype).max else max_spikes
+
+
 def check_step_settings(input, noise, noise_shape, dt, learning_window, max_spikes_per_dt, noise_std):
     """The noise tensor (one term per neuron and step, on the input's device) and the scalar settings
     of a call (SPEC §6), shared by the LIF and the synaptic op. Returns (dt, window, max_spikes,
@@ -159,15 +171,7 @@ def check_step_settings(input, noise, noise_shape, dt, learning_window, max_spik
             raise ValueError(f"noise is on {noise.device} but the input is on {input.device}: put both on one device")
     dt = check_scalar("dt", dt, positive=True)
     window = check_scalar("learning_window", learning_window, nonneg=True)
-    if isinstance(max_spikes_per_dt, torch.Tensor) and max_spikes_per_dt.numel() == 1:
-        max_spikes_per_dt = max_spikes_per_dt.item()
-    if isinstance(max_spikes_per_dt, float) and math.isinf(max_spikes_per_dt) and max_spikes_per_dt > 0:
-        max_spikes = math.inf
-    else:
-        max_spikes = check_scalar("max_spikes_per_dt", max_spikes_per_dt, at_least=1)
-    # A clamp beyond the compute dtype's range is no clamp (the kernels would round it to inf).
-    if max_spikes > torch.finfo(torch.float32 if input.dtype != torch.float64 else torch.float64).max:
-        max_spikes = math.inf
+    max_spikes = check_max_spikes(max_spikes_per_dt, compute_dtype(input.dtype))
     noise_std = check_scalar("noise_std", noise_std, nonneg=True)
     if noise is not None and noise_std > 0:
         raise ValueError("give either a noise tensor or noise_std > 0, not both")

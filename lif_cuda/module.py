@@ -11,6 +11,7 @@ from ._checks import (
     CHECKED_VALUES,
     check_float_tensor,
     check_lengths,
+    check_max_spikes,
     check_param,
     check_scalar,
     check_spike_fn,
@@ -317,11 +318,7 @@ class LIFNeuron(nn.Module):
             return cached[1]
         dt = check_scalar("dt", self.dt, positive=True)
         window = check_scalar("learning_window", self.learning_window, nonneg=True)
-        max_spikes = self.max_spikes_per_dt
-        if not (isinstance(max_spikes, float) and max_spikes == math.inf):
-            max_spikes = check_scalar("max_spikes_per_dt", max_spikes, at_least=1)
-        if max_spikes > torch.finfo(self.tau_mem.dtype).max:
-            max_spikes = math.inf  # a clamp beyond the compute dtype's range is no clamp
+        max_spikes = check_max_spikes(self.max_spikes_per_dt, self.tau_mem.dtype)
         noise_std = check_scalar("noise_std", self.noise_std, nonneg=True)
         if self.noise not in ("kernel", "torch"):
             self._check_config()  # names it
