@@ -119,6 +119,15 @@ class CheckedValues:
 CHECKED_VALUES = CheckedValues()
 
 
+def check_reference_values(device, params):
+    """The parameters' values before the pure-PyTorch reference runs: on the CPU every call (no
+    sync), elsewhere once per change (CHECKED_VALUES), as on the fused path."""
+    if device.type == "cpu":
+        check_param_values(params)
+    else:
+        CHECKED_VALUES.check(params)
+
+
 def compute_dtype(io_dtype):
     """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
     precision input is computed in float32)."""

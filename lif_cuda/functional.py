@@ -13,7 +13,7 @@ from ._checks import (
     _is_compiling,
     check_evolve_args,
     check_lengths,
-    check_param_values,
+    check_reference_values,
     check_spike_fn,
     compute_dtype,
     param_values,
@@ -137,7 +137,7 @@ def lif_evolve(
     # in the same way for the reference path (lif_cuda.noise): one seed, one stream, everywhere.
     noise_scale = noise_std * math.sqrt(dt) if noise is None and noise_std > 0 else 0.0
     if which == "reference":
-        check_param_values(param_values(tau_mem, threshold, bias))
+        check_reference_values(input.device, param_values(tau_mem, threshold, bias))
         if noise_scale > 0:
             noise = kernel_noise(input.shape, noise_scale, draw_noise_key(), compute_dtype(input.dtype), input.device)
         return lif_evolve_reference(

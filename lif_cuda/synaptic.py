@@ -22,7 +22,7 @@ from ._checks import (
     check_float_tensor,
     check_lengths,
     check_param,
-    check_param_values,
+    check_reference_values,
     check_step_settings,
     compute_dtype,
     param_values,
@@ -150,7 +150,7 @@ def synaptic_evolve(
     noise_scale = noise_std * math.sqrt(dt) if noise is None and noise_std > 0 else 0.0
     dtype = compute_dtype(input.dtype)
     if which == "reference":
-        check_param_values(_values(tau_mem, tau_syn, threshold, bias))
+        check_reference_values(input.device, _values(tau_mem, tau_syn, threshold, bias))
         if noise_scale > 0:
             B, T = input.shape[:2]
             noise = kernel_noise((B, T, N), noise_scale, draw_noise_key(), dtype, input.device)
