@@ -19,7 +19,7 @@ from ._checks import (
     param_values,
 )
 from .functional import NO_KERNEL, resolve_backend, surrogate_id
-from .noise import draw_noise_key, kernel_noise
+from .noise import draw_noise_key, kernel_noise, torch_noise
 from .reference import StepPWL
 
 __all__ = ["LIFNeuron"]
@@ -355,9 +355,7 @@ class LIFNeuron(nn.Module):
         noise_scale = 0.0  # in-kernel noise: the op draws its key (see functional.lif_evolve)
         if noise_std > 0:
             if self.noise == "torch":
-                # zeta 0-dim on the CPU, as Rockpool's: multiplies a CUDA tensor without a copy to the device.
-                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
-                noise = zeta * torch.randn(x.shape, dtype=dtype, device=x.device)
+                noise = torch_noise(noise_std, dt, list(x.shape), dtype, x.device)
             else:
                 noise_scale = noise_std * math.sqrt(dt)
         if which == "fused":
@@ -417,8 +415,7 @@ class LIFNeuron(nn.Module):
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype))
-            noise = zeta * torch.randn((B, T, n), dtype=dtype, device=x.device)
+            noise = torch_noise(self.noise_std, self.dt, [B, T, n], dtype, x.device)
         elif self.noise_std > 0:
             noise_scale = self.noise_std * math.sqrt(self.dt)  # the op draws the key
         # Inference only: u is not saved (save_u=False); the surrogate id only matters to a backward.

@@ -16,10 +16,12 @@ with log and cos evaluated by fixed float32 series, each operation rounded as wr
 computes the same values bit for bit; the reference backend uses it so that it draws exactly the
 noise the fused kernels draw, and the tests use it to pin the kernels' stream down.
 """
+from typing import List
+
 import numpy as np
 import torch
 
-__all__ = ["draw_noise_key", "philox_normals", "standard_normals", "kernel_noise"]
+__all__ = ["draw_noise_key", "philox_normals", "standard_normals", "kernel_noise", "torch_noise"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
@@ -138,3 +140,11 @@ def kernel_noise(shape, noise_scale, key, dtype=torch.float32, device="cpu"):
     if dtype == torch.float64:
         return (torch.tensor(noise_scale, dtype=torch.float64) * z.double()).to(device)
     return (torch.tensor(noise_scale, dtype=torch.float32) * z).to(device=device, dtype=dtype)
+
+
+def torch_noise(noise_std: float, dt: float, shape: List[int], dtype: torch.dtype, device: torch.device):
+    """noise="torch": Rockpool's draw, noise_std * sqrt(dt) * torch.randn(shape), bit for bit under one
+    seed. sqrt(dt) is a 0-dim CPU tensor (as Rockpool's): it multiplies a CUDA tensor without a copy
+    to the device. TorchScript compiles it too (the modules' scripted forwards call it)."""
+    zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
+    return zeta * torch.randn(shape, dtype=dtype, device=device)

@@ -29,7 +29,7 @@ from ._checks import (
 )
 from .functional import resolve_backend, surrogate_id
 from .module import LIFNeuron, _init_param, apply_keeping_float32, kept_state, scripted_lengths
-from .noise import draw_noise_key, kernel_noise
+from .noise import draw_noise_key, kernel_noise, torch_noise
 from .ops import synaptic_forward_op
 from .reference import StepPWL, synaptic_evolve_reference
 
@@ -346,8 +346,7 @@ class SynapticLIF(nn.Module):
         noise_scale = 0.0
         if noise_std > 0:
             if self.noise == "torch":
-                zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
-                noise = zeta * torch.randn((B, T, self.n_neurons), dtype=dtype, device=x.device)
+                noise = torch_noise(noise_std, dt, [B, T, self.n_neurons], dtype, x.device)
             else:
                 noise_scale = noise_std * math.sqrt(dt)
         params = (self.tau_mem, self.tau_syn, self.threshold, self.bias)
@@ -403,8 +402,7 @@ class SynapticLIF(nn.Module):
         noise: Optional[torch.Tensor] = None
         noise_scale = 0.0
         if self.noise_std > 0 and self.noise == "torch":
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt, dtype=dtype))
-            noise = zeta * torch.randn((B, T, self.n_neurons), dtype=dtype, device=x.device)
+            noise = torch_noise(self.noise_std, self.dt, [B, T, self.n_neurons], dtype, x.device)
         elif self.noise_std > 0:
             noise_scale = self.noise_std * math.sqrt(self.dt)
         out = torch.ops.lif_cuda.synaptic_forward(
