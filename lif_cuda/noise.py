@@ -88,23 +88,23 @@ def _det_cos(x):
     return p
 
 
-def _det_cos_turns(k):
+def _box_muller_pair(w_u, w_a):
+    """Both steps of a Box-Muller pair, as lif_core.h's box_muller_pair: the radius from w_u, the
+    angle theta = 2 pi k / 2^24 (k = w_a >> 8) reduced to phi in its octant in integers; one phi,
+    sine and cosine serve the even step (r cos theta) and the odd one (r sin theta)."""
+    u = ((w_u >> np.uint32(8)) + np.uint32(1)).astype(np.float32) * (f32(1) / f32(16777216))
+    radius = np.sqrt(f32(-2) * _det_log(u))
+    k = (w_a >> np.uint32(8)) & np.uint32(0xFFFFFF)
     octant = (k >> np.uint32(21)) & np.uint32(7)
     f = k & np.uint32(0x1FFFFF)
     f = np.where(octant & np.uint32(1), np.uint32(0x200000) - f, f)
     phi = f.astype(np.float32) * (f32(6.28318531) / f32(16777216))
-    use_sin = ((octant + np.uint32(1)) & np.uint32(2)) != 0
-    negative = ((octant + np.uint32(2)) & np.uint32(4)) != 0
-    v = np.where(use_sin, _det_sin(phi), _det_cos(phi))
-    return np.where(negative, -v, v)
-
-
-def _box_muller(w_u, w_a, odd):
-    """One lane of a Box-Muller pair: the radius from w_u, the angle from w_a (the sine for odd)."""
-    u = ((w_u >> np.uint32(8)) + np.uint32(1)).astype(np.float32) * (f32(1) / f32(16777216))
-    radius = np.sqrt(f32(-2) * _det_log(u))
-    k = ((w_a >> np.uint32(8)) - np.where(odd, np.uint32(0x400000), np.uint32(0))) & np.uint32(0xFFFFFF)
-    return radius * _det_cos_turns(k)
+    c, s = _det_cos(phi), _det_sin(phi)
+    v_even = np.where(((octant + np.uint32(1)) & np.uint32(2)) != 0, s, c)
+    v_odd = np.where(((octant + np.uint32(7)) & np.uint32(2)) != 0, s, c)
+    z_even = radius * np.where(((octant + np.uint32(2)) & np.uint32(4)) != 0, -v_even, v_even)
+    z_odd = radius * np.where((octant & np.uint32(4)) != 0, -v_odd, v_odd)
+    return z_even, z_odd
 
 
 def philox_normals(seed, offset, subsequence, step):
@@ -116,7 +116,8 @@ def philox_normals(seed, offset, subsequence, step):
     pair = lane & np.uint32(2)
     w_u = np.where(pair == 0, words[0], words[2])
     w_a = np.where(pair == 0, words[1], words[3])
-    return _box_muller(w_u, w_a, (lane & np.uint32(1)) != 0)
+    z_even, z_odd = _box_muller_pair(w_u, w_a)
+    return np.where((lane & np.uint32(1)) != 0, z_odd, z_even)
 
 
 def standard_normals(shape, key):
@@ -127,8 +128,7 @@ def standard_normals(shape, key):
     blocks = (T + 3) // 4
     sub = np.arange(B * N, dtype=np.uint64)[:, None]
     w = _philox_blocks(seed, offset, sub, np.arange(blocks, dtype=np.uint64)[None, :])  # (B*N, blocks) each
-    lanes = [_box_muller(w[0], w[1], False), _box_muller(w[0], w[1], True),
-             _box_muller(w[2], w[3], False), _box_muller(w[2], w[3], True)]
+    lanes = [*_box_muller_pair(w[0], w[1]), *_box_muller_pair(w[2], w[3])]
     z = np.stack(lanes, axis=-1).reshape(B, N, 4 * blocks)[:, :, :T]  # (B, N, T): step 4q + lane
     return np.ascontiguousarray(z.transpose(0, 2, 1))
 
