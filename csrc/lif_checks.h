@@ -107,6 +107,71 @@ inline void check_scalar_args(double dt, double window, double max_spikes) {
   TORCH_CHECK_VALUE(max_spikes >= 1.0, "max_spikes_per_dt must be >= 1, got ", max_spikes);
 }
 
+// The noise arguments of a forward: a noise tensor (B,T,N) in the state's dtype, or in-kernel noise
+// (noise_scale >= 0, with an optional key noise_key), not both.
+inline void check_noise_args(const std::optional<at::Tensor>& noise,
+                             const std::optional<at::Tensor>& noise_key, double noise_scale,
+                             at::ScalarType dtype, const at::Tensor& ref, int64_t B, int64_t T,
+                             int64_t N) {
+  if (noise.has_value()) check_state_like(*noise, dtype, ref, "noise", {B, T, N});
+  TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0.0,
+                    "noise_scale must be finite and >= 0, got ", noise_scale);
+  TORCH_CHECK_VALUE(!(noise.has_value() && (noise_scale > 0.0 || noise_key.has_value())),
+                    "give either a noise tensor or in-kernel noise (noise_scale > 0), not both");
+  if (noise_key.has_value()) {
+    TORCH_CHECK_VALUE(noise_key->numel() == 2 && noise_key->scalar_type() == at::kLong &&
+                          noise_key->device().is_cpu(),
+                      "noise_key must be a CPU int64 tensor (seed, offset), got ",
+                      noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
+                      noise_key->device());
+  }
+}
+
+// The per-row lengths and the scalar arguments, which every op takes.
+inline void check_settings(const std::optional<at::Tensor>& lengths, const at::Tensor& ref,
+                           int64_t B, int64_t T, double dt, double window, double max_spikes) {
+  check_lengths(lengths, ref, B, T);
+  check_scalar_args(dt, window, max_spikes);
+}
+
+// The parameters' values (CPU tensors only, see check_param_values); `tau_syn` only for the
+// synaptic ops.
+inline void check_neuron_param_values(const at::Tensor& tau_mem, const at::Tensor& threshold,
+                                      const at::Tensor& bias, const at::Tensor* tau_syn = nullptr) {
+  check_param_values(tau_mem, "tau_mem", true);
+  if (tau_syn != nullptr) check_param_values(*tau_syn, "tau_syn", true);
+  check_param_values(threshold, "threshold", true);
+  check_param_values(bias, "bias", false);
+}
+
+// A backward's saved membrane input u: (B,T,N), float32 or float64 (the state's dtype).
+inline void check_saved_u(const at::Tensor& u) {
+  TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
+  TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
+                   "u must be float32 or float64, got ", u.scalar_type());
+}
+
+// grad_spikes carries the input's dtype (float16/bfloat16 with float32 state), u's shape and
+// device, any strides.
+inline void check_grad_spikes(const at::Tensor& grad_spikes, const at::Tensor& u) {
+  const auto ct = u.scalar_type();
+  check_io_dtype(grad_spikes, "grad_spikes");
+  TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",
+                   grad_spikes.scalar_type(), " but u has ", ct);
+  TORCH_CHECK_VALUE(grad_spikes.sizes() == u.sizes(), "grad_spikes must have shape ", u.sizes(),
+                    ", got ", grad_spikes.sizes());
+  TORCH_CHECK_VALUE(grad_spikes.device() == u.device(), "grad_spikes must be on ", u.device());
+}
+
+// A backward's lengths, scalar arguments and surrogate.
+inline void check_backward_settings(const std::optional<at::Tensor>& lengths, const at::Tensor& ref,
+                                    int64_t B, int64_t T, double dt, double window,
+                                    double max_spikes, int64_t surrogate) {
+  check_settings(lengths, ref, B, T, dt, window, max_spikes);
+  TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
+                    "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);
+}
+
 // Checks the forward op's arguments; returns (B, T, N).
 inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
     const at::Tensor& input, const at::Tensor& v0, const at::Tensor& tau_mem,
@@ -122,23 +187,9 @@ inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
   check_param(threshold, ct, input, "threshold", N);
   check_param(bias, ct, input, "bias", N);
   check_v0(v0, ct, input, B, N);
-  if (noise.has_value()) check_state_like(*noise, ct, input, "noise", {B, T, N});
-  TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0.0,
-                    "noise_scale must be finite and >= 0, got ", noise_scale);
-  TORCH_CHECK_VALUE(!(noise.has_value() && (noise_scale > 0.0 || noise_key.has_value())),
-                    "give either a noise tensor or in-kernel noise (noise_scale > 0), not both");
-  if (noise_key.has_value()) {
-    TORCH_CHECK_VALUE(noise_key->numel() == 2 && noise_key->scalar_type() == at::kLong &&
-                          noise_key->device().is_cpu(),
-                      "noise_key must be a CPU int64 tensor (seed, offset), got ",
-                      noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
-                      noise_key->device());
-  }
-  check_lengths(lengths, input, B, T);
-  check_scalar_args(dt, window, max_spikes);
-  check_param_values(tau_mem, "tau_mem", true);
-  check_param_values(threshold, "threshold", true);
-  check_param_values(bias, "bias", false);
+  check_noise_args(noise, noise_key, noise_scale, ct, input, B, T, N);
+  check_settings(lengths, input, B, T, dt, window, max_spikes);
+  check_neuron_param_values(tau_mem, threshold, bias);
   return {B, T, N};
 }
 
@@ -147,27 +198,16 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const std::optional<at::Tensor>& grad_vfinal, const at::Tensor& u, const at::Tensor& v0,
     const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
-  TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
-  TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
-                   "u must be float32 or float64, got ", u.scalar_type());
+  check_saved_u(u);
   const auto ct = u.scalar_type();
   const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
-  // grad_spikes carries the input's dtype (float16/bfloat16 with float32 state), any strides.
-  check_io_dtype(grad_spikes, "grad_spikes");
-  TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",
-                   grad_spikes.scalar_type(), " but u has ", ct);
-  TORCH_CHECK_VALUE(grad_spikes.sizes() == u.sizes(), "grad_spikes must have shape ", u.sizes(),
-                    ", got ", grad_spikes.sizes());
-  TORCH_CHECK_VALUE(grad_spikes.device() == u.device(), "grad_spikes must be on ", u.device());
+  check_grad_spikes(grad_spikes, u);
   if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
   if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, u, "grad_vfinal", {B, N});
   check_v0(v0, ct, u, B, N);
   check_param(tau_mem, ct, u, "tau_mem", N);
   check_param(threshold, ct, u, "threshold", N);
-  check_lengths(lengths, u, B, T);
-  check_scalar_args(dt, window, max_spikes);
-  TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
-                    "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);
+  check_backward_settings(lengths, u, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N};
 }
 

@@ -104,6 +104,37 @@ class DecayCache {
   int next_ = 0;
 };
 
+// The noise mode of a forward and, for in-kernel noise, its Philox key (seed, offset): given, or
+// two draws from torch's default CPU generator, made at run time (also when there is nothing to
+// compute), exactly as lif_cuda.noise.draw_noise_key draws them for the reference; so
+// torch.manual_seed reproduces a run, eager or compiled, on any device. `host_key` false: the CUDA
+// LIF op under graph capture, which keys the kernel itself (seed and offset stay 0 unless given).
+struct NoiseKey {
+  NoiseMode mode;
+  uint64_t seed = 0, offset = 0;
+};
+
+inline NoiseKey resolve_noise(const std::optional<Tensor>& noise,
+                              const std::optional<Tensor>& noise_key, double noise_scale,
+                              bool host_key = true) {
+  NoiseKey nk{noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise)};
+  if (nk.mode == kNoiseKernel && (noise_key.has_value() || host_key)) {
+    const Tensor key =
+        noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
+    nk.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);
+    nk.offset = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[1]);
+  }
+  return nk;
+}
+
+// grad_spikes (B,T,N) as the backward kernels read it: in place, with its strides, when each row
+// is contiguous or broadcast along the neurons (stride 0: the expanded ones of `spikes.sum()` cost
+// no (B,T,N) copy); otherwise a contiguous copy.
+inline Tensor grad_spikes_for_kernels(const Tensor& grad_spikes, int64_t N) {
+  const bool rows_ok = N <= 1 || grad_spikes.stride(2) == 1 || grad_spikes.stride(2) == 0;
+  return rows_ok ? grad_spikes : grad_spikes.contiguous();
+}
+
 struct ForwardOp {
   Tensor x, v0, alpha, thr, bias, z;  // inputs, contiguous; alpha, thr, bias (N,) or ()
   Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
@@ -174,17 +205,10 @@ inline ForwardOp prepare_forward(const Tensor& input, const Tensor& v0, const Te
   op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : at::IntArrayRef{0}, state);
   op.v_final = at::empty({B, N}, state);
   op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty({0}, state);
-  op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
-  if (op.noise_mode == kNoiseKernel && (noise_key.has_value() || host_key)) {
-    // The key: given, or two draws from torch's default CPU generator, made here at run time (also
-    // when there is nothing to compute), exactly as lif_cuda.noise.draw_noise_key draws them for
-    // the reference; so torch.manual_seed reproduces a run, eager or compiled, on any device.
-    // (`host_key` false: the CUDA op under graph capture, which keys the kernel itself.)
-    const Tensor key =
-        noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
-    op.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);
-    op.offset = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[1]);
-  }
+  const NoiseKey nk = resolve_noise(noise, noise_key, noise_scale, host_key);
+  op.noise_mode = nk.mode;
+  op.seed = nk.seed;
+  op.offset = nk.offset;
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {
     if (B > 0 && N > 0) op.v_final.copy_(v0.expand({B, N}));  // T == 0: the state is v0
@@ -256,15 +280,13 @@ struct BackwardOp {
   }
 };
 
-// `gs_broadcast_ok`: the kernel reads grad_spikes in place when each row is contiguous or
-// broadcast along the neurons (the expanded ones of `spikes.sum()`); otherwise it is copied first.
+// grad_spikes is read as grad_spikes_for_kernels says (in place where its rows allow).
 inline BackwardOp prepare_backward(const Tensor& grad_spikes,
                                    const std::optional<Tensor>& grad_vmem,
                                    const std::optional<Tensor>& grad_vfinal, const Tensor& u,
                                    const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
                                    double dt, double window, double max_spikes, int64_t surrogate,
-                                   bool scalar_bias, const std::optional<Tensor>& lengths,
-                                   bool gs_broadcast_ok) {
+                                   bool scalar_bias, const std::optional<Tensor>& lengths) {
   BackwardOp op{};
   std::tie(op.B, op.T, op.N) =
       check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
@@ -287,9 +309,7 @@ inline BackwardOp prepare_backward(const Tensor& grad_spikes,
     op.g_bias = at::zeros(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
     return op;
   }
-  const bool rows_ok =
-      N <= 1 || grad_spikes.stride(2) == 1 || (gs_broadcast_ok && grad_spikes.stride(2) == 0);
-  op.gs = gs_broadcast_ok && rows_ok ? grad_spikes : grad_spikes.contiguous();
+  op.gs = grad_spikes_for_kernels(grad_spikes, N);
   if (grad_vmem.has_value()) op.gw = grad_vmem->contiguous();
   if (grad_vfinal.has_value()) op.gvf = grad_vfinal->contiguous();
   op.u = u.contiguous();

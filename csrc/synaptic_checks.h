@@ -39,6 +39,16 @@ inline void check_syn_state(const at::Tensor& t, at::ScalarType dtype, const at:
                     " must have shape ", at::IntArrayRef(rows), " or ", rest, ", got ", t.sizes());
 }
 
+// The recurrent weights, if given: (N, N*S), the state's dtype, on the input's device.
+inline void check_w_rec(const std::optional<at::Tensor>& w_rec, at::ScalarType dtype,
+                        const at::Tensor& ref, int64_t N, int64_t S) {
+  if (!w_rec.has_value()) return;
+  check_dtype_device(*w_rec, dtype, ref, "w_rec");
+  TORCH_CHECK_VALUE(w_rec->dim() == 2 && w_rec->size(0) == N && w_rec->size(1) == N * S,
+                    "w_rec must have shape (N, N*S) = (", N, ", ", N * S, "), got ",
+                    w_rec->sizes());
+}
+
 // The forward's arguments (synaptic_forward in ops.cpp); N and S come from i0.
 inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor& v0,
                                        const at::Tensor& i0, const std::optional<at::Tensor>& s0,
@@ -67,33 +77,13 @@ inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor
   check_syn_param(tau_syn, ct, input, "tau_syn", N, S);
   check_param(threshold, ct, input, "threshold", N);
   check_param(bias, ct, input, "bias", N);
-  if (w_rec.has_value()) {
-    check_dtype_device(*w_rec, ct, input, "w_rec");
-    TORCH_CHECK_VALUE(w_rec->dim() == 2 && w_rec->size(0) == N && w_rec->size(1) == N * S,
-                      "w_rec must have shape (N, N*S) = (", N, ", ", N * S, "), got ",
-                      w_rec->sizes());
-  }
+  check_w_rec(w_rec, ct, input, N, S);
   check_v0(v0, ct, input, B, N);
   check_syn_state(i0, ct, input, "i0", B, {N, S});
   if (s0.has_value()) check_syn_state(*s0, ct, input, "s0", B, {N});
-  if (noise.has_value()) check_state_like(*noise, ct, input, "noise", {B, T, N});
-  TORCH_CHECK_VALUE(std::isfinite(noise_scale) && noise_scale >= 0.0,
-                    "noise_scale must be finite and >= 0, got ", noise_scale);
-  TORCH_CHECK_VALUE(!(noise.has_value() && (noise_scale > 0.0 || noise_key.has_value())),
-                    "give either a noise tensor or in-kernel noise (noise_scale > 0), not both");
-  if (noise_key.has_value()) {
-    TORCH_CHECK_VALUE(noise_key->numel() == 2 && noise_key->scalar_type() == at::kLong &&
-                          noise_key->device().is_cpu(),
-                      "noise_key must be a CPU int64 tensor (seed, offset), got ",
-                      noise_key->sizes(), " ", noise_key->scalar_type(), " on ",
-                      noise_key->device());
-  }
-  check_lengths(lengths, input, B, T);
-  check_scalar_args(dt, window, max_spikes);
-  check_param_values(tau_mem, "tau_mem", true);
-  check_param_values(tau_syn, "tau_syn", true);
-  check_param_values(threshold, "threshold", true);
-  check_param_values(bias, "bias", false);
+  check_noise_args(noise, noise_key, noise_scale, ct, input, B, T, N);
+  check_settings(lengths, input, B, T, dt, window, max_spikes);
+  check_neuron_param_values(tau_mem, threshold, bias, &tau_syn);
   return {B, T, N, S};
 }
 
@@ -105,9 +95,7 @@ inline SynShape check_syn_backward_args(
     const std::optional<at::Tensor>& s0, const at::Tensor& tau_mem, const at::Tensor& tau_syn,
     const at::Tensor& threshold, const std::optional<at::Tensor>& w_rec, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
-  TORCH_CHECK_VALUE(u.dim() == 3, "u must be (B,T,N), got shape ", u.sizes());
-  TORCH_CHECK_TYPE(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
-                   "u must be float32 or float64, got ", u.scalar_type());
+  check_saved_u(u);
   const auto ct = u.scalar_type();
   const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
   TORCH_CHECK_VALUE(a.dim() == 4 && a.size(0) == B && a.size(1) == T && a.size(2) == N,
@@ -116,12 +104,7 @@ inline SynShape check_syn_backward_args(
   TORCH_CHECK_VALUE(S >= 1 || N == 0, "a must have at least one synapse per neuron (S >= 1), got ",
                     a.sizes());
   check_dtype_device(a, ct, u, "a");
-  check_io_dtype(grad_spikes, "grad_spikes");
-  TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",
-                   grad_spikes.scalar_type(), " but u has ", ct);
-  TORCH_CHECK_VALUE(grad_spikes.sizes() == u.sizes(), "grad_spikes must have shape ", u.sizes(),
-                    ", got ", grad_spikes.sizes());
-  TORCH_CHECK_VALUE(grad_spikes.device() == u.device(), "grad_spikes must be on ", u.device());
+  check_grad_spikes(grad_spikes, u);
   if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
   if (grad_isyn.has_value()) check_state_like(*grad_isyn, ct, u, "grad_isyn", {B, T, N, S});
   if (grad_irec.has_value()) check_state_like(*grad_irec, ct, u, "grad_irec", {B, T, N, S});
@@ -132,16 +115,8 @@ inline SynShape check_syn_backward_args(
   check_param(tau_mem, ct, u, "tau_mem", N);
   check_syn_param(tau_syn, ct, u, "tau_syn", N, S);
   check_param(threshold, ct, u, "threshold", N);
-  if (w_rec.has_value()) {
-    check_dtype_device(*w_rec, ct, u, "w_rec");
-    TORCH_CHECK_VALUE(w_rec->dim() == 2 && w_rec->size(0) == N && w_rec->size(1) == N * S,
-                      "w_rec must have shape (N, N*S) = (", N, ", ", N * S, "), got ",
-                      w_rec->sizes());
-  }
-  check_lengths(lengths, u, B, T);
-  check_scalar_args(dt, window, max_spikes);
-  TORCH_CHECK_VALUE(surrogate == 0 || surrogate == 1,
-                    "surrogate must be 0 (StepPWL) or 1 (PeriodicExponential), got ", surrogate);
+  check_w_rec(w_rec, ct, u, N, S);
+  check_backward_settings(lengths, u, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N, S};
 }
 

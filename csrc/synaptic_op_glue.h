@@ -138,15 +138,11 @@ inline SynForwardOp prepare_syn_forward(
   op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
   op.s0_saved =
       save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
-  op.noise_mode = noise.has_value() ? kNoiseTensor : (noise_scale > 0.0 ? kNoiseKernel : kNoNoise);
-  if (op.noise_mode == kNoiseKernel) {
-    // The key: given, or two draws from torch's default CPU generator at run time, exactly as the
-    // LIF op draws it (lif_op_glue.h).
-    const Tensor key =
-        noise_key.has_value() ? noise_key->contiguous() : at::empty({2}, at::kLong).random_();
-    op.seed = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[0]);
-    op.offset = static_cast<uint64_t>(key.const_data_ptr<int64_t>()[1]);
-  }
+  // The key: given, or drawn on the host at run time, as the LIF op's (resolve_noise).
+  const NoiseKey nk = resolve_noise(noise, noise_key, noise_scale);
+  op.noise_mode = nk.mode;
+  op.seed = nk.seed;
+  op.offset = nk.offset;
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
     if (s0.has_value()) {
@@ -277,8 +273,8 @@ struct SynBackwardOp {
   }
 };
 
-// `gs_broadcast_ok`: the kernels read grad_spikes in place when each row is contiguous or broadcast
-// along the neurons (as the LIF op); otherwise it is copied first.
+// grad_spikes is read as grad_spikes_for_kernels says (in place where its rows allow), as the LIF
+// op's.
 inline SynBackwardOp prepare_syn_backward(
     const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
     const std::optional<Tensor>& grad_isyn, const std::optional<Tensor>& grad_irec,
@@ -323,8 +319,7 @@ inline SynBackwardOp prepare_syn_backward(
     }
     return op;
   }
-  const bool rows_ok = N <= 1 || grad_spikes.stride(2) == 1 || grad_spikes.stride(2) == 0;
-  op.gs = rows_ok ? grad_spikes : grad_spikes.contiguous();
+  op.gs = grad_spikes_for_kernels(grad_spikes, N);
   if (grad_vmem.has_value()) op.gw = grad_vmem->contiguous();
   if (grad_isyn.has_value()) op.gi = grad_isyn->contiguous();
   if (grad_irec.has_value() && w_rec.has_value()) op.gr = grad_irec->contiguous();

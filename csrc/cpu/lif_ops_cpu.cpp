@@ -29,7 +29,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_backward_cpu(
     int64_t surrogate, bool scalar_bias, const std::optional<Tensor>& lengths) {
   const BackwardOp op =
       prepare_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window,
-                       max_spikes, surrogate, scalar_bias, lengths, /*gs_broadcast_ok=*/true);
+                       max_spikes, surrogate, scalar_bias, lengths);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward_cpu",
                     [&] { cpu::backward(op.args<IT, CT>()); });

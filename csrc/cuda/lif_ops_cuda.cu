@@ -75,7 +75,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lif_backward_cuda(
   // expanded ones of `spikes.sum()` cost no (B,T,N) copy); anything else is copied first.
   const BackwardOp op =
       prepare_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window,
-                       max_spikes, surrogate, scalar_bias, lengths, /*gs_broadcast_ok=*/true);
+                       max_spikes, surrogate, scalar_bias, lengths);
   if (op.run) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(u.device().index()).stream();
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward_cuda",
