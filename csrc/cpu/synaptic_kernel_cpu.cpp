@@ -45,12 +45,12 @@ struct TileScratch {
   // [4][kMaxTile] as draw_noise_rows writes them.
   std::vector<uint32_t> words;
   std::vector<T> z4;
-  T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta, *extra;
+  T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta;
   TileScratch(int64_t tile, int64_t S, bool noise) {
     const int64_t syn = tile * S;
-    buf.resize(static_cast<size_t>(7 * tile + 3 * syn));
+    buf.resize(static_cast<size_t>(6 * tile + 3 * syn));
     T* p = buf.data();
-    for (T** row : {&w, &u, &z, &alpha, &thr, &bias, &extra}) {
+    for (T** row : {&w, &u, &z, &alpha, &thr, &bias}) {
       *row = p;
       p += tile;
     }
