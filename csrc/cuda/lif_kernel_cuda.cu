@@ -11,6 +11,7 @@
 // launch shape and equal the CPU kernel's.
 
 #include "lif_cuda.h"
+#include "launch.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
@@ -20,18 +21,6 @@
 namespace lif {
 namespace gpu {
 namespace {
-
-constexpr int kBlock = 128;
-
-unsigned int blocks_for(int64_t threads) {
-  const int64_t blocks = (threads + kBlock - 1) / kBlock;
-  TORCH_CHECK(blocks <= 0x7fffffff, "lif_cuda: ", threads, " threads exceed one CUDA grid");
-  return static_cast<unsigned int>(blocks);
-}
-
-__device__ __forceinline__ int64_t thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
-}
 
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const ForwardArgs<IT, T> a) {
@@ -60,7 +49,7 @@ __global__ void scalar_sum_kernel(const BackwardArgs<IT, T> a) {
 
 template <typename IT, typename T>
 void forward(const ForwardArgs<IT, T>& a, cudaStream_t stream) {
-  const unsigned int blocks = blocks_for(a.B * a.N);
+  const unsigned int blocks = grid_for(a.B * a.N);
   with_forward_variant(a, [&](auto noise, auto save_u, auto record) {
     forward_kernel<IT, T, decltype(noise)::value, decltype(save_u)::value, decltype(record)::value>
         <<<blocks, kBlock, 0, stream>>>(a);
@@ -72,10 +61,10 @@ template <typename IT, typename T>
 void backward(const BackwardArgs<IT, T>& a, cudaStream_t stream) {
   with_backward_variant(a, [&](auto surr, auto has_gw) {
     backward_kernel<IT, T, decltype(surr)::value, decltype(has_gw)::value>
-        <<<blocks_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  reduce_over_batch_kernel<IT, T><<<blocks_for(batch_sums(a) * a.N), kBlock, 0, stream>>>(a);
+  reduce_over_batch_kernel<IT, T><<<grid_for(batch_sums(a) * a.N), kBlock, 0, stream>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (a.alpha_scalar || a.thr_scalar || a.bias_scalar) {
     scalar_sum_kernel<IT, T><<<1, 32, 0, stream>>>(a);

@@ -13,22 +13,11 @@
 #include <c10/util/Half.h>
 
 #include "synaptic_cuda.h"
+#include "launch.h"
 
 namespace lif {
 namespace gpu {
 namespace {
-
-constexpr int kBlock = 128;
-
-unsigned int grid_for(int64_t threads) {
-  const int64_t blocks = (threads + kBlock - 1) / kBlock;
-  TORCH_CHECK(blocks <= 0x7fffffff, "lif_cuda: ", threads, " threads exceed one CUDA grid");
-  return static_cast<unsigned int>(blocks);
-}
-
-__device__ __forceinline__ int64_t thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
-}
 
 template <typename IT, typename T, int NOISE, int S_FIXED>
 __global__ void __launch_bounds__(kBlock) syn_forward_kernel(const SynForwardArgs<IT, T> a) {
