@@ -13,13 +13,13 @@ TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 # Rebuild the extension whenever a source or the build script changes.
-SOURCES = setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/* csrc/cuda/*)
+SOURCES = setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/*/*)
 
 NVCC ?= $(or $(wildcard $(CUDA_HOME)/bin/nvcc),$(wildcard /usr/local/cuda/bin/nvcc),$(shell command -v nvcc 2>/dev/null))
 
 # The style checkers, pinned (a newer release may flag what this one accepts).
 LINT_TOOLS = ruff==0.17.6 clang-format==23.1.5
-CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.h csrc/cuda/*.cu)
+CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
 
 .PHONY: demo test install lint check-cuda bench clean
 

@@ -73,7 +73,7 @@ def extensions():
     cxx += ["-march=native"] if _flag("LIF_NATIVE") else []  # opt-in only: not portable
     if _flag("LIF_VEC_REPORT"):
         cxx.append("-fopt-info-vec-optimized")
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/synaptic_autograd.cpp", "csrc/lif_output_pool.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/host/output_pool.cpp"]
     sources += sorted(glob.glob("csrc/cpu/*.cpp"))
     kwargs = dict(
         name="lif_cuda._C",

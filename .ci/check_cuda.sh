@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Compile-checks every CUDA source without a GPU (../shared/BUILD.md, "CUDA code without a GPU"):
-#   1. csrc/lif_core.h and csrc/cuda/lif_thread.h alone: every host/device function
-#      instantiated in a __global__ kernel, for each float type (seconds); the synaptic model's
-#      step functions (csrc/cuda/synaptic_thread.h) are instantiated by its kernels in step 2.
+#   1. csrc/core/ and the per-thread code (csrc/cuda/*_thread.h) alone: every host/device function
+#      instantiated in a __global__ kernel, for each float type (seconds).
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
-#   3. ptxas's resource usage of csrc/cuda/lif_kernel_cuda.cu: no forward kernel may use a stack
-#      frame (local memory): the in-kernel noise is drawn a Philox block at a time with constant
-#      lane indices (issue 11 item 4); a dynamic index into a block's words puts it in local memory.
+#   3. ptxas's resource usage of csrc/cuda/lif.cu: no forward kernel may use a stack frame (local
+#      memory): the in-kernel noise is drawn a Philox block at a time with constant lane indices;
+#      a dynamic index into a block's words puts it in local memory.
 # Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
 # function is only a warning (#20011-D / #20014-D) otherwise, and nvcc would still "succeed".
 # Any other line with "warning" in the log fails the check too (e.g. a host-compiler warning).
@@ -63,8 +62,12 @@ NVCC_FLAGS=(-O3 -fmad=false --expt-relaxed-constexpr -Xcompiler -ffp-contract=of
 
 # 1. The math header and the per-thread loops alone, every function instantiated on the device.
 cat >"$TMP/core_check.cu" <<'CU'
-#include "lif_core.h"
+#include "core/grad_sums.h"
+#include "core/lif.h"
+#include "core/philox.h"
+#include "core/synaptic.h"
 #include "cuda/lif_thread.h"
+#include "cuda/synaptic_thread.h"
 
 template <typename T>
 __global__ void core_check(const T* in, T* out, uint64_t seed) {
@@ -91,10 +94,15 @@ __global__ void core_check(const T* in, T* out, uint64_t seed) {
 
 // Every per-thread function of the CUDA kernels, on the device, for one variant each.
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD, int SURR, bool HAS_GW>
-__global__ void thread_check(lif::ForwardArgs<IT, T> f, lif::BackwardArgs<IT, T> b) {
+__global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<IT, T> b,
+                             lif::SynForwardArgs<IT, T> sf, lif::SynBackwardArgs<IT, T> sb,
+                             lif::GradSum<T> g) {
   lif::gpu::forward_thread<IT, T, NOISE, SAVE_U, RECORD>(f, threadIdx.x);
   lif::gpu::backward_thread<IT, T, SURR, HAS_GW>(b, threadIdx.x);
-  lif::gpu::reduce_thread(b, threadIdx.x);
+  lif::gpu::syn_forward_thread<IT, T, NOISE, 0>(sf, threadIdx.x);
+  lif::gpu::syn_backward_thread<IT, T, SURR, 2>(sb, threadIdx.x);
+  lif::grad_sum_batch(g, 3, threadIdx.x);
+  lif::grad_sum_neurons(g, threadIdx.x);
 }
 
 // The synaptic model's step functions (SPEC §7), both synapse-sum orders included, on the device.
@@ -119,13 +127,17 @@ using lif::kNoiseKernel;
 using lif::kNoiseTensor;
 using lif::kNoNoise;
 template __global__ void thread_check<float, float, kNoNoise, true, true, kStepPWL, true>(
-    lif::ForwardArgs<float, float>, lif::BackwardArgs<float, float>);
+    lif::LifForwardArgs<float, float>, lif::LifBackwardArgs<float, float>, lif::SynForwardArgs<float, float>,
+    lif::SynBackwardArgs<float, float>, lif::GradSum<float>);
 template __global__ void thread_check<float, float, kNoiseKernel, false, false, kPeriodicExponential, false>(
-    lif::ForwardArgs<float, float>, lif::BackwardArgs<float, float>);
+    lif::LifForwardArgs<float, float>, lif::LifBackwardArgs<float, float>, lif::SynForwardArgs<float, float>,
+    lif::SynBackwardArgs<float, float>, lif::GradSum<float>);
 template __global__ void thread_check<double, double, kNoiseTensor, true, false, kPeriodicExponential, true>(
-    lif::ForwardArgs<double, double>, lif::BackwardArgs<double, double>);
+    lif::LifForwardArgs<double, double>, lif::LifBackwardArgs<double, double>, lif::SynForwardArgs<double, double>,
+    lif::SynBackwardArgs<double, double>, lif::GradSum<double>);
 template __global__ void thread_check<double, double, kNoiseKernel, false, true, kStepPWL, false>(
-    lif::ForwardArgs<double, double>, lif::BackwardArgs<double, double>);
+    lif::LifForwardArgs<double, double>, lif::LifBackwardArgs<double, double>, lif::SynForwardArgs<double, double>,
+    lif::SynBackwardArgs<double, double>, lif::GradSum<double>);
 CU
 
 status=0
@@ -143,7 +155,7 @@ compile() {  # name, log, nvcc args...
 }
 
 # Header-only includes for step 1: nothing from the tensor library.
-compile "csrc/lif_core.h + csrc/cuda/lif_thread.h (device instantiation)" "$TMP/core_check.log" \
+compile "csrc/core/ + csrc/cuda/*_thread.h (device instantiation)" "$TMP/core_check.log" \
   -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${TORCH_FLAGS[@]}" -Icsrc \
   "$TMP/core_check.cu" -o "$TMP/core_check.o" || status=1
 
@@ -152,7 +164,7 @@ pids=()
 for src in "${SOURCES[@]}"; do
   obj="$TMP/$(basename "$src").o"
   usage=()
-  [ "$(basename "$src")" = lif_kernel_cuda.cu ] && usage=(--resource-usage)
+  [ "$(basename "$src")" = lif.cu ] && usage=(--resource-usage)
   compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${usage[@]}" \
     -I"$TMP/stub" "${TORCH_FLAGS[@]}" -Icsrc "$src" -o "$obj" &
   pids+=($!)
@@ -160,7 +172,7 @@ done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 
 # 3. Forward kernels without a stack frame (ptxas: "N bytes stack frame" after each entry).
-KLOG="$TMP/lif_kernel_cuda.cu.o.log"
+KLOG="$TMP/lif.cu.o.log"
 if [ -f "$KLOG" ]; then
   read -r nfwd nbad <<<"$(awk '/Compiling entry function/ { fwd = ($0 ~ /forward_kernel/) }
     /bytes stack frame/ && fwd { n++; if ($1 != 0) { bad++; print "check_cuda: stack frame: " $0 > "/dev/stderr" } fwd = 0 }
@@ -173,7 +185,7 @@ if [ -f "$KLOG" ]; then
     echo "check_cuda: ok   none of the $nfwd forward kernels (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
   fi
 else
-  echo "check_cuda: FAIL no ptxas log of lif_kernel_cuda.cu: the stack-frame check did not run"; status=1
+  echo "check_cuda: FAIL no ptxas log of lif.cu: the stack-frame check did not run"; status=1
 fi
 
 if [ $status -ne 0 ]; then fail "CUDA compile check failed (see above)"; fi

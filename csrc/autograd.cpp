@@ -1,100 +1,42 @@
-// The autograd formula of lif_forward, in C++ (SPEC §3): registered for every device at the
-// Autograd key, so a call never enters Python. Without a gradient to compute (inference, no_grad,
-// nothing requiring grad) the op goes straight to the device kernel, saving nothing; otherwise
-// the forward saves u (and v0, tau_mem, threshold) and the backward is lif_backward.
-//
-// lif_backward's own Autograd kernel refuses double backward: its outputs carry a node that raises
-// when differentiated (e.g. torch.autograd.grad(..., create_graph=True) then a second backward).
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
+// The Autograd kernels of the ops (SPEC §3, §7), in C++ so that a call never enters Python: each
+// model's forward (what it saves, which gradients its backward returns) on the skeleton of
+// autograd.h; each backward op refuses double backward.
 #include <torch/library.h>
 
-#include <optional>
-#include <tuple>
+#include "autograd.h"
 
 namespace lif {
 namespace {
 
-using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
+// ---------------------------------------------------------------- the LIF ops (SPEC §1-§3)
 
-using ForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
-using BackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using LifForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using LifBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using LifForwardSig = LifForwardOut(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                    const Tensor&, const OptTensor&, const OptTensor&, double,
+                                    double, double, double, int64_t, bool, bool, const OptTensor&);
+using LifBackwardSig = LifBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
+                                      const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      double, double, double, int64_t, bool, const OptTensor&);
 
-ForwardOut forward_below_autograd(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
-                                  const Tensor& threshold, const Tensor& bias,
-                                  const std::optional<Tensor>& noise,
-                                  const std::optional<Tensor>& noise_key, double dt,
-                                  double noise_scale, double window, double max_spikes,
-                                  int64_t surrogate, bool record, bool save_u,
-                                  const std::optional<Tensor>& lengths) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lif_cuda::lif_forward", "")
-          .typed<ForwardOut(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                            const Tensor&, const std::optional<Tensor>&,
-                            const std::optional<Tensor>&, double, double, double, double, int64_t,
-                            bool, bool, const std::optional<Tensor>&)>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window,
-                 max_spikes, surrogate, record, save_u, lengths);
-}
+constexpr char kLifForward[] = "lif_cuda::lif_forward";
+constexpr char kLifBackward[] = "lif_cuda::lif_backward";
 
-using BackwardSig = BackwardOut(const Tensor&, const std::optional<Tensor>&,
-                                const std::optional<Tensor>&, const Tensor&, const Tensor&,
-                                const Tensor&, const Tensor&, double, double, double, int64_t, bool,
-                                const std::optional<Tensor>&);
-
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lif_cuda::lif_backward", "")
-                             .typed<BackwardSig>();
-  return op;
-}
-
-constexpr const char* kNoDoubleBackward =
-    "lif_cuda: the LIF op's backward (lif_cuda::lif_backward) is not differentiable: second-order "
-    "gradients (double backward, e.g. torch.autograd.grad(..., create_graph=True) followed by a "
-    "backward through its result) are not supported";
-
-// lif_backward differentiated: refused, with a clear message, when the second backward runs.
-// `poison` (optional) only ties the outputs to a node; it takes no part in the values.
-class LifBackward : public torch::autograd::Function<LifBackward> {
- public:
-  static variable_list forward(AutogradContext* /*ctx*/, const std::optional<Tensor>& /*poison*/,
-                               const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
-                               const std::optional<Tensor>& grad_vfinal, const Tensor& u,
-                               const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
-                               double dt, double window, double max_spikes, int64_t surrogate,
-                               bool scalar_bias, const std::optional<Tensor>& lengths) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [a, b, c, d, e] =
-        backward_op().call(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                           window, max_spikes, surrogate, scalar_bias, lengths);
-    return {a, b, c, d, e};
-  }
-
-  static variable_list backward(AutogradContext* /*ctx*/, variable_list /*grads*/) {
-    TORCH_CHECK(false, kNoDoubleBackward);
-    return {};
-  }
-};
+const auto& lif_forward_op() { return op_handle<LifForwardSig, kLifForward>(); }
+const auto& lif_backward_op() { return op_handle<LifBackwardSig, kLifBackward>(); }
 
 class LifForward : public torch::autograd::Function<LifForward> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& v0,
                                const Tensor& tau_mem, const Tensor& threshold, const Tensor& bias,
-                               const std::optional<Tensor>& noise,
-                               const std::optional<Tensor>& noise_key, double dt,
+                               const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
-                               int64_t surrogate, bool record,
-                               const std::optional<Tensor>& lengths) {
+                               int64_t surrogate, bool record, const OptTensor& lengths) {
     auto [spikes, vmem, v_final, u, v0_saved] =
-        forward_below_autograd(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
-                               noise_scale, window, max_spikes, surrogate, record, true, lengths);
+        call_below_autograd(lif_forward_op(), input, v0, tau_mem, threshold, bias, noise, noise_key,
+                            dt, noise_scale, window, max_spikes, surrogate, record, true, lengths);
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
-    // backward needs the values the forward started from. lengths: undefined when not given.
+    // backward needs the values the forward started from.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
@@ -120,65 +62,39 @@ class LifForward : public torch::autograd::Function<LifForward> {
     const Tensor& u = saved[0];
     const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
-    Tensor gs = grads[0];
-    if (!gs.defined()) {
-      // No gradient on the spikes: a broadcast zero, read in place by the kernels.
-      gs = at::zeros({}, u.options().dtype(input_dtype)).expand(u.sizes());
-    }
+    Tensor gs = grad_or_zeros(grads[0], u, input_dtype);
     if (noise_grad && gs.scalar_type() != u.scalar_type()) {
       // Half-precision input with a noise tensor that needs its gradient: dL/du is wanted in
       // float32 for the noise (gz = U), rounded once for the input.
       gs = gs.to(u.scalar_type());
     }
-    std::optional<Tensor> gw, gvf;
-    if (ctx->saved_data["record"].toBool() && grads[1].defined()) gw = grads[1];
-    if (grads[2].defined()) gvf = grads[2];
-    std::optional<Tensor> lengths;
-    if (saved[4].defined()) lengths = saved[4];
-    const double dt = ctx->saved_data["dt"].toDouble(),
-                 window = ctx->saved_data["window"].toDouble(),
-                 max_spikes = ctx->saved_data["max_spikes"].toDouble();
-    const int64_t surrogate = ctx->saved_data["surrogate"].toInt();
-    const bool scalar_bias = ctx->saved_data["scalar_bias"].toBool();
-    Tensor g_in, g_v0, g_tau, g_thr, g_bias;
-    if (at::GradMode::is_enabled()) {
-      // create_graph=True: the gradients get a node that refuses to be differentiated, even where
-      // nothing they were computed from requires grad (else a second backward would fail with a
-      // message that does not name this op, or silently give nothing).
-      const std::optional<Tensor> poison = at::empty({0}, u.options()).requires_grad_(true);
-      const variable_list g =
-          LifBackward::apply(poison, gs, gw, gvf, u, saved[1], saved[2], saved[3], dt, window,
-                             max_spikes, surrogate, scalar_bias, lengths);
-      std::tie(g_in, g_v0, g_tau, g_thr, g_bias) = std::make_tuple(g[0], g[1], g[2], g[3], g[4]);
-    } else {
-      std::tie(g_in, g_v0, g_tau, g_thr, g_bias) =
-          backward_op().call(gs, gw, gvf, u, saved[1], saved[2], saved[3], dt, window, max_spikes,
-                             surrogate, scalar_bias, lengths);
-    }
+    const OptTensor gw =
+        ctx->saved_data["record"].toBool() ? defined_or_none(grads[1]) : std::nullopt;
+    const variable_list g = call_backward_op(
+        kLifBackward, lif_backward_op(), true, gs, gw, defined_or_none(grads[2]), u, saved[1],
+        saved[2], saved[3], ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
+        ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
+        ctx->saved_data["scalar_bias"].toBool(), defined_or_none(saved[4]));
+    Tensor g_in = g[0];
     Tensor g_noise;
     if (noise_grad) g_noise = g_in.scalar_type() != input_dtype ? g_in : g_in.clone();
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
     // One entry per forward argument (14): the last eight are not differentiable.
-    return {g_in,     g_v0,     g_tau,    g_thr,    g_bias,   g_noise,  Tensor(),
+    return {g_in,     g[1],     g[2],     g[3],     g[4],     g_noise,  Tensor(),
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
-ForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
-                                const Tensor& threshold, const Tensor& bias,
-                                const std::optional<Tensor>& noise,
-                                const std::optional<Tensor>& noise_key, double dt,
-                                double noise_scale, double window, double max_spikes,
-                                int64_t surrogate, bool record, bool save_u,
-                                const std::optional<Tensor>& lengths) {
-  const bool needs_grad = at::GradMode::is_enabled() &&
-                          (input.requires_grad() || v0.requires_grad() || tau_mem.requires_grad() ||
-                           threshold.requires_grad() || bias.requires_grad() ||
-                           (noise.has_value() && noise->requires_grad()));
-  if (!needs_grad) {
-    return forward_below_autograd(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
-                                  noise_scale, window, max_spikes, surrogate, record, save_u,
-                                  lengths);
+LifForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
+                                   const Tensor& threshold, const Tensor& bias,
+                                   const OptTensor& noise, const OptTensor& noise_key, double dt,
+                                   double noise_scale, double window, double max_spikes,
+                                   int64_t surrogate, bool record, bool save_u,
+                                   const OptTensor& lengths) {
+  if (!any_requires_grad(input, v0, tau_mem, threshold, bias, noise)) {
+    return call_below_autograd(lif_forward_op(), input, v0, tau_mem, threshold, bias, noise,
+                               noise_key, dt, noise_scale, window, max_spikes, surrogate, record,
+                               save_u, lengths);
   }
   const variable_list out =
       LifForward::apply(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
@@ -186,20 +102,149 @@ ForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const Ten
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 
-BackwardOut lif_backward_autograd(const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
-                                  const std::optional<Tensor>& grad_vfinal, const Tensor& u,
-                                  const Tensor& v0, const Tensor& tau_mem, const Tensor& threshold,
-                                  double dt, double window, double max_spikes, int64_t surrogate,
-                                  bool scalar_bias, const std::optional<Tensor>& lengths) {
-  if (!at::GradMode::is_enabled()) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return backward_op().call(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                              window, max_spikes, surrogate, scalar_bias, lengths);
+LifBackwardOut lif_backward_autograd(const Tensor& grad_spikes, const OptTensor& grad_vmem,
+                                     const OptTensor& grad_vfinal, const Tensor& u,
+                                     const Tensor& v0, const Tensor& tau_mem,
+                                     const Tensor& threshold, double dt, double window,
+                                     double max_spikes, int64_t surrogate, bool scalar_bias,
+                                     const OptTensor& lengths) {
+  const variable_list o = call_backward_op(kLifBackward, lif_backward_op(), false, grad_spikes,
+                                           grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                                           window, max_spikes, surrogate, scalar_bias, lengths);
+  return {o[0], o[1], o[2], o[3], o[4]};
+}
+
+// ---------------------------------------------------------------- the synaptic ops (SPEC §7)
+
+using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                 Tensor, Tensor, Tensor>;
+using SynBackwardOut =
+    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using SynForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                    const OptTensor&, const OptTensor&, const OptTensor&, double,
+                                    double, double, double, int64_t, bool, bool, const OptTensor&);
+using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
+                                      const OptTensor&, const OptTensor&, const OptTensor&,
+                                      const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                                      const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                                      double, double, double, int64_t, bool, bool, bool,
+                                      const OptTensor&);
+
+constexpr char kSynForward[] = "lif_cuda::synaptic_forward";
+constexpr char kSynBackward[] = "lif_cuda::synaptic_backward";
+
+const auto& syn_forward_op() { return op_handle<SynForwardSig, kSynForward>(); }
+const auto& syn_backward_op() { return op_handle<SynBackwardSig, kSynBackward>(); }
+
+class SynForward : public torch::autograd::Function<SynForward> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& v0,
+                               const Tensor& i0, const OptTensor& s0, const Tensor& tau_mem,
+                               const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
+                               const OptTensor& w_rec, const OptTensor& noise,
+                               const OptTensor& noise_key, double dt, double noise_scale,
+                               double window, double max_spikes, int64_t surrogate, bool record,
+                               const OptTensor& lengths) {
+    auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved] =
+        call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
+                            w_rec, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
+                            record, true, lengths);
+    // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
+    // right after the forward.
+    ctx->save_for_backward({u, i_pre, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem,
+                            tau_syn, threshold, w_rec.value_or(Tensor()),
+                            lengths.value_or(Tensor())});
+    ctx->saved_data["dt"] = dt;
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["max_spikes"] = max_spikes;
+    ctx->saved_data["surrogate"] = surrogate;
+    ctx->saved_data["record"] = record;
+    ctx->saved_data["has_noise"] = noise.has_value();
+    // needs_input_grad counts only the tensors given (a None optional is no input of the node).
+    ctx->saved_data["noise_index"] = static_cast<int64_t>(7 + s0.has_value() + w_rec.has_value());
+    ctx->saved_data["scalar_bias"] = bias.dim() == 0;
+    ctx->saved_data["i0_shared"] = i0.dim() == 2;
+    ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
+    ctx->set_materialize_grads(false);
+    // The spike state s_final is batch row 0's last spikes for a module's state (spikes[:, -1]
+    // carries the gradient); u, i_pre and the copies are internal; unrecorded records are empty.
+    std::vector<Tensor> internal{s_final, u, i_pre, v0_saved, s0_saved};
+    if (!record || !w_rec.has_value()) internal.push_back(irec);
+    if (!record) {
+      internal.push_back(vmem);
+      internal.push_back(isyn);
+    }
+    ctx->mark_non_differentiable(internal);
+    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved};
   }
-  const variable_list out = LifBackward::apply(std::optional<Tensor>(), grad_spikes, grad_vmem,
-                                               grad_vfinal, u, v0, tau_mem, threshold, dt, window,
-                                               max_spikes, surrogate, scalar_bias, lengths);
-  return {out[0], out[1], out[2], out[3], out[4]};
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& u = saved[0];
+    const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
+    const bool record = ctx->saved_data["record"].toBool();
+    const bool noise_grad =
+        ctx->saved_data["has_noise"].toBool() &&
+        ctx->needs_input_grad(static_cast<size_t>(ctx->saved_data["noise_index"].toInt()));
+    const auto recorded = [&](int i) { return record ? defined_or_none(grads[i]) : std::nullopt; };
+    const OptTensor s0 = defined_or_none(saved[3]);
+    const OptTensor w_rec = defined_or_none(saved[7]);
+    const variable_list g = call_backward_op(
+        kSynBackward, syn_backward_op(), true, grad_or_zeros(grads[0], u, input_dtype), recorded(1),
+        recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]), u, saved[1],
+        saved[2], s0, saved[4], saved[5], saved[6], w_rec, ctx->saved_data["dt"].toDouble(),
+        ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
+        ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
+        ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]));
+    Tensor g_in = g[0];
+    if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
+    // One entry per forward argument (18): the last eight are not differentiable.
+    variable_list out(18);
+    out[0] = g_in;
+    out[1] = g[1];
+    out[2] = g[2];
+    if (s0.has_value()) out[3] = g[3];
+    out[4] = g[4];
+    out[5] = g[5];
+    out[6] = g[6];
+    out[7] = g[7];
+    if (w_rec.has_value()) out[8] = g[8];
+    if (noise_grad) out[9] = g[9];
+    return out;
+  }
+};
+
+SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, const Tensor& i0,
+                                        const OptTensor& s0, const Tensor& tau_mem,
+                                        const Tensor& tau_syn, const Tensor& threshold,
+                                        const Tensor& bias, const OptTensor& w_rec,
+                                        const OptTensor& noise, const OptTensor& noise_key,
+                                        double dt, double noise_scale, double window,
+                                        double max_spikes, int64_t surrogate, bool record,
+                                        bool save, const OptTensor& lengths) {
+  if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise)) {
+    return call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold,
+                               bias, w_rec, noise, noise_key, dt, noise_scale, window, max_spikes,
+                               surrogate, record, save, lengths);
+  }
+  const variable_list o =
+      SynForward::apply(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
+                        noise_key, dt, noise_scale, window, max_spikes, surrogate, record, lengths);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]};
+}
+
+SynBackwardOut synaptic_backward_autograd(
+    const Tensor& gs, const OptTensor& gw, const OptTensor& gi, const OptTensor& gr,
+    const OptTensor& gvf, const OptTensor& gif, const Tensor& u, const Tensor& a, const Tensor& v0,
+    const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
+    const OptTensor& w_rec, double dt, double window, double max_spikes, int64_t surrogate,
+    bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths) {
+  const variable_list o =
+      call_backward_op(kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, a, v0,
+                       s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate,
+                       scalar_bias, i0_shared, noise_grad, lengths);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]};
 }
 
 }  // namespace
@@ -208,4 +253,6 @@ BackwardOut lif_backward_autograd(const Tensor& grad_spikes, const std::optional
 TORCH_LIBRARY_IMPL(lif_cuda, Autograd, m) {
   m.impl("lif_forward", &lif::lif_forward_autograd);
   m.impl("lif_backward", &lif::lif_backward_autograd);
+  m.impl("synaptic_forward", &lif::synaptic_forward_autograd);
+  m.impl("synaptic_backward", &lif::synaptic_backward_autograd);
 }

@@ -1,15 +1,15 @@
 // Schemas of the lif_cuda ops, defined once. Device implementations register themselves with
-// TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/, the autograd formula in csrc/autograd.cpp; fake
+// TORCH_LIBRARY_IMPL in csrc/cpu/ and csrc/cuda/, the Autograd kernels in csrc/autograd.cpp; fake
 // (meta) kernels live in lif_cuda/ops.py.
 #include <Python.h>
 #include <torch/library.h>
 
-#include "lif_op_glue.h"
-#include "lif_output_pool.h"
+#include "host/output_pool.h"
+#include "host/prepare.h"
 
 namespace {
 
-// lif_cuda._C.kernel_launches(): kernels launched so far (see lif_op_glue.h), for the tests.
+// lif_cuda._C.kernel_launches(): kernels launched so far (see host/prepare.h), for the tests.
 PyObject* kernel_launches(PyObject* /*self*/, PyObject* /*args*/) {
   return PyLong_FromLongLong(lif::g_kernel_launches.load());
 }
@@ -56,7 +56,7 @@ TORCH_LIBRARY(lif_cuda, m) {
   // In-kernel noise (noise_scale > 0, no noise tensor) takes its Philox key from `noise_key`, or,
   // when that is None, draws it from torch's default CPU generator at run time (under CUDA graph
   // capture the kernel reads it from the CUDA generator's graph-safe state instead:
-  // cuda/lif_ops_cuda.cu): hence the tag, which keeps torch.compile from merging or reordering two
+  // cuda/launch.h): hence the tag, which keeps torch.compile from merging or reordering two
   // calls. v0 is (B,N), or (N,) for one
   // state shared by every row; tau_mem, threshold, bias are (N,) or
   // (). alpha = exp(-dt/tau_mem) is computed inside, as torch computes it. Noise (SPEC §4): either
@@ -66,7 +66,7 @@ TORCH_LIBRARY(lif_cuda, m) {
   // used by the forward; it is here so that the autograd formula finds everything it needs.
   // `lengths` (SPEC §8): int64 (B,) on the input's device, row b runs its first lengths[b] steps;
   // the rest is padding: spikes 0, the recorded membrane (and u) hold the row's last state, and
-  // the final state is the state after lengths[b] steps (csrc/lif_lengths.h). Values are checked
+  // the final state is the state after lengths[b] steps (csrc/core/lengths.h). Values are checked
   // for a CPU tensor (0 <= lengths[b] <= T); the kernels clamp what they read to [0, T].
   m.def(
       "lif_forward(Tensor input, Tensor v0, Tensor tau_mem, Tensor threshold, Tensor bias, "
@@ -97,7 +97,7 @@ TORCH_LIBRARY(lif_cuda, m) {
   // sets when a gradient is needed. `lengths` (SPEC §8) as for lif_forward: row b runs its first
   // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, a) hold the row's state after
   // its last step, irec is 0, and the state is unchanged, so the final state (and s_final, the last
-  // spikes) is the one after lengths[b] steps (csrc/synaptic_lengths.h).
+  // spikes) is the one after lengths[b] steps (csrc/core/lengths.h).
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "

@@ -1,8 +1,8 @@
 """The CUDA kernels' per-thread code, run on the host: csrc/cuda/lif_thread.h compiled with g++.
 
-The CUDA kernels (csrc/cuda/lif_kernel_cuda.cu) only compute a thread index and call
-`forward_thread` / `backward_thread` / `reduce_thread` of lif_thread.h, which call lif_core.h's
-step functions. This test compiles that very header with g++ (contraction off, no fast-math: the
+The CUDA kernels (csrc/cuda/lif.cu) only compute a thread index and call `forward_thread` /
+`backward_thread` of lif_thread.h, which call csrc/core/'s step functions, then the gradient sums of
+csrc/core/grad_sums.h. This test compiles that very header with g++ (contraction off, no fast-math: the
 flags of SPEC §1) into a small shared library, runs it thread by thread on raw arrays exactly as the
 grid would (one (batch row, neuron) per thread, time loop inside, the same compile-time variants
 picked from the same runtime flags), and checks it against the reference: forward bit for bit,
@@ -30,73 +30,84 @@ from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_referenc
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-HEADERS = [CSRC / "lif_core.h", CSRC / "lif_args.h", CSRC / "lif_lengths.h", CSRC / "cuda" / "lif_thread.h",
-           CSRC / "cpu" / "noise_rows_x86.h"]
+HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / "lif_thread.h", CSRC / "cpu" / "noise_x86.h"]
 
 # The host harness: the grid as a loop over thread indices. Flat C arguments (no struct layout to
-# mirror in ctypes); the argument structs are filled here exactly as lif_ops_cuda.cu fills them.
+# mirror in ctypes); the argument structs are filled here exactly as csrc/host/lif_op.h fills them.
 HARNESS = r"""
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 #include <ATen/core/PhiloxRNGEngine.h>
 
+#include "core/grad_sums.h"
+#include "core/switch.h"
 #include "cuda/lif_thread.h"
-#include "cpu/noise_rows_x86.h"
+#include "cpu/noise_x86.h"
+
+#include <vector>
 
 using namespace lif::gpu;
-using lif::BackwardArgs;
-using lif::ForwardArgs;
+using lif::LifBackwardArgs;
+using lif::LifForwardArgs;
 
 template <typename IT, typename T>
-static void run_forward(const ForwardArgs<IT, T>& a) {
-  with_forward_variant(a, [&](auto noise, auto save_u, auto record) {
-    for (int64_t idx = 0; idx < a.B * a.N; ++idx)
-      forward_thread<IT, T, decltype(noise)::value, decltype(save_u)::value,
-                     decltype(record)::value>(a, idx);
+static void run_forward(const LifForwardArgs<IT, T>& a) {
+  NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+    BOOL_SWITCH(a.u_out != nullptr, SAVE_U, [&] {
+      BOOL_SWITCH(a.vmem_out != nullptr, RECORD, [&] {
+        for (int64_t idx = 0; idx < a.B * a.N; ++idx)
+          forward_thread<IT, T, NOISE, SAVE_U, RECORD>(a, idx);
+      });
+    });
   });
 }
 
 template <typename IT, typename T>
-static void run_backward(const BackwardArgs<IT, T>& a) {
-  with_backward_variant(a, [&](auto surr, auto has_gw) {
-    for (int64_t idx = 0; idx < a.B * a.N; ++idx)
-      backward_thread<IT, T, decltype(surr)::value, decltype(has_gw)::value>(a, idx);
+static void run_backward(const LifBackwardArgs<IT, T>& a) {
+  SURROGATE_SWITCH(a.surrogate, SURR, [&] {
+    BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
+      for (int64_t idx = 0; idx < a.B * a.N; ++idx)
+        backward_thread<IT, T, SURR, HAS_GW>(a, idx);
+    });
   });
-  for (int64_t idx = 0; idx < batch_sums(a) * a.N; ++idx) reduce_thread(a, idx);
-  for (int64_t j = 0; j < 3; ++j) scalar_sum_thread(a, j);
 }
 
-// Parameters: (N,) rows, or one value each where the flag says () (as lif_op_glue.h fills them).
+// The gradient sums of csrc/core/grad_sums.h, pass 1 then pass 2, as the CUDA kernels run them.
+template <typename T>
+static void run_grad_sum(const lif::GradSum<T>& s, int64_t B) {
+  for (int64_t m = 0; m < s.count; ++m) lif::grad_sum_batch(s, B, m);
+  for (int64_t k = 0; k < lif::grad_sum_outputs(s); ++k) lif::grad_sum_neurons(s, k);
+}
+
+// Parameters: (N,) rows, or one value each where the flag says () (stride 0, as csrc/host/ fills
+// them).
 template <typename IT, typename T>
 static void forward_t(const void* x, const void* noise, int kernel_noise, uint64_t seed,
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
-                      double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
+                      double max_spikes, void* s_out, void* vmem_out, void* u_out, void* v_final,
                       const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
                       const int64_t* key_seed, const int64_t* key_offset,
                       uint64_t key_offset_intragraph) {
-  ForwardArgs<IT, T> a{};
+  LifForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
-  a.noise = static_cast<const T*>(noise);
-  a.noise_mode = noise ? lif::kNoiseTensor : (kernel_noise ? lif::kNoiseKernel : lif::kNoNoise);
-  a.seed = seed;
-  a.offset = offset;
-  a.key_seed = key_seed;  // as lif_ops_cuda.cu sets them under graph capture (else nullptr)
-  a.key_offset = key_offset;
-  a.key_offset_intragraph = key_offset_intragraph;
-  a.noise_scale = noise_scale;
+  a.noise.tensor = static_cast<const T*>(noise);
+  a.noise.mode = noise ? lif::kNoiseTensor : (kernel_noise ? lif::kNoiseKernel : lif::kNoNoise);
+  a.noise.key.seed = seed;
+  a.noise.key.offset = offset;
+  a.noise.key.device_seed = key_seed;  // as cuda/launch.h sets them under graph capture
+  a.noise.key.device_offset = key_offset;
+  a.noise.key.offset_intragraph = key_offset_intragraph;
+  a.noise.scale = noise_scale;
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_stride_b;
-  a.alpha = static_cast<const T*>(alpha);
-  a.thr = static_cast<const T*>(thr);
-  a.bias = static_cast<const T*>(bias);
-  a.alpha_scalar = scalars & 1;
-  a.thr_scalar = scalars & 2;
-  a.bias_scalar = scalars & 4;
+  a.alpha = {static_cast<const T*>(alpha), (scalars & 1) ? 0 : 1};
+  a.thr = {static_cast<const T*>(thr), (scalars & 2) ? 0 : 1};
+  a.bias = {static_cast<const T*>(bias), (scalars & 4) ? 0 : 1};
   a.max_spikes = max_spikes;
   a.s_out = static_cast<IT*>(s_out);
-  a.w_rec = static_cast<T*>(w_rec);
+  a.vmem_out = static_cast<T*>(vmem_out);
   a.u_out = static_cast<T*>(u_out);
   a.v_final = static_cast<T*>(v_final);
   a.lengths = lengths;
@@ -106,6 +117,8 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
   run_forward(a);
 }
 
+// g_v0 is (B,N) per-row: a shared v0's gradient is their sum over the batch, taken by the caller
+// (as the op takes it, with ATen). partial (3,B,N) float64.
 template <typename IT, typename T>
 static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
                        const void* gw, const void* gvf, const void* u, const void* v0,
@@ -113,7 +126,7 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
                        int scalars, double dt, double window, double max_spikes, int surrogate,
                        void* g_in, void* g_v0, void* partial, void* g_tau, void* g_thr,
                        void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
-  BackwardArgs<IT, T> a{};
+  LifBackwardArgs<IT, T> a{};
   a.gs = static_cast<const IT*>(gs);
   a.gs_stride_b = gs_sb;
   a.gs_stride_t = gs_st;
@@ -123,29 +136,27 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
   a.u = static_cast<const T*>(u);
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_stride_b;
-  a.alpha = static_cast<const T*>(alpha);
-  a.tau = static_cast<const T*>(tau);
-  a.thr = static_cast<const T*>(thr);
-  a.alpha_scalar = scalars & 1;
-  a.thr_scalar = scalars & 2;
-  a.bias_scalar = scalars & 4;
-  a.dt = dt;
+  a.alpha = {static_cast<const T*>(alpha), (scalars & 1) ? 0 : 1};
+  a.thr = {static_cast<const T*>(thr), (scalars & 2) ? 0 : 1};
   a.window = window;
   a.max_spikes = max_spikes;
   a.surrogate = surrogate;
   a.g_in = static_cast<IT*>(g_in);
-  a.partial = static_cast<T*>(partial);
-  // As lif_op_glue.h: a shared v0's per-row gradients are the fourth partial.
-  a.g_v0 = v0_stride_b ? static_cast<T*>(g_v0) : a.partial + 3 * B * N;
-  a.g_v0_sum = v0_stride_b ? nullptr : static_cast<T*>(g_v0);
-  a.g_tau = static_cast<T*>(g_tau);
-  a.g_thr = static_cast<T*>(g_thr);
-  a.g_bias = static_cast<T*>(g_bias);
+  a.g_v0 = static_cast<T*>(g_v0);
+  a.partial = static_cast<double*>(partial);
   a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
   a.N = N;
   run_backward(a);
+  const auto coll = [&](int bit) { return (scalars & bit) ? lif::kSumAll : lif::kKeepAll; };
+  double* p = a.partial;
+  run_grad_sum(lif::GradSum<T>{p, N, 1, coll(1), static_cast<T*>(g_tau), a.alpha.data,
+                               static_cast<const T*>(tau), dt}, B);
+  run_grad_sum(lif::GradSum<T>{p + B * N, N, 1, coll(2), static_cast<T*>(g_thr), nullptr, nullptr,
+                               dt}, B);
+  run_grad_sum(lif::GradSum<T>{p + 2 * B * N, N, 1, coll(4), static_cast<T*>(g_bias), nullptr,
+                               nullptr, dt}, B);
 }
 
 // io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
@@ -170,7 +181,7 @@ void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise
                 N, key_seed, key_offset, key_offset_intragraph)
 }
 
-// The CPU kernel's noise rows (cpu/noise_rows_x86.h) by one instruction set, named: 0 portable,
+// The CPU kernel's noise rows (cpu/noise_x86.h) by one instruction set, named: 0 portable,
 // 1 AVX2, 2 AVX-512; `rows` (4, len <= 64). Returns 0 where this build or CPU lacks it.
 int lif_host_noise_isa(int isa, uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t q,
                        int64_t len, float* rows) {
@@ -345,17 +356,19 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
     alpha = tau_to_decay(dt, tau)
     args = [None if t is None else t.contiguous() for t in (gw, gvf, u, v0, alpha, tau, thr)]
     g_in = torch.empty((B, T, N), dtype=gs.dtype)
-    g_v0 = torch.empty(v0.shape, dtype=u.dtype)
-    partial = torch.empty((3 if v0.dim() == 2 else 4, B, N), dtype=u.dtype)
+    g_v0_rows = torch.empty((B, N), dtype=u.dtype)
+    partial = torch.empty((3, B, N), dtype=torch.float64)
     g_tau, g_thr = torch.empty(tau.shape, dtype=u.dtype), torch.empty(thr.shape, dtype=u.dtype)
     g_bias = torch.empty(() if scalar_bias else (N,), dtype=u.dtype)
     sb, st, sn = gs.stride()
     lib.lif_host_backward(
         IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, *(_ptr(t) for t in args[:4]),
         N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[4:]), _scalars(alpha, thr, scalar_bias), dt, window,
-        max_spikes, surrogate, _ptr(g_in), _ptr(g_v0), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
+        max_spikes, surrogate, _ptr(g_in), _ptr(g_v0_rows), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
         _ptr(lengths), B, T, N,
     )
+    # A shared v0's gradient: its rows' summed over the batch (ATen's sum, as the op takes it).
+    g_v0 = g_v0_rows if v0.dim() == 2 else g_v0_rows.sum(0)
     return g_in, g_v0, g_tau, g_thr, g_bias
 
 

@@ -28,54 +28,64 @@ from lif_cuda.reference import PeriodicExponential, StepPWL, synaptic_evolve_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-HEADERS = [CSRC / "lif_core.h", CSRC / "lif_args.h", CSRC / "synaptic_args.h", CSRC / "cuda" / "lif_thread.h",
-           CSRC / "cuda" / "synaptic_thread.h", CSRC / "lif_lengths.h", CSRC / "synaptic_lengths.h"]
+HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / "lif_thread.h", CSRC / "cuda" / "synaptic_thread.h"]
 
 HARNESS = r"""
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include "core/grad_sums.h"
+#include "core/switch.h"
 #include "cuda/synaptic_thread.h"
+
+#include <vector>
 
 using namespace lif;
 using namespace lif::gpu;
+
+// The harness's flags as csrc/host/ turns the parameters' shapes into strides: scalars bit 1/2/4
+// for a () alpha/threshold/bias; beta_mode 0 (N,S), 1 (1,S), 2 ().
+template <typename T>
+static PerNeuron<T> neuron_param(const void* p, int scalars, int bit) {
+  return PerNeuron<T>{static_cast<const T*>(p), (scalars & bit) ? 0 : 1};
+}
+template <typename T>
+static PerSynapse<T> synapse_param(const void* p, int beta_mode, int64_t S) {
+  return PerSynapse<T>{static_cast<const T*>(p), beta_mode == 0 ? S : 0, beta_mode == 2 ? 0 : 1};
+}
 
 template <typename IT, typename T>
 static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t seed, uint64_t offset,
                   double noise_scale, const void* v0, int64_t v0_sb, const void* i0, int64_t i0_sb,
                   const void* r, const void* alpha, const void* beta, const void* thr,
                   const void* bias, int scalars, int beta_mode, double max_spikes, void* s_out,
-                  void* s_state, void* w_rec, void* i_rec, void* r_rec, void* u_out, void* a_out,
-                  void* v_final, void* i_final, const int64_t* lengths, int64_t B, int64_t Tn,
-                  int64_t N, int64_t S, int64_t t0, int64_t steps) {
+                  void* s_last, void* vmem_out, void* isyn_out, void* irec_out, void* u_out,
+                  void* i_pre_out, void* v_final, void* i_final, const int64_t* lengths, int64_t B,
+                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
   SynForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
-  a.noise = static_cast<const T*>(noise);
-  a.noise_mode = noise ? kNoiseTensor : (kernel_noise ? kNoiseKernel : kNoNoise);
-  a.seed = seed;
-  a.offset = offset;
-  a.noise_scale = noise_scale;
+  a.noise.tensor = static_cast<const T*>(noise);
+  a.noise.mode = noise ? kNoiseTensor : (kernel_noise ? kNoiseKernel : kNoNoise);
+  a.noise.key.seed = seed;
+  a.noise.key.offset = offset;
+  a.noise.scale = noise_scale;
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_sb;
   a.i0 = static_cast<const T*>(i0);
   a.i0_stride_b = i0_sb;
   a.r = static_cast<const T*>(r);
-  a.alpha = static_cast<const T*>(alpha);
-  a.beta = static_cast<const T*>(beta);
-  a.thr = static_cast<const T*>(thr);
-  a.bias = static_cast<const T*>(bias);
-  a.alpha_scalar = scalars & 1;
-  a.thr_scalar = scalars & 2;
-  a.bias_scalar = scalars & 4;
-  a.beta_mode = beta_mode;
+  a.alpha = neuron_param<T>(alpha, scalars, 1);
+  a.thr = neuron_param<T>(thr, scalars, 2);
+  a.bias = neuron_param<T>(bias, scalars, 4);
+  a.beta = synapse_param<T>(beta, beta_mode, S);
   a.max_spikes = max_spikes;
   a.s_out = static_cast<IT*>(s_out);
-  a.s_state = static_cast<T*>(s_state);
-  a.w_rec = static_cast<T*>(w_rec);
-  a.i_rec = static_cast<T*>(i_rec);
-  a.r_rec = static_cast<T*>(r_rec);
+  a.s_last = static_cast<T*>(s_last);
+  a.vmem_out = static_cast<T*>(vmem_out);
+  a.isyn_out = static_cast<T*>(isyn_out);
+  a.irec_out = static_cast<T*>(irec_out);
   a.u_out = static_cast<T*>(u_out);
-  a.a_out = static_cast<T*>(a_out);
+  a.i_pre_out = static_cast<T*>(i_pre_out);
   a.v_final = static_cast<T*>(v_final);
   a.i_final = static_cast<T*>(i_final);
   a.lengths = lengths;
@@ -85,9 +95,10 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
   a.S = S;
   a.t0 = t0;
   a.steps = steps;
-  with_syn_forward_variant(a, [&](auto noise, auto s_fixed) {
-    for (int64_t idx = 0; idx < B * N; ++idx)
-      syn_forward_thread<IT, T, decltype(noise)::value, decltype(s_fixed)::value>(a, idx);
+  NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+    SYNAPSES_SWITCH(S, S_FIXED, [&] {
+      for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED>(a, idx);
+    });
   });
 }
 
@@ -109,17 +120,14 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.gi = static_cast<const T*>(gi);
   a.gr = static_cast<const T*>(gr);
   a.u = static_cast<const T*>(u);
-  a.a = static_cast<const T*>(aa);
+  a.i_pre = static_cast<const T*>(aa);
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_sb;
   a.s0 = static_cast<const T*>(s0);
   a.s0_stride_b = s0_sb;
-  a.alpha = static_cast<const T*>(alpha);
-  a.beta = static_cast<const T*>(beta);
-  a.thr = static_cast<const T*>(thr);
-  a.alpha_scalar = scalars & 1;
-  a.thr_scalar = scalars & 2;
-  a.beta_mode = beta_mode;
+  a.alpha = neuron_param<T>(alpha, scalars, 1);
+  a.thr = neuron_param<T>(thr, scalars, 2);
+  a.beta = synapse_param<T>(beta, beta_mode, S);
   a.window = window;
   a.max_spikes = max_spikes;
   a.surrogate = surrogate;
@@ -130,6 +138,8 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.g_u = static_cast<T*>(g_u);
   a.s_prev = static_cast<T*>(s_prev);
   a.partial = static_cast<double*>(partial);
+  std::vector<T> beta_sums(S > 2 ? B * N * S : 0);  // as csrc/host/synaptic_op.h allocates it
+  a.beta_sums = S > 2 ? beta_sums.data() : nullptr;
   a.lengths = lengths;
   a.B = B;
   a.Tn = Tn;
@@ -137,22 +147,20 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.S = S;
   a.t0 = t0;
   a.steps = steps;
-  with_syn_backward_variant(a, [&](auto surr, auto s_fixed) {
-    for (int64_t idx = 0; idx < B * N; ++idx)
-      syn_backward_thread<IT, T, decltype(surr)::value, decltype(s_fixed)::value>(a, idx);
+  SURROGATE_SWITCH(surrogate, SURR, [&] {
+    SYNAPSES_SWITCH(S, S_FIXED, [&] {
+      for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED>(a, idx);
+    });
   });
 }
 
 template <typename T>
 static void sum_t(void* partial, int64_t M, int64_t S, int collapse, void* dst, const void* decay,
                   const void* tau, double dt, int64_t B) {
-  SynGradSum<T> s{static_cast<double*>(partial), M, S, collapse, static_cast<T*>(dst),
-                  static_cast<const T*>(decay), static_cast<const T*>(tau), dt};
-  for (int64_t m = 0; m < M; ++m) syn_grad_sum_batch_thread(s, B, m);
-  if (collapse != kCollapseNone) {
-    const int64_t outputs = collapse == kCollapseNeurons ? S : 1;
-    for (int64_t k = 0; k < outputs; ++k) syn_grad_sum_collapse_thread(s, k);
-  }
+  GradSum<T> s{static_cast<double*>(partial), M, S, collapse, static_cast<T*>(dst),
+               static_cast<const T*>(decay), static_cast<const T*>(tau), dt};
+  for (int64_t m = 0; m < M; ++m) grad_sum_batch(s, B, m);
+  for (int64_t k = 0; k < grad_sum_outputs(s); ++k) grad_sum_neurons(s, k);
 }
 
 #define LIF_IO_SWITCH(io, F, ...)                         \
@@ -168,13 +176,14 @@ void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_sb,
                       const void* i0, int64_t i0_sb, const void* r, const void* alpha,
                       const void* beta, const void* thr, const void* bias, int scalars,
-                      int beta_mode, double max_spikes, void* s_out, void* s_state, void* w_rec,
-                      void* i_rec, void* r_rec, void* u_out, void* a_out, void* v_final,
+                      int beta_mode, double max_spikes, void* s_out, void* s_last, void* vmem_out,
+                      void* isyn_out, void* irec_out, void* u_out, void* i_pre_out, void* v_final,
                       void* i_final, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
                       int64_t S, int64_t t0, int64_t steps) {
   LIF_IO_SWITCH(io, fwd_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_sb, i0, i0_sb,
-                r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_state, w_rec,
-                i_rec, r_rec, u_out, a_out, v_final, i_final, lengths, B, Tn, N, S, t0, steps)
+                r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_last, vmem_out,
+                isyn_out, irec_out, u_out, i_pre_out, v_final, i_final, lengths, B, Tn, N, S, t0,
+                steps)
 }
 
 void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t sn,

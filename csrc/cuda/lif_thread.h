@@ -1,8 +1,8 @@
-// The work of one CUDA thread, host+device and on raw pointers: one (batch row b, neuron n) over
-// the whole time loop, forward and backward, and one parameter-gradient sum over the batch. The
-// kernels in lif_kernel_cuda.cu only compute the thread's index and call these; and
-// tests/test_core_host.py compiles this very file with g++ and runs it, thread by thread, against
-// the reference (no GPU needed). The math is lif_core.h's; this file only moves data: it loads
+// The work of one CUDA thread of the LIF kernels, host+device and on raw pointers: one (batch row
+// b, neuron n) over the whole time loop, forward and backward. The
+// kernels in lif.cu only compute the thread's index and call these; and the host tests compile
+// this very file with g++ and run it, thread by thread, against the reference and the CPU op (no
+// GPU needed). The math is core/lif.h's; this file only moves data: it loads
 // kChunk time steps ahead (independent loads in flight while the recurrence runs) and stores what
 // the step functions return.
 //
@@ -14,11 +14,11 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
-#include "../lif_args.h"
-#include "../lif_core.h"
-#include "../lif_lengths.h"
+#include "../core/args.h"
+#include "../core/lengths.h"
+#include "../core/lif.h"
+#include "../core/philox.h"
 
 #if defined(__CUDACC__)
 #define LIF_UNROLL _Pragma("unroll")
@@ -29,44 +29,35 @@
 namespace lif {
 namespace gpu {
 
-// The argument structs (ForwardArgs, BackwardArgs) and NoiseMode are lif_args.h's, shared with
-// the CPU kernels.
-
 // Time steps loaded ahead of the recurrence. Results never depend on it. Whole Philox blocks (four
 // steps each), so the in-kernel noise of a chunk is drawn with constant lane indices.
 constexpr int kChunk = 8;
 static_assert(kChunk % 4 == 0, "a chunk must be whole Philox blocks of four steps");
 
-// The in-kernel noise key of one neuron: z[t] = scale * N(0,1), lane t % 4 of the Philox block
-// (seed, subsequence, offset + t / 4) -- the CPU kernel's stream (lif_core.h).
+// One neuron's in-kernel noise: z[t] = scale * N(0,1), lane t % 4 of the Philox block
+// (seed, subsequence, offset + t / 4) -- the CPU kernel's stream (core/philox.h).
 template <typename T>
-struct NoiseKey {
+struct NeuronNoise {
   uint64_t seed, offset;
   T scale;
   uint64_t subsequence;  // b * N + n
 };
 
-// The Philox key of a forward call: the arguments, or, under CUDA graph capture, the CUDA
-// generator's state read at run time (as at::cuda::philox::unpack reads it) and converted from
-// 32-bit words to blocks.
-template <typename IT, typename T>
-LIF_HD void noise_key_of(const ForwardArgs<IT, T>& a, uint64_t& seed, uint64_t& offset) {
-  if (a.key_seed != nullptr) {
-    seed = static_cast<uint64_t>(*a.key_seed);
-    offset = (static_cast<uint64_t>(*a.key_offset) + a.key_offset_intragraph) / 4u;
-  } else {
-    seed = a.seed;
-    offset = a.offset;
-  }
+// One neuron's noise of a call (the key read once per thread: on the device under capture).
+template <int NOISE, typename T>
+LIF_HD NeuronNoise<T> neuron_noise(const Noise<T>& noise, int64_t idx) {
+  NeuronNoise<T> nn{0, 0, static_cast<T>(noise.scale), static_cast<uint64_t>(idx)};
+  if constexpr (NOISE == kNoiseKernel) noise.key.get(nn.seed, nn.offset);
+  return nn;
 }
 
 // Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
 // apart. Writes s[t] (and u[t] when SAVE_U, w[t] when RECORD) for t = 0..steps-1; returns
 // w[steps-1] (v0 when steps == 0).
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
-LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NoiseKey<T> key, T v0,
+LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key, T v0,
                         T alpha, T thr, T bias, T max_spikes, IT* __restrict__ s_out,
-                        T* __restrict__ u_out, T* __restrict__ w_rec, int64_t steps,
+                        T* __restrict__ u_out, T* __restrict__ vmem_out, int64_t steps,
                         int64_t stride_t) {
   T w = v0;
   // One step, given its input and noise (the noise is ignored unless NOISE != kNoNoise).
@@ -79,7 +70,7 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Noise
     }
     s_out[off] = static_cast<IT>(s);
     if constexpr (SAVE_U) u_out[off] = u;
-    if constexpr (RECORD) w_rec[off] = wn;
+    if constexpr (RECORD) vmem_out[off] = wn;
     w = wn;
   };
   // The in-kernel noise of steps 4q .. 4q+3 (one Philox block, drawn once) into zq[0..3].
@@ -130,8 +121,8 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Noise
   return w;
 }
 
-// Per-neuron results of the backward besides g_in: dL/dv0 and this row's parameter-gradient
-// partials (summed over the batch afterwards, in batch order).
+// Per-neuron results of the backward besides g_in: dL/dv0 and the sums of this row's
+// parameter-gradient terms over its steps (core/grad_sums.h).
 template <typename T>
 struct NeuronGrads {
   T v0, alpha, thr, bias;
@@ -192,30 +183,28 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
 // Forward kernel thread idx = b * N + n, 0 <= idx < B * N. The row's steps (T, or its length),
 // then its padding (lif_lengths.h).
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
-LIF_HD void forward_thread(const ForwardArgs<IT, T>& a, int64_t idx) {
+LIF_HD void forward_thread(const LifForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
-  NoiseKey<T> key{0, 0, static_cast<T>(a.noise_scale), static_cast<uint64_t>(idx)};
-  if constexpr (NOISE == kNoiseKernel) noise_key_of(a, key.seed, key.offset);
   const T w = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
-      a.x + row, NOISE == kNoiseTensor ? a.noise + row : nullptr, key, a.v0[b * a.v0_stride_b + n],
-      a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n], a.bias[a.bias_scalar ? 0 : n],
-      static_cast<T>(a.max_spikes), a.s_out + row, SAVE_U ? a.u_out + row : nullptr,
-      RECORD ? a.w_rec + row : nullptr, steps, a.N);
+      a.x + row, NOISE == kNoiseTensor ? a.noise.tensor + row : nullptr,
+      neuron_noise<NOISE>(a.noise, idx), a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n],
+      a.bias[n], static_cast<T>(a.max_spikes), a.s_out + row, SAVE_U ? a.u_out + row : nullptr,
+      RECORD ? a.vmem_out + row : nullptr, steps, a.N);
   a.v_final[idx] = w;
   if (steps < a.Tn) {
     pad_fill(a.s_out + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
     if constexpr (SAVE_U) pad_hold(a.u_out + row, &w, steps, a.Tn, a.N, 1);
-    if constexpr (RECORD) pad_hold(a.w_rec + row, &w, steps, a.Tn, a.N, 1);
+    if constexpr (RECORD) pad_hold(a.vmem_out + row, &w, steps, a.Tn, a.N, 1);
   }
 }
 
 // Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials,
-// from the row's last step (T-1, or its length - 1); zero g_in on its padding (lif_lengths.h).
+// from the row's last step (T-1, or its length - 1); zero g_in on its padding (core/lengths.h).
 template <typename IT, typename T, int SURR, bool HAS_GW>
-LIF_HD void backward_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
+LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t BN = a.B * a.N;
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
@@ -224,112 +213,17 @@ LIF_HD void backward_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
   const T g_final = a.gvf ? a.gvf[idx] : T(0);
   // A row of length 0: the final state is v0, nothing else gets a gradient.
   const NeuronGrads<T> g =
-      steps == 0
-          ? NeuronGrads<T>{g_final, T(0), T(0), T(0)}
-          : backward_neuron<IT, T, SURR, HAS_GW>(
-                a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
-                HAS_GW ? a.gw + row : nullptr, g_final, a.u + row, a.v0[b * a.v0_stride_b + n],
-                a.alpha[a.alpha_scalar ? 0 : n], a.thr[a.thr_scalar ? 0 : n],
-                static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
+      steps == 0 ? NeuronGrads<T>{g_final, 0.0, 0.0, 0.0}
+                 : backward_neuron<IT, T, SURR, HAS_GW>(
+                       a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
+                       HAS_GW ? a.gw + row : nullptr, g_final, a.u + row,
+                       a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n], static_cast<T>(a.window),
+                       static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
   pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
   a.g_v0[idx] = g.v0;
-  a.partial[idx] = g.alpha;
-  a.partial[BN + idx] = g.thr;
-  a.partial[2 * BN + idx] = g.bias;
-}
-
-// The number of gradients summed over the batch: alpha, thr, bias, and a shared v0's.
-template <typename IT, typename T>
-LIF_HD int64_t batch_sums(const BackwardArgs<IT, T>& a) {
-  return a.g_v0_sum ? 4 : 3;
-}
-
-// Whether gradient j (alpha/tau, thr, bias) belongs to a () parameter.
-template <typename IT, typename T>
-LIF_HD bool scalar_grad(const BackwardArgs<IT, T>& a, int64_t j) {
-  return j == 0 ? a.alpha_scalar : (j == 1 ? a.thr_scalar : (j == 2 ? a.bias_scalar : false));
-}
-
-// Reduction kernel thread idx = j * N + n, 0 <= idx < batch_sums(a) * N: gradient j (alpha, thr,
-// bias, shared v0) of neuron n, summed over b = 0..B-1 in that order, from 0 (the CPU kernel's
-// order: the same bits). Written to the output (alpha's as tau's gradient), or for a () parameter
-// to row j's b = 0 slot, which only this thread reads or writes.
-template <typename IT, typename T>
-LIF_HD void reduce_thread(const BackwardArgs<IT, T>& a, int64_t idx) {
-  const int64_t j = idx / a.N;
-  const int64_t n = idx - j * a.N;
-  T* const p = a.partial + j * a.B * a.N + n;
-  T sum = T(0);
-  for (int64_t b = 0; b < a.B; ++b) sum += p[b * a.N];
-  if (scalar_grad(a, j)) {
-    p[0] = sum;
-  } else if (j == 0) {
-    a.g_tau[n] = tau_grad(sum, a.alpha[n], a.tau[n], static_cast<T>(a.dt));
-  } else {
-    T* out = j == 1 ? a.g_thr : (j == 2 ? a.g_bias : a.g_v0_sum);
-    out[n] = sum;
-  }
-}
-
-// After the reduction, thread j < 3 of a () parameter: its per-neuron sums added in index order
-// (the CPU kernel's order). One thread per parameter: N sequential additions.
-template <typename IT, typename T>
-LIF_HD void scalar_sum_thread(const BackwardArgs<IT, T>& a, int64_t j) {
-  if (!scalar_grad(a, j)) return;
-  const T* p = a.partial + j * a.B * a.N;
-  T sum = T(0);
-  for (int64_t n = 0; n < a.N; ++n) sum += p[n];
-  if (j == 0) {
-    a.g_tau[0] = tau_grad(sum, a.alpha[0], a.tau[0], static_cast<T>(a.dt));
-  } else {
-    (j == 1 ? a.g_thr : a.g_bias)[0] = sum;
-  }
-}
-
-// ---------------------------------------------------------------- runtime flags -> template
-
-// Calls f(noise, save_u, record) with std::integral_constant copies of the forward's runtime
-// switches, so that each variant is its own kernel and the hot loop never branches on them.
-template <typename IT, typename T, typename F>
-void with_forward_variant(const ForwardArgs<IT, T>& a, F&& f) {
-  auto rec = [&](auto noise, auto save_u) {
-    if (a.w_rec) {
-      f(noise, save_u, std::true_type{});
-    } else {
-      f(noise, save_u, std::false_type{});
-    }
-  };
-  auto save = [&](auto noise) {
-    if (a.u_out) {
-      rec(noise, std::true_type{});
-    } else {
-      rec(noise, std::false_type{});
-    }
-  };
-  if (a.noise) {
-    save(std::integral_constant<int, kNoiseTensor>{});
-  } else if (a.noise_mode == kNoiseKernel) {
-    save(std::integral_constant<int, kNoiseKernel>{});
-  } else {
-    save(std::integral_constant<int, kNoNoise>{});
-  }
-}
-
-// Calls f(surrogate, has_gw) likewise for the backward.
-template <typename IT, typename T, typename F>
-void with_backward_variant(const BackwardArgs<IT, T>& a, F&& f) {
-  auto gw = [&](auto surr) {
-    if (a.gw) {
-      f(surr, std::true_type{});
-    } else {
-      f(surr, std::false_type{});
-    }
-  };
-  if (a.surrogate == kPeriodicExponential) {
-    gw(std::integral_constant<int, kPeriodicExponential>{});
-  } else {
-    gw(std::integral_constant<int, kStepPWL>{});
-  }
+  a.partial[idx] = static_cast<double>(g.alpha);
+  a.partial[BN + idx] = static_cast<double>(g.thr);
+  a.partial[2 * BN + idx] = static_cast<double>(g.bias);
 }
 
 }  // namespace gpu

@@ -1,25 +1,23 @@
 // The work of one CUDA thread of the synaptic LIF kernels (SPEC §7), host+device and on raw
-// pointers, as lif_thread.h is for the LIF kernels (whose NoiseKey this reuses): one (batch row b,
-// neuron n) over the steps [t0, t0 + steps), its S synapses inside the thread, forward and
-// backward; and the parameter-gradient sums. The kernels in synaptic_kernel_cuda.cu only compute
-// the thread index and call these; tests/test_synaptic_host.py compiles this file with g++ and runs
-// it thread by thread against the reference and the CPU op (no GPU needed). The math is
-// lif_core.h's, the synapse sum in torch's CUDA order (kCudaSum).
+// pointers, as lif_thread.h is for the LIF kernels: one (batch row b, neuron n) over the steps
+// [t0, t0 + steps), its S synapses inside the thread, forward and backward. The kernels in
+// synaptic.cu only compute the thread index and call these; the host tests compile this file with
+// g++ and run it thread by thread against the reference and the CPU op (no GPU needed). The math
+// is core/synaptic.h's, the synapse sum in torch's CUDA order (kCudaSum).
 //
 // S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
 // registers; otherwise in the (B,N,S) final-state buffer (forward) or the carried-gradient buffer
 // (backward), read and written in place. Thread idx = b * N + n, indices 64-bit. Per-row lengths
 // (SPEC §8): a thread runs the steps of the call its row runs (call_steps, once per thread) and
-// pads the rest (synaptic_lengths.h).
+// pads the rest (core/lengths.h).
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
-#include "../lif_core.h"
-#include "../synaptic_args.h"
-#include "../synaptic_lengths.h"
-#include "lif_thread.h"
+#include "../core/args.h"
+#include "../core/lengths.h"
+#include "../core/synaptic.h"
+#include "lif_thread.h"  // NeuronNoise
 
 namespace lif {
 namespace gpu {
@@ -35,13 +33,13 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const T* const i0 = a.i0 + b * a.i0_stride_b + n * S;
   for (int64_t k = 0; k < S; ++k) ist[k] = i0[k];  // may be the same address (recurrent steps)
   T w = a.v0[b * a.v0_stride_b + n];
-  const T alpha = a.alpha[a.alpha_scalar ? 0 : n];
-  const T thr = a.thr[a.thr_scalar ? 0 : n];
-  const T bias = a.bias[a.bias_scalar ? 0 : n];
+  const T alpha = a.alpha[n];
+  const T thr = a.thr[n];
+  const T bias = a.bias[n];
   const T M = static_cast<T>(a.max_spikes);
   const T* const r = a.r ? a.r + b * NS + n * S : nullptr;
-  const NoiseKey<T> key{a.seed, a.offset, static_cast<T>(a.noise_scale), 0};
-  Normals4 nz{};  // the in-kernel noise of the current 4-step block (lif_core.h's layout)
+  const NeuronNoise<T> key = neuron_noise<NOISE>(a.noise, idx);
+  Normals4 nz{};  // the in-kernel noise of the current 4-step block (core/philox.h's layout)
   const int64_t k_run = call_steps(row_steps(a.lengths, b, a.Tn), a.t0, a.steps);
   const int64_t t_end = a.t0 + k_run;
   for (int64_t t = a.t0; t < t_end; ++t) {
@@ -50,10 +48,10 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     for (int64_t k = 0; k < S; ++k) {
       const T xk = static_cast<T>(a.x[srow + k]);
       const T ak = r ? syn_input(ist[k], xk, r[k]) : syn_input(ist[k], xk);
-      if (a.a_out) a.a_out[srow + k] = ak;
-      ist[k] = syn_decay(ak, a.beta[syn_param_index(a.beta_mode, n, k, S)]);
-      if (a.i_rec) a.i_rec[srow + k] = ist[k];
-      if (a.r_rec) a.r_rec[srow + k] = r[k];
+      if (a.i_pre_out) a.i_pre_out[srow + k] = ak;
+      ist[k] = syn_decay(ak, a.beta(n, k));
+      if (a.isyn_out) a.isyn_out[srow + k] = ist[k];
+      if (a.irec_out) a.irec_out[srow + k] = r[k];
     }
     // The LIF step with the synapse sum as its input (SPEC §7).
     const T isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
@@ -61,13 +59,12 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     if constexpr (NOISE == kNoNoise) {
       s = step_forward(alpha, w, isum, bias, thr, M, u, w);
     } else if constexpr (NOISE == kNoiseTensor) {
-      s = step_forward(alpha, w, isum, a.noise[row], bias, thr, M, u, w);
+      s = step_forward(alpha, w, isum, a.noise.tensor[row], bias, thr, M, u, w);
     } else {
       // Step t: lane t % 4 of Philox block t / 4 of subsequence b * N + n, drawn once per block
       // (or at the call's first step), the lane picked by selects (no local-memory index).
       if (t == a.t0 || (t & 3) == 0) {
-        nz = philox_normals4(key.seed, key.offset, static_cast<uint64_t>(idx),
-                             static_cast<uint64_t>(t >> 2));
+        nz = philox_normals4(key.seed, key.offset, key.subsequence, static_cast<uint64_t>(t >> 2));
       }
       const int64_t lane = t & 3;
       const float zn = lane == 0 ? nz.z0 : (lane == 1 ? nz.z1 : (lane == 2 ? nz.z2 : nz.z3));
@@ -75,8 +72,8 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     }
     a.s_out[row] = static_cast<IT>(s);
     if (a.u_out) a.u_out[row] = u;
-    if (a.w_rec) a.w_rec[row] = w;
-    if (a.s_state && t == t_end - 1) a.s_state[idx] = s;
+    if (a.vmem_out) a.vmem_out[row] = w;
+    if (a.s_last && t == t_end - 1) a.s_last[idx] = s;
   }
   a.v_final[idx] = w;
   if (S_FIXED) {
@@ -85,9 +82,9 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   if (k_run < a.steps) {
     const int64_t row = (b * a.Tn + a.t0) * N + n;  // (b, t0, n)
     const auto opt = [&](T* p, int64_t off) { return p ? p + off : nullptr; };
-    syn_pad_forward(a.s_out + row, opt(a.w_rec, row), opt(a.u_out, row), opt(a.i_rec, row * S),
-                    opt(a.a_out, row * S), opt(a.r_rec, row * S), a.v_final + idx,
-                    a.i_final + idx * S, k_run, a.steps, N, S, int64_t{1});
+    syn_pad_forward(a.s_out + row, opt(a.vmem_out, row), opt(a.u_out, row),
+                    opt(a.isyn_out, row * S), opt(a.i_pre_out, row * S), opt(a.irec_out, row * S),
+                    a.v_final + idx, a.i_final + idx * S, k_run, a.steps, N, S, int64_t{1});
   }
 }
 
@@ -110,24 +107,22 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   }
   if (k_run == 0) return;
   const T* const gs_rec = a.gs_rec && a.t0 + a.steps < L ? a.gs_rec : nullptr;
-  const T alpha = a.alpha[a.alpha_scalar ? 0 : n];
-  const T thr = a.thr[a.thr_scalar ? 0 : n];
+  const T alpha = a.alpha[n];
+  const T thr = a.thr[n];
   const T M = static_cast<T>(a.max_spikes);
   const NeuronConsts<T> c = neuron_consts(alpha, thr, static_cast<T>(a.window), M);
-  // The parameter-gradient sums in float64 (see SynBackwardArgs::partial), each step's terms exact.
-  double* const p_beta = a.partial + 3 * BN + idx * S;
+  // The call's parameter-gradient terms summed over its steps in T, then added to the row's float64
+  // partials (core/grad_sums.h's rule). With S known at compile time the synapses' state and sums
+  // live in registers; otherwise in the carried-gradient buffer and the beta_sums scratch.
   T ireg[S_FIXED ? S_FIXED : 1];
-  double breg[S_FIXED ? S_FIXED : 1];
+  T breg[S_FIXED ? S_FIXED : 1];
   T* const I = S_FIXED ? ireg : a.I + idx * S;
-  double* const gbeta = S_FIXED ? breg : p_beta;
-  if (S_FIXED) {
-    for (int64_t k = 0; k < S; ++k) {
-      I[k] = a.I[idx * S + k];
-      gbeta[k] = p_beta[k];
-    }
+  T* const gbeta = S_FIXED ? breg : a.beta_sums + idx * S;
+  for (int64_t k = 0; k < S; ++k) {
+    if (S_FIXED) I[k] = a.I[idx * S + k];
+    gbeta[k] = T(0);
   }
-  T W = a.W[idx];
-  double ga = a.partial[idx], gt = a.partial[BN + idx], gb = a.partial[2 * BN + idx];
+  T W = a.W[idx], ga = T(0), gt = T(0), gb = T(0);
   const int64_t t_last = a.t0 + k_run - 1;
   T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   for (int64_t t = t_last; t >= a.t0; --t) {
@@ -144,102 +139,26 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     }
     T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
     if (gs_rec) g = g + gs_rec[idx];
-    T d_thr = T(0), d_alpha = T(0), d_bias = T(0);
-    const T U = step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W,
-                                    d_thr, d_alpha, d_bias);
-    gt += static_cast<double>(d_thr);
-    ga += static_cast<double>(d_alpha);
-    gb += static_cast<double>(d_bias);
+    const T U =
+        step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
     if (a.g_u) a.g_u[row] = U;
     if (a.s_prev) a.s_prev[row] = s_prev;
     s_cur = s_prev;
     for (int64_t k = 0; k < S; ++k) {
       if (a.gi) I[k] = I[k] + a.gi[srow + k];
-      T d_beta = T(0);
-      const T gak = syn_step_backward(U, a.a[srow + k],
-                                      a.beta[syn_param_index(a.beta_mode, n, k, S)], I[k], d_beta);
-      gbeta[k] += static_cast<double>(d_beta);
+      const T gak = syn_step_backward(U, a.i_pre[srow + k], a.beta(n, k), I[k], gbeta[k]);
       a.g_in[srow + k] = static_cast<IT>(gak);
       if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
     }
   }
   a.W[idx] = W;
-  a.partial[idx] = ga;
-  a.partial[BN + idx] = gt;
-  a.partial[2 * BN + idx] = gb;
-  if (S_FIXED) {
-    for (int64_t k = 0; k < S; ++k) {
-      a.I[idx * S + k] = I[k];
-      p_beta[k] = gbeta[k];
-    }
-  }
-}
-
-// Gradient sums (SynGradSum, float64), first pass, thread m < M: value m summed over the batch,
-// b = 0..B-1 from 0, into row 0; for kCollapseNone also the output: the CPU kernels' order.
-// dL/dtau from dL/ddecay (where there is a decay) in float64, rounded to T once.
-template <typename T>
-LIF_HD T syn_grad_out(const SynGradSum<T>& s, double sum, int64_t i) {
-  return static_cast<T>(
-      s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]), static_cast<double>(s.tau[i]), s.dt)
-              : sum);
-}
-
-template <typename T>
-LIF_HD void syn_grad_sum_batch_thread(const SynGradSum<T>& s, int64_t B, int64_t m) {
-  double acc = 0.0 + s.partial[m];
-  for (int64_t b = 1; b < B; ++b) acc += s.partial[b * s.M + m];
-  s.partial[m] = acc;
-  if (s.collapse == kCollapseNone) s.dst[m] = syn_grad_out(s, acc, m);
-}
-
-// Second pass (kCollapseNeurons: thread k < S; kCollapseAll: thread 0), after the first: the batch
-// sums added over the neurons in index order, from 0.
-template <typename T>
-LIF_HD void syn_grad_sum_collapse_thread(const SynGradSum<T>& s, int64_t k) {
-  const int64_t step = s.collapse == kCollapseNeurons ? s.S : 1;
-  double sum = 0.0;
-  for (int64_t m = k; m < s.M; m += step) sum += s.partial[m];
-  s.dst[k] = syn_grad_out(s, sum, k);
-}
-
-// Calls f(noise, s_fixed) with std::integral_constant copies of the forward's runtime switches.
-template <typename IT, typename T, typename F>
-void with_syn_forward_variant(const SynForwardArgs<IT, T>& a, F&& f) {
-  auto by_s = [&](auto noise) {
-    if (a.S == 1) {
-      f(noise, std::integral_constant<int, 1>{});
-    } else if (a.S == 2) {
-      f(noise, std::integral_constant<int, 2>{});
-    } else {
-      f(noise, std::integral_constant<int, 0>{});
-    }
-  };
-  if (a.noise) {
-    by_s(std::integral_constant<int, kNoiseTensor>{});
-  } else if (a.noise_mode == kNoiseKernel) {
-    by_s(std::integral_constant<int, kNoiseKernel>{});
-  } else {
-    by_s(std::integral_constant<int, kNoNoise>{});
-  }
-}
-
-// Calls f(surrogate, s_fixed) likewise for the backward.
-template <typename IT, typename T, typename F>
-void with_syn_backward_variant(const SynBackwardArgs<IT, T>& a, F&& f) {
-  auto by_s = [&](auto surr) {
-    if (a.S == 1) {
-      f(surr, std::integral_constant<int, 1>{});
-    } else if (a.S == 2) {
-      f(surr, std::integral_constant<int, 2>{});
-    } else {
-      f(surr, std::integral_constant<int, 0>{});
-    }
-  };
-  if (a.surrogate == kPeriodicExponential) {
-    by_s(std::integral_constant<int, kPeriodicExponential>{});
-  } else {
-    by_s(std::integral_constant<int, kStepPWL>{});
+  a.partial[idx] += static_cast<double>(ga);
+  a.partial[BN + idx] += static_cast<double>(gt);
+  a.partial[2 * BN + idx] += static_cast<double>(gb);
+  double* const p_beta = a.partial + 3 * BN + idx * S;
+  for (int64_t k = 0; k < S; ++k) {
+    if (S_FIXED) a.I[idx * S + k] = I[k];
+    p_beta[k] += static_cast<double>(gbeta[k]);
   }
 }
 

@@ -1,5 +1,5 @@
-// The CPU output pool (see lif_output_pool.h).
-#include "lif_output_pool.h"
+// The CPU output pool (see output_pool.h).
+#include "output_pool.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>

@@ -1,4 +1,4 @@
-// Per-row sequence lengths (SPEC §8), for any model with a (B,T,...) time loop: row b runs its
+// Per-row sequence lengths (SPEC §8), for every model's (B,T,...) time loop: row b runs its
 // first lengths[b] steps, the later steps are padding. A kernel (a CPU tile, a CUDA thread)
 // computes its row's step count once with row_steps, runs its time loop on exactly that many steps
 // (the same operations as for a sequence of that length: the same bits), and fills the padding
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "lif_core.h"  // LIF_HD
+#include "hd.h"
 
 namespace lif {
 
@@ -52,6 +52,38 @@ LIF_HD void pad_hold(V* out, const V* last, int64_t steps, int64_t Tn, int64_t s
     V* row = out + t * stride_t;
     for (int64_t n = 0; n < len; ++n) row[n] = last[n];
   }
+}
+
+// The synaptic model's padding, for the CPU tiles (len neurons) and the CUDA threads (len = 1). A
+// kernel call covers [t0, t0 + steps); a row runs the first `k` of them (call_steps), the rest is
+// padding. Pointers are at the call's first step (b, t0, n0) of (B,T,N) sequences and (b, t0, n0 *
+// S) of (B,T,N,S) ones; any of the records may be nullptr.
+//
+// What the padding holds (forward): spikes 0; the records of the membrane (vmem) and the synaptic
+// currents (isyn) hold the row's state after its last step, and so do the saved u and i_pre (never
+// read by the backward there); the record of the recurrent current (irec) is 0 (no current
+// reaches a row that has stopped, as without recurrent weights). Backward: dL/dx, dL/dr, dL/du
+// (the noise's gradient) and s[t-1] (the factor of dL/dw_rec) are 0, so that nothing reaches
+// w_rec either.
+template <typename IT, typename T>
+LIF_HD void syn_pad_forward(IT* s_out, T* vmem_out, T* u_out, T* isyn_out, T* i_pre_out,
+                            T* irec_out, const T* v_last, const T* i_last, int64_t k, int64_t steps,
+                            int64_t N, int64_t S, int64_t len) {
+  pad_fill(s_out, static_cast<IT>(0), k, steps, N, len);
+  if (vmem_out) pad_hold(vmem_out, v_last, k, steps, N, len);
+  if (u_out) pad_hold(u_out, v_last, k, steps, N, len);
+  if (isyn_out) pad_hold(isyn_out, i_last, k, steps, N * S, len * S);
+  if (i_pre_out) pad_hold(i_pre_out, i_last, k, steps, N * S, len * S);
+  if (irec_out) pad_fill(irec_out, T(0), k, steps, N * S, len * S);
+}
+
+template <typename IT, typename T>
+LIF_HD void syn_pad_backward(IT* g_in, T* g_r, T* g_u, T* s_prev, int64_t k, int64_t steps,
+                             int64_t N, int64_t S, int64_t len) {
+  pad_fill(g_in, static_cast<IT>(0), k, steps, N * S, len * S);
+  if (g_r) pad_fill(g_r, T(0), k, steps, N * S, len * S);
+  if (g_u) pad_fill(g_u, T(0), k, steps, N, len);
+  if (s_prev) pad_fill(s_prev, T(0), k, steps, N, len);
 }
 
 }  // namespace lif

@@ -1,9 +1,9 @@
-// The CPU tile's in-kernel noise draw (lif_core.h noise_rows: block q of Philox4x32-10 for each
+// The CPU tile's in-kernel noise draw (core/philox.h noise_rows: block q of Philox4x32-10 for each
 // neuron of the tile, then Box-Muller), built for the best instruction set the CPU has, picked
 // once at run time: AVX-512, AVX2, or the portable loops. The Philox rounds' 32x32->64-bit
 // products are written out with intrinsics (each as two widening multiplies of the even and the
 // odd lanes, then blends: no lane-crossing shuffle); GCC's own vectorisation of the portable loop
-// widens through lane-crossing permutes and runs ~2.5x slower. Box-Muller is lif_core.h's loop,
+// widens through lane-crossing permutes and runs ~2.5x slower. Box-Muller is core/philox.h's loop,
 // vectorised by GCC for each target. Integer arithmetic and IEEE operations without contraction:
 // every variant gives the same bits, which tests/test_noise.py checks against lif_cuda/noise.py
 // for each variant the CPU has (LIF_CPU_NOISE_ISA=portable|avx2|avx512 forces a lower one).
@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../lif_core.h"
+#include "../core/philox.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LIF_NO_CLONES)
 #define LIF_NOISE_X86 1

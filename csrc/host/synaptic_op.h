@@ -1,8 +1,6 @@
-// The device-independent half of the synaptic ops (SPEC §7), as lif_op_glue.h is for the LIF op:
-// the checks, the decays (DecayCache: alpha = exp(-dt/tau_mem) and beta = exp(-dt/tau_syn), as
-// torch computes them), output allocation, the empty-shape rules, the raw-pointer arguments, and
-// the time loop of the recurrent model. csrc/cpu/ and csrc/cuda/ only dispatch on the dtype and
-// hand their kernels to run_syn_forward / run_syn_backward.
+// The synaptic ops (SPEC §7) on the ATen side, as lif_op.h is for the LIF ops: checks, outputs,
+// the kernels' arguments, the gradient sums, the time loop of the recurrent model, and the op
+// functions for a device's kernels (`Dev`).
 //
 // Recurrent weights: the time loop runs here, in C++. Each step calls the very ATen function that
 // Rockpool calls, r = at::linear(s_prev, w_rec.t()), on the same device and in the same dtype (so r
@@ -22,10 +20,7 @@
 #include <tuple>
 #include <vector>
 
-#include "lif_op_glue.h"
-#include "lif_output_pool.h"
-#include "synaptic_args.h"
-#include "synaptic_checks.h"
+#include "prepare.h"
 
 namespace lif {
 
@@ -34,26 +29,18 @@ using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
 using SynBackwardOut =
     std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-inline int syn_param_mode(const Tensor& t) {
-  return t.dim() == 0 ? kSynScalar
-                      : (t.size(0) == 1 && t.numel() == t.size(1) ? kPerSynapseIndex : kPerSynapse);
-}
-
 struct SynForwardOp {
-  Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec,
-      z;  // inputs (contiguous), s0/w_rec/z maybe undefined
-  Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
+  // inputs (contiguous), s0/w_rec/z/lengths maybe undefined
+  Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec, z, lengths;
   // outputs ((0,) where not asked for)
-  Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved;
-  SynShape sh;
-  bool run;  // false: the outputs are already final (empty shapes)
-  NoiseMode noise_mode;
-  uint64_t seed, offset;
-  double noise_scale, max_spikes;
-  int beta_mode;
+  Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved;
+  SynShape sh{};
+  bool run = false;  // false: the outputs are already final (an empty shape)
+  NoiseSpec noise;
+  double max_spikes = 0.0;
 
   SynForwardOut outputs() const {
-    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved, s0_saved};
+    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved};
   }
 
   // The kernel arguments for the steps [t0, t0 + steps): the state comes from v0/i0 at t0 == 0,
@@ -61,15 +48,10 @@ struct SynForwardOp {
   // recurrent current (steps == 1) or undefined.
   template <typename IT, typename CT>
   SynForwardArgs<IT, CT> args(int64_t t0, int64_t steps, const Tensor& r) const {
-    count_launch();
     const int64_t N = sh.N, S = sh.S;
     SynForwardArgs<IT, CT> a{};
     a.x = x.const_data_ptr<IT>();
-    a.noise = z.defined() ? z.const_data_ptr<CT>() : nullptr;
-    a.noise_mode = noise_mode;
-    a.seed = seed;
-    a.offset = offset;
-    a.noise_scale = noise_scale;
+    a.noise = noise_args<CT>(noise, z);
     if (t0 == 0) {
       a.v0 = v0.const_data_ptr<CT>();
       a.v0_stride_b = v0.dim() == 2 ? N : 0;
@@ -82,22 +64,18 @@ struct SynForwardOp {
       a.i0_stride_b = N * S;
     }
     a.r = r.defined() ? r.const_data_ptr<CT>() : nullptr;
-    a.alpha = alpha.const_data_ptr<CT>();
-    a.beta = beta.const_data_ptr<CT>();
-    a.thr = thr.const_data_ptr<CT>();
-    a.bias = bias.const_data_ptr<CT>();
-    a.alpha_scalar = alpha.dim() == 0;
-    a.thr_scalar = thr.dim() == 0;
-    a.bias_scalar = bias.dim() == 0;
-    a.beta_mode = beta_mode;
+    a.alpha = per_neuron<CT>(alpha);
+    a.thr = per_neuron<CT>(thr);
+    a.bias = per_neuron<CT>(bias);
+    a.beta = per_synapse<CT>(beta);
     a.max_spikes = max_spikes;
     a.s_out = spikes.mutable_data_ptr<IT>();
-    a.s_state = s_final.mutable_data_ptr<CT>();
-    a.w_rec = vmem.numel() ? vmem.mutable_data_ptr<CT>() : nullptr;
-    a.i_rec = isyn.numel() ? isyn.mutable_data_ptr<CT>() : nullptr;
-    a.r_rec = irec.numel() && r.defined() ? irec.mutable_data_ptr<CT>() : nullptr;
-    a.u_out = u.numel() ? u.mutable_data_ptr<CT>() : nullptr;
-    a.a_out = this->a.numel() ? this->a.mutable_data_ptr<CT>() : nullptr;
+    a.s_last = s_final.mutable_data_ptr<CT>();
+    a.vmem_out = data_or_null<CT>(vmem);
+    a.isyn_out = data_or_null<CT>(isyn);
+    a.irec_out = r.defined() ? data_or_null<CT>(irec) : nullptr;
+    a.u_out = data_or_null<CT>(u);
+    a.i_pre_out = data_or_null<CT>(i_pre);
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
     a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
@@ -116,14 +94,14 @@ inline SynForwardOp prepare_syn_forward(
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
     const std::optional<Tensor>& w_rec, const std::optional<Tensor>& noise,
     const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
-    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths) {
-  SynForwardOp op{};
+    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
+    bool host_key = true) {
+  SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                  noise_key, dt, noise_scale, window, max_spikes, lengths);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto state = v0.options();
-  static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
-  const at::IntArrayRef empty(kEmptyShape);
+  const at::IntArrayRef empty = no_output();
   op.spikes = empty_output({B, T, N}, input.options());
   op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : empty, state);
   op.isyn = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
@@ -131,18 +109,14 @@ inline SynForwardOp prepare_syn_forward(
   op.irec = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
   if (record && !w_rec.has_value()) op.irec.zero_();
   op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
-  op.a = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
+  op.i_pre = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
   op.v_final = at::empty({B, N}, state);
   op.i_final = at::empty({B, N, S}, state);
   op.s_final = at::empty({B, N}, state);
   op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
   op.s0_saved =
       save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
-  // The key: given, or drawn on the host at run time, as the LIF op's (resolve_noise).
-  const NoiseKey nk = resolve_noise(noise, noise_key, noise_scale);
-  op.noise_mode = nk.mode;
-  op.seed = nk.seed;
-  op.offset = nk.offset;
+  op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
     if (s0.has_value()) {
@@ -162,16 +136,14 @@ inline SynForwardOp prepare_syn_forward(
   op.x = input.contiguous();
   op.v0 = v0.contiguous();
   op.i0 = i0.contiguous();
-  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
-  op.beta = DecayCache::instance().alpha(tau_syn, dt).contiguous();
-  op.beta_mode = syn_param_mode(tau_syn);
+  op.alpha = decay_of(tau_mem, dt);
+  op.beta = decay_of(tau_syn, dt);
   op.thr = threshold.contiguous();
   op.bias = bias.contiguous();
   if (w_rec.has_value()) op.w_rec = *w_rec;
   if (noise.has_value()) op.z = noise->contiguous();
   if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.max_spikes = max_spikes;
-  op.noise_scale = noise_scale;
   return op;
 }
 
@@ -180,26 +152,28 @@ inline SynForwardOp prepare_syn_forward(
 template <typename IT, typename CT, typename Launch>
 void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
   if (!op.w_rec.defined()) {
+    count_launch();
     launch(op.args<IT, CT>(0, op.sh.T, Tensor()));
     return;
   }
   const Tensor w_t = op.w_rec.t();
   for (int64_t t = 0; t < op.sh.T; ++t) {
     const Tensor r = at::linear(op.s_final, w_t);
+    count_launch();
     launch(op.args<IT, CT>(t, 1, r));
   }
 }
 
 struct SynBackwardOp {
-  Tensor gs, gw, gi, gr, u, a, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  Tensor gs, gw, gi, gr, u, i_pre, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
   Tensor lengths;  // (B,) int64, contiguous, or undefined
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
-  Tensor W, I, partial, g_r, s_prev, gs_rec;  // scratch
-  SynShape sh;
-  bool run, scalar_bias, i0_shared;
-  double dt, window, max_spikes;
-  int surrogate, beta_mode;
+  Tensor W, I, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
+  SynShape sh{};
+  bool run = false, scalar_bias = false, i0_shared = false;
+  double dt = 0.0, window = 0.0, max_spikes = 0.0;
+  int surrogate = 0;
 
   SynBackwardOut outputs() const {
     return {g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise};
@@ -207,29 +181,22 @@ struct SynBackwardOp {
 
   template <typename IT, typename CT>
   SynBackwardArgs<IT, CT> args(int64_t t0, int64_t steps, bool with_gs_rec) const {
-    count_launch();
     const int64_t B = sh.B, N = sh.N;
     SynBackwardArgs<IT, CT> r{};
-    r.gs = gs.const_data_ptr<IT>();
-    r.gs_stride_b = gs.stride(0);
-    r.gs_stride_t = gs.stride(1);
-    r.gs_stride_n = N <= 1 ? 1 : gs.stride(2);
+    set_grad_spikes<IT>(r, gs, N);
     r.gs_rec = with_gs_rec ? gs_rec.const_data_ptr<CT>() : nullptr;
     r.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
     r.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
     r.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
     r.u = u.const_data_ptr<CT>();
-    r.a = a.const_data_ptr<CT>();
+    r.i_pre = i_pre.const_data_ptr<CT>();
     r.v0 = v0.const_data_ptr<CT>();
     r.v0_stride_b = v0.dim() == 2 ? N : 0;
     r.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
     r.s0_stride_b = s0.defined() && s0.dim() == 2 ? N : 0;
-    r.alpha = alpha.const_data_ptr<CT>();
-    r.beta = beta.const_data_ptr<CT>();
-    r.thr = thr.const_data_ptr<CT>();
-    r.alpha_scalar = alpha.dim() == 0;
-    r.thr_scalar = thr.dim() == 0;
-    r.beta_mode = beta_mode;
+    r.alpha = per_neuron<CT>(alpha);
+    r.thr = per_neuron<CT>(thr);
+    r.beta = per_synapse<CT>(beta);
     r.window = window;
     r.max_spikes = max_spikes;
     r.surrogate = surrogate;
@@ -240,6 +207,7 @@ struct SynBackwardOp {
     r.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
     r.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
     r.partial = partial.mutable_data_ptr<double>();
+    r.beta_sums = data_or_null<CT>(beta_sums);
     r.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     r.B = B;
     r.Tn = sh.T;
@@ -250,26 +218,18 @@ struct SynBackwardOp {
     return r;
   }
 
-  // The parameters' batch and neuron sums, in SynGradSum's fixed order: alpha (-> tau_mem),
-  // threshold, bias, beta (-> tau_syn).
+  // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
+  // bias, tau_syn (through beta).
   template <typename CT>
-  std::vector<SynGradSum<CT>> grad_sums() const {
+  std::vector<GradSum<CT>> grad_sums() const {
     const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
     double* p = partial.mutable_data_ptr<double>();
-    const auto coll = [](const Tensor& t) { return t.dim() == 0 ? kCollapseAll : kCollapseNone; };
-    std::vector<SynGradSum<CT>> out;
-    out.push_back({p, N, S, coll(tau_mem), g_tau_mem.mutable_data_ptr<CT>(),
-                   alpha.const_data_ptr<CT>(), tau_mem.const_data_ptr<CT>(), dt});
-    out.push_back({p + BN, N, S, coll(thr), g_thr.mutable_data_ptr<CT>(), nullptr, nullptr, dt});
-    out.push_back({p + 2 * BN, N, S, scalar_bias ? kCollapseAll : kCollapseNone,
-                   g_bias.mutable_data_ptr<CT>(), nullptr, nullptr, dt});
     const int beta_collapse =
-        beta_mode == kPerSynapse
-            ? kCollapseNone
-            : (beta_mode == kPerSynapseIndex ? kCollapseNeurons : kCollapseAll);
-    out.push_back({p + 3 * BN, N * S, S, beta_collapse, g_tau_syn.mutable_data_ptr<CT>(),
-                   beta.const_data_ptr<CT>(), tau_syn.const_data_ptr<CT>(), dt});
-    return out;
+        tau_syn.dim() == 0 ? kSumAll : (tau_syn.size(0) == 1 ? kSumNeurons : kKeepAll);
+    return {grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, alpha, tau_mem, dt),
+            grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
+            grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
+            grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, beta, tau_syn, dt)};
   }
 };
 
@@ -284,14 +244,13 @@ inline SynBackwardOp prepare_syn_backward(
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
     const std::optional<Tensor>& lengths) {
-  SynBackwardOp op{};
+  SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt,
                                   window, max_spikes, surrogate, lengths);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto opts = u.options();
-  static constexpr int64_t kEmptyShape[1] = {0};  // (0,): an output not asked for
-  const at::IntArrayRef empty(kEmptyShape);
+  const at::IntArrayRef empty = no_output();
   op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
   op.g_v0 = at::empty(v0.sizes(), opts);
   op.g_i0 = at::empty(i0_shared ? at::IntArrayRef{N, S} : at::IntArrayRef{B, N, S}, opts);
@@ -308,12 +267,12 @@ inline SynBackwardOp prepare_syn_backward(
     // Nothing ran: the initial state's gradient is the final state's (summed over the batch for a
     // shared one); the parameters get none.
     if (B > 0 && grad_vfinal.has_value()) {
-      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : grad_vfinal->sum(0));
+      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : shared_state_grad(*grad_vfinal));
     } else {
       op.g_v0.zero_();
     }
     if (B > 0 && grad_ifinal.has_value()) {
-      op.g_i0.copy_(i0_shared ? grad_ifinal->sum(0) : *grad_ifinal);
+      op.g_i0.copy_(i0_shared ? shared_state_grad(*grad_ifinal) : *grad_ifinal);
     } else {
       op.g_i0.zero_();
     }
@@ -324,14 +283,13 @@ inline SynBackwardOp prepare_syn_backward(
   if (grad_isyn.has_value()) op.gi = grad_isyn->contiguous();
   if (grad_irec.has_value() && w_rec.has_value()) op.gr = grad_irec->contiguous();
   op.u = u.contiguous();
-  op.a = a.contiguous();
+  op.i_pre = a.contiguous();
   op.v0 = v0.contiguous();
   if (s0.has_value()) op.s0 = s0->contiguous();
   op.tau_mem = tau_mem.contiguous();
   op.tau_syn = tau_syn.contiguous();
-  op.alpha = DecayCache::instance().alpha(tau_mem, dt).contiguous();
-  op.beta = DecayCache::instance().alpha(tau_syn, dt).contiguous();
-  op.beta_mode = syn_param_mode(tau_syn);
+  op.alpha = decay_of(tau_mem, dt);
+  op.beta = decay_of(tau_syn, dt);
   op.thr = threshold.contiguous();
   if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.dt = dt;
@@ -353,6 +311,8 @@ inline SynBackwardOp prepare_syn_backward(
     op.I.zero_();
   }
   op.partial = at::zeros({3 * B * N + B * N * S}, opts.dtype(at::kDouble));
+  // A CUDA thread's per-call beta sums where S is not 1 or 2 (SYNAPSES_SWITCH): no registers.
+  if (S > 2) op.beta_sums = at::empty({B, N, S}, opts);
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = empty_output({B, T, N * S}, opts);
@@ -364,16 +324,18 @@ inline SynBackwardOp prepare_syn_backward(
 
 // The backward: one kernel call over all steps, or, with recurrent weights, the reverse loop (per
 // step dL/ds[t] = dL/dr[t+1] @ w_rec^T, then the step kernel), then dL/dw_rec and dL/ds0 as matrix
-// products; then the fixed-order parameter-gradient sums (`sums`, the device's).
+// products; then the parameter-gradient sums (`sums`, the device's runner of core/grad_sums.h).
 template <typename IT, typename CT, typename Launch, typename Sums>
 void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   if (!op.w_rec.defined()) {
+    count_launch();
     launch(op.args<IT, CT>(0, T, false));
   } else {
     const Tensor w_t = op.w_rec.t();
     for (int64_t t = T - 1; t >= 0; --t) {
       if (t < T - 1) at::mm_out(op.gs_rec, op.g_r.select(1, t + 1), w_t);
+      count_launch();
       launch(op.args<IT, CT>(t, 1, t < T - 1));
     }
     at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
@@ -382,12 +344,57 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
       op.g_s0.copy_(op.s0.dim() == 2 ? rows : rows.sum(0));
     }
   }
-  // A shared initial state's gradient: its rows' summed over the batch.
-  if (op.v0.dim() == 1) op.g_v0.copy_(op.W.sum(0));
-  if (op.i0_shared) op.g_i0.copy_(op.I.sum(0));
-  const std::vector<SynGradSum<CT>> groups = op.grad_sums<CT>();
-  count_launch();
-  sums(groups, B);
+  if (op.v0.dim() == 1) op.g_v0.copy_(shared_state_grad(op.W));
+  if (op.i0_shared) op.g_i0.copy_(shared_state_grad(op.I));
+  sums(op.grad_sums<CT>(), B);
+}
+
+template <typename Dev>
+SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tensor& i0,
+                               const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
+                               const Tensor& threshold, const Tensor& bias, const OptTensor& w_rec,
+                               const OptTensor& noise, const OptTensor& noise_key, double dt,
+                               double noise_scale, double window, double max_spikes,
+                               int64_t /*surrogate*/, bool record, bool save,
+                               const OptTensor& lengths) {
+  const typename Dev::Guard guard(input.device());
+  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
+  SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
+                                        noise, noise_key, dt, noise_scale, window, max_spikes,
+                                        record, save, lengths, !device_key);
+  if (op.run) {
+    // One key for the whole call: the recurrent model's per-step kernels read the same one.
+    if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
+    LIF_DISPATCH_IO(op.x.scalar_type(), "synaptic_forward", [&] {
+      run_syn_forward<IT, CT>(op, [](const SynForwardArgs<IT, CT>& a) { Dev::forward(a); });
+    });
+  }
+  return op.outputs();
+}
+
+template <typename Dev>
+SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
+                                 const OptTensor& grad_isyn, const OptTensor& grad_irec,
+                                 const OptTensor& grad_vfinal, const OptTensor& grad_ifinal,
+                                 const Tensor& u, const Tensor& a, const Tensor& v0,
+                                 const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
+                                 const Tensor& threshold, const OptTensor& w_rec, double dt,
+                                 double window, double max_spikes, int64_t surrogate,
+                                 bool scalar_bias, bool i0_shared, bool noise_grad,
+                                 const OptTensor& lengths) {
+  const typename Dev::Guard guard(u.device());
+  SynBackwardOp op =
+      prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
+                           u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
+                           surrogate, scalar_bias, i0_shared, noise_grad, lengths);
+  if (op.run) {
+    LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
+      run_syn_backward<IT, CT>(
+          op, [](const SynBackwardArgs<IT, CT>& r) { Dev::backward(r); },
+          [](const std::vector<GradSum<CT>>& g, int64_t B) { Dev::grad_sums(g, B); });
+    });
+  }
+  return op.outputs();
 }
 
 }  // namespace lif

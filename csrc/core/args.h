@@ -1,0 +1,172 @@
+// The kernels' raw-pointer arguments, one definition for the CPU tiles and the CUDA threads (no
+// tensors: g++ and nvcc include it alike). Filled from tensors by csrc/host/.
+//
+// Layout: (B,T,N) sequences and (B,T,N,S) synaptic sequences (element n*S + k of a step: the input
+// (B,T,N*S) read as (B,T,N,S)), contiguous, but grad_spikes, read with its own strides (0 =
+// broadcast). (B,N) / (B,N,S) per-row state, or one (N,) / (N,S) row shared by the whole batch
+// (stride_b = 0). IT is the input/spike/grad-input type (float, double, c10::Half,
+// c10::BFloat16), T the compute and state type (float for the half types).
+#pragma once
+
+#include <cstdint>
+
+#include "hd.h"
+
+namespace lif {
+
+// A parameter, broadcast by strides (one rule for every model: 0 = the same value along that
+// axis). Per neuron: (N,) has stride 1, () stride 0.
+template <typename T>
+struct PerNeuron {
+  const T* data;
+  int64_t stride;
+  LIF_HD T operator[](int64_t n) const { return data[n * stride]; }
+};
+
+// Per synapse: (N,S) has strides (S, 1), (1,S) (0, 1), () (0, 0).
+template <typename T>
+struct PerSynapse {
+  const T* data;
+  int64_t stride_n, stride_k;
+  LIF_HD T operator()(int64_t n, int64_t k) const { return data[n * stride_n + k * stride_k]; }
+};
+
+// Where the noise term comes from (SPEC §4).
+enum NoiseMode : int { kNoNoise = 0, kNoiseTensor = 1, kNoiseKernel = 2 };
+
+// The in-kernel noise's Philox key (seed, offset in blocks of 4 words). Drawn on the host, or,
+// under CUDA graph capture, read on the device from the CUDA generator's state, which every replay
+// advances (device_seed != nullptr): offset = (*device_offset + offset_intragraph) / 4.
+struct PhiloxKey {
+  uint64_t seed, offset;
+  const int64_t* device_seed;
+  const int64_t* device_offset;
+  uint64_t offset_intragraph;
+
+  LIF_HD void get(uint64_t& s, uint64_t& o) const {
+    if (device_seed != nullptr) {
+      s = static_cast<uint64_t>(*device_seed);
+      o = (static_cast<uint64_t>(*device_offset) + offset_intragraph) / 4u;
+    } else {
+      s = seed;
+      o = offset;
+    }
+  }
+};
+
+// The noise term of a forward: none, a (B,T,N) tensor, or scale * N(0,1) drawn in the kernel.
+template <typename T>
+struct Noise {
+  NoiseMode mode;
+  const T* tensor;  // kNoiseTensor
+  PhiloxKey key;    // kNoiseKernel
+  double scale;     // kNoiseKernel: noise_std * sqrt(dt)
+};
+
+// ---------------------------------------------------------------- the LIF model (SPEC §1-§3)
+
+template <typename IT, typename T>
+struct LifForwardArgs {
+  const IT* x;  // (B,T,N) input current
+  Noise<T> noise;
+  const T* v0;  // initial membrane: row b at v0 + b * v0_stride_b
+  int64_t v0_stride_b;
+  PerNeuron<T> alpha, thr, bias;  // alpha = exp(-dt/tau_mem)
+  double max_spikes;
+  IT* s_out;     // (B,T,N) spikes
+  T* vmem_out;   // (B,T,N) record of the membrane after reset, or nullptr
+  T* u_out;      // (B,T,N) membrane before the spike, saved for the backward, or nullptr
+  T* v_final;    // (B,N) final state
+  const int64_t* lengths;  // (B,) steps row b runs (SPEC §8), or nullptr: all Tn
+  int64_t B, Tn, N;        // all > 0 when a kernel runs
+};
+
+template <typename IT, typename T>
+struct LifBackwardArgs {
+  const IT* gs;  // (B,T,N) upstream gradient on spikes, with the strides below
+  int64_t gs_stride_b, gs_stride_t, gs_stride_n;  // gs_stride_n is 1 or 0
+  const T* gw;   // (B,T,N) upstream gradient on the membrane record, or nullptr
+  const T* gvf;  // (B,N) upstream gradient on the final state, or nullptr
+  const T* u;    // (B,T,N) saved membrane before the spike
+  const T* v0;
+  int64_t v0_stride_b;
+  PerNeuron<T> alpha, thr;
+  double window, max_spikes;
+  int surrogate;  // Surrogate
+  IT* g_in;       // (B,T,N) dL/dx (and dL/dz)
+  T* g_v0;        // (B,N) dL/dv0 per row
+  // (3,B,N) per-row sums of the alpha, threshold and bias gradient terms, float64 (GradSum).
+  double* partial;
+  const int64_t* lengths;
+  int64_t B, Tn, N;
+};
+
+// ---------------------------------------------------------------- the synaptic model (SPEC §7)
+// A call covers the steps [t0, t0 + steps): all of them in one call (feed-forward), or one step
+// per call with the recurrent current r of that step (forward) or the gradient dL/ds it brings
+// back from step t+1 (backward), computed by ATen between the calls; the state (forward) or the
+// carried gradients (backward) live in the output buffers between calls.
+
+template <typename IT, typename T>
+struct SynForwardArgs {
+  const IT* x;  // (B,T,N*S) input currents
+  Noise<T> noise;
+  const T* v0;  // membrane at t0: row b at v0 + b * v0_stride_b
+  int64_t v0_stride_b;
+  const T* i0;  // synaptic currents at t0: row b at i0 + b * i0_stride_b (N*S, or 0)
+  int64_t i0_stride_b;
+  const T* r;   // (B,N*S) recurrent current of step t0 (steps == 1), or nullptr
+  PerNeuron<T> alpha, thr, bias;
+  PerSynapse<T> beta;  // exp(-dt/tau_syn)
+  double max_spikes;
+  IT* s_out;     // (B,T,N) spikes
+  T* s_last;     // (B,N) spikes of the call's last step (the next product's input), or nullptr
+  T* vmem_out;   // (B,T,N) record of the membrane after reset, or nullptr
+  T* isyn_out;   // (B,T,N,S) record of the synaptic currents after decay, or nullptr
+  T* irec_out;   // (B,T,N,S) record of the recurrent currents, or nullptr
+  T* u_out;      // (B,T,N) membrane before the spike, saved for the backward, or nullptr
+  T* i_pre_out;  // (B,T,N,S) currents before their decay, saved for the backward, or nullptr
+  T* v_final;    // (B,N) membrane after the last step
+  T* i_final;    // (B,N,S) currents after the last step
+  const int64_t* lengths;
+  int64_t B, Tn, N, S;
+  int64_t t0, steps;
+};
+
+template <typename IT, typename T>
+struct SynBackwardArgs {
+  const IT* gs;  // (B,T,N) upstream gradient on spikes, with the strides below
+  int64_t gs_stride_b, gs_stride_t, gs_stride_n;
+  const T* gs_rec;  // (B,N) dL/ds[t0] through r[t0+1] (steps == 1), or nullptr
+  const T* gw;      // (B,T,N) upstream gradient on the membrane record, or nullptr
+  const T* gi;      // (B,T,N,S) upstream gradient on the synaptic record, or nullptr
+  const T* gr;      // (B,T,N,S) upstream gradient on the recurrent record, or nullptr
+  const T* u;       // (B,T,N) saved membrane before the spike
+  const T* i_pre;   // (B,T,N,S) saved currents before their decay
+  const T* v0;
+  int64_t v0_stride_b;
+  const T* s0;  // initial spikes (recurrent), row b at s0 + b * s0_stride_b, or nullptr (0)
+  int64_t s0_stride_b;
+  PerNeuron<T> alpha, thr;
+  PerSynapse<T> beta;
+  double window, max_spikes;
+  int surrogate;
+  // Carried between calls (in and out): dL/dw and dL/di of the step before the first one done.
+  // Start as the upstream gradients on the final state (or 0); end as dL/dv0, dL/di0 per row.
+  T* W;  // (B,N)
+  T* I;  // (B,N,S)
+  IT* g_in;    // (B,T,N*S) dL/dx
+  T* g_r;      // (B,T,N*S) dL/dr (with recurrent weights), or nullptr
+  T* g_u;      // (B,T,N) dL/du, the noise tensor's gradient, or nullptr
+  T* s_prev;   // (B,T,N) s[t-1] (s0 at t = 0), for dL/dw_rec, or nullptr
+  // Per-row float64 sums of the gradient terms (GradSum), accumulated over the calls: alpha,
+  // threshold, bias (B,N) each, then beta (B,N,S).
+  double* partial;
+  T* beta_sums;  // (B,N,S) scratch of a CUDA thread whose S is not a compile-time constant, or
+                 // nullptr
+  const int64_t* lengths;
+  int64_t B, Tn, N, S;
+  int64_t t0, steps;
+};
+
+}  // namespace lif

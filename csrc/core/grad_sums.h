@@ -1,0 +1,67 @@
+// Deterministic parameter-gradient sums, one rule for every model (SPEC §3). A kernel call sums
+// one (batch row, neuron)'s gradient terms over its steps in order, in the compute type T (in
+// registers or a tile row: the hot loop stays at T's width), and adds that sum to the row's float64
+// partial; everything after is float64: over the calls of a per-step loop, over the batch in
+// batch order (b = 0..B-1, from 0), then, for a parameter shared by neurons, over the neurons in
+// index order, and a decay's gradient becomes its time constant's; the result is rounded to T
+// once. A scalar parameter's gradient adds B*N*T terms of either sign: the sums across rows, where
+// float32 would show their cancellation, are float64. No atomics, the same order on the CPU and on
+// CUDA, so the same bits. The two passes below are written per value / per output, for a CPU loop
+// or a CUDA thread each.
+#pragma once
+
+#include <cstdint>
+
+#include "hd.h"
+#include "lif.h"  // tau_grad
+
+namespace lif {
+
+// How a parameter's per-neuron values collapse into its shape: kept ((N,) or (N,S)), summed over
+// the neurons per synapse index ((1,S)), or summed altogether (()).
+enum GradCollapse : int { kKeepAll = 0, kSumNeurons = 1, kSumAll = 2 };
+
+template <typename T>
+struct GradSum {
+  double* partial;  // (B, count) per-row sums, overwritten (row 0 ends as the batch sums)
+  int64_t count;  // values per row: N, or N*S
+  int64_t S;  // synapses per neuron (kSumNeurons: dst has S values)
+  int collapse;  // GradCollapse
+  T* dst;  // the gradient, in the parameter's shape
+  const T* decay;  // in dst's shape: dst is the gradient of tau, decay = exp(-dt/tau); or nullptr
+  const T* tau;
+  double dt;
+};
+
+template <typename T>
+LIF_HD T grad_sum_out(const GradSum<T>& s, double sum, int64_t i) {
+  return static_cast<T>(
+      s.decay ? tau_grad(sum, static_cast<double>(s.decay[i]), static_cast<double>(s.tau[i]), s.dt)
+              : sum);
+}
+
+// Pass 1, value m < count: summed over the batch into row 0 (and, kept, into the output).
+template <typename T>
+LIF_HD void grad_sum_batch(const GradSum<T>& s, int64_t B, int64_t m) {
+  double acc = 0.0 + s.partial[m];
+  for (int64_t b = 1; b < B; ++b) acc += s.partial[b * s.count + m];
+  s.partial[m] = acc;
+  if (s.collapse == kKeepAll) s.dst[m] = grad_sum_out(s, acc, m);
+}
+
+// The outputs of pass 2: S for kSumNeurons, 1 for kSumAll, none for kKeepAll.
+template <typename T>
+LIF_HD int64_t grad_sum_outputs(const GradSum<T>& s) {
+  return s.collapse == kKeepAll ? 0 : (s.collapse == kSumNeurons ? s.S : 1);
+}
+
+// Pass 2, output k: the batch sums added over the neurons in index order, from 0.
+template <typename T>
+LIF_HD void grad_sum_neurons(const GradSum<T>& s, int64_t k) {
+  const int64_t step = s.collapse == kSumNeurons ? s.S : 1;
+  double sum = 0.0;
+  for (int64_t m = k; m < s.count; m += step) sum += s.partial[m];
+  s.dst[k] = grad_sum_out(s, sum, k);
+}
+
+}  // namespace lif

@@ -1,0 +1,53 @@
+// The synaptic LIF model's step functions (SPEC §7, Rockpool's LIFTorch "taus"): the synapse
+// currents around the LIF step of lif.h.
+#pragma once
+
+#include "hd.h"
+#include "lif.h"
+#include "torch_sum.h"
+
+namespace lif {
+
+// S synapses per neuron, each with its own current i[k] and decay beta = exp(-dt/tau_syn). Per
+// step, for neuron n (each operation rounded, in this order):
+//   i_pre[k] = (i[k] + x[k]) [+ r[k]]   the current before its decay (what the backward needs)
+//   i[k]     = i_pre[k] * beta[k]
+//   u        = (((w * alpha) + sum_k i[k]) [+ z]) + bias
+// then spikes() and reset() as for the LIF model. r is the recurrent current
+// linear(s_prev, w_rec.T), computed by ATen outside these functions.
+
+// i_pre = i + x: the synaptic current after its input, before the decay.
+template <typename T>
+LIF_HD T syn_input(T i, T x) {
+  return i + x;
+}
+
+// i_pre = (i + x) + r, with the recurrent current r.
+template <typename T>
+LIF_HD T syn_input(T i, T x, T r) {
+  T a = i + x;
+  return a + r;
+}
+
+// i = i_pre * beta.
+template <typename T>
+LIF_HD T syn_decay(T i_pre, T beta) {
+  return i_pre * beta;
+}
+
+// The membrane step is the LIF op's step_forward with the synapse sum as its input: Rockpool
+// writes w * alpha, the same bits as alpha * w (IEEE multiplication commutes; alpha is finite).
+
+// Backward of one synapse, reverse step t (SPEC §7). U = dL/du[t]; I (in: dL/di[t] from step t+1
+// and the record, out: dL/di[t-1]); i_pre[t], saved by the forward. Accumulates dL/dbeta; returns
+// dL/di_pre[t], which is dL/dx[t] and dL/dr[t].
+template <typename T>
+LIF_HD T syn_step_backward(T U, T i_pre, T beta, T& I, T& g_beta) {
+  const T gi = I + U;  // dL/di[t]: through u[t] (the sum), and into i[t+1]
+  const T ga = gi * beta;
+  g_beta = g_beta + gi * i_pre;
+  I = ga;  // i[t-1] enters i_pre[t] with weight 1
+  return ga;
+}
+
+}  // namespace lif

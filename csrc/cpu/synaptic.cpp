@@ -1,0 +1,368 @@
+// The synaptic LIF ops on the CPU (SPEC §7): forward and hand-written backward
+// over the steps [t0, t0 + steps) of tiles of (batch row, contiguous neurons), as the LIF kernels
+// (lif.cpp) arrange them: at::parallel_for over tiles, the time loop outermost inside a
+// tile, per step first a loop over the tile's synapses (neuron n's S synapses are contiguous, so
+// this loop runs over len * S contiguous values and vectorises whatever S is), then a loop over its
+// neurons. The per-element math is core/synaptic.h's; the synapse sum in torch's CPU order. Per-row
+// lengths (SPEC §8): a tile runs the steps of the call its row runs (call_steps, once per tile) and
+// pads the rest (core/lengths.h); the tile functions know nothing of lengths.
+//
+// Compile-time switches: noise mode, surrogate, and S_FIXED (1, 2, or 0 for any S), so that the
+// common one- and two-synapse layers have no inner loop over k.
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../core/lengths.h"
+#include "../core/switch.h"
+#include "../core/synaptic.h"
+#include "../host/synaptic_op.h"
+#include "noise_x86.h"
+#include "tiles.h"
+
+namespace lif {
+namespace cpu {
+namespace {
+
+// Neurons per tile: the LIF kernels' width, narrowed so that a tile's synapses (len * S values per
+// state row) stay small in cache.
+constexpr int64_t kMaxSynTile = 4096;
+
+int64_t syn_tile(int64_t B, int64_t N, int64_t S) {
+  const int64_t cap = std::max<int64_t>(16, std::min<int64_t>(kMaxTile, kMaxSynTile / S));
+  return std::min(choose_tile(B, N, cap), cap);
+}
+
+// Scratch rows of one tile, allocated once per parallel chunk (len neurons, len * S synapses).
+template <typename T>
+struct TileScratch {
+  std::vector<T> buf;
+  // In-kernel noise: four steps of noise terms (one Philox block per neuron) and their words,
+  // [4][kMaxTile] as draw_noise_rows writes them.
+  std::vector<uint32_t> words;
+  std::vector<T> z4;
+  T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta;
+  TileScratch(int64_t tile, int64_t S, bool noise) {
+    const int64_t syn = tile * S;
+    buf.resize(static_cast<size_t>(6 * tile + 3 * syn));
+    T* p = buf.data();
+    for (T** row : {&w, &u, &z, &alpha, &thr, &bias}) {
+      *row = p;
+      p += tile;
+    }
+    i = p;
+    a = p + syn;
+    beta = p + 2 * syn;
+    if (noise) {
+      words.resize(static_cast<size_t>(4 * kMaxTile));
+      z4.resize(static_cast<size_t>(4 * kMaxTile));
+    }
+  }
+};
+
+// Forward over `steps` steps of one tile: batch row b, neurons [n0, n0 + len). Sequence pointers at
+// (b, t0, n0) (stride N per step) or (b, t0, n0 * S) (stride N * S); state rows at n0 (v0, i0 may
+// be the very v_final, i_final rows: read before they are written). The in-kernel noise of step t
+// is lane t % 4 of the Philox block t / 4 of subsequence b * N + n (`subseq` is b * N + n0), as
+// for the LIF kernels (core/philox.h).
+template <typename IT, typename T, int NOISE, int S_FIXED>
+LIF_CLONES void syn_forward_tile(
+    const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
+    T noise_scale, uint64_t subseq, int64_t t0, const T* v0, const T* i0, const T* __restrict__ r,
+    const T* __restrict__ alpha, const T* __restrict__ beta, const T* __restrict__ thr,
+    const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out, T* s_last_out,
+    T* __restrict__ vmem_out, T* __restrict__ isyn_out, T* __restrict__ irec_out,
+    T* __restrict__ u_out, T* __restrict__ i_pre_out, T* v_final, T* i_final, int64_t steps,
+    int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ w, T* __restrict__ i,
+    T* __restrict__ a_scratch, T* __restrict__ u_scratch, T* __restrict__ z4_flat,
+    uint32_t* words_flat) {
+  const int64_t S = S_FIXED ? S_FIXED : S_dyn;
+  const int64_t syn = len * S;
+  const int64_t NS = N * S;
+  for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
+  for (int64_t j = 0; j < syn; ++j) i[j] = i0[j];
+  for (int64_t t = 0; t < steps; ++t) {
+    const IT* __restrict__ xt = x + t * NS;
+    // The synapses: i_pre = (i + x) [+ r]; i = i_pre * beta. i_pre goes straight to the saved
+    // tensor when the backward needs it, else to a scratch row.
+    T* __restrict__ at = i_pre_out ? i_pre_out + t * NS : a_scratch;
+    if (r) {
+      for (int64_t j = 0; j < syn; ++j) {
+        const T aj = syn_input(i[j], static_cast<T>(xt[j]), r[j]);
+        at[j] = aj;
+        i[j] = syn_decay(aj, beta[j]);
+      }
+      if (irec_out) std::memcpy(irec_out + t * NS, r, sizeof(T) * syn);
+    } else {
+      for (int64_t j = 0; j < syn; ++j) {
+        const T aj = syn_input(i[j], static_cast<T>(xt[j]));
+        at[j] = aj;
+        i[j] = syn_decay(aj, beta[j]);
+      }
+    }
+    if (isyn_out) std::memcpy(isyn_out + t * NS, i, sizeof(T) * syn);
+    const T* __restrict__ zt = nullptr;
+    if constexpr (NOISE == kNoiseTensor) zt = z + t * N;
+    if constexpr (NOISE == kNoiseKernel) {
+      // A block covers steps 4q..4q+3: drawn at its first step, or at the first of the call (a
+      // recurrent call runs one step at a time, from t0).
+      auto* z4 = reinterpret_cast<T(*)[kMaxTile]>(z4_flat);
+      const int64_t ta = t0 + t;
+      if (t == 0 || (ta & 3) == 0) {
+        draw_noise_rows<kMaxTile>(seed, offset, subseq, static_cast<uint64_t>(ta >> 2), len,
+                                  noise_scale, reinterpret_cast<uint32_t (*)[kMaxTile]>(words_flat),
+                                  z4);
+      }
+      zt = z4[ta & 3];
+    }
+    // The neurons: u = (((alpha * w) + sum_k i) [+ z]) + bias, spikes, reset.
+    IT* __restrict__ st = s_out + t * N;
+    T* __restrict__ ut = u_out ? u_out + t * N : u_scratch;
+    // The last step's spikes in the state type too (the next recurrent product's input).
+    T* __restrict__ s_last = (s_last_out && t == steps - 1) ? s_last_out : nullptr;
+    for (int64_t n = 0; n < len; ++n) {
+      // The LIF step with the synapse sum as its input (SPEC §7).
+      const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+      T u, s;
+      if constexpr (NOISE == kNoNoise) {
+        s = step_forward(alpha[n], w[n], isum, bias[n], thr[n], max_spikes, u, w[n]);
+      } else {
+        s = step_forward(alpha[n], w[n], isum, zt[n], bias[n], thr[n], max_spikes, u, w[n]);
+      }
+      st[n] = static_cast<IT>(s);
+      if (s_last) s_last[n] = s;
+      ut[n] = u;
+    }
+    if (vmem_out) std::memcpy(vmem_out + t * N, w, sizeof(T) * len);
+  }
+  std::memcpy(v_final, w, sizeof(T) * len);
+  std::memcpy(i_final, i, sizeof(T) * syn);
+}
+
+// Reverse loop over `steps` steps of one tile, t = t0 + steps - 1 .. t0 (pointers at t0 as in the
+// forward; `t_abs0` is t0 itself: w[-1] = v0 and s[-1] = s0 at t = 0). W, I and the partial sums
+// are read at the start and written back at the end (the per-step calls of the recurrent model
+// carry them from call to call).
+template <typename IT, typename T, int SURR, int S_FIXED>
+LIF_CLONES void syn_backward_tile(
+    const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n, const T* __restrict__ gs_rec,
+    const T* __restrict__ gw, const T* __restrict__ gi, const T* __restrict__ gr,
+    const T* __restrict__ u, const T* __restrict__ i_pre, const T* __restrict__ v0,
+    const T* __restrict__ s0, const T* __restrict__ alpha, const T* __restrict__ beta,
+    const T* __restrict__ thr, T window, T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io,
+    IT* __restrict__ g_in, T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
+    double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
+    double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
+    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ S_cur,
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ sums) {
+  const int64_t S = S_FIXED ? S_FIXED : S_dyn;
+  const int64_t syn = len * S;
+  const int64_t NS = N * S;
+  const ConstRows<T, kMaxTile> consts(alpha, thr, window, max_spikes, len);
+  // The call's parameter-gradient terms summed over its steps, in T (core/grad_sums.h's rule).
+  T* __restrict__ ga = sums;
+  T* __restrict__ gt = sums + len;
+  T* __restrict__ gb = sums + 2 * len;
+  T* __restrict__ gbeta = sums + 3 * len;
+  for (int64_t n = 0; n < len; ++n) {
+    W[n] = W_io[n];
+    S_cur[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
+    ga[n] = T(0);
+    gt[n] = T(0);
+    gb[n] = T(0);
+  }
+  for (int64_t j = 0; j < syn; ++j) {
+    I[j] = I_io[j];
+    gbeta[j] = T(0);
+  }
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const bool first = t_abs0 + t == 0;
+    const T* __restrict__ ut = u + t * N;
+    // dL/ds[t] from the loss (its own strides; a row broadcast over neurons spread out), plus the
+    // recurrence's share: one row of T values.
+    const IT* __restrict__ gst = gs + t * gs_stride_t;
+    for (int64_t n = 0; n < len; ++n) g_row[n] = static_cast<T>(gst[gs_bcast_n ? 0 : n]);
+    if (gs_rec) {
+      for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + gs_rec[n];
+    }
+    // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1]. Steps
+    // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
+    // double); dL/du and s[t-1] go to their outputs as whole rows afterwards.
+    const T* __restrict__ gwr = gw ? gw + t * N : zeros;
+    if (!first) {
+      const T* __restrict__ up = ut - N;
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = spikes(up[n], thr[n], max_spikes);
+        const T w_prev = reset(up[n], s_prev, thr[n]);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], w_prev, consts(n), W[n],
+                                        gt[n], ga[n], gb[n]);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
+      }
+    } else {  // once per call: w[-1] = v0, s[-1] = s0
+      for (int64_t n = 0; n < len; ++n) {
+        const T s_prev = s0 ? s0[n] : T(0);
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], v0[n], consts(n), W[n],
+                                        gt[n], ga[n], gb[n]);
+        U_row[n] = U;
+        S_cur[n] = s_prev;
+      }
+    }
+    if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
+    if (s_prev_out) std::memcpy(s_prev_out + t * N, S_cur, sizeof(T) * len);
+    // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
+    const T* __restrict__ at = i_pre + t * NS;
+    const T* __restrict__ git = gi ? gi + t * NS : nullptr;
+    IT* __restrict__ gin = g_in + t * NS;
+    for (int64_t n = 0; n < len; ++n) {
+      const T U = U_row[n];
+      for (int64_t k = 0; k < S; ++k) {
+        const int64_t j = n * S + k;
+        if (git) I[j] = I[j] + git[j];
+        gin[j] = static_cast<IT>(syn_step_backward(U, at[j], beta[j], I[j], gbeta[j]));
+      }
+    }
+    if (g_r) {
+      // dL/dr[t] = dL/da[t] (+ the gradient on the record of r), in the compute type.
+      T* __restrict__ grt = g_r + t * NS;
+      for (int64_t j = 0; j < syn; ++j) {
+        const T gaj = I[j];  // dL/da[t][j], which the loop above has just carried into I
+        grt[j] = gr ? gaj + gr[t * NS + j] : gaj;
+      }
+    }
+  }
+  for (int64_t n = 0; n < len; ++n) {
+    W_io[n] = W[n];
+    p_alpha[n] += static_cast<double>(ga[n]);
+    p_thr[n] += static_cast<double>(gt[n]);
+    p_bias[n] += static_cast<double>(gb[n]);
+  }
+  for (int64_t j = 0; j < syn; ++j) {
+    I_io[j] = I[j];
+    p_beta[j] += static_cast<double>(gbeta[j]);
+  }
+}
+
+}  // namespace
+
+// The model's kernels on the CPU (the device of the op functions in host/).
+struct SynCpu : CpuDevice {
+  template <typename IT, typename T>
+  static void forward(const SynForwardArgs<IT, T>& a) {
+    const int64_t B = a.B, Tn = a.Tn, N = a.N, S = a.S, NS = N * S;
+    TORCH_CHECK(a.r == nullptr || a.steps == 1, "lif_cuda: a recurrent current is one step's");
+    const int64_t tile = syn_tile(B, N, S);
+    const int64_t ntiles = (N + tile - 1) / tile;
+    const T M = static_cast<T>(a.max_spikes);
+    const T scale = static_cast<T>(a.noise.scale);
+    const auto fn = NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+      return SYNAPSES_SWITCH(S, S_FIXED, [&] { return &syn_forward_tile<IT, T, NOISE, S_FIXED>; });
+    });
+    uint64_t seed = 0, offset = 0;
+    a.noise.key.get(seed, offset);
+    const int64_t work = a.steps * B * NS;
+    at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
+      TileScratch<T> sc(tile, S, a.noise.mode == kNoiseKernel);
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t b = it / ntiles;
+        const int64_t n0 = (it % ntiles) * tile;
+        const int64_t len = std::min(tile, N - n0);
+        const int64_t row = (b * Tn + a.t0) * N + n0;  // (b, t0, n0)
+        const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;  // (b, t0, n0 * S)
+        const T* z = a.noise.tensor ? a.noise.tensor + row : nullptr;
+        // The steps of this call row b runs (its state stays as it is on the others).
+        const int64_t k = call_steps(row_steps(a.lengths, b, Tn), a.t0, a.steps);
+        T* const vmem = a.vmem_out ? a.vmem_out + row : nullptr;
+        T* const isyn = a.isyn_out ? a.isyn_out + srow : nullptr;
+        T* const irec = a.irec_out ? a.irec_out + srow : nullptr;
+        T* const u_out = a.u_out ? a.u_out + row : nullptr;
+        T* const i_pre = a.i_pre_out ? a.i_pre_out + srow : nullptr;
+        T* const v_final = a.v_final + b * N + n0;
+        T* const i_final = a.i_final + b * NS + n0 * S;
+        fn(a.x + srow, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0), a.t0,
+           a.v0 + b * a.v0_stride_b + n0, a.i0 + b * a.i0_stride_b + n0 * S,
+           a.r ? a.r + b * NS + n0 * S : nullptr, param_row(a.alpha, n0, len, sc.alpha),
+           param_row(a.beta, n0, len, S, sc.beta), param_row(a.thr, n0, len, sc.thr),
+           param_row(a.bias, n0, len, sc.bias), M, a.s_out + row,
+           a.s_last ? a.s_last + b * N + n0 : nullptr, vmem, isyn, irec, u_out, i_pre, v_final,
+           i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u, sc.z4.data(), sc.words.data());
+        if (k < a.steps) {
+          syn_pad_forward(a.s_out + row, vmem, u_out, isyn, i_pre, irec, v_final, i_final, k,
+                          a.steps, N, S, len);
+        }
+      }
+    });
+  }
+
+  template <typename IT, typename T>
+  static void backward(const SynBackwardArgs<IT, T>& a) {
+    const int64_t B = a.B, Tn = a.Tn, N = a.N, S = a.S, NS = N * S, BN = B * N;
+    TORCH_CHECK(a.gs_rec == nullptr || a.steps == 1,
+                "lif_cuda: a recurrent gradient is one step's");
+    const int64_t tile = syn_tile(B, N, S);
+    const int64_t ntiles = (N + tile - 1) / tile;
+    const T M = static_cast<T>(a.max_spikes);
+    const T window = static_cast<T>(a.window);
+    const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
+      return SYNAPSES_SWITCH(S, S_FIXED, [&] { return &syn_backward_tile<IT, T, SURR, S_FIXED>; });
+    });
+    const int64_t work = a.steps * B * NS;
+    double* const p_alpha = a.partial;
+    double* const p_thr = a.partial + BN;
+    double* const p_bias = a.partial + 2 * BN;
+    double* const p_beta = a.partial + 3 * BN;
+    at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
+      TileScratch<T> sc(tile, S, false);
+      // W, U, s, zeros (value-initialised: stays 0), then the gradient sums (3 rows and tile * S).
+      std::vector<T> rows(static_cast<size_t>(7 * tile + tile * S));
+      T* W = rows.data();
+      T* U_row = W + tile;
+      T* S_cur = U_row + tile;
+      const T* zeros = S_cur + tile;
+      T* sums = S_cur + 2 * tile;
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t b = it / ntiles;
+        const int64_t n0 = (it % ntiles) * tile;
+        const int64_t len = std::min(tile, N - n0);
+        const int64_t row = (b * Tn + a.t0) * N + n0;
+        const int64_t srow = (b * Tn + a.t0) * NS + n0 * S;
+        const int64_t bn = b * N + n0;
+        const int64_t bns = b * NS + n0 * S;
+        // The steps of this call row b runs; the recurrence's gradient only where the row runs the
+        // step after the call (its last step has none).
+        const int64_t L = row_steps(a.lengths, b, Tn);
+        const int64_t k = call_steps(L, a.t0, a.steps);
+        IT* const g_in = a.g_in + srow;
+        T* const g_r = a.g_r ? a.g_r + srow : nullptr;
+        T* const g_u = a.g_u ? a.g_u + row : nullptr;
+        T* const s_prev = a.s_prev ? a.s_prev + row : nullptr;
+        if (k > 0) {
+          fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
+             a.gs_stride_n == 0 && len > 1,
+             a.gs_rec && a.t0 + a.steps < L ? a.gs_rec + bn : nullptr, a.gw ? a.gw + row : nullptr,
+             a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr, a.u + row, a.i_pre + srow,
+             a.v0 + b * a.v0_stride_b + n0, a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
+             param_row(a.alpha, n0, len, sc.alpha), param_row(a.beta, n0, len, S, sc.beta),
+             param_row(a.thr, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in, g_r, g_u,
+             s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S, len, W,
+             U_row, S_cur, sc.z, sc.i, zeros, sums);
+        }
+        if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);
+      }
+    });
+  }
+};
+
+}  // namespace cpu
+}  // namespace lif
+
+TORCH_LIBRARY_IMPL(lif_cuda, CPU, m) {
+  m.impl("synaptic_forward", &lif::synaptic_forward<lif::cpu::SynCpu>);
+  m.impl("synaptic_backward", &lif::synaptic_backward<lif::cpu::SynCpu>);
+}

@@ -1,0 +1,71 @@
+// The LIF ops on CUDA (SPEC §1-§3): one thread per (batch row b, neuron n), the time loop inside
+// the thread; what a thread does is lif_thread.h's (shared with the host tests), the math
+// core/lif.h's. host/lif_op.h prepares tensors and arguments exactly as for the CPU (same checks,
+// same empty-shape rules), under a guard for the input's device; the kernels go on the current
+// stream. Compiled without fast-math and with -fmad=false (setup.py): no multiply-add is
+// contracted and the division stays IEEE (SPEC §1).
+//
+// Only c10/cuda and ATen core headers, and the CUDA generator's: no ATen/cuda/CUDAContext.h (it
+// needs cuBLAS headers).
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include "../core/switch.h"
+#include "../host/lif_op.h"
+#include "launch.h"
+#include "lif_thread.h"
+
+namespace lif {
+namespace gpu {
+namespace {
+
+template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+__global__ void __launch_bounds__(kBlock) forward_kernel(const LifForwardArgs<IT, T> a) {
+  const int64_t idx = thread_index();
+  if (idx < a.B * a.N) forward_thread<IT, T, NOISE, SAVE_U, RECORD>(a, idx);
+}
+
+template <typename IT, typename T, int SURR, bool HAS_GW>
+__global__ void __launch_bounds__(kBlock) backward_kernel(const LifBackwardArgs<IT, T> a) {
+  const int64_t idx = thread_index();
+  if (idx < a.B * a.N) backward_thread<IT, T, SURR, HAS_GW>(a, idx);
+}
+
+}  // namespace
+
+// The model's kernels on the CUDA (the device of the op functions in host/).
+struct LifCuda : CudaDevice {
+  template <typename IT, typename T>
+  static void forward(const LifForwardArgs<IT, T>& a) {
+    const cudaStream_t stream = current_stream();
+    NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+      BOOL_SWITCH(a.u_out != nullptr, SAVE_U, [&] {
+        BOOL_SWITCH(a.vmem_out != nullptr, RECORD, [&] {
+          forward_kernel<IT, T, NOISE, SAVE_U, RECORD>
+              <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
+    });
+  }
+
+  template <typename IT, typename T>
+  static void backward(const LifBackwardArgs<IT, T>& a) {
+    const cudaStream_t stream = current_stream();
+    SURROGATE_SWITCH(a.surrogate, SURR, [&] {
+      BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
+        backward_kernel<IT, T, SURR, HAS_GW><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+};
+
+}  // namespace gpu
+}  // namespace lif
+
+TORCH_LIBRARY_IMPL(lif_cuda, CUDA, m) {
+  m.impl("lif_forward", &lif::lif_forward<lif::gpu::LifCuda>);
+  m.impl("lif_backward", &lif::lif_backward<lif::gpu::LifCuda>);
+}

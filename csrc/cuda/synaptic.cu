@@ -1,0 +1,65 @@
+// The synaptic LIF ops on CUDA (SPEC §7): one thread per (batch row b, neuron n), the time loop
+// and the neuron's S synapses inside the thread; what a thread does is synaptic_thread.h's (shared
+// with the host tests), the math core/synaptic.h's. host/synaptic_op.h prepares tensors and
+// arguments exactly as for the CPU (same checks, same empty-shape rules, the same C++ time loop of
+// at::linear + step kernel with recurrent weights), under a guard for the input's device; the
+// kernels go on the current stream. Compiled without fast-math and with -fmad=false, as lif.cu.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include "../core/switch.h"
+#include "../host/synaptic_op.h"
+#include "launch.h"
+#include "synaptic_thread.h"
+
+namespace lif {
+namespace gpu {
+namespace {
+
+template <typename IT, typename T, int NOISE, int S_FIXED>
+__global__ void __launch_bounds__(kBlock) forward_kernel(const SynForwardArgs<IT, T> a) {
+  const int64_t idx = thread_index();
+  if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED>(a, idx);
+}
+
+template <typename IT, typename T, int SURR, int S_FIXED>
+__global__ void __launch_bounds__(kBlock) backward_kernel(const SynBackwardArgs<IT, T> a) {
+  const int64_t idx = thread_index();
+  if (idx < a.B * a.N) syn_backward_thread<IT, T, SURR, S_FIXED>(a, idx);
+}
+
+}  // namespace
+
+// The model's kernels on the CUDA (the device of the op functions in host/).
+struct SynCuda : CudaDevice {
+  template <typename IT, typename T>
+  static void forward(const SynForwardArgs<IT, T>& a) {
+    const cudaStream_t stream = current_stream();
+    NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+      SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
+        forward_kernel<IT, T, NOISE, S_FIXED><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+
+  template <typename IT, typename T>
+  static void backward(const SynBackwardArgs<IT, T>& a) {
+    const cudaStream_t stream = current_stream();
+    SURROGATE_SWITCH(a.surrogate, SURR, [&] {
+      SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
+        backward_kernel<IT, T, SURR, S_FIXED><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+};
+
+}  // namespace gpu
+}  // namespace lif
+
+TORCH_LIBRARY_IMPL(lif_cuda, CUDA, m) {
+  m.impl("synaptic_forward", &lif::synaptic_forward<lif::gpu::SynCuda>);
+  m.impl("synaptic_backward", &lif::synaptic_backward<lif::gpu::SynCuda>);
+}

@@ -1,0 +1,229 @@
+// The LIF ops (SPEC §1-§3) on the ATen side: checks, outputs, the kernels' arguments, the gradient
+// sums, and the op functions themselves, for a device's kernels (`Dev`, see HostDevice in
+// prepare.h): the device files (cpu/lif.cpp, cuda/lif.cu) only hold kernels.
+#pragma once
+
+#include <tuple>
+#include <vector>
+
+#include "prepare.h"
+
+namespace lif {
+
+using LifForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using LifBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+struct LifForwardOp {
+  Tensor x, v0, alpha, thr, bias, z, lengths;  // inputs, contiguous (z, lengths maybe undefined)
+  Tensor spikes, vmem, v_final, u, v0_saved;   // outputs ((0,) where not asked for)
+  int64_t B = 0, T = 0, N = 0;
+  bool run = false;  // false: the outputs are already final (an empty shape)
+  NoiseSpec noise;
+  double max_spikes = 0.0;
+
+  LifForwardOut outputs() const { return {spikes, vmem, v_final, u, v0_saved}; }
+
+  template <typename IT, typename CT>
+  LifForwardArgs<IT, CT> args() const {
+    LifForwardArgs<IT, CT> a{};
+    a.x = x.const_data_ptr<IT>();
+    a.noise = noise_args<CT>(noise, z);
+    a.v0 = v0.const_data_ptr<CT>();
+    a.v0_stride_b = v0.dim() == 2 ? N : 0;
+    a.alpha = per_neuron<CT>(alpha);
+    a.thr = per_neuron<CT>(thr);
+    a.bias = per_neuron<CT>(bias);
+    a.max_spikes = max_spikes;
+    a.s_out = spikes.mutable_data_ptr<IT>();
+    a.vmem_out = data_or_null<CT>(vmem);
+    a.u_out = data_or_null<CT>(u);
+    a.v_final = v_final.mutable_data_ptr<CT>();
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    a.B = B;
+    a.Tn = T;
+    a.N = N;
+    return a;
+  }
+};
+
+// `host_key` false: in-kernel noise keyed on the device (the CUDA op under graph capture).
+inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
+                                        const Tensor& tau_mem, const Tensor& threshold,
+                                        const Tensor& bias, const OptTensor& noise,
+                                        const OptTensor& noise_key, double dt, double noise_scale,
+                                        double window, double max_spikes, bool record, bool save_u,
+                                        const OptTensor& lengths, bool host_key = true) {
+  LifForwardOp op;
+  std::tie(op.B, op.T, op.N) =
+      check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
+                         window, max_spikes, lengths);
+  const int64_t B = op.B, T = op.T, N = op.N;
+  const auto state = v0.options();
+  op.spikes = empty_output({B, T, N}, input.options());
+  op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : no_output(), state);
+  op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : no_output(), state);
+  op.v_final = at::empty({B, N}, state);
+  op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state);
+  op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
+  op.run = B > 0 && N > 0 && T > 0;
+  if (!op.run) {
+    if (B > 0 && N > 0) op.v_final.copy_(v0.expand({B, N}));  // T == 0: the state is v0
+    return op;
+  }
+  op.x = input.contiguous();
+  op.v0 = v0.contiguous();
+  op.alpha = decay_of(tau_mem, dt);
+  op.thr = threshold.contiguous();
+  op.bias = bias.contiguous();
+  if (noise.has_value()) op.z = noise->contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
+  op.max_spikes = max_spikes;
+  return op;
+}
+
+struct LifBackwardOp {
+  Tensor gs, gw, gvf, u, v0, tau, alpha, thr, lengths;  // inputs (gs possibly strided)
+  Tensor g_in, g_v0, g_tau, g_thr, g_bias;  // outputs, in their forward arguments' shapes
+  Tensor g_v0_rows, partial;                // (B,N) per-row dL/dv0; (3,B,N) float64 sums
+  int64_t B = 0, T = 0, N = 0;
+  bool run = false;
+  double dt = 0.0, window = 0.0, max_spikes = 0.0;
+  int surrogate = 0;
+
+  LifBackwardOut outputs() const { return {g_in, g_v0, g_tau, g_thr, g_bias}; }
+
+  template <typename IT, typename CT>
+  LifBackwardArgs<IT, CT> args() const {
+    LifBackwardArgs<IT, CT> a{};
+    set_grad_spikes<IT>(a, gs, N);
+    a.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
+    a.gvf = gvf.defined() ? gvf.const_data_ptr<CT>() : nullptr;
+    a.u = u.const_data_ptr<CT>();
+    a.v0 = v0.const_data_ptr<CT>();
+    a.v0_stride_b = v0.dim() == 2 ? N : 0;
+    a.alpha = per_neuron<CT>(alpha);
+    a.thr = per_neuron<CT>(thr);
+    a.window = window;
+    a.max_spikes = max_spikes;
+    a.surrogate = surrogate;
+    a.g_in = g_in.mutable_data_ptr<IT>();
+    a.g_v0 = g_v0_rows.mutable_data_ptr<CT>();
+    a.partial = partial.mutable_data_ptr<double>();
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    a.B = B;
+    a.Tn = T;
+    a.N = N;
+    return a;
+  }
+
+  // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
+  // bias.
+  template <typename CT>
+  std::vector<GradSum<CT>> grad_sums() const {
+    double* p = partial.mutable_data_ptr<double>();
+    const int64_t BN = B * N;
+    return {grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, alpha, tau, dt),
+            grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
+            grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
+  }
+
+  // After the kernels: a shared v0's gradient.
+  void finish() {
+    if (v0.dim() == 1) g_v0.copy_(shared_state_grad(g_v0_rows));
+  }
+};
+
+// grad_spikes is read as grad_spikes_for_kernels says (in place where its rows allow).
+inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
+                                          const OptTensor& grad_vfinal, const Tensor& u,
+                                          const Tensor& v0, const Tensor& tau_mem,
+                                          const Tensor& threshold, double dt, double window,
+                                          double max_spikes, int64_t surrogate, bool scalar_bias,
+                                          const OptTensor& lengths) {
+  LifBackwardOp op;
+  std::tie(op.B, op.T, op.N) =
+      check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                          window, max_spikes, surrogate, lengths);
+  const int64_t B = op.B, T = op.T, N = op.N;
+  const auto opts = u.options();
+  op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
+  op.g_v0 = at::empty(v0.sizes(), opts);
+  op.g_tau = at::empty(tau_mem.sizes(), opts);
+  op.g_thr = at::empty(threshold.sizes(), opts);
+  op.g_bias = at::empty(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
+  op.run = B > 0 && N > 0 && T > 0;
+  if (!op.run) {
+    // Nothing ran: dL/dv0 is the gradient on the final state (summed over the batch for a shared
+    // v0); the parameters get none.
+    if (grad_vfinal.has_value() && B > 0) {
+      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : shared_state_grad(*grad_vfinal));
+    } else {
+      op.g_v0.zero_();
+    }
+    op.g_tau.zero_();
+    op.g_thr.zero_();
+    op.g_bias.zero_();
+    return op;
+  }
+  op.gs = grad_spikes_for_kernels(grad_spikes, N);
+  if (grad_vmem.has_value()) op.gw = grad_vmem->contiguous();
+  if (grad_vfinal.has_value()) op.gvf = grad_vfinal->contiguous();
+  op.u = u.contiguous();
+  op.v0 = v0.contiguous();
+  op.tau = tau_mem.contiguous();
+  op.alpha = decay_of(tau_mem, dt);
+  op.thr = threshold.contiguous();
+  if (lengths.has_value()) op.lengths = lengths->contiguous();
+  op.dt = dt;
+  op.window = window;
+  op.max_spikes = max_spikes;
+  op.surrogate = static_cast<int>(surrogate);
+  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
+  // Written in full by the kernels.
+  op.partial = at::empty({3, B, N}, opts.dtype(at::kDouble));
+  return op;
+}
+
+template <typename Dev>
+LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
+                          const Tensor& threshold, const Tensor& bias, const OptTensor& noise,
+                          const OptTensor& noise_key, double dt, double noise_scale, double window,
+                          double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
+                          const OptTensor& lengths) {
+  const typename Dev::Guard guard(input.device());
+  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
+  LifForwardOp op =
+      prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
+                          window, max_spikes, record, save_u, lengths, !device_key);
+  if (op.run) {
+    if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
+    LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward", [&] {
+      count_launch();
+      Dev::forward(op.args<IT, CT>());
+    });
+  }
+  return op.outputs();
+}
+
+template <typename Dev>
+LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
+                            const OptTensor& grad_vfinal, const Tensor& u, const Tensor& v0,
+                            const Tensor& tau_mem, const Tensor& threshold, double dt,
+                            double window, double max_spikes, int64_t surrogate, bool scalar_bias,
+                            const OptTensor& lengths) {
+  const typename Dev::Guard guard(u.device());
+  LifBackwardOp op =
+      prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                           window, max_spikes, surrogate, scalar_bias, lengths);
+  if (op.run) {
+    LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward", [&] {
+      count_launch();
+      Dev::backward(op.args<IT, CT>());
+      Dev::grad_sums(op.grad_sums<CT>(), op.B);
+    });
+    op.finish();
+  }
+  return op.outputs();
+}
+
+}  // namespace lif
