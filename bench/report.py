@@ -59,7 +59,8 @@ def markdown(data):
     table = rows(data)
     impls = [k for k in data["impls"] if any(k in cells for cells in table.values())]
     out += ["", "Median time per call (± half the inter-quartile range), implementations interleaved:", "",
-            _table(["point", *impls], [[label, *(_cell(cells.get(k)) for k in impls)] for label, cells in table.items()])]
+            _table(["point", *impls], [[label, *(_cell(cells.get(k)) for k in impls)]
+                                       for label, cells in table.items()])]
     base = suite.BASE
     others = [k for k in impls if k != base]
     if base in impls and others:
@@ -77,10 +78,10 @@ def markdown(data):
               and c.get("impl") != c.get("compared_with")]
     if checks:
         differ = [c for c in checks if not c.get("spikes_equal")]
+        said = [f"; {c['impl']} at {_fmt(c.get('shape') or c.get('workload'))}: "
+                + (c.get("error") or f"DIFFER ({100 * c.get('agreement', 0):.2f}% agree)") for c in differ]
         out += ["", f"Spikes checked against {checks[0].get('compared_with')}: {len(checks) - len(differ)} of "
-                f"{len(checks)} equal" + "".join(f"; {c['impl']} at {_fmt(c.get('shape') or c.get('workload'))}: "
-                                                 + (c.get("error") or f"DIFFER ({100 * c.get('agreement', 0):.2f}% agree)")
-                                                 for c in differ)]
+                f"{len(checks)} equal" + "".join(said)]
     if hasattr(suite, "summary"):
         text = suite.summary(data)
         out += ["", text] if text else []

@@ -54,6 +54,22 @@ def describe_impls(keys, device):
     return out
 
 
+def add_impl_cases(point, cfg, shape, **spec):
+    """Fills `point` with a case of every available implementation of bench/impls.py that runs at
+    `shape` (the others skipped, with why); `spec` completes each case's spec."""
+    from bench import impls
+
+    for key in available(cfg):
+        impl = impls.IMPLS[key]
+        why = impl.skip(shape, cfg)
+        if why:
+            point.skipped[key] = why
+            continue
+        point.cases[key] = dict(spec, impl=key, shape=list(shape), device=cfg["device"], seed=cfg["seed"])
+        point.warmup[key] = impl.warmup
+    return point
+
+
 def available(cfg):
     """The keys of cfg["impls_info"] that can run."""
     return [k for k, v in cfg["impls_info"].items() if v.get("available", True)]

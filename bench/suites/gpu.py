@@ -40,7 +40,6 @@ def add_options(p):
 
 def describe(cfg):
     import lif_cuda
-
     from bench.suites import describe_impls
 
     # read by SpikingJelly when it is imported
@@ -62,8 +61,8 @@ def points(cfg):
     for shape in parse_shapes(cfg["shapes"]):
         for phase in ("forward", "forward+backward"):
             here = [k for k in keys if phase == "forward" or not (k.endswith("noise") or k == "copy_")]
-            yield Point(dict(shape=list(shape), phase=phase),
-                        {k: dict(suite=NAME, impl=k, shape=list(shape), phase=phase, device=cfg["device"]) for k in here})
+            spec = dict(suite=NAME, shape=list(shape), phase=phase, device=cfg["device"])
+            yield Point(dict(shape=list(shape), phase=phase), {k: dict(spec, impl=k) for k in here})
 
 
 def _inputs(shape, device):

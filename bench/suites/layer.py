@@ -5,7 +5,7 @@ Passes: forward (under no_grad) and forward+backward (loss = spikes.sum(), one c
 """
 from bench import impls as impls_mod
 from bench.engine import Point
-from bench.suites import available, describe_impls, parse_shapes
+from bench.suites import add_impl_cases, describe_impls, parse_shapes
 
 NAME = "layer"
 ISOLATE = True
@@ -38,15 +38,7 @@ def points(cfg):
         for phase in PHASES:
             where = dict(shape=list(shape), phase=phase)
             point = Point(where, cases={}, size=B * N * T * T)  # the Python loops' backward grows as T^2
-            for key in available(cfg):
-                impl = impls_mod.IMPLS[key]
-                why = impl.skip(shape, cfg)
-                if why:
-                    point.skipped[key] = why
-                    continue
-                point.cases[key] = dict(suite=NAME, impl=key, shape=list(shape), phase=phase, device=cfg["device"],
-                                        seed=cfg["seed"])
-                point.warmup[key] = impl.warmup
+            add_impl_cases(point, cfg, shape, suite=NAME, phase=phase)
             if phase == "forward":
                 for key in ("copy_", "clone"):
                     point.cases[key] = dict(suite=NAME, impl=key, shape=list(shape), device=cfg["device"],

@@ -3,7 +3,7 @@
 (and added up as forward+backward). The Linear layer's time is in every implementation's figure.
 """
 from bench.engine import Point
-from bench.suites import available, describe_impls, parse_ints
+from bench.suites import add_impl_cases, describe_impls, parse_ints
 
 NAME = "network"
 ISOLATE = True
@@ -27,21 +27,11 @@ def describe(cfg):
 
 
 def points(cfg):
-    from bench import impls as impls_mod
-
     dev = "cuda" if cfg["device"].startswith("cuda") else "cpu"
     for n in parse_ints(cfg["neurons"] or NEURONS[dev]):
         shape = [cfg["batch"], cfg["steps"], n]
         point = Point(dict(neurons=n, shape=shape), cases={}, size=n * cfg["batch"] * cfg["steps"] ** 2)
-        for key in available(cfg):
-            impl = impls_mod.IMPLS[key]
-            why = impl.skip(shape, cfg)
-            if why:
-                point.skipped[key] = why
-                continue
-            point.cases[key] = dict(suite=NAME, impl=key, shape=shape, device=cfg["device"], seed=cfg["seed"])
-            point.warmup[key] = impl.warmup
-        yield point
+        yield add_impl_cases(point, cfg, shape, suite=NAME)
 
 
 def build(spec):

@@ -13,7 +13,7 @@ reported beside its speed).
 import statistics
 
 from bench.engine import Point
-from bench.suites import available, describe_impls, parse_ints
+from bench.suites import add_impl_cases, available, describe_impls, parse_ints
 
 NAME = "train"
 ISOLATE = True
@@ -60,9 +60,8 @@ def points(cfg):
     if cfg["task"] in ("onm", "all"):
         for n in parse_ints(cfg["neurons"]):
             shape = [cfg["batch"], cfg["steps"], n]
-            yield Point(dict(task="onm", neurons=n, shape=shape),
-                        {k: dict(suite=NAME, task="onm", impl=k, shape=shape, device=cfg["device"], seed=0)
-                         for k in keys})
+            yield add_impl_cases(Point(dict(task="onm", neurons=n, shape=shape), {}), cfg, shape, suite=NAME,
+                                 task="onm")
 
 
 def build(spec):
@@ -120,7 +119,8 @@ def summary(data):
     if digits:
         f = digits.get("fused", (None,))[0]
         lines += ["digits: training samples/s, fused's speed-up, test accuracy, batch losses equal to fused's:", "",
-                  "| implementation | samples/s | fused speed-up | test accuracy | losses = fused's |", "|---|---|---|---|---|"]
+                  "| implementation | samples/s | fused speed-up | test accuracy | losses = fused's |",
+                  "|---|---|---|---|---|"]
         same = {r["impl"]: r.get("losses_identical_to_fused") for r in data["digits"]}
         for k, (rate, accs) in digits.items():
             up = f"{f / rate:.1f}x" if f and k != "fused" else "—"
