@@ -31,6 +31,7 @@ def _figure(plt, data, series, ylabel, log):
     phases = list(series)
     fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4.2), squeeze=False)
     impls = [k for k in data["impls"] if any(k in c for s in series.values() for c in s.values())]
+    color = {k: f"C{i % 10}" for i, k in enumerate(impls)}  # one colour per implementation in every panel
     for ax, phase in zip(axes[0], phases):
         points = list(series[phase])
         numeric = all(isinstance(p, int) for p in points)
@@ -40,10 +41,10 @@ def _figure(plt, data, series, ylabel, log):
             if not pts:
                 continue
             if numeric:
-                ax.plot([p for _, p, _ in pts], [v for _, _, v in pts], "o-", label=k)
+                ax.plot([p for _, p, _ in pts], [v for _, _, v in pts], "o-", label=k, color=color[k])
             else:
                 ax.bar([j + (i - (len(impls) - 1) / 2) * width for j, _, _ in pts], [v for _, _, v in pts], width,
-                       label=k)
+                       label=k, color=color[k])
         if numeric:
             ax.set_xscale("log", base=2)
             ax.set_xticks(points, [str(p) for p in points])
@@ -54,8 +55,13 @@ def _figure(plt, data, series, ylabel, log):
             ax.set_yscale("log")
         ax.set(title=phase, ylabel=ylabel)
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    handles = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    labels = [k for k in impls if k in handles]
+    fig.legend([handles[k] for k in labels], labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8,
+               frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     return fig
 

@@ -154,7 +154,9 @@ def plot(data, plt, path):
                         f"acc {statistics.mean(digits[k][1]):.3f}", va="center", fontsize=8)
             ax.set_yticks(range(len(keys)), keys, fontsize=8)
             ax.invert_yaxis()
-            ax.set(xscale="log", xlabel="training samples/s", title="digits (test accuracy beside)")
+            rates = [digits[k][0] for k in keys]
+            ax.set(xscale="log", xlabel="training samples/s", title="digits (test accuracy beside)",
+                   xlim=(min(rates) / 2, max(rates) * 4))
         else:
             for k, v in onm.items():
                 ax.plot(sorted(v), [v[n] for n in sorted(v)], "o-", label=k)
