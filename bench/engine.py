@@ -169,7 +169,7 @@ class Progress:
 
 
 def _fail(slot, exc):
-    slot.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    slot.error = _one_line(exc)
     slot.trace = traceback.format_exc()
 
 
@@ -259,7 +259,7 @@ def _project(history, size):
 def run(suite, cfg):
     """Runs `suite` (a module of bench/suites) with configuration `cfg`; returns the result dict,
     written to cfg["out"] (or bench/results/<suite>-<device>-<date>.json) after every point."""
-    from bench.worker import RemoteCase, WorkerError, Workers
+    from bench.worker import Workers
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
@@ -270,77 +270,33 @@ def run(suite, cfg):
                 config={k: v for k, v in cfg.items() if k not in ("out", "impls_info")},
                 notes=list(getattr(suite, "NOTES", ())), impls=cfg["impls_info"], results=[], checks=[])
     out = cfg.get("out") or results_path(suite.NAME, device)
-    print(f"{suite.NAME}: {describe_machine(data['machine'])}")
-    for key, info in data["impls"].items():
-        print(f"  {info.get('label', key):34s} " + ("ok" if info.get("available", True) else
-                                                   f"skipped: {info.get('reason')}"))
-    load = data["machine"]["load_average_at_start"]
-    if load and load[0] > 0.75 * data["machine"]["cpus_usable"]:
-        note = (f"the machine was busy (1-min load average {load[0]:.1f} on {data['machine']['cpus_usable']} "
-                "CPUs): timings are noisy, the fast ones most")
-        print("warning: " + note)
-        data["notes"].append(note)
+    _print_setup(suite, data)
     progress = Progress(cfg.get("progress", True), suite.NAME)
-    rates, mem_specs = {}, []
-    workers = Workers(cfg.get("threads")) if suite.ISOLATE and cfg.get("reuse_workers") else None
+    state = dict(rates={}, mem_specs=[])
+    shared = Workers(cfg.get("threads")) if suite.ISOLATE and cfg.get("reuse_workers") else None
     try:
         for point in suite.points(cfg):
-            timing = {k: cfg[k] for k in TIMING}
-            timing.update(point.timing)
-            timing["max_repeats"] = max(timing["max_repeats"], timing["repeats"])
-            for key, why in point.skipped.items():
-                data["results"].append(dict(point.where, impl=key, skipped=why))
-            todo = {}
-            for key, spec in point.cases.items():
-                hist = rates.get((key, point.where.get("phase")))
-                projected = _project(hist, point.size) if timing["max_call_s"] and hist and point.size else None
-                if projected and projected > timing["max_call_s"]:
-                    why = f"projected {projected:.0f} s per call > --max-call-s {timing['max_call_s']:g}"
-                    data["results"].append(dict(point.where, impl=key, skipped=why))
-                else:
-                    todo[key] = spec
-            # A fresh process per implementation and point (unless reused): what it finds in its heap
+            # A fresh process per implementation and point (unless shared): what it finds in its heap
             # is what its own calls left there, as in a user's program.
-            pool = workers or (Workers(cfg.get("threads")) if suite.ISOLATE else None)
+            workers = shared or (Workers(cfg.get("threads")) if suite.ISOLATE else None)
             try:
-                if pool:
-                    for key in todo:
-                        pool.get(key)  # start them all now: they import their libraries concurrently
-                slots = []
-                for key, spec in todo.items():
-                    try:
-                        case = RemoteCase(pool.get(key), spec) if pool else suite.build(spec)
-                    except (WorkerError, Exception) as exc:
-                        data["results"].append(dict(point.where, impl=key, error=str(exc).splitlines()[0][:300]))
-                        progress.write(f"  {key} at {point.label} failed to build: {exc}")
-                        continue
-                    slot = Slot(key, case, point.warmup.get(key, 1))
-                    slot.spec, slot.burst = spec, point.burst
-                    slots.append(slot)
-                run_interleaved(slots, progress=progress, label=point.label, **timing)
-                for slot in slots:
-                    _record(data, point, slot, timing, cfg, rates, mem_specs, progress, pool)
-                if hasattr(suite, "after_point"):
-                    suite.after_point(data, point, [s for s in slots if not s.error], cfg)
-                for slot in slots:
-                    slot.case.free()
-                    slot.case = None
+                _run_point(suite, cfg, data, point, workers, progress, state)
             finally:
-                if pool is not None and pool is not workers:
-                    pool.close()
+                if workers is not None and workers is not shared:
+                    workers.close()
             gc.collect()
             if torch.device(device).type == "cuda":
                 torch.cuda.empty_cache()
             write_json(out, data)  # partial results survive an interrupted run
     finally:
         progress.close()
-        if workers:
-            workers.close()
-    if mem_specs:
+        if shared:
+            shared.close()
+    if state["mem_specs"]:
         from bench.memory import cpu_memory_pass
 
-        print(f"peak memory: {len(mem_specs)} measurements in a worker process ...", flush=True)
-        cpu_memory_pass(data, mem_specs, cfg)
+        print(f"peak memory: {len(state['mem_specs'])} measurements in a worker process ...", flush=True)
+        cpu_memory_pass(data, state["mem_specs"], cfg)
     data["machine"]["load_average_at_end"] = _load_average()
     if hasattr(suite, "finish"):
         suite.finish(data, cfg)
@@ -352,7 +308,71 @@ def run(suite, cfg):
     return data
 
 
-def _record(data, point, slot, timing, cfg, rates, mem_specs, progress, pool):
+def _print_setup(suite, data):
+    """The machine, which implementations run, and a warning (kept in the notes) when it is busy."""
+    m = data["machine"]
+    print(f"{suite.NAME}: {describe_machine(m)}")
+    for key, info in data["impls"].items():
+        state = "ok" if info.get("available", True) else f"skipped: {info.get('reason')}"
+        print(f"  {info.get('label', key):34s} {state}")
+    load = m["load_average_at_start"]
+    if load and load[0] > 0.75 * m["cpus_usable"]:
+        note = (f"the machine was busy (1-min load average {load[0]:.1f} on {m['cpus_usable']} CPUs): "
+                "timings are noisy, the fast ones most")
+        print("warning: " + note)
+        data["notes"].append(note)
+
+
+def _one_line(exc):
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:300]
+
+
+def _run_point(suite, cfg, data, point, workers, progress, state):
+    from bench.worker import RemoteCase
+
+    timing = {k: cfg[k] for k in TIMING}
+    timing.update(point.timing)
+    timing["max_repeats"] = max(timing["max_repeats"], timing["repeats"])
+    for key, why in point.skipped.items():
+        data["results"].append(dict(point.where, impl=key, skipped=why))
+    todo = {}
+    for key, spec in point.cases.items():
+        hist = state["rates"].get((key, point.where.get("phase")))
+        projected = _project(hist, point.size) if timing["max_call_s"] and hist and point.size else None
+        if projected and projected > timing["max_call_s"]:
+            why = f"projected {projected:.0f} s per call > --max-call-s {timing['max_call_s']:g}"
+            data["results"].append(dict(point.where, impl=key, skipped=why))
+        else:
+            todo[key] = spec
+    if workers:
+        for key in todo:
+            workers.get(key)  # start them all now: they import their libraries concurrently
+    slots = []
+    for key, spec in todo.items():
+        try:
+            case = RemoteCase(workers.get(key), spec) if workers else suite.build(spec)
+        except Exception as exc:  # a peer that cannot run this point must not end the run
+            data["results"].append(dict(point.where, impl=key, error=_one_line(exc)))
+            progress.write(f"  {key} at {point.label} failed to build: {_one_line(exc)}")
+            continue
+        slot = Slot(key, case, point.warmup.get(key, 1))
+        slot.spec, slot.burst = spec, point.burst
+        slots.append(slot)
+    run_interleaved(slots, progress=progress, label=point.label, **timing)
+    for slot in slots:
+        _record(data, point, slot, timing, cfg, state, progress, workers)
+    if hasattr(suite, "after_point"):
+        try:
+            suite.after_point(data, point, [s for s in slots if not s.error], cfg)
+        except Exception as exc:
+            data["checks"].append(dict(point.where, error=_one_line(exc)))
+            progress.write(f"  checks at {point.label} failed: {_one_line(exc)}")
+    for slot in slots:
+        slot.case.free()
+        slot.case = None
+
+
+def _record(data, point, slot, timing, cfg, state, progress, workers):
     if slot.error:
         data["results"].append(dict(point.where, impl=slot.key, error=slot.error))
         progress.write(f"  {slot.key} at {point.label} failed: {slot.error}")
@@ -370,16 +390,16 @@ def _record(data, point, slot, timing, cfg, rates, mem_specs, progress, pool):
         data["results"].append(rec)
     total = sum(statistics.median(v) for v in slot.samples.values())
     if point.size:
-        rates.setdefault((slot.key, point.where.get("phase")), []).append((point.size, total))
+        state["rates"].setdefault((slot.key, point.where.get("phase")), []).append((point.size, total))
     if not cfg.get("memory") or slot.warmup_only or slot.key not in cfg["impls_info"]:  # not the baselines
         return
     if torch.device(cfg["device"]).type == "cuda":
         try:
             attach_memory(data, point.where, slot.key, slot.case.run_memory())
         except Exception as exc:
-            progress.write(f"  memory of {slot.key} at {point.label} failed: {exc}")
-    elif pool is not None:  # CPU peak RSS: later, in a worker of its own (memory.py says why)
-        mem_specs.append((point.where, slot.key, slot.spec, point.warmup.get(slot.key, 1)))
+            progress.write(f"  memory of {slot.key} at {point.label} failed: {_one_line(exc)}")
+    elif workers is not None:  # CPU peak RSS: later, in a worker of its own (memory.py says why)
+        state["mem_specs"].append((point.where, slot.key, slot.spec, point.warmup.get(slot.key, 1)))
 
 
 def attach_memory(data, where, key, peaks):

@@ -38,6 +38,17 @@ def parse_shapes(text):
     return shapes
 
 
+def pick(text, keys):
+    """The keys named in --impls ('all': every one), in the suite's order; unknown ones end the run."""
+    if text in (None, "all"):
+        return list(keys)
+    wanted = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in wanted if k not in keys]
+    if bad:
+        raise SystemExit(f"--impls: unknown {bad}; choose from {', '.join(keys)}")
+    return [k for k in keys if k in wanted]
+
+
 def parse_ints(text):
     return [int(v) for v in text.split(",") if v.strip()]
 

@@ -18,7 +18,7 @@ import os
 import torch
 
 from bench.engine import CallCase, Point
-from bench.suites import parse_shapes
+from bench.suites import parse_shapes, pick
 
 NAME = "gpu"
 ISOLATE = False
@@ -44,10 +44,7 @@ def describe(cfg):
 
     # read by SpikingJelly when it is imported
     os.environ["SJ_LIF_CUDA_IMPLEMENTATION"] = cfg["sj_impl"] or os.environ.get("SJ_LIF_CUDA_IMPLEMENTATION", "auto")
-    keys = [k.strip() for k in cfg["impls"].split(",") if k.strip()]
-    bad = [k for k in keys if k not in FUSED + PEERS + ("copy_",)]
-    if bad:
-        raise SystemExit(f"--impls: unknown {bad}; choose from {', '.join(FUSED + PEERS)}")
+    keys = pick(cfg["impls"], FUSED + PEERS)
     if not lif_cuda.fused_available(torch.device(cfg["device"])):
         raise SystemExit(f"gpu: lif_cuda has no fused kernels for {cfg['device']} (build with LIF_FORCE_CUDA=1)")
     out = {k: dict(label=k, available=True) for k in keys if k in FUSED}

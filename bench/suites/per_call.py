@@ -13,7 +13,7 @@ parameters requiring grad, loss = out.sum(), gradients set to None before each c
 import torch
 
 from bench.engine import CallCase, Point
-from bench.suites import parse_shapes
+from bench.suites import parse_shapes, pick
 
 NAME = "per-call"
 ISOLATE = False
@@ -38,9 +38,7 @@ def _rockpool():
 
 def describe(cfg):
     out = {}
-    for key in [k.strip() for k in cfg["impls"].split(",") if k.strip()]:
-        if key not in KEYS:
-            raise SystemExit(f"--impls: unknown {key!r}; choose from {', '.join(KEYS)}")
+    for key in pick(cfg["impls"], KEYS):
         why = None
         if key == "rockpool":
             try:

@@ -13,6 +13,7 @@ every implementation; the spikes of each are checked equal to Rockpool's.
 import torch
 
 from bench.engine import CallCase, Point
+from bench.suites import pick
 
 NAME = "synaptic"
 ISOLATE = False
@@ -57,9 +58,7 @@ def _layer(key, w, device):
 
 def describe(cfg):
     out = {}
-    for key in [k.strip() for k in cfg["impls"].split(",") if k.strip()]:
-        if key not in KEYS:
-            raise SystemExit(f"--impls: unknown {key!r}; choose from {', '.join(KEYS)}")
+    for key in pick(cfg["impls"], KEYS):
         try:
             _layer(key, dict(WORKLOADS["feedforward"], N=4), cfg["device"])
             why = None
