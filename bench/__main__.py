@@ -11,6 +11,7 @@ Targets: bench/targets.py. Results: bench/results/<suite>-<device>-<date>.json.
 """
 import argparse
 import os
+import re
 import sys
 
 TIMING_DEFAULTS = dict(device="cpu", impls="all", repeats=5, max_repeats=20, budget_s=1.0, slow_call_s=10.0,
@@ -48,7 +49,8 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True, metavar="<suite>|report|plot")
     for name in NAMES:
         suite = SUITES[name]
-        sp = sub.add_parser(name, help=suite.__doc__.split("\n")[0], description=suite.__doc__,
+        first = re.split(r"[.:;]\s", " ".join(suite.__doc__.split()).partition(": ")[2])[0]
+        sp = sub.add_parser(name, help=first, description=suite.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         _common_options(sp)
         suite.add_options(sp)

@@ -1,6 +1,6 @@
-"""train: what a user's training loop sees, optimiser included, for every implementation's LIF layer
-(bench/impls.py: each peer's closest neuron, so a slightly different model; its accuracy is
-reported beside its speed).
+"""train: what a user's training loop sees, optimiser included, for every implementation's LIF layer.
+Each peer trains its closest neuron as bench/impls.py configures it, so a slightly different model:
+its accuracy is reported beside its speed.
 
   digits  examples/train_digits.py's task and code: scikit-learn's digits, Poisson-coded (T=50),
           Linear(64,256) -> LIF(256) -> rates -> Linear(256,10), Adam, batch 64, the LIF layer's
