@@ -69,7 +69,7 @@ test: install lint check-cuda
 
 bench: install
 	$(PY) -m pip install -q -e ".[bench]" --no-build-isolation
-	$(PY) bench/bench_cpu.py
+	$(PY) -m bench layer
 
 clean:
 	rm -rf build lif_cuda/_C*.so *.egg-info $(VENV)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (issues 3, 11, 14): build lif_cuda in place with its CUDA kernels,
-# run the whole test suite (tests/test_cuda.py included), then bench/bench_gpu.py on the card (fused
-# vs the copy_ bandwidth, Rockpool and SpikingJelly) and bench/bench_synaptic.py (the synaptic LIF
-# against Rockpool's LIFTorch). Meant to finish within 10 minutes on an H200.
+# One command for a GPU machine: build lif_cuda in place with its CUDA kernels,
+# run the whole test suite (tests/test_cuda.py included), then `python -m bench gpu` on the card
+# (fused vs the copy_ bandwidth, Rockpool and SpikingJelly) and `python -m bench synaptic --device
+# cuda` (the synaptic LIF against Rockpool's LIFTorch). Meant to finish within 10 minutes on an H200.
 #
 #     bash bench/gpu_check.sh             # from anywhere; uses the system python3 (no venv)
+#     bash bench/gpu_check.sh --help      # this text
 #
 # Made for the project's GPU machines (torch 2.11+cu130, nvcc 13 at /usr/local/cuda, Python 3.12,
 # pytest and numpy installed, no network) and works on any machine with torch, pytest and numpy:
@@ -17,9 +18,13 @@
 #
 # Environment: PYTHON (default python3), CUDA_HOME (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST
 # (default 9.0: H100/H200), MAX_JOBS, PYTEST_ARGS (pytest arguments instead of `tests`), BENCH_ARGS (extra
-# bench/bench_gpu.py arguments, e.g. --quick), SKIP_TESTS=1, SKIP_BENCH=1.
+# `python -m bench gpu` arguments, e.g. --quick), SKIP_TESTS=1, SKIP_BENCH=1.
 # Exit status: 0 when the build, the tests and (with a GPU) the benchmark all succeeded.
 set -uo pipefail
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+  sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -159,14 +164,15 @@ if [ $HAVE_GPU = 1 ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   t0=$SECONDS
   say "benchmark (log $LOG_DIR/bench.log)"
   # shellcheck disable=SC2086
-  "$PYTHON" bench/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee "$LOG_DIR/bench.log"
+  "$PYTHON" -m bench gpu --no-progress ${BENCH_ARGS:-} 2>&1 | tee "$LOG_DIR/bench.log"
   rc=${PIPESTATUS[0]}
+  [ -n "${OUT:-}" ] && cp bench/results/gpu-cuda-*.json "$OUT"/ 2>/dev/null
   if [ "$rc" -eq 0 ]; then say "benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: benchmark (exit $rc)"; status=1; fi
   t0=$SECONDS
   say "synaptic benchmark (log $LOG_DIR/bench_synaptic.log)"
-  "$PYTHON" bench/bench_synaptic.py --device cuda --no-progress 2>&1 | tee "$LOG_DIR/bench_synaptic.log"
+  "$PYTHON" -m bench synaptic --device cuda --no-progress 2>&1 | tee "$LOG_DIR/bench_synaptic.log"
   rc=${PIPESTATUS[0]}
-  [ -n "${OUT:-}" ] && cp bench/results/bench_synaptic-cuda-*.json "$OUT"/ 2>/dev/null
+  [ -n "${OUT:-}" ] && cp bench/results/synaptic-cuda-*.json "$OUT"/ 2>/dev/null
   if [ "$rc" -eq 0 ]; then say "synaptic benchmark ok ($((SECONDS - t0)) s)"; else say "FAIL: synaptic benchmark (exit $rc)"; status=1; fi
 fi
 

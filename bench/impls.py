@@ -71,7 +71,7 @@ class Impl:
         return s.transpose(0, 1) if self.time_major else s
 
     def version(self):
-        from .common import package_version
+        from bench.engine import package_version
 
         return package_version(self.package) if self.package else None
 

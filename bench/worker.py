@@ -1,5 +1,5 @@
-"""Each implementation runs, at each point, in a fresh process of its own; the suite (run.py)
-starts them, feeds them calls round by round, and ends them when the point is done.
+"""Each implementation runs, at each point, in a fresh process of its own; the engine starts them,
+feeds them calls round by round, and ends them when the point is done.
 
 Why: glibc serves a large allocation from free space already in the process's heap, and only
 maps (and page-faults in) fresh memory when there is none. Run in one process, an implementation
@@ -9,7 +9,8 @@ its own, each implementation sees the heap it makes itself, as in a user's train
 
 Protocol: `python -m bench.worker [--threads N]` reads one JSON command per line on stdin and
 answers one JSON line on its stdout (anything else the libraries print goes to stderr):
-  {"op": "build", "spec": {...}}   build the case (inputs and module) -> {"phases": [...]}
+  {"op": "build", "spec": {...}}   build the case: bench.suites.SUITES[spec["suite"]].build(spec)
+                                                                       -> {"phases": [...]}
   {"op": "run", "n": k, "rewarm_s": r}
                                    untimed calls for r seconds (at least one when r > 0), then k
                                    timed calls back to back        -> {"samples": [{name: s}, ...]}
@@ -32,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
 
-from bench import common  # noqa: E402
+from bench.engine import REPO, quiet_peer_logging  # noqa: E402
 
 # A pause before each request, so that the OpenMP threads of the process that ran last have stopped
 # spin-waiting before the next process starts: libgomp's threads spin GOMP_SPINCOUNT (300,000)
@@ -42,21 +43,9 @@ GAP_S = 0.02
 
 
 def build_case(spec):
-    from bench import impls as impls_mod
-    from bench.workloads import CloneCase, CopyCase, DigitsTrainCase, LayerCase, OnmCase, OnmTrainCase
+    from bench.suites import SUITES
 
-    wl = spec["workload"]
-    if wl == "copy_":
-        return CopyCase(tuple(spec["shape"]), spec["device"], spec["seed"])
-    if wl == "clone":
-        return CloneCase(tuple(spec["shape"]), spec["device"], spec["seed"])
-    impl = impls_mod.IMPLS[spec["impl"]]
-    if wl == "layer":
-        return LayerCase(impl, tuple(spec["shape"]), spec["mode"], spec["device"], spec["seed"])
-    if wl == "digits_train":
-        return DigitsTrainCase(impl, spec["device"], spec["seed"], spec.get("overrides"))
-    B, T, n = spec["shape"]
-    return (OnmTrainCase if wl == "onm_train" else OnmCase)(impl, n, B, T, spec["device"], spec["seed"])
+    return SUITES[spec["suite"]].build(spec)
 
 
 def serve(argv):
@@ -72,7 +61,7 @@ def serve(argv):
 
     if threads:
         torch.set_num_threads(threads)
-    common.quiet_peer_logging()
+    quiet_peer_logging()
     case = None
     for line in sys.stdin:
         try:
@@ -87,7 +76,7 @@ def serve(argv):
                 case = None
                 gc.collect()
                 case = build_case(cmd["spec"])
-                out = {"phases": list(case.phases), "bytes": getattr(case, "bytes", None)}
+                out = {"phases": list(case.phases)}
             elif op == "run":
                 rewarm_s = float(cmd.get("rewarm_s", 0.0))
                 if rewarm_s > 0:  # a core that was idle runs the next call slowly: warm it first
@@ -129,8 +118,8 @@ class Worker:
         if threads:
             cmd += ["--threads", str(threads)]
         env = dict(os.environ, **(env_extra or {}))
-        env["PYTHONPATH"] = common.REPO + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(cmd, cwd=common.REPO, env=env, stdin=subprocess.PIPE,
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def alive(self):
@@ -189,7 +178,6 @@ class RemoteCase:
         self.worker, self.spec = worker, spec
         out = worker.request(op="build", spec=spec)
         self.phases = tuple(out["phases"])
-        self.bytes = out.get("bytes")
 
     def run(self):
         time.sleep(GAP_S)
@@ -202,9 +190,12 @@ class RemoteCase:
     def run_memory(self):
         return self.worker.request(op="memory")["peak_bytes"]
 
-    def spikes_btn(self, path):
+    def spikes_btn(self):
+        import tempfile
+
         import torch
 
+        path = os.path.join(tempfile.gettempdir(), f"lif_bench_spikes_{os.getpid()}.pt")
         self.worker.request(op="spikes", path=path)
         try:
             return torch.load(path)

@@ -7,7 +7,7 @@ Workloads:
          loss = spikes.sum(), one clock around forward and backward).
   onm    the Open Neuromorphic set-up: Linear(n,n) then LIF, input (B,T,n) that needs no grad,
          loss = output.sum(); "forward" and "backward" timed separately in the same sample.
-Training (bench/bench_train.py): one sample is one training step or epoch, optimiser included:
+Training (the train suite): one sample is one training step or epoch, optimiser included:
   digits_train  examples/train_digits.py's network and data, trained by any implementation's LIF
                 layer; run() = one epoch, report() = test accuracy and losses.
   onm_train     the onm network, one training step (forward, MSE of the spike rates against fixed
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import REPO, PeakMemory, sync, timed
+from bench.engine import REPO, sync, timed
+from bench.memory import PeakMemory
 
 LAYER_MODES = ("forward", "forward+backward")
 ONM_PHASES = ("forward", "backward")
@@ -130,7 +131,8 @@ def train_digits_example():
 
 class DigitsTrainCase:
     """One implementation's LIF layer (as bench/impls.py configures it) in the demo's network, trained
-    on the demo's batches from the demo's initial weights. run() = one epoch: {"epoch": seconds}."""
+    on the demo's batches from the demo's initial weights. run() = one epoch: {"epoch": seconds}.
+    Every call trains: the engine must not add untimed calls (Point.burst=False, no warm-up)."""
 
     def __init__(self, impl, device, seed=0, overrides=None):
         td = train_digits_example()
@@ -188,7 +190,6 @@ class CopyCase:
         self.x = make_input(shape, seed, device)
         self.dst = torch.empty_like(self.x)
         self.phases = ("forward",)
-        self.bytes = 2 * self.x.numel() * self.x.element_size()
 
     def run(self):
         seconds, _ = timed(lambda: self.dst.copy_(self.x), self.device)

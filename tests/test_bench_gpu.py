@@ -1,43 +1,83 @@
-"""bench/bench_gpu.py runs end to end (issue 11): here on the CPU (--device cpu), so that the script a
-GPU run depends on is checked in every CI run; on a GPU bench/gpu_check.sh runs it for real."""
+"""The benchmark harness (bench/): the gpu suite end to end on the CPU at a tiny size (a few
+seconds, in the default run), the targets table evaluated on known medians, and the whole command
+line (`-m bench`: slow benchmark runs are deselected by default). A GPU machine runs the suite for
+real through bench/gpu_check.sh."""
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import lif_cuda
 
+REPO = Path(__file__).resolve().parents[1]
+needs_fused = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
 
-@pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
-def test_bench_gpu_runs_and_writes_its_targets(tmp_path, monkeypatch):
-    from bench import bench_gpu
 
-    monkeypatch.setenv("SJ_LIF_CUDA_IMPLEMENTATION", "auto")
-    monkeypatch.delenv("OUT", raising=False)
-    peers = "rockpool,spikingjelly"
-    rc = bench_gpu.main(["--device", "cpu", "--shapes", "2x12x40", "--repeats", "2", "--peer-repeats", "1",
-                         "--warmup", "1", "--copy-mib", "4", "--peers", peers, "--out-dir", str(tmp_path)])
-    assert rc == 0
-    (path,) = tmp_path.glob("gpu-*.json")
-    result = json.loads(path.read_text())
-    assert result["target_shape"] == [2, 12, 40] and result["copy_bandwidth_gbps"] > 0
-    modes = {(r["impl"], r["dtype"], r["mode"]) for r in result["results"] if "error" not in r}
-    for dtype in ("float32", "bfloat16"):
-        for mode in ("fwd", "fwd-noise", "fwd+bwd"):
-            assert ("fused", dtype, mode) in modes
-    fused = [r for r in result["results"] if r["impl"] == "fused"]
-    assert all(r["median_ms"] > 0 and r["gbps"] > 0 for r in fused)
-    targets = result["targets"]
-    assert len(targets) == 5
-    for name in ("fwd+bwd fraction of copy_ bandwidth", "in-kernel noise forward / noise-off forward",
-                 "bfloat16 fwd+bwd / float32 fwd+bwd"):
-        assert targets[name]["value"] > 0 and targets[name]["met"] in (True, False), name
-    for name, key in (("rockpool", "fwd+bwd speed-up over Rockpool"),
-                      ("spikingjelly", "fwd+bwd speed-up over SpikingJelly")):
-        if "unavailable" in result["peers"][name]:
-            assert targets[key]["value"] is None and targets[key]["met"] is None
-        else:
-            assert (name, "float32", "fwd+bwd") in modes and targets[key]["value"] > 0
+def _gpu_config(tmp_path, **kw):
+    from bench.__main__ import TIMING_DEFAULTS
+    from bench.suites import SUITES
+
+    cfg = dict(TIMING_DEFAULTS, **SUITES["gpu"].DEFAULTS)
+    cfg.update(device="cpu", shapes="2x12x40", impls="fused,fused noise,fused bf16,rockpool", repeats=2,
+               max_repeats=2, budget_s=0.0, memory=False, progress=False, out=str(tmp_path / "gpu.json"), **kw)
+    return cfg
+
+
+@needs_fused
+def test_gpu_suite_runs_on_the_cpu(tmp_path):
+    from bench import engine, report
+    from bench.suites import SUITES
+
+    data = engine.run(SUITES["gpu"], _gpu_config(tmp_path))
+    saved = json.loads(Path(data["path"]).read_text())
+    assert saved["schema"] == engine.SCHEMA and saved["suite"] == "gpu"
+    for key in ("load_average_at_start", "load_average_at_end", "torch", "cpu_model", "git_commit"):
+        assert saved["machine"].get(key) is not None, key
+    timed = {(r["impl"], r["phase"]) for r in saved["results"] if "median_s" in r}
+    for key in ("fused", "fused bf16"):
+        assert {(key, "forward"), (key, "forward+backward")} <= timed
+    assert ("fused noise", "forward") in timed and ("copy_", "forward") in timed
+    assert ("fused noise", "forward+backward") not in timed
+    assert all(r["n"] == 2 and r["median_s"] > 0 for r in saved["results"] if "median_s" in r)
     if importlib.util.find_spec("rockpool") is not None:
-        rp = [r for r in result["results"] if r["impl"] == "rockpool"]
-        assert rp and all(r.get("spikes_equal_fused") is True for r in rp), "Rockpool's spikes differ from ours"
+        assert ("rockpool", "forward+backward") in timed
+        assert [c["spikes_equal"] for c in saved["checks"]] == [True], "Rockpool's spikes differ from ours"
+    assert saved["targets"] == []  # the gpu targets are for CUDA runs
+    assert "| 2x12x40 forward |" in report.markdown(saved)
+
+
+def test_targets_are_evaluated_from_the_medians():
+    from bench import targets
+
+    shape = [16, 500, 16384]
+    med = {("fused", "forward"): 1.0, ("fused", "forward+backward"): 4.0, ("copy_", "forward"): 1.0,
+           ("fused noise", "forward"): 1.5, ("fused bf16", "forward+backward"): 2.0,
+           ("rockpool", "forward+backward"): 2e3}
+    data = dict(suite="gpu", machine=dict(device="cuda:0"),
+                results=[dict(shape=shape, phase=p, impl=k, median_s=v, n=5) for (k, p), v in med.items()])
+    got = {t["target"]: t for t in targets.evaluate(data)}
+    assert len(got) == sum(t.suite == "gpu" for t in targets.TARGETS)
+    bandwidth = got["forward+backward >= 0.7 of copy_ bandwidth"]
+    assert bandwidth["value"] == pytest.approx(0.75) and bandwidth["met"] is True  # 24 B in 4 s vs 8 B in 1 s
+    assert got["forward+backward >= 300x Rockpool"]["met"] is True
+    assert got["in-kernel noise forward <= 1.3x noise off"]["met"] is False
+    assert got["bfloat16 I/O forward+backward <= 0.75x float32"]["value"] == pytest.approx(0.5)
+    assert got["forward+backward >= 2x SpikingJelly"]["met"] is None  # not measured
+    data["machine"]["device"] = "cpu"
+    assert targets.evaluate(data) == []
+
+
+@pytest.mark.bench
+@needs_fused
+def test_command_line_gpu_quick(tmp_path):
+    out = tmp_path / "gpu-quick.json"
+    res = subprocess.run([sys.executable, "-m", "bench", "gpu", "--device", "cpu", "--quick", "--no-progress",
+                          "--no-plot", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "Median time per call" in res.stdout
+    again = subprocess.run([sys.executable, "-m", "bench", "report", str(out)], capture_output=True, text=True,
+                           timeout=120, cwd=REPO)
+    assert again.returncode == 0 and "4x50x1024 forward" in again.stdout, again.stderr[-2000:]
