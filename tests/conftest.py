@@ -282,7 +282,8 @@ class LIFModel(Model):
     reference_fn = staticmethod(lif_evolve_reference)
 
     def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
-        kw = {"tau_mem": torch.linspace(0.01, 0.04, n), "threshold": torch.linspace(0.6, 1.2, n), "bias": 0.02,
+        kw = {"tau_mem": torch.linspace(0.01, 0.04, n), "threshold": torch.linspace(0.6, 1.2, n),
+              "bias": torch.linspace(-0.1, 0.1, n),
               **kw}
         return lif_cuda.LIFNeuron(n, backend=backend, batch_state=batch_state, **kw).to(dtype)
 
