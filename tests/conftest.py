@@ -231,6 +231,24 @@ def run_synaptic(fn, case, record=True, dt=1e-3, **kw):
     return fn(*args, dt, **c, record=record, **kw)
 
 
+def run_synaptic_fused(case, record=True, **kw):
+    """The fused synaptic op (an error, never a silent fallback, if it is missing)."""
+    return run_synaptic(lif_cuda.synaptic_evolve, case, record, backend="fused", **kw)
+
+
+def run_synaptic_reference(case, record=True, **kw):
+    return run_synaptic(lif_cuda.synaptic_evolve_reference, case, record, **kw)
+
+
+def assert_synaptic_bitwise(got, want, record=True):
+    """Every output of the synaptic op bit for bit (the records are None without record)."""
+    for name, g, w in zip(SYNAPTIC_OUTPUTS, got, want):
+        if not record and name in ("vmem", "isyn", "irec"):
+            assert g is None and w is None, name
+            continue
+        assert_bitwise(g, w, name)
+
+
 # ------------------------------------------------------------------------ every model, one face
 
 
