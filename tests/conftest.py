@@ -231,6 +231,17 @@ def run_synaptic(fn, case, record=True, dt=1e-3, **kw):
     return fn(*args, dt, **c, record=record, **kw)
 
 
+def make_synaptic_layer(S=2, N=6, rec=True, **kw):
+    """A SynapticLIF with random per-neuron (and per-synapse) parameters."""
+    g = torch.Generator().manual_seed(0)
+    return lif_cuda.SynapticLIF(
+        (N * S, N), tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g),
+        tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g), threshold=0.5 + torch.rand(N, generator=g),
+        bias=0.05 * torch.randn(N, generator=g), has_rec=rec,
+        w_rec=0.4 * torch.randn(N, N * S, generator=g) if rec else None, **kw,
+    )
+
+
 def run_synaptic_fused(case, record=True, **kw):
     """The fused synaptic op (an error, never a silent fallback, if it is missing)."""
     return run_synaptic(lif_cuda.synaptic_evolve, case, record, backend="fused", **kw)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import assert_bitwise, make_case, run_reference
+from conftest import assert_bitwise, make_case, make_synaptic_layer, needs_fused_cpu, rel_err, run_reference
+from lif_cuda import StepPWL, SynapticLIF
 from lif_cuda.reference import lif_evolve_reference
 
 
@@ -185,16 +186,27 @@ def test_reset_state():
 # ------------------------------------------------------------------ backends
 
 
-def test_fused_and_reference_backends_agree():
-    x = _input(4, 25, 6)
-    outs = {}
-    for backend in ("fused", "reference"):
-        layer = _layer(backend=backend)
-        outs[backend] = layer.evolve(x, record=True), layer.vmem.clone()
-    (f, fv), (r, rv) = outs["fused"], outs["reference"]
-    assert_bitwise(f[0], r[0], "spikes")
-    assert_bitwise(f[2]["vmem"], r[2]["vmem"], "vmem")
-    assert_bitwise(fv, rv, "state")
+@needs_fused_cpu
+def test_fused_and_reference_backends_agree(model):
+    """Every model, over two calls (the second starts from the state the first left): spikes, every
+    record and the state bit for bit; then the parameter gradients of a training step within 1e-5."""
+    x = model.input(4, 25, 6, seed=2)
+    layers = [model.layer(6, backend=backend) for backend in ("fused", "reference")]
+    for _ in range(2):
+        (f, f_state, f_rec), (r, r_state, r_rec) = [layer.evolve(x, record=True) for layer in layers]
+        assert_bitwise(f, r, "spikes")
+        assert f_rec.keys() == r_rec.keys() == set(model.records)
+        for k in f_rec:
+            assert_bitwise(f_rec[k], r_rec[k], k)
+        for k in model.states:
+            assert_bitwise(f_state[k], r_state[k], f"state {k}")
+            assert_bitwise(getattr(layers[0], k), getattr(layers[1], k), f"kept state {k}")
+    for layer in layers:
+        layer.reset_state()
+        layer(x).sum().backward()
+    for (name, p), q in zip(layers[0].named_parameters(), layers[1].parameters()):
+        assert p.grad.abs().sum() > 0, name
+        assert rel_err(p.grad, q.grad) <= 1e-5, name
 
 
 def test_fused_backend_runs_the_fused_op(monkeypatch):
@@ -369,3 +381,60 @@ def test_internal_outputs_are_not_differentiable():
     )
     assert out[0].requires_grad and out[2].requires_grad
     assert not out[1].requires_grad and not out[3].requires_grad and not out[4].requires_grad
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@needs_fused_cpu
+def test_synaptic_module_shapes_parameters_state_and_records():
+    layer = make_synaptic_layer(S=3, N=4)
+    assert layer.size_in == 12 and layer.size_out == layer.n_neurons == 4 and layer.n_synapses == 3
+    assert {n for n, _ in layer.named_parameters()} == {"tau_mem", "tau_syn", "threshold", "bias", "w_rec"}
+    assert layer.tau_syn.shape == (4, 3) and layer.w_rec.shape == (4, 12)
+    assert SynapticLIF(5).n_synapses == 1 and SynapticLIF((5,)).size_in == 5
+    assert SynapticLIF(5).w_rec is None
+    x = 0.5 + torch.rand(2, 20, 12)
+    out, state, rec = layer.evolve(x, record=True)
+    assert out.shape == (2, 20, 4)
+    assert {k: tuple(v.shape) for k, v in rec.items()} == {
+        "vmem": (2, 20, 4), "isyn": (2, 20, 4, 3), "irec": (2, 20, 4, 3), "spikes": (2, 20, 4)}
+    assert torch.equal(state["vmem"], rec["vmem"][0, -1]) and torch.equal(state["isyn"], rec["isyn"][0, -1])
+    assert torch.equal(state["spikes"], rec["spikes"][0, -1]), "state: batch row 0's last values"
+    assert layer(x[0]).shape == (1, 20, 4), "(T, N*S) is batch 1"
+    assert layer(torch.rand(2, 5, 1)).shape == (2, 5, 4), "a last dimension of 1 broadcasts"
+    layer.reset_state()
+    assert not layer.vmem.any() and not layer.isyn.any() and not layer.spikes.any()
+
+
+@needs_fused_cpu
+def test_synaptic_module_noise_modes():
+    layer = make_synaptic_layer(noise_std=0.3)
+    x = 0.5 + torch.rand(2, 15, 12)
+    torch.manual_seed(1)
+    a = layer(x)
+    layer.reset_state()
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), a), "in-kernel noise: reproducible under one seed"
+    ref = make_synaptic_layer(noise_std=0.3, backend="reference")
+    torch.manual_seed(1)
+    assert torch.equal(ref(x), a), "the reference backend draws the kernel's stream"
+    torch_noise = make_synaptic_layer(noise_std=0.3, noise="torch")
+    torch_ref = make_synaptic_layer(noise_std=0.3, noise="torch", backend="reference")
+    torch.manual_seed(2)
+    b = torch_noise(x)
+    torch.manual_seed(2)
+    assert torch.equal(torch_ref(x), b)
+
+
+@needs_fused_cpu
+def test_synaptic_fallback_without_the_fused_surrogate_is_the_reference():
+    class MySpike(StepPWL):
+        pass
+
+    layer = make_synaptic_layer(spike_generation_fn=MySpike)
+    with pytest.warns(RuntimeWarning, match="no fused kernel"):
+        out = layer(0.5 + torch.rand(1, 5, 12))
+    assert out.shape == (1, 5, 6)
+    with pytest.raises(ValueError, match="no fused kernel"):
+        make_synaptic_layer(spike_generation_fn=MySpike, backend="fused")(torch.rand(1, 5, 12))

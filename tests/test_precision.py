@@ -4,6 +4,13 @@ import pytest
 import torch
 
 import lif_cuda
+from conftest import (
+    assert_synaptic_bitwise,
+    make_synaptic_case,
+    make_synaptic_layer,
+    run_synaptic_fused,
+    run_synaptic_reference,
+)
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
 
@@ -111,3 +118,27 @@ def test_half_conversion_keeps_the_float32_parameter_values(half):
         assert v.dtype == torch.float32 and torch.equal(v, before[k]), k
     for k, p in layer.named_parameters():
         assert torch.equal(p.grad, grads[k]), k
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@pytest.mark.parametrize("io", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_synaptic_half_precision_input(io):
+    """float16/bfloat16 input: state and arithmetic in float32 (the reference's float32 run on the
+    rounded input), spikes in the input's dtype."""
+    case = make_synaptic_case(7, 2, 17, 5, 2, rec=True)
+    case["input"] = case["input"].to(io)
+    got, want = run_synaptic_fused(case), run_synaptic_reference(case)
+    assert got[0].dtype == io and got[4].dtype == torch.float32
+    assert_synaptic_bitwise(got, want)
+
+
+def test_synaptic_module_half_precision_io():
+    layer = make_synaptic_layer().to(torch.bfloat16)
+    assert layer.tau_mem.dtype == torch.float32 and layer.isyn.dtype == torch.float32
+    x = (0.5 + torch.rand(2, 10, 12)).to(torch.bfloat16)
+    out = layer(x)
+    assert out.dtype == torch.bfloat16
+    ref = make_synaptic_layer(backend="reference")
+    assert torch.equal(out, ref(x.float()).to(torch.bfloat16))

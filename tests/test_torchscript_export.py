@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import lif_cuda
+from conftest import make_synaptic_layer
 
 pytestmark = [
     pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="scripted and exported models call the compiled op"),
@@ -152,3 +153,19 @@ def test_saved_models_run_in_a_fresh_process(tmp_path):
     assert want_1.sum() > 0 and not torch.equal(want_1, want_2)
     for got, want in ((script_1, want_1), (script_2, want_2), (export_1, want_1), (export_2, want_2)):
         assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_script_equals_eager(rec):
+    eager = make_synaptic_layer(rec=rec)
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    g = torch.Generator().manual_seed(4)
+    for shape in ((2, 20, 12), (15, 12)):
+        x = 0.5 + torch.rand(shape, generator=g)
+        with torch.no_grad():
+            assert torch.equal(scripted(x), eager(x))
+        assert torch.equal(scripted.vmem, eager.vmem) and torch.equal(scripted.isyn, eager.isyn)
+        assert torch.equal(scripted.spikes, eager.spikes)
