@@ -405,6 +405,19 @@ def _synaptic_grads(run, case, z, ups, surrogate, rec):
     return dict(zip(names + ["noise"], grads))
 
 
+def _synaptic_fused_and_reference_grads(seed, B, T, N, S, dtype, surrogate, rec, upstream_seed, **case_kw):
+    """A case, and the gradients of the fused op and of the reference's autograd w.r.t. every input,
+    with noise and gradients arriving on every output."""
+    case = make_synaptic_case(seed, B, T, N, S, dtype, rec=rec, **case_kw)
+    g = torch.Generator().manual_seed(upstream_seed)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=dtype)  # noqa: E731
+    z = 0.1 * rn(B, T, N)
+    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, N), rn(B, N, S), rn(B, T, N, S)]
+    got = _synaptic_grads(run_synaptic_fused, case, z, ups, surrogate, rec)
+    want = _synaptic_grads(run_synaptic_reference, case, z, ups, surrogate, rec)
+    return case, got, want
+
+
 @needs_fused_cpu
 @pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("S,rec,shapes", [(1, False, "full-neuron-rows"), (2, True, "full-neuron-rows"),
@@ -414,14 +427,8 @@ def test_synaptic_backward_equals_reference_autograd_float64(surrogate, S, rec, 
     """SPEC §7: the hand-written backward through the synapses, the reset and the recurrence (dL/dw_rec
     one product over all steps) against autograd of the reference, in float64."""
     tau_syn, params, state = shapes.split("-")
-    B, T, N = 3, 19, 5
-    case = make_synaptic_case(20 + S, B, T, N, S, torch.float64, tau_syn=tau_syn, params=params, rec=rec, state=state)
-    g = torch.Generator().manual_seed(5)
-    rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
-    z = 0.1 * rn(B, T, N)
-    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, N), rn(B, N, S), rn(B, T, N, S)]
-    got = _synaptic_grads(run_synaptic_fused, case, z, ups, surrogate, rec)
-    want = _synaptic_grads(run_synaptic_reference, case, z, ups, surrogate, rec)
+    case, got, want = _synaptic_fused_and_reference_grads(20 + S, 3, 19, 5, S, torch.float64, surrogate, rec, 5,
+                                                          tau_syn=tau_syn, params=params, state=state)
     for name in got:
         if name == "s0" and not rec:
             assert want[name] is None and torch.equal(got[name], torch.zeros_like(case["s0"]))
@@ -435,14 +442,7 @@ def test_synaptic_backward_equals_reference_autograd_float64(surrogate, S, rec, 
 @needs_fused_cpu
 @pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
 def test_synaptic_backward_float32_within_tolerance(rec):
-    B, T, N, S = 4, 30, 8, 2
-    case = make_synaptic_case(31, B, T, N, S, rec=rec)
-    g = torch.Generator().manual_seed(6)
-    rn = lambda *s: torch.randn(s, generator=g)  # noqa: E731
-    z = 0.1 * rn(B, T, N)
-    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, N), rn(B, N, S), rn(B, T, N, S)]
-    got = _synaptic_grads(run_synaptic_fused, case, z, ups, StepPWL, rec)
-    want = _synaptic_grads(run_synaptic_reference, case, z, ups, StepPWL, rec)
+    _, got, want = _synaptic_fused_and_reference_grads(31, 4, 30, 8, 2, torch.float32, StepPWL, rec, 6)
     for name in got:
         if name == "s0" and not rec:
             continue
