@@ -231,6 +231,13 @@ def run_synaptic(fn, case, record=True, dt=1e-3, **kw):
     return fn(*args, dt, **c, record=record, **kw)
 
 
+def random_neuron_params(n, g):
+    """tau_mem in [5, 35] ms, threshold in [0.5, 1.5], bias ~ 0.05 N(0, 1), per neuron, from `g`."""
+    tau = 5e-3 + 30e-3 * torch.rand(n, generator=g)
+    thr = 0.5 + torch.rand(n, generator=g)
+    return tau, thr, 0.05 * torch.randn(n, generator=g)
+
+
 def make_synaptic_layer(S=2, N=6, rec=True, **kw):
     """A SynapticLIF with random per-neuron (and per-synapse) parameters."""
     g = torch.Generator().manual_seed(0)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import lif_cuda
+from conftest import random_neuron_params
 
 nir = pytest.importorskip("nir")
 import lif_cuda.nir as lnir  # noqa: E402
@@ -24,9 +25,7 @@ import lif_cuda.nir as lnir  # noqa: E402
 def make_layer(n=6, dt=1e-3, params="neuron", seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
     if params == "neuron":
-        tau = 5e-3 + 30e-3 * torch.rand(n, generator=g)
-        thr = 0.5 + torch.rand(n, generator=g)
-        bias = 0.05 * torch.randn(n, generator=g)
+        tau, thr, bias = random_neuron_params(n, g)
     else:
         tau, thr, bias = 12e-3, 0.7, 0.03
     return lif_cuda.LIFNeuron(n, tau_mem=tau, threshold=thr, bias=bias, dt=dt, **kw)

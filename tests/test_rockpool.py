@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import rel_err
+from conftest import random_neuron_params, rel_err
 
 N_IN = 6
 GRAD_TOL = 1e-5
@@ -51,9 +51,7 @@ def build_lif(rp, cls, surrogate="StepPWL", params="neuron", noise_std=0.0, max_
     g = torch.Generator().manual_seed(7)
     fn = rp[surrogate]
     if params == "neuron":
-        tau = 5e-3 + 30e-3 * torch.rand(n_hid, generator=g)
-        thr = 0.5 + torch.rand(n_hid, generator=g)
-        bias = 0.05 * torch.randn(n_hid, generator=g)
+        tau, thr, bias = random_neuron_params(n_hid, g)
     else:
         tau, thr, bias = 15e-3, 0.8, 0.02
     net = rp["Sequential"](
@@ -75,8 +73,7 @@ def build_synaptic(rp, cls, N=5, S=2, rec=True, tau_syn="full", params="neuron",
     """Linear -> LIFTorch (N neurons, S synapses each) with fixed random weights and parameters."""
     g = torch.Generator().manual_seed(7)
     if params == "neuron":
-        tau, thr, bias = 5e-3 + 30e-3 * torch.rand(N, generator=g), 0.5 + torch.rand(N, generator=g), \
-            0.05 * torch.randn(N, generator=g)
+        tau, thr, bias = random_neuron_params(N, g)
     else:
         tau, thr, bias = torch.tensor(15e-3), torch.tensor(0.8), torch.tensor(0.02)
     ts = {"full": 2e-3 + 20e-3 * torch.rand(N, S, generator=g), "row": 2e-3 + 20e-3 * torch.rand(1, S, generator=g),
