@@ -12,6 +12,7 @@
 """
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -284,7 +285,9 @@ class Model:
       `case(seed, B, T, N, dtype)`: their arguments (a dict, dt included); `outputs`: the names of
       their outputs; `finals`: final-state output -> its initial-state argument; `held`: recorded
       output -> the final state it holds on padding (the other per-step outputs are 0 there);
-      `grad_outputs` / `grad_args`: the outputs a loss may use and the arguments it reaches.
+      `grad_outputs` / `grad_args`: the outputs a loss may use and the arguments it reaches;
+    - `internals()`: (module, name of the fused op, name of the reference loop) where the functional
+      form and the module look them up, for tests that watch or forbid those calls.
     """
 
     name = ""
@@ -335,6 +338,9 @@ class LIFModel(Model):
     def case(self, seed, B, T, N, dtype=torch.float32, **kw):
         return make_case(seed, B, T, N, dtype, **kw).kwargs()
 
+    def internals(self):
+        return sys.modules[lif_cuda.lif_evolve.__module__], "lif_forward_op", "lif_evolve_reference"
+
     def grad_args(self, case):
         return [k for k in ("input", "v0", "tau_mem", "threshold", "bias", "noise") if case.get(k) is not None]
 
@@ -382,6 +388,9 @@ class SynapticModel(Model):
 
     def case(self, seed, B, T, N, dtype=torch.float32, S=None, **kw):
         return dict(make_synaptic_case(seed, B, T, N, S or self.S, dtype, rec=self.recurrent, **kw), dt=1e-3)
+
+    def internals(self):
+        return sys.modules[lif_cuda.SynapticLIF.__module__], "synaptic_forward_op", "synaptic_evolve_reference"
 
     def grad_args(self, case):
         names = ("input", "v0", "i0") + (("s0",) if self.recurrent else ()) + (

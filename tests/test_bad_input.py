@@ -12,7 +12,6 @@ outputs, state untouched.
 import contextlib
 import math
 import re
-import sys
 
 import pytest
 import torch
@@ -27,12 +26,8 @@ BACKENDS = ("fused", "reference")
 B, T, N, S = 2, 3, 4, 2
 META = torch.device("meta")  # a second device that exists on every machine
 
-# Where the functional forms (and the modules) find the fused op and the reference loop: the
-# modules that define the public functions.
-_OP_AND_REFERENCE = [
-    (sys.modules[lif_cuda.lif_evolve.__module__], "lif_forward_op", "lif_evolve_reference"),
-    (sys.modules[lif_cuda.SynapticLIF.__module__], "synaptic_forward_op", "synaptic_evolve_reference"),
-]
+# Where the functional forms (and the modules) find the fused op and the reference loop.
+_OP_AND_REFERENCE = [MODELS["lif"].internals(), MODELS["synaptic-rec"].internals()]
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@
   watched by a TorchDispatchMode. On the CPU the op checks parameter values in C++ from the raw
   data; on CUDA lif_cuda checks them once per change (CheckedValues), tested here on CPU tensors.
 - No Python autograd: a call is one dispatcher call into C++ (forward and backward).
-- Double backward raises a RuntimeError that names what is unsupported.
+- Double backward raises a RuntimeError that names what is unsupported (the synaptic op's too).
 """
 import math
 

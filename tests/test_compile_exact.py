@@ -10,6 +10,7 @@ without noise, with a noise tensor, and with in-kernel noise under the same torc
 - LIFNeuron.evolve(x, record=True), compiled, over two calls (the state is carried), and a
   module's training step.
 - Both with per-row lengths (SPEC §8), and the module also with batch_state=True.
+- SynapticLIF's training step, compiled (with lengths and batch_state: tests/test_lengths_state.py).
 The loss is formed outside the compiled region, so that only our op is compared.
 """
 import copy

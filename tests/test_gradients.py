@@ -1,4 +1,4 @@
-"""SPEC §2-§3: the fused, hand-written backward through time.
+"""SPEC §2-§3 (and §7, the synaptic op, at the end): the fused, hand-written backward through time.
 
 Three independent checks:
 1. Against autograd of the reference (the per-step pure-PyTorch model whose only hand-written

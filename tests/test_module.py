@@ -2,7 +2,9 @@
 
 Constructor defaults and shapes, input auto-batching, `evolve`'s record dict, the persistent
 membrane state, backend choice (including a fused backend that is missing), training, dtype and
-noise. Results are checked against the functional reference, not only for shapes.
+noise. Results are checked against the functional reference, not only for shapes. The checks that
+hold for every model (backends agree, a spike function without a fused kernel, noise modes) run for
+SynapticLIF too (the `model` fixture); SynapticLIF's own shapes and records at the end.
 """
 import math
 import warnings
@@ -12,7 +14,7 @@ import torch
 
 import lif_cuda
 from conftest import assert_bitwise, make_case, make_synaptic_layer, needs_fused_cpu, rel_err, run_reference
-from lif_cuda import StepPWL, SynapticLIF
+from lif_cuda import SynapticLIF
 from lif_cuda.reference import lif_evolve_reference
 
 
@@ -247,20 +249,32 @@ def test_auto_backend_falls_back_with_one_warning(fused_unavailable):
         layer(x)  # warned once already
 
 
-def test_custom_surrogate_runs_on_the_reference_path(monkeypatch):
+@needs_fused_cpu
+def test_custom_surrogate_runs_on_the_reference_path(model, monkeypatch):
+    """A spike function without a fused kernel: backend="auto" warns (naming it) and runs the
+    reference path, the fused op never called, with the reference's result; backend="fused" refuses
+    it before anything runs."""
+
     class MySurrogate(lif_cuda.StepPWL):
         pass
 
     monkeypatch.setattr(lif_cuda._ext, "_warned", set())
     calls = []
-    original = lif_cuda.functional.lif_forward_op
-    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(1) or original(*a))
-    x = _input(2, 10, 6)
-    layer = _layer(spike_generation_fn=MySurrogate)
-    with pytest.warns(RuntimeWarning, match="MySurrogate"):
+    module, op_name, _ = model.internals()
+    original = getattr(module, op_name)
+    monkeypatch.setattr(module, op_name, lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    x = model.input(2, 10, 6, seed=1)
+    layer = model.layer(6, spike_generation_fn=MySurrogate)
+    with pytest.warns(RuntimeWarning, match="MySurrogate has no fused kernel"):
         spikes = layer(x)
     assert calls == []
-    assert_bitwise(spikes, _reference_of(_layer(), x)[0], "spikes")
+    assert spikes.shape == (2, 10, 6)
+    assert_bitwise(spikes, model.layer(6, backend="reference")(x), "spikes")
+    fused = model.layer(6, spike_generation_fn=MySurrogate, backend="fused")
+    with pytest.raises(ValueError, match="backend='fused'.*MySurrogate has no fused kernel"):
+        fused(x)
+    for name in model.states:
+        assert not getattr(fused, name).any(), f"{name} changed by a refused call"
 
 
 # ------------------------------------------------------------------ training, dtype, noise
@@ -342,6 +356,29 @@ def test_kernel_noise_is_reproducible_under_a_seed():
     assert not torch.equal(vmem, quiet[1])
 
 
+@needs_fused_cpu
+def test_module_noise_modes(model):
+    """Every model: noise="kernel" (the default) is reproducible under a seed, differs under another,
+    and the reference backend draws the kernel's stream; noise="torch" gives the same on both
+    backends under a seed; noise_std > 0 changes the membrane."""
+    x = model.input(2, 15, 6, seed=1)
+
+    def run(seed, **kw):
+        layer = model.layer(6, noise_std=0.3, **kw)
+        torch.manual_seed(seed)
+        return layer.evolve(x, record=True)
+
+    a, again, ref, other = run(1), run(1), run(1, backend="reference"), run(2)
+    for what, b in (("same seed", again), ("the reference backend, same seed", ref)):
+        assert_bitwise(a[0], b[0], f"spikes, {what}")
+        assert_bitwise(a[2]["vmem"], b[2]["vmem"], f"vmem, {what}")
+    assert not torch.equal(a[2]["vmem"], other[2]["vmem"]), "another seed, other noise"
+    assert not torch.equal(a[2]["vmem"], model.layer(6).evolve(x, record=True)[2]["vmem"]), "no noise added"
+    t, t_ref = run(2, noise="torch"), run(2, noise="torch", backend="reference")
+    assert_bitwise(t[0], t_ref[0], "spikes, torch noise")
+    assert_bitwise(t[2]["vmem"], t_ref[2]["vmem"], "vmem, torch noise")
+
+
 def test_functional_api_equals_module():
     """lif_evolve with the layer's parameters is the module's computation."""
     case = make_case(5, 2, 12, 6)
@@ -405,36 +442,3 @@ def test_synaptic_module_shapes_parameters_state_and_records():
     assert layer(torch.rand(2, 5, 1)).shape == (2, 5, 4), "a last dimension of 1 broadcasts"
     layer.reset_state()
     assert not layer.vmem.any() and not layer.isyn.any() and not layer.spikes.any()
-
-
-@needs_fused_cpu
-def test_synaptic_module_noise_modes():
-    layer = make_synaptic_layer(noise_std=0.3)
-    x = 0.5 + torch.rand(2, 15, 12)
-    torch.manual_seed(1)
-    a = layer(x)
-    layer.reset_state()
-    torch.manual_seed(1)
-    assert torch.equal(layer(x), a), "in-kernel noise: reproducible under one seed"
-    ref = make_synaptic_layer(noise_std=0.3, backend="reference")
-    torch.manual_seed(1)
-    assert torch.equal(ref(x), a), "the reference backend draws the kernel's stream"
-    torch_noise = make_synaptic_layer(noise_std=0.3, noise="torch")
-    torch_ref = make_synaptic_layer(noise_std=0.3, noise="torch", backend="reference")
-    torch.manual_seed(2)
-    b = torch_noise(x)
-    torch.manual_seed(2)
-    assert torch.equal(torch_ref(x), b)
-
-
-@needs_fused_cpu
-def test_synaptic_fallback_without_the_fused_surrogate_is_the_reference():
-    class MySpike(StepPWL):
-        pass
-
-    layer = make_synaptic_layer(spike_generation_fn=MySpike)
-    with pytest.warns(RuntimeWarning, match="no fused kernel"):
-        out = layer(0.5 + torch.rand(1, 5, 12))
-    assert out.shape == (1, 5, 6)
-    with pytest.raises(ValueError, match="no fused kernel"):
-        make_synaptic_layer(spike_generation_fn=MySpike, backend="fused")(torch.rand(1, 5, 12))

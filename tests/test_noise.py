@@ -2,6 +2,7 @@
 
 The noise is read back exactly through the recorded membrane: with alpha = 0 (tau -> 0), zero input
 and bias and a threshold no value reaches, u[t] = ((0*w + 0) + z[t]) + 0 = z[t] and w[t] = u[t].
+The synaptic op's noise tensor and in-kernel noise: at the end.
 """
 import math
 

@@ -2,7 +2,8 @@
 
 - `torch.library.opcheck` on `lif_forward` and `lif_backward`: schema, autograd registration,
   fake (meta) kernel and AOT dispatch, over the argument combinations that change the outputs
-  (record, save_u, noise tensor / in-kernel noise / none, dtype, inputs requiring grad).
+  (record, save_u, noise tensor / in-kernel noise / none, dtype, inputs requiring grad); on
+  `synaptic_forward` (with lengths: tests/test_lengths_state.py).
 - `torch.compile(fullgraph=True)` of a small model using `LIFNeuron` trains without graph breaks
   and matches eager: spikes equal, gradients close. Compilation is slow on a small machine, so
   there is one compiled model in total.

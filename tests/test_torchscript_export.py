@@ -1,4 +1,5 @@
-"""Deployment: torch.jit.script and torch.export of models containing LIFNeuron (SPEC §5).
+"""Deployment: torch.jit.script and torch.export of models containing LIFNeuron (SPEC §5), and
+torch.jit.script of SynapticLIF.
 
 Scripted and exported models give the eager model's spikes and state bit for bit, and both still run
 after being saved and loaded in a fresh process that has only imported torch and lif_cuda.
