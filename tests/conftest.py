@@ -278,6 +278,8 @@ class Model:
       reproducible parameters; `n_in(n)`: the width of its input (N, or N*S);
     - `input(B, T, n, seed, dtype)`: a reproducible input that makes such a layer spike;
     - `states` / `records`: the names of the module's state buffers and of evolve()'s record dict;
+      `state_of(layer)`: copies of its state; `state_shapes(n, B=None)`: their shapes by name (one
+      row, or B rows with batch_state);
     - `params(layer)`: its trainable parameters, in the order `evolve_from` takes them;
     - `evolve_from(layer, x, state, params, **kw)`: the functional form on a layer's configuration,
       from `state` (a tuple in the order of `states`) -> the functional outputs, spikes first;
@@ -322,8 +324,7 @@ class LIFModel(Model):
 
     def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
         kw = {"tau_mem": torch.linspace(0.01, 0.04, n), "threshold": torch.linspace(0.6, 1.2, n),
-              "bias": torch.linspace(-0.1, 0.1, n),
-              **kw}
+              "bias": torch.linspace(-0.1, 0.1, n), **kw}
         return lif_cuda.LIFNeuron(n, backend=backend, batch_state=batch_state, **kw).to(dtype)
 
     def input(self, B=3, T=60, n=5, seed=8, dtype=torch.float32):
