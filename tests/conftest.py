@@ -6,9 +6,13 @@
   with the very same rounded operations, so tests can assert that a boundary (u == thr, ...) was
   really hit instead of hoping it was.
 - `assert_bitwise`, `rel_err`: exact and norm-wise comparisons with readable failure messages.
+- `make_synaptic_case(...)`: the same for `synaptic_evolve` (SPEC §7), as a dict of its arguments.
+- `model`: a fixture over every neuron model ("lif", "synaptic-ff", "synaptic-rec"), for the checks
+  that hold for all of them (bad input, lengths/state, ...): see `Model`.
 """
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -174,6 +178,245 @@ def rel_err(actual, expected):
 def assert_rel_close(actual, expected, tol, what):
     err = rel_err(actual, expected)
     assert math.isfinite(err) and err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e}"
+
+
+def bits(t):
+    """The exact bytes of a tensor (NaN-safe, -0.0 != 0.0), for "bit-identical" checks."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).clone() if t.numel() else t.clone()
+
+
+@pytest.fixture
+def keep_global_rng():
+    """For tests that seed torch's global generator: leave it as it was for the rest of the suite."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+needs_fused_cpu = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
+
+
+# ------------------------------------------------------------------------ the synaptic model (§7)
+
+SYNAPTIC_OUTPUTS = ("spikes", "vmem", "isyn", "irec", "v_final", "i_final", "s_final")
+SYNAPTIC_ARGS = ("input", "v0", "i0", "tau_mem", "tau_syn", "threshold", "bias")  # positional, before dt
+
+
+def make_synaptic_case(seed, B, T, N, S, dtype=torch.float32, *, tau_syn="full", params="neuron", rec=False,
+                       state="rows", input_mean=0.4):
+    """A random case: tau_syn (N,S) "full", (1,S) "row" or () "scalar"; tau_mem, threshold, bias (N,)
+    "neuron" or () "scalar"; state "rows" ((B,N), (B,N,S), (B,N)) or "shared" ((N,), (N,S), (N,))."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    P = (N,) if params == "neuron" else ()
+    rows = (B,) if state == "rows" else ()
+    case = dict(
+        input=input_mean + 0.8 * n(B, T, N * S),
+        v0=0.5 * n(*rows, N),
+        i0=0.3 * n(*rows, N, S),
+        s0=(r(*rows, N) < 0.3).double(),
+        tau_mem=5e-3 + 45e-3 * r(*P),
+        tau_syn=2e-3 + 20e-3 * r(*{"full": (N, S), "row": (1, S), "scalar": ()}[tau_syn]),
+        threshold=0.3 + 1.2 * r(*P),
+        bias=0.1 * n(*P),
+        w_rec=0.3 * n(N, N * S) if rec else None,
+    )
+    return {k: None if v is None else v.to(dtype) for k, v in case.items()}
+
+
+def run_synaptic(fn, case, record=True, dt=1e-3, **kw):
+    """synaptic_evolve or synaptic_evolve_reference on a case from make_synaptic_case."""
+    c = dict(case)
+    args = [c.pop(k) for k in SYNAPTIC_ARGS]
+    return fn(*args, dt, **c, record=record, **kw)
+
+
+def random_neuron_params(n, g):
+    """tau_mem in [5, 35] ms, threshold in [0.5, 1.5], bias ~ 0.05 N(0, 1), per neuron, from `g`."""
+    tau = 5e-3 + 30e-3 * torch.rand(n, generator=g)
+    thr = 0.5 + torch.rand(n, generator=g)
+    return tau, thr, 0.05 * torch.randn(n, generator=g)
+
+
+def make_synaptic_layer(S=2, N=6, rec=True, **kw):
+    """A SynapticLIF with random per-neuron (and per-synapse) parameters."""
+    g = torch.Generator().manual_seed(0)
+    return lif_cuda.SynapticLIF(
+        (N * S, N), tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g),
+        tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g), threshold=0.5 + torch.rand(N, generator=g),
+        bias=0.05 * torch.randn(N, generator=g), has_rec=rec,
+        w_rec=0.4 * torch.randn(N, N * S, generator=g) if rec else None, **kw,
+    )
+
+
+def run_synaptic_fused(case, record=True, **kw):
+    """The fused synaptic op (an error, never a silent fallback, if it is missing)."""
+    return run_synaptic(lif_cuda.synaptic_evolve, case, record, backend="fused", **kw)
+
+
+def run_synaptic_reference(case, record=True, **kw):
+    return run_synaptic(lif_cuda.synaptic_evolve_reference, case, record, **kw)
+
+
+def assert_synaptic_bitwise(got, want, record=True):
+    """Every output of the synaptic op bit for bit (the records are None without record)."""
+    for name, g, w in zip(SYNAPTIC_OUTPUTS, got, want):
+        if not record and name in ("vmem", "isyn", "irec"):
+            assert g is None and w is None, name
+            continue
+        assert_bitwise(g, w, name)
+
+
+# ------------------------------------------------------------------------ every model, one face
+
+
+class Model:
+    """A neuron model as the checks shared by every model see it (the `model` fixture).
+
+    - `layer(n, backend, batch_state, dtype, **kw)`: its module with n neurons and non-default,
+      reproducible parameters; `n_in(n)`: the width of its input (N, or N*S);
+    - `input(B, T, n, seed, dtype)`: a reproducible input that makes such a layer spike;
+    - `states` / `records`: the names of the module's state buffers and of evolve()'s record dict;
+      `state_of(layer)`: copies of its state; `state_shapes(n, B=None)`: their shapes by name (one
+      row, or B rows with batch_state);
+    - `params(layer)`: its trainable parameters, in the order `evolve_from` takes them;
+    - `evolve_from(layer, x, state, params, **kw)`: the functional form on a layer's configuration,
+      from `state` (a tuple in the order of `states`) -> the functional outputs, spikes first;
+    - `evolve_fn` / `reference_fn`: the public functional API and the pure-PyTorch reference;
+      `case(seed, B, T, N, dtype)`: their arguments (a dict, dt included); `outputs`: the names of
+      their outputs; `finals`: final-state output -> its initial-state argument; `held`: recorded
+      output -> the final state it holds on padding (the other per-step outputs are 0 there);
+      `grad_outputs` / `grad_args`: the outputs a loss may use and the arguments it reaches;
+    - `internals()`: (module, name of the fused op, name of the reference loop) where the functional
+      form and the module look them up, for tests that watch or forbid those calls.
+    """
+
+    name = ""
+    recurrent = False
+    S = 1
+    states = ()
+    records = ()
+    outputs = ()
+    finals = {}
+    held = {}
+
+    def __repr__(self):
+        return self.name
+
+    def n_in(self, n):
+        return n * self.S
+
+    def state_of(self, layer):
+        return tuple(getattr(layer, k).clone() for k in self.states)
+
+    def state_shapes(self, n, B=None):
+        rows = () if B is None else (B,)
+        return {k: rows + shape for k, shape in zip(self.states, self._state_shapes(n))}
+
+
+class LIFModel(Model):
+    name = "lif"
+    states = ("vmem",)
+    records = ("vmem", "spikes")
+    evolve_fn = staticmethod(lif_cuda.lif_evolve)
+    reference_fn = staticmethod(lif_evolve_reference)
+
+    def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
+        kw = {"tau_mem": torch.linspace(0.01, 0.04, n), "threshold": torch.linspace(0.6, 1.2, n),
+              "bias": torch.linspace(-0.1, 0.1, n), **kw}
+        return lif_cuda.LIFNeuron(n, backend=backend, batch_state=batch_state, **kw).to(dtype)
+
+    def input(self, B=3, T=60, n=5, seed=8, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        return (0.5 + torch.randn(B, T, n, generator=g, dtype=torch.float64)).to(dtype)
+
+    outputs = ("spikes", "vmem", "v_final")
+    finals = {"v_final": "v0"}
+    held = {"vmem": "v_final"}
+    grad_outputs = outputs
+
+    def case(self, seed, B, T, N, dtype=torch.float32, **kw):
+        return make_case(seed, B, T, N, dtype, **kw).kwargs()
+
+    def internals(self):
+        return sys.modules[lif_cuda.lif_evolve.__module__], "lif_forward_op", "lif_evolve_reference"
+
+    def grad_args(self, case):
+        return [k for k in ("input", "v0", "tau_mem", "threshold", "bias", "noise") if case.get(k) is not None]
+
+    def _state_shapes(self, n):
+        return ((n,),)
+
+    def params(self, layer):
+        return [layer.tau_mem, layer.threshold, layer.bias]
+
+    def evolve_from(self, layer, x, state, params, **kw):
+        return lif_cuda.lif_evolve(x, state[0], *params, layer.dt, **kw)
+
+
+class SynapticModel(Model):
+    states = ("vmem", "isyn", "spikes")
+    records = ("spikes", "vmem", "isyn", "irec")
+    S = 2
+    evolve_fn = staticmethod(lif_cuda.synaptic_evolve)
+    reference_fn = staticmethod(lif_cuda.synaptic_evolve_reference)
+
+    def __init__(self, recurrent):
+        self.recurrent = recurrent
+        self.name = "synaptic-rec" if recurrent else "synaptic-ff"
+
+    def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
+        g = torch.Generator().manual_seed(0)
+        S = self.S
+        kw = dict(tau_mem=5e-3 + 30e-3 * torch.rand(n, generator=g),
+                  tau_syn=2e-3 + 10e-3 * torch.rand(n, S, generator=g), threshold=0.5 + torch.rand(n, generator=g),
+                  bias=0.05 * torch.randn(n, generator=g), has_rec=self.recurrent,
+                  w_rec=0.4 * torch.randn(n, n * S, generator=g) if self.recurrent else None, **kw)
+        return lif_cuda.SynapticLIF((n * S, n), backend=backend, batch_state=batch_state, **kw).to(dtype)
+
+    def input(self, B=3, T=60, n=5, seed=8, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        return (0.3 + 0.8 * torch.randn(B, T, n * self.S, generator=g)).to(dtype)
+
+    outputs = SYNAPTIC_OUTPUTS
+    finals = {"v_final": "v0", "i_final": "i0", "s_final": "s0"}
+    held = {"vmem": "v_final", "isyn": "i_final"}
+
+    @property
+    def grad_outputs(self):
+        return ("spikes", "vmem", "isyn", "v_final", "i_final") + (("irec",) if self.recurrent else ())
+
+    def case(self, seed, B, T, N, dtype=torch.float32, S=None, **kw):
+        return dict(make_synaptic_case(seed, B, T, N, S or self.S, dtype, rec=self.recurrent, **kw), dt=1e-3)
+
+    def internals(self):
+        return sys.modules[lif_cuda.SynapticLIF.__module__], "synaptic_forward_op", "synaptic_evolve_reference"
+
+    def grad_args(self, case):
+        names = ("input", "v0", "i0") + (("s0",) if self.recurrent else ()) + (
+            "tau_mem", "tau_syn", "threshold", "bias", "w_rec", "noise")
+        return [k for k in names if case.get(k) is not None]
+
+    def _state_shapes(self, n):
+        return ((n,), (n, self.S), (n,))
+
+    def params(self, layer):
+        return [p for p in (layer.tau_mem, layer.tau_syn, layer.threshold, layer.bias, layer.w_rec) if p is not None]
+
+    def evolve_from(self, layer, x, state, params, **kw):
+        v, i, s = state
+        w_rec = params[4] if self.recurrent else None
+        return lif_cuda.synaptic_evolve(x, v, i, *params[:4], layer.dt, w_rec=w_rec, s0=s, **kw)
+
+
+MODELS = {m.name: m for m in (LIFModel(), SynapticModel(False), SynapticModel(True))}
+
+
+@pytest.fixture(params=list(MODELS))
+def model(request):
+    """Every neuron model: the LIF neuron, and the synaptic one feed-forward and recurrent."""
+    return MODELS[request.param]
 
 
 @pytest.fixture

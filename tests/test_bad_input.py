@@ -1,10 +1,13 @@
-"""SPEC §6, bad input: a clear error, nothing corrupted.
+"""SPEC §6, bad input: a clear error, nothing corrupted, for every model (LIF, synaptic §7).
 
 Every row of the tables below is one bad input. Each must raise ValueError or TypeError (as the row
 says) whose message names the argument and says what was expected, before any kernel runs, and
-leave everything it was given bit-identical: the functional API's tensors, and a LIFNeuron's
-parameters, their gradients and its `vmem` state. Every row runs on both backends ("fused" and
-"reference"). Zero-sized B, T or N is not an error: empty outputs, state untouched.
+leave everything it was given bit-identical: the functional API's tensors, and a module's
+parameters, their gradients and its state. Every row runs on both backends ("fused" and
+"reference"). Rows that hold for every model run for each (the `model` fixture); the others are
+the model's own (a synaptic layer's tau_syn and w_rec). The synaptic op's own C++ checks, forward
+and backward, are called directly (the op is public). Zero-sized B, T or N is not an error: empty
+outputs, state untouched.
 """
 import contextlib
 import math
@@ -14,65 +17,61 @@ import pytest
 import torch
 
 import lif_cuda
-import lif_cuda.functional as functional
 import lif_cuda.ops as ops
-from lif_cuda import LIFNeuron
+from conftest import MODELS, bits
+
+pytestmark = pytest.mark.usefixtures("keep_global_rng")  # tests here seed torch's global generator
 
 BACKENDS = ("fused", "reference")
-B, T, N = 2, 3, 4
+B, T, N, S = 2, 3, 4, 2
+META = torch.device("meta")  # a second device that exists on every machine
 
-
-@pytest.fixture(autouse=True)
-def _keep_global_rng():
-    """Tests here seed torch's global generator; leave it as it was for the rest of the suite."""
-    with torch.random.fork_rng(devices=[]):
-        yield
-
-
-def bits(t):
-    """The exact bytes of a tensor (NaN-safe, -0.0 != 0.0), for "bit-identical" checks."""
-    t = t.detach().cpu().contiguous().reshape(-1)
-    return t.view(torch.uint8).clone() if t.numel() else t.clone()
-
-
-def same_bits(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
+# Where the functional forms (and the modules) find the fused op and the reference loop.
+_OP_AND_REFERENCE = [MODELS["lif"].internals(), MODELS["synaptic-rec"].internals()]
 
 
 @pytest.fixture(autouse=True)
 def no_kernel(monkeypatch):
-    """Any kernel launch inside a bad call is a failure: the checks must come first. The fused op
-    checks some arguments itself (parameter values on the CPU), so it is called, but its kernels
-    must not run: the extension counts every launch (lif_cuda.ops.kernel_launches). The reference
-    loop must not start at all. Tests of valid calls restore the real functions (`real_kernels`)."""
-    real = (functional.lif_forward_op, functional.lif_evolve_reference)
+    """Any kernel launch inside a bad call is a failure: the checks must come first. The fused ops
+    check some arguments themselves (parameter values on the CPU), so they are called, but their
+    kernels must not run: the extension counts every launch (lif_cuda.ops.kernel_launches). The
+    reference loops must not start at all. Tests of valid calls restore the real functions
+    (`real_kernels`, `_real`)."""
+    real = []
+    for module, op_name, ref_name in _OP_AND_REFERENCE:
+        op = getattr(module, op_name)
+        real.append((module, op_name, op))
+        real.append((module, ref_name, getattr(module, ref_name)))
 
-    def guarded_op(*args, **kwargs):
-        before = ops.kernel_launches()
-        try:
-            real[0](*args, **kwargs)
-        except (ValueError, TypeError):
-            assert ops.kernel_launches() == before, "a kernel ran before the bad argument was reported"
-            raise
-        raise AssertionError(f"the fused op accepted a bad argument ({ops.kernel_launches() - before} kernel launches)")
+        def guarded_op(*args, _op=op, **kwargs):
+            before = ops.kernel_launches()
+            try:
+                _op(*args, **kwargs)
+            except (ValueError, TypeError):
+                assert ops.kernel_launches() == before, "a kernel ran before the bad argument was reported"
+                raise
+            raise AssertionError(
+                f"the fused op accepted a bad argument ({ops.kernel_launches() - before} kernel launches)")
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a kernel ran before the bad argument was reported")
+        def forbidden(*args, **kwargs):
+            raise AssertionError("a kernel ran before the bad argument was reported")
 
-    monkeypatch.setattr(functional, "lif_forward_op", guarded_op)
-    monkeypatch.setattr(functional, "lif_evolve_reference", forbidden)
+        monkeypatch.setattr(module, op_name, guarded_op)
+        monkeypatch.setattr(module, ref_name, forbidden)
     return real
 
 
 @contextlib.contextmanager
 def _real(no_kernel):
     """The real kernels for the duration (e.g. to build a module with state)."""
-    forbidden = (functional.lif_forward_op, functional.lif_evolve_reference)
-    functional.lif_forward_op, functional.lif_evolve_reference = no_kernel
+    guarded = [(module, name, getattr(module, name)) for module, name, _ in no_kernel]
+    for module, name, fn in no_kernel:
+        setattr(module, name, fn)
     try:
         yield
     finally:
-        functional.lif_forward_op, functional.lif_evolve_reference = forbidden
+        for module, name, fn in guarded:
+            setattr(module, name, fn)
 
 
 @pytest.fixture
@@ -81,7 +80,31 @@ def real_kernels(no_kernel):
         yield
 
 
-def base_args():
+def _check_message(exc, arg, expect):
+    """The message names `arg` as a word (unless None) and matches every regex in `expect`."""
+    msg = str(exc)
+    if arg is not None:
+        word = rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])"
+        assert re.search(word, msg), f"message does not name {arg!r}: {msg!r}"
+    for e in (expect,) if isinstance(expect, str) else expect:
+        assert re.search(e, msg), f"message does not say what was expected ({e!r}): {msg!r}"
+
+
+def at(i, value):
+    """A parameter equal to the good one except element i."""
+
+    def make(t):
+        t = t.clone()
+        t[i] = value
+        return t
+
+    return make
+
+
+# ------------------------------------------------------------------ the functional forms
+
+
+def lif_args():
     g = torch.Generator().manual_seed(7)
     return dict(
         input=torch.randn(B, T, N, generator=g) + 0.5,
@@ -93,22 +116,27 @@ def base_args():
     )
 
 
-def at(i, value):
-    """A per-neuron parameter equal to the good one except element i."""
+def synaptic_args():
+    g = torch.Generator().manual_seed(7)
+    return dict(
+        input=torch.randn(B, T, N * S, generator=g) + 0.5,
+        v0=torch.randn(B, N, generator=g),
+        i0=torch.randn(N, S, generator=g),
+        tau_mem=torch.full((N,), 0.02),
+        tau_syn=torch.full((N, S), 0.01),
+        threshold=torch.full((N,), 0.8),
+        bias=torch.full((N,), 0.1),
+        dt=1e-3,
+        w_rec=0.1 * torch.randn(N, N * S, generator=g),
+        s0=torch.zeros(N),
+    )
 
-    def make(t):
-        t = t.clone()
-        t[i] = value
-        return t
 
-    return make
-
-
-META = torch.device("meta")  # a second device that exists on every machine
+BASE_ARGS = {"lif": lif_args, "synaptic-rec": synaptic_args}
 
 # (id, argument, replacement (a value, or a function of the good value), exception, message regex
 # for "what was expected"). The argument's name must appear in the message as a word.
-FUNCTIONAL_TABLE = [
+LIF_TABLE = [
     # input: wrong type, dtype, rank
     ("input-list", "input", lambda x: x.tolist(), TypeError, "torch.Tensor"),
     ("input-int32", "input", lambda x: x.to(torch.int32), TypeError, "float"),
@@ -211,6 +239,57 @@ FUNCTIONAL_TABLE = [
     ("backend-none", "backend", None, ValueError, "one of"),
 ]
 
+SYNAPTIC_TABLE = [
+    ("input-list", "input", lambda x: x.tolist(), TypeError, "torch.Tensor"),
+    ("input-int", "input", lambda x: x.to(torch.int32), TypeError, "float"),
+    ("input-complex", "input", lambda x: x.to(torch.complex64), TypeError, "float"),
+    ("input-rank2", "input", lambda x: x[0], ValueError, r"\(B, T, N\*S\)"),
+    ("input-last-dim", "input", lambda x: torch.zeros(B, T, N * S + 1), ValueError, "N\\*S"),
+    ("i0-rank1", "i0", lambda t: torch.zeros(N * S), ValueError, "shape"),
+    ("i0-batch", "i0", lambda t: torch.zeros(B + 1, N, S), ValueError, "shape"),
+    ("i0-int", "i0", lambda t: t.to(torch.int64), TypeError, "float"),
+    ("v0-shape", "v0", lambda t: torch.zeros(B, N + 1), ValueError, "shape"),
+    ("v0-device", "v0", lambda t: t.to(META), ValueError, "device"),
+    ("s0-shape", "s0", lambda t: torch.zeros(N + 1), ValueError, "shape"),
+    ("tau_mem-zero", "tau_mem", lambda t: torch.zeros(N), ValueError, "> 0"),
+    ("tau_mem-nan", "tau_mem", at(1, math.nan), ValueError, "finite"),
+    ("tau_syn-zero", "tau_syn", lambda t: torch.zeros(N, S), ValueError, "> 0"),
+    ("tau_syn-negative-one", "tau_syn", at((2, 1), -0.01), ValueError, "> 0"),
+    ("tau_syn-negative-scalar", "tau_syn", lambda t: torch.tensor(-0.01), ValueError, "> 0"),
+    ("tau_syn-inf", "tau_syn", at((0, 0), math.inf), ValueError, "finite"),
+    ("tau_syn-nan", "tau_syn", at((3, 1), math.nan), ValueError, "finite"),
+    ("tau_syn-neurons", "tau_syn", lambda t: torch.full((N,), 0.01), ValueError, r"\(4, 2\), \(1, 2\) or \(\)"),
+    ("tau_syn-rows", "tau_syn", lambda t: torch.full((N + 1, S), 0.01), ValueError, r"\(4, 2\), \(1, 2\) or \(\)"),
+    ("tau_syn-two-rows", "tau_syn", lambda t: torch.full((2, S), 0.01), ValueError, r"\(4, 2\), \(1, 2\) or \(\)"),
+    ("tau_syn-synapses", "tau_syn", lambda t: torch.full((N, S + 1), 0.01), ValueError, "shape"),
+    ("tau_syn-rank3", "tau_syn", lambda t: torch.full((1, N, S), 0.01), ValueError, "shape"),
+    ("tau_syn-int", "tau_syn", lambda t: torch.ones(N, S, dtype=torch.int64), TypeError, "float"),
+    ("tau_syn-device", "tau_syn", lambda t: t.to(META), ValueError, "device"),
+    ("threshold-negative", "threshold", at(0, -1.0), ValueError, "> 0"),
+    ("bias-inf", "bias", at(2, math.inf), ValueError, "finite"),
+    ("w_rec-square", "w_rec", lambda w: torch.zeros(N, N), ValueError, r"\(N, N\*S\) = \(4, 8\)"),
+    ("w_rec-transposed", "w_rec", lambda w: w.t().contiguous(), ValueError, r"\(N, N\*S\) = \(4, 8\)"),
+    ("w_rec-rank1", "w_rec", lambda w: w.reshape(-1), ValueError, "shape"),
+    ("w_rec-int", "w_rec", lambda w: w.to(torch.int32), TypeError, "float"),
+    ("w_rec-device", "w_rec", lambda w: w.to(META), ValueError, "device"),
+    ("noise-shape", "noise", torch.zeros(B, T, N * S), ValueError, "shape"),
+    ("dt-zero", "dt", 0.0, ValueError, "> 0"),
+    ("dt-nan", "dt", math.nan, ValueError, "finite"),
+    ("window-negative", "learning_window", -0.1, ValueError, ">= 0"),
+    ("max-spikes-zero", "max_spikes_per_dt", 0.5, ValueError, ">= 1"),
+    # Per-row lengths (SPEC §8), not among the base arguments.
+    ("lengths-negative", "lengths", [2, -1], ValueError, r"\[0, T\]"),
+    ("lengths-beyond-T", "lengths", torch.tensor([0, T + 1]), ValueError, r"\[0, T\] = \[0, 3\]"),
+    ("lengths-shape", "lengths", torch.tensor([1, 2, 3]), ValueError, "shape"),
+    ("lengths-rank2", "lengths", torch.tensor([[1, 2]]), ValueError, "shape"),
+    ("lengths-float", "lengths", torch.tensor([1.0, 2.0]), TypeError, "integer"),
+    ("lengths-bool", "lengths", torch.tensor([True, False]), TypeError, "integer"),
+    ("lengths-not-a-list", "lengths", 3, TypeError, "integer"),
+    ("lengths-device", "lengths", torch.tensor([1, 2], device=META), ValueError, "device"),
+]
+
+FUNCTIONAL_ROWS = [("lif", r) for r in LIF_TABLE] + [("synaptic-rec", r) for r in SYNAPTIC_TABLE]
+
 
 def _apply(args, arg, replacement):
     args = dict(args)
@@ -218,87 +297,174 @@ def _apply(args, arg, replacement):
     return args
 
 
-def _check_message(exc, arg, expect):
-    msg = str(exc)
-    assert re.search(rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])", msg), f"message does not name {arg!r}: {msg!r}"
-    assert re.search(expect, msg), f"message does not say what was expected ({expect!r}): {msg!r}"
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(
-    "case_id,arg,replacement,exc_type,expect", FUNCTIONAL_TABLE, ids=[r[0] for r in FUNCTIONAL_TABLE]
-)
-def test_lif_evolve_rejects(case_id, arg, replacement, exc_type, expect, backend):
-    args = _apply(base_args(), arg, replacement)
+@pytest.mark.parametrize("model,row", FUNCTIONAL_ROWS, indirect=["model"],
+                         ids=[f"{m.split('-')[0]}-{r[0]}" for m, r in FUNCTIONAL_ROWS])
+def test_functional_rejects(model, row, backend):
+    case_id, arg, replacement, exc_type, expect = row
+    args = _apply(BASE_ARGS[model.name](), arg, replacement)
     args.setdefault("backend", backend)
     before = {k: bits(v) for k, v in args.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"}
     with pytest.raises(exc_type) as info:
-        lif_cuda.lif_evolve(**args, record=True)
+        model.evolve_fn(**args, record=True)
     _check_message(info.value, arg, expect)
     for k, b in before.items():  # nothing the caller gave is touched
         assert torch.equal(bits(args[k]), b), f"{k} was modified by a failed call"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_lif_evolve_rejects_two_noise_sources(backend):
-    args = base_args()
+@pytest.mark.parametrize("model", ["lif", "synaptic-rec"], indirect=True)
+def test_functional_rejects_two_noise_sources(model, backend):
+    args = BASE_ARGS[model.name]()
     with pytest.raises(ValueError) as info:
-        lif_cuda.lif_evolve(**args, noise=torch.zeros(B, T, N), noise_std=0.1, backend=backend)
-    assert "noise" in str(info.value) and "noise_std" in str(info.value)
+        model.evolve_fn(**args, noise=torch.zeros(B, T, N), noise_std=0.1, backend=backend)
+    _check_message(info.value, "noise_std", ("noise", "not both"))
 
 
-# --------------------------------------------------------------------------------- the module
+# --------------------------------------------------------------- the synaptic op's own checks
 
-# Constructor arguments that must be refused (nothing is built, so there is no state to protect).
-CONSTRUCTOR_TABLE = [
-    ("shape-2d", "shape", (3, 4), ValueError, "one dimension"),
-    ("shape-negative", "shape", -1, ValueError, "non-negative"),
-    ("shape-fraction", "shape", 2.5, ValueError, "whole number"),
-    ("shape-none", "shape", None, ValueError, "must be given"),
-    ("tau-negative", "tau_mem", -0.02, ValueError, "> 0"),
-    ("tau-zero-one", "tau_mem", [0.02, 0.0, 0.02, 0.02], ValueError, "> 0"),
-    ("tau-nan", "tau_mem", math.nan, ValueError, "finite"),
-    ("tau-shape", "tau_mem", [0.02, 0.02], ValueError, "shape"),
-    ("tau-str", "tau_mem", "fast", TypeError, "real number"),
-    ("tau-complex", "tau_mem", torch.ones(N, dtype=torch.complex64), TypeError, "real number"),
-    ("thr-zero", "threshold", 0.0, ValueError, "> 0"),
-    ("thr-inf", "threshold", math.inf, ValueError, "finite"),
-    ("bias-nan", "bias", math.nan, ValueError, "finite"),
-    ("bias-shape", "bias", torch.zeros(N + 1), ValueError, "shape"),
-    ("dt-zero", "dt", 0.0, ValueError, "> 0"),
-    ("dt-nan", "dt", math.nan, ValueError, "finite"),
-    ("dt-str", "dt", "1ms", TypeError, "real number"),
-    ("dt-none", "dt", None, TypeError, "real number"),
-    ("noise-std-negative", "noise_std", -1.0, ValueError, ">= 0"),
-    ("window-negative", "learning_window", -0.5, ValueError, ">= 0"),
-    ("window-none", "learning_window", None, TypeError, "real number"),
-    ("maxspk-zero", "max_spikes_per_dt", 0, ValueError, ">= 1"),
-    ("maxspk-nan", "max_spikes_per_dt", math.nan, ValueError, "finite"),
-    ("spikefn-none", "spike_generation_fn", None, TypeError, "autograd.Function"),
-    ("backend-unknown", "backend", "gpu", ValueError, "'auto'"),
-    ("noise-unknown", "noise", "philox", ValueError, "'kernel'"),
+
+def _synaptic_forward(a, record=True, grad=False, lengths=None):
+    return torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                               a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                               2.0**16, 0, record, grad, lengths)
+
+
+OP_ROWS = [
+    ("w_rec", lambda a: a.update(w_rec=torch.zeros(N, N)), ValueError, r"w_rec must have shape \(N, N\*S\)"),
+    ("tau_syn", lambda a: a.update(tau_syn=torch.full((N,), 0.01)), ValueError, "tau_syn must have shape"),
+    ("tau_syn", lambda a: a.update(tau_syn=torch.full((N, S), -0.01)), ValueError, "tau_syn must be finite and > 0"),
+    ("input", lambda a: a.update(input=torch.zeros(B, T, N)), ValueError, "N\\*S"),
+    ("i0", lambda a: a.update(i0=torch.zeros(N, 0)), ValueError, "at least one synapse"),
+    ("s0", lambda a: a.update(s0=torch.zeros(B + 1, N)), ValueError, "s0 must have shape"),
+    ("w_rec", lambda a: a.update(w_rec=torch.zeros(N, N * S, dtype=torch.float64)), TypeError, "w_rec must have dtype"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, -1])), ValueError, r"lengths must be in \[0, T\]"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([T + 1, 0])), ValueError, r"lengths must be in \[0, T\]"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, 2, 3])), ValueError, r"lengths must have shape \(2,\)"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1.0, 2.0])), TypeError, "lengths must be an int64"),
+    ("lengths", lambda a: a.update(lengths=torch.tensor([1, 2], dtype=torch.int32)), TypeError,
+     "lengths must be an int64"),
 ]
 
 
-@pytest.mark.parametrize("case_id,arg,value,exc_type,expect", CONSTRUCTOR_TABLE, ids=[r[0] for r in CONSTRUCTOR_TABLE])
-def test_constructor_rejects(case_id, arg, value, exc_type, expect):
-    kwargs = {"shape": N, arg: value}
+@pytest.mark.parametrize("row", OP_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(OP_ROWS)])
+def test_synaptic_op_checks_its_arguments_before_any_kernel(row):
+    """The op's own C++ checks (the functional API and the modules check first, but the op is public)."""
+    name, change, exc, expected = row
+    a = synaptic_args()
+    change(a)
+    before = ops.kernel_launches()
+    with pytest.raises(exc, match=expected):
+        _synaptic_forward(a, lengths=a.get("lengths"))
+    assert ops.kernel_launches() == before
+
+
+def _synaptic_backward(args, out, lengths=None, **change):
+    a = args
+    args = dict(grad_spikes=torch.ones(B, T, N), u=out[7], a=out[8], v0=a["v0"], s0=a["s0"], tau_mem=a["tau_mem"],
+                tau_syn=a["tau_syn"], threshold=a["threshold"], w_rec=a["w_rec"])
+    args.update(change)
+    return torch.ops.lif_cuda.synaptic_backward(args["grad_spikes"], None, None, None, None, None, args["u"], args["a"],
+                                                args["v0"], args["s0"], args["tau_mem"], args["tau_syn"],
+                                                args["threshold"], args["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, True,
+                                                False, lengths)
+
+
+@pytest.mark.parametrize("lengths,exc,expected", [
+    (torch.tensor([0, T + 1]), ValueError, r"lengths must be in \[0, T\]"),
+    (torch.tensor([1]), ValueError, r"lengths must have shape \(2,\)"),
+    (torch.tensor([1.0, 2.0]), TypeError, "lengths must be an int64"),
+], ids=["beyond-T", "shape", "float"])
+def test_synaptic_backward_op_checks_lengths_before_any_kernel(lengths, exc, expected):
+    a = synaptic_args()
+    out = _synaptic_forward(a, record=False, grad=True)
+    before = ops.kernel_launches()
+    with pytest.raises(exc, match=expected):
+        _synaptic_backward(a, out, lengths)
+    assert ops.kernel_launches() == before
+
+
+def test_synaptic_backward_op_rejects_zero_synapses_before_any_kernel():
+    """The backward's own shape check of the saved currents: S = 0 with N > 0 is an error naming `a`
+    (it once reached the CPU kernel's tile arithmetic, a division by S)."""
+    a = synaptic_args()
+    out = _synaptic_forward(a, record=False, grad=True)
+    before = ops.kernel_launches()
+    with pytest.raises(ValueError, match="a must have at least one synapse"):
+        _synaptic_backward(a, out, a=torch.zeros(B, T, N, 0), s0=None, tau_syn=torch.tensor(0.005), w_rec=None)
+    assert ops.kernel_launches() == before
+
+
+# --------------------------------------------------------------------------------- the modules
+
+# Constructor arguments that must be refused (nothing is built, so there is no state to protect):
+# (id, constructor arguments but the shape, argument named (None: any), exception, expected).
+SHARED_CONSTRUCTOR_TABLE = [
+    ("tau-negative", dict(tau_mem=-0.02), "tau_mem", ValueError, "> 0"),
+    ("tau-zero-one", dict(tau_mem=[0.02, 0.0, 0.02, 0.02]), "tau_mem", ValueError, "> 0"),
+    ("tau-nan", dict(tau_mem=math.nan), "tau_mem", ValueError, "finite"),
+    ("tau-shape", dict(tau_mem=[0.02, 0.02]), "tau_mem", ValueError, "shape"),
+    ("tau-str", dict(tau_mem="fast"), "tau_mem", TypeError, "real number"),
+    ("tau-complex", dict(tau_mem=torch.ones(N, dtype=torch.complex64)), "tau_mem", TypeError, "real number"),
+    ("thr-zero", dict(threshold=0.0), "threshold", ValueError, "> 0"),
+    ("thr-inf", dict(threshold=math.inf), "threshold", ValueError, "finite"),
+    ("bias-nan", dict(bias=math.nan), "bias", ValueError, "finite"),
+    ("bias-shape", dict(bias=torch.zeros(N + 1)), "bias", ValueError, "shape"),
+    ("dt-zero", dict(dt=0.0), "dt", ValueError, "> 0"),
+    ("dt-nan", dict(dt=math.nan), "dt", ValueError, "finite"),
+    ("dt-str", dict(dt="1ms"), "dt", TypeError, "real number"),
+    ("dt-none", dict(dt=None), "dt", TypeError, "real number"),
+    ("noise-std-negative", dict(noise_std=-1.0), "noise_std", ValueError, ">= 0"),
+    ("window-negative", dict(learning_window=-0.5), "learning_window", ValueError, ">= 0"),
+    ("window-none", dict(learning_window=None), "learning_window", TypeError, "real number"),
+    ("maxspk-zero", dict(max_spikes_per_dt=0), "max_spikes_per_dt", ValueError, ">= 1"),
+    ("maxspk-nan", dict(max_spikes_per_dt=math.nan), "max_spikes_per_dt", ValueError, "finite"),
+    ("spikefn-none", dict(spike_generation_fn=None), "spike_generation_fn", TypeError, "autograd.Function"),
+    ("backend-unknown", dict(backend="gpu"), "backend", ValueError, "'auto'"),
+    ("noise-unknown", dict(noise="philox"), "noise", ValueError, "'kernel'"),
+    ("batch-state-str", dict(batch_state="yes"), "batch_state", TypeError, "batch_state"),
+]
+SHAPE = {"lif": N, "synaptic": (N * S, N)}
+# (id, model, constructor arguments, argument named, exception, expected)
+CONSTRUCTOR_TABLE = [(f"{m}-{r[0]}", m, dict(shape=SHAPE[m], **r[1]), *r[2:])
+                     for m in SHAPE for r in SHARED_CONSTRUCTOR_TABLE] + [
+    ("lif-shape-2d", "lif", dict(shape=(3, 4)), "shape", ValueError, "one dimension"),
+    ("lif-shape-negative", "lif", dict(shape=-1), "shape", ValueError, "non-negative"),
+    ("lif-shape-fraction", "lif", dict(shape=2.5), "shape", ValueError, "whole number"),
+    ("lif-shape-none", "lif", dict(shape=None), "shape", ValueError, "must be given"),
+    ("synaptic-w_rec-without-has_rec", "synaptic", dict(shape=(N * S, N), w_rec=torch.zeros(N, N * S)), "w_rec",
+     ValueError, "w_rec may not be provided if has_rec is False"),
+    ("synaptic-w_rec-shape", "synaptic", dict(shape=(N * S, N), has_rec=True, w_rec=torch.zeros(N, N)), "w_rec",
+     ValueError, r"w_rec must have shape \(N, N\*S\) = \(4, 8\)"),
+    ("synaptic-tau_syn-shape", "synaptic", dict(shape=(N * S, N), tau_syn=torch.full((N,), 0.01)), "tau_syn",
+     ValueError, "tau_syn must have shape"),
+    ("synaptic-tau_syn-negative", "synaptic", dict(shape=(N * S, N), tau_syn=-0.01), "tau_syn", ValueError,
+     "tau_syn must be finite and > 0"),
+    ("synaptic-shape-not-a-multiple", "synaptic", dict(shape=(N * S + 1, N)), "shape", ValueError, "multiple"),
+    ("synaptic-shape-3d", "synaptic", dict(shape=(2, 3, 4)), "shape", ValueError, "shape"),
+    ("synaptic-has_rec-str", "synaptic", dict(shape=(N * S, N), has_rec="yes"), "has_rec", TypeError, "has_rec"),
+    ("synaptic-noise-unknown", "synaptic", dict(shape=(N * S, N), noise="numpy"), "noise", ValueError, "noise"),
+    ("synaptic-backend-unknown", "synaptic", dict(shape=(N * S, N), backend="gpu"), "backend", ValueError, "backend"),
+]
+MODULE_CLASS = {"lif": lif_cuda.LIFNeuron, "synaptic": lif_cuda.SynapticLIF}
+
+
+@pytest.mark.parametrize("case_id,model,kwargs,arg,exc_type,expect", CONSTRUCTOR_TABLE,
+                         ids=[r[0] for r in CONSTRUCTOR_TABLE])
+def test_constructor_rejects(case_id, model, kwargs, arg, exc_type, expect):
     with pytest.raises(exc_type) as info:
-        LIFNeuron(**kwargs)
+        MODULE_CLASS[model](**kwargs)
     _check_message(info.value, arg, expect)
 
 
-def _trained_module(backend):
-    """A module with non-trivial state: non-default parameters, a non-zero vmem, and gradients."""
-    torch.manual_seed(3)
-    m = LIFNeuron(
-        N,
-        tau_mem=torch.linspace(0.01, 0.04, N),
-        threshold=torch.linspace(0.5, 1.2, N),
-        bias=torch.linspace(-0.1, 0.1, N),
-        backend=backend,
-    )
-    m(torch.randn(B, T, N) + 0.7).sum().backward()
+def good_x(model, batch=B):
+    return model.input(batch, T, N, seed=11)
+
+
+def _trained_module(model, backend, **kw):
+    """A module with non-trivial state: non-default parameters, a non-zero state, and gradients."""
+    m = model.layer(N, backend=backend, **kw)
+    m(model.input(B, 5, N, seed=3)).sum().backward()
     assert m.vmem.abs().sum() > 0 and m.tau_mem.grad is not None
     return m
 
@@ -321,14 +487,14 @@ def _assert_unchanged(m, snap, restore):
             assert now[k] == snap[k], f"module {k} changed by a failed call"
 
 
-# Each "corruption" takes the module and returns (input to call it with, a function that puts back
-# what the corruption itself changed).
+# Each "corruption" takes the model and the module and returns (input to call it with, a function
+# that puts back what the corruption itself changed).
 
 
 def _set_param(name, make):
     """Overwrite a parameter's values in place (as an optimiser step gone wrong would)."""
 
-    def corrupt(m):
+    def corrupt(model, m):
         p = getattr(m, name)
         saved = p.detach().clone()
         with torch.no_grad():
@@ -338,39 +504,38 @@ def _set_param(name, make):
             with torch.no_grad():
                 getattr(m, name).copy_(saved)
 
-        return GOOD_X(), restore
+        return good_x(model), restore
 
     return corrupt
 
 
 def _set_attr(name, value):
-    def corrupt(m):
+    def corrupt(model, m):
         old = getattr(m, name)
-        setattr(m, name, value)
-        return GOOD_X(), lambda m: setattr(m, name, old)
+        setattr(m, name, value(m) if callable(value) else value)
+        return good_x(model), lambda m: setattr(m, name, old)
 
     return corrupt
 
 
 def _input(make):
-    return lambda m: (make(), lambda m: None)
+    return lambda model, m: (make(model), lambda m: None)
 
-
-GOOD_X = lambda: torch.randn(B, T, N) + 0.7  # noqa: E731
 
 # Bad calls on a built module: a bad input, or an attribute/parameter made bad after construction.
 # (id, what goes wrong, argument named, exception, expected). The module must be bit-identical after
 # (the corrupted attribute itself is put back before comparing, everything else must be untouched).
 MODULE_TABLE = [
-    ("input-int", _input(lambda: GOOD_X().to(torch.int64)), "input", TypeError, "float"),
-    ("input-bool", _input(lambda: GOOD_X() > 0), "input", TypeError, "float"),
-    ("input-complex", _input(lambda: GOOD_X().to(torch.complex64)), "input", TypeError, "float"),
-    ("input-list", _input(lambda: GOOD_X().tolist()), "input", TypeError, "torch.Tensor"),
-    ("input-rank1", _input(lambda: torch.randn(N)), "input", ValueError, "shape"),
-    ("input-rank4", _input(lambda: torch.randn(1, B, T, N)), "input", ValueError, "shape"),
-    ("input-last-dim", _input(lambda: torch.randn(B, T, N + 1)), "input", ValueError, "last dimension"),
-    ("input-last-dim-2d", _input(lambda: torch.randn(T, N - 1)), "input", ValueError, "last dimension"),
-    ("input-device", _input(lambda: GOOD_X().to(META)), "tau_mem", ValueError, "device"),
+    ("input-int", _input(lambda md: good_x(md).to(torch.int64)), "input", TypeError, "float"),
+    ("input-bool", _input(lambda md: good_x(md) > 0), "input", TypeError, "float"),
+    ("input-complex", _input(lambda md: good_x(md).to(torch.complex64)), "input", TypeError, "float"),
+    ("input-list", _input(lambda md: good_x(md).tolist()), "input", TypeError, "torch.Tensor"),
+    ("input-rank1", _input(lambda md: torch.randn(N)), "input", ValueError, "shape"),
+    ("input-rank4", _input(lambda md: torch.randn(1, B, T, md.n_in(N))), "input", ValueError, "shape"),
+    ("input-last-dim", _input(lambda md: torch.randn(B, T, md.n_in(N) + 1)), "input", ValueError, "last dimension"),
+    ("input-last-dim-2", _input(lambda md: torch.rand(B, T, md.n_in(N) + 2)), "input", ValueError, "last dimension"),
+    ("input-last-dim-2d", _input(lambda md: torch.randn(T, md.n_in(N) - 1)), "input", ValueError, "last dimension"),
+    ("input-device", _input(lambda md: good_x(md).to(META)), "tau_mem", ValueError, "device"),
     ("tau-negative", _set_param("tau_mem", lambda p: -p), "tau_mem", ValueError, "> 0"),
     ("tau-zero-one", _set_param("tau_mem", at(1, 0.0)), "tau_mem", ValueError, "> 0"),
     ("tau-nan", _set_param("tau_mem", at(2, math.nan)), "tau_mem", ValueError, "finite"),
@@ -386,16 +551,28 @@ MODULE_TABLE = [
     ("spikefn-none", _set_attr("spike_generation_fn", None), "spike_generation_fn", TypeError, "autograd.Function"),
     ("backend-unknown", _set_attr("backend", "tpu"), "backend", ValueError, "one of"),
 ]
+SYNAPTIC_MODULE_TABLE = [
+    ("tau_syn-negative", _set_param("tau_syn", at((1, 0), -0.01)), "tau_syn", ValueError, "> 0"),
+    ("tau_syn-nan", _set_param("tau_syn", at((0, 1), math.nan)), "tau_syn", ValueError, "finite"),
+]
+RECURRENT_MODULE_TABLE = [
+    ("w_rec-shape", _set_attr("w_rec", lambda m: torch.nn.Parameter(torch.zeros(N, N))), "w_rec", ValueError,
+     "shape"),
+]
+MODULE_ROWS = [(m, r) for m in MODELS for r in MODULE_TABLE] + [
+    (m, r) for m in ("synaptic-ff", "synaptic-rec") for r in SYNAPTIC_MODULE_TABLE] + [
+    ("synaptic-rec", r) for r in RECURRENT_MODULE_TABLE]
 
 
 @pytest.mark.parametrize("method", ["forward", "evolve"])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case_id,corrupt,arg,exc_type,expect", MODULE_TABLE, ids=[r[0] for r in MODULE_TABLE])
-def test_module_rejects_and_keeps_state(case_id, corrupt, arg, exc_type, expect, backend, method, no_kernel):
+@pytest.mark.parametrize("model,row", MODULE_ROWS, indirect=["model"], ids=[f"{m}-{r[0]}" for m, r in MODULE_ROWS])
+def test_module_rejects_and_keeps_state(model, row, backend, method, no_kernel):
+    case_id, corrupt, arg, exc_type, expect = row
     with _real(no_kernel):
-        m = _trained_module(backend)
+        m = _trained_module(model, backend)
     snap = _snapshot(m)
-    x, restore = corrupt(m)
+    x, restore = corrupt(model, m)
     with pytest.raises(exc_type) as info:
         if method == "forward":
             m(x)
@@ -409,13 +586,13 @@ def test_module_rejects_and_keeps_state(case_id, corrupt, arg, exc_type, expect,
 # batch_state=True module keeps (SPEC §8): (id, lengths or None, input batch size, batch_state,
 # argument named, exception, expected).
 MODULE_LENGTHS_TABLE = [
-    ("lengths-negative", [2, -1], B, False, "lengths", ValueError, r"\[0, T\]"),
-    ("lengths-beyond-T", torch.tensor([0, T + 1]), B, True, "lengths", ValueError, r"\[0, T\]"),
-    ("lengths-shape", torch.tensor([1, 2, 3]), B, False, "lengths", ValueError, "shape"),
-    ("lengths-float", torch.tensor([1.0, 2.0]), B, True, "lengths", TypeError, "integer"),
-    ("lengths-device", torch.tensor([1, 2], device=META), B, False, "lengths", ValueError, "device"),
-    ("batch-size", None, B + 1, True, "batch size", ValueError, r"reset_state\(\)"),
-    ("batch-size-with-lengths", [1, 1, 1], B + 1, True, "batch size", ValueError, r"reset_state\(\)"),
+    ("lengths-negative", [2, -1], B, False, "lengths", ValueError, r"lengths.*\[0, T\]"),
+    ("lengths-beyond-T", torch.tensor([0, T + 1]), B, True, "lengths", ValueError, r"lengths.*\[0, T\]"),
+    ("lengths-shape", torch.tensor([1, 2, 3]), B, False, "lengths", ValueError, "lengths.*shape"),
+    ("lengths-float", torch.tensor([1.0, 2.0]), B, True, "lengths", TypeError, "lengths.*integer"),
+    ("lengths-device", torch.tensor([1, 2], device=META), B, False, "lengths", ValueError, "lengths.*device"),
+    ("batch-size", None, B + 1, True, "batch size", ValueError, r"batch size 2.*batch size 3.*reset_state\(\)"),
+    ("batch-size-with-lengths", [1, 1, 1], B + 1, True, "batch size", ValueError, r"batch size.*reset_state\(\)"),
 ]
 
 
@@ -423,20 +600,21 @@ MODULE_LENGTHS_TABLE = [
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case_id,lengths,batch,batch_state,arg,exc_type,expect", MODULE_LENGTHS_TABLE,
                          ids=[r[0] for r in MODULE_LENGTHS_TABLE])
-def test_module_rejects_lengths_and_batch_size(case_id, lengths, batch, batch_state, arg, exc_type, expect, backend,
-                                               method, no_kernel):
+def test_module_rejects_lengths_and_batch_size(model, case_id, lengths, batch, batch_state, arg, exc_type, expect,
+                                               backend, method, no_kernel):
     with _real(no_kernel):
-        m = _trained_module(backend)
-        m.batch_state = batch_state
-        m(GOOD_X())  # with batch_state, the state is now (B, N)
+        m = _trained_module(model, backend, batch_state=batch_state)
+        m(good_x(model))  # with batch_state, the state is now per row
     snap = _snapshot(m)
-    x = torch.randn(batch, T, N)
+    before = ops.kernel_launches()
+    x = good_x(model, batch)
     with pytest.raises(exc_type) as info:
         if method == "forward":
             m(x, lengths)
         else:
             m.evolve(x, record=True, lengths=lengths)
     _check_message(info.value, arg, expect)
+    assert ops.kernel_launches() == before, "a kernel ran before the error"
     _assert_unchanged(m, snap, lambda m: None)
 
 
@@ -448,7 +626,8 @@ ZERO_SHAPES = [(0, T, N), (B, 0, N), (B, T, 0), (0, 0, 0)]
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", ZERO_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_zero_sized_gives_empty_outputs(shape, backend, dtype, real_kernels):
+def test_lif_zero_sized_gives_empty_outputs(shape, backend, dtype, real_kernels):
+    """The LIF op's gradients too. (The synaptic op's empty shapes: tests/test_parity.py.)"""
     b, t, n = shape
     v0 = torch.randn(b, n, dtype=dtype)
     args = dict(
@@ -471,17 +650,25 @@ def test_zero_sized_gives_empty_outputs(shape, backend, dtype, real_kernels):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("shape", [(0, T, N), (B, 0, N)], ids=["B0", "T0"])
-def test_module_zero_sized_keeps_state(shape, backend, real_kernels):
-    m = _trained_module(backend)
+@pytest.mark.parametrize("shape", [(0, T), (B, 0)], ids=["B0", "T0"])
+def test_module_zero_sized_keeps_state(model, shape, backend, real_kernels):
+    m = _trained_module(model, backend)
     snap = _snapshot(m)
-    spikes = m(torch.randn(*shape))
-    assert spikes.shape == shape
+    before = ops.kernel_launches()
+    spikes = m(torch.randn(*shape, model.n_in(N)))
+    assert ops.kernel_launches() == before, "nothing to compute: no kernel"
+    assert spikes.shape == (*shape, N)
     _assert_unchanged(m, snap, lambda m: None)
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # w_rec (0, 0)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_module_zero_neurons(backend, real_kernels):
-    m = LIFNeuron(0, backend=backend)
+def test_module_zero_neurons(model, backend, real_kernels):
+    if model.name == "lif":
+        m = lif_cuda.LIFNeuron(0, backend=backend)
+    else:
+        m = lif_cuda.SynapticLIF((0,), has_rec=model.recurrent, backend=backend)
+    assert m.n_neurons == 0
     spikes, state, rec = m.evolve(torch.randn(B, T, 0), record=True)
-    assert spikes.shape == (B, T, 0) and rec["vmem"].shape == (B, T, 0) and state["vmem"].shape == (0,)
+    assert spikes.shape == (B, T, 0) and rec["vmem"].shape == (B, T, 0)
+    assert state.keys() == set(model.states) and all(state[k].shape[0] == 0 for k in model.states)

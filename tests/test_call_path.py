@@ -5,7 +5,7 @@
   watched by a TorchDispatchMode. On the CPU the op checks parameter values in C++ from the raw
   data; on CUDA lif_cuda checks them once per change (CheckedValues), tested here on CPU tensors.
 - No Python autograd: a call is one dispatcher call into C++ (forward and backward).
-- Double backward raises a RuntimeError that names what is unsupported.
+- Double backward raises a RuntimeError that names what is unsupported (the synaptic op's too).
 """
 import math
 
@@ -14,6 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lif_cuda
+from conftest import make_synaptic_case, run_synaptic_fused
 from lif_cuda._checks import CheckedValues
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
@@ -190,3 +191,15 @@ def test_module_double_backward_raises():
     (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="lif_backward"):
         torch.autograd.grad(g.sum(), layer.tau_mem)
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+def test_synaptic_gradient_flows_only_where_asked_and_double_backward_is_refused():
+    case = make_synaptic_case(9, 2, 7, 3, 2, rec=True)
+    x = case["input"].clone().requires_grad_(True)
+    out = run_synaptic_fused(dict(case, input=x))
+    (g,) = torch.autograd.grad(out[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        g.sum().backward()

@@ -10,12 +10,16 @@ without noise, with a noise tensor, and with in-kernel noise under the same torc
 - LIFNeuron.evolve(x, record=True), compiled, over two calls (the state is carried), and a
   module's training step.
 - Both with per-row lengths (SPEC §8), and the module also with batch_state=True.
+- SynapticLIF's training step, compiled (with lengths and batch_state: tests/test_lengths_state.py).
 The loss is formed outside the compiled region, so that only our op is compared.
 """
+import copy
+
 import pytest
 import torch
 
 import lif_cuda
+from conftest import assert_bitwise, make_synaptic_layer
 from lif_cuda import LIFNeuron, PeriodicExponential, StepPWL
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
@@ -136,3 +140,31 @@ def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std, ba
         for name, a, b in zip(("input", "tau_mem", "threshold", "bias"), c_grads, e_grads):
             assert b is not None and b.abs().sum() > 0, f"call {step}: grad {name} is zero"
             assert_identical(a, b, f"call {step}: grad {name}")
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")  # PyTorch 2.13 says so
+def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo):
+    """torch.compile(fullgraph=True) of a training step: the op is one opaque call, so spikes, state
+    and every gradient are eager's bits."""
+    eager = make_synaptic_layer()
+    compiled_layer = copy.deepcopy(eager)
+    x = 0.6 + torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(3))
+
+    def step(layer, x):
+        out, state, rec = layer.evolve(x, record=True)
+        return out, rec["vmem"], rec["isyn"]
+
+    compiled = torch.compile(step, fullgraph=True)
+    for _ in range(2):
+        a = step(eager, x)
+        b = compiled(compiled_layer, x)
+        for u, v in zip(a, b):
+            assert_bitwise(v, u, "compiled output")
+        sum(o.sum() for o in a).backward()
+        sum(o.sum() for o in b).backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled_layer.parameters()):
+        assert_bitwise(q.grad, p.grad, f"grad {name}")
+    assert_bitwise(compiled_layer.vmem, eager.vmem, "state")

@@ -1,4 +1,5 @@
-"""The fused op on CUDA (issue 3): the same bits as the reference and as the CPU kernel.
+"""The fused ops on CUDA: the same bits as the reference and as the CPU kernel. The LIF op first,
+then the synaptic op (SPEC §7: its own section below); the per-sample state for every model.
 
 - Forward: spikes, recorded membrane and final state `torch.equal` to the pure-PyTorch reference run
   on the same CUDA device (float32 and float64), and to the fused CPU op (every I/O dtype, every
@@ -28,9 +29,10 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import assert_bitwise, make_case, rel_err
+from conftest import SYNAPTIC_OUTPUTS, assert_bitwise, make_case, rel_err, run_synaptic
+from lif_cuda import synaptic_evolve
 from lif_cuda.noise import kernel_noise
-from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_reference
+from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_reference, synaptic_evolve_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -709,17 +711,164 @@ def test_training_with_cpu_lengths_and_batch_state_makes_no_host_sync():
 
 
 @needs_kernels
-def test_batch_state_chunks_equal_one_run_on_cuda():
-    x = (0.5 + torch.randn(3, 60, 16, generator=torch.Generator().manual_seed(4))).to(CUDA)
+def test_batch_state_chunks_equal_one_run_on_cuda(model):
+    """Every model: chunks with lengths equal one run bit for bit (spikes, records, state); another
+    batch size is refused."""
+    x = model.input(3, 60, 16, seed=4).to(CUDA)
     lengths = torch.tensor([60, 25, 40])
-    layer = _layer(batch_state=True).to(CUDA)
-    spikes, _, rec = layer.evolve(x, record=True, lengths=lengths)
-    whole = (spikes, rec["vmem"], layer.vmem.clone())
+    layer = model.layer(16, batch_state=True).to(CUDA)
+    _, _, whole = layer.evolve(x, record=True, lengths=lengths)
+    kept = model.state_of(layer)
     layer.reset_state()
-    parts = [layer.evolve(x[:, a:b], record=True, lengths=(lengths - a).clamp(0, b - a))
+    parts = [layer.evolve(x[:, a:b], record=True, lengths=(lengths - a).clamp(0, b - a))[2]
              for a, b in ((0, 17), (17, 40), (40, 60))]
-    assert_bitwise(torch.cat([p[0] for p in parts], 1), whole[0], "spikes")
-    assert_bitwise(torch.cat([p[2]["vmem"] for p in parts], 1), whole[1], "recorded membrane")
-    assert_bitwise(layer.vmem, whole[2], "state")
+    for k in model.records:
+        assert_bitwise(torch.cat([p[k] for p in parts], 1), whole[k], k)
+    for name, a, b in zip(model.states, model.state_of(layer), kept):
+        assert_bitwise(a, b, f"state {name}")
     with pytest.raises(ValueError, match=r"batch size 3.*batch size 2.*reset_state\(\)"):
         layer(x[:2])
+
+
+# ------------------------------------------------------------------ the synaptic op (SPEC §7)
+# Forward: spikes, records and final state `torch.equal` to the pure-PyTorch reference run on the
+# same CUDA device, whose synapse sum is torch.sum on CUDA (ATen's gpu reduce) and whose recurrent
+# product is cuBLAS through F.linear: this is the check of the core's CUDA sum order
+# (cuda_torch_sum), which tests/test_synaptic_host.py can only check against its own emulation.
+# S = 1..40 covers the lane counts P = 1, 2, 4, 8, 16, 32. Backward against the reference's
+# autograd; lif_cuda.rockpool.LIFTorch against Rockpool's LIFTorch on CUDA; the CPU and CUDA
+# kernels agree where the devices' exp and GEMM do (feed-forward, alpha and beta equal on both).
+
+
+def make_synaptic_cuda_case(seed, B, T, N, S, dtype=torch.float32, rec=False, device=CUDA):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    case = dict(
+        input=0.4 + 0.8 * n(B, T, N * S), v0=0.5 * n(B, N), i0=0.3 * n(N, S), s0=(r(N) < 0.3).double(),
+        tau_mem=5e-3 + 45e-3 * r(N), tau_syn=2e-3 + 20e-3 * r(N, S), threshold=0.3 + 1.2 * r(N), bias=0.1 * n(N),
+        w_rec=0.3 * n(N, N * S) if rec else None,
+    )
+    return {k: None if v is None else v.to(dtype=dtype, device=device) for k, v in case.items()}
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_forward_equals_reference_on_cuda(dtype, rec):
+    for S in list(range(1, 41)) + [63]:
+        case = make_synaptic_cuda_case(S, 3, 12, 7, S, dtype, rec=rec)
+        got = run_synaptic(synaptic_evolve, case, backend="fused")
+        want = run_synaptic(synaptic_evolve_reference, case)
+        for name, g, w in zip(SYNAPTIC_OUTPUTS, got, want):
+            assert_bitwise(g, w, f"{name}, S={S}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (3, True)])
+def test_synaptic_backward_equals_reference_autograd_on_cuda(dtype, S, rec):
+    B, T, N = 3, 17, 6
+    case = make_synaptic_cuda_case(7, B, T, N, S, dtype, rec=rec)
+    names = [k for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec") if
+             case[k] is not None]
+    g = torch.Generator(device=CUDA).manual_seed(1)
+    ups = [torch.randn(s, generator=g, device=CUDA, dtype=dtype) for s in
+           ((B, T, N), (B, T, N), (B, T, N, S), (B, N), (B, N, S))]
+    grads = []
+    for fn, kw in ((synaptic_evolve, dict(backend="fused")), (synaptic_evolve_reference, {})):
+        leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+        out = run_synaptic(fn, {**case, **leaves}, spike_generation_fn=StepPWL, **kw)
+        outs = [out[0], out[1], out[2], out[4], out[5]]
+        grads.append(torch.autograd.grad(outs, list(leaves.values()), ups, allow_unused=True))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name, a, b in zip(names, *grads):
+        if b is None:
+            continue
+        assert rel_err(a, b) <= tol, name
+
+
+@needs_kernels
+def test_synaptic_cpu_and_cuda_kernels_agree_where_the_devices_do():
+    """Feed-forward, S <= 2 (the CPU and CUDA sum orders agree), on the neurons whose decays are the
+    same on both devices: the same bits from the two kernels."""
+    for S in (1, 2):
+        case = make_synaptic_cuda_case(3, 2, 20, 64, S)
+        cpu = {k: None if v is None else v.cpu() for k, v in case.items()}
+        a = run_synaptic(synaptic_evolve, case, backend="fused")
+        b = run_synaptic(synaptic_evolve, cpu, backend="fused")
+        same = (torch.exp(-1e-3 / case["tau_mem"]).cpu() == torch.exp(-1e-3 / cpu["tau_mem"]))
+        same &= (torch.exp(-1e-3 / case["tau_syn"]).cpu() == torch.exp(-1e-3 / cpu["tau_syn"])).all(-1)
+        assert same.sum() > 0
+        assert torch.equal(a[0].cpu()[..., same], b[0][..., same])
+        assert torch.equal(a[1].cpu()[..., same], b[1][..., same])
+
+
+@needs_kernels
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_rockpool_drop_in_on_cuda(rec):
+    pytest.importorskip("rockpool")
+    from rockpool.nn.modules import LIFTorch
+
+    import lif_cuda.rockpool
+
+    g = torch.Generator().manual_seed(0)
+    N, S = 16, 2
+    kw = dict(tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g), tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g),
+              threshold=0.5 + torch.rand(N, generator=g), has_rec=rec,
+              w_rec=0.3 * torch.randn(N, N * S, generator=g) if rec else None)
+    theirs, ours = LIFTorch((N * S, N), **kw).to(CUDA), lif_cuda.rockpool.LIFTorch((N * S, N), **kw).to(CUDA)
+    x = (torch.rand(4, 40, N * S, generator=g) < 0.3).float().mul(2).to(CUDA)
+    outs = []
+    for net in (theirs, ours):
+        xx = x.clone().requires_grad_(True)
+        out, state, record = net(xx, record=True)
+        (out.sum() + 0.1 * record["vmem"].to(CUDA).pow(2).sum()).backward()
+        outs.append((out, state, record, {n: p.grad for n, p in net.named_parameters()}, xx.grad))
+    (o_t, s_t, r_t, g_t, x_t), (o_o, s_o, r_o, g_o, x_o) = outs
+    assert torch.equal(o_o, o_t)
+    for k in r_t:
+        assert torch.equal(r_o[k].cpu(), r_t[k].cpu()), k
+    for k in s_t:
+        assert torch.equal(s_o[k], s_t[k]), k
+    for name in g_t:
+        assert rel_err(g_o[name], g_t[name]) <= 1e-5, name
+    assert rel_err(x_o, x_t) <= 1e-5
+
+
+# lengths (SPEC §8)
+SYN_LENGTHS = [17, 0, 9, 1]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (3, True)])
+@pytest.mark.parametrize("where", ["cuda", "cpu"], ids=["lengths-on-cuda", "lengths-on-cpu"])
+def test_synaptic_lengths_equal_reference_on_cuda(dtype, S, rec, where):
+    """With per-row lengths (a CUDA tensor, or a CPU one as a data loader gives it): forward bit for bit
+    against the masked reference on the device (padding included), backward against its autograd, with
+    gradients arriving on the padding; the padding's input gradient is 0."""
+    B, T, N = len(SYN_LENGTHS), 17, 6
+    case = make_synaptic_cuda_case(8, B, T, N, S, dtype, rec=rec)
+    lengths = torch.tensor(SYN_LENGTHS, device=where)
+    names = [k for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec") if
+             case[k] is not None and (rec or k != "s0")]
+    g = torch.Generator(device=CUDA).manual_seed(2)
+    ups = [torch.randn(s, generator=g, device=CUDA, dtype=dtype) for s in
+           ((B, T, N), (B, T, N), (B, T, N, S), (B, N), (B, N, S))]
+    results = []
+    for fn, kw in ((synaptic_evolve, dict(backend="fused")), (synaptic_evolve_reference, {})):
+        leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+        ln = lengths.to(CUDA) if fn is synaptic_evolve_reference else lengths
+        out = run_synaptic(fn, {**case, **leaves}, lengths=ln, **kw)
+        outs = [out[0], out[1], out[2], out[4], out[5]]
+        results.append((out, dict(zip(names, torch.autograd.grad(outs, list(leaves.values()), ups)))))
+    (got, g_got), (want, g_want) = results
+    for name, a, b in zip(SYNAPTIC_OUTPUTS, got, want):
+        assert_bitwise(a.detach(), b.detach(), name)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name in names:
+        assert g_want[name].abs().sum() > 0, name
+        assert rel_err(g_got[name], g_want[name]) <= tol, f"grad {name}"
+    for b, L in enumerate(SYN_LENGTHS):
+        assert not got[0][b, L:].any() and not g_got["input"][b, L:].any(), f"row {b}: padding"

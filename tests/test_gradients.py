@@ -1,4 +1,4 @@
-"""SPEC §2-§3: the fused, hand-written backward through time.
+"""SPEC §2-§3 (and §7, the synaptic op, at the end): the fused, hand-written backward through time.
 
 Three independent checks:
 1. Against autograd of the reference (the per-step pure-PyTorch model whose only hand-written
@@ -31,10 +31,16 @@ from conftest import (
     DTYPES,
     assert_rel_close,
     make_case,
+    make_synaptic_case,
+    needs_fused_cpu,
     pre_spike_membrane,
+    rel_err,
     run_fused,
     run_reference,
+    run_synaptic_fused,
+    run_synaptic_reference,
 )
+from lif_cuda import PeriodicExponential, StepPWL
 
 SURROGATES = [lif_cuda.StepPWL, lif_cuda.PeriodicExponential]
 SURROGATE_IDS = ["StepPWL", "PeriodicExponential"]
@@ -379,3 +385,65 @@ def test_strided_upstream_gradient_equals_its_contiguous_copy(make_grad):
         grads.append((xi.grad, tau.grad, thr.grad))
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ the synaptic op (SPEC §7)
+# The hand-written reverse loop through the synapses, the reset and the recurrence against autograd
+# of the reference (every input: x, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise).
+
+
+SYNAPTIC_GRAD_NAMES = ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec", "noise")
+
+
+def _synaptic_grads(run, case, z, ups, surrogate, rec):
+    names = [k for k in SYNAPTIC_GRAD_NAMES[:9] if case.get(k) is not None]
+    leaves = {k: case[k].detach().clone().requires_grad_(True) for k in names}
+    zl = z.detach().clone().requires_grad_(True)
+    out = run({**case, **leaves}, noise=zl, spike_generation_fn=surrogate)
+    outs = [out[0], out[1], out[2], out[4], out[5]] + ([out[3]] if rec else [])
+    grads = torch.autograd.grad(outs, [*leaves.values(), zl], ups[: len(outs)], allow_unused=True)
+    return dict(zip(names + ["noise"], grads))
+
+
+def _synaptic_fused_and_reference_grads(seed, B, T, N, S, dtype, surrogate, rec, upstream_seed, **case_kw):
+    """A case, and the gradients of the fused op and of the reference's autograd w.r.t. every input,
+    with noise and gradients arriving on every output."""
+    case = make_synaptic_case(seed, B, T, N, S, dtype, rec=rec, **case_kw)
+    g = torch.Generator().manual_seed(upstream_seed)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=dtype)  # noqa: E731
+    z = 0.1 * rn(B, T, N)
+    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, N), rn(B, N, S), rn(B, T, N, S)]
+    got = _synaptic_grads(run_synaptic_fused, case, z, ups, surrogate, rec)
+    want = _synaptic_grads(run_synaptic_reference, case, z, ups, surrogate, rec)
+    return case, got, want
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("S,rec,shapes", [(1, False, "full-neuron-rows"), (2, True, "full-neuron-rows"),
+                                          (3, True, "row-scalar-shared"), (2, False, "scalar-neuron-shared"),
+                                          (5, True, "full-scalar-rows")])
+def test_synaptic_backward_equals_reference_autograd_float64(surrogate, S, rec, shapes):
+    """SPEC §7: the hand-written backward through the synapses, the reset and the recurrence (dL/dw_rec
+    one product over all steps) against autograd of the reference, in float64."""
+    tau_syn, params, state = shapes.split("-")
+    case, got, want = _synaptic_fused_and_reference_grads(20 + S, 3, 19, 5, S, torch.float64, surrogate, rec, 5,
+                                                          tau_syn=tau_syn, params=params, state=state)
+    for name in got:
+        if name == "s0" and not rec:
+            assert want[name] is None and torch.equal(got[name], torch.zeros_like(case["s0"]))
+            continue
+        assert got[name].shape == want[name].shape, name
+        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
+        err = rel_err(got[name], want[name])
+        assert err <= 1e-10, f"grad {name}: relative error {err:.2e}"
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_backward_float32_within_tolerance(rec):
+    _, got, want = _synaptic_fused_and_reference_grads(31, 4, 30, 8, 2, torch.float32, StepPWL, rec, 6)
+    for name in got:
+        if name == "s0" and not rec:
+            continue
+        assert rel_err(got[name], want[name]) <= 1e-5, name

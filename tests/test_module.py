@@ -2,7 +2,9 @@
 
 Constructor defaults and shapes, input auto-batching, `evolve`'s record dict, the persistent
 membrane state, backend choice (including a fused backend that is missing), training, dtype and
-noise. Results are checked against the functional reference, not only for shapes.
+noise. Results are checked against the functional reference, not only for shapes. The checks that
+hold for every model (backends agree, a spike function without a fused kernel, noise modes) run for
+SynapticLIF too (the `model` fixture); SynapticLIF's own shapes and records at the end.
 """
 import math
 import warnings
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import assert_bitwise, make_case, run_reference
+from conftest import assert_bitwise, make_case, make_synaptic_layer, needs_fused_cpu, rel_err, run_reference
+from lif_cuda import SynapticLIF
 from lif_cuda.reference import lif_evolve_reference
 
 
@@ -185,16 +188,27 @@ def test_reset_state():
 # ------------------------------------------------------------------ backends
 
 
-def test_fused_and_reference_backends_agree():
-    x = _input(4, 25, 6)
-    outs = {}
-    for backend in ("fused", "reference"):
-        layer = _layer(backend=backend)
-        outs[backend] = layer.evolve(x, record=True), layer.vmem.clone()
-    (f, fv), (r, rv) = outs["fused"], outs["reference"]
-    assert_bitwise(f[0], r[0], "spikes")
-    assert_bitwise(f[2]["vmem"], r[2]["vmem"], "vmem")
-    assert_bitwise(fv, rv, "state")
+@needs_fused_cpu
+def test_fused_and_reference_backends_agree(model):
+    """Every model, over two calls (the second starts from the state the first left): spikes, every
+    record and the state bit for bit; then the parameter gradients of a training step within 1e-5."""
+    x = model.input(4, 25, 6, seed=2)
+    layers = [model.layer(6, backend=backend) for backend in ("fused", "reference")]
+    for _ in range(2):
+        (f, f_state, f_rec), (r, r_state, r_rec) = [layer.evolve(x, record=True) for layer in layers]
+        assert_bitwise(f, r, "spikes")
+        assert f_rec.keys() == r_rec.keys() == set(model.records)
+        for k in f_rec:
+            assert_bitwise(f_rec[k], r_rec[k], k)
+        for k in model.states:
+            assert_bitwise(f_state[k], r_state[k], f"state {k}")
+            assert_bitwise(getattr(layers[0], k), getattr(layers[1], k), f"kept state {k}")
+    for layer in layers:
+        layer.reset_state()
+        layer(x).sum().backward()
+    for (name, p), q in zip(layers[0].named_parameters(), layers[1].parameters()):
+        assert p.grad.abs().sum() > 0, name
+        assert rel_err(p.grad, q.grad) <= 1e-5, name
 
 
 def test_fused_backend_runs_the_fused_op(monkeypatch):
@@ -235,20 +249,32 @@ def test_auto_backend_falls_back_with_one_warning(fused_unavailable):
         layer(x)  # warned once already
 
 
-def test_custom_surrogate_runs_on_the_reference_path(monkeypatch):
+@needs_fused_cpu
+def test_custom_surrogate_runs_on_the_reference_path(model, monkeypatch):
+    """A spike function without a fused kernel: backend="auto" warns (naming it) and runs the
+    reference path, the fused op never called, with the reference's result; backend="fused" refuses
+    it before anything runs."""
+
     class MySurrogate(lif_cuda.StepPWL):
         pass
 
     monkeypatch.setattr(lif_cuda._ext, "_warned", set())
     calls = []
-    original = lif_cuda.functional.lif_forward_op
-    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(1) or original(*a))
-    x = _input(2, 10, 6)
-    layer = _layer(spike_generation_fn=MySurrogate)
-    with pytest.warns(RuntimeWarning, match="MySurrogate"):
+    module, op_name, _ = model.internals()
+    original = getattr(module, op_name)
+    monkeypatch.setattr(module, op_name, lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    x = model.input(2, 10, 6, seed=1)
+    layer = model.layer(6, spike_generation_fn=MySurrogate)
+    with pytest.warns(RuntimeWarning, match="MySurrogate has no fused kernel"):
         spikes = layer(x)
     assert calls == []
-    assert_bitwise(spikes, _reference_of(_layer(), x)[0], "spikes")
+    assert spikes.shape == (2, 10, 6)
+    assert_bitwise(spikes, model.layer(6, backend="reference")(x), "spikes")
+    fused = model.layer(6, spike_generation_fn=MySurrogate, backend="fused")
+    with pytest.raises(ValueError, match="backend='fused'.*MySurrogate has no fused kernel"):
+        fused(x)
+    for name in model.states:
+        assert not getattr(fused, name).any(), f"{name} changed by a refused call"
 
 
 # ------------------------------------------------------------------ training, dtype, noise
@@ -330,6 +356,29 @@ def test_kernel_noise_is_reproducible_under_a_seed():
     assert not torch.equal(vmem, quiet[1])
 
 
+@needs_fused_cpu
+def test_module_noise_modes(model):
+    """Every model: noise="kernel" (the default) is reproducible under a seed, differs under another,
+    and the reference backend draws the kernel's stream; noise="torch" gives the same on both
+    backends under a seed; noise_std > 0 changes the membrane."""
+    x = model.input(2, 15, 6, seed=1)
+
+    def run(seed, **kw):
+        layer = model.layer(6, noise_std=0.3, **kw)
+        torch.manual_seed(seed)
+        return layer.evolve(x, record=True)
+
+    a, again, ref, other = run(1), run(1), run(1, backend="reference"), run(2)
+    for what, b in (("same seed", again), ("the reference backend, same seed", ref)):
+        assert_bitwise(a[0], b[0], f"spikes, {what}")
+        assert_bitwise(a[2]["vmem"], b[2]["vmem"], f"vmem, {what}")
+    assert not torch.equal(a[2]["vmem"], other[2]["vmem"]), "another seed, other noise"
+    assert not torch.equal(a[2]["vmem"], model.layer(6).evolve(x, record=True)[2]["vmem"]), "no noise added"
+    t, t_ref = run(2, noise="torch"), run(2, noise="torch", backend="reference")
+    assert_bitwise(t[0], t_ref[0], "spikes, torch noise")
+    assert_bitwise(t[2]["vmem"], t_ref[2]["vmem"], "vmem, torch noise")
+
+
 def test_functional_api_equals_module():
     """lif_evolve with the layer's parameters is the module's computation."""
     case = make_case(5, 2, 12, 6)
@@ -369,3 +418,27 @@ def test_internal_outputs_are_not_differentiable():
     )
     assert out[0].requires_grad and out[2].requires_grad
     assert not out[1].requires_grad and not out[3].requires_grad and not out[4].requires_grad
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@needs_fused_cpu
+def test_synaptic_module_shapes_parameters_state_and_records():
+    layer = make_synaptic_layer(S=3, N=4)
+    assert layer.size_in == 12 and layer.size_out == layer.n_neurons == 4 and layer.n_synapses == 3
+    assert {n for n, _ in layer.named_parameters()} == {"tau_mem", "tau_syn", "threshold", "bias", "w_rec"}
+    assert layer.tau_syn.shape == (4, 3) and layer.w_rec.shape == (4, 12)
+    assert SynapticLIF(5).n_synapses == 1 and SynapticLIF((5,)).size_in == 5
+    assert SynapticLIF(5).w_rec is None
+    x = 0.5 + torch.rand(2, 20, 12)
+    out, state, rec = layer.evolve(x, record=True)
+    assert out.shape == (2, 20, 4)
+    assert {k: tuple(v.shape) for k, v in rec.items()} == {
+        "vmem": (2, 20, 4), "isyn": (2, 20, 4, 3), "irec": (2, 20, 4, 3), "spikes": (2, 20, 4)}
+    assert torch.equal(state["vmem"], rec["vmem"][0, -1]) and torch.equal(state["isyn"], rec["isyn"][0, -1])
+    assert torch.equal(state["spikes"], rec["spikes"][0, -1]), "state: batch row 0's last values"
+    assert layer(x[0]).shape == (1, 20, 4), "(T, N*S) is batch 1"
+    assert layer(torch.rand(2, 5, 1)).shape == (2, 5, 4), "a last dimension of 1 broadcasts"
+    layer.reset_state()
+    assert not layer.vmem.any() and not layer.isyn.any() and not layer.spikes.any()

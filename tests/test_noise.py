@@ -2,6 +2,7 @@
 
 The noise is read back exactly through the recorded membrane: with alpha = 0 (tau -> 0), zero input
 and bias and a threshold no value reaches, u[t] = ((0*w + 0) + z[t]) + 0 = z[t] and w[t] = u[t].
+The synaptic op's noise tensor and in-kernel noise: at the end.
 """
 import math
 
@@ -10,6 +11,14 @@ import pytest
 import torch
 
 import lif_cuda
+from conftest import (
+    assert_synaptic_bitwise,
+    make_synaptic_case,
+    run_synaptic,
+    run_synaptic_fused,
+    run_synaptic_reference,
+)
+from lif_cuda import synaptic_evolve
 from lif_cuda.noise import draw_noise_key, kernel_noise, philox_normals, standard_normals
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
@@ -267,3 +276,21 @@ def test_module_torch_noise_matches_an_explicit_randn_tensor():
     s2, w2, _ = lif_cuda.lif_evolve(x, torch.zeros(8), layer.tau_mem, layer.threshold, layer.bias, 1e-3,
                                     noise=z, record=True, backend="reference")
     assert torch.equal(s, s2) and torch.equal(rec["vmem"], w2)
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_noise_tensor_and_in_kernel_noise(rec):
+    B, T, N, S = 2, 13, 6, 2
+    case = make_synaptic_case(5, B, T, N, S, rec=rec)
+    z = 0.3 * torch.randn(B, T, N, generator=torch.Generator().manual_seed(1))
+    assert_synaptic_bitwise(run_synaptic_fused(case, noise=z), run_synaptic_reference(case, noise=z))
+    # In-kernel noise: the fused and reference backends draw the same stream under one seed.
+    outs = []
+    for backend in ("fused", "reference"):
+        torch.manual_seed(3)
+        outs.append(run_synaptic(synaptic_evolve, case, backend=backend, noise_std=0.5))
+    assert_synaptic_bitwise(*outs)
+    assert not torch.equal(outs[0][1], run_synaptic_fused(case)[1]), "the noise changed the membrane"

@@ -2,7 +2,8 @@
 
 - `torch.library.opcheck` on `lif_forward` and `lif_backward`: schema, autograd registration,
   fake (meta) kernel and AOT dispatch, over the argument combinations that change the outputs
-  (record, save_u, noise tensor / in-kernel noise / none, dtype, inputs requiring grad).
+  (record, save_u, noise tensor / in-kernel noise / none, dtype, inputs requiring grad); on
+  `synaptic_forward` (with lengths: tests/test_lengths_state.py).
 - `torch.compile(fullgraph=True)` of a small model using `LIFNeuron` trains without graph breaks
   and matches eager: spikes equal, gradients close. Compilation is slow on a small machine, so
   there is one compiled model in total.
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import lif_cuda
+from conftest import make_synaptic_case, needs_fused_cpu
 
 B, T, N = 2, 5, 7
 
@@ -178,3 +180,16 @@ def test_compiled_model_trains_like_eager():
         assert not torch.equal(eager.fc1.weight, initial_fc1), "the optimiser steps changed nothing"
     finally:
         torch._dynamo.reset()
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@needs_fused_cpu
+def test_opcheck_synaptic_forward():
+    case = make_synaptic_case(11, 2, 5, 3, 2, rec=True)
+    for record, grad in ((True, True), (False, False)):
+        args = [case[k].clone().requires_grad_(grad) for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn",
+                                                                "threshold", "bias", "w_rec")]
+        torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward,
+                              (*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, record, grad))

@@ -1,9 +1,16 @@
 """Half-precision I/O (issue 5): float16/bfloat16 input, float32 state and arithmetic, spikes and
-input gradients in the input's dtype; equal to the float32 path applied to the upcast input."""
+input gradients in the input's dtype; equal to the float32 path applied to the upcast input. The
+module check runs for every model; the synaptic op's half-precision input at the end."""
 import pytest
 import torch
 
 import lif_cuda
+from conftest import (
+    assert_synaptic_bitwise,
+    make_synaptic_case,
+    run_synaptic_fused,
+    run_synaptic_reference,
+)
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
 
@@ -59,14 +66,23 @@ def test_gradients_in_the_input_dtype_and_equal_to_float32(dtype):
         assert ((a.float() - b.float()).norm() / b.float().norm()) < 1e-5
 
 
-def test_module_keeps_half_input_half():
-    layer = lif_cuda.LIFNeuron(32, backend="fused")
-    x = (torch.randn(2, 40, 32) + 0.5).bfloat16()
+@pytest.mark.parametrize("cast", [False, True], ids=["float32-layer", "bfloat16-layer"])
+def test_module_keeps_half_input_half(model, cast):
+    """Every model: bfloat16 input gives bfloat16 spikes, float32 records, parameters and state, and
+    the spikes of the float32 run on the upcast input, on either backend; model.to(bfloat16) changes
+    none of that."""
+    kw = dict(max_spikes_per_dt=16.0)  # spike counts a bfloat16 holds exactly (a recurrent layer runs away)
+    layer = model.layer(6, backend="fused", **kw)
+    if cast:
+        layer = layer.to(torch.bfloat16)
+    x = model.input(2, 40, 6, seed=5).bfloat16()
     s, _, rec = layer.evolve(x, record=True)
     assert s.dtype == torch.bfloat16 and rec["vmem"].dtype == torch.float32
-    assert layer.tau_mem.dtype == torch.float32 and layer.vmem.dtype == torch.float32
-    ref = lif_cuda.LIFNeuron(32, backend="fused")(x.float())
-    assert torch.equal(s.float(), ref)
+    assert layer.tau_mem.dtype == torch.float32
+    for name in model.states:
+        assert getattr(layer, name).dtype == torch.float32, name
+    assert torch.equal(s.float(), model.layer(6, backend="fused", **kw)(x.float()))
+    assert torch.equal(s, model.layer(6, backend="reference", **kw)(x.float()).to(torch.bfloat16))
 
 
 def test_noise_gradient_stays_float32_with_half_input():
@@ -111,3 +127,17 @@ def test_half_conversion_keeps_the_float32_parameter_values(half):
         assert v.dtype == torch.float32 and torch.equal(v, before[k]), k
     for k, p in layer.named_parameters():
         assert torch.equal(p.grad, grads[k]), k
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+@pytest.mark.parametrize("io", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_synaptic_half_precision_input(io):
+    """float16/bfloat16 input: state and arithmetic in float32 (the reference's float32 run on the
+    rounded input), spikes in the input's dtype."""
+    case = make_synaptic_case(7, 2, 17, 5, 2, rec=True)
+    case["input"] = case["input"].to(io)
+    got, want = run_synaptic_fused(case), run_synaptic_reference(case)
+    assert got[0].dtype == io and got[4].dtype == torch.float32
+    assert_synaptic_bitwise(got, want)

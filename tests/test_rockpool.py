@@ -1,7 +1,12 @@
-"""lif_cuda.rockpool.LIFNeuronTorch against Rockpool's own LIFNeuronTorch (issue: Rockpool drop-in).
+"""lif_cuda.rockpool's drop-ins against Rockpool's own modules: LIFNeuronTorch (SPEC §5) and LIFTorch
+(SPEC §7, Rockpool 3.1, leak_mode "taus").
 
-Same network, same weights: spikes and records identical, gradients within 1e-5 (norm-wise relative,
-float32), optimiser steps in lockstep. Skips when Rockpool is not installed (the `test` extra has it).
+Same network (inside a Rockpool Sequential with LinearTorch), same weights, float32 on the CPU:
+spikes, the records and the states bit-identical over two calls (the second starts from the state
+the first left); gradients of every parameter (and of the input) within 1e-5 norm-wise relative;
+optimiser steps in lockstep; the same noise under one seed. LIFTorch: with and without recurrent
+weights, one to three synapses per neuron, every tau_syn shape; both models: both surrogates,
+per-neuron and scalar parameters. Skips when Rockpool is not installed (the `test` extra has it).
 """
 import importlib
 import sys
@@ -10,18 +15,19 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import rel_err
+from conftest import random_neuron_params, rel_err
 
-N_IN, N_HID, N_OUT = 6, 8, 3
+N_IN = 6
 GRAD_TOL = 1e-5
+MODELS = ("lif", "synaptic")
 
 
 @pytest.fixture(scope="module")
 def rp():
-    """Rockpool's pieces, and ours."""
+    """Rockpool's pieces, and ours: per model, (Rockpool's class, ours)."""
     pytest.importorskip("rockpool")
     from rockpool.nn.combinators import Sequential
-    from rockpool.nn.modules import LIFNeuronTorch, LinearTorch
+    from rockpool.nn.modules import LIFNeuronTorch, LIFTorch, LinearTorch
     from rockpool.nn.modules.torch.lif_neuron_torch import StepPWL
     from rockpool.nn.modules.torch.lif_torch import PeriodicExponential
     from rockpool.nn.modules.torch.torch_module import TorchModule
@@ -31,52 +37,92 @@ def rp():
     return dict(
         Sequential=Sequential,
         LinearTorch=LinearTorch,
-        RockpoolLIF=LIFNeuronTorch,
-        OurLIF=lif_cuda.rockpool.LIFNeuronTorch,
         TorchModule=TorchModule,
         StepPWL=StepPWL,
         PeriodicExponential=PeriodicExponential,
+        lif=(LIFNeuronTorch, lif_cuda.rockpool.LIFNeuronTorch),
+        synaptic=(LIFTorch, lif_cuda.rockpool.LIFTorch),
     )
 
 
-def build(rp, lif_class, surrogate="StepPWL", params="neuron", noise_std=0.0, max_spikes=2.0**16):
+def build_lif(rp, cls, surrogate="StepPWL", params="neuron", noise_std=0.0, max_spikes=2.0**16):
     """Linear -> LIF -> Linear -> LIF with fixed random weights and parameters."""
+    n_hid, n_out = 8, 3
     g = torch.Generator().manual_seed(7)
     fn = rp[surrogate]
     if params == "neuron":
-        tau = 5e-3 + 30e-3 * torch.rand(N_HID, generator=g)
-        thr = 0.5 + torch.rand(N_HID, generator=g)
-        bias = 0.05 * torch.randn(N_HID, generator=g)
+        tau, thr, bias = random_neuron_params(n_hid, g)
     else:
         tau, thr, bias = 15e-3, 0.8, 0.02
     net = rp["Sequential"](
-        rp["LinearTorch"]((N_IN, N_HID), has_bias=True),
-        lif_class(N_HID, tau_mem=tau, threshold=thr, bias=bias, spike_generation_fn=fn, noise_std=noise_std,
-                  max_spikes_per_dt=max_spikes),
-        rp["LinearTorch"]((N_HID, N_OUT)),
-        lif_class(N_OUT, spike_generation_fn=fn, noise_std=noise_std, learning_window=0.3),
+        rp["LinearTorch"]((N_IN, n_hid), has_bias=True),
+        cls(n_hid, tau_mem=tau, threshold=thr, bias=bias, spike_generation_fn=fn, noise_std=noise_std,
+            max_spikes_per_dt=max_spikes),
+        rp["LinearTorch"]((n_hid, n_out)),
+        cls(n_out, spike_generation_fn=fn, noise_std=noise_std, learning_window=0.3),
     )
     with torch.no_grad():
-        net[0].weight.copy_(0.6 * torch.randn(N_IN, N_HID, generator=g) + 0.3)
-        net[0].bias.copy_(0.1 * torch.randn(N_HID, generator=g))
-        net[2].weight.copy_(0.8 * torch.randn(N_HID, N_OUT, generator=g) + 0.4)
+        net[0].weight.copy_(0.6 * torch.randn(N_IN, n_hid, generator=g) + 0.3)
+        net[0].bias.copy_(0.1 * torch.randn(n_hid, generator=g))
+        net[2].weight.copy_(0.8 * torch.randn(n_hid, n_out, generator=g) + 0.4)
     return net
 
 
-def pair(rp, **kw):
-    return build(rp, rp["RockpoolLIF"], **kw), build(rp, rp["OurLIF"], **kw)
+def build_synaptic(rp, cls, N=5, S=2, rec=True, tau_syn="full", params="neuron", surrogate="StepPWL",
+                   max_spikes=3.0, **kw):
+    """Linear -> LIFTorch (N neurons, S synapses each) with fixed random weights and parameters."""
+    g = torch.Generator().manual_seed(7)
+    if params == "neuron":
+        tau, thr, bias = random_neuron_params(N, g)
+    else:
+        tau, thr, bias = torch.tensor(15e-3), torch.tensor(0.8), torch.tensor(0.02)
+    ts = {"full": 2e-3 + 20e-3 * torch.rand(N, S, generator=g), "row": 2e-3 + 20e-3 * torch.rand(1, S, generator=g),
+          "scalar": torch.tensor(8e-3)}[tau_syn]
+    w = 0.5 * torch.randn(N, N * S, generator=g) if rec else None
+    net = rp["Sequential"](
+        rp["LinearTorch"]((N_IN, N * S), has_bias=True),
+        cls((N * S, N), tau_mem=tau, tau_syn=ts, threshold=thr, bias=bias, has_rec=rec, w_rec=w,
+            spike_generation_fn=rp[surrogate], max_spikes_per_dt=max_spikes, **kw),
+    )
+    with torch.no_grad():
+        net[0].weight.copy_(0.6 * torch.randn(N_IN, N * S, generator=g) + 0.3)
+        net[0].bias.copy_(0.1 * torch.randn(N * S, generator=g))
+    return net
 
 
-def named_grads(net):
-    return {name: p.grad for name, p in net.named_parameters()}
+BUILD = {"lif": build_lif, "synaptic": build_synaptic}
+# The neuron layers in a network, by Rockpool's names, with their records and states.
+LAYERS = {"lif": ("1_LIFNeuronTorch", "3_LIFNeuronTorch"), "synaptic": ("1_LIFTorch",)}
+RECORDS = {"lif": {"vmem", "spikes"}, "synaptic": {"vmem", "isyn", "irec", "spikes"}}
+STATES = {"lif": {"vmem"}, "synaptic": {"vmem", "isyn", "spikes"}}
 
 
-def make_input(seed, B=3, T=25):
+def pair(rp, model, **kw):
+    theirs, ours = rp[model]
+    return BUILD[model](rp, theirs, **kw), BUILD[model](rp, ours, **kw)
+
+
+def make_input(seed, B=3, T=25, p=0.3):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(B, T, N_IN, generator=g) < 0.3).float() * 1.5
+    return (torch.rand(B, T, N_IN, generator=g) < p).float() * 1.5
 
 
-LIF_NAMES = ("1_LIFNeuronTorch", "3_LIFNeuronTorch")
+def run_and_backprop(net, x, model, rec=False):
+    """One call with records, and the gradients of a loss on the spikes and every record."""
+    for p in net.parameters().astorch():  # Rockpool's parameters() is a dict
+        p.grad = None
+    x = x.clone().requires_grad_(True)
+    out, state, record = net(x, record=True)
+    r = record[LAYERS[model][0]]
+    loss = (out * torch.linspace(0.5, 1.5, out.shape[-1])).sum() + 0.1 * r["vmem"].pow(2).sum()
+    if model == "synaptic":
+        loss = loss + 0.05 * r["isyn"].sum()
+    if rec:
+        loss = loss + 0.05 * r["irec"].sum()
+    loss.backward()
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    grads["input"] = x.grad
+    return out, state, record, grads
 
 
 def test_import_error_names_the_extra(monkeypatch):
@@ -86,47 +132,76 @@ def test_import_error_names_the_extra(monkeypatch):
         importlib.import_module("lif_cuda.rockpool")
 
 
-def test_is_a_rockpool_module_with_the_same_attributes(rp):
-    theirs, ours = rp["RockpoolLIF"](5, tau_mem=0.01), rp["OurLIF"](5, tau_mem=0.01)
+# (model, constructor arguments, parameter families, parameters, states)
+ATTRIBUTES = {
+    "lif": (dict(shape=5, tau_mem=0.01), ("taus", "thresholds", "bias"), {"tau_mem", "threshold", "bias"}),
+    "synaptic": (dict(shape=(6, 3), has_rec=True), ("weights", "taus", "bias", "thresholds"),
+                 {"w_rec", "tau_mem", "tau_syn", "bias", "threshold"}),
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_is_a_rockpool_module_with_the_same_attributes(rp, model):
+    kwargs, families, params = ATTRIBUTES[model]
+    theirs, ours = rp[model][0](**kwargs), rp[model][1](**kwargs)
     assert isinstance(ours, rp["TorchModule"]) and isinstance(ours, torch.nn.Module)
-    for family in ("taus", "thresholds", "bias"):
+    for family in families:
         assert ours.parameters(family).keys() == theirs.parameters(family).keys(), family
-    assert ours.parameters().keys() == theirs.parameters().keys() == {"tau_mem", "threshold", "bias"}
-    assert ours.state().keys() == theirs.state().keys() == {"vmem"}
+    assert ours.parameters().keys() == theirs.parameters().keys() == params
+    assert ours.state().keys() == theirs.state().keys() == STATES[model]
     assert set(theirs.simulation_parameters()) <= set(ours.simulation_parameters())
     assert dict(ours.named_parameters()).keys() == dict(theirs.named_parameters()).keys()
     assert ours.state_dict().keys() == theirs.state_dict().keys()
-    assert ours.size_in == ours.size_out == ours.n_neurons == 5
-    assert ours.spike_generation_fn == lif_cuda.StepPWL.apply  # stored as Rockpool stores it
+    if model == "lif":
+        assert ours.size_in == ours.size_out == ours.n_neurons == 5
+        assert ours.spike_generation_fn == lif_cuda.StepPWL.apply  # stored as Rockpool stores it
+    else:
+        assert isinstance(ours, rp[model][0])  # LIFTorch: a subclass of Rockpool's
+        assert ours.tau_syn.shape == (3, 2) and ours.w_rec.shape == (3, 6)
+        assert ours.as_graph() is not None  # Rockpool's graph export, inherited
 
 
-def test_rockpools_surrogates_run_on_the_fused_kernels(rp):
+@pytest.mark.parametrize("model", MODELS)
+def test_rockpools_surrogates_run_on_the_fused_kernels(rp, model):
     for theirs, ours in (("StepPWL", lif_cuda.StepPWL), ("PeriodicExponential", lif_cuda.PeriodicExponential)):
-        layer = rp["OurLIF"](3, spike_generation_fn=rp[theirs])
+        layer = rp[model][1](ATTRIBUTES[model][0]["shape"], spike_generation_fn=rp[theirs])
         assert layer._spike_fn_class() is ours  # the fused kernels know ours by identity
 
 
-@pytest.mark.parametrize("surrogate", ["StepPWL", "PeriodicExponential"])
-@pytest.mark.parametrize("params", ["neuron", "scalar"])
-def test_same_spikes_records_state_and_gradients(rp, surrogate, params):
-    theirs, ours = pair(rp, surrogate=surrogate, params=params, max_spikes=3.0)
+# (model, network arguments)
+CASES = [
+    ("lif", dict(surrogate=s, params=p, max_spikes=3.0))
+    for s in ("StepPWL", "PeriodicExponential") for p in ("neuron", "scalar")
+] + [
+    ("synaptic", dict(S=S, rec=rec, tau_syn=ts, params=p, surrogate=s))
+    for S, rec, ts, p, s in [
+        (1, False, "full", "neuron", "StepPWL"),
+        (2, False, "row", "scalar", "PeriodicExponential"),
+        (1, True, "scalar", "neuron", "StepPWL"),
+        (2, True, "full", "neuron", "StepPWL"),
+        (3, True, "row", "neuron", "PeriodicExponential"),
+        (3, False, "full", "scalar", "StepPWL"),
+    ]
+]
+
+
+@pytest.mark.parametrize("model,kw", CASES, ids=[f"{m}-" + "-".join(map(str, kw.values())) for m, kw in CASES])
+def test_same_spikes_records_state_and_gradients(rp, model, kw):
+    theirs, ours = pair(rp, model, **kw)
     for call in range(2):  # the second call starts from the state the first one left
-        x = make_input(call)
-        out_t, state_t, rec_t = theirs(x, record=True)
-        out_o, state_o, rec_o = ours(x, record=True)
+        x = make_input(call, p=0.3 if model == "lif" else 0.4)
+        out_t, state_t, rec_t, g_t = run_and_backprop(theirs, x, model, kw.get("rec", False))
+        out_o, state_o, rec_o, g_o = run_and_backprop(ours, x, model, kw.get("rec", False))
         assert torch.equal(out_o, out_t)
         assert out_t.sum() > 0 and out_t.max() > 1, "the case should have (multiple) spikes"
-        for name in LIF_NAMES:
-            for key in ("vmem", "spikes"):
+        for name in LAYERS[model]:
+            assert rec_o[name].keys() == rec_t[name].keys() == RECORDS[model]
+            for key in rec_t[name]:
                 assert torch.equal(rec_o[name][key], rec_t[name][key]), (name, key)
-            assert torch.equal(state_o[name]["vmem"], state_t[name]["vmem"]), name
-            assert torch.equal(state_o[name]["vmem"], rec_o[name]["vmem"][0, -1]), "state = batch row 0"
-        for net, out, rec in ((theirs, out_t, rec_t), (ours, out_o, rec_o)):
-            for param in net.parameters().astorch():  # Rockpool's parameters() is a dict
-                param.grad = None
-            loss = (out * torch.linspace(0.5, 1.5, N_OUT)).sum() + 0.1 * rec["1_LIFNeuronTorch"]["vmem"].pow(2).sum()
-            loss.backward()
-        g_t, g_o = named_grads(theirs), named_grads(ours)
+            assert state_o[name].keys() == state_t[name].keys() == STATES[model]
+            for key in state_t[name]:
+                assert torch.equal(state_o[name][key], state_t[name][key]), (name, key)
+                assert torch.equal(state_o[name][key], rec_o[name][key][0, -1]), "state = batch row 0"
         assert g_o.keys() == g_t.keys()
         for name in g_t:
             assert g_t[name].abs().sum() > 0, f"{name}: no gradient reached it"
@@ -134,20 +209,34 @@ def test_same_spikes_records_state_and_gradients(rp, surrogate, params):
             assert err <= GRAD_TOL, f"{name}: relative error {err:.2e}"
 
 
-def test_same_noise_under_the_same_seed(rp):
-    theirs, ours = pair(rp, noise_std=0.2)
+@pytest.mark.parametrize("model", MODELS)
+def test_same_noise_under_the_same_seed(rp, model):
+    theirs, ours = pair(rp, model, noise_std=0.2)
     x = make_input(3)
     torch.manual_seed(11)
     out_t, _, rec_t = theirs(x, record=True)
     torch.manual_seed(11)
     out_o, _, rec_o = ours(x, record=True)
     assert torch.equal(out_o, out_t)
-    assert torch.equal(rec_o["1_LIFNeuronTorch"]["vmem"], rec_t["1_LIFNeuronTorch"]["vmem"])
+    layer = LAYERS[model][0]
+    assert torch.equal(rec_o[layer]["vmem"], rec_t[layer]["vmem"])
 
 
-def test_trains_in_lockstep_with_rockpool(rp):
-    theirs, ours = pair(rp)
-    target = torch.tensor([0.3, 0.1, 0.2])
+def test_synaptic_kernel_noise_is_reproducible_under_a_seed(rp):
+    """In-kernel noise (LIFTorch's noise="kernel"): reproducible under one seed, no (B,T,N) tensor."""
+    kernel = build_synaptic(rp, rp["synaptic"][1], noise_std=0.2, noise="kernel")
+    x = make_input(3)
+    torch.manual_seed(11)
+    a, _, _ = kernel(x)
+    kernel.reset_state()
+    torch.manual_seed(11)
+    assert torch.equal(kernel(x)[0], a)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_trains_in_lockstep_with_rockpool(rp, model):
+    theirs, ours = pair(rp, model)
+    target = torch.tensor([0.3, 0.1, 0.2]) if model == "lif" else 0.3
     opts = [torch.optim.Adam(net.parameters().astorch(), lr=1e-3) for net in (theirs, ours)]
     x = make_input(5, B=3, T=30)
     losses = {id(theirs): [], id(ours): []}
@@ -167,9 +256,11 @@ def test_trains_in_lockstep_with_rockpool(rp):
         assert rel_err(p_o[name], p_t[name]) <= 1e-6, name
 
 
-def test_evolve_without_record_and_auto_batching(rp):
-    theirs, ours = rp["RockpoolLIF"](4, tau_mem=0.01, threshold=0.5), rp["OurLIF"](4, tau_mem=0.01, threshold=0.5)
-    x = torch.rand(30, 1) * 0.6  # (T, 1): batch 1, broadcast over the neurons, as Rockpool does
+@pytest.mark.parametrize("model", MODELS)
+def test_evolve_without_record_and_auto_batching(rp, model):
+    shape = 4 if model == "lif" else (8, 4)
+    theirs, ours = (cls(shape, tau_mem=0.01, threshold=0.5) for cls in rp[model])
+    x = torch.rand(30, 1) * 0.6  # (T, 1): batch 1, broadcast over the inputs, as Rockpool does
     out_t, _, rec_t = theirs(x)
     out_o, _, rec_o = ours(x)
     assert rec_o == rec_t == {}
@@ -178,24 +269,55 @@ def test_evolve_without_record_and_auto_batching(rp):
         ours(torch.zeros(2, 5, 3))
 
 
-def test_torch_api_reset_and_backends(rp):
-    ours = rp["OurLIF"](4, tau_mem=0.01, threshold=0.5).to_torch()
-    x = torch.rand(2, 30, 4)
+@pytest.mark.parametrize("model", MODELS)
+def test_torch_api_reset_and_backends(rp, model):
+    shape, kw = (4, {}) if model == "lif" else ((6, 3), dict(has_rec=True))
+    ours = rp[model][1](shape, tau_mem=0.01, threshold=0.5, **kw).to_torch()
+    ref = rp[model][1](shape, tau_mem=0.01, threshold=0.5, backend="reference", **kw).to_torch()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.rand(2, 30, ours.size_in)
     out = ours(x)  # the torch API: a tensor, not a tuple
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 30, 4)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 30, ours.size_out)
     assert ours.vmem.abs().sum() > 0
-    ours.reset_state()
-    assert torch.equal(ours.vmem, torch.zeros(4))
-    ref = rp["OurLIF"](4, tau_mem=0.01, threshold=0.5, backend="reference").to_torch()
     assert torch.equal(ref(x), out)
+    ours.reset_state()
+    for name in STATES[model]:
+        assert torch.equal(getattr(ours, name), torch.zeros(ours.size_out, *getattr(ours, name).shape[1:])), name
 
 
-def test_bad_arguments(rp):
-    with pytest.raises(ValueError, match="one dimension"):
-        rp["OurLIF"]((2, 3))
-    with pytest.raises(ValueError, match="backend"):
-        rp["OurLIF"](3, backend="gpu")
-    with pytest.raises(TypeError, match="spike_generation_fn"):
-        rp["OurLIF"](3, spike_generation_fn=torch.relu)
-    with pytest.raises(ValueError, match="tau_mem"):
-        rp["OurLIF"](3, tau_mem=-1.0)(torch.zeros(1, 2, 3))
+# (model, constructor arguments, exception, message)
+BAD_ARGUMENTS = [
+    ("lif", dict(shape=(2, 3)), ValueError, "one dimension"),
+    ("lif", dict(shape=3, backend="gpu"), ValueError, "backend"),
+    ("lif", dict(shape=3, spike_generation_fn=torch.relu), TypeError, "spike_generation_fn"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="decays"), ValueError, "leak_mode"),
+    ("synaptic", dict(shape=(4, 2), w_rec=torch.zeros(2, 4)), ValueError, "w_rec"),  # without has_rec, as Rockpool
+    ("synaptic", dict(shape=(4, 2), has_rec=True, w_rec=torch.zeros(2, 2)), ValueError, "shape"),
+    ("synaptic", dict(shape=(4, 2), tau_syn=torch.full((3, 2), 0.01)), ValueError, "shape"),
+    ("synaptic", dict(shape=(4, 2), backend="gpu"), ValueError, "backend"),
+    ("synaptic", dict(shape=(4, 2), noise="numpy"), ValueError, "noise"),
+    ("synaptic", dict(shape=(4, 2), spike_generation_fn=torch.relu), TypeError, "spike_generation_fn"),
+]
+
+
+@pytest.mark.parametrize("model,kwargs,exc,match", BAD_ARGUMENTS,
+                         ids=[f"{m}-{'-'.join(k for k in kw if k != 'shape') or 'shape'}" for m, kw, _, _ in
+                              BAD_ARGUMENTS])
+def test_bad_arguments(rp, model, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        rp[model][1](**kwargs)
+
+
+# (model, shape, a parameter Rockpool accepts but a call refuses, its name, the input's width)
+BAD_AT_CALL = [("lif", 3, dict(tau_mem=-1.0), "tau_mem", 3), ("synaptic", (4, 2), dict(tau_syn=-0.01), "tau_syn", 4)]
+
+
+@pytest.mark.parametrize("model,shape,kwargs,name,n_in", BAD_AT_CALL, ids=[r[0] for r in BAD_AT_CALL])
+def test_a_call_refuses_a_bad_parameter_and_keeps_the_state(rp, model, shape, kwargs, name, n_in):
+    layer = rp[model][1](shape, **kwargs)
+    with pytest.raises(ValueError, match=name):
+        layer(torch.ones(1, 3, n_in))
+    for state in STATES[model]:
+        assert not getattr(layer, state).any(), state
+    with pytest.raises(ValueError, match="wrong neuron dimension"):
+        layer(torch.zeros(1, 3, n_in + 1))

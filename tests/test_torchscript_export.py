@@ -1,4 +1,5 @@
-"""Deployment: torch.jit.script and torch.export of models containing LIFNeuron (SPEC §5).
+"""Deployment: torch.jit.script and torch.export of models containing LIFNeuron (SPEC §5), and
+torch.jit.script of a single layer of every model.
 
 Scripted and exported models give the eager model's spikes and state bit for bit, and both still run
 after being saved and loaded in a fresh process that has only imported torch and lif_cuda.
@@ -152,3 +153,20 @@ def test_saved_models_run_in_a_fresh_process(tmp_path):
     assert want_1.sum() > 0 and not torch.equal(want_1, want_2)
     for got, want in ((script_1, want_1), (script_2, want_2), (export_1, want_1), (export_2, want_2)):
         assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------ the synaptic model (SPEC §7)
+
+
+def test_script_of_a_layer_equals_eager_across_calls(model):
+    """Every model: a scripted layer gives eager's spikes and state, batched and (T, N) input, the
+    second call starting from the state the first left."""
+    eager = model.layer(6)
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    g = torch.Generator().manual_seed(4)
+    for shape in ((2, 20, model.n_in(6)), (15, model.n_in(6))):
+        x = 0.5 + torch.rand(shape, generator=g)
+        with torch.no_grad():
+            assert torch.equal(scripted(x), eager(x))
+        for name in model.states:
+            assert torch.equal(getattr(scripted, name), getattr(eager, name)), name
