@@ -5,8 +5,8 @@
 # loops compile to. Run after a build (`make install`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-obj=$(find build -name lif_kernel_cpu.o -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2)
-[ -n "$obj" ] || { echo "no build/**/lif_kernel_cpu.o: build first (make install)" >&2; exit 1; }
+obj=$(find build -name lif.o -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2)
+[ -n "$obj" ] || { echo "no build/**/lif.o: build first (make install)" >&2; exit 1; }
 echo "object: $obj"
 printf '%-28s %-8s %8s %8s %8s %8s\n' kernel clone ymm-div ymm-round xmm-div scalar-div
 objdump -d --no-show-raw-insn "$obj" | c++filt | awk '

@@ -1,4 +1,4 @@
-"""The per-call path (issue 10): thin, free of host syncs, checks made where they are free.
+"""The per-call path: thin, free of host syncs, checks made where they are free.
 
 - After a first call, a forward+backward of a network with a LIFNeuron dispatches no
   `aten._local_scalar_dense`, `item` or `is_nonzero` (the ops behind every device-to-host read),
@@ -144,7 +144,7 @@ def test_parameter_changed_through_data_is_seen_on_the_cpu():
 
 
 def test_decay_follows_tau_changed_in_any_way():
-    """alpha is remembered per tau *value* (csrc/lif_op_glue.h, DecayCache): a changed tau, in place,
+    """alpha is remembered per tau *value* (csrc/host/prepare.h, DecayCache): a changed tau, in place,
     through .data or by a new tensor, gives the new alpha, exactly as the reference computes it."""
     x = torch.randn(2, 30, 6) + 0.8
     layer = lif_cuda.LIFNeuron(6, tau_mem=0.02, backend="fused")

@@ -1,4 +1,4 @@
-"""torch.compile changes no bit (issue 10, item 3).
+"""torch.compile changes no bit.
 
 Under torch.compile(fullgraph=True) (Inductor), the fused op is one opaque call whose kernels compute
 everything themselves, alpha = exp(-dt/tau) and the gradient of tau included, so the compiled

@@ -41,7 +41,7 @@ GRAD_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
 DTYPE_IDS = ["f32", "f64"]
 SURROGATES = {"StepPWL": StepPWL, "PeriodicExponential": PeriodicExponential}
-BLOCK = 128  # threads per block in csrc/cuda/lif_kernel_cuda.cu
+BLOCK = 128  # threads per block in csrc/cuda/launch.h
 
 
 def _fused_cuda():
@@ -195,7 +195,7 @@ def _readback_inputs(B, T, N, dtype):
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
-    """Issue 11 item 2: captured in a CUDA graph, the kernel reads its key on the device from the
+    """Captured in a CUDA graph, the kernel reads its key on the device from the
     CUDA generator's graph-safe state (as torch's dropout does), so every replay draws new noise and
     torch.manual_seed(s) before the replays reproduces them. The stream is the documented one:
     key (seed, offset / 4) of the CUDA generator, which a replay advances by 4 * ceil(T/4) words.
@@ -230,6 +230,46 @@ def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
     for got, offset in ((first, 0), (second, blocks)):
         want = kernel_noise((B, T, N), 1.5, torch.tensor([7, offset], dtype=torch.int64), dtype=dtype)
         assert_bitwise(got.cpu(), want, f"replay with the CUDA generator at offset {4 * offset}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_synaptic_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(rec):
+    """The synaptic op keys its in-kernel noise as the LIF op does under capture (one key for the
+    whole call, also for the recurrent model's per-step kernels): fresh per replay, seeded, the
+    documented stream. Zero input, state and recurrent weights, alpha = 0 and an unreachable
+    threshold make the recorded membrane the noise itself."""
+    B, T, N, S = 3, 13, 40, 2
+    x, v0, tau, thr, bias = _readback_inputs(B, T, N, torch.float32)
+    x = torch.zeros(B, T, N * S, device=CUDA)
+    i0 = torch.zeros(N, S, device=CUDA)
+    tau_syn = torch.full((N, S), 0.01, device=CUDA)
+    w_rec = torch.zeros(N, N * S, device=CUDA) if rec else None
+
+    def run():
+        return lif_cuda.synaptic_evolve(x, v0, i0, tau, tau_syn, thr, bias, 1.0, w_rec=w_rec, noise_std=1.5,
+                                        record=True, backend="fused")[1]
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    torch.manual_seed(7)
+    graph.replay()
+    first = out.clone()
+    graph.replay()
+    second = out.clone()
+    torch.manual_seed(7)
+    graph.replay()
+    again = out.clone()
+    assert not torch.equal(first, second), "two replays added the same noise"
+    assert_bitwise(again, first, "the first replay after torch.manual_seed(7), twice")
+    want = kernel_noise((B, T, N), 1.5, torch.tensor([7, 0], dtype=torch.int64), dtype=torch.float32)
+    assert_bitwise(first.cpu(), want, "replay with the CUDA generator at offset 0")
 
 
 @needs_kernels
@@ -522,7 +562,7 @@ def test_torch_compile_on_cuda_matches_eager():
 
 @needs_kernels
 def test_training_step_makes_no_host_sync():
-    """Issue 10: after a first call, forward+backward through a LIFNeuron whose parameters did not
+    """After a first call, forward+backward through a LIFNeuron whose parameters did not
     change never waits for the GPU (parameter values are checked once per change, not per call)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 32), _layer(32, noise_std=0.2), torch.nn.Linear(32, 4)).to(CUDA)

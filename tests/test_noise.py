@@ -1,4 +1,4 @@
-"""In-kernel noise (SPEC §4, issue 5): a Philox stream keyed by torch's generator.
+"""In-kernel noise (SPEC §4): a Philox stream keyed by torch's generator.
 
 The noise is read back exactly through the recorded membrane: with alpha = 0 (tau -> 0), zero input
 and bias and a threshold no value reaches, u[t] = ((0*w + 0) + z[t]) + 0 = z[t] and w[t] = u[t].
@@ -127,7 +127,7 @@ def test_stream_for_shapes_not_multiples_of_four(shape):
 
 
 def test_layout_one_block_four_steps_of_one_neuron():
-    """The counter layout (lif_core.h): element (b, t, n) is lane t % 4 of the block at subsequence
+    """The counter layout (csrc/core/philox.h): element (b, t, n) is lane t % 4 of the block at subsequence
     b*N + n, position offset + t // 4. So a value does not depend on T (a longer run starts with the
     shorter one's noise), a neuron's stream is the same inside any batch shape with the same b*N + n,
     and the next key offset by k blocks is the same stream shifted by 4k steps."""
@@ -185,7 +185,7 @@ print("same")
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 def test_every_cpu_variant_draws_the_same_stream(isa):
-    """The CPU draws the noise rows with AVX-512, AVX2 or portable loops (csrc/cpu/noise_rows_x86.h),
+    """The CPU draws the noise rows with AVX-512, AVX2 or portable loops (csrc/cpu/noise_x86.h),
     the best the CPU has; LIF_CPU_NOISE_ISA forces a lower one. Each gives noise.py's bits: tiles of
     many widths (vector tails of every length), 64-bit positions that carry and wrap."""
     import os

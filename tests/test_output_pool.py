@@ -1,4 +1,4 @@
-"""The CPU output pool (issue 12; csrc/lif_output_pool.h, lif_cuda.output_pool).
+"""The CPU output pool (csrc/host/output_pool.h, lif_cuda.output_pool).
 
 Large outputs reuse buffers that stay mapped between calls. It must change no result, be safe under
 concurrency, stay within its limit, give memory back when switched off, and keep a training loop's
@@ -167,7 +167,7 @@ print(json.dumps({"one_call": one_call, "peak": status("VmHWM") - base, "pool": 
 
 
 def test_training_loop_peak_memory_stays_at_one_call():
-    """Issue 12: the peak resident set over repeated forward+backward calls (loss = spikes.sum())
+    """The peak resident set over repeated forward+backward calls (loss = spikes.sum())
     stays within one call's working set + 10 %: the pool holds one call's buffers and reuses them,
     it does not pile up. In a fresh interpreter, so that nothing else in the process is resident.
     (Without the pool glibc's heap does not hold that bound here: 78.5 MiB against 40.3 MiB, measured

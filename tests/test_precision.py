@@ -1,4 +1,4 @@
-"""Half-precision I/O (issue 5): float16/bfloat16 input, float32 state and arithmetic, spikes and
+"""Half-precision I/O: float16/bfloat16 input, float32 state and arithmetic, spikes and
 input gradients in the input's dtype; equal to the float32 path applied to the upcast input. The
 module check runs for every model; the synaptic op's half-precision input at the end."""
 import pytest

@@ -1,4 +1,4 @@
-"""setup.py picks the CUDA toolkit before torch.utils.cpp_extension reads it (issue 11 item 8).
+"""setup.py picks the CUDA toolkit before torch.utils.cpp_extension reads it.
 
 torch.utils.cpp_extension sets its CUDA_HOME once, when it is imported: from $CUDA_HOME, else from
 the directory above the first `nvcc` on PATH. Where that nvcc is a wrapper script

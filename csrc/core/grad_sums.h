@@ -1,13 +1,13 @@
-// Deterministic parameter-gradient sums, one rule for every model (SPEC §3). A kernel call sums
-// one (batch row, neuron)'s gradient terms over its steps in order, in the compute type T (in
-// registers or a tile row: the hot loop stays at T's width), and adds that sum to the row's float64
-// partial; everything after is float64: over the calls of a per-step loop, over the batch in
-// batch order (b = 0..B-1, from 0), then, for a parameter shared by neurons, over the neurons in
-// index order, and a decay's gradient becomes its time constant's; the result is rounded to T
-// once. A scalar parameter's gradient adds B*N*T terms of either sign: the sums across rows, where
-// float32 would show their cancellation, are float64. No atomics, the same order on the CPU and on
-// CUDA, so the same bits. The two passes below are written per value / per output, for a CPU loop
-// or a CUDA thread each.
+// Deterministic parameter-gradient sums, one rule for every model (SPEC §3). A kernel sums one
+// (batch row, neuron)'s gradient terms in reverse step order in the compute type T over blocks of
+// at most kGradBlock steps (counted from a call's last step; a block never spans two calls), in
+// registers or a tile row, so the hot loop keeps T's width; each block's sum is added to the row's
+// float64 partial. Everything after is float64: over the batch in batch order (b = 0..B-1, from
+// 0), then, for a parameter shared by neurons, over the neurons in index order, and a decay's
+// gradient becomes its time constant's; the result is rounded to T once. A scalar parameter's
+// gradient adds B*N*T terms of either sign, whose cancellation float32 running sums would show
+// beyond SPEC §3's tolerance. No atomics, the same order on the CPU and on CUDA, so the same bits.
+// The two passes below are written per value / per output, for a CPU loop or a CUDA thread each.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +16,20 @@
 #include "lif.h"  // tau_grad
 
 namespace lif {
+
+constexpr int64_t kGradBlock = 8;
+
+// Whether reverse step t ends a block, in a call over the steps t_first..t_last.
+LIF_HD bool grad_block_ends(int64_t t_last, int64_t t, int64_t t_first) {
+  return t == t_first || (t_last - t) % kGradBlock == kGradBlock - 1;
+}
+
+// A block's sum into its float64 sum, and a fresh block.
+template <typename T>
+LIF_HD void flush_grad_block(T& block, double& sum) {
+  sum += static_cast<double>(block);
+  block = T(0);
+}
 
 // How a parameter's per-neuron values collapse into its shape: kept ((N,) or (N,S)), summed over
 // the neurons per synapse index ((1,S)), or summed altogether (()).

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/lif.h"
 #include "../core/switch.h"
@@ -91,7 +92,8 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                               int64_t len) {
   // len <= LIF_BWD_TILE (choose_tile's cap for the backward).
   T W[LIF_BWD_TILE], s_row[LIF_BWD_TILE];
-  // The parameter-gradient terms' sums over the steps, in T (core/grad_sums.h's rule).
+  // The parameter-gradient terms' block sums in T, flushed into g_alpha, g_thr, g_bias (float64)
+  // at each block's end (core/grad_sums.h).
   T ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gb[LIF_BWD_TILE];
   const ConstRows<T, LIF_BWD_TILE> consts(alpha, thr, window, max_spikes, len);
   IT gs_row[LIF_BWD_TILE];  // a grad_spikes row broadcast over the neurons, spread out
@@ -102,6 +104,9 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
     ga[n] = T(0);
     gt[n] = T(0);
     gb[n] = T(0);
+    g_alpha[n] = 0.0;
+    g_thr[n] = 0.0;
+    g_bias[n] = 0.0;
     s_row[n] = spikes(u_last[n], thr[n], max_spikes);
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -133,13 +138,15 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                                                      ga[n], gb[n]));
       }
     }
+    if (grad_block_ends(steps - 1, t, 0)) {
+      for (int64_t n = 0; n < len; ++n) {
+        flush_grad_block(ga[n], g_alpha[n]);
+        flush_grad_block(gt[n], g_thr[n]);
+        flush_grad_block(gb[n], g_bias[n]);
+      }
+    }
   }
-  for (int64_t n = 0; n < len; ++n) {
-    g_v0[n] = W[n];
-    g_alpha[n] = static_cast<double>(ga[n]);
-    g_thr[n] = static_cast<double>(gt[n]);
-    g_bias[n] = static_cast<double>(gb[n]);
-  }
+  for (int64_t n = 0; n < len; ++n) g_v0[n] = W[n];
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/switch.h"
 #include "../core/synaptic.h"
@@ -165,7 +166,8 @@ LIF_CLONES void syn_backward_tile(
   const int64_t syn = len * S;
   const int64_t NS = N * S;
   const ConstRows<T, kMaxTile> consts(alpha, thr, window, max_spikes, len);
-  // The call's parameter-gradient terms summed over its steps, in T (core/grad_sums.h's rule).
+  // The parameter-gradient terms' block sums in T, flushed into the float64 partials at each
+  // block's end (core/grad_sums.h).
   T* __restrict__ ga = sums;
   T* __restrict__ gt = sums + len;
   T* __restrict__ gb = sums + 2 * len;
@@ -236,17 +238,17 @@ LIF_CLONES void syn_backward_tile(
         grt[j] = gr ? gaj + gr[t * NS + j] : gaj;
       }
     }
+    if (grad_block_ends(steps - 1, t, 0)) {
+      for (int64_t n = 0; n < len; ++n) {
+        flush_grad_block(ga[n], p_alpha[n]);
+        flush_grad_block(gt[n], p_thr[n]);
+        flush_grad_block(gb[n], p_bias[n]);
+      }
+      for (int64_t j = 0; j < syn; ++j) flush_grad_block(gbeta[j], p_beta[j]);
+    }
   }
-  for (int64_t n = 0; n < len; ++n) {
-    W_io[n] = W[n];
-    p_alpha[n] += static_cast<double>(ga[n]);
-    p_thr[n] += static_cast<double>(gt[n]);
-    p_bias[n] += static_cast<double>(gb[n]);
-  }
-  for (int64_t j = 0; j < syn; ++j) {
-    I_io[j] = I[j];
-    p_beta[j] += static_cast<double>(gbeta[j]);
-  }
+  for (int64_t n = 0; n < len; ++n) W_io[n] = W[n];
+  for (int64_t j = 0; j < syn; ++j) I_io[j] = I[j];
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "../core/args.h"
+#include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/lif.h"
 #include "../core/philox.h"
@@ -121,11 +122,12 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
   return w;
 }
 
-// Per-neuron results of the backward besides g_in: dL/dv0 and the sums of this row's
-// parameter-gradient terms over its steps (core/grad_sums.h).
+// Per-neuron results of the backward besides g_in: dL/dv0 and the float64 sums of this row's
+// parameter-gradient terms (core/grad_sums.h).
 template <typename T>
 struct NeuronGrads {
-  T v0, alpha, thr, bias;
+  T v0;
+  double alpha, thr, bias;
 };
 
 // Backward through time (SPEC §3) for one neuron of one batch row, t = steps-1 .. 0 (steps >= 1).
@@ -140,10 +142,20 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
                                       T v0, T alpha, T thr, T window, T max_spikes,
                                       IT* __restrict__ g_in, int64_t steps, int64_t stride_t) {
   const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
+  // The terms' block sums in T, flushed into float64 every kGradBlock steps from the last one
+  // (core/grad_sums.h), as the CPU tile does.
   T W = g_final, g_thr = T(0), g_alpha = T(0), g_bias = T(0);
+  double sum_thr = 0.0, sum_alpha = 0.0, sum_bias = 0.0;
+  int in_block = 0;
   auto step = [&](int64_t off, T gsv, T gwv, T u_t, T s_t, T w_prev) {
     g_in[off] = static_cast<IT>(
         step_backward<SURR>(gsv, gwv, u_t, s_t, w_prev, c, W, g_thr, g_alpha, g_bias));
+    if (++in_block == kGradBlock) {
+      flush_grad_block(g_thr, sum_thr);
+      flush_grad_block(g_alpha, sum_alpha);
+      flush_grad_block(g_bias, sum_bias);
+      in_block = 0;
+    }
   };
   int64_t t = steps - 1;
   T u_cur = u[t * stride_t];
@@ -175,7 +187,12 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
     step_back(off, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
   }
   step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, s_cur, v0);
-  return NeuronGrads<T>{W, g_alpha, g_thr, g_bias};
+  if (in_block > 0) {  // the last block, shorter than kGradBlock
+    flush_grad_block(g_thr, sum_thr);
+    flush_grad_block(g_alpha, sum_alpha);
+    flush_grad_block(g_bias, sum_bias);
+  }
+  return NeuronGrads<T>{W, sum_alpha, sum_thr, sum_bias};
 }
 
 // ---------------------------------------------------------------- one thread of each kernel
@@ -221,9 +238,9 @@ LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
                        static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
   pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
   a.g_v0[idx] = g.v0;
-  a.partial[idx] = static_cast<double>(g.alpha);
-  a.partial[BN + idx] = static_cast<double>(g.thr);
-  a.partial[2 * BN + idx] = static_cast<double>(g.bias);
+  a.partial[idx] = g.alpha;
+  a.partial[BN + idx] = g.thr;
+  a.partial[2 * BN + idx] = g.bias;
 }
 
 }  // namespace gpu

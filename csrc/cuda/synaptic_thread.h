@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "../core/args.h"
+#include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/synaptic.h"
 #include "lif_thread.h"  // NeuronNoise
@@ -111,9 +112,9 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   const T thr = a.thr[n];
   const T M = static_cast<T>(a.max_spikes);
   const NeuronConsts<T> c = neuron_consts(alpha, thr, static_cast<T>(a.window), M);
-  // The call's parameter-gradient terms summed over its steps in T, then added to the row's float64
-  // partials (core/grad_sums.h's rule). With S known at compile time the synapses' state and sums
-  // live in registers; otherwise in the carried-gradient buffer and the beta_sums scratch.
+  // The parameter-gradient terms' block sums in T, flushed into the row's float64 partials at each
+  // block's end (core/grad_sums.h). With S known at compile time the synapses' state and sums live
+  // in registers; otherwise in the carried-gradient buffer and the beta_sums scratch.
   T ireg[S_FIXED ? S_FIXED : 1];
   T breg[S_FIXED ? S_FIXED : 1];
   T* const I = S_FIXED ? ireg : a.I + idx * S;
@@ -123,6 +124,7 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     gbeta[k] = T(0);
   }
   T W = a.W[idx], ga = T(0), gt = T(0), gb = T(0);
+  double* const p_beta = a.partial + 3 * BN + idx * S;
   const int64_t t_last = a.t0 + k_run - 1;
   T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   for (int64_t t = t_last; t >= a.t0; --t) {
@@ -150,15 +152,16 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
       a.g_in[srow + k] = static_cast<IT>(gak);
       if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
     }
+    if (grad_block_ends(t_last, t, a.t0)) {
+      flush_grad_block(ga, a.partial[idx]);
+      flush_grad_block(gt, a.partial[BN + idx]);
+      flush_grad_block(gb, a.partial[2 * BN + idx]);
+      for (int64_t k = 0; k < S; ++k) flush_grad_block(gbeta[k], p_beta[k]);
+    }
   }
   a.W[idx] = W;
-  a.partial[idx] += static_cast<double>(ga);
-  a.partial[BN + idx] += static_cast<double>(gt);
-  a.partial[2 * BN + idx] += static_cast<double>(gb);
-  double* const p_beta = a.partial + 3 * BN + idx * S;
-  for (int64_t k = 0; k < S; ++k) {
-    if (S_FIXED) a.I[idx * S + k] = I[k];
-    p_beta[k] += static_cast<double>(gbeta[k]);
+  if (S_FIXED) {
+    for (int64_t k = 0; k < S; ++k) a.I[idx * S + k] = I[k];
   }
 }
 
