@@ -115,9 +115,9 @@ FUNCTIONAL_TABLE = [
     ("input-int64", "input", lambda x: x.to(torch.int64), TypeError, "float"),
     ("input-bool", "input", lambda x: x > 0, TypeError, "float"),
     ("input-complex", "input", lambda x: x.to(torch.complex64), TypeError, "float"),
-    ("input-rank1", "input", lambda x: x.reshape(-1), ValueError, r"\(B, T, N\)"),
-    ("input-rank2", "input", lambda x: x[0], ValueError, r"\(B, T, N\)"),
-    ("input-rank4", "input", lambda x: x[None], ValueError, r"\(B, T, N\)"),
+    ("input-rank1", "input", lambda x: x.reshape(-1), ValueError, r"\(B, ?T, ?N\)"),
+    ("input-rank2", "input", lambda x: x[0], ValueError, r"\(B, ?T, ?N\)"),
+    ("input-rank4", "input", lambda x: x[None], ValueError, r"\(B, ?T, ?N\)"),
     # v0: dtype, shape (last dimension, batch, rank), device
     ("v0-int", "v0", lambda v: v.to(torch.int32), TypeError, "float"),
     ("v0-bool", "v0", lambda v: v > 0, TypeError, "float"),
@@ -221,7 +221,7 @@ def _apply(args, arg, replacement):
 def _check_message(exc, arg, expect):
     msg = str(exc)
     assert re.search(rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])", msg), f"message does not name {arg!r}: {msg!r}"
-    assert re.search(expect, msg), f"message does not say what was expected ({expect!r}): {msg!r}"
+    assert re.search(expect, msg, re.IGNORECASE), f"message does not say what was expected ({expect!r}): {msg!r}"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
