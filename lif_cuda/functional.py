@@ -45,7 +45,7 @@ class Model(NamedTuple):
     records: Tuple[str, ...]  # the records (record=True), in the op's order
     forward_op: str  # the fused op's name in this module
     reference: str  # the reference's name in this module
-    call_reference: Callable  # (reference, input, state, params, settings, lengths) -> the op's outputs
+    call_reference: Callable  # (reference, run's arguments but `which` and `kernel`) -> the op's outputs
     check_tensors: Callable  # (input, state, params, noise): the reference backend's checks
 
 
@@ -179,22 +179,8 @@ def _call_model(model, input, state, params, dt, noise, learning_window, max_spi
                kernel, record, lengths)
 
 
-def lif_evolve(
-    input,
-    v0,
-    tau_mem,
-    threshold,
-    bias,
-    dt,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    backend="auto",
-    noise_std=0.0,
-    lengths=None,
-):
+def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16,
+               spike_generation_fn=StepPWL, record=False, backend="auto", noise_std=0.0, lengths=None):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
     tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
@@ -219,26 +205,9 @@ def lif_evolve(
     return spikes, (vmem if record else None), v_final
 
 
-def synaptic_evolve(
-    input,
-    v0,
-    i0,
-    tau_mem,
-    tau_syn,
-    threshold,
-    bias,
-    dt,
-    w_rec=None,
-    s0=None,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    backend="auto",
-    noise_std=0.0,
-    lengths=None,
-):
+def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
+                    learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False,
+                    backend="auto", noise_std=0.0, lengths=None):
     """Evolve LIF neurons with synaptic currents (SPEC §7) over `input` (B,T,N*S).
 
     i0 (B,N,S) or (N,S) (it gives N and S); v0 (B,N) or (N,); s0 (B,N), (N,) or None (zeros): the

@@ -380,21 +380,9 @@ class LIFNeuron(NeuronLayer):
 
     model = functional.LIF
 
-    def __init__(
-        self,
-        shape=None,
-        tau_mem=None,
-        threshold=None,
-        bias=0.0,
-        dt=1e-3,
-        noise_std=0.0,
-        spike_generation_fn=StepPWL,
-        learning_window=0.5,
-        max_spikes_per_dt=2.0**16,
-        backend="auto",
-        noise="kernel",
-        batch_state=False,
-    ):
+    def __init__(self, shape=None, tau_mem=None, threshold=None, bias=0.0, dt=1e-3, noise_std=0.0,
+                 spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16, backend="auto",
+                 noise="kernel", batch_state=False):
         super().__init__()
         n = _n_from_shape(shape)
         self.n_neurons = self.size_in = self.size_out = n
@@ -461,25 +449,9 @@ class SynapticLIF(NeuronLayer):
 
     model = functional.SYNAPTIC
 
-    def __init__(
-        self,
-        shape=None,
-        tau_mem=None,
-        tau_syn=None,
-        threshold=None,
-        bias=0.0,
-        has_rec=False,
-        w_rec=None,
-        dt=1e-3,
-        noise_std=0.0,
-        spike_generation_fn=StepPWL,
-        learning_window=0.5,
-        max_spikes_per_dt=2.0**16,
-        weight_init_func=None,
-        backend="auto",
-        noise="kernel",
-        batch_state=False,
-    ):
+    def __init__(self, shape=None, tau_mem=None, tau_syn=None, threshold=None, bias=0.0, has_rec=False, w_rec=None,
+                 dt=1e-3, noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16,
+                 weight_init_func=None, backend="auto", noise="kernel", batch_state=False):
         super().__init__()
         n, s = _shape_to_ns(shape)
         self.n_neurons = self.size_out = n

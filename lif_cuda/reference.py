@@ -17,21 +17,19 @@ def tau_to_decay(dt, tau_mem):
     return torch.exp(-dt / tau_mem)
 
 
-def lif_evolve_reference(
-    input,
-    v0,
-    tau_mem,
-    threshold,
-    bias,
-    dt,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    noise_std=0.0,
-    lengths=None,
-):
+def _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt):
+    """The end of every model's step (SPEC §1): u = (u + z) + bias, each op rounded; the spikes; the
+    subtractive reset. Returns (spikes, membrane after the reset)."""
+    if z_t is not None:
+        u = u + z_t
+    u = u + bias
+    s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
+    return s, u - s * threshold
+
+
+def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5,
+                         max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False, noise_std=0.0,
+                         lengths=None):
     """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
 
     Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
@@ -65,13 +63,7 @@ def lif_evolve_reference(
             x_t = torch.where(active, x_t, torch.zeros_like(x_t))
             if z_t is not None:
                 z_t = torch.where(active, z_t, torch.zeros_like(z_t))
-        u = alpha * w
-        u = u + x_t
-        if z_t is not None:
-            u = u + z_t
-        u = u + bias
-        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
-        w_new = u - s * threshold
+        s, w_new = _fire(alpha * w + x_t, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             w = w_new
         else:
@@ -89,25 +81,9 @@ def lif_evolve_reference(
     return spikes, vmem, w
 
 
-def synaptic_evolve_reference(
-    input,
-    v0,
-    i0,
-    tau_mem,
-    tau_syn,
-    threshold,
-    bias,
-    dt,
-    w_rec=None,
-    s0=None,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    synapse_sum=None,
-    lengths=None,
-):
+def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
+                              learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
+                              record=False, synapse_sum=None, lengths=None):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
     i0: synaptic currents (B,N,S) or (N,S), which give N and S (input element n*S + k feeds synapse
@@ -160,11 +136,7 @@ def synaptic_evolve_reference(
         w = w * alpha
         i = i * beta
         u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
-        if z_t is not None:
-            u = u + z_t
-        u = u + bias
-        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
-        w = u - s * threshold
+        s, w = _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             spikes.append(s)
         else:

@@ -63,6 +63,15 @@ def _rockpool_noise(module, shape, device, dtype):
     return (zeta * torch.randn(shape, device=device)).to(dtype)
 
 
+def _batched_input(module, input_data):
+    """(x (B,T,N) in the parameters' dtype, that dtype), by Rockpool's shape rules and error messages."""
+    dtype = module.tau_mem.dtype
+    if not isinstance(input_data, torch.Tensor):
+        input_data = torch.as_tensor(input_data, dtype=dtype)
+    x, _ = module._auto_batch(input_data)
+    return x.to(dtype), dtype
+
+
 def _spike_fn_class(module):
     """The spike function's class: Rockpool stores the Function's `apply`, bound to its class."""
     fn = module.spike_generation_fn
@@ -139,11 +148,7 @@ class LIFNeuronTorch(TorchModule):
 
     def forward(self, input_data):
         """Spikes (B,T,N); the membrane state `vmem` becomes batch row 0's final membrane."""
-        if not isinstance(input_data, torch.Tensor):
-            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
-        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
-        dtype = self.tau_mem.dtype
-        x = x.to(dtype)
+        x, dtype = _batched_input(self, input_data)
         B, T, N = x.shape
         noise = _rockpool_noise(self, (B, T, N), x.device, dtype) if self.noise_std > 0 else None
         # A snapshot: backward may hold v0 while the state is updated in place below.
@@ -203,11 +208,7 @@ class LIFTorch(_rp_lif.LIFTorch):
 
     def forward(self, input_data):
         """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
-        if not isinstance(input_data, torch.Tensor):
-            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
-        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
-        dtype = self.tau_mem.dtype
-        x = x.to(dtype)
+        x, dtype = _batched_input(self, input_data)
         B, T, _ = x.shape
         noise, noise_std = None, 0.0
         if self.noise_std > 0:
