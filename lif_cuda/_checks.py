@@ -42,9 +42,10 @@ def check_scalar(name, value, *, positive=False, nonneg=False, at_least=None):
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be a real number, got {value.dtype}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:  # a float skips isinstance(numbers.Real)'s Python frames
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if positive and not value > 0:

@@ -31,6 +31,7 @@ __all__ = ["lif_evolve", "synaptic_evolve", "fused_available", "resolve_backend"
 
 _BACKENDS = ("auto", "fused", "reference")
 _FLOATS = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")  # compared with, not device.type: that read costs microseconds per call
 _this = sys.modules[__name__]  # `run` finds the ops and references here by name (tests replace them)
 
 
@@ -124,27 +125,28 @@ def param_values(model, params):
     return [(name, named[name], name in model.positive) for name in model.checked]
 
 
-def run(model, which, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel, record,
-        lengths):
-    """One call of `model` on backend `which`, its arguments checked (the fused op checks its own):
-    the op's leading outputs, (spikes, *records, *final state). `noise_scale` > 0: in-kernel noise,
-    whose key (seed, offset) the op draws from torch's default CPU generator, whatever the device;
-    the reference draws the same stream (lif_cuda.noise)."""
+def run(model, which, device, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel,
+        record, lengths):
+    """One call of `model` on backend `which` for input `x` on `device` (x.device, read once by the
+    caller), its arguments checked (the fused op checks its own): the op's leading
+    outputs, (spikes, *records, *final state). `noise_scale` > 0: in-kernel noise, whose key (seed,
+    offset) the op draws from torch's default CPU generator, whatever the device; the reference
+    draws the same stream (lif_cuda.noise)."""
     if which == "fused":
-        if x.device.type != "cpu":  # on the CPU the op checks the values itself, for free
+        if device != _CPU:  # on the CPU the op checks the values itself, for free
             CHECKED_VALUES.check(param_values(model, params))
         return getattr(_this, model.forward_op)(
             x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel, record, False, lengths
         )
     model.check_tensors(x, state, params, noise)  # what the op would check, for a module's tensors too
     values = param_values(model, params)
-    if x.device.type == "cpu":
+    if device == _CPU:
         check_param_values(values)
     else:
         CHECKED_VALUES.check(values)
     if noise_scale > 0:
         shape = (x.shape[0], x.shape[1], state[0].shape[-1])
-        noise = kernel_noise(shape, noise_scale, draw_noise_key(), compute_dtype(x.dtype), x.device)
+        noise = kernel_noise(shape, noise_scale, draw_noise_key(), compute_dtype(x.dtype), device)
     return model.call_reference(
         getattr(_this, model.reference), x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths
     )
@@ -153,11 +155,9 @@ def run(model, which, x, state, params, noise, noise_scale, dt, window, max_spik
 def _call_model(model, input, state, params, dt, noise, learning_window, max_spikes_per_dt, spike_generation_fn, record,
             backend, noise_std, lengths):
     """The functional API's part of a call: Python types and numbers, the backend, the dtypes."""
-    for name, t in zip(("input", *model.initial, *model.params), (input, *state, *params)):
-        if t is not None:
+    for name, t in zip(("input", *model.initial, *model.params, "noise"), (input, *state, *params, noise)):
+        if t is not None and not isinstance(t, torch.Tensor):
             check_tensor_type(name, t)
-    if noise is not None:
-        check_tensor_type("noise", noise)
     dt = check_scalar("dt", dt, positive=True)
     window = check_scalar("learning_window", learning_window, nonneg=True)
     max_spikes = check_max_spikes(max_spikes_per_dt, compute_dtype(input.dtype))
@@ -165,9 +165,10 @@ def _call_model(model, input, state, params, dt, noise, learning_window, max_spi
     if noise is not None and noise_std > 0:
         raise ValueError("give either a noise tensor or noise_std > 0, not both")
     kernel = kernel_id_of(spike_generation_fn)
-    which = resolve_backend(backend, input.device, spike_generation_fn, kernel)
+    device = input.device
+    which = resolve_backend(backend, device, spike_generation_fn, kernel)
     B, T = (input.shape[0], input.shape[1]) if input.dim() == 3 else (None, None)
-    lengths = to_lengths(lengths, B, T, input.device, checked_by_op=which == "fused" and input.device.type == "cpu")
+    lengths = to_lengths(lengths, B, T, device, checked_by_op=which == "fused" and device.type == "cpu")
     # The state and the parameters in the compute dtype; other dtypes are the op's to refuse.
     dtype = compute_dtype(input.dtype)
     state, params = ([t if t is None or t.dtype == dtype or t.dtype not in _FLOATS else t.to(dtype) for t in ts]
@@ -175,8 +176,8 @@ def _call_model(model, input, state, params, dt, noise, learning_window, max_spi
     if noise is not None and noise.dtype != dtype and noise.is_floating_point():
         noise = noise.to(dtype)
     noise_scale = kernel_noise_scale(noise_std, dt)
-    return run(model, which, input, state, params, noise, noise_scale, dt, window, max_spikes, spike_generation_fn,
-               kernel, record, lengths)
+    return run(model, which, device, input, state, params, noise, noise_scale, dt, window, max_spikes,
+               spike_generation_fn, kernel, record, lengths)
 
 
 def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16,

@@ -8,7 +8,7 @@ parameters and op (`model`, a lif_cuda.functional.Model), builds its parameters,
 scripted op call TorchScript needs spelt out.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -133,10 +133,15 @@ class NeuronLayer(nn.Module):
 
     def _configure(self, device, key):
         """(dt, window, max_spikes, noise_std, noise_scale, backend) for calls on `device`: the settings
-        checked (SPEC §6) and the backend resolved once per change of any of them (`key`), not per call."""
+        checked (SPEC §6) and the backend resolved once per change of any of them (`key`), not per call.
+        A module on another device than its input is named here, before the backend is chosen for the
+        input's device (later calls: the op names it)."""
+        tau = self._parameters["tau_mem"]
+        if device != tau.device:
+            raise ValueError(f"tau_mem is on {tau.device} but the input is on {device}: put both on one device")
         dt = check_scalar("dt", self.dt, positive=True)
         window = check_scalar("learning_window", self.learning_window, nonneg=True)
-        max_spikes = check_max_spikes(self.max_spikes_per_dt, self._parameters["tau_mem"].dtype)
+        max_spikes = check_max_spikes(self.max_spikes_per_dt, tau.dtype)
         noise_std = check_scalar("noise_std", self.noise_std, nonneg=True)
         if self.noise not in ("kernel", "torch"):
             self._check_settings()  # names it
@@ -257,9 +262,10 @@ class NeuronLayer(nn.Module):
 
     # Eager only: TorchScript sees a stub (forward takes _forward_scripted when scripting).
     @torch.jit.unused
-    def _evolve(self, x: torch.Tensor, record: bool, lengths=None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """(spikes, records) of one call; the state kept only after success. Kept short: it is the
-        hot path of every call (the settings' checks are cached, the op checks the tensors)."""
+    def _evolve(self, x: torch.Tensor, record: bool, lengths=None) -> List[torch.Tensor]:
+        """The op's outputs of one call, (spikes, *records, *final state, ...); the state kept only
+        after success. Kept short: it is the hot path of every call (the settings' checks are
+        cached, the op checks the tensors)."""
         if not (type(x) is torch.Tensor and x.dim() == 3 and x.shape[2] == self.size_in and x.dtype in _IO_DTYPES):
             x = self._auto_batch(x)
         model, params, buffers = self.model, self._parameters, self._buffers
@@ -270,10 +276,8 @@ class NeuronLayer(nn.Module):
         if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in _HALF):
             x = x.to(dtype)
         device = x.device
-        if device != tau.device:  # the backend is chosen for the input's device: name the mismatch first
-            raise ValueError(f"tau_mem is on {tau.device} but the input is on {device}: put both on one device")
         key = (self.dt, self.learning_window, self.max_spikes_per_dt, self.noise_std, self.noise, self.backend,
-               self._spike_fn_version, device.type)
+               self._spike_fn_version, device)
         config = self._config_cache
         if config is None or config[0] != key:
             config = self._configure(device, key)
@@ -288,20 +292,22 @@ class NeuronLayer(nn.Module):
         noise = None
         if noise_std > 0 and self.noise == "torch":
             noise = torch_noise(noise_std, dt, [B, x.shape[1], self.n_neurons], dtype, device)
+        initial = state
         if which == "reference":  # its autograd graph keeps the initial state: hand it a snapshot
-            state = tuple(t.to(device=device, dtype=dtype, copy=True) for t in state)
-        out = functional.run(model, which, x, state, tuple(map(params.get, model.params)), noise, noise_scale, dt,
-                             window, max_spikes, self._spike_generation_fn, self._surrogate_id, record, lengths)
+            initial = tuple(t.to(device=device, dtype=dtype, copy=True) for t in state)
+        out = functional.run(model, which, device, x, initial, tuple(map(params.get, model.params)), noise,
+                             noise_scale, dt, window, max_spikes, self._spike_generation_fn, self._surrogate_id, record,
+                             lengths)
         if B > 0:  # the new state, only after success
-            for name, final in zip(model.state, out[len(model.records) + 1:]):
-                old = buffers[name]
-                if not self.batch_state:
-                    old.copy_(final[0].detach())  # batch row 0, as the seed keeps it
-                else:
-                    new = kept_state(old, final, True)
-                    if new is not old:  # the first call after reset_state(): the state becomes per-row
+            if not self.batch_state:
+                for kept, final in zip(state, out[len(model.records) + 1:]):
+                    kept.copy_(final[0].detach())  # batch row 0, as the seed keeps it
+            else:
+                for name, kept, final in zip(model.state, state, out[len(model.records) + 1:]):
+                    new = kept_state(kept, final, True)
+                    if new is not kept:  # the first call after reset_state(): the state becomes per-row
                         buffers[name] = new
-        return out[0], list(out[1:len(model.records) + 1])
+        return out
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Spikes (B,T,N) for input (B,T,size_in), (T,size_in) or (..., 1) broadcast; `lengths`: B
@@ -345,10 +351,10 @@ class NeuronLayer(nn.Module):
     def evolve(self, x, record=False, lengths=None):
         """Returns (spikes, state, record_dict): state {name: tensor} of every state buffer; record_dict
         (when record) the records and "spikes", each (B,T,...). `lengths`: as for forward."""
-        spikes, records = self._evolve(x, record, lengths)
+        out = self._evolve(x, record, lengths)
         state = {name: getattr(self, name).clone() for name in self.model.state}
-        rec = {**dict(zip(self.model.records, records)), "spikes": spikes} if record else {}
-        return spikes, state, rec
+        rec = {**dict(zip(self.model.records, out[1:])), "spikes": out[0]} if record else {}
+        return out[0], state, rec
 
 
 class LIFNeuron(NeuronLayer):
