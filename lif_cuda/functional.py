@@ -4,6 +4,11 @@ A model is described once (`Model`: its state, parameters and records in the op'
 op and its reference); `run` takes any model through the fused op (lif_cuda.ops, which checks
 shapes, dtypes, devices and CPU values in C++) or the pure-PyTorch reference (lif_cuda.reference,
 checked here first, lif_cuda._checks). The modules (lif_cuda.neurons) call `run` too.
+
+A new model, on the Python side: its `Model` here (with a reference adapter), its reference
+(lif_cuda.reference) and the reference's tensor checks (lif_cuda._checks), its functional face here,
+and its module face, a NeuronLayer subclass (lif_cuda.neurons). A new surrogate: its class in
+lif_cuda.surrogates.
 """
 import sys
 from typing import Callable, NamedTuple, Tuple
@@ -46,7 +51,7 @@ class Model(NamedTuple):
     records: Tuple[str, ...]  # the records (record=True), in the op's order
     forward_op: str  # the fused op's name in this module
     reference: str  # the reference's name in this module
-    call_reference: Callable  # (reference, run's arguments but `which` and `kernel`) -> the op's outputs
+    call_reference: Callable  # (reference, run's arguments but `which` and `kernel_id`) -> the op's outputs
     check_tensors: Callable  # (input, state, params, noise): the reference backend's checks
 
 
@@ -81,18 +86,18 @@ def fused_available(device) -> bool:
     return _ext.available(torch.device(device).type)
 
 
-def resolve_backend(backend, device, spike_generation_fn=StepPWL, kernel=None) -> str:
+def resolve_backend(backend, device, spike_generation_fn=StepPWL, kernel_id=None) -> str:
     """Returns "fused" or "reference" for a call on `device`; warns once when falling back.
-    `kernel`: spike_generation_fn's kernel id if already known (surrogates.kernel_id_of)."""
+    `kernel_id`: spike_generation_fn's kernel id if already known (surrogates.kernel_id_of)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if kernel is None:
-        kernel = kernel_id_of(spike_generation_fn)
-    if kernel == NO_KERNEL:
+    if kernel_id is None:
+        kernel_id = kernel_id_of(spike_generation_fn)
+    if kernel_id == NO_KERNEL:
         check_spike_fn(spike_generation_fn)
     if backend == "reference":
         return "reference"
-    if kernel == NO_KERNEL:
+    if kernel_id == NO_KERNEL:
         name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
         if backend == "fused":
             raise ValueError(
@@ -125,7 +130,7 @@ def param_values(model, params):
     return [(name, named[name], name in model.positive) for name in model.checked]
 
 
-def run(model, which, device, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel,
+def run(model, which, device, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel_id,
         record, lengths):
     """One call of `model` on backend `which` for input `x` on `device` (x.device, read once by the
     caller), its arguments checked (the fused op checks its own): the op's leading
@@ -136,7 +141,7 @@ def run(model, which, device, x, state, params, noise, noise_scale, dt, window, 
         if device != _CPU:  # on the CPU the op checks the values itself, for free
             CHECKED_VALUES.check(param_values(model, params))
         return getattr(_this, model.forward_op)(
-            x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel, record, False, lengths
+            x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel_id, record, False, lengths
         )
     model.check_tensors(x, state, params, noise)  # what the op would check, for a module's tensors too
     values = param_values(model, params)
@@ -164,9 +169,9 @@ def _call_model(model, input, state, params, dt, noise, learning_window, max_spi
     noise_std = check_scalar("noise_std", noise_std, nonneg=True)
     if noise is not None and noise_std > 0:
         raise ValueError("give either a noise tensor or noise_std > 0, not both")
-    kernel = kernel_id_of(spike_generation_fn)
+    kernel_id = kernel_id_of(spike_generation_fn)
     device = input.device
-    which = resolve_backend(backend, device, spike_generation_fn, kernel)
+    which = resolve_backend(backend, device, spike_generation_fn, kernel_id)
     B, T = (input.shape[0], input.shape[1]) if input.dim() == 3 else (None, None)
     lengths = to_lengths(lengths, B, T, device, checked_by_op=which == "fused" and device.type == "cpu")
     # The state and the parameters in the compute dtype; other dtypes are the op's to refuse.
@@ -177,7 +182,7 @@ def _call_model(model, input, state, params, dt, noise, learning_window, max_spi
         noise = noise.to(dtype)
     noise_scale = kernel_noise_scale(noise_std, dt)
     return run(model, which, device, input, state, params, noise, noise_scale, dt, window, max_spikes,
-               spike_generation_fn, kernel, record, lengths)
+               spike_generation_fn, kernel_id, record, lengths)
 
 
 def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16,

@@ -114,7 +114,7 @@ class NeuronLayer(nn.Module):
         # attribute). A bad value counts as NO_KERNEL here and is named by a TypeError at the next call.
         self._spike_generation_fn = fn
         self._spike_fn_version = getattr(self, "_spike_fn_version", 0) + 1  # a key of _configure
-        self._surrogate_id = kernel_id_of(fn)
+        self._kernel_id = kernel_id_of(fn)
 
     def _check_settings(self):
         for name, positive in (("dt", True), ("noise_std", False), ("learning_window", False)):
@@ -145,7 +145,7 @@ class NeuronLayer(nn.Module):
         noise_std = check_scalar("noise_std", self.noise_std, nonneg=True)
         if self.noise not in ("kernel", "torch"):
             self._check_settings()  # names it
-        which = functional.resolve_backend(self.backend, device, self._spike_generation_fn, self._surrogate_id)
+        which = functional.resolve_backend(self.backend, device, self._spike_generation_fn, self._kernel_id)
         noise_scale = kernel_noise_scale(noise_std, dt) if self.noise == "kernel" else 0.0
         self._config_cache = (key, (dt, window, max_spikes, noise_std, noise_scale, which))
         return self._config_cache
@@ -296,7 +296,7 @@ class NeuronLayer(nn.Module):
         if which == "reference":  # its autograd graph keeps the initial state: hand it a snapshot
             initial = tuple(t.to(device=device, dtype=dtype, copy=True) for t in state)
         out = functional.run(model, which, device, x, initial, tuple(map(params.get, model.params)), noise,
-                             noise_scale, dt, window, max_spikes, self._spike_generation_fn, self._surrogate_id, record,
+                             noise_scale, dt, window, max_spikes, self._spike_generation_fn, self._kernel_id, record,
                              lengths)
         if B > 0:  # the new state, only after success
             if not self.batch_state:
@@ -323,7 +323,7 @@ class NeuronLayer(nn.Module):
         """The forward under torch.jit.script, for inference, up to the op: what _evolve does without
         the Python-only checks and backend choice (the op still checks its arguments). Needs the
         extension loaded (import lif_cuda) where it runs."""
-        if self._surrogate_id < 0:  # NO_KERNEL (TorchScript reads no module globals)
+        if self._kernel_id < 0:  # NO_KERNEL (TorchScript reads no module globals)
             # A user's own spike function may have another forward: never run it on the fused op.
             raise RuntimeError("a scripted layer runs the fused op; this layer's spike_generation_fn has no fused "
                                "kernel (run it in eager mode)")
