@@ -157,8 +157,8 @@ def run(model, which, device, x, state, params, noise, noise_scale, dt, window, 
     )
 
 
-def _call_model(model, input, state, params, dt, noise, learning_window, max_spikes_per_dt, spike_generation_fn, record,
-            backend, noise_std, lengths):
+def _checked_call(model, input, state, params, dt, noise, learning_window, max_spikes_per_dt, spike_generation_fn,
+                  record, backend, noise_std, lengths):
     """The functional API's part of a call: Python types and numbers, the backend, the dtypes."""
     for name, t in zip(("input", *model.initial, *model.params, "noise"), (input, *state, *params, noise)):
         if t is not None and not isinstance(t, torch.Tensor):
@@ -204,7 +204,7 @@ def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_win
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
     Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
     """
-    spikes, vmem, v_final = _call_model(
+    spikes, vmem, v_final = _checked_call(
         LIF, input, (v0,), (tau_mem, threshold, bias), dt, noise, learning_window, max_spikes_per_dt,
         spike_generation_fn, record, backend, noise_std, lengths,
     )[:3]
@@ -230,7 +230,7 @@ def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=
     parameter gradients (w_rec's included), and gradients arriving there are ignored. The final state
     (membrane, currents, last spikes) is the state after lengths[b] steps.
     """
-    spikes, vmem, isyn, irec, v_final, i_final, s_final = _call_model(
+    spikes, vmem, isyn, irec, v_final, i_final, s_final = _checked_call(
         SYNAPTIC, input, (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec), dt, noise, learning_window,
         max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,
     )[:7]
