@@ -11,10 +11,10 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
-from .functional import fused_available, lif_evolve
-from .module import LIFNeuron
-from .reference import PeriodicExponential, StepPWL, lif_evolve_reference, synaptic_evolve_reference
-from .synaptic import SynapticLIF, synaptic_evolve
+from .functional import fused_available, lif_evolve, synaptic_evolve
+from .neurons import LIFNeuron, SynapticLIF
+from .reference import lif_evolve_reference, synaptic_evolve_reference
+from .surrogates import PeriodicExponential, StepPWL
 
 __version__ = "0.1.0"
 
@@ -48,7 +48,7 @@ def output_pool(limit_bytes=None) -> dict:
     what it holds. Returns {"limit_bytes", "held_bytes", "hits", "misses"} (after setting the limit
     when one is given). Results never depend on it."""
     if not _ext.loaded():
-        raise RuntimeError(f"lif_cuda: the compiled extension is not loaded ({_ext.load_error()})")
+        raise RuntimeError(f"lif_cuda: {_ext.load_failure()}")
     if limit_bytes is None:
         return _ext._C.output_pool()
     if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int):

@@ -1,5 +1,12 @@
-"""Argument checks shared by every backend (SPEC §6): a clear exception naming the argument,
-raised before any kernel runs, so that a failed call changes nothing."""
+"""Argument checks made in Python (SPEC §6): a clear exception naming the argument, raised before
+any kernel runs, so that a failed call changes nothing.
+
+The fused ops check shapes, dtypes, devices and the values of CPU tensors themselves, in C++
+(csrc: TORCH_CHECK_VALUE/TYPE, ValueError/TypeError naming the argument). Python checks only what
+they cannot: the Python types and numbers of the functional API, lengths given as a list, the
+values of CUDA tensors (once per change, CheckedValues), and everything on the reference backend,
+which must refuse what the fused op refuses (check_lif_tensors, check_synaptic_tensors).
+"""
 import math
 import numbers
 import weakref
@@ -16,25 +23,29 @@ def _is_compiling() -> bool:
         return False
 
 
-def check_float_tensor(name, t, allow_half=False):
+def compute_dtype(io_dtype):
+    """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
+    precision input is computed in float32)."""
+    return torch.float32 if io_dtype in (torch.float16, torch.bfloat16) else io_dtype
+
+
+def check_tensor_type(name, t):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.is_complex() or not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64), got {t.dtype}")
-    if t.dtype not in _FLOAT_DTYPES and not allow_half:
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
 
 
 def check_scalar(name, value, *, positive=False, nonneg=False, at_least=None):
+    """A number argument (or a one-element tensor, read once) as a float, finite and in range."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be a real number, got {value.dtype}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:  # a float skips isinstance(numbers.Real)'s Python frames
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if positive and not value > 0:
@@ -46,23 +57,19 @@ def check_scalar(name, value, *, positive=False, nonneg=False, at_least=None):
     return value
 
 
-def check_spike_fn(fn):
-    """spike_generation_fn must be a torch.autograd.Function subclass (StepPWL, PeriodicExponential
-    or the user's own): anything else would fail deep inside the time loop."""
-    if not (isinstance(fn, type) and issubclass(fn, torch.autograd.Function)):
-        raise TypeError(
-            "spike_generation_fn must be a torch.autograd.Function subclass such as "
-            f"lif_cuda.StepPWL, got {fn!r}"
-        )
+def check_max_spikes(value, dtype):
+    """max_spikes_per_dt (SPEC §6): +inf, or a number >= 1 (a one-element tensor is read once). A
+    clamp beyond `dtype`'s range (the compute dtype) is no clamp: inf (the kernels would round it to
+    inf)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return math.inf
+    max_spikes = check_scalar("max_spikes_per_dt", value, at_least=1)
+    return math.inf if max_spikes > torch.finfo(dtype).max else max_spikes
 
 
-def check_param(name, t, n, device, *, positive):
-    """A per-neuron parameter: shape (N,) or (), floating, on `device`, finite (and > 0)."""
-    check_float_tensor(name, t)
-    if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
-        raise ValueError(f"{name} must have shape ({n},) or (), got {tuple(t.shape)}")
-    if t.device != device:
-        raise ValueError(f"{name} is on {t.device} but the input is on {device}: put both on one device")
+# ------------------------------------------------------------------ parameter values (SPEC §6)
 
 
 def _param_ok(t, positive):
@@ -88,7 +95,7 @@ def check_param_values(params):
 
 
 class CheckedValues:
-    """Parameter value checks for the fused path on devices other than the CPU, made once per change.
+    """Parameter value checks for devices other than the CPU, made once per change.
 
     On the CPU the op checks values itself, in C++, at no cost. On CUDA reading a value costs a
     device-to-host copy and a stream sync, so a tensor is checked (one sync for all that need it)
@@ -119,84 +126,18 @@ class CheckedValues:
 CHECKED_VALUES = CheckedValues()
 
 
-def check_reference_values(device, params):
-    """The parameters' values before the pure-PyTorch reference runs: on the CPU every call (no
-    sync), elsewhere once per change (CHECKED_VALUES), as on the fused path."""
-    if device.type == "cpu":
-        check_param_values(params)
-    else:
-        CHECKED_VALUES.check(params)
+# ------------------------------------------------------------------------------ lengths (SPEC §8)
 
 
-def compute_dtype(io_dtype):
-    """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
-    precision input is computed in float32)."""
-    return torch.float32 if io_dtype in (torch.float16, torch.bfloat16) else io_dtype
+def to_lengths(lengths, B, T, device, *, checked_by_op):
+    """Per-row lengths as the op takes them: None or an int64 tensor on `device`. Given as a list, a
+    tuple or an integer tensor of shape (B,) on the input's device or the CPU, 0 <= lengths[b] <= T.
 
-
-def check_evolve_args(
-    input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std=0.0
-):
-    """Checks the functional API's arguments but the parameters' values (the caller checks those
-    where the op does not: param_values()); returns (dt, window, max_spikes, noise_std) as floats."""
-    check_float_tensor("input", input, allow_half=True)
-    if input.dim() != 3:
-        raise ValueError(f"input must have shape (B, T, N), got {tuple(input.shape)}")
-    B, T, N = input.shape
-    dev = input.device
-    check_float_tensor("v0", v0)
-    # (N,) first: comparing (N,) with (B, N) would compare N with B, a guard under torch.export.
-    if tuple(v0.shape) != (N,) and tuple(v0.shape) != (B, N):
-        raise ValueError(f"v0 must have shape ({B}, {N}) or ({N},), got {tuple(v0.shape)}")
-    if v0.device != dev:
-        raise ValueError(f"v0 is on {v0.device} but the input is on {dev}: put both on one device")
-    check_param("tau_mem", tau_mem, N, dev, positive=True)
-    check_param("threshold", threshold, N, dev, positive=True)
-    check_param("bias", bias, N, dev, positive=False)
-    return check_step_settings(input, noise, (B, T, N), dt, learning_window, max_spikes_per_dt, noise_std)
-
-
-def check_max_spikes(value, dtype):
-    """max_spikes_per_dt (SPEC §6): +inf, or a number >= 1 (a one-element tensor is read once). A
-    clamp beyond `dtype`'s range (the compute dtype) is no clamp: inf (the kernels would round it to
-    inf)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, float) and math.isinf(value) and value > 0:
-        return math.inf
-    max_spikes = check_scalar("max_spikes_per_dt", value, at_least=1)
-    return math.inf if max_spikes > torch.finfo(dtype).max else max_spikes
-
-
-def check_step_settings(input, noise, noise_shape, dt, learning_window, max_spikes_per_dt, noise_std):
-    """The noise tensor (one term per neuron and step, on the input's device) and the scalar settings
-    of a call (SPEC §6), shared by the LIF and the synaptic op. Returns (dt, window, max_spikes,
-    noise_std) as the op takes them."""
-    if noise is not None:
-        check_float_tensor("noise", noise, allow_half=True)
-        if tuple(noise.shape) != noise_shape:
-            raise ValueError(f"noise must have shape {noise_shape} (one term per neuron), got {tuple(noise.shape)}")
-        if noise.device != input.device:
-            raise ValueError(f"noise is on {noise.device} but the input is on {input.device}: put both on one device")
-    dt = check_scalar("dt", dt, positive=True)
-    window = check_scalar("learning_window", learning_window, nonneg=True)
-    max_spikes = check_max_spikes(max_spikes_per_dt, compute_dtype(input.dtype))
-    noise_std = check_scalar("noise_std", noise_std, nonneg=True)
-    if noise is not None and noise_std > 0:
-        raise ValueError("give either a noise tensor or noise_std > 0, not both")
-    return dt, window, max_spikes, noise_std
-
-
-def check_lengths(lengths, B, T, device, *, values=True):
-    """Per-row lengths (SPEC §8): None, or B integers 0 <= lengths[b] <= T, as a list/tuple or an
-    integer tensor of shape (B,) on the input's device or the CPU. Returns None or an int64 tensor
-    on `device`, as the op takes it.
-
-    `values`: check the range here. Free for a CPU tensor (or a list), which is checked before it is
-    copied to the device, asynchronously (non_blocking, from a private pageable copy: no host sync).
-    A tensor already on a CUDA device costs one host sync per call (skipped under torch.compile,
-    where the kernels clamp what they read to [0, T]). The fused CPU op checks the values itself, in
-    C++, so its callers pass values=False."""
+    `checked_by_op`: the fused CPU op checks the shape, device and values itself (C++, free);
+    otherwise they are checked here (B None: the input is refused anyway). A CPU tensor (or a list)
+    is checked before it is copied to the device, asynchronously (from a private pageable copy: no
+    host sync); a tensor already on a CUDA device costs one host sync per call (skipped under
+    torch.compile, where the kernels clamp what they read to [0, T])."""
     if lengths is None:
         return None
     if not isinstance(lengths, torch.Tensor):
@@ -211,24 +152,131 @@ def check_lengths(lengths, B, T, device, *, values=True):
             raise TypeError(f"lengths must be a list of {B} integers, got {lengths!r}") from exc
     if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
         raise TypeError(f"lengths must hold integers (an integer tensor or a list of ints), got {lengths.dtype}")
-    if lengths.dim() != 1 or lengths.shape[0] != B:
-        raise ValueError(f"lengths must have shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
-    if lengths.device != device and lengths.device.type != "cpu":
-        raise ValueError(
-            f"lengths is on {lengths.device} but the input is on {device}: put it on the input's device or the CPU"
-        )
-    if values and B > 0 and not _is_compiling():
-        bad = (lengths < 0) | (lengths > T)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
+    if not checked_by_op and B is not None:
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
+        if lengths.device != device and lengths.device.type != "cpu":
             raise ValueError(
-                f"lengths must be in [0, T] = [0, {T}] (T the number of time steps), got {int(lengths[i])} at index {i}"
+                f"lengths is on {lengths.device} but the input is on {device}: put it on the input's device or the CPU"
             )
-    if lengths.device == device:
+        if B > 0 and not _is_compiling():
+            bad = (lengths < 0) | (lengths > T)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"lengths must be in [0, T] = [0, {T}] (T the number of time steps), got {int(lengths[i])} at "
+                    f"index {i}"
+                )
+    if lengths.device == device or lengths.device.type != "cpu":
         return lengths if lengths.dtype == torch.int64 else lengths.to(torch.int64)
     # A private pageable copy: the asynchronous copy stages it at once, whatever the caller does next.
     return lengths.to(torch.int64, copy=True).to(device, non_blocking=True)
 
 
-def param_values(tau_mem, threshold, bias):
-    return [("tau_mem", tau_mem, True), ("threshold", threshold, True), ("bias", bias, False)]
+# ------------------------------------------------- the reference backend's tensor checks (SPEC §6)
+# The fused op makes these in C++; the reference path makes them here, with the same exception
+# types and argument names (tests/test_bad_input.py runs every row on both backends).
+
+
+def check_float_tensor(name, t, allow_half=False):
+    check_tensor_type(name, t)
+    if t.is_complex() or not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64), got {t.dtype}")
+    if t.dtype not in _FLOAT_DTYPES and not allow_half:
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+
+
+def _check_device(name, t, device):
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the input is on {device}: put both on one device")
+
+
+def check_param(name, t, n, device):
+    """A per-neuron parameter: shape (N,) or (), floating, on `device`."""
+    check_float_tensor(name, t)
+    if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
+        raise ValueError(f"{name} must have shape ({n},) or (), got {tuple(t.shape)}")
+    _check_device(name, t, device)
+
+
+def _check_state(name, t, shapes, device):
+    check_float_tensor(name, t)
+    if tuple(t.shape) not in shapes:
+        raise ValueError(f"{name} must have shape {' or '.join(map(str, shapes))}, got {tuple(t.shape)}")
+    _check_device(name, t, device)
+
+
+def check_tau_syn(t, n, s, device=None):
+    """tau_syn: (N,S), (1,S) or () (Rockpool's shapes), floating, on `device`."""
+    check_float_tensor("tau_syn", t)
+    if tuple(t.shape) not in ((n, s), (1, s), ()):
+        raise ValueError(f"tau_syn must have shape ({n}, {s}), (1, {s}) or (), got {tuple(t.shape)}")
+    if device is not None:
+        _check_device("tau_syn", t, device)
+
+
+def check_w_rec(w, n, s, device=None):
+    check_float_tensor("w_rec", w)
+    if tuple(w.shape) != (n, n * s):
+        raise ValueError(f"w_rec must have shape (N, N*S) = ({n}, {n * s}), got {tuple(w.shape)}")
+    if device is not None:
+        _check_device("w_rec", w, device)
+
+
+def _check_input(input, last):
+    check_float_tensor("input", input, allow_half=True)
+    if input.dim() != 3:
+        raise ValueError(f"input must have shape (B, T, {last}), got {tuple(input.shape)}")
+
+
+def _check_noise(noise, shape, device):
+    if noise is not None:
+        check_float_tensor("noise", noise, allow_half=True)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape} (one term per neuron), got {tuple(noise.shape)}")
+        _check_device("noise", noise, device)
+
+
+def check_lif_tensors(input, state, params, noise):
+    """lif_evolve's tensors (SPEC §1): input (B,T,N), v0 (B,N) or (N,), parameters (N,) or ()."""
+    (v0,), (tau_mem, threshold, bias) = state, params
+    _check_input(input, "N")
+    B, T, N = input.shape
+    dev = input.device
+    check_float_tensor("v0", v0)
+    # (N,) first: comparing (N,) with (B, N) would compare N with B, a guard under torch.export.
+    if tuple(v0.shape) != (N,) and tuple(v0.shape) != (B, N):
+        raise ValueError(f"v0 must have shape ({B}, {N}) or ({N},), got {tuple(v0.shape)}")
+    _check_device("v0", v0, dev)
+    check_param("tau_mem", tau_mem, N, dev)
+    check_param("threshold", threshold, N, dev)
+    check_param("bias", bias, N, dev)
+    _check_noise(noise, (B, T, N), dev)
+
+
+def check_synaptic_tensors(input, state, params, noise):
+    """synaptic_evolve's tensors (SPEC §7): input (B,T,N*S), i0 (B,N,S) or (N,S) (it gives N and
+    S), v0 and s0 (B,N) or (N,), tau_syn (N,S), (1,S) or (), w_rec (N, N*S) or None."""
+    (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec) = state, params
+    _check_input(input, "N*S")
+    B, T, NS = input.shape
+    dev = input.device
+    check_float_tensor("i0", i0)
+    if i0.dim() not in (2, 3) or (i0.dim() == 3 and i0.shape[0] != B):
+        raise ValueError(f"i0 (the synaptic currents) must have shape ({B}, N, S) or (N, S), got {tuple(i0.shape)}")
+    N, S = i0.shape[-2], i0.shape[-1]
+    if S < 1 and N > 0:
+        raise ValueError(f"i0 must have at least one synapse per neuron (N, S >= 1), got {tuple(i0.shape)}")
+    if NS != N * S:
+        raise ValueError(f"input's last dimension must be N*S = {N}*{S} = {N * S}, got shape {tuple(input.shape)}")
+    check_param("tau_mem", tau_mem, N, dev)
+    check_tau_syn(tau_syn, N, S, dev)
+    check_param("threshold", threshold, N, dev)
+    check_param("bias", bias, N, dev)
+    if w_rec is not None:
+        check_w_rec(w_rec, N, S, dev)
+    _check_state("v0", v0, ((N,), (B, N)), dev)
+    _check_state("i0", i0, ((N, S), (B, N, S)), dev)
+    if s0 is not None:
+        _check_state("s0", s0, ((N,), (B, N)), dev)
+    _check_noise(noise, (B, T, N), dev)

@@ -7,7 +7,7 @@ _C = None
 _LOAD_ERROR = None
 try:  # pragma: no cover - depends on the build
     from . import _C  # noqa: F401  (registers torch.ops.lif_cuda.*)
-except Exception as exc:  # ImportError, or an undefined symbol from a broken build
+except Exception as exc:  # ImportError, or an undefined symbol from a build against another torch
     _C = None
     _LOAD_ERROR = exc
 
@@ -18,6 +18,16 @@ def loaded() -> bool:
 
 def load_error():
     return _LOAD_ERROR
+
+
+def load_failure() -> str:
+    """Why the extension is not loaded, and what to do: a build made against another torch fails with
+    an undefined symbol, and only a rebuild against the installed one helps."""
+    return (
+        f"the compiled extension failed to load ({_LOAD_ERROR}); build it for the installed torch "
+        f"{torch.__version__} with `pip install --no-build-isolation -e .` (or `make install`) in the "
+        "lif_cuda source tree"
+    )
 
 
 def _probe():

@@ -1,31 +1,84 @@
-"""The functional API: `lif_evolve(...)` for people who keep the parameters themselves.
+"""The functional API (`lif_evolve`, `synaptic_evolve`) and the one call path every model takes.
 
-It checks arguments once (same errors on every backend), picks the backend, and runs either the
-fused op (lif_cuda.ops) or the pure-PyTorch reference (lif_cuda.reference).
+A model is described once (`Model`: its state, parameters and records in the op's order, its fused
+op and its reference); `run` takes any model through the fused op (lif_cuda.ops, which checks
+shapes, dtypes, devices and CPU values in C++) or the pure-PyTorch reference (lif_cuda.reference,
+checked here first, lif_cuda._checks). The modules (lif_cuda.neurons) call `run` too.
+
+A new model, on the Python side: its `Model` here (with a reference adapter), its reference
+(lif_cuda.reference) and the reference's tensor checks (lif_cuda._checks), its functional face here,
+and its module face, a NeuronLayer subclass (lif_cuda.neurons). A new surrogate: its class in
+lif_cuda.surrogates.
 """
-import math
+import sys
+from typing import Callable, NamedTuple, Tuple
 
 import torch
 
 from . import _ext
 from ._checks import (
     CHECKED_VALUES,
-    _is_compiling,
-    check_evolve_args,
-    check_lengths,
-    check_reference_values,
-    check_spike_fn,
+    check_lif_tensors,
+    check_max_spikes,
+    check_param_values,
+    check_scalar,
+    check_synaptic_tensors,
+    check_tensor_type,
     compute_dtype,
-    param_values,
+    to_lengths,
 )
-from .noise import draw_noise_key, kernel_noise
-from .ops import SURROGATE_IDS, lif_forward_op
-from .reference import PeriodicExponential, StepPWL, lif_evolve_reference
+from .noise import draw_noise_key, kernel_noise, kernel_noise_scale
+from .ops import lif_forward_op, synaptic_forward_op  # noqa: F401  (looked up by name in `run`)
+from .reference import lif_evolve_reference, synaptic_evolve_reference  # noqa: F401  (by name in `run`)
+from .surrogates import FUSED_NAMES, NO_KERNEL, StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["lif_evolve", "fused_available", "resolve_backend"]
+__all__ = ["lif_evolve", "synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF", "SYNAPTIC"]
 
-_FUSED_SURROGATES = {StepPWL: SURROGATE_IDS["StepPWL"], PeriodicExponential: SURROGATE_IDS["PeriodicExponential"]}
 _BACKENDS = ("auto", "fused", "reference")
+_FLOATS = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")  # compared with, not device.type: that read costs microseconds per call
+_this = sys.modules[__name__]  # `run` finds the ops and references here by name (tests replace them)
+
+
+class Model(NamedTuple):
+    """What the call path needs to know of a neuron model (SPEC §1, §7)."""
+
+    initial: Tuple[str, ...]  # the initial state's arguments, in the op's order (v0, ...)
+    state: Tuple[str, ...]  # the state a module keeps, one buffer per initial state argument
+    params: Tuple[str, ...]  # the parameters, in the op's order
+    positive: Tuple[str, ...]  # the parameters whose values must be > 0 (the others: finite)
+    checked: Tuple[str, ...]  # the parameters whose values are checked (SPEC §6)
+    records: Tuple[str, ...]  # the records (record=True), in the op's order
+    forward_op: str  # the fused op's name in this module
+    reference: str  # the reference's name in this module
+    call_reference: Callable  # (reference, run's arguments but `which` and `kernel_id`) -> the op's outputs
+    check_tensors: Callable  # (input, state, params, noise): the reference backend's checks
+
+
+def _lif_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths):
+    return reference(x, *state, *params, dt, noise, window, max_spikes, spike_fn, record, lengths=lengths)
+
+
+def _synaptic_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths):
+    (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec) = state, params
+    return reference(
+        x, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=w_rec, s0=s0, noise=noise, learning_window=window,
+        max_spikes_per_dt=max_spikes, spike_generation_fn=spike_fn, record=record, lengths=lengths,
+    )
+
+
+LIF = Model(
+    initial=("v0",), state=("vmem",), params=("tau_mem", "threshold", "bias"), positive=("tau_mem", "threshold"),
+    checked=("tau_mem", "threshold", "bias"), records=("vmem",), forward_op="lif_forward_op",
+    reference="lif_evolve_reference", call_reference=_lif_reference, check_tensors=check_lif_tensors,
+)
+SYNAPTIC = Model(
+    initial=("v0", "i0", "s0"), state=("vmem", "isyn", "spikes"),
+    params=("tau_mem", "tau_syn", "threshold", "bias", "w_rec"),
+    positive=("tau_mem", "tau_syn", "threshold"), checked=("tau_mem", "tau_syn", "threshold", "bias"),
+    records=("vmem", "isyn", "irec"), forward_op="synaptic_forward_op", reference="synaptic_evolve_reference",
+    call_reference=_synaptic_reference, check_tensors=check_synaptic_tensors,
+)
 
 
 def fused_available(device) -> bool:
@@ -33,53 +86,35 @@ def fused_available(device) -> bool:
     return _ext.available(torch.device(device).type)
 
 
-# The surrogate id of a spike function without a fused kernel (a user's own autograd.Function).
-NO_KERNEL = -1
-
-
-def surrogate_id(spike_generation_fn) -> int:
-    """The fused kernels' id for this surrogate (0 StepPWL, 1 PeriodicExponential), or NO_KERNEL;
-    TypeError for what is no autograd.Function. Identity tests only: dynamo can neither hash nor
-    issubclass() an autograd.Function class, so under torch.compile the type check is skipped (it
-    ran in eager mode on the same arguments)."""
-    if spike_generation_fn is StepPWL:
-        return _FUSED_SURROGATES[StepPWL]
-    if spike_generation_fn is PeriodicExponential:
-        return _FUSED_SURROGATES[PeriodicExponential]
-    if not _is_compiling():
-        check_spike_fn(spike_generation_fn)
-    return NO_KERNEL
-
-
-def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=None) -> str:
+def resolve_backend(backend, device, spike_generation_fn=StepPWL, kernel_id=None) -> str:
     """Returns "fused" or "reference" for a call on `device`; warns once when falling back.
-    `surrogate`: the id of spike_generation_fn if already known (surrogate_id)."""
+    `kernel_id`: spike_generation_fn's kernel id if already known (surrogates.kernel_id_of)."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if surrogate is None:
-        surrogate = surrogate_id(spike_generation_fn)
-    elif surrogate == NO_KERNEL:
-        check_spike_fn(spike_generation_fn)  # a bad value set after construction: named here
+    if kernel_id is None:
+        kernel_id = kernel_id_of(spike_generation_fn)
+    if kernel_id == NO_KERNEL:
+        check_spike_fn(spike_generation_fn)
     if backend == "reference":
         return "reference"
-    if surrogate == NO_KERNEL:
+    if kernel_id == NO_KERNEL:
         name = getattr(spike_generation_fn, "__name__", repr(spike_generation_fn))
         if backend == "fused":
             raise ValueError(
-                f"backend='fused' but spike_generation_fn={name} has no fused kernel (only StepPWL and "
-                "PeriodicExponential do): use backend='auto' or 'reference'"
+                f"backend='fused' but spike_generation_fn={name} has no fused kernel (only {FUSED_NAMES} "
+                "do): use backend='auto' or 'reference'"
             )
         _ext.warn_once(
             ("surrogate", name),
-            f"lif_cuda: spike_generation_fn={name} has no fused kernel (only StepPWL and "
-            "PeriodicExponential do); running the pure-PyTorch reference path",
+            f"lif_cuda: spike_generation_fn={name} has no fused kernel (only {FUSED_NAMES} do); running the "
+            "pure-PyTorch reference path",
         )
         return "reference"
     dev = torch.device(device)
     if fused_available(dev):
         return "fused"
     why = (
-        f"the compiled extension failed to load ({_ext.load_error()})"
+        _ext.load_failure()
         if not _ext.loaded()
         else f"the extension was built without {dev.type.upper()} kernels"
     )
@@ -89,23 +124,69 @@ def resolve_backend(backend, device, spike_generation_fn=StepPWL, surrogate=None
     return "reference"
 
 
-def lif_evolve(
-    input,
-    v0,
-    tau_mem,
-    threshold,
-    bias,
-    dt,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    backend="auto",
-    noise_std=0.0,
-    lengths=None,
-    _surrogate=None,
-):
+def param_values(model, params):
+    """(name, tensor, positive) of the parameters whose values SPEC §6 restricts."""
+    named = dict(zip(model.params, params))
+    return [(name, named[name], name in model.positive) for name in model.checked]
+
+
+def run(model, which, device, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel_id,
+        record, lengths):
+    """One call of `model` on backend `which` for input `x` on `device` (x.device, read once by the
+    caller), its arguments checked (the fused op checks its own): the op's leading
+    outputs, (spikes, *records, *final state). `noise_scale` > 0: in-kernel noise, whose key (seed,
+    offset) the op draws from torch's default CPU generator, whatever the device; the reference
+    draws the same stream (lif_cuda.noise)."""
+    if which == "fused":
+        if device != _CPU:  # on the CPU the op checks the values itself, for free
+            CHECKED_VALUES.check(param_values(model, params))
+        return getattr(_this, model.forward_op)(
+            x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel_id, record, False, lengths
+        )
+    model.check_tensors(x, state, params, noise)  # what the op would check, for a module's tensors too
+    values = param_values(model, params)
+    if device == _CPU:
+        check_param_values(values)
+    else:
+        CHECKED_VALUES.check(values)
+    if noise_scale > 0:
+        shape = (x.shape[0], x.shape[1], state[0].shape[-1])
+        noise = kernel_noise(shape, noise_scale, draw_noise_key(), compute_dtype(x.dtype), device)
+    return model.call_reference(
+        getattr(_this, model.reference), x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths
+    )
+
+
+def _checked_call(model, input, state, params, dt, noise, learning_window, max_spikes_per_dt, spike_generation_fn,
+                  record, backend, noise_std, lengths):
+    """The functional API's part of a call: Python types and numbers, the backend, the dtypes."""
+    for name, t in zip(("input", *model.initial, *model.params, "noise"), (input, *state, *params, noise)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            check_tensor_type(name, t)
+    dt = check_scalar("dt", dt, positive=True)
+    window = check_scalar("learning_window", learning_window, nonneg=True)
+    max_spikes = check_max_spikes(max_spikes_per_dt, compute_dtype(input.dtype))
+    noise_std = check_scalar("noise_std", noise_std, nonneg=True)
+    if noise is not None and noise_std > 0:
+        raise ValueError("give either a noise tensor or noise_std > 0, not both")
+    kernel_id = kernel_id_of(spike_generation_fn)
+    device = input.device
+    which = resolve_backend(backend, device, spike_generation_fn, kernel_id)
+    B, T = (input.shape[0], input.shape[1]) if input.dim() == 3 else (None, None)
+    lengths = to_lengths(lengths, B, T, device, checked_by_op=which == "fused" and device.type == "cpu")
+    # The state and the parameters in the compute dtype; other dtypes are the op's to refuse.
+    dtype = compute_dtype(input.dtype)
+    state, params = ([t if t is None or t.dtype == dtype or t.dtype not in _FLOATS else t.to(dtype) for t in ts]
+                     for ts in (state, params))
+    if noise is not None and noise.dtype != dtype and noise.is_floating_point():
+        noise = noise.to(dtype)
+    noise_scale = kernel_noise_scale(noise_std, dt)
+    return run(model, which, device, input, state, params, noise, noise_scale, dt, window, max_spikes,
+               spike_generation_fn, kernel_id, record, lengths)
+
+
+def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16,
+               spike_generation_fn=StepPWL, record=False, backend="auto", noise_std=0.0, lengths=None):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
     tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
@@ -123,36 +204,36 @@ def lif_evolve(
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
     Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
     """
-    dt, window, max_spikes, noise_std = check_evolve_args(
-        input, v0, tau_mem, threshold, bias, dt, noise, learning_window, max_spikes_per_dt, noise_std
-    )
-    if _surrogate is None:
-        _surrogate = surrogate_id(spike_generation_fn)
-    which = resolve_backend(backend, input.device, spike_generation_fn, _surrogate)
-    B, T = input.shape[0], input.shape[1]
-    # The fused CPU op checks the values of CPU lengths itself (C++, no dispatch).
-    lengths = check_lengths(lengths, B, T, input.device, values=which == "reference" or input.device.type != "cpu")
-    # In-kernel noise: the Philox key (seed, offset) comes from torch's default CPU generator,
-    # whatever the device, drawn by the op itself at run time (eager and compiled alike), and here
-    # in the same way for the reference path (lif_cuda.noise): one seed, one stream, everywhere.
-    noise_scale = noise_std * math.sqrt(dt) if noise is None and noise_std > 0 else 0.0
-    if which == "reference":
-        check_reference_values(input.device, param_values(tau_mem, threshold, bias))
-        if noise_scale > 0:
-            noise = kernel_noise(input.shape, noise_scale, draw_noise_key(), compute_dtype(input.dtype), input.device)
-        return lif_evolve_reference(
-            input, v0, tau_mem, threshold, bias, dt, noise, window, max_spikes, spike_generation_fn, record,
-            lengths=lengths,
-        )
-    if input.device.type != "cpu":  # the op checks CPU values itself
-        CHECKED_VALUES.check(param_values(tau_mem, threshold, bias))
-    # The op takes v0 (B,N) or (N,) and parameters (N,) or () as they are, in the compute dtype.
-    dtype = compute_dtype(input.dtype)
-    v0, tau_mem, threshold, bias = (t if t.dtype == dtype else t.to(dtype) for t in (v0, tau_mem, threshold, bias))
-    if noise is not None and noise.dtype != dtype:
-        noise = noise.to(dtype)
-    spikes, vmem, v_final, _, _ = lif_forward_op(
-        input, v0, tau_mem, threshold, bias, noise, None, dt, noise_scale, window, max_spikes,
-        _surrogate, record, False, lengths,
-    )
+    spikes, vmem, v_final = _checked_call(
+        LIF, input, (v0,), (tau_mem, threshold, bias), dt, noise, learning_window, max_spikes_per_dt,
+        spike_generation_fn, record, backend, noise_std, lengths,
+    )[:3]
     return spikes, (vmem if record else None), v_final
+
+
+def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
+                    learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False,
+                    backend="auto", noise_std=0.0, lengths=None):
+    """Evolve LIF neurons with synaptic currents (SPEC §7) over `input` (B,T,N*S).
+
+    i0 (B,N,S) or (N,S) (it gives N and S); v0 (B,N) or (N,); s0 (B,N), (N,) or None (zeros): the
+    spikes of the step before the first, the recurrent product's first input; tau_mem, threshold,
+    bias (N,) or (); tau_syn (N,S), (1,S) or (); w_rec (N, N*S) or None. Noise as lif_evolve's: an
+    explicit (B,T,N) tensor, or noise_std > 0 drawn inside the kernel (Philox, torch's seed).
+    Returns (spikes (B,T,N), vmem (B,T,N), isyn (B,T,N,S), irec (B,T,N,S) (records: None unless
+    record), final membrane (B,N), final currents (B,N,S), final spikes (B,N)). Differentiable with
+    respect to input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec (and noise).
+    Variable lengths (SPEC §8): `lengths`, B integers (an integer tensor (B,) on the input's device
+    or the CPU, or a list), 0 <= lengths[b] <= T: row b runs its first lengths[b] steps, exactly as
+    that row alone would; later steps are padding: no spikes, the recorded membrane and currents hold
+    their last values, the recorded recurrent current is 0, zero input gradient, nothing added to the
+    parameter gradients (w_rec's included), and gradients arriving there are ignored. The final state
+    (membrane, currents, last spikes) is the state after lengths[b] steps.
+    """
+    spikes, vmem, isyn, irec, v_final, i_final, s_final = _checked_call(
+        SYNAPTIC, input, (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec), dt, noise, learning_window,
+        max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,
+    )[:7]
+    if not record:
+        vmem = isyn = irec = None
+    return spikes, vmem, isyn, irec, v_final, i_final, s_final

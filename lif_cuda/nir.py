@@ -128,11 +128,7 @@ def _recurrent_cuba(graph):
 def _synaptic_from_nir(node, w_rec, synaptic_class, dt, kwargs):
     tau_mem = np.asarray(node.tau_mem, dtype=np.float64)
     r = np.asarray(node.r, dtype=np.float64)
-    if dt is None:
-        dt = float(np.min(tau_mem / (1.0 + r)))  # Rockpool's mapping
-        stored = _meta(node, "dt", None)
-        if stored is not None and abs(stored - dt) <= 1e-9 * dt:
-            dt = stored
+    dt = _dt_of(node, tau_mem, r, dt)
     if np.any(np.asarray(node.w_in) != 1):
         raise NotImplementedError("lif_cuda.nir.from_nir: a CubaLIF with w_in != 1 has no lif_cuda layer")
     if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
@@ -212,16 +208,22 @@ def _meta(node, key, default):
     return float(np.asarray(value).item()) if value is not None else default
 
 
-def _lif_from_nir(node, module_class, dt, kwargs):
-    tau = np.asarray(node.tau, dtype=np.float64)
-    r = np.asarray(node.r, dtype=np.float64)
+def _dt_of(node, tau, r, dt):
+    """dt as given, else Rockpool's mapping min(tau / (1 + r)). A node lif_cuda wrote also holds dt
+    itself: the formula gives it back only to float64 rounding, so take the stored value when the two
+    agree (and the formula when r was edited)."""
     if dt is None:
-        dt = float(np.min(tau / (1.0 + r)))  # Rockpool's mapping
-        # A node lif_cuda wrote also holds dt itself: the formula gives it back only to float64
-        # rounding, so take the stored value when the two agree (and the formula when r was edited).
+        dt = float(np.min(tau / (1.0 + r)))
         stored = _meta(node, "dt", None)
         if stored is not None and abs(stored - dt) <= 1e-9 * dt:
             dt = stored
+    return dt
+
+
+def _lif_from_nir(node, module_class, dt, kwargs):
+    tau = np.asarray(node.tau, dtype=np.float64)
+    r = np.asarray(node.r, dtype=np.float64)
+    dt = _dt_of(node, tau, r, dt)
     v_reset = np.asarray(node.v_reset) if node.v_reset is not None else None
     if v_reset is not None and np.any(v_reset != 0):
         warnings.warn(

@@ -16,12 +16,13 @@ with log and cos evaluated by fixed float32 series, each operation rounded as wr
 computes the same values bit for bit; the reference backend uses it so that it draws exactly the
 noise the fused kernels draw, and the tests use it to pin the kernels' stream down.
 """
+import math
 from typing import List
 
 import numpy as np
 import torch
 
-__all__ = ["draw_noise_key", "philox_normals", "standard_normals", "kernel_noise", "torch_noise"]
+__all__ = ["draw_noise_key", "philox_normals", "standard_normals", "kernel_noise", "kernel_noise_scale", "torch_noise"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
@@ -148,3 +149,9 @@ def torch_noise(noise_std: float, dt: float, shape: List[int], dtype: torch.dtyp
     to the device. TorchScript compiles it too (the modules' scripted forwards call it)."""
     zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype))
     return zeta * torch.randn(shape, dtype=dtype, device=device)
+
+
+def kernel_noise_scale(noise_std: float, dt: float) -> float:
+    """The scale of the in-kernel noise, noise_std * sqrt(dt) (SPEC §4); 0 for none. TorchScript
+    compiles it too."""
+    return noise_std * math.sqrt(dt) if noise_std > 0 else 0.0

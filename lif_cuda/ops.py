@@ -7,6 +7,7 @@ traceable by torch.compile: no data-dependent Python.
 import torch
 
 from . import _ext
+from .surrogates import FUSED
 
 __all__ = [
     "SURROGATE_IDS",
@@ -17,8 +18,16 @@ __all__ = [
     "kernel_launches",
 ]
 
-# Surrogate ids passed to the kernels (csrc/lif_core.h, enum Surrogate).
-SURROGATE_IDS = {"StepPWL": 0, "PeriodicExponential": 1}
+# Surrogate ids passed to the kernels, by name (each class carries its own: lif_cuda.surrogates).
+SURROGATE_IDS = {cls.__name__: cls.kernel_id for cls in FUSED}
+
+
+def _check_devices(input, **tensors):
+    """The devices, in the order the C++ checks them: the fake kernels also run for a real call in
+    which one tensor is on the meta device (the dispatcher picks Meta), where no C++ check runs."""
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise ValueError(f"{name} must be on {input.device} (the input's device), got {t.device}")
 
 lif_forward_op = lif_backward_op = None
 synaptic_forward_op = synaptic_backward_op = None
@@ -30,6 +39,7 @@ if _ext.loaded():
         input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
         record, save_u, lengths=None,
     ):
+        _check_devices(input, tau_mem=tau_mem, threshold=threshold, bias=bias, v0=v0, noise=noise, lengths=lengths)
         B, T, N = input.shape
         spikes = input.new_empty((B, T, N))
         # State (recorded membrane, final state, saved u) is in v0's dtype (float32 for half input).
@@ -58,6 +68,8 @@ if _ext.loaded():
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
         max_spikes, surrogate, record, save, lengths=None,
     ):
+        _check_devices(input, tau_mem=tau_mem, tau_syn=tau_syn, threshold=threshold, bias=bias, w_rec=w_rec, v0=v0,
+                       i0=i0, s0=s0, noise=noise, lengths=lengths)
         B, T = input.shape[0], input.shape[1]
         N, S = i0.shape[-2], i0.shape[-1]
         none = v0.new_empty((0,))

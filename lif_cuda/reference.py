@@ -1,68 +1,15 @@
 """The readable pure-PyTorch LIF: one Python step per time step, exactly SPEC §1-§2.
 
 It is the parity oracle for the fused kernels and the fallback when the extension is missing.
-It imports nothing else of lif_cuda's and computes in the input's dtype throughout (float64 stays
-float64); autograd through it gives the gradients of SPEC §3.
+It imports nothing of lif_cuda's but the spike functions (lif_cuda.surrogates) and computes in the
+input's dtype throughout (float64 stays float64); autograd through it gives the gradients of SPEC §3.
 """
 import torch
 import torch.nn.functional as F
 
+from .surrogates import PeriodicExponential, StepPWL
+
 __all__ = ["StepPWL", "PeriodicExponential", "lif_evolve_reference", "synaptic_evolve_reference", "tau_to_decay"]
-
-
-def _spikes(x, threshold, max_spikes_per_dt):
-    # s = min((x >= thr) ? floor(x / thr) : 0, M). A select, not a multiply by the comparison.
-    s = torch.where(x >= threshold, torch.floor(x / threshold), torch.zeros_like(x))
-    return torch.clamp(s, max=float(max_spikes_per_dt))
-
-
-class StepPWL(torch.autograd.Function):
-    """Multi-spike Heaviside with a piece-wise linear surrogate: ds/du = 1/thr where
-    u >= thr - window, else 0 (the clamp to max_spikes_per_dt is passed straight through)."""
-
-    @staticmethod
-    def forward(ctx, x, threshold, window=0.5, max_spikes_per_dt=2.0**16):
-        ctx.save_for_backward(x, threshold)
-        ctx.window = float(window)
-        return _spikes(x, threshold, max_spikes_per_dt)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, threshold = ctx.saved_tensors
-        mask = x >= (threshold - ctx.window)
-        grad_x = grad_threshold = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_output / threshold * mask
-        if ctx.needs_input_grad[1]:
-            grad_threshold = -x * grad_output / (threshold**2) * mask
-        return grad_x, grad_threshold, None, None
-
-
-class PeriodicExponential(torch.autograd.Function):
-    """Same forward as StepPWL; the surrogate is a periodic exponential bump around every
-    threshold multiple (SPEC §2)."""
-
-    @staticmethod
-    def forward(ctx, x, threshold, window=0.5, max_spikes_per_dt=2.0**16):
-        ctx.save_for_backward(x, threshold)
-        ctx.window = float(window)
-        ctx.max_spikes = float(max_spikes_per_dt)
-        return _spikes(x, threshold, max_spikes_per_dt)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, threshold = ctx.saved_tensors
-        vs = x - threshold / 2
-        k = torch.clamp(torch.floor(vs / threshold), max=ctx.max_spikes - 1)
-        vp = vs - k * threshold
-        vn = torch.where(x < threshold, vs, vp)
-        pdf = torch.exp(-torch.abs(vn - threshold / 2) / ctx.window) / threshold
-        grad_x = grad_threshold = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_output * pdf
-        if ctx.needs_input_grad[1]:
-            grad_threshold = -(grad_output * pdf) * x / threshold
-        return grad_x, grad_threshold, None, None
 
 
 def tau_to_decay(dt, tau_mem):
@@ -70,21 +17,19 @@ def tau_to_decay(dt, tau_mem):
     return torch.exp(-dt / tau_mem)
 
 
-def lif_evolve_reference(
-    input,
-    v0,
-    tau_mem,
-    threshold,
-    bias,
-    dt,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    noise_std=0.0,
-    lengths=None,
-):
+def _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt):
+    """The end of every model's step (SPEC §1): u = (u + z) + bias, each op rounded; the spikes; the
+    subtractive reset. Returns (spikes, membrane after the reset)."""
+    if z_t is not None:
+        u = u + z_t
+    u = u + bias
+    s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
+    return s, u - s * threshold
+
+
+def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5,
+                         max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False, noise_std=0.0,
+                         lengths=None):
     """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
 
     Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
@@ -118,13 +63,7 @@ def lif_evolve_reference(
             x_t = torch.where(active, x_t, torch.zeros_like(x_t))
             if z_t is not None:
                 z_t = torch.where(active, z_t, torch.zeros_like(z_t))
-        u = alpha * w
-        u = u + x_t
-        if z_t is not None:
-            u = u + z_t
-        u = u + bias
-        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
-        w_new = u - s * threshold
+        s, w_new = _fire(alpha * w + x_t, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             w = w_new
         else:
@@ -142,25 +81,9 @@ def lif_evolve_reference(
     return spikes, vmem, w
 
 
-def synaptic_evolve_reference(
-    input,
-    v0,
-    i0,
-    tau_mem,
-    tau_syn,
-    threshold,
-    bias,
-    dt,
-    w_rec=None,
-    s0=None,
-    noise=None,
-    learning_window=0.5,
-    max_spikes_per_dt=2.0**16,
-    spike_generation_fn=StepPWL,
-    record=False,
-    synapse_sum=None,
-    lengths=None,
-):
+def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
+                              learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
+                              record=False, synapse_sum=None, lengths=None):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
     i0: synaptic currents (B,N,S) or (N,S), which give N and S (input element n*S + k feeds synapse
@@ -213,11 +136,7 @@ def synaptic_evolve_reference(
         w = w * alpha
         i = i * beta
         u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
-        if z_t is not None:
-            u = u + z_t
-        u = u + bias
-        s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
-        w = u - s * threshold
+        s, w = _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             spikes.append(s)
         else:

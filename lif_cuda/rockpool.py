@@ -20,7 +20,8 @@ only `forward` runs on lif_cuda's fused op (lif_cuda.synaptic_evolve).
 import numpy as np
 import torch
 
-from . import PeriodicExponential, StepPWL, lif_evolve, synaptic_evolve
+from . import StepPWL, lif_evolve, synaptic_evolve
+from .surrogates import FUSED, check_spike_fn
 
 try:
     import rockpool.parameters as rp
@@ -35,17 +36,47 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["LIFNeuronTorch", "LIFTorch"]
 
-# Rockpool's surrogate classes compute what ours do (SPEC §2); these run on the fused kernels.
+# Rockpool's surrogate classes of our surrogates' names compute what ours do (SPEC §2); they run on
+# the fused kernels.
 _SAME_SURROGATE = {
-    _rp_lif_neuron.StepPWL: StepPWL,
-    _rp_lif.StepPWL: StepPWL,
-    _rp_lif.PeriodicExponential: PeriodicExponential,
+    getattr(module, ours.__name__): ours
+    for module in (_rp_lif_neuron, _rp_lif)
+    for ours in FUSED
+    if hasattr(module, ours.__name__)
 }
 _BACKENDS = ("auto", "fused", "reference")
 
 
 def _to_float_tensor(x):
     return torch.as_tensor(x, dtype=torch.float)
+
+
+def _check_extras(backend, spike_generation_fn):
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    check_spike_fn(spike_generation_fn)
+
+
+def _rockpool_noise(module, shape, device, dtype):
+    """The very draw Rockpool makes (float32, on `device`), so that seeded runs agree."""
+    zeta = module.noise_std * torch.sqrt(torch.tensor(module.dt))
+    return (zeta * torch.randn(shape, device=device)).to(dtype)
+
+
+def _batched_input(module, input_data):
+    """(x (B,T,N) in the parameters' dtype, that dtype), by Rockpool's shape rules and error messages."""
+    dtype = module.tau_mem.dtype
+    if not isinstance(input_data, torch.Tensor):
+        input_data = torch.as_tensor(input_data, dtype=dtype)
+    x, _ = module._auto_batch(input_data)
+    return x.to(dtype), dtype
+
+
+def _spike_fn_class(module):
+    """The spike function's class: Rockpool stores the Function's `apply`, bound to its class."""
+    fn = module.spike_generation_fn
+    cls = getattr(fn, "__self__", fn)
+    return _SAME_SURROGATE.get(cls, cls)
 
 
 class LIFNeuronTorch(TorchModule):
@@ -77,13 +108,7 @@ class LIFNeuronTorch(TorchModule):
             shape = (np.array(shape).item(),)
         if np.size(shape) > 1:
             raise ValueError(f"shape must have only one dimension for LIFNeuronTorch, got {shape}")
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        if not (isinstance(spike_generation_fn, type) and issubclass(spike_generation_fn, torch.autograd.Function)):
-            raise TypeError(
-                "spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, "
-                f"got {spike_generation_fn!r}"
-            )
+        _check_extras(backend, spike_generation_fn)
         super().__init__(*args, shape=shape, spiking_input=False, spiking_output=True, **kwargs)
         n = self.size_out
 
@@ -111,10 +136,7 @@ class LIFNeuronTorch(TorchModule):
         self._record_dict = {}
         self._record = False
 
-    def _spike_fn_class(self):
-        fn = self.spike_generation_fn
-        cls = getattr(fn, "__self__", fn)  # Function.apply is bound to its class
-        return _SAME_SURROGATE.get(cls, cls)
+    _spike_fn_class = _spike_fn_class
 
     def evolve(self, input_data, record: bool = False):
         """Rockpool's low-level API: (spikes, state dict, record dict with "vmem" and "spikes")."""
@@ -126,17 +148,9 @@ class LIFNeuronTorch(TorchModule):
 
     def forward(self, input_data):
         """Spikes (B,T,N); the membrane state `vmem` becomes batch row 0's final membrane."""
-        if not isinstance(input_data, torch.Tensor):
-            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
-        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
-        dtype = self.tau_mem.dtype
-        x = x.to(dtype)
+        x, dtype = _batched_input(self, input_data)
         B, T, N = x.shape
-        noise = None
-        if self.noise_std > 0:
-            # The very draw Rockpool makes (float32, on the device), so seeded runs agree.
-            zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt))
-            noise = (zeta * torch.randn((B, T, N), device=x.device)).to(dtype)
+        noise = _rockpool_noise(self, (B, T, N), x.device, dtype) if self.noise_std > 0 else None
         # A snapshot: backward may hold v0 while the state is updated in place below.
         v0 = self.vmem.to(device=x.device, dtype=dtype, copy=True)
         spikes, vmem, v_final = lif_evolve(
@@ -183,35 +197,23 @@ class LIFTorch(_rp_lif.LIFTorch):
                 f"lif_cuda.rockpool.LIFTorch supports leak_mode='taus' only, got leak_mode={leak_mode!r}; "
                 "use rockpool.nn.modules.LIFTorch for 'decays' or 'bitshifts'"
             )
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        _check_extras(backend, kwargs.get("spike_generation_fn", args[11] if len(args) > 11 else StepPWL))
         if noise not in _NOISE_MODES:
             raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
-        fn = kwargs.get("spike_generation_fn", args[11] if len(args) > 11 else StepPWL)
-        if not (isinstance(fn, type) and issubclass(fn, torch.autograd.Function)):
-            raise TypeError(
-                f"spike_generation_fn must be a torch.autograd.Function subclass such as StepPWL, got {fn!r}"
-            )
         super().__init__(shape, leak_mode, *args, **kwargs)
         self.backend = rp.SimulationParameter(backend)
         self.noise = rp.SimulationParameter(noise)
 
-    _spike_fn_class = LIFNeuronTorch._spike_fn_class
+    _spike_fn_class = _spike_fn_class
 
     def forward(self, input_data):
         """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
-        if not isinstance(input_data, torch.Tensor):
-            input_data = torch.as_tensor(input_data, dtype=self.tau_mem.dtype)
-        x, _ = self._auto_batch(input_data)  # Rockpool's shape rules and error messages
-        dtype = self.tau_mem.dtype
-        x = x.to(dtype)
+        x, dtype = _batched_input(self, input_data)
         B, T, _ = x.shape
         noise, noise_std = None, 0.0
         if self.noise_std > 0:
-            if self.noise == "torch":
-                # The very draw Rockpool makes (float32, on the state's device), so seeded runs agree.
-                zeta = self.noise_std * torch.sqrt(torch.tensor(self.dt))
-                noise = (zeta * torch.randn((B, T, self.size_out), device=self.vmem.device)).to(dtype)
+            if self.noise == "torch":  # on the state's device, as Rockpool draws it
+                noise = _rockpool_noise(self, (B, T, self.size_out), self.vmem.device, dtype)
             else:
                 noise_std = self.noise_std
         # Snapshots: a backward may hold the initial state while the states are updated below.

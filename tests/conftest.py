@@ -391,7 +391,7 @@ class SynapticModel(Model):
         return dict(make_synaptic_case(seed, B, T, N, S or self.S, dtype, rec=self.recurrent, **kw), dt=1e-3)
 
     def internals(self):
-        return sys.modules[lif_cuda.SynapticLIF.__module__], "synaptic_forward_op", "synaptic_evolve_reference"
+        return sys.modules[lif_cuda.synaptic_evolve.__module__], "synaptic_forward_op", "synaptic_evolve_reference"
 
     def grad_args(self, case):
         names = ("input", "v0", "i0") + (("s0",) if self.recurrent else ()) + (

@@ -9,7 +9,7 @@ Then: `import lif_cuda` succeeds; extension_loaded() and fused_available("cpu") 
 backend="auto" (functional and LIFNeuron) runs the reference, bit-identical to calling it
 directly, forward and backward, with exactly one RuntimeWarning in the whole process; and
 backend="fused" raises a RuntimeError that says the fused backend was asked for and why it is not
-there (the original import error), for the functional API and for LIFNeuron alike.
+there (the original import error) and how to rebuild it, for the functional API and for LIFNeuron alike.
 """
 import os
 import subprocess
@@ -31,6 +31,8 @@ SCRIPT = textwrap.dedent(
     REASON = "simulated failure of lif_cuda._C (" + MODE + ")"
     # The error text that must reach the user: ours, or Python's own for a blocked import.
     CAUSE = "lif_cuda._C" if MODE == "blocked" else REASON
+    # ... and how to rebuild it for the installed torch.
+    REBUILD = "pip install --no-build-isolation -e ."
 
     class BrokenLoader(importlib.abc.Loader):
         def create_module(self, spec):
@@ -99,14 +101,14 @@ SCRIPT = textwrap.dedent(
                 call()
             except RuntimeError as exc:
                 msg = str(exc)
-                assert "fused" in msg and "failed to load" in msg and CAUSE in msg, msg
+                assert "fused" in msg and "failed to load" in msg and CAUSE in msg and REBUILD in msg, msg
             else:
                 raise AssertionError("backend='fused' without the extension must raise")
 
     runtime = [w for w in caught if issubclass(w.category, RuntimeWarning) and "lif_cuda" in str(w.message)]
     assert len(runtime) == 1, [str(w.message) for w in runtime]
     msg = str(runtime[0].message)
-    assert "reference" in msg and CAUSE in msg, msg
+    assert "reference" in msg and CAUSE in msg and REBUILD in msg, msg
     print("FALLBACK-OK")
     '''
 )
