@@ -10,7 +10,7 @@ fused kernels.
 
 It is a Rockpool `TorchModule` with Rockpool's constructor, parameter families (`taus`, `thresholds`,
 `bias`), `vmem` state and evolve/forward semantics, and gives the same spikes, records and
-gradients as Rockpool's own (docs/ECOSYSTEM.md). Needs the `rockpool` extra.
+gradients as Rockpool's own (docs/ecosystem.md). Needs the `rockpool` extra.
 
 `LIFTorch` (synaptic currents, optional recurrent weights: SPEC §7) is Rockpool's `LIFTorch` itself,
 subclassed: its constructor, parameters and families (`weights` w_rec, `taus` tau_mem and tau_syn,

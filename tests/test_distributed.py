@@ -2,7 +2,7 @@
 
 After a few SGD steps the parameters are identical on both ranks and equal (1e-6 relative) to one
 process training on the combined batch. The same script runs on GPUs with backend="nccl" (see
-docs/ECOSYSTEM.md).
+docs/ecosystem.md).
 """
 import math
 import os
