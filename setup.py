@@ -70,6 +70,8 @@ def extensions():
     # if-convert and vectorise the spike select, -fno-math-errno lets it vectorise sqrt (no errno
     # branch); neither changes a result.
     cxx = opt + ["-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-Wall"]
+    # The torch this build is for: lif_cuda._ext compares it with the installed one at import.
+    cxx.append(f"-DLIF_TORCH_VERSION={torch.__version__}")
     cxx += ["-march=native"] if _flag("LIF_NATIVE") else []  # opt-in only: not portable
     if _flag("LIF_VEC_REPORT"):
         cxx.append("-fopt-info-vec-optimized")

@@ -30,8 +30,17 @@ PyObject* output_pool(PyObject* /*self*/, PyObject* args) {
   return pool_stats_dict(lif::set_output_pool_limit(bytes));
 }
 
+#define LIF_STRINGIFY2(x) #x
+#define LIF_STRINGIFY(x) LIF_STRINGIFY2(x)
+
+// lif_cuda._C.torch_version(): the torch this library was built against (setup.py).
+PyObject* torch_version(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyUnicode_FromString(LIF_STRINGIFY(LIF_TORCH_VERSION));
+}
+
 PyMethodDef methods[] = {
     {"kernel_launches", kernel_launches, METH_NOARGS, "Kernel launches since the library loaded."},
+    {"torch_version", torch_version, METH_NOARGS, "The torch version this library was built for."},
     {"output_pool", output_pool, METH_VARARGS,
      "The CPU output pool: stats, optionally a new limit."},
     {nullptr, nullptr, 0, nullptr}};

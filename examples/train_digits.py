@@ -29,7 +29,7 @@ Choices, and why:
   * tau_mem, threshold and bias stay fixed (20 ms, 1, 0): Adam moves every parameter by about lr per
     step whatever its scale, which could drive tau_mem = 0.02 s to zero within ~10 steps. Only the
     two Linear layers learn (the same trainable parameters as in the other libraries' networks that
-    bench/bench_train.py compares).
+    `python -m bench train` compares).
 
 Everything random is seeded by --seed: the split, the initial weights, every epoch's batch order and
 spike trains (drawn on the CPU, so the data are the same on every device and for every backend).
@@ -249,7 +249,7 @@ def _bar(enabled, total, desc):
 
 class Trainer:
     """One network and its optimiser, trained epoch by epoch from cfg.seed. The demo, its tests and
-    bench/bench_train.py all train through this. `lif`: another LIF layer (see DigitsSNN) instead
+    `python -m bench train` all train through this. `lif`: another LIF layer (see DigitsSNN) instead
     of lif_layer(kind, cfg)."""
 
     def __init__(self, kind, cfg, data, lif=None, time_major=False):

@@ -1,12 +1,25 @@
 """Loads the compiled extension, if there is one. Never raises: callers ask `available(device)`."""
 import warnings
 
-import torch  # noqa: F401  (loads libc10/libtorch, which the compiled extension links against)
+import torch  # loads libc10/libtorch, which the compiled extension links against
+
+
+def build_mismatch(built, installed):
+    """An ImportError when the extension was built for another torch than the installed one (its C++
+    ABI may differ: a call could crash instead of failing), else None."""
+    if built == installed:
+        return None
+    return ImportError(f"lif_cuda._C was built for torch {built}, but torch {installed} is installed")
+
 
 _C = None
 _LOAD_ERROR = None
 try:  # pragma: no cover - depends on the build
     from . import _C  # noqa: F401  (registers torch.ops.lif_cuda.*)
+
+    _LOAD_ERROR = build_mismatch(_C.torch_version(), torch.__version__)
+    if _LOAD_ERROR is not None:
+        _C = None
 except Exception as exc:  # ImportError, or an undefined symbol from a build against another torch
     _C = None
     _LOAD_ERROR = exc

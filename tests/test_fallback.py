@@ -4,7 +4,9 @@ Each case runs a fresh interpreter in which importing `lif_cuda._C` fails in a d
   missing  - a meta-path finder raises ImportError for it (as when no .so was built);
   blocked  - sys.modules["lif_cuda._C"] = None (Python's own "import of this name is blocked");
   broken   - the loader raises OSError (as dlopen does for a .so with an undefined symbol or a
-             mismatched torch ABI).
+             mismatched torch ABI);
+  version  - it loads, but was built for another torch than the installed one (lif_cuda._C's
+             torch_version()): refused as if it had failed to load.
 Then: `import lif_cuda` succeeds; extension_loaded() and fused_available("cpu") are False;
 backend="auto" (functional and LIFNeuron) runs the reference, bit-identical to calling it
 directly, forward and backward, with exactly one RuntimeWarning in the whole process; and
@@ -30,7 +32,7 @@ SCRIPT = textwrap.dedent(
     MODE = sys.argv[1]
     REASON = "simulated failure of lif_cuda._C (" + MODE + ")"
     # The error text that must reach the user: ours, or Python's own for a blocked import.
-    CAUSE = "lif_cuda._C" if MODE == "blocked" else REASON
+    CAUSE = {"blocked": "lif_cuda._C", "version": "built for torch 0.0.0+other"}.get(MODE, REASON)
     # ... and how to rebuild it for the installed torch.
     REBUILD = "pip install --no-build-isolation -e ."
 
@@ -41,13 +43,20 @@ SCRIPT = textwrap.dedent(
         def exec_module(self, module):
             raise AssertionError("unreachable")
 
+    class OtherTorchLoader(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            module.torch_version = lambda: "0.0.0+other"
+
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name != "lif_cuda._C":
                 return None
             if MODE == "missing":
                 raise ImportError(REASON)
-            return importlib.machinery.ModuleSpec(name, BrokenLoader())
+            return importlib.machinery.ModuleSpec(name, OtherTorchLoader() if MODE == "version" else BrokenLoader())
 
     if MODE == "blocked":
         sys.modules["lif_cuda._C"] = None
@@ -62,7 +71,7 @@ SCRIPT = textwrap.dedent(
 
         assert not lif_cuda.extension_loaded(), "the extension must not count as loaded"
         assert not lif_cuda.fused_available("cpu")
-        assert "lif_cuda._C" not in sys.modules or sys.modules["lif_cuda._C"] is None
+        assert MODE == "version" or "lif_cuda._C" not in sys.modules or sys.modules["lif_cuda._C"] is None
         assert not hasattr(torch.ops.lif_cuda, "lif_forward") if hasattr(torch.ops, "lif_cuda") else True
 
         g = torch.Generator().manual_seed(0)
@@ -114,7 +123,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["missing", "blocked", "broken"])
+@pytest.mark.parametrize("mode", ["missing", "blocked", "broken", "version"])
 def test_import_and_fallback_without_extension(mode):
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode],
@@ -125,3 +134,17 @@ def test_import_and_fallback_without_extension(mode):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0 and "FALLBACK-OK" in proc.stdout, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def test_the_build_records_the_installed_torch():
+    """The check behind the "version" case reads what setup.py compiled in: this build's torch is the
+    installed one (else the whole suite would be running the reference)."""
+    import torch
+
+    from lif_cuda import _ext
+
+    if not _ext.loaded():
+        pytest.skip(f"no compiled extension: {_ext.load_error()}")
+    assert _ext._C.torch_version() == torch.__version__
+    assert _ext.build_mismatch("0.0.0", torch.__version__) is not None
+    assert _ext.build_mismatch(torch.__version__, torch.__version__) is None
