@@ -17,7 +17,7 @@
 
 namespace lif {
 
-constexpr int64_t kGradBlock = 8;
+constexpr int64_t kGradBlock = 32;
 
 // Whether reverse step t ends a block, in a call over the steps t_first..t_last.
 LIF_HD bool grad_block_ends(int64_t t_last, int64_t t, int64_t t_first) {
@@ -61,6 +61,21 @@ LIF_HD void grad_sum_batch(const GradSum<T>& s, int64_t B, int64_t m) {
   for (int64_t b = 1; b < B; ++b) acc += s.partial[b * s.count + m];
   s.partial[m] = acc;
   if (s.collapse == kKeepAll) s.dst[m] = grad_sum_out(s, acc, m);
+}
+
+// Pass 1 for the values [m0, m1), the batch loop outside (contiguous rows, for a CPU loop that
+// vectorises): for each value the same additions in the same order as grad_sum_batch.
+template <typename T>
+LIF_HD void grad_sum_batch_rows(const GradSum<T>& s, int64_t B, int64_t m0, int64_t m1) {
+  double* acc = s.partial;
+  for (int64_t m = m0; m < m1; ++m) acc[m] = 0.0 + acc[m];
+  for (int64_t b = 1; b < B; ++b) {
+    const double* row = s.partial + b * s.count;
+    for (int64_t m = m0; m < m1; ++m) acc[m] += row[m];
+  }
+  if (s.collapse == kKeepAll) {
+    for (int64_t m = m0; m < m1; ++m) s.dst[m] = grad_sum_out(s, acc[m], m);
+  }
 }
 
 // The outputs of pass 2: S for kSumNeurons, 1 for kSumAll, none for kKeepAll.

@@ -104,9 +104,7 @@ struct CpuDevice : HostDevice {
   static void grad_sums(const std::vector<GradSum<T>>& sums, int64_t B) {
     for (const GradSum<T>& s : sums) {
       at::parallel_for(0, s.count, grain_size(s.count, B * s.count),
-                       [&](int64_t begin, int64_t end) {
-                         for (int64_t m = begin; m < end; ++m) grad_sum_batch(s, B, m);
-                       });
+                       [&](int64_t begin, int64_t end) { grad_sum_batch_rows(s, B, begin, end); });
       for (int64_t k = 0; k < grad_sum_outputs(s); ++k) grad_sum_neurons(s, k);
     }
   }

@@ -178,9 +178,9 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.window = window;
   op.max_spikes = max_spikes;
   op.surrogate = static_cast<int>(surrogate);
-  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
+  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : empty_output({B, N}, opts);
   // Written in full by the kernels.
-  op.partial = at::empty({3, B, N}, opts.dtype(at::kDouble));
+  op.partial = empty_output({3, B, N}, opts.dtype(at::kDouble));
   return op;
 }
 
