@@ -375,9 +375,17 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
         max_spikes, surrogate, _ptr(g_in), _ptr(g_v0_rows), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
         _ptr(lengths), B, T, N,
     )
-    # A shared v0's gradient: its rows' summed over the batch (ATen's sum, as the op takes it).
-    g_v0 = g_v0_rows if v0.dim() == 2 else g_v0_rows.sum(0)
+    g_v0 = g_v0_rows if v0.dim() == 2 else batch_sum(g_v0_rows)
     return g_in, g_v0, g_tau, g_thr, g_bias
+
+
+def batch_sum(rows):
+    """A shared initial state's gradient from its rows', as csrc/core/grad_sums.h sums them: in float64,
+    0 + row 0, then rows 1.. in order, rounded once."""
+    acc = torch.zeros(rows.shape[1:], dtype=torch.float64) + rows[0].double()
+    for b in range(1, rows.shape[0]):
+        acc = acc + rows[b].double()
+    return acc.to(rows.dtype)
 
 
 def make_inputs(seed, B, T, N, dtype, input_mean=0.4):
@@ -1042,8 +1050,8 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     g_bias = grad_sum(partial[2 * BN:3 * BN], N, 2 if scalar_bias else 0, () if scalar_bias else (N,))
     beta_coll = {0: 0, 1: 1, 2: 2}[_beta_mode(tau_syn)]
     g_tau_syn = grad_sum(partial[3 * BN:], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
-    g_v0 = W if v0.dim() == 2 else W.sum(0)  # a shared state's rows: summed by ATen, as the op does
-    g_i0 = I_.sum(0) if i0_shared else I_
+    g_v0 = W if v0.dim() == 2 else batch_sum(W)
+    g_i0 = batch_sum(I_) if i0_shared else I_
     g_w_rec = g_s0 = None
     if w_rec is not None:
         g_w_rec = s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S)

@@ -102,9 +102,16 @@ struct ConstRows {
 struct CpuDevice : HostDevice {
   template <typename T>
   static void grad_sums(const std::vector<GradSum<T>>& sums, int64_t B) {
+    // Pass 1 of every parameter in one parallel region: chunk [begin, end) of the largest count
+    // takes the same fraction of each parameter's values (any partition gives the same bits).
+    int64_t most = 0;
+    for (const GradSum<T>& s : sums) most = std::max(most, s.count);
+    at::parallel_for(0, most, grain_size(most, B * most), [&](int64_t begin, int64_t end) {
+      for (const GradSum<T>& s : sums) {
+        grad_sum_batch_rows(s, B, begin * s.count / most, end * s.count / most);
+      }
+    });
     for (const GradSum<T>& s : sums) {
-      at::parallel_for(0, s.count, grain_size(s.count, B * s.count),
-                       [&](int64_t begin, int64_t end) { grad_sum_batch_rows(s, B, begin, end); });
       for (int64_t k = 0; k < grad_sum_outputs(s); ++k) grad_sum_neurons(s, k);
     }
   }

@@ -84,7 +84,7 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
 struct LifBackwardOp {
   Tensor gs, gw, gvf, u, v0, tau, alpha, thr, lengths;  // inputs (gs possibly strided)
   Tensor g_in, g_v0, g_tau, g_thr, g_bias;  // outputs, in their forward arguments' shapes
-  Tensor g_v0_rows, partial;                // (B,N) per-row dL/dv0; (3,B,N) float64 sums
+  Tensor g_v0_rows, g_v0_rows64, partial;  // (B,N) per-row dL/dv0; (3,B,N) float64 sums
   int64_t B = 0, T = 0, N = 0;
   bool run = false;
   double dt = 0.0, window = 0.0, max_spikes = 0.0;
@@ -117,19 +117,16 @@ struct LifBackwardOp {
   }
 
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
-  // bias.
+  // bias; and a shared v0's from its rows'.
   template <typename CT>
-  std::vector<GradSum<CT>> grad_sums() const {
+  std::vector<GradSum<CT>> grad_sums() {
     double* p = partial.mutable_data_ptr<double>();
     const int64_t BN = B * N;
-    return {grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, alpha, tau, dt),
-            grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
-            grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
-  }
-
-  // After the kernels: a shared v0's gradient.
-  void finish() {
-    if (v0.dim() == 1) g_v0.copy_(shared_state_grad(g_v0_rows));
+    std::vector<GradSum<CT>> sums{grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, alpha, tau, dt),
+                                  grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
+                                  grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
+    if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(g_v0_rows, g_v0_rows64, g_v0));
+    return sums;
   }
 };
 
@@ -178,7 +175,7 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.window = window;
   op.max_spikes = max_spikes;
   op.surrogate = static_cast<int>(surrogate);
-  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : empty_output({B, N}, opts);
+  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
   // Written in full by the kernels.
   op.partial = empty_output({3, B, N}, opts.dtype(at::kDouble));
   return op;
@@ -219,9 +216,8 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward", [&] {
       count_launch();
       Dev::backward(op.args<IT, CT>());
-      Dev::grad_sums(op.grad_sums<CT>(), op.B);
+      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
     });
-    op.finish();
   }
   return op.outputs();
 }

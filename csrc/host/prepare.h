@@ -186,8 +186,8 @@ inline Tensor grad_spikes_for_kernels(const Tensor& grad_spikes, int64_t N) {
   return rows_ok ? grad_spikes : grad_spikes.contiguous();
 }
 
-// The gradient of a shared initial state (one (N,) or (N,S) row for the whole batch): its rows'
-// gradients summed over the batch, as autograd sums them for the expanded state.
+// The gradient of a shared initial state (one (N,) or (N,S) row for the whole batch) where no
+// kernel ran (an empty shape): its rows' gradients summed over the batch.
 inline Tensor shared_state_grad(const Tensor& rows) { return rows.sum(0); }
 
 // A parameter's gradient from its per-row float64 sums (GradSum, core/grad_sums.h): kept in its
@@ -206,6 +206,16 @@ GradSum<T> grad_sum(double* partial, int64_t count, int64_t S, int collapse, con
 }
 
 inline int collapse_of(const Tensor& param) { return param.dim() == 0 ? kSumAll : kKeepAll; }
+
+// A shared initial state's gradient after the kernels: its (B, ...) rows summed over the batch by
+// the same rule as the parameters (float64, batch order, rounded once; `rows64` keeps the float64
+// copy alive until the sums have run).
+template <typename T>
+GradSum<T> shared_state_sum(const Tensor& rows, Tensor& rows64, const Tensor& dst) {
+  rows64 = rows.to(at::kDouble);
+  return grad_sum<T>(rows64.mutable_data_ptr<double>(), rows.numel() / rows.size(0), 1, kKeepAll,
+                     dst);
+}
 
 // What a device file gives the ops (host/lif_op.h, host/synaptic_op.h run them): its kernels
 // (static forward/backward on the argument structs), its gradient-sum runner, a guard for the

@@ -169,7 +169,7 @@ struct SynBackwardOp {
   Tensor lengths;  // (B,) int64, contiguous, or undefined
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
-  Tensor W, I, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
+  Tensor W, I, W64, I64, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
   SynShape sh{};
   bool run = false, scalar_bias = false, i0_shared = false;
   double dt = 0.0, window = 0.0, max_spikes = 0.0;
@@ -221,15 +221,20 @@ struct SynBackwardOp {
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
   // bias, tau_syn (through beta).
   template <typename CT>
-  std::vector<GradSum<CT>> grad_sums() const {
+  std::vector<GradSum<CT>> grad_sums() {
     const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
     double* p = partial.mutable_data_ptr<double>();
     const int beta_collapse =
         tau_syn.dim() == 0 ? kSumAll : (tau_syn.size(0) == 1 ? kSumNeurons : kKeepAll);
-    return {grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, alpha, tau_mem, dt),
-            grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
-            grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
-            grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, beta, tau_syn, dt)};
+    std::vector<GradSum<CT>> sums{
+        grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, alpha, tau_mem, dt),
+        grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
+        grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
+        grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, beta, tau_syn, dt)};
+    // A shared initial state's gradient: its rows' (W, I carry dL/dv0, dL/di0 per row).
+    if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(W, W64, g_v0));
+    if (i0_shared) sums.push_back(shared_state_sum<CT>(I, I64, g_i0));
+    return sums;
   }
 };
 
@@ -344,9 +349,7 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
       op.g_s0.copy_(op.s0.dim() == 2 ? rows : rows.sum(0));
     }
   }
-  if (op.v0.dim() == 1) op.g_v0.copy_(shared_state_grad(op.W));
-  if (op.i0_shared) op.g_i0.copy_(shared_state_grad(op.I));
-  sums(op.grad_sums<CT>(), B);
+  sums(op.template grad_sums<CT>(), B);
 }
 
 template <typename Dev>
