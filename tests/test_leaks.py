@@ -16,6 +16,7 @@ calls 10x slower under load, and nothing that can leak depends on the thread cou
 allocate nothing; every tensor is allocated by the op wrapper before the parallel loop).
 Linux only (/proc/self/statm).
 """
+import ctypes
 import gc
 import os
 
@@ -49,6 +50,13 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _trim_heap():
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def growth(step, calls, warmup=WARMUP):
     """Resident-set and live-object growth over `calls` calls of step(), after `warmup` calls."""
     old = torch.get_num_threads()
@@ -57,6 +65,9 @@ def growth(step, calls, warmup=WARMUP):
         for _ in range(warmup):
             step()
         gc.collect()
+        # Free heap that earlier tests left resident would absorb new allocations unseen: hand it
+        # back to the OS first (glibc), so that growth counts every new page.
+        _trim_heap()
         rss0, obj0 = rss_bytes(), len(gc.get_objects())
         for _ in range(calls):
             step()
