@@ -236,14 +236,15 @@ SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, c
 
 SynBackwardOut synaptic_backward_autograd(
     const Tensor& gs, const OptTensor& gw, const OptTensor& gi, const OptTensor& gr,
-    const OptTensor& gvf, const OptTensor& gif, const Tensor& u, const Tensor& a, const Tensor& v0,
-    const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
-    const OptTensor& w_rec, double dt, double window, double max_spikes, int64_t surrogate,
-    bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths) {
+    const OptTensor& gvf, const OptTensor& gif, const Tensor& u, const Tensor& i_pre,
+    const Tensor& v0, const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
+    const Tensor& threshold, const OptTensor& w_rec, double dt, double window, double max_spikes,
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
+    const OptTensor& lengths) {
   const variable_list o =
-      call_backward_op(kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, a, v0,
-                       s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate,
-                       scalar_bias, i0_shared, noise_grad, lengths);
+      call_backward_op(kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, i_pre,
+                       v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
+                       surrogate, scalar_bias, i0_shared, noise_grad, lengths);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]};
 }
 

@@ -99,9 +99,9 @@ TORCH_LIBRARY(lif_cuda, m) {
   // (N,) or (); tau_syn (N,S), (1,S) or (); w_rec (N, N*S) or None (feed-forward: the whole time
   // loop in one kernel; recurrent: a C++ time loop, at::linear(s, w_rec.t()) then the fused step
   // kernel per step). alpha and beta are computed inside, as torch computes them; noise as for
-  // lif_forward. Returns (spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, v0_saved,
+  // lif_forward. Returns (spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved,
   // s0_saved): the records vmem (B,T,N), isyn, irec (B,T,N,S) are empty unless `record` (irec is
-  // zeros without w_rec); u (B,T,N) and a (B,T,N,S) (the currents before their decay), v0_saved
+  // zeros without w_rec); u (B,T,N) and i_pre (B,T,N,S) (the currents before their decay), v0_saved
   // and s0_saved (copies of the initial state) are empty unless `save`, which the autograd kernel
   // sets when a gradient is needed. `lengths` (SPEC §8) as for lif_forward: row b runs its first
   // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, a) hold the row's state after
@@ -123,7 +123,7 @@ TORCH_LIBRARY(lif_cuda, m) {
   // padding adds nothing to the parameters' gradients, w_rec's included.
   m.def(
       "synaptic_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_isyn, "
-      "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor a, "
+      "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor i_pre, "
       "Tensor v0, Tensor? s0, Tensor tau_mem, Tensor tau_syn, Tensor threshold, Tensor? w_rec, "
       "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
       "bool noise_grad, Tensor? lengths=None) "

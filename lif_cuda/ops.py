@@ -89,10 +89,10 @@ if _ext.loaded():
 
     @torch.library.register_fake("lif_cuda::synaptic_backward")
     def _synaptic_backward_fake(
-        grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, a, v0, s0, tau_mem, tau_syn,
+        grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
         threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
     ):
-        B, T, N, S = a.shape
+        B, T, N, S = i_pre.shape
         return (
             grad_spikes.new_empty((B, T, N * S)),
             u.new_empty(v0.shape),

@@ -361,10 +361,10 @@ def test_synaptic_op_checks_its_arguments_before_any_kernel(row):
 
 def _synaptic_backward(args, out, lengths=None, **change):
     a = args
-    args = dict(grad_spikes=torch.ones(B, T, N), u=out[7], a=out[8], v0=a["v0"], s0=a["s0"], tau_mem=a["tau_mem"],
+    args = dict(grad_spikes=torch.ones(B, T, N), u=out[7], i_pre=out[8], v0=a["v0"], s0=a["s0"], tau_mem=a["tau_mem"],
                 tau_syn=a["tau_syn"], threshold=a["threshold"], w_rec=a["w_rec"])
     args.update(change)
-    return torch.ops.lif_cuda.synaptic_backward(args["grad_spikes"], None, None, None, None, None, args["u"], args["a"],
+    return torch.ops.lif_cuda.synaptic_backward(args["grad_spikes"], None, None, None, None, None, args["u"], args["i_pre"],
                                                 args["v0"], args["s0"], args["tau_mem"], args["tau_syn"],
                                                 args["threshold"], args["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, True,
                                                 False, lengths)
@@ -390,8 +390,8 @@ def test_synaptic_backward_op_rejects_zero_synapses_before_any_kernel():
     a = synaptic_args()
     out = _synaptic_forward(a, record=False, grad=True)
     before = ops.kernel_launches()
-    with pytest.raises(ValueError, match="a must have at least one synapse"):
-        _synaptic_backward(a, out, a=torch.zeros(B, T, N, 0), s0=None, tau_syn=torch.tensor(0.005), w_rec=None)
+    with pytest.raises(ValueError, match="i_pre must have at least one synapse"):
+        _synaptic_backward(a, out, i_pre=torch.zeros(B, T, N, 0), s0=None, tau_syn=torch.tensor(0.005), w_rec=None)
     assert ops.kernel_launches() == before
 
 

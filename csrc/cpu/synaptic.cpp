@@ -160,7 +160,7 @@ LIF_CLONES void syn_backward_tile(
     IT* __restrict__ g_in, T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
     double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
     double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
-    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ S_cur,
+    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ s_row,
     T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ sums) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
@@ -174,7 +174,7 @@ LIF_CLONES void syn_backward_tile(
   T* __restrict__ gbeta = sums + 3 * len;
   for (int64_t n = 0; n < len; ++n) {
     W[n] = W_io[n];
-    S_cur[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
+    s_row[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
     ga[n] = T(0);
     gt[n] = T(0);
     gb[n] = T(0);
@@ -202,22 +202,22 @@ LIF_CLONES void syn_backward_tile(
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = spikes(up[n], thr[n], max_spikes);
         const T w_prev = reset(up[n], s_prev, thr[n]);
-        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], w_prev, consts(n), W[n],
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], s_row[n], w_prev, consts(n), W[n],
                                         gt[n], ga[n], gb[n]);
         U_row[n] = U;
-        S_cur[n] = s_prev;
+        s_row[n] = s_prev;
       }
     } else {  // once per call: w[-1] = v0, s[-1] = s0
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = s0 ? s0[n] : T(0);
-        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], S_cur[n], v0[n], consts(n), W[n],
+        const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], s_row[n], v0[n], consts(n), W[n],
                                         gt[n], ga[n], gb[n]);
         U_row[n] = U;
-        S_cur[n] = s_prev;
+        s_row[n] = s_prev;
       }
     }
     if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
-    if (s_prev_out) std::memcpy(s_prev_out + t * N, S_cur, sizeof(T) * len);
+    if (s_prev_out) std::memcpy(s_prev_out + t * N, s_row, sizeof(T) * len);
     // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
     const T* __restrict__ at = i_pre + t * NS;
     const T* __restrict__ git = gi ? gi + t * NS : nullptr;
@@ -325,9 +325,9 @@ struct SynCpu : CpuDevice {
       std::vector<T> rows(static_cast<size_t>(7 * tile + tile * S));
       T* W = rows.data();
       T* U_row = W + tile;
-      T* S_cur = U_row + tile;
-      const T* zeros = S_cur + tile;
-      T* sums = S_cur + 2 * tile;
+      T* s_row = U_row + tile;
+      const T* zeros = s_row + tile;
+      T* sums = s_row + 2 * tile;
       for (int64_t it = begin; it < end; ++it) {
         const int64_t b = it / ntiles;
         const int64_t n0 = (it % ntiles) * tile;
@@ -353,7 +353,7 @@ struct SynCpu : CpuDevice {
              param_row(a.alpha, n0, len, sc.alpha), param_row(a.beta, n0, len, S, sc.beta),
              param_row(a.thr, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in, g_r, g_u,
              s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S, len, W,
-             U_row, S_cur, sc.z, sc.i, zeros, sums);
+             U_row, s_row, sc.z, sc.i, zeros, sums);
         }
         if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);
       }

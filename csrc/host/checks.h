@@ -296,19 +296,21 @@ inline SynShape check_syn_backward_args(
     const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_vmem,
     const std::optional<at::Tensor>& grad_isyn, const std::optional<at::Tensor>& grad_irec,
     const std::optional<at::Tensor>& grad_vfinal, const std::optional<at::Tensor>& grad_ifinal,
-    const at::Tensor& u, const at::Tensor& a, const at::Tensor& v0,
+    const at::Tensor& u, const at::Tensor& i_pre, const at::Tensor& v0,
     const std::optional<at::Tensor>& s0, const at::Tensor& tau_mem, const at::Tensor& tau_syn,
     const at::Tensor& threshold, const std::optional<at::Tensor>& w_rec, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
   check_saved_u(u);
   const auto ct = u.scalar_type();
   const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
-  TORCH_CHECK_VALUE(a.dim() == 4 && a.size(0) == B && a.size(1) == T && a.size(2) == N,
-                    "a must be (B,T,N,S) = (", B, ", ", T, ", ", N, ", S), got ", a.sizes());
-  const int64_t S = a.size(3);
-  TORCH_CHECK_VALUE(S >= 1 || N == 0, "a must have at least one synapse per neuron (S >= 1), got ",
-                    a.sizes());
-  check_dtype_device(a, ct, u, "a");
+  TORCH_CHECK_VALUE(
+      i_pre.dim() == 4 && i_pre.size(0) == B && i_pre.size(1) == T && i_pre.size(2) == N,
+      "i_pre must be (B,T,N,S) = (", B, ", ", T, ", ", N, ", S), got ", i_pre.sizes());
+  const int64_t S = i_pre.size(3);
+  TORCH_CHECK_VALUE(S >= 1 || N == 0,
+                    "i_pre must have at least one synapse per neuron (S >= 1), got ",
+                    i_pre.sizes());
+  check_dtype_device(i_pre, ct, u, "i_pre");
   check_grad_spikes(grad_spikes, u);
   if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
   if (grad_isyn.has_value()) check_state_like(*grad_isyn, ct, u, "grad_isyn", {B, T, N, S});

@@ -244,15 +244,15 @@ inline SynBackwardOp prepare_syn_backward(
     const Tensor& grad_spikes, const std::optional<Tensor>& grad_vmem,
     const std::optional<Tensor>& grad_isyn, const std::optional<Tensor>& grad_irec,
     const std::optional<Tensor>& grad_vfinal, const std::optional<Tensor>& grad_ifinal,
-    const Tensor& u, const Tensor& a, const Tensor& v0, const std::optional<Tensor>& s0,
+    const Tensor& u, const Tensor& i_pre, const Tensor& v0, const std::optional<Tensor>& s0,
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
     const std::optional<Tensor>& lengths) {
   SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
-                                  grad_ifinal, u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt,
-                                  window, max_spikes, surrogate, lengths);
+                                  grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
+                                  dt, window, max_spikes, surrogate, lengths);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto opts = u.options();
   const at::IntArrayRef empty = no_output();
@@ -288,7 +288,7 @@ inline SynBackwardOp prepare_syn_backward(
   if (grad_isyn.has_value()) op.gi = grad_isyn->contiguous();
   if (grad_irec.has_value() && w_rec.has_value()) op.gr = grad_irec->contiguous();
   op.u = u.contiguous();
-  op.i_pre = a.contiguous();
+  op.i_pre = i_pre.contiguous();
   op.v0 = v0.contiguous();
   if (s0.has_value()) op.s0 = s0->contiguous();
   op.tau_mem = tau_mem.contiguous();
@@ -379,7 +379,7 @@ template <typename Dev>
 SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
                                  const OptTensor& grad_isyn, const OptTensor& grad_irec,
                                  const OptTensor& grad_vfinal, const OptTensor& grad_ifinal,
-                                 const Tensor& u, const Tensor& a, const Tensor& v0,
+                                 const Tensor& u, const Tensor& i_pre, const Tensor& v0,
                                  const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
                                  const Tensor& threshold, const OptTensor& w_rec, double dt,
                                  double window, double max_spikes, int64_t surrogate,
@@ -388,8 +388,8 @@ SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& gra
   const typename Dev::Guard guard(u.device());
   SynBackwardOp op =
       prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
-                           u, a, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
-                           surrogate, scalar_bias, i0_shared, noise_grad, lengths);
+                           u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window,
+                           max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
       run_syn_backward<IT, CT>(
