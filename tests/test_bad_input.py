@@ -364,8 +364,8 @@ def _synaptic_backward(args, out, lengths=None, **change):
     args = dict(grad_spikes=torch.ones(B, T, N), u=out[7], i_pre=out[8], v0=a["v0"], s0=a["s0"], tau_mem=a["tau_mem"],
                 tau_syn=a["tau_syn"], threshold=a["threshold"], w_rec=a["w_rec"])
     args.update(change)
-    return torch.ops.lif_cuda.synaptic_backward(args["grad_spikes"], None, None, None, None, None, args["u"], args["i_pre"],
-                                                args["v0"], args["s0"], args["tau_mem"], args["tau_syn"],
+    return torch.ops.lif_cuda.synaptic_backward(args["grad_spikes"], None, None, None, None, None, args["u"],
+                                                args["i_pre"], args["v0"], args["s0"], args["tau_mem"], args["tau_syn"],
                                                 args["threshold"], args["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, True,
                                                 False, lengths)
 
