@@ -104,9 +104,9 @@ TORCH_LIBRARY(lif_cuda, m) {
   // zeros without w_rec); u (B,T,N) and i_pre (B,T,N,S) (the currents before their decay), v0_saved
   // and s0_saved (copies of the initial state) are empty unless `save`, which the autograd kernel
   // sets when a gradient is needed. `lengths` (SPEC §8) as for lif_forward: row b runs its first
-  // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, a) hold the row's state after
-  // its last step, irec is 0, and the state is unchanged, so the final state (and s_final, the last
-  // spikes) is the one after lengths[b] steps (csrc/core/lengths.h).
+  // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, i_pre) hold the row's state
+  // after its last step, irec is 0, and the state is unchanged, so the final state (and s_final,
+  // the last spikes) is the one after lengths[b] steps (csrc/core/lengths.h).
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "

@@ -167,7 +167,9 @@ class NeuronLayer(nn.Module):
         """nn.Module._apply for a layer whose parameters and state stay float32 under model.half() /
         .to(torch.bfloat16): half precision is an input/output format of the kernels, the state and
         the arithmetic are float32. The float32 values are kept as they were (converting to half and
-        back would round them), moved to the new device if fn moves them."""
+        back would round them), moved to the new device if fn moves them. The cached call settings
+        are dropped: they were checked against the parameters' old device and dtype."""
+        self._config_cache = None
         before = {}
         for name in (*self.model.params, *self.model.state):
             t = getattr(self, name)

@@ -125,8 +125,8 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
   run_forward(a);
 }
 
-// g_v0 is (B,N) per-row: a shared v0's gradient is their sum over the batch, taken by the caller
-// (as the op takes it, with ATen). partial (3,B,N) float64.
+// g_v0 in v0's shape; partial (3,B,N) float64, (4,B,N) for a shared v0 (its rows), as csrc/host/
+// fills them.
 template <typename IT, typename T>
 static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
                        const void* gw, const void* gvf, const void* u, const void* v0,
@@ -150,7 +150,7 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
   a.max_spikes = max_spikes;
   a.surrogate = surrogate;
   a.g_in = static_cast<IT*>(g_in);
-  a.g_v0 = static_cast<T*>(g_v0);
+  a.g_v0 = v0_stride_b ? static_cast<T*>(g_v0) : nullptr;
   a.partial = static_cast<double*>(partial);
   a.lengths = lengths;
   a.B = B;
@@ -165,6 +165,10 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
                                dt}, B);
   run_grad_sum(lif::GradSum<T>{p + 2 * B * N, N, 1, coll(4), static_cast<T*>(g_bias), nullptr,
                                nullptr, dt}, B);
+  if (!v0_stride_b) {
+    run_grad_sum(lif::GradSum<T>{p + 3 * B * N, N, 1, lif::kKeepAll, static_cast<T*>(g_v0), nullptr,
+                                 nullptr, dt}, B);
+  }
 }
 
 // io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
@@ -364,18 +368,17 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
     alpha = tau_to_decay(dt, tau)
     args = [None if t is None else t.contiguous() for t in (gw, gvf, u, v0, alpha, tau, thr)]
     g_in = torch.empty((B, T, N), dtype=gs.dtype)
-    g_v0_rows = torch.empty((B, N), dtype=u.dtype)
-    partial = torch.empty((3, B, N), dtype=torch.float64)
+    g_v0 = torch.empty(v0.shape, dtype=u.dtype)
+    partial = torch.empty((3 if v0.dim() == 2 else 4, B, N), dtype=torch.float64)
     g_tau, g_thr = torch.empty(tau.shape, dtype=u.dtype), torch.empty(thr.shape, dtype=u.dtype)
     g_bias = torch.empty(() if scalar_bias else (N,), dtype=u.dtype)
     sb, st, sn = gs.stride()
     lib.lif_host_backward(
         IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, *(_ptr(t) for t in args[:4]),
         N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[4:]), _scalars(alpha, thr, scalar_bias), dt, window,
-        max_spikes, surrogate, _ptr(g_in), _ptr(g_v0_rows), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
+        max_spikes, surrogate, _ptr(g_in), _ptr(g_v0), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
         _ptr(lengths), B, T, N,
     )
-    g_v0 = g_v0_rows if v0.dim() == 2 else batch_sum(g_v0_rows)
     return g_in, g_v0, g_tau, g_thr, g_bias
 
 

@@ -94,8 +94,9 @@ struct LifBackwardArgs {
   double window, max_spikes;
   int surrogate;  // Surrogate
   IT* g_in;       // (B,T,N) dL/dx (and dL/dz)
-  T* g_v0;        // (B,N) dL/dv0 per row
-  // (3,B,N) per-row sums of the alpha, threshold and bias gradient terms, float64 (GradSum).
+  T* g_v0;  // (B,N) dL/dv0, or nullptr for a shared (N,) v0: then its rows go to partial[3]
+  // (3,B,N), or (4,B,N) for a shared v0: per-row float64 sums of the alpha, threshold and bias
+  // gradient terms (and dL/dv0's rows), for GradSum.
   double* partial;
   const int64_t* lengths;
   int64_t B, Tn, N;
@@ -115,19 +116,19 @@ struct SynForwardArgs {
   int64_t v0_stride_b;
   const T* i0;  // synaptic currents at t0: row b at i0 + b * i0_stride_b (N*S, or 0)
   int64_t i0_stride_b;
-  const T* r;   // (B,N*S) recurrent current of step t0 (steps == 1), or nullptr
+  const T* r;  // (B,N*S) recurrent current of step t0 (steps == 1), or nullptr
   PerNeuron<T> alpha, thr, bias;
   PerSynapse<T> beta;  // exp(-dt/tau_syn)
   double max_spikes;
-  IT* s_out;     // (B,T,N) spikes
-  T* s_last;     // (B,N) spikes of the call's last step (the next product's input), or nullptr
-  T* vmem_out;   // (B,T,N) record of the membrane after reset, or nullptr
-  T* isyn_out;   // (B,T,N,S) record of the synaptic currents after decay, or nullptr
-  T* irec_out;   // (B,T,N,S) record of the recurrent currents, or nullptr
-  T* u_out;      // (B,T,N) membrane before the spike, saved for the backward, or nullptr
+  IT* s_out;  // (B,T,N) spikes
+  T* s_last;  // (B,N) spikes of the call's last step (the next product's input), or nullptr
+  T* vmem_out;  // (B,T,N) record of the membrane after reset, or nullptr
+  T* isyn_out;  // (B,T,N,S) record of the synaptic currents after decay, or nullptr
+  T* irec_out;  // (B,T,N,S) record of the recurrent currents, or nullptr
+  T* u_out;  // (B,T,N) membrane before the spike, saved for the backward, or nullptr
   T* i_pre_out;  // (B,T,N,S) currents before their decay, saved for the backward, or nullptr
-  T* v_final;    // (B,N) membrane after the last step
-  T* i_final;    // (B,N,S) currents after the last step
+  T* v_final;  // (B,N) membrane after the last step
+  T* i_final;  // (B,N,S) currents after the last step
   const int64_t* lengths;
   int64_t B, Tn, N, S;
   int64_t t0, steps;
@@ -138,11 +139,11 @@ struct SynBackwardArgs {
   const IT* gs;  // (B,T,N) upstream gradient on spikes, with the strides below
   int64_t gs_stride_b, gs_stride_t, gs_stride_n;
   const T* gs_rec;  // (B,N) dL/ds[t0] through r[t0+1] (steps == 1), or nullptr
-  const T* gw;      // (B,T,N) upstream gradient on the membrane record, or nullptr
-  const T* gi;      // (B,T,N,S) upstream gradient on the synaptic record, or nullptr
-  const T* gr;      // (B,T,N,S) upstream gradient on the recurrent record, or nullptr
-  const T* u;       // (B,T,N) saved membrane before the spike
-  const T* i_pre;   // (B,T,N,S) saved currents before their decay
+  const T* gw;  // (B,T,N) upstream gradient on the membrane record, or nullptr
+  const T* gi;  // (B,T,N,S) upstream gradient on the synaptic record, or nullptr
+  const T* gr;  // (B,T,N,S) upstream gradient on the recurrent record, or nullptr
+  const T* u;  // (B,T,N) saved membrane before the spike
+  const T* i_pre;  // (B,T,N,S) saved currents before their decay
   const T* v0;
   int64_t v0_stride_b;
   const T* s0;  // initial spikes (recurrent), row b at s0 + b * s0_stride_b, or nullptr (0)
@@ -155,10 +156,10 @@ struct SynBackwardArgs {
   // Start as the upstream gradients on the final state (or 0); end as dL/dv0, dL/di0 per row.
   T* W;  // (B,N)
   T* I;  // (B,N,S)
-  IT* g_in;    // (B,T,N*S) dL/dx
-  T* g_r;      // (B,T,N*S) dL/dr (with recurrent weights), or nullptr
-  T* g_u;      // (B,T,N) dL/du, the noise tensor's gradient, or nullptr
-  T* s_prev;   // (B,T,N) s[t-1] (s0 at t = 0), for dL/dw_rec, or nullptr
+  IT* g_in;  // (B,T,N*S) dL/dx
+  T* g_r;  // (B,T,N*S) dL/dr (with recurrent weights), or nullptr
+  T* g_u;  // (B,T,N) dL/du, the noise tensor's gradient, or nullptr
+  T* s_prev;  // (B,T,N) s[t-1] (s0 at t = 0), for dL/dw_rec, or nullptr
   // Per-row float64 sums of the gradient terms (GradSum), accumulated over the calls: alpha,
   // threshold, bias (B,N) each, then beta (B,N,S).
   double* partial;

@@ -13,9 +13,18 @@
 #include <cstdint>
 
 #include "hd.h"
-#include "lif.h"  // tau_grad
 
 namespace lif {
+
+// dL/dtau from dL/dalpha, alpha = exp(reciprocal(tau) * (-dt)) (as torch computes it): the chain
+// rule in the order autograd of that expression takes, ((g * alpha) * (-dt)) * -(r * r), r = 1/tau.
+template <typename T>
+LIF_HD T tau_grad(T g_alpha, T alpha, T tau, T dt) {
+  const T r = T(1) / tau;
+  const T e = g_alpha * alpha;
+  const T m = e * (-dt);
+  return m * (-(r * r));
+}
 
 constexpr int64_t kGradBlock = 32;
 

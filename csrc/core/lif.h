@@ -92,16 +92,6 @@ LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T ma
                              g_bias);
 }
 
-// dL/dtau from dL/dalpha, alpha = exp(reciprocal(tau) * (-dt)) (as torch computes it): the chain
-// rule in the order autograd of that expression takes, ((g * alpha) * (-dt)) * -(r * r), r = 1/tau.
-template <typename T>
-LIF_HD T tau_grad(T g_alpha, T alpha, T tau, T dt) {
-  const T r = T(1) / tau;
-  const T e = g_alpha * alpha;
-  const T m = e * (-dt);
-  return m * (-(r * r));
-}
-
 // w[t-1] from the saved u[t-1]: the backward recomputes it instead of saving it (SPEC §3).
 template <typename T>
 LIF_HD T recompute_w(T u, T thr, T max_spikes) {

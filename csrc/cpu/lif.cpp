@@ -26,7 +26,7 @@ namespace {
 #endif
 
 // One tile: batch row b, neurons [n0, n0 + len), the row's `steps` (T, or its length; the caller
-// fills the padding, lif_lengths.h). Pointers are already offset to the row and the first neuron;
+// fills the padding, core/lengths.h). Pointers are already offset to the row and the first neuron;
 // `stride_t` is N (elements between consecutive time steps); `subseq` is b * N + n0, the Philox
 // subsequence of the tile's first neuron (the in-kernel noise's counter).
 template <typename IT, typename T, int NOISE>
@@ -87,9 +87,9 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                               const T* __restrict__ u, const T* __restrict__ v0,
                               const T* __restrict__ alpha, const T* __restrict__ thr, T window,
                               T max_spikes, IT* __restrict__ g_in, T* __restrict__ g_v0,
-                              double* __restrict__ g_alpha, double* __restrict__ g_thr,
-                              double* __restrict__ g_bias, int64_t steps, int64_t stride_t,
-                              int64_t len) {
+                              double* __restrict__ g_v0_rows, double* __restrict__ g_alpha,
+                              double* __restrict__ g_thr, double* __restrict__ g_bias,
+                              int64_t steps, int64_t stride_t, int64_t len) {
   // len <= LIF_BWD_TILE (choose_tile's cap for the backward).
   T W[LIF_BWD_TILE], s_row[LIF_BWD_TILE];
   // The parameter-gradient terms' block sums in T, flushed into g_alpha, g_thr, g_bias (float64)
@@ -97,7 +97,7 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
   T ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gb[LIF_BWD_TILE];
   const ConstRows<T, LIF_BWD_TILE> consts(alpha, thr, window, max_spikes, len);
   IT gs_row[LIF_BWD_TILE];  // a grad_spikes row broadcast over the neurons, spread out
-  // steps == 0 (a row of length 0): nothing runs, S is never read.
+  // steps == 0 (a row of length 0): nothing runs, s_row is never read.
   const T* __restrict__ u_last = u + (steps > 0 ? steps - 1 : 0) * stride_t;
   for (int64_t n = 0; n < len; ++n) {
     W[n] = gvf ? gvf[n] : T(0);
@@ -146,7 +146,14 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
       }
     }
   }
-  for (int64_t n = 0; n < len; ++n) g_v0[n] = W[n];
+  // dL/dv0: per row, or a shared v0's rows in float64 for its batch sum (core/grad_sums.h).
+  for (int64_t n = 0; n < len; ++n) {
+    if (g_v0) {
+      g_v0[n] = W[n];
+    } else {
+      g_v0_rows[n] = static_cast<double>(W[n]);
+    }
+  }
 }
 
 }  // namespace
@@ -214,7 +221,8 @@ struct LifCpu : CpuDevice {
                a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr,
                a.gvf ? a.gvf + bn : nullptr, a.u + row, a.v0 + b * a.v0_stride_b + n0,
                param_row(a.alpha, n0, len, alpha_buf), param_row(a.thr, n0, len, thr_buf), window,
-               M, a.g_in + row, a.g_v0 + bn, a.partial + bn, a.partial + BN + bn,
+               M, a.g_in + row, a.g_v0 ? a.g_v0 + bn : nullptr,
+               a.g_v0 ? nullptr : a.partial + 3 * BN + bn, a.partial + bn, a.partial + BN + bn,
                a.partial + 2 * BN + bn, steps, N, len);
             pad_fill(a.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
           }

@@ -233,7 +233,7 @@ inline const char* noise_rows_isa() {
   return isa;
 }
 
-// Block q's noise terms for the tile's neurons (lif_core.h noise_rows), by noise_rows_isa().
+// Block q's noise terms for the tile's neurons (core/philox.h noise_rows), by noise_rows_isa().
 template <int64_t kStride, typename T>
 inline void draw_noise_rows(uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t q, int64_t len,
                             T noise_scale, uint32_t (*words)[kStride], T (*z)[kStride]) {

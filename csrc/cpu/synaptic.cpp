@@ -92,18 +92,18 @@ LIF_CLONES void syn_forward_tile(
     const IT* __restrict__ xt = x + t * NS;
     // The synapses: i_pre = (i + x) [+ r]; i = i_pre * beta. i_pre goes straight to the saved
     // tensor when the backward needs it, else to a scratch row.
-    T* __restrict__ at = i_pre_out ? i_pre_out + t * NS : a_scratch;
+    T* __restrict__ ip = i_pre_out ? i_pre_out + t * NS : a_scratch;
     if (r) {
       for (int64_t j = 0; j < syn; ++j) {
         const T aj = syn_input(i[j], static_cast<T>(xt[j]), r[j]);
-        at[j] = aj;
+        ip[j] = aj;
         i[j] = syn_decay(aj, beta[j]);
       }
       if (irec_out) std::memcpy(irec_out + t * NS, r, sizeof(T) * syn);
     } else {
       for (int64_t j = 0; j < syn; ++j) {
         const T aj = syn_input(i[j], static_cast<T>(xt[j]));
-        at[j] = aj;
+        ip[j] = aj;
         i[j] = syn_decay(aj, beta[j]);
       }
     }
@@ -219,7 +219,7 @@ LIF_CLONES void syn_backward_tile(
     if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
     if (s_prev_out) std::memcpy(s_prev_out + t * N, s_row, sizeof(T) * len);
     // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
-    const T* __restrict__ at = i_pre + t * NS;
+    const T* __restrict__ ip = i_pre + t * NS;
     const T* __restrict__ git = gi ? gi + t * NS : nullptr;
     IT* __restrict__ gin = g_in + t * NS;
     for (int64_t n = 0; n < len; ++n) {
@@ -227,7 +227,7 @@ LIF_CLONES void syn_backward_tile(
       for (int64_t k = 0; k < S; ++k) {
         const int64_t j = n * S + k;
         if (git) I[j] = I[j] + git[j];
-        gin[j] = static_cast<IT>(syn_step_backward(U, at[j], beta[j], I[j], gbeta[j]));
+        gin[j] = static_cast<IT>(syn_step_backward(U, ip[j], beta[j], I[j], gbeta[j]));
       }
     }
     if (g_r) {

@@ -6,7 +6,6 @@
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
@@ -94,7 +93,6 @@ inline void key_noise_on_device(NoiseSpec& noise, int64_t T, c10::Device device)
 // CUDA as the ops' device (HostDevice, host/prepare.h); each model adds its kernels, launched on
 // the current stream.
 struct CudaDevice {
-  using Guard = c10::cuda::CUDAGuard;
   static bool noise_keyed_on_device(const OptTensor& noise, const OptTensor& noise_key,
                                     double noise_scale) {
     return gpu::noise_keyed_on_device(noise, noise_key, noise_scale);

@@ -198,7 +198,7 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
 // ---------------------------------------------------------------- one thread of each kernel
 
 // Forward kernel thread idx = b * N + n, 0 <= idx < B * N. The row's steps (T, or its length),
-// then its padding (lif_lengths.h).
+// then its padding (core/lengths.h).
 template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
 LIF_HD void forward_thread(const LifForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t b = idx / a.N;
@@ -237,7 +237,11 @@ LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
                        a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n], static_cast<T>(a.window),
                        static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
   pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
-  a.g_v0[idx] = g.v0;
+  if (a.g_v0) {
+    a.g_v0[idx] = g.v0;
+  } else {  // a shared v0: its rows in float64 for the batch sum (core/grad_sums.h)
+    a.partial[3 * BN + idx] = static_cast<double>(g.v0);
+  }
   a.partial[idx] = g.alpha;
   a.partial[BN + idx] = g.thr;
   a.partial[2 * BN + idx] = g.bias;

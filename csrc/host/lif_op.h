@@ -84,7 +84,7 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
 struct LifBackwardOp {
   Tensor gs, gw, gvf, u, v0, tau, alpha, thr, lengths;  // inputs (gs possibly strided)
   Tensor g_in, g_v0, g_tau, g_thr, g_bias;  // outputs, in their forward arguments' shapes
-  Tensor g_v0_rows, g_v0_rows64, partial;  // (B,N) per-row dL/dv0; (3,B,N) float64 sums
+  Tensor partial;  // (3 or 4, B, N) float64 sums (core/args.h)
   int64_t B = 0, T = 0, N = 0;
   bool run = false;
   double dt = 0.0, window = 0.0, max_spikes = 0.0;
@@ -107,7 +107,7 @@ struct LifBackwardOp {
     a.max_spikes = max_spikes;
     a.surrogate = surrogate;
     a.g_in = g_in.mutable_data_ptr<IT>();
-    a.g_v0 = g_v0_rows.mutable_data_ptr<CT>();
+    a.g_v0 = v0.dim() == 2 ? g_v0.mutable_data_ptr<CT>() : nullptr;
     a.partial = partial.mutable_data_ptr<double>();
     a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = B;
@@ -119,13 +119,13 @@ struct LifBackwardOp {
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
   // bias; and a shared v0's from its rows'.
   template <typename CT>
-  std::vector<GradSum<CT>> grad_sums() {
+  std::vector<GradSum<CT>> grad_sums() const {
     double* p = partial.mutable_data_ptr<double>();
     const int64_t BN = B * N;
     std::vector<GradSum<CT>> sums{grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, alpha, tau, dt),
                                   grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
                                   grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
-    if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(g_v0_rows, g_v0_rows64, g_v0));
+    if (v0.dim() == 1) sums.push_back(grad_sum<CT>(p + 3 * BN, N, 1, kKeepAll, g_v0));
     return sums;
   }
 };
@@ -175,9 +175,8 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.window = window;
   op.max_spikes = max_spikes;
   op.surrogate = static_cast<int>(surrogate);
-  op.g_v0_rows = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
   // Written in full by the kernels.
-  op.partial = empty_output({3, B, N}, opts.dtype(at::kDouble));
+  op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts.dtype(at::kDouble));
   return op;
 }
 
@@ -187,7 +186,7 @@ LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& t
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
                           double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
                           const OptTensor& lengths) {
-  const typename Dev::Guard guard(input.device());
+  const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
   LifForwardOp op =
       prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
@@ -208,7 +207,7 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
                             const Tensor& tau_mem, const Tensor& threshold, double dt,
                             double window, double max_spikes, int64_t surrogate, bool scalar_bias,
                             const OptTensor& lengths) {
-  const typename Dev::Guard guard(u.device());
+  const c10::DeviceGuard guard(u.device());
   LifBackwardOp op =
       prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
                            window, max_spikes, surrogate, scalar_bias, lengths);

@@ -9,6 +9,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceGuard.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/mul.h>
@@ -217,14 +218,11 @@ GradSum<T> shared_state_sum(const Tensor& rows, Tensor& rows64, const Tensor& ds
                      dst);
 }
 
-// What a device file gives the ops (host/lif_op.h, host/synaptic_op.h run them): its kernels
-// (static forward/backward on the argument structs), its gradient-sum runner, a guard for the
-// input's device, and, where the device has one, the in-kernel noise key read on the device under
-// graph capture. The CPU's defaults:
+// What a device file gives the ops (host/lif_op.h, host/synaptic_op.h run them, under a guard
+// for the input's device): its kernels (static forward/backward on the argument structs), its
+// gradient-sum runner, and, where the device has one, the in-kernel noise key read on the device
+// under graph capture. The CPU's defaults:
 struct HostDevice {
-  struct Guard {
-    explicit Guard(c10::Device /*device*/) {}
-  };
   static bool noise_keyed_on_device(const OptTensor& /*noise*/, const OptTensor& /*noise_key*/,
                                     double /*noise_scale*/) {
     return false;

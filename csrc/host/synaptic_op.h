@@ -169,7 +169,7 @@ struct SynBackwardOp {
   Tensor lengths;  // (B,) int64, contiguous, or undefined
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
-  Tensor W, I, W64, I64, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
+  Tensor W, I, W64, I64, s0_rows, S064, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
   SynShape sh{};
   bool run = false, scalar_bias = false, i0_shared = false;
   double dt = 0.0, window = 0.0, max_spikes = 0.0;
@@ -182,40 +182,40 @@ struct SynBackwardOp {
   template <typename IT, typename CT>
   SynBackwardArgs<IT, CT> args(int64_t t0, int64_t steps, bool with_gs_rec) const {
     const int64_t B = sh.B, N = sh.N;
-    SynBackwardArgs<IT, CT> r{};
-    set_grad_spikes<IT>(r, gs, N);
-    r.gs_rec = with_gs_rec ? gs_rec.const_data_ptr<CT>() : nullptr;
-    r.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
-    r.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
-    r.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
-    r.u = u.const_data_ptr<CT>();
-    r.i_pre = i_pre.const_data_ptr<CT>();
-    r.v0 = v0.const_data_ptr<CT>();
-    r.v0_stride_b = v0.dim() == 2 ? N : 0;
-    r.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
-    r.s0_stride_b = s0.defined() && s0.dim() == 2 ? N : 0;
-    r.alpha = per_neuron<CT>(alpha);
-    r.thr = per_neuron<CT>(thr);
-    r.beta = per_synapse<CT>(beta);
-    r.window = window;
-    r.max_spikes = max_spikes;
-    r.surrogate = surrogate;
-    r.W = W.mutable_data_ptr<CT>();
-    r.I = I.mutable_data_ptr<CT>();
-    r.g_in = g_in.mutable_data_ptr<IT>();
-    r.g_r = g_r.defined() ? g_r.mutable_data_ptr<CT>() : nullptr;
-    r.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
-    r.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
-    r.partial = partial.mutable_data_ptr<double>();
-    r.beta_sums = data_or_null<CT>(beta_sums);
-    r.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
-    r.B = B;
-    r.Tn = sh.T;
-    r.N = N;
-    r.S = sh.S;
-    r.t0 = t0;
-    r.steps = steps;
-    return r;
+    SynBackwardArgs<IT, CT> sa{};
+    set_grad_spikes<IT>(sa, gs, N);
+    sa.gs_rec = with_gs_rec ? gs_rec.const_data_ptr<CT>() : nullptr;
+    sa.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
+    sa.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
+    sa.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
+    sa.u = u.const_data_ptr<CT>();
+    sa.i_pre = i_pre.const_data_ptr<CT>();
+    sa.v0 = v0.const_data_ptr<CT>();
+    sa.v0_stride_b = v0.dim() == 2 ? N : 0;
+    sa.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
+    sa.s0_stride_b = s0.defined() && s0.dim() == 2 ? N : 0;
+    sa.alpha = per_neuron<CT>(alpha);
+    sa.thr = per_neuron<CT>(thr);
+    sa.beta = per_synapse<CT>(beta);
+    sa.window = window;
+    sa.max_spikes = max_spikes;
+    sa.surrogate = surrogate;
+    sa.W = W.mutable_data_ptr<CT>();
+    sa.I = I.mutable_data_ptr<CT>();
+    sa.g_in = g_in.mutable_data_ptr<IT>();
+    sa.g_r = g_r.defined() ? g_r.mutable_data_ptr<CT>() : nullptr;
+    sa.g_u = g_noise.numel() ? g_noise.mutable_data_ptr<CT>() : nullptr;
+    sa.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
+    sa.partial = partial.mutable_data_ptr<double>();
+    sa.beta_sums = data_or_null<CT>(beta_sums);
+    sa.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    sa.B = B;
+    sa.Tn = sh.T;
+    sa.N = N;
+    sa.S = sh.S;
+    sa.t0 = t0;
+    sa.steps = steps;
+    return sa;
   }
 
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
@@ -234,6 +234,7 @@ struct SynBackwardOp {
     // A shared initial state's gradient: its rows' (W, I carry dL/dv0, dL/di0 per row).
     if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(W, W64, g_v0));
     if (i0_shared) sums.push_back(shared_state_sum<CT>(I, I64, g_i0));
+    if (s0_rows.defined()) sums.push_back(shared_state_sum<CT>(s0_rows, S064, g_s0));
     return sums;
   }
 };
@@ -317,7 +318,7 @@ inline SynBackwardOp prepare_syn_backward(
   }
   op.partial = at::zeros({3 * B * N + B * N * S}, opts.dtype(at::kDouble));
   // A CUDA thread's per-call beta sums where S is not 1 or 2 (SYNAPSES_SWITCH): no registers.
-  if (S > 2) op.beta_sums = at::empty({B, N, S}, opts);
+  if (S > 2 && u.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = empty_output({B, T, N * S}, opts);
@@ -346,7 +347,11 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
     at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
     if (op.s0.defined()) {
       const Tensor rows = at::mm(op.g_r.select(1, 0), w_t);
-      op.g_s0.copy_(op.s0.dim() == 2 ? rows : rows.sum(0));
+      if (op.s0.dim() == 2) {
+        op.g_s0.copy_(rows);
+      } else {
+        op.s0_rows = rows;  // a shared s0: summed over the batch with the parameters (grad_sums)
+      }
     }
   }
   sums(op.template grad_sums<CT>(), B);
@@ -360,7 +365,7 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                double noise_scale, double window, double max_spikes,
                                int64_t /*surrogate*/, bool record, bool save,
                                const OptTensor& lengths) {
-  const typename Dev::Guard guard(input.device());
+  const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
   SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
                                         noise, noise_key, dt, noise_scale, window, max_spikes,
@@ -385,7 +390,7 @@ SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& gra
                                  double window, double max_spikes, int64_t surrogate,
                                  bool scalar_bias, bool i0_shared, bool noise_grad,
                                  const OptTensor& lengths) {
-  const typename Dev::Guard guard(u.device());
+  const c10::DeviceGuard guard(u.device());
   SynBackwardOp op =
       prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
                            u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window,
