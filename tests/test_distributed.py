@@ -78,6 +78,9 @@ def _worker(rank, init_file, out_dir):
         shard = slice(rank * PER_RANK_BATCH, (rank + 1) * PER_RANK_BATCH)
         train(ddp, [xb[shard] for xb in x], target)
         torch.save({k: v.detach() for k, v in model.named_parameters()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done before either tears gloo down: a rank that leaves while the other still
+        # talks to it can abort in gloo's teardown ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
