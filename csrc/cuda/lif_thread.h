@@ -142,28 +142,27 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
                                       T v0, T alpha, T thr, T window, T max_spikes,
                                       IT* __restrict__ g_in, int64_t steps, int64_t stride_t) {
   const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
-  // The terms' block sums in T, flushed into float64 every kGradBlock steps from the last one
-  // (core/grad_sums.h), as the CPU tile does.
+  // The terms' block sums in T, flushed into float64 where core/grad_sums.h's blocks end (as the
+  // CPU tile does).
+  const int64_t t_last = steps - 1;
   T W = g_final, g_thr = T(0), g_alpha = T(0), g_bias = T(0);
   double sum_thr = 0.0, sum_alpha = 0.0, sum_bias = 0.0;
-  int in_block = 0;
-  auto step = [&](int64_t off, T gsv, T gwv, T u_t, T s_t, T w_prev) {
-    g_in[off] = static_cast<IT>(
+  auto step = [&](int64_t t_step, T gsv, T gwv, T u_t, T s_t, T w_prev) {
+    g_in[t_step * stride_t] = static_cast<IT>(
         step_backward<SURR>(gsv, gwv, u_t, s_t, w_prev, c, W, g_thr, g_alpha, g_bias));
-    if (++in_block == kGradBlock) {
+    if (grad_block_ends(t_last, t_step, 0)) {
       flush_grad_block(g_thr, sum_thr);
       flush_grad_block(g_alpha, sum_alpha);
       flush_grad_block(g_bias, sum_bias);
-      in_block = 0;
     }
   };
-  int64_t t = steps - 1;
+  int64_t t = t_last;
   T u_cur = u[t * stride_t];
   T s_cur = spikes(u_cur, thr, max_spikes);
   // One step t >= 1, given u[t-1]: recompute s[t-1] and w[t-1], step, move to t-1.
-  auto step_back = [&](int64_t off, T gsv, T gwv, T u_prev) {
+  auto step_back = [&](int64_t t_step, T gsv, T gwv, T u_prev) {
     const T s_prev = spikes(u_prev, thr, max_spikes);
-    step(off, gsv, gwv, u_cur, s_cur, reset(u_prev, s_prev, thr));
+    step(t_step, gsv, gwv, u_cur, s_cur, reset(u_prev, s_prev, thr));
     u_cur = u_prev;
     s_cur = s_prev;
   };
@@ -180,18 +179,13 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
       uprev[k] = u[off - stride_t];
     }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step_back((t - k) * stride_t, gsv[k], gwv[k], uprev[k]);
+    for (int k = 0; k < kChunk; ++k) step_back(t - k, gsv[k], gwv[k], uprev[k]);
   }
   for (; t >= 1; --t) {
     const int64_t off = t * stride_t;
-    step_back(off, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
+    step_back(t, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
   }
   step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, s_cur, v0);
-  if (in_block > 0) {  // the last block, shorter than kGradBlock
-    flush_grad_block(g_thr, sum_thr);
-    flush_grad_block(g_alpha, sum_alpha);
-    flush_grad_block(g_bias, sum_bias);
-  }
   return NeuronGrads<T>{W, sum_alpha, sum_thr, sum_bias};
 }
 
