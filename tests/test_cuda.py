@@ -192,24 +192,15 @@ def _readback_inputs(B, T, N, dtype):
     return mk(B, T, N, value=0.0), mk(N, value=0.0), mk(N, value=1e-12), mk(N, value=1e30), mk(N, value=0.0)
 
 
-@needs_kernels
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
-    """Captured in a CUDA graph, the kernel reads its key on the device from the
-    CUDA generator's graph-safe state (as torch's dropout does), so every replay draws new noise and
-    torch.manual_seed(s) before the replays reproduces them. The stream is the documented one:
-    key (seed, offset / 4) of the CUDA generator, which a replay advances by 4 * ceil(T/4) words.
-    The capture does not touch the CPU generator (an eager call draws its key there)."""
-    B, T, N = 3, 13, 40
-    x, v0, tau, thr, bias = _readback_inputs(B, T, N, dtype)
-
-    def run():
-        return lif_cuda.lif_evolve(x, v0, tau, thr, bias, 1.0, noise_std=1.5, record=True, backend="fused")[1]
-
+def _captured_noise_replays(run):
+    """`run` captured in a CUDA graph (after a warm-up outside it, where the parameter values are
+    checked once, with a sync), then replayed: (first, second) after torch.manual_seed(7), checked to
+    differ, and the first again after reseeding, checked equal. The capture must not touch the CPU
+    generator (an eager call draws its key there)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        run()  # warm-up outside the capture (the parameter values are checked once, with a sync)
+        run()
     torch.cuda.current_stream().wait_stream(side)
     cpu_state = torch.get_rng_state()
     graph = torch.cuda.CUDAGraph()
@@ -226,6 +217,24 @@ def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
     again = out.clone()
     assert not torch.equal(first, second), "two replays added the same noise"
     assert_bitwise(again, first, "the first replay after torch.manual_seed(7), twice")
+    return first, second
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(dtype):
+    """Captured in a CUDA graph, the kernel reads its key on the device from the
+    CUDA generator's graph-safe state (as torch's dropout does), so every replay draws new noise and
+    torch.manual_seed(s) before the replays reproduces them. The stream is the documented one:
+    key (seed, offset / 4) of the CUDA generator, which a replay advances by 4 * ceil(T/4) words.
+    The capture does not touch the CPU generator (an eager call draws its key there)."""
+    B, T, N = 3, 13, 40
+    x, v0, tau, thr, bias = _readback_inputs(B, T, N, dtype)
+
+    def run():
+        return lif_cuda.lif_evolve(x, v0, tau, thr, bias, 1.0, noise_std=1.5, record=True, backend="fused")[1]
+
+    first, second = _captured_noise_replays(run)
     blocks = (T + 3) // 4
     for got, offset in ((first, 0), (second, blocks)):
         want = kernel_noise((B, T, N), 1.5, torch.tensor([7, offset], dtype=torch.int64), dtype=dtype)
@@ -250,24 +259,7 @@ def test_synaptic_kernel_noise_under_cuda_graph_is_fresh_per_replay_and_seeded(r
         return lif_cuda.synaptic_evolve(x, v0, i0, tau, tau_syn, thr, bias, 1.0, w_rec=w_rec, noise_std=1.5,
                                         record=True, backend="fused")[1]
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
-    torch.manual_seed(7)
-    graph.replay()
-    first = out.clone()
-    graph.replay()
-    second = out.clone()
-    torch.manual_seed(7)
-    graph.replay()
-    again = out.clone()
-    assert not torch.equal(first, second), "two replays added the same noise"
-    assert_bitwise(again, first, "the first replay after torch.manual_seed(7), twice")
+    first, _ = _captured_noise_replays(run)
     want = kernel_noise((B, T, N), 1.5, torch.tensor([7, 0], dtype=torch.int64), dtype=torch.float32)
     assert_bitwise(first.cpu(), want, "replay with the CUDA generator at offset 0")
 

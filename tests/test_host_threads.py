@@ -40,12 +40,25 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / "lif_thread.h", CSRC / "cpu" / "noise_x86.h"]
 
+# What both harnesses start with: the element types, and the I/O dtype code -> template types.
+HARNESS_COMMON = r"""
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+// io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
+#define LIF_IO_SWITCH(io, F, ...)                         \
+  switch (io) {                                           \
+    case 0: F<float, float>(__VA_ARGS__); break;          \
+    case 1: F<double, double>(__VA_ARGS__); break;        \
+    case 2: F<c10::Half, float>(__VA_ARGS__); break;      \
+    default: F<c10::BFloat16, float>(__VA_ARGS__); break; \
+  }
+"""
+
 # The host harness: the grid as a loop over thread indices. Flat C arguments (no struct layout to
 # mirror in ctypes); the argument structs are filled here exactly as csrc/host/lif_op.h fills them.
-HARNESS = r"""
-#include <c10/util/BFloat16.h>
+HARNESS = HARNESS_COMMON + r"""
 #include <c10/util/Exception.h>
-#include <c10/util/Half.h>
 #include <ATen/core/PhiloxRNGEngine.h>
 
 #include "core/grad_sums.h"
@@ -170,15 +183,6 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
                                  nullptr, dt}, B);
   }
 }
-
-// io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
-#define LIF_IO_SWITCH(io, F, ...)                                  \
-  switch (io) {                                                    \
-    case 0: F<float, float>(__VA_ARGS__); break;                   \
-    case 1: F<double, double>(__VA_ARGS__); break;                 \
-    case 2: F<c10::Half, float>(__VA_ARGS__); break;               \
-    default: F<c10::BFloat16, float>(__VA_ARGS__); break;          \
-  }
 
 extern "C" {
 void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise, uint64_t seed,
@@ -755,9 +759,7 @@ if __name__ == "__main__":
 
 SYN_HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / n for n in ("lif_thread.h", "synaptic_thread.h")]
 
-SYN_HARNESS = r"""
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+SYN_HARNESS = HARNESS_COMMON + r"""
 
 #include "core/grad_sums.h"
 #include "core/switch.h"
@@ -887,14 +889,6 @@ static void sum_t(void* partial, int64_t M, int64_t S, int collapse, void* dst, 
   for (int64_t m = 0; m < M; ++m) grad_sum_batch(s, B, m);
   for (int64_t k = 0; k < grad_sum_outputs(s); ++k) grad_sum_neurons(s, k);
 }
-
-#define LIF_IO_SWITCH(io, F, ...)                         \
-  switch (io) {                                           \
-    case 0: F<float, float>(__VA_ARGS__); break;          \
-    case 1: F<double, double>(__VA_ARGS__); break;        \
-    case 2: F<c10::Half, float>(__VA_ARGS__); break;      \
-    default: F<c10::BFloat16, float>(__VA_ARGS__); break; \
-  }
 
 extern "C" {
 void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise, uint64_t seed,
