@@ -38,7 +38,7 @@ from bench.engine import REPO, quiet_peer_logging  # noqa: E402
 # A pause before each request, so that the OpenMP threads of the process that ran last have stopped
 # spin-waiting before the next process starts: libgomp's threads spin GOMP_SPINCOUNT (300,000)
 # times after a parallel region (~5-15 ms), and a busy-waiting thread of an idle worker would take a
-# core from the one being timed (measured: with a 5 ms pause, a 0.4 ms call took 7 ms).
+# core from the one being timed.
 GAP_S = 0.02
 
 

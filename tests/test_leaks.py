@@ -8,11 +8,11 @@ The bound, 20 MB of resident-set growth over the 10,000 calls (after 300 warm-up
 smallest thing a call creates that the user could notice -- one (4,16,64) float32 tensor, 16 KiB --
 would grow the process by >= 160 MB, eight times the bound; so would keeping the autograd graph (it
 holds u). Leaking only a ~2 KB Python object per call (20 MB) is at the edge, which is why the
-test also bounds the number of live Python objects. Without a leak the growth measured is 0.3-1.4
-MiB (allocator noise); `test_meter_sees_a_planted_leak` shows the meter detects a 16 KiB/call leak.
+test also bounds the number of live Python objects. Without a leak the growth is allocator noise,
+well under the bound; `test_meter_sees_a_planted_leak` shows the meter detects a 16 KiB/call leak.
 
 The loop runs with torch.set_num_threads(1): on a shared 2-core machine OpenMP's barrier makes tiny
-calls 10x slower under load, and nothing that can leak depends on the thread count (the kernels
+calls much slower under load, and nothing that can leak depends on the thread count (the kernels
 allocate nothing; every tensor is allocated by the op wrapper before the parallel loop).
 Linux only (/proc/self/statm).
 """

@@ -170,8 +170,7 @@ def test_training_loop_peak_memory_stays_at_one_call():
     """The peak resident set over repeated forward+backward calls (loss = spikes.sum())
     stays within one call's working set + 10 %: the pool holds one call's buffers and reuses them,
     it does not pile up. In a fresh interpreter, so that nothing else in the process is resident.
-    (Without the pool glibc's heap does not hold that bound here: 78.5 MiB against 40.3 MiB, measured
-    on the build machine.)"""
+    (Without the pool glibc's heap does not hold that bound.)"""
     limit = 1 << 30
     import json
     import subprocess

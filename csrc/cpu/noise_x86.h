@@ -3,7 +3,7 @@
 // once at run time: AVX-512, AVX2, or the portable loops. The Philox rounds' 32x32->64-bit
 // products are written out with intrinsics (each as two widening multiplies of the even and the
 // odd lanes, then blends: no lane-crossing shuffle); GCC's own vectorisation of the portable loop
-// widens through lane-crossing permutes and runs ~2.5x slower. Box-Muller is core/philox.h's loop,
+// widens through lane-crossing permutes, which are slow. Box-Muller is core/philox.h's loop,
 // vectorised by GCC for each target. Integer arithmetic and IEEE operations without contraction:
 // every variant gives the same bits, which tests/test_noise.py checks against lif_cuda/noise.py
 // for each variant the CPU has (LIF_CPU_NOISE_ISA=portable|avx2|avx512 forces a lower one).

@@ -81,14 +81,12 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
   return op;
 }
 
-struct LifBackwardOp {
-  Tensor gs, gw, gvf, u, v0, tau, alpha, thr, lengths;  // inputs (gs possibly strided)
+struct LifBackwardOp : BackwardSettings {
+  Tensor gs, gw, gvf, u, v0, tau, alpha, thr;  // inputs (gs possibly strided)
   Tensor g_in, g_v0, g_tau, g_thr, g_bias;  // outputs, in their forward arguments' shapes
   Tensor partial;  // (3 or 4, B, N) float64 sums (core/args.h)
   int64_t B = 0, T = 0, N = 0;
   bool run = false;
-  double dt = 0.0, window = 0.0, max_spikes = 0.0;
-  int surrogate = 0;
 
   LifBackwardOut outputs() const { return {g_in, g_v0, g_tau, g_thr, g_bias}; }
 
@@ -103,13 +101,10 @@ struct LifBackwardOp {
     a.v0_stride_b = v0.dim() == 2 ? N : 0;
     a.alpha = per_neuron<CT>(alpha);
     a.thr = per_neuron<CT>(thr);
-    a.window = window;
-    a.max_spikes = max_spikes;
-    a.surrogate = surrogate;
     a.g_in = g_in.mutable_data_ptr<IT>();
     a.g_v0 = v0.dim() == 2 ? g_v0.mutable_data_ptr<CT>() : nullptr;
     a.partial = partial.mutable_data_ptr<double>();
-    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    fill(a);
     a.B = B;
     a.Tn = T;
     a.N = N;
@@ -170,11 +165,7 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.tau = tau_mem.contiguous();
   op.alpha = decay_of(tau_mem, dt);
   op.thr = threshold.contiguous();
-  if (lengths.has_value()) op.lengths = lengths->contiguous();
-  op.dt = dt;
-  op.window = window;
-  op.max_spikes = max_spikes;
-  op.surrogate = static_cast<int>(surrogate);
+  op.set(lengths, dt, window, max_spikes, surrogate);
   // Written in full by the kernels.
   op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts.dtype(at::kDouble));
   return op;

@@ -1,7 +1,8 @@
 // Outputs of the ops (spikes, recorded membrane, saved u, input gradient) on the CPU come from a
 // small pool of buffers that stay mapped between calls. A fresh large allocation is a fresh mmap
 // (glibc maps every block above its threshold, at most 32 MiB), and each of its pages is faulted in
-// and zeroed by the kernel on first touch: at (128,100,1024) that cost 4-5x the kernels' own time.
+// and zeroed by the kernel on first touch, which can cost more than the kernels themselves
+// (docs/performance.md).
 // A buffer whose tensor dies goes back to the pool instead, and the next call of the same size
 // reuses it, already mapped. Bounded (least recently returned buffers are freed first), switchable
 // off, and it changes nothing outside lif_cuda's own tensors (no allocator or mallopt setting).

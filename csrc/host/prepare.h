@@ -170,6 +170,31 @@ const T* const_data_or_null(const Tensor& t) {
   return t.defined() && t.numel() ? t.const_data_ptr<T>() : nullptr;
 }
 
+// What every model's backward op takes beside its tensors: the lengths and the scalar settings
+// (the op structs derive from it); `set` stores them, `fill` copies them into kernel arguments.
+struct BackwardSettings {
+  Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
+  double dt = 0.0, window = 0.0, max_spikes = 0.0;
+  int surrogate = 0;
+
+  void set(const OptTensor& lengths_, double dt_, double window_, double max_spikes_,
+           int64_t surrogate_) {
+    if (lengths_.has_value()) lengths = lengths_->contiguous();
+    dt = dt_;
+    window = window_;
+    max_spikes = max_spikes_;
+    surrogate = static_cast<int>(surrogate_);
+  }
+
+  template <typename Args>
+  void fill(Args& a) const {
+    a.window = window;
+    a.max_spikes = max_spikes;
+    a.surrogate = surrogate;
+    a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+  }
+};
+
 // grad_spikes and its strides into a backward's arguments (the kernels' `gs` fields).
 template <typename IT, typename Args>
 void set_grad_spikes(Args& a, const Tensor& gs, int64_t N) {

@@ -164,16 +164,13 @@ void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
   }
 }
 
-struct SynBackwardOp {
+struct SynBackwardOp : BackwardSettings {
   Tensor gs, gw, gi, gr, u, i_pre, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
-  Tensor lengths;  // (B,) int64, contiguous, or undefined
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
   Tensor W, I, W64, I64, s0_rows, S064, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
   SynShape sh{};
   bool run = false, scalar_bias = false, i0_shared = false;
-  double dt = 0.0, window = 0.0, max_spikes = 0.0;
-  int surrogate = 0;
 
   SynBackwardOut outputs() const {
     return {g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise};
@@ -197,9 +194,6 @@ struct SynBackwardOp {
     sa.alpha = per_neuron<CT>(alpha);
     sa.thr = per_neuron<CT>(thr);
     sa.beta = per_synapse<CT>(beta);
-    sa.window = window;
-    sa.max_spikes = max_spikes;
-    sa.surrogate = surrogate;
     sa.W = W.mutable_data_ptr<CT>();
     sa.I = I.mutable_data_ptr<CT>();
     sa.g_in = g_in.mutable_data_ptr<IT>();
@@ -208,7 +202,7 @@ struct SynBackwardOp {
     sa.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
     sa.partial = partial.mutable_data_ptr<double>();
     sa.beta_sums = data_or_null<CT>(beta_sums);
-    sa.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+    fill(sa);
     sa.B = B;
     sa.Tn = sh.T;
     sa.N = N;
@@ -297,11 +291,7 @@ inline SynBackwardOp prepare_syn_backward(
   op.alpha = decay_of(tau_mem, dt);
   op.beta = decay_of(tau_syn, dt);
   op.thr = threshold.contiguous();
-  if (lengths.has_value()) op.lengths = lengths->contiguous();
-  op.dt = dt;
-  op.window = window;
-  op.max_spikes = max_spikes;
-  op.surrogate = static_cast<int>(surrogate);
+  op.set(lengths, dt, window, max_spikes, surrogate);
   op.scalar_bias = scalar_bias;
   // Carried gradients: from the final state's, or zero. W is dL/dv0 itself for (B,N) v0.
   op.W = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
