@@ -14,6 +14,7 @@ from . import (
 from .functional import fused_available, lif_evolve, synaptic_evolve
 from .neurons import LIFNeuron, SynapticLIF
 from .reference import lif_evolve_reference, synaptic_evolve_reference
+from .spike_linear import SpikeLinear
 from .surrogates import PeriodicExponential, StepPWL
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "lif_evolve",
     "lif_evolve_reference",
     "SynapticLIF",
+    "SpikeLinear",
     "synaptic_evolve",
     "synaptic_evolve_reference",
     "fused_available",

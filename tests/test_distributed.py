@@ -25,12 +25,16 @@ STEPS = 4
 LR = 0.02
 
 
-def make_model():
+def make_model(linear="plain"):
+    """linear="spike": SpikeLinear layers, which keep their spike inputs as bits and bytes and must
+    train exactly as nn.Linear does."""
     torch.manual_seed(0)  # the same initial weights in every process (DDP also broadcasts rank 0's)
+    first = lif_cuda.SpikeLinear(N_IN, N_HID) if linear == "spike" else nn.Linear(N_IN, N_HID)
+    second = lif_cuda.SpikeLinear(N_HID, N_OUT, max_count=255) if linear == "spike" else nn.Linear(N_HID, N_OUT)
     model = nn.Sequential(
-        nn.Linear(N_IN, N_HID),
+        first,
         lif_cuda.LIFNeuron(N_HID, tau_mem=torch.linspace(5e-3, 30e-3, N_HID), threshold=0.8),
-        nn.Linear(N_HID, N_OUT),
+        second,
         lif_cuda.LIFNeuron(N_OUT, tau_mem=15e-3, threshold=0.6),
     )
     with torch.no_grad():
@@ -66,11 +70,11 @@ def train(model, batches, target):
     return losses
 
 
-def _worker(rank, init_file, out_dir):
+def _worker(rank, init_file, out_dir, linear):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
-        model = make_model()
+        model = make_model(linear)
         # broadcast_buffers (the default) gives every rank rank 0's membrane state before each
         # forward: the state of batch row 0 of the combined batch, as in one process.
         ddp = DistributedDataParallel(model)
@@ -86,10 +90,11 @@ def _worker(rank, init_file, out_dir):
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
-def test_ddp_matches_single_process_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize("linear", ["plain", "spike"])
+def test_ddp_matches_single_process_training(tmp_path, monkeypatch, linear):
     if sys.platform.startswith("linux") and "GLOO_SOCKET_IFNAME" not in os.environ:
         monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only; the workers inherit it
-    ctx = mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=False)
+    ctx = mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path), linear), nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=2):  # raises, with the worker's traceback, if a worker failed
         if time.monotonic() > deadline:
@@ -98,7 +103,7 @@ def test_ddp_matches_single_process_training(tmp_path, monkeypatch):
             pytest.fail("the DDP workers did not finish in 240 s")
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-    single = make_model()
+    single = make_model()  # nn.Linear: SpikeLinear must train exactly as it does
     x, target = make_data()
     losses = train(single, list(x), target)
     assert losses[-1] < losses[0], f"no training progress: {losses}"
