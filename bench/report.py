@@ -2,6 +2,10 @@
 against the suite's base implementation, the suite's own tables, and the targets met or missed."""
 from bench.engine import describe_machine
 
+# Fields of a record that hold a measured value other than a time, or how it was derived: never part
+# of what names the record's point.
+VALUE_KEYS = ("value", "kept_bytes", "fit_points", "intercept_bytes", "bytes_per_step", "budget_gib")
+
 
 def fmt_time(seconds):
     if seconds is None:
@@ -19,7 +23,7 @@ def _fmt(v):
 
 def rows(data):
     """{row label: {impl: record}} in the order of the run; a row is a point and a pass."""
-    skip = {"impl", "phase", "n", "error", "skipped", "reduced_repeats", "warmup_only", "peak_mem_bytes"}
+    skip = {"impl", "phase", "n", "error", "skipped", "reduced_repeats", "warmup_only", "peak_mem_bytes", *VALUE_KEYS}
     out = {}
     for r in data["results"]:
         label = " ".join(_fmt(v) for k, v in r.items() if k not in skip and not k.endswith("_s")
@@ -32,6 +36,8 @@ def rows(data):
 def _cell(r):
     if r is None:
         return ""
+    if r.get("value") is not None:  # a measured quantity that is not a time (e.g. bytes kept)
+        return f"{r['value']:.4g}"
     if "median_s" not in r:
         return "skip" if "skipped" in r else "error"
     spread = (r["p75_s"] - r["p25_s"]) / 2 / r["median_s"] * 100 if r["median_s"] else 0

@@ -2,7 +2,8 @@
 the JSON of every run holds them evaluated.
 
 A target's value is scale * time(num) / time(den), each (implementation, pass) a median of the same
-run. A speed-up is ("peer", p) over ("fused", p). A fraction of copy_ bandwidth is ("copy_",
+run; a record holding a `value` (a quantity other than a time, e.g. the memory suite's bytes kept)
+takes the place of its time. A speed-up is ("peer", p) over ("fused", p). A fraction of copy_ bandwidth is ("copy_",
 "forward") over (fused, pass), scaled by bytes per element moved: copy_ 8, fused forward 8 and
 forward+backward 24 (float32). `at` picks the point (shape, workload, ...); without it the worst
 value over all points counts. `device` limits a target to runs on that device type.
@@ -53,6 +54,12 @@ TARGETS = [
              at_most=1.05) for p in ("forward", FB)),
     *(Target("synaptic", f"{w} forward+backward >= {g:g}x Rockpool ({k})", ("rockpool", FB), (k, FB), at_least=g,
              at=dict(workload=w)) for w, g in (("recurrent", 5), ("feedforward", 50)) for k in ("native", "dropin")),
+    # memory (SPEC §11): what a Linear+LIF stack keeps, the step's time, the longest T in the budget
+    Target("memory", "kept per element per layer: plain / compact >= 10", ("plain", "kept bytes/element/layer"),
+           ("compact", "kept bytes/element/layer"), at_least=10),
+    Target("memory", "training step: compact <= 1.15x plain", ("compact", "step"), ("plain", "step"), at_most=1.15),
+    *(Target("memory", f"longest T in the budget: compact >= 8x {p}", ("compact", "longest T"), (p, "longest T"),
+             at_least=8) for p in ("snntorch", "spikingjelly", "norse")),
     # gpu, at the largest shape
     Target("gpu", "forward+backward >= 0.7 of copy_ bandwidth", ("copy_", "forward"), ("fused", FB), at_least=0.7,
            at=GPU_SHAPE, scale=3.0, device="cuda"),
@@ -69,7 +76,9 @@ TARGETS = [
 
 def _point(r):
     """What identifies a record's point, without its pass."""
-    skip = {"impl", "phase", "n", "reduced_repeats", "warmup_only", "peak_mem_bytes"}
+    from bench.report import VALUE_KEYS
+
+    skip = {"impl", "phase", "n", "reduced_repeats", "warmup_only", "peak_mem_bytes", *VALUE_KEYS}
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in r.items()
                         if k not in skip and not k.endswith("_s") and not isinstance(v, (dict, float))))
 
@@ -79,8 +88,9 @@ def evaluate(data):
     device = str(data["machine"].get("device", "cpu")).split(":")[0]
     med = {}
     for r in data["results"]:
-        if "median_s" in r:
-            med[(_point(r), r["impl"], r["phase"])] = r["median_s"]
+        v = r["value"] if r.get("value") is not None else r.get("median_s")
+        if v is not None and "phase" in r:
+            med[(_point(r), r["impl"], r["phase"])] = v
     points = dict.fromkeys(p for p, _, _ in med)
     out = []
     for t in TARGETS:
