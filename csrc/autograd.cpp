@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "autograd.h"
+#include "core/surrogate.h"
 
 namespace lif {
 namespace {
@@ -14,7 +15,8 @@ using LifForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using LifBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using LifForwardSig = LifForwardOut(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const Tensor&, const OptTensor&, const OptTensor&, double,
-                                    double, double, double, int64_t, bool, bool, const OptTensor&);
+                                    double, double, double, int64_t, bool, bool, const OptTensor&,
+                                    bool);
 using LifBackwardSig = LifBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                       double, double, double, int64_t, bool, const OptTensor&);
@@ -32,12 +34,17 @@ class LifForward : public torch::autograd::Function<LifForward> {
                                const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
                                int64_t surrogate, bool record, const OptTensor& lengths) {
-    auto [spikes, vmem, v_final, u, v0_saved] =
-        call_below_autograd(lif_forward_op(), input, v0, tau_mem, threshold, bias, noise, noise_key,
-                            dt, noise_scale, window, max_spikes, surrogate, record, true, lengths);
+    // SPEC §11: with StepPWL and no gradient wanted through u (tau_mem, threshold), the backward
+    // needs only the window mask, one bit per element, instead of u.
+    const bool save_mask =
+        surrogate == kStepPWL && !tau_mem.requires_grad() && !threshold.requires_grad();
+    auto [spikes, vmem, v_final, u, v0_saved] = call_below_autograd(
+        lif_forward_op(), input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
+        window, max_spikes, surrogate, record, true, lengths, save_mask);
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
     // backward needs the values the forward started from.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
+    ctx->saved_data["shape"] = input.sizes().vec();
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
     ctx->saved_data["max_spikes"] = max_spikes;
@@ -59,14 +66,16 @@ class LifForward : public torch::autograd::Function<LifForward> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& u = saved[0];
+    const Tensor& u = saved[0];  // or the window mask
+    const Tensor& v0 = saved[1];
     const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
-    Tensor gs = grad_or_zeros(grads[0], u, input_dtype);
-    if (noise_grad && gs.scalar_type() != u.scalar_type()) {
+    Tensor gs =
+        grad_or_zeros(grads[0], v0.options(), ctx->saved_data["shape"].toIntVector(), input_dtype);
+    if (noise_grad && gs.scalar_type() != v0.scalar_type()) {
       // Half-precision input with a noise tensor that needs its gradient: dL/du is wanted in
       // float32 for the noise (gz = U), rounded once for the input.
-      gs = gs.to(u.scalar_type());
+      gs = gs.to(v0.scalar_type());
     }
     const OptTensor gw =
         ctx->saved_data["record"].toBool() ? defined_or_none(grads[1]) : std::nullopt;
@@ -90,11 +99,11 @@ LifForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const 
                                    const OptTensor& noise, const OptTensor& noise_key, double dt,
                                    double noise_scale, double window, double max_spikes,
                                    int64_t surrogate, bool record, bool save_u,
-                                   const OptTensor& lengths) {
+                                   const OptTensor& lengths, bool save_mask) {
   if (!any_requires_grad(input, v0, tau_mem, threshold, bias, noise)) {
     return call_below_autograd(lif_forward_op(), input, v0, tau_mem, threshold, bias, noise,
                                noise_key, dt, noise_scale, window, max_spikes, surrogate, record,
-                               save_u, lengths);
+                               save_u, lengths, save_mask);
   }
   const variable_list out =
       LifForward::apply(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,

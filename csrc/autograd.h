@@ -98,8 +98,13 @@ variable_list call_backward_op(const char* name, const c10::TypedOperatorHandle<
 
 // The gradient on spikes as the backward ops take it: the upstream one, or a broadcast zero (read
 // in place by the kernels) where the spikes got none.
+inline Tensor grad_or_zeros(const Tensor& g, const at::TensorOptions& options,
+                            at::IntArrayRef sizes, at::ScalarType dtype) {
+  return g.defined() ? g : at::zeros({}, options.dtype(dtype)).expand(sizes);
+}
+
 inline Tensor grad_or_zeros(const Tensor& g, const Tensor& like, at::ScalarType dtype) {
-  return g.defined() ? g : at::zeros({}, like.options().dtype(dtype)).expand(like.sizes());
+  return grad_or_zeros(g, like.options(), like.sizes(), dtype);
 }
 
 inline OptTensor defined_or_none(const Tensor& t) {

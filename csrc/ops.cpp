@@ -61,7 +61,10 @@ TORCH_LIBRARY(lif_cuda, m) {
   // backward needs) and v0_saved (a copy of v0 as the forward read it: a module updates its state
   // in place right after the call) are empty unless `save_u`, which the autograd kernel sets
   // whenever a gradient is needed. Both come out of the op so that torch.compile saves them as they
-  // are (it would turn a copy made outside the op back into the mutated input).
+  // are (it would turn a copy made outside the op back into the mutated input). With `save_mask`
+  // too, u is the window mask instead, (B, ceil(T/32), N) int32 words (core/mask.h, SPEC §11):
+  // what a StepPWL backward needs when neither tau_mem nor threshold needs a gradient (the
+  // autograd kernel decides); lif_backward takes it in u's place.
   // In-kernel noise (noise_scale > 0, no noise tensor) takes its Philox key from `noise_key`, or,
   // when that is None, draws it from torch's default CPU generator at run time (under CUDA graph
   // capture the kernel reads it from the CUDA generator's graph-safe state instead:
@@ -80,14 +83,15 @@ TORCH_LIBRARY(lif_cuda, m) {
   m.def(
       "lif_forward(Tensor input, Tensor v0, Tensor tau_mem, Tensor threshold, Tensor bias, "
       "Tensor? noise, Tensor? noise_key, float dt, float noise_scale, float window, "
-      "float max_spikes, int surrogate, bool record, bool save_u, Tensor? lengths=None) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      "float max_spikes, int surrogate, bool record, bool save_u, Tensor? lengths=None, "
+      "bool save_mask=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Backward through time (SPEC §3). Returns (grad_input, grad_v0, grad_tau_mem, grad_threshold,
   // grad_bias), each in the shape of its forward argument (summed over the batch, and over the
   // neurons for a () parameter; `scalar_bias`: bias was ()). grad_input is also the noise's.
   // `lengths`: the forward's; row b's backward starts at lengths[b] - 1 from grad_vfinal, ignores
-  // the upstream gradients on its padding and gives its padding a zero grad_input.
+  // the upstream gradients on its padding and gives its padding a zero grad_input. From a window
+  // mask in u's place, grad_tau_mem and grad_threshold are zeros (the mask cannot give them).
   m.def(
       "lif_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_vfinal, Tensor u, "
       "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "

@@ -37,7 +37,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::lif_forward")
     def _lif_forward_fake(
         input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-        record, save_u, lengths=None,
+        record, save_u, lengths=None, save_mask=False,
     ):
         _check_devices(input, tau_mem=tau_mem, threshold=threshold, bias=bias, v0=v0, noise=noise, lengths=lengths)
         B, T, N = input.shape
@@ -45,7 +45,10 @@ if _ext.loaded():
         # State (recorded membrane, final state, saved u) is in v0's dtype (float32 for half input).
         vmem = v0.new_empty((B, T, N)) if record else v0.new_empty((0,))
         v_final = v0.new_empty((B, N))
-        u = v0.new_empty((B, T, N)) if save_u else v0.new_empty((0,))
+        if save_u and save_mask:  # the window mask's int32 words instead of u (SPEC §11)
+            u = v0.new_empty((B, (T + 31) // 32, N), dtype=torch.int32)
+        else:
+            u = v0.new_empty((B, T, N)) if save_u else v0.new_empty((0,))
         v0_saved = v0.new_empty(v0.shape) if save_u else v0.new_empty((0,))
         return spikes, vmem, v_final, u, v0_saved
 
@@ -54,13 +57,13 @@ if _ext.loaded():
         grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window, max_spikes, surrogate,
         scalar_bias, lengths=None,
     ):
-        B, T, N = u.shape
+        B, T, N = grad_spikes.shape  # u may be the window mask (B, ceil(T/32), N)
         return (
             grad_spikes.new_empty((B, T, N)),
-            u.new_empty(v0.shape),
-            u.new_empty(tau_mem.shape),
-            u.new_empty(threshold.shape),
-            u.new_empty(() if scalar_bias else (N,)),
+            v0.new_empty(v0.shape),
+            v0.new_empty(tau_mem.shape),
+            v0.new_empty(threshold.shape),
+            v0.new_empty(() if scalar_bias else (N,)),
         )
 
     @torch.library.register_fake("lif_cuda::synaptic_forward")

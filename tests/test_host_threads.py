@@ -74,11 +74,12 @@ using lif::LifForwardArgs;
 
 template <typename IT, typename T>
 static void run_forward(const LifForwardArgs<IT, T>& a) {
+  const int save = a.mask_out ? lif::kSaveMask : a.u_out ? lif::kSaveU : lif::kSaveNone;
   NOISE_SWITCH(a.noise.mode, NOISE, [&] {
-    BOOL_SWITCH(a.u_out != nullptr, SAVE_U, [&] {
+    SAVE_SWITCH(save, SAVE, [&] {
       BOOL_SWITCH(a.vmem_out != nullptr, RECORD, [&] {
         for (int64_t idx = 0; idx < a.B * a.N; ++idx)
-          forward_thread<IT, T, NOISE, SAVE_U, RECORD>(a, idx);
+          forward_thread<IT, T, NOISE, SAVE, RECORD>(a, idx);
       });
     });
   });
@@ -88,8 +89,10 @@ template <typename IT, typename T>
 static void run_backward(const LifBackwardArgs<IT, T>& a) {
   SURROGATE_SWITCH(a.surrogate, SURR, [&] {
     BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
-      for (int64_t idx = 0; idx < a.B * a.N; ++idx)
-        backward_thread<IT, T, SURR, HAS_GW>(a, idx);
+      BOOL_SWITCH(a.mask != nullptr, MASK, [&] {
+        for (int64_t idx = 0; idx < a.B * a.N; ++idx)
+          backward_thread<IT, T, SURR, HAS_GW, MASK>(a, idx);
+      });
     });
   });
 }
@@ -107,9 +110,9 @@ template <typename IT, typename T>
 static void forward_t(const void* x, const void* noise, int kernel_noise, uint64_t seed,
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
-                      double max_spikes, void* s_out, void* vmem_out, void* u_out, void* v_final,
-                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
-                      const int64_t* key_seed, const int64_t* key_offset,
+                      double max_spikes, void* s_out, void* vmem_out, void* u_out, void* mask_out,
+                      double window, void* v_final, const int64_t* lengths, int64_t B, int64_t Tn,
+                      int64_t N, const int64_t* key_seed, const int64_t* key_offset,
                       uint64_t key_offset_intragraph) {
   LifForwardArgs<IT, T> a{};
   a.x = static_cast<const IT*>(x);
@@ -130,6 +133,8 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
   a.s_out = static_cast<IT*>(s_out);
   a.vmem_out = static_cast<T*>(vmem_out);
   a.u_out = static_cast<T*>(u_out);
+  a.mask_out = static_cast<uint32_t*>(mask_out);
+  a.window = window;
   a.v_final = static_cast<T*>(v_final);
   a.lengths = lengths;
   a.B = B;
@@ -142,11 +147,12 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
 // fills them.
 template <typename IT, typename T>
 static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
-                       const void* gw, const void* gvf, const void* u, const void* v0,
-                       int64_t v0_stride_b, const void* alpha, const void* tau, const void* thr,
-                       int scalars, double dt, double window, double max_spikes, int surrogate,
-                       void* g_in, void* g_v0, void* partial, void* g_tau, void* g_thr,
-                       void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
+                       const void* gw, const void* gvf, const void* u, const void* mask,
+                       const void* v0, int64_t v0_stride_b, const void* alpha, const void* tau,
+                       const void* thr, int scalars, double dt, double window, double max_spikes,
+                       int surrogate, void* g_in, void* g_v0, void* partial, void* g_tau,
+                       void* g_thr, void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn,
+                       int64_t N) {
   LifBackwardArgs<IT, T> a{};
   a.gs = static_cast<const IT*>(gs);
   a.gs_stride_b = gs_sb;
@@ -155,6 +161,7 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
   a.gw = static_cast<const T*>(gw);
   a.gvf = static_cast<const T*>(gvf);
   a.u = static_cast<const T*>(u);
+  a.mask = static_cast<const uint32_t*>(mask);
   a.v0 = static_cast<const T*>(v0);
   a.v0_stride_b = v0_stride_b;
   a.alpha = {static_cast<const T*>(alpha), (scalars & 1) ? 0 : 1};
@@ -188,13 +195,13 @@ extern "C" {
 void lif_host_forward(int io, const void* x, const void* noise, int kernel_noise, uint64_t seed,
                       uint64_t offset, double noise_scale, const void* v0, int64_t v0_stride_b,
                       const void* alpha, const void* thr, const void* bias, int scalars,
-                      double max_spikes, void* s_out, void* w_rec, void* u_out, void* v_final,
-                      const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
-                      const int64_t* key_seed,
-                      const int64_t* key_offset, uint64_t key_offset_intragraph) {
+                      double max_spikes, void* s_out, void* w_rec, void* u_out, void* mask_out,
+                      double window, void* v_final, const int64_t* lengths, int64_t B, int64_t Tn,
+                      int64_t N, const int64_t* key_seed, const int64_t* key_offset,
+                      uint64_t key_offset_intragraph) {
   LIF_IO_SWITCH(io, forward_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_stride_b,
-                alpha, thr, bias, scalars, max_spikes, s_out, w_rec, u_out, v_final, lengths, B, Tn,
-                N, key_seed, key_offset, key_offset_intragraph)
+                alpha, thr, bias, scalars, max_spikes, s_out, w_rec, u_out, mask_out, window,
+                v_final, lengths, B, Tn, N, key_seed, key_offset, key_offset_intragraph)
 }
 
 // The CPU kernel's noise rows (cpu/noise_x86.h) by one instruction set, named: 0 portable,
@@ -256,14 +263,15 @@ void lif_host_noise(uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t q, i
 }
 
 void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
-                       const void* gw, const void* gvf, const void* u, const void* v0,
-                       int64_t v0_stride_b, const void* alpha, const void* tau, const void* thr,
-                       int scalars, double dt, double window, double max_spikes, int surrogate,
-                       void* g_in, void* g_v0, void* partial, void* g_tau, void* g_thr,
-                       void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N) {
-  LIF_IO_SWITCH(io, backward_t, gs, gs_sb, gs_st, gs_sn, gw, gvf, u, v0, v0_stride_b, alpha, tau,
-                thr, scalars, dt, window, max_spikes, surrogate, g_in, g_v0, partial, g_tau, g_thr,
-                g_bias, lengths, B, Tn, N)
+                       const void* gw, const void* gvf, const void* u, const void* mask,
+                       const void* v0, int64_t v0_stride_b, const void* alpha, const void* tau,
+                       const void* thr, int scalars, double dt, double window, double max_spikes,
+                       int surrogate, void* g_in, void* g_v0, void* partial, void* g_tau,
+                       void* g_thr, void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn,
+                       int64_t N) {
+  LIF_IO_SWITCH(io, backward_t, gs, gs_sb, gs_st, gs_sn, gw, gvf, u, mask, v0, v0_stride_b, alpha,
+                tau, thr, scalars, dt, window, max_spikes, surrogate, g_in, g_v0, partial, g_tau,
+                g_thr, g_bias, lengths, B, Tn, N)
 }
 }
 """
@@ -313,14 +321,17 @@ def lib():
     handle = build_harness("lif_thread", HARNESS, HEADERS)
     c_p, c_i, c_u64, c_d, c_i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     handle.lif_host_forward.restype = None
+    # ..., s_out, vmem, u, mask, window, v_final, lengths, B, T, N, key_seed, key_offset, intragraph
     handle.lif_host_forward.argtypes = [c_i, c_p, c_p, c_i, c_u64, c_u64, c_d, c_p, c_i64, c_p, c_p, c_p, c_i,
-                                        c_d, c_p, c_p, c_p, c_p, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_u64]
+                                        c_d, c_p, c_p, c_p, c_p, c_d, c_p, c_p, c_i64, c_i64, c_i64, c_p, c_p,
+                                        c_u64]
     handle.lif_host_noise.restype = None
     handle.lif_host_noise_isa.restype = c_i
     handle.lif_host_noise_isa.argtypes = [c_i, c_u64, c_u64, c_u64, c_u64, c_i64, c_p]
     handle.lif_host_noise.argtypes = [c_u64, c_u64, c_u64, c_u64, c_i64, c_p, c_p, c_p, c_p]
     handle.lif_host_backward.restype = None
-    handle.lif_host_backward.argtypes = [c_i, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_i64, c_p, c_p, c_p,
+    # io, gs + strides, gw, gvf, u, mask, v0, v0_stride_b, alpha, tau, thr, ...
+    handle.lif_host_backward.argtypes = [c_i, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_p, c_i64, c_p, c_p, c_p,
                                          c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_i64,
                                          c_i64, c_i64]
     return handle
@@ -335,10 +346,12 @@ def _scalars(alpha, thr, bias_scalar):
 
 
 def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, noise_scale=0.0,
-                 max_spikes=2.0**16, record=True, save_u=True, lengths=None, device_key=None):
+                 max_spikes=2.0**16, record=True, save_u=True, lengths=None, device_key=None, save_mask=False,
+                 window=0.5):
     """What the CUDA forward op computes, run thread by thread on the host, with the arguments of
     torch.ops.lif_cuda.lif_forward (v0 (B,N) or (N,), parameters (N,) or (), lengths int64 (B,) or
-    None) and its outputs: (spikes, vmem or (0,), final state, u or (0,)). `device_key` = (seed
+    None) and its outputs: (spikes, vmem or (0,), final state, u or (0,), or with save_mask the window
+    mask's int32 words (B, ceil(T/32), N) in u's place). `device_key` = (seed
     tensor, offset tensor, offset_intragraph): the key read through pointers, as a kernel captured in
     a CUDA graph reads the CUDA generator's state (`key` then only switches the noise on)."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
@@ -349,14 +362,17 @@ def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, n
     z = None if noise is None else noise.to(ct).contiguous()
     s = torch.empty((B, T, N), dtype=x.dtype)
     w = torch.empty((B, T, N) if record else (0,), dtype=ct)
-    u = torch.empty((B, T, N) if save_u else (0,), dtype=ct)
+    mask = save_u and save_mask
+    u = torch.empty((B, (T + 31) // 32, N) if mask else (B, T, N) if save_u else (0,),
+                    dtype=torch.int32 if mask else ct)
     vf = torch.empty((B, N), dtype=ct)
     seed, offset = (0, 0) if key is None else (int(k) & (2**64 - 1) for k in key.tolist())
     lib.lif_host_forward(
         IO_CODES[x.dtype], _ptr(args[0]), _ptr(z), int(key is not None and noise_scale > 0), seed, offset,
         noise_scale, _ptr(args[1]), N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[2:]),
         _scalars(alpha, thr, bias.dim() == 0), max_spikes, _ptr(s), _ptr(w) if record else None,
-        _ptr(u) if save_u else None, _ptr(vf), _ptr(lengths), B, T, N,
+        _ptr(u) if save_u and not mask else None, _ptr(u) if mask else None, window, _ptr(vf), _ptr(lengths),
+        B, T, N,
         *((None, None, 0) if device_key is None else (_ptr(device_key[0]), _ptr(device_key[1]), device_key[2])),
     )
     return s, w, vf, u
@@ -366,19 +382,22 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
                   max_spikes=2.0**16, surrogate=0, lengths=None):
     """What the CUDA backward op computes, with torch.ops.lif_cuda.lif_backward's arguments and
     outputs (g_in, g_v0, g_tau, g_thr, g_bias, in the shapes of their forward arguments). gs keeps
-    its strides (rows contiguous or broadcast, as the op hands them)."""
+    its strides (rows contiguous or broadcast, as the op hands them). u may be the window mask's words."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
-    B, T, N = u.shape
+    B, T, N = gs.shape
+    mask = u.dtype == torch.int32
+    ct = v0.dtype
     alpha = tau_to_decay(dt, tau)
     args = [None if t is None else t.contiguous() for t in (gw, gvf, u, v0, alpha, tau, thr)]
     g_in = torch.empty((B, T, N), dtype=gs.dtype)
-    g_v0 = torch.empty(v0.shape, dtype=u.dtype)
+    g_v0 = torch.empty(v0.shape, dtype=ct)
     partial = torch.empty((3 if v0.dim() == 2 else 4, B, N), dtype=torch.float64)
-    g_tau, g_thr = torch.empty(tau.shape, dtype=u.dtype), torch.empty(thr.shape, dtype=u.dtype)
-    g_bias = torch.empty(() if scalar_bias else (N,), dtype=u.dtype)
+    g_tau, g_thr = torch.empty(tau.shape, dtype=ct), torch.empty(thr.shape, dtype=ct)
+    g_bias = torch.empty(() if scalar_bias else (N,), dtype=ct)
     sb, st, sn = gs.stride()
     lib.lif_host_backward(
-        IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, *(_ptr(t) for t in args[:4]),
+        IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, _ptr(args[0]), _ptr(args[1]),
+        None if mask else _ptr(args[2]), _ptr(args[2]) if mask else None, _ptr(args[3]),
         N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[4:]), _scalars(alpha, thr, scalar_bias), dt, window,
         max_spikes, surrogate, _ptr(g_in), _ptr(g_v0), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
         _ptr(lengths), B, T, N,
@@ -693,6 +712,58 @@ def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared, lengt
                             lengths=lengths)
         for name, a, b in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
             assert_equal(a, b, f"backward {name} (gw={gw_ is not None})")
+
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
+@pytest.mark.parametrize("params,v0_shared", [("neuron", False), ("scalar", True)], ids=["neuron", "scalar-shared"])
+@pytest.mark.parametrize("T,lengths", [(1, None), (31, None), (32, [32, 0, 31]), (33, None), (70, [70, 33, 64])],
+                         ids=lambda v: "x" if v is None else str(v))
+def test_threads_window_mask_equal_fused_cpu_op(lib, io, params, v0_shared, T, lengths):
+    """SPEC §11: the window mask's words, thread by thread and tile by tile, the same bits; and the
+    backward from the mask gives the input, v0 and bias gradients of the backward from u, bit for
+    bit (tau and threshold get zeros: the mask cannot give them)."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, N = 3, 17
+    lengths = None if lengths is None else torch.tensor(lengths)
+    ct = torch.float32 if io in (torch.float16, torch.bfloat16) else io
+    x, v0, tau, thr, bias = _shaped(params, v0_shared, *make_inputs(8 + T, B, T, N, ct, input_mean=0.6))
+    x = x.to(io)
+    op = torch.ops.lif_cuda
+    window = 0.3
+    want = op.lif_forward(x, v0, tau, thr, bias, None, None, 1e-3, 0.0, window, 2.0**16, 0, True, True, lengths,
+                          True)
+    got = host_forward(lib, x, v0, tau, thr, bias, lengths=lengths, save_mask=True, window=window)
+    for name, a, b in zip(("spikes", "vmem", "final", "mask"), got, want):
+        assert_equal(a, b, f"forward {name}")
+    mask = got[3]
+    assert mask.shape == (B, (T + 31) // 32, N) and mask.dtype == torch.int32
+    u = op.lif_forward(x, v0, tau, thr, bias, None, None, 1e-3, 0.0, window, 2.0**16, 0, True, True, lengths)[3]
+    # The mask is m = (u >= thr - window), bit by bit, on each row's steps.
+    bits = (mask.unsqueeze(2) >> torch.arange(32, dtype=torch.int32).view(1, 1, 32, 1)) & 1
+    bits = bits.reshape(B, -1, N)[:, :T].bool()
+    m = u >= (thr - torch.tensor(window, dtype=ct))
+    steps = torch.full((B,), T) if lengths is None else lengths
+    live = torch.arange(T).view(1, T, 1) < steps.view(B, 1, 1)
+    assert torch.equal(bits & live, m & live)
+    assert bits.any() and not bits.all(), "a case where the mask holds both values"
+    g = torch.Generator().manual_seed(3)
+    gs = torch.randn((B, T, N), generator=g).to(io)
+    gw = torch.randn((B, T, N), generator=g).to(ct)
+    gvf = torch.randn((B, N), generator=g).to(ct)
+    scalar_bias = bias.dim() == 0
+    for gw_ in (None, gw):
+        from_u = op.lif_backward(gs, gw_, gvf, u, v0, tau, thr, 1e-3, window, 2.0**16, 0, scalar_bias, lengths)
+        from_mask = op.lif_backward(gs, gw_, gvf, mask, v0, tau, thr, 1e-3, window, 2.0**16, 0, scalar_bias,
+                                    lengths)
+        host = host_backward(lib, gs, gw_, gvf, mask, v0, tau, thr, scalar_bias=scalar_bias, window=window,
+                             lengths=lengths)
+        for name, a, b, c in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), host, from_mask, from_u):
+            assert_equal(a, b, f"backward {name}, threads vs CPU op (gw={gw_ is not None})")
+            if name in ("g_tau", "g_thr"):
+                assert not b.any(), f"{name} from a mask must be zeros"
+            else:
+                assert_equal(b, c, f"backward {name}, from the mask vs from u (gw={gw_ is not None})")
 
 
 # ------------------------------------------------------------------ lengths (SPEC §8)

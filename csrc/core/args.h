@@ -76,6 +76,9 @@ struct LifForwardArgs {
   IT* s_out;     // (B,T,N) spikes
   T* vmem_out;   // (B,T,N) record of the membrane after reset, or nullptr
   T* u_out;      // (B,T,N) membrane before the spike, saved for the backward, or nullptr
+  uint32_t*
+      mask_out;  // (B, ceil(T/32), N) window mask saved instead of u (core/mask.h), or nullptr
+  double window;       // the StepPWL window of the mask
   T* v_final;    // (B,N) final state
   const int64_t* lengths;  // (B,) steps row b runs (SPEC §8), or nullptr: all Tn
   int64_t B, Tn, N;        // all > 0 when a kernel runs
@@ -87,13 +90,15 @@ struct LifBackwardArgs {
   int64_t gs_stride_b, gs_stride_t, gs_stride_n;  // gs_stride_n is 1 or 0
   const T* gw;   // (B,T,N) upstream gradient on the membrane record, or nullptr
   const T* gvf;  // (B,N) upstream gradient on the final state, or nullptr
-  const T* u;    // (B,T,N) saved membrane before the spike
+  const T* u;    // (B,T,N) saved membrane before the spike, or nullptr with a mask
+  const uint32_t* mask;  // (B, ceil(T/32), N) saved window mask (core/mask.h), or nullptr: then the
+                         // tau and threshold terms are not computed (their partials are 0)
   const T* v0;
   int64_t v0_stride_b;
   PerNeuron<T> alpha, thr;
   double window, max_spikes;
   int surrogate;  // Surrogate
-  IT* g_in;       // (B,T,N) dL/dx (and dL/dz)
+  IT* g_in;  // (B,T,N) dL/dx (and dL/dz)
   T* g_v0;  // (B,N) dL/dv0, or nullptr for a shared (N,) v0: then its rows go to partial[3]
   // (3,B,N), or (4,B,N) for a shared v0: per-row float64 sums of the alpha, threshold and bias
   // gradient terms (and dL/dv0's rows), for GradSum.

@@ -92,6 +92,20 @@ LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T ma
                              g_bias);
 }
 
+// The StepPWL step of a backward that needs no tau or threshold gradient (SPEC §11): only the
+// window mask m = (u[t] >= thr - window) is known. The same operations as step_backward<kStepPWL>
+// for dL/du, dL/dbias and W, so the same bits.
+template <typename T>
+LIF_HD T step_backward_masked(T gs, T gw, bool m, const NeuronConsts<T>& c, T& W, T& g_bias) {
+  T Wt = W + gw;
+  T g_s = gs - Wt * c.thr;
+  T d_u = (g_s * c.inv_thr) * (m ? T(1) : T(0));
+  T U = Wt + d_u;
+  g_bias = g_bias + U;
+  W = c.alpha * U;
+  return U;
+}
+
 // w[t-1] from the saved u[t-1]: the backward recomputes it instead of saving it (SPEC §3).
 template <typename T>
 LIF_HD T recompute_w(T u, T thr, T max_spikes) {

@@ -46,3 +46,18 @@
       return __VA_ARGS__();           \
     }                                 \
   }()
+
+// Save (mask.h) -> constexpr int NAME.
+#define SAVE_SWITCH(MODE, NAME, ...)         \
+  [&] {                                      \
+    if ((MODE) == ::lif::kSaveMask) {        \
+      constexpr int NAME = ::lif::kSaveMask; \
+      return __VA_ARGS__();                  \
+    } else if ((MODE) == ::lif::kSaveU) {    \
+      constexpr int NAME = ::lif::kSaveU;    \
+      return __VA_ARGS__();                  \
+    } else {                                 \
+      constexpr int NAME = ::lif::kSaveNone; \
+      return __VA_ARGS__();                  \
+    }                                        \
+  }()

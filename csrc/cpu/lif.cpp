@@ -12,6 +12,7 @@
 #include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/lif.h"
+#include "../core/mask.h"
 #include "../core/switch.h"
 #include "../host/lif_op.h"
 #include "noise_x86.h"
@@ -28,17 +29,21 @@ namespace {
 // One tile: batch row b, neurons [n0, n0 + len), the row's `steps` (T, or its length; the caller
 // fills the padding, core/lengths.h). Pointers are already offset to the row and the first neuron;
 // `stride_t` is N (elements between consecutive time steps); `subseq` is b * N + n0, the Philox
-// subsequence of the tile's first neuron (the in-kernel noise's counter).
+// subsequence of the tile's first neuron (the in-kernel noise's counter). With `mask_out`, the
+// window mask's words (core/mask.h) from `pwl_lo` = thr - window.
 template <typename IT, typename T, int NOISE>
 LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
                              uint64_t offset, T noise_scale, uint64_t subseq,
                              const T* __restrict__ v0, const T* __restrict__ alpha,
                              const T* __restrict__ thr, const T* __restrict__ bias, T max_spikes,
                              IT* __restrict__ s_out, T* __restrict__ vmem_out,
-                             T* __restrict__ u_out, T* __restrict__ v_final, int64_t steps,
+                             T* __restrict__ u_out, uint32_t* __restrict__ mask_out,
+                             const T* __restrict__ pwl_lo, T* __restrict__ v_final, int64_t steps,
                              int64_t stride_t, int64_t len) {
   T w[kMaxTile];
   T u_scratch[kMaxTile];
+  uint32_t mask_word[kMaxTile];
+  for (int64_t n = 0; n < len; ++n) mask_word[n] = 0;
   // In-kernel noise: the noise terms of four steps (one Philox block per neuron) and its words.
   constexpr int64_t kNoiseRows = NOISE == kNoiseKernel ? kMaxTile : 1;
   T z_rows[4][kNoiseRows];
@@ -73,6 +78,13 @@ LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, 
       ut[n] = u;
       w[n] = wn;
     }
+    if (mask_out) {
+      for (int64_t n = 0; n < len; ++n) mask_word[n] |= mask_bit(ut[n], pwl_lo[n], t);
+      if (mask_word_ends(t, steps)) {
+        std::memcpy(mask_out + (t / kMaskBits) * stride_t, mask_word, sizeof(uint32_t) * len);
+        for (int64_t n = 0; n < len; ++n) mask_word[n] = 0;
+      }
+    }
     if (vmem_out) std::memcpy(vmem_out + off, w, sizeof(T) * len);
   }
   std::memcpy(v_final, w, sizeof(T) * len);
@@ -80,13 +92,15 @@ LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, 
 
 // Reverse time loop for one tile. W (dL/dw) starts from the gradient on the final state. The
 // spike count of row t-1, computed to rebuild w[t-1], is kept for step t-1: one division per
-// element.
-template <typename IT, typename T, int SURR, bool HAS_GW>
+// element. MASK: the forward kept the window mask instead of u (SPEC §11; StepPWL, no tau or
+// threshold terms).
+template <typename IT, typename T, int SURR, bool HAS_GW, bool MASK>
 LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n,
                               const T* __restrict__ gw, const T* __restrict__ gvf,
-                              const T* __restrict__ u, const T* __restrict__ v0,
-                              const T* __restrict__ alpha, const T* __restrict__ thr, T window,
-                              T max_spikes, IT* __restrict__ g_in, T* __restrict__ g_v0,
+                              const T* __restrict__ u, const uint32_t* __restrict__ mask,
+                              const T* __restrict__ v0, const T* __restrict__ alpha,
+                              const T* __restrict__ thr, T window, T max_spikes,
+                              IT* __restrict__ g_in, T* __restrict__ g_v0,
                               double* __restrict__ g_v0_rows, double* __restrict__ g_alpha,
                               double* __restrict__ g_thr, double* __restrict__ g_bias,
                               int64_t steps, int64_t stride_t, int64_t len) {
@@ -98,7 +112,7 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
   const ConstRows<T, LIF_BWD_TILE> consts(alpha, thr, window, max_spikes, len);
   IT gs_row[LIF_BWD_TILE];  // a grad_spikes row broadcast over the neurons, spread out
   // steps == 0 (a row of length 0): nothing runs, s_row is never read.
-  const T* __restrict__ u_last = u + (steps > 0 ? steps - 1 : 0) * stride_t;
+  const T* __restrict__ u_last = MASK ? nullptr : u + (steps > 0 ? steps - 1 : 0) * stride_t;
   for (int64_t n = 0; n < len; ++n) {
     W[n] = gvf ? gvf[n] : T(0);
     ga[n] = T(0);
@@ -107,7 +121,7 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
     g_alpha[n] = 0.0;
     g_thr[n] = 0.0;
     g_bias[n] = 0.0;
-    s_row[n] = spikes(u_last[n], thr[n], max_spikes);
+    if constexpr (!MASK) s_row[n] = spikes(u_last[n], thr[n], max_spikes);
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t off = t * stride_t;
@@ -119,9 +133,16 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
       gst = gs_row;
     }
     const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
-    const T* __restrict__ ut = u + off;
     IT* __restrict__ git = g_in + off;
-    if (t > 0) {
+    if constexpr (MASK) {
+      const uint32_t* __restrict__ words = mask + (t / kMaskBits) * stride_t;
+      for (int64_t n = 0; n < len; ++n) {
+        git[n] =
+            static_cast<IT>(step_backward_masked(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
+                                                 mask_at(words[n], t), consts(n), W[n], gb[n]));
+      }
+    } else if (t > 0) {
+      const T* __restrict__ ut = u + off;
       const T* __restrict__ up = ut - stride_t;
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = spikes(up[n], thr[n], max_spikes);
@@ -132,6 +153,7 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
         s_row[n] = s_prev;
       }
     } else {
+      const T* __restrict__ ut = u + off;
       for (int64_t n = 0; n < len; ++n) {
         git[n] = static_cast<IT>(step_backward<SURR>(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
                                                      ut[n], s_row[n], v0[n], consts(n), W[n], gt[n],
@@ -167,12 +189,14 @@ struct LifCpu : CpuDevice {
     const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T scale = static_cast<T>(a.noise.scale);
+    const T window = static_cast<T>(a.window);
+    const int64_t words = mask_words(Tn);
     uint64_t seed = 0, offset = 0;
     a.noise.key.get(seed, offset);
     const auto fn = NOISE_SWITCH(a.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
     at::parallel_for(
         0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
-          T alpha_buf[kMaxTile], thr_buf[kMaxTile], bias_buf[kMaxTile];
+          T alpha_buf[kMaxTile], thr_buf[kMaxTile], bias_buf[kMaxTile], lo_buf[kMaxTile];
           for (int64_t i = begin; i < end; ++i) {
             const int64_t b = i / ntiles;
             const int64_t n0 = (i % ntiles) * tile;
@@ -181,12 +205,18 @@ struct LifCpu : CpuDevice {
             const T* z = a.noise.tensor ? a.noise.tensor + row : nullptr;
             T* vmem = a.vmem_out ? a.vmem_out + row : nullptr;
             T* u_out = a.u_out ? a.u_out + row : nullptr;
+            uint32_t* mask = a.mask_out ? a.mask_out + b * words * N + n0 : nullptr;
             T* v_final = a.v_final + b * N + n0;
             const int64_t steps = row_steps(a.lengths, b, Tn);
+            const T* thr_row = param_row(a.thr, n0, len, thr_buf);
+            if (mask) {
+              for (int64_t n = 0; n < len; ++n) lo_buf[n] = thr_row[n] - window;
+            }
             fn(a.x + row, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0),
-               a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, n0, len, alpha_buf),
-               param_row(a.thr, n0, len, thr_buf), param_row(a.bias, n0, len, bias_buf), M,
-               a.s_out + row, vmem, u_out, v_final, steps, N, len);
+               a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, n0, len, alpha_buf), thr_row,
+               param_row(a.bias, n0, len, bias_buf), M, a.s_out + row, vmem, u_out, mask, lo_buf,
+               v_final, steps, N, len);
+            if (mask) pad_fill(mask, uint32_t(0), mask_words(steps), words, N, len);
             if (steps < Tn) {
               pad_fill(a.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
               if (vmem) pad_hold<T>(vmem, v_final, steps, Tn, N, len);
@@ -204,9 +234,12 @@ struct LifCpu : CpuDevice {
     const T M = static_cast<T>(a.max_spikes);
     const T window = static_cast<T>(a.window);
     const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
-      return BOOL_SWITCH(a.gw != nullptr, HAS_GW,
-                         [&] { return &backward_tile<IT, T, SURR, HAS_GW>; });
+      return BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
+        return BOOL_SWITCH(a.mask != nullptr, MASK,
+                           [&] { return &backward_tile<IT, T, SURR, HAS_GW, MASK>; });
+      });
     });
+    const int64_t words = mask_words(Tn);
     at::parallel_for(
         0, B * ntiles, grain_size(B * ntiles, Tn * BN), [&](int64_t begin, int64_t end) {
           T alpha_buf[LIF_BWD_TILE], thr_buf[LIF_BWD_TILE];
@@ -219,7 +252,8 @@ struct LifCpu : CpuDevice {
             const int64_t steps = row_steps(a.lengths, b, Tn);
             fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
                a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr,
-               a.gvf ? a.gvf + bn : nullptr, a.u + row, a.v0 + b * a.v0_stride_b + n0,
+               a.gvf ? a.gvf + bn : nullptr, a.u ? a.u + row : nullptr,
+               a.mask ? a.mask + b * words * N + n0 : nullptr, a.v0 + b * a.v0_stride_b + n0,
                param_row(a.alpha, n0, len, alpha_buf), param_row(a.thr, n0, len, thr_buf), window,
                M, a.g_in + row, a.g_v0 ? a.g_v0 + bn : nullptr,
                a.g_v0 ? nullptr : a.partial + 3 * BN + bn, a.partial + bn, a.partial + BN + bn,

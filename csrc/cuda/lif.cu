@@ -20,16 +20,16 @@ namespace lif {
 namespace gpu {
 namespace {
 
-template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+template <typename IT, typename T, int NOISE, int SAVE, bool RECORD>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const LifForwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < a.B * a.N) forward_thread<IT, T, NOISE, SAVE_U, RECORD>(a, idx);
+  if (idx < a.B * a.N) forward_thread<IT, T, NOISE, SAVE, RECORD>(a, idx);
 }
 
-template <typename IT, typename T, int SURR, bool HAS_GW>
+template <typename IT, typename T, int SURR, bool HAS_GW, bool MASK>
 __global__ void __launch_bounds__(kBlock) backward_kernel(const LifBackwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < a.B * a.N) backward_thread<IT, T, SURR, HAS_GW>(a, idx);
+  if (idx < a.B * a.N) backward_thread<IT, T, SURR, HAS_GW, MASK>(a, idx);
 }
 
 }  // namespace
@@ -39,11 +39,11 @@ struct LifCuda : CudaDevice {
   template <typename IT, typename T>
   static void forward(const LifForwardArgs<IT, T>& a) {
     const cudaStream_t stream = current_stream();
+    const int save = a.mask_out ? kSaveMask : a.u_out ? kSaveU : kSaveNone;
     NOISE_SWITCH(a.noise.mode, NOISE, [&] {
-      BOOL_SWITCH(a.u_out != nullptr, SAVE_U, [&] {
+      SAVE_SWITCH(save, SAVE, [&] {
         BOOL_SWITCH(a.vmem_out != nullptr, RECORD, [&] {
-          forward_kernel<IT, T, NOISE, SAVE_U, RECORD>
-              <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+          forward_kernel<IT, T, NOISE, SAVE, RECORD><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });
@@ -53,9 +53,17 @@ struct LifCuda : CudaDevice {
   template <typename IT, typename T>
   static void backward(const LifBackwardArgs<IT, T>& a) {
     const cudaStream_t stream = current_stream();
+    if (a.mask != nullptr) {  // a window mask serves StepPWL only (host/checks.h)
+      BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
+        backward_kernel<IT, T, kStepPWL, HAS_GW, true>
+            <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+      return;
+    }
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
-        backward_kernel<IT, T, SURR, HAS_GW><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        backward_kernel<IT, T, SURR, HAS_GW, false><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -19,6 +19,7 @@
 #include "../core/grad_sums.h"
 #include "../core/lengths.h"
 #include "../core/lif.h"
+#include "../core/mask.h"
 #include "../core/philox.h"
 
 #if defined(__CUDACC__)
@@ -53,16 +54,18 @@ LIF_HD NeuronNoise<T> neuron_noise(const Noise<T>& noise, int64_t idx) {
 }
 
 // Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
-// apart. Writes s[t] (and u[t] when SAVE_U, w[t] when RECORD) for t = 0..steps-1; returns
-// w[steps-1] (v0 when steps == 0).
-template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+// apart (mask words too). Writes s[t] (and u[t] or the mask words as SAVE says, w[t] when RECORD)
+// for t = 0..steps-1; returns w[steps-1] (v0 when steps == 0).
+template <typename IT, typename T, int NOISE, int SAVE, bool RECORD>
 LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key, T v0,
                         T alpha, T thr, T bias, T max_spikes, IT* __restrict__ s_out,
-                        T* __restrict__ u_out, T* __restrict__ vmem_out, int64_t steps,
-                        int64_t stride_t) {
+                        T* __restrict__ u_out, uint32_t* __restrict__ mask_out, T pwl_lo,
+                        T* __restrict__ vmem_out, int64_t steps, int64_t stride_t) {
   T w = v0;
+  uint32_t word = 0;  // the window mask's word being built
   // One step, given its input and noise (the noise is ignored unless NOISE != kNoNoise).
-  auto step = [&](int64_t off, T xin, T zin) {
+  auto step = [&](int64_t t, T xin, T zin) {
+    const int64_t off = t * stride_t;
     T u, wn, s;
     if constexpr (NOISE == kNoNoise) {
       s = step_forward(alpha, w, xin, bias, thr, max_spikes, u, wn);
@@ -70,7 +73,14 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       s = step_forward(alpha, w, xin, zin, bias, thr, max_spikes, u, wn);
     }
     s_out[off] = static_cast<IT>(s);
-    if constexpr (SAVE_U) u_out[off] = u;
+    if constexpr (SAVE == kSaveU) u_out[off] = u;
+    if constexpr (SAVE == kSaveMask) {
+      word |= mask_bit(u, pwl_lo, t);
+      if (mask_word_ends(t, steps)) {
+        mask_out[(t / kMaskBits) * stride_t] = word;
+        word = 0;
+      }
+    }
     if constexpr (RECORD) vmem_out[off] = wn;
     w = wn;
   };
@@ -98,7 +108,7 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       for (int j = 0; j < kChunk / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
     }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step((t0 + k) * stride_t, xin[k], zin[k]);
+    for (int k = 0; k < kChunk; ++k) step(t0 + k, xin[k], zin[k]);
   }
   if constexpr (NOISE == kNoiseKernel) {
     // The last steps a block at a time (t0 is a multiple of 4), lanes by constant index.
@@ -107,16 +117,13 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       draw4(t0 >> 2, zq);
       LIF_UNROLL
       for (int k = 0; k < 4; ++k) {
-        if (t0 + k < steps) {
-          const int64_t off = (t0 + k) * stride_t;
-          step(off, static_cast<T>(x[off]), zq[k]);
-        }
+        if (t0 + k < steps) step(t0 + k, static_cast<T>(x[(t0 + k) * stride_t]), zq[k]);
       }
     }
   } else {
     for (; t0 < steps; ++t0) {
       const int64_t off = t0 * stride_t;
-      step(off, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
+      step(t0, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
     }
   }
   return w;
@@ -189,32 +196,73 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
   return NeuronGrads<T>{W, sum_alpha, sum_thr, sum_bias};
 }
 
+// The same from the window mask (SPEC §11; StepPWL, no tau or threshold terms): the mask's word of
+// each 32 steps (at mask + (t / 32) * stride_t) instead of u; gs and gw loaded kChunk steps ahead.
+template <typename IT, typename T, bool HAS_GW>
+LIF_HD NeuronGrads<T> backward_neuron_masked(const IT* __restrict__ gs, int64_t gs_stride_t,
+                                             const T* __restrict__ gw, T g_final,
+                                             const uint32_t* __restrict__ mask, T alpha, T thr,
+                                             T window, T max_spikes, IT* __restrict__ g_in,
+                                             int64_t steps, int64_t stride_t) {
+  const NeuronConsts<T> c = neuron_consts(alpha, thr, window, max_spikes);
+  const int64_t t_last = steps - 1;
+  T W = g_final, g_bias = T(0);
+  double sum_bias = 0.0;
+  uint32_t word = 0;
+  auto step = [&](int64_t t, T gsv, T gwv) {
+    if (t == t_last || t % kMaskBits == kMaskBits - 1) word = mask[(t / kMaskBits) * stride_t];
+    g_in[t * stride_t] =
+        static_cast<IT>(step_backward_masked(gsv, gwv, mask_at(word, t), c, W, g_bias));
+    if (grad_block_ends(t_last, t, 0)) flush_grad_block(g_bias, sum_bias);
+  };
+  int64_t t = t_last;
+  for (; t >= kChunk - 1; t -= kChunk) {
+    T gsv[kChunk];
+    T gwv[kChunk];
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      gsv[k] = static_cast<T>(gs[(t - k) * gs_stride_t]);
+      gwv[k] = HAS_GW ? gw[(t - k) * stride_t] : T(0);
+    }
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) step(t - k, gsv[k], gwv[k]);
+  }
+  for (; t >= 0; --t) {
+    step(t, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[t * stride_t] : T(0));
+  }
+  return NeuronGrads<T>{W, 0.0, 0.0, sum_bias};
+}
+
 // ---------------------------------------------------------------- one thread of each kernel
 
 // Forward kernel thread idx = b * N + n, 0 <= idx < B * N. The row's steps (T, or its length),
 // then its padding (core/lengths.h).
-template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD>
+template <typename IT, typename T, int NOISE, int SAVE, bool RECORD>
 LIF_HD void forward_thread(const LifForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
+  const int64_t words = mask_words(a.Tn);
+  uint32_t* mask = SAVE == kSaveMask ? a.mask_out + b * words * a.N + n : nullptr;
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
-  const T w = forward_neuron<IT, T, NOISE, SAVE_U, RECORD>(
+  const T thr = a.thr[n];
+  const T w = forward_neuron<IT, T, NOISE, SAVE, RECORD>(
       a.x + row, NOISE == kNoiseTensor ? a.noise.tensor + row : nullptr,
-      neuron_noise<NOISE>(a.noise, idx), a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n],
-      a.bias[n], static_cast<T>(a.max_spikes), a.s_out + row, SAVE_U ? a.u_out + row : nullptr,
-      RECORD ? a.vmem_out + row : nullptr, steps, a.N);
+      neuron_noise<NOISE>(a.noise, idx), a.v0[b * a.v0_stride_b + n], a.alpha[n], thr, a.bias[n],
+      static_cast<T>(a.max_spikes), a.s_out + row, SAVE == kSaveU ? a.u_out + row : nullptr, mask,
+      thr - static_cast<T>(a.window), RECORD ? a.vmem_out + row : nullptr, steps, a.N);
   a.v_final[idx] = w;
   if (steps < a.Tn) {
     pad_fill(a.s_out + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
-    if constexpr (SAVE_U) pad_hold(a.u_out + row, &w, steps, a.Tn, a.N, 1);
+    if constexpr (SAVE == kSaveU) pad_hold(a.u_out + row, &w, steps, a.Tn, a.N, 1);
     if constexpr (RECORD) pad_hold(a.vmem_out + row, &w, steps, a.Tn, a.N, 1);
   }
+  if constexpr (SAVE == kSaveMask) pad_fill(mask, uint32_t(0), mask_words(steps), words, a.N, 1);
 }
 
 // Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials,
 // from the row's last step (T-1, or its length - 1); zero g_in on its padding (core/lengths.h).
-template <typename IT, typename T, int SURR, bool HAS_GW>
+template <typename IT, typename T, int SURR, bool HAS_GW, bool MASK>
 LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t BN = a.B * a.N;
   const int64_t b = idx / a.N;
@@ -223,13 +271,22 @@ LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
   const T g_final = a.gvf ? a.gvf[idx] : T(0);
   // A row of length 0: the final state is v0, nothing else gets a gradient.
-  const NeuronGrads<T> g =
-      steps == 0 ? NeuronGrads<T>{g_final, 0.0, 0.0, 0.0}
-                 : backward_neuron<IT, T, SURR, HAS_GW>(
-                       a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
-                       HAS_GW ? a.gw + row : nullptr, g_final, a.u + row,
-                       a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n], static_cast<T>(a.window),
-                       static_cast<T>(a.max_spikes), a.g_in + row, steps, a.N);
+  const IT* gs = a.gs + b * a.gs_stride_b + n * a.gs_stride_n;
+  const T* gw = HAS_GW ? a.gw + row : nullptr;
+  NeuronGrads<T> g{g_final, 0.0, 0.0, 0.0};
+  if (steps > 0) {
+    if constexpr (MASK) {
+      g = backward_neuron_masked<IT, T, HAS_GW>(
+          gs, a.gs_stride_t, gw, g_final, a.mask + b * mask_words(a.Tn) * a.N + n, a.alpha[n],
+          a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps,
+          a.N);
+    } else {
+      g = backward_neuron<IT, T, SURR, HAS_GW>(
+          gs, a.gs_stride_t, gw, g_final, a.u + row, a.v0[b * a.v0_stride_b + n], a.alpha[n],
+          a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps,
+          a.N);
+    }
+  }
   pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
   if (a.g_v0) {
     a.g_v0[idx] = g.v0;

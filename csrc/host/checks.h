@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/mask.h"
 #include "../core/surrogate.h"
 
 namespace lif {
@@ -155,17 +156,25 @@ inline void check_saved_u(const at::Tensor& u) {
                    "u must be float32 or float64, got ", u.scalar_type());
 }
 
-// grad_spikes carries the input's dtype (float16/bfloat16 with float32 state), u's shape and
-// device, any strides.
-inline void check_grad_spikes(const at::Tensor& grad_spikes, const at::Tensor& u) {
-  const auto ct = u.scalar_type();
+// grad_spikes carries the input's dtype (float16/bfloat16 with float32 state), the state's
+// (`ref`'s) compute dtype and device, the sequence's shape, any strides.
+inline void check_grad_spikes(const at::Tensor& grad_spikes, const at::Tensor& ref,
+                              at::IntArrayRef shape) {
+  const auto ct = ref.scalar_type();
   check_io_dtype(grad_spikes, "grad_spikes");
   TORCH_CHECK_TYPE(compute_dtype(grad_spikes.scalar_type()) == ct, "grad_spikes has dtype ",
-                   grad_spikes.scalar_type(), " but u has ", ct);
-  TORCH_CHECK_VALUE(grad_spikes.sizes() == u.sizes(), "grad_spikes must have shape ", u.sizes(),
-                    ", got ", grad_spikes.sizes());
-  TORCH_CHECK_VALUE(grad_spikes.device() == u.device(), "grad_spikes must be on ", u.device());
+                   grad_spikes.scalar_type(), " but the state has ", ct);
+  TORCH_CHECK_VALUE(grad_spikes.sizes() == shape, "grad_spikes must have shape ", shape, ", got ",
+                    grad_spikes.sizes());
+  TORCH_CHECK_VALUE(grad_spikes.device() == ref.device(), "grad_spikes must be on ", ref.device());
 }
+
+inline void check_grad_spikes(const at::Tensor& grad_spikes, const at::Tensor& u) {
+  check_grad_spikes(grad_spikes, u, u.sizes());
+}
+
+// What a LIF forward saved for its backward: u, or (int32) the window mask's words (core/mask.h).
+inline bool is_window_mask(const at::Tensor& u) { return u.scalar_type() == at::kInt; }
 
 // A backward's lengths, scalar arguments and surrogate.
 inline void check_backward_settings(const std::optional<at::Tensor>& lengths, const at::Tensor& ref,
@@ -204,16 +213,36 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const std::optional<at::Tensor>& grad_vfinal, const at::Tensor& u, const at::Tensor& v0,
     const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
-  check_saved_u(u);
-  const auto ct = u.scalar_type();
-  const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
-  check_grad_spikes(grad_spikes, u);
-  if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
-  if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, u, "grad_vfinal", {B, N});
-  check_v0(v0, ct, u, B, N);
-  check_param(tau_mem, ct, u, "tau_mem", N);
-  check_param(threshold, ct, u, "threshold", N);
-  check_backward_settings(lengths, u, B, T, dt, window, max_spikes, surrogate);
+  // u, or the window mask (SPEC §11): then the shapes come from grad_spikes, the compute dtype
+  // from v0.
+  const bool mask = is_window_mask(u);
+  if (mask) {
+    TORCH_CHECK_VALUE(grad_spikes.dim() == 3, "grad_spikes must be (B,T,N), got shape ",
+                      grad_spikes.sizes());
+    TORCH_CHECK_TYPE(v0.scalar_type() == at::kFloat || v0.scalar_type() == at::kDouble,
+                     "v0 must be float32 or float64, got ", v0.scalar_type());
+  } else {
+    check_saved_u(u);
+  }
+  const at::Tensor& ref = mask ? v0 : u;
+  const auto ct = ref.scalar_type();
+  const auto seq = mask ? grad_spikes.sizes() : u.sizes();
+  const int64_t B = seq[0], T = seq[1], N = seq[2];
+  if (mask) {
+    TORCH_CHECK_VALUE(u.sizes() == at::IntArrayRef({B, mask_words(T), N}),
+                      "u (a window mask) must have shape (", B, ", ", mask_words(T), ", ", N,
+                      "), got ", u.sizes());
+    TORCH_CHECK_VALUE(u.device() == v0.device(), "u must be on ", v0.device());
+    TORCH_CHECK_VALUE(surrogate == kStepPWL,
+                      "a window mask serves the StepPWL surrogate only, got surrogate ", surrogate);
+  }
+  check_grad_spikes(grad_spikes, ref, {B, T, N});
+  if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, ref, "grad_vmem", {B, T, N});
+  if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, ref, "grad_vfinal", {B, N});
+  check_v0(v0, ct, ref, B, N);
+  check_param(tau_mem, ct, ref, "tau_mem", N);
+  check_param(threshold, ct, ref, "threshold", N);
+  check_backward_settings(lengths, ref, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N};
 }
 

@@ -19,7 +19,7 @@ struct LifForwardOp {
   int64_t B = 0, T = 0, N = 0;
   bool run = false;  // false: the outputs are already final (an empty shape)
   NoiseSpec noise;
-  double max_spikes = 0.0;
+  double max_spikes = 0.0, window = 0.0;
 
   LifForwardOut outputs() const { return {spikes, vmem, v_final, u, v0_saved}; }
 
@@ -36,7 +36,10 @@ struct LifForwardOp {
     a.max_spikes = max_spikes;
     a.s_out = spikes.mutable_data_ptr<IT>();
     a.vmem_out = data_or_null<CT>(vmem);
-    a.u_out = data_or_null<CT>(u);
+    const bool mask = is_window_mask(u);
+    a.u_out = mask ? nullptr : data_or_null<CT>(u);
+    a.mask_out = mask ? reinterpret_cast<uint32_t*>(u.mutable_data_ptr<int32_t>()) : nullptr;
+    a.window = window;
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = B;
@@ -47,12 +50,14 @@ struct LifForwardOp {
 };
 
 // `host_key` false: in-kernel noise keyed on the device (the CUDA op under graph capture).
+// `save_mask` (with save_u): the u output holds the window mask's words (core/mask.h, SPEC §11).
 inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
                                         const Tensor& tau_mem, const Tensor& threshold,
                                         const Tensor& bias, const OptTensor& noise,
                                         const OptTensor& noise_key, double dt, double noise_scale,
                                         double window, double max_spikes, bool record, bool save_u,
-                                        const OptTensor& lengths, bool host_key = true) {
+                                        const OptTensor& lengths, bool save_mask,
+                                        bool host_key = true) {
   LifForwardOp op;
   std::tie(op.B, op.T, op.N) =
       check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
@@ -61,7 +66,11 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
   op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : no_output(), state);
-  op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : no_output(), state);
+  if (save_u && save_mask) {
+    op.u = empty_output({B, mask_words(T), N}, state.dtype(at::kInt));
+  } else {
+    op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : no_output(), state);
+  }
   op.v_final = at::empty({B, N}, state);
   op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
@@ -78,6 +87,7 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
   if (noise.has_value()) op.z = noise->contiguous();
   if (lengths.has_value()) op.lengths = lengths->contiguous();
   op.max_spikes = max_spikes;
+  op.window = window;
   return op;
 }
 
@@ -96,7 +106,9 @@ struct LifBackwardOp : BackwardSettings {
     set_grad_spikes<IT>(a, gs, N);
     a.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
     a.gvf = gvf.defined() ? gvf.const_data_ptr<CT>() : nullptr;
-    a.u = u.const_data_ptr<CT>();
+    const bool mask = is_window_mask(u);
+    a.u = mask ? nullptr : u.const_data_ptr<CT>();
+    a.mask = mask ? reinterpret_cast<const uint32_t*>(u.const_data_ptr<int32_t>()) : nullptr;
     a.v0 = v0.const_data_ptr<CT>();
     a.v0_stride_b = v0.dim() == 2 ? N : 0;
     a.alpha = per_neuron<CT>(alpha);
@@ -137,7 +149,7 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
       check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
                           window, max_spikes, surrogate, lengths);
   const int64_t B = op.B, T = op.T, N = op.N;
-  const auto opts = u.options();
+  const auto opts = v0.options();
   op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
   op.g_v0 = at::empty(v0.sizes(), opts);
   op.g_tau = at::empty(tau_mem.sizes(), opts);
@@ -176,12 +188,12 @@ LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& t
                           const Tensor& threshold, const Tensor& bias, const OptTensor& noise,
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
                           double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
-                          const OptTensor& lengths) {
+                          const OptTensor& lengths, bool save_mask) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
   LifForwardOp op =
       prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                          window, max_spikes, record, save_u, lengths, !device_key);
+                          window, max_spikes, record, save_u, lengths, save_mask, !device_key);
   if (op.run) {
     if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
     LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward", [&] {
@@ -198,7 +210,7 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
                             const Tensor& tau_mem, const Tensor& threshold, double dt,
                             double window, double max_spikes, int64_t surrogate, bool scalar_bias,
                             const OptTensor& lengths) {
-  const c10::DeviceGuard guard(u.device());
+  const c10::DeviceGuard guard(grad_spikes.device());
   LifBackwardOp op =
       prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
                            window, max_spikes, surrogate, scalar_bias, lengths);
