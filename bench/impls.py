@@ -78,9 +78,12 @@ class Impl:
 
 # ------------------------------------------------------------------------------------ lif_cuda
 class _OursLayer(nn.Module):
-    def __init__(self, n, backend):
+    def __init__(self, n, backend, frozen=False):
         super().__init__()
         self.lif = lif_cuda.LIFNeuron(n, tau_mem=TAU_MEM, threshold=THRESHOLD, dt=DT, backend=backend)
+        if frozen:
+            self.lif.tau_mem.requires_grad_(False)
+            self.lif.threshold.requires_grad_(False)
 
     def forward(self, x):
         self.lif.reset_state()
@@ -102,6 +105,18 @@ class Fused(Impl):
 
     def layer(self, n, device):
         return _OursLayer(n, "fused").to(device)
+
+
+class FusedFrozen(Fused):
+    """The fused op with tau_mem and threshold frozen (bias trains): it keeps the window mask, 1 bit
+    per element, instead of u (SPEC §11), and its backward reads that."""
+
+    key = "fused_frozen"
+    label = "lif_cuda fused, tau and threshold frozen"
+    equation = OURS.replace("trainable per-neuron tau, thr, b", "tau and thr fixed, b trainable")
+
+    def layer(self, n, device):
+        return _OursLayer(n, "fused", frozen=True).to(device)
 
 
 class FusedNoPool(Fused):
@@ -326,7 +341,7 @@ class Exodus(Impl):
 
 IMPLS = {
     cls.key: cls()
-    for cls in (Fused, FusedNoPool, Reference, Compiled, Rockpool, SnnTorch, SpikingJelly, Norse, Exodus)
+    for cls in (Fused, FusedFrozen, FusedNoPool, Reference, Compiled, Rockpool, SnnTorch, SpikingJelly, Norse, Exodus)
 }
 PEERS = ("rockpool", "snntorch", "spikingjelly", "norse", "exodus")
 

@@ -35,6 +35,9 @@ TARGETS = [
              ("fused", "forward"), at_least=0.6, at=s, device="cpu") for s in (LARGE, LONG)),
     *(Target("layer", f"fused forward+backward >= 0.5 of copy_ bandwidth at {tuple(s['shape'])}", ("copy_", "forward"),
              ("fused", FB), at_least=0.5, at=s, scale=3.0, device="cpu") for s in (LARGE, LONG)),
+    *(Target("layer", f"frozen tau and threshold (the mask kept, not u): forward+backward <= fused's at "
+             f"{tuple(s['shape'])}", ("fused_frozen", FB), ("fused", FB), at_most=1.0, at=s, device="cpu")
+      for s in (LARGE, LONG)),
     *(Target("layer", f"forward+backward >= {g:g}x Rockpool at {tuple(s['shape'])}", ("rockpool", FB), ("fused", FB),
              at_least=g, at=s, device="cpu") for s, g in ((LONG, 100), (LARGE, 100), (WIDE, 60))),
     *(Target("layer", f"forward+backward >= 10x {p} at every shape", (p, FB), ("fused", FB), at_least=10, device="cpu")

@@ -13,7 +13,7 @@ BASE = "fused"
 SHAPES = "1x1000x128,32x100x512,16x500x1024,128x100x1024"
 PHASES = ("forward", "forward+backward")
 # Every implementation gets --repeats calls, none skipped: the targets compare them at every shape.
-DEFAULTS = dict(impls="fused,fused_nopool,reference,rockpool", shapes=SHAPES, slow_repeats=5, max_call_s=0,
+DEFAULTS = dict(impls="fused,fused_frozen,fused_nopool,reference,rockpool", shapes=SHAPES, slow_repeats=5, max_call_s=0,
                 compile_max_t=100)
 QUICK = dict(shapes="1x200x64,4x50x256", repeats=2, max_repeats=3, budget_s=0.2, slow_repeats=2, compile_max_t=50)
 NOTES = ("Peers run slightly different neuron equations (see 'equation' per implementation); only Rockpool's "
