@@ -290,7 +290,7 @@ BAD_ARGUMENTS = [
     ("lif", dict(shape=(2, 3)), ValueError, "one dimension"),
     ("lif", dict(shape=3, backend="gpu"), ValueError, "backend"),
     ("lif", dict(shape=3, spike_generation_fn=torch.relu), TypeError, "spike_generation_fn"),
-    ("synaptic", dict(shape=(4, 2), leak_mode="decays"), ValueError, "leak_mode"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="xylo"), ValueError, "leak_mode"),  # Rockpool's error
     ("synaptic", dict(shape=(4, 2), w_rec=torch.zeros(2, 4)), ValueError, "w_rec"),  # without has_rec, as Rockpool
     ("synaptic", dict(shape=(4, 2), has_rec=True, w_rec=torch.zeros(2, 2)), ValueError, "shape"),
     ("synaptic", dict(shape=(4, 2), tau_syn=torch.full((3, 2), 0.01)), ValueError, "shape"),
