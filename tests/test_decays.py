@@ -6,20 +6,18 @@
   feed-forward and recurrent, 1-3 synapses, every beta shape).
 - Backward: in float64 the fused gradients (of alpha and beta too) equal autograd of the reference
   given the decays; and dL/dtau of a time-constant call is dL/dalpha * dalpha/dtau.
-- torch.compile(fullgraph=True) of a decays call gives the eager bits, forward and gradients.
+- torch.compile(fullgraph=True) of a decays layer gives the eager bits: tests/test_compile_exact.py.
 - opcheck of both ops with decays=True (fake kernels, autograd registration).
 - Bad input: a decay outside [0, 1] (or NaN) is refused naming alpha or beta, on both backends,
   before any kernel runs; 0 and 1 are decays.
 - Modules: LIFNeuron and SynapticLIF with leak_mode="decays" equal their time-constant twins, train
   alpha and beta, script, and refuse the other family's arguments.
 """
-import copy
-
 import pytest
 import torch
 
 import lif_cuda
-from conftest import make_case, make_synaptic_case, needs_fused_cpu, rel_err, run_synaptic
+from conftest import make_case, make_synaptic_case, make_synaptic_layer, needs_fused_cpu, rel_err, run_synaptic
 from lif_cuda import PeriodicExponential, StepPWL
 from lif_cuda.ops import kernel_launches
 from lif_cuda.reference import tau_to_decay
@@ -144,39 +142,7 @@ def test_a_time_constants_gradient_is_its_decays_chained():
         assert gt.abs().sum() > 0 and rel_err(gt, chained) <= 1e-10
 
 
-# --------------------------------------------------------------------------- torch.compile
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")  # PyTorch 2.13 says so
-@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
-def test_compiled_decays_module_is_bit_identical(fresh_dynamo, rec):
-    """torch.compile(fullgraph=True) of a SynapticLIF(leak_mode="decays") step: spikes, records,
-    state and the gradients of alpha, beta (and the rest) are eager's bits, over two calls."""
-    eager = _twins(has_rec=rec)[1]
-    compiled_layer = copy.deepcopy(eager)
-    x = 0.6 + torch.rand(2, 12, 10, generator=torch.Generator().manual_seed(3))
-
-    def step(layer, x):
-        out, state, rec = layer.evolve(x, record=True)
-        return out, rec["vmem"], rec["isyn"]
-
-    compiled = torch.compile(step, fullgraph=True)
-    for _ in range(2):
-        a, b = step(eager, x), compiled(compiled_layer, x)
-        for u, v in zip(a, b):
-            assert torch.equal(u, v)
-        sum(o.pow(2).sum() for o in a).backward()
-        sum(o.pow(2).sum() for o in b).backward()
-    for (name, p), q in zip(eager.named_parameters(), compiled_layer.parameters()):
-        assert p.grad.abs().sum() > 0 and torch.equal(q.grad, p.grad), name
-    assert torch.equal(compiled_layer.vmem, eager.vmem)
+# ------------------------------------------------------------- the op (compiled: test_compile_exact.py)
 
 
 def test_opcheck_both_ops_with_decays():
@@ -239,20 +205,8 @@ def test_a_decays_shape_and_an_unknown_leak_mode_are_named():
 # ------------------------------------------------------------------------------------- modules
 
 
-def _twins(has_rec=True):
-    g = torch.Generator().manual_seed(13)
-    N, S = 5, 2
-    tau, ts = 5e-3 + 30e-3 * torch.rand(N, generator=g), 2e-3 + 10e-3 * torch.rand(N, S, generator=g)
-    common = dict(threshold=0.5 + torch.rand(N, generator=g), bias=0.05 * torch.randn(N, generator=g),
-                  has_rec=has_rec, w_rec=0.4 * torch.randn(N, N * S, generator=g) if has_rec else None)
-    taus = lif_cuda.SynapticLIF((N * S, N), tau_mem=tau, tau_syn=ts, **common)
-    decays = lif_cuda.SynapticLIF((N * S, N), leak_mode="decays", alpha=tau_to_decay(DT, tau),
-                                  beta=tau_to_decay(DT, ts), **common)
-    return taus, decays
-
-
 def test_synaptic_module_with_decays_equals_its_time_constant_twin_and_trains_them():
-    taus, decays = _twins()
+    taus, decays = make_synaptic_layer(S=2, N=5), make_synaptic_layer(S=2, N=5, leak_mode="decays")
     assert set(dict(decays.named_parameters())) == {"alpha", "beta", "threshold", "bias", "w_rec"}
     assert decays.tau_mem is None and decays.tau_syn is None
     x = torch.rand(3, 30, 10)
