@@ -433,3 +433,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def load_xylo_v2_mapper():
+    """Rockpool's Xylo v2 (SYNS61201) mapper (skips the test where it cannot be loaded). Where the
+    device package cannot be imported (it imports `samna`, the hardware library, on the way), its
+    mapper and graph modules, which need only rockpool.graph, are loaded from their files as a
+    package of their own."""
+    try:
+        from rockpool.devices.xylo.syns61201 import mapper
+
+        return mapper
+    except ImportError:
+        pass
+    import importlib
+    import importlib.util
+    import types
+
+    name = "_lif_cuda_tests_xylo_v2"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec("rockpool.devices")
+        package = types.ModuleType(name)
+        package.__path__ = [str(Path(spec.submodule_search_locations[0]) / "xylo" / "syns61201")]
+        sys.modules[name] = package
+    try:
+        return importlib.import_module(name + ".xylo_mapper").mapper
+    except ImportError as exc:
+        pytest.skip(f"Rockpool's Xylo mapper could not be loaded: {exc}")

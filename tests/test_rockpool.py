@@ -11,17 +11,14 @@ parameters. The graph of a network of drop-ins (as_graph) is Rockpool's, and Xyl
 same specification of it. Skips when Rockpool is not installed (the `test` extra has it).
 """
 import importlib
-import importlib.util
-import os
 import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 
 import lif_cuda
-from conftest import random_neuron_params, rel_err
+from conftest import load_xylo_v2_mapper, random_neuron_params, rel_err
 
 N_IN = 6
 GRAD_TOL = 1e-5
@@ -401,26 +398,8 @@ def test_a_leak_set_through_another_family_is_set_as_rockpool_sets_it(rp, leak_m
 
 @pytest.fixture(scope="module")
 def xylo_mapper():
-    """Rockpool's Xylo v2 (SYNS61201) mapper. Where the device package cannot be imported (it imports
-    `samna`, the hardware library, on the way), its mapper and graph modules, which need only
-    rockpool.graph, are loaded from their files as a package of their own."""
     pytest.importorskip("rockpool")
-    try:
-        from rockpool.devices.xylo.syns61201 import mapper
-
-        return mapper
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec("rockpool.devices")
-    path = os.path.join(spec.submodule_search_locations[0], "xylo", "syns61201")
-    name = "_lif_cuda_tests_xylo_v2"
-    package = types.ModuleType(name)
-    package.__path__ = [path]
-    sys.modules[name] = package
-    try:
-        return importlib.import_module(name + ".xylo_mapper").mapper
-    except ImportError as exc:
-        pytest.skip(f"Rockpool's Xylo mapper could not be loaded: {exc}")
+    return load_xylo_v2_mapper()
 
 
 def xylo_network(rp, cls, leak_mode):
