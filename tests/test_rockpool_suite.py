@@ -31,9 +31,10 @@ def impl(request):
         from rockpool.nn.modules import LIFNeuronTorch, LIFTorch
         from rockpool.nn.modules.torch.ahp_lif_torch import aLIFTorch
     else:
-        from lif_cuda.rockpool import LIFNeuronTorch, LIFTorch
+        import lif_cuda.rockpool as drop_ins
 
-        aLIFTorch = getattr(__import__("lif_cuda.rockpool", fromlist=["_"]), "aLIFTorch", None)
+        LIFNeuronTorch, LIFTorch = drop_ins.LIFNeuronTorch, drop_ins.LIFTorch
+        aLIFTorch = getattr(drop_ins, "aLIFTorch", None)
     return dict(LIFNeuronTorch=LIFNeuronTorch, LIFTorch=LIFTorch, aLIFTorch=aLIFTorch)
 
 
