@@ -179,6 +179,9 @@ class LIFNeuronTorch(TorchModule):
 _NOISE_MODES = ("torch", "kernel")
 
 
+# Eager even under torch.compile: Inductor would fuse these ops and their backward and round
+# differently from eager (and Rockpool); the drop-in's graph breaks in Rockpool's code anyway.
+@torch.compiler.disable
 def _bitshift_decay(dash):
     """A Xylo bitshift's decay, 1 - 1/2**dash, by the torch ops Rockpool's bitshift_to_decay runs
     (pow, reciprocal times 1, rsub), so that it has Rockpool's bits; autograd chains to `dash`."""
