@@ -93,12 +93,12 @@ __global__ void core_check(const T* in, T* out, uint64_t seed) {
 }
 
 // Every per-thread function of the CUDA kernels, on the device, for one variant each.
-template <typename IT, typename T, int NOISE, bool SAVE_U, bool RECORD, int SURR, bool HAS_GW>
+template <typename IT, typename T, int NOISE, int SAVE, bool RECORD, int SURR, bool HAS_GW, bool MASK>
 __global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<IT, T> b,
                              lif::SynForwardArgs<IT, T> sf, lif::SynBackwardArgs<IT, T> sb,
                              lif::GradSum<T> g) {
-  lif::gpu::forward_thread<IT, T, NOISE, SAVE_U, RECORD>(f, threadIdx.x);
-  lif::gpu::backward_thread<IT, T, SURR, HAS_GW>(b, threadIdx.x);
+  lif::gpu::forward_thread<IT, T, NOISE, SAVE, RECORD>(f, threadIdx.x);
+  lif::gpu::backward_thread<IT, T, SURR, HAS_GW, MASK>(b, threadIdx.x);
   lif::gpu::syn_forward_thread<IT, T, NOISE, 0>(sf, threadIdx.x);
   lif::gpu::syn_backward_thread<IT, T, SURR, 2>(sb, threadIdx.x);
   lif::grad_sum_batch(g, 3, threadIdx.x);
@@ -126,16 +126,19 @@ using lif::kStepPWL;
 using lif::kNoiseKernel;
 using lif::kNoiseTensor;
 using lif::kNoNoise;
-template __global__ void thread_check<float, float, kNoNoise, true, true, kStepPWL, true>(
+using lif::kSaveMask;
+using lif::kSaveNone;
+using lif::kSaveU;
+template __global__ void thread_check<float, float, kNoNoise, kSaveU, true, kStepPWL, true, false>(
     lif::LifForwardArgs<float, float>, lif::LifBackwardArgs<float, float>, lif::SynForwardArgs<float, float>,
     lif::SynBackwardArgs<float, float>, lif::GradSum<float>);
-template __global__ void thread_check<float, float, kNoiseKernel, false, false, kPeriodicExponential, false>(
+template __global__ void thread_check<float, float, kNoiseKernel, kSaveMask, false, kPeriodicExponential, false, false>(
     lif::LifForwardArgs<float, float>, lif::LifBackwardArgs<float, float>, lif::SynForwardArgs<float, float>,
     lif::SynBackwardArgs<float, float>, lif::GradSum<float>);
-template __global__ void thread_check<double, double, kNoiseTensor, true, false, kPeriodicExponential, true>(
+template __global__ void thread_check<double, double, kNoiseTensor, kSaveU, false, kPeriodicExponential, true, false>(
     lif::LifForwardArgs<double, double>, lif::LifBackwardArgs<double, double>, lif::SynForwardArgs<double, double>,
     lif::SynBackwardArgs<double, double>, lif::GradSum<double>);
-template __global__ void thread_check<double, double, kNoiseKernel, false, true, kStepPWL, false>(
+template __global__ void thread_check<double, double, kNoiseKernel, kSaveMask, true, kStepPWL, false, true>(
     lif::LifForwardArgs<double, double>, lif::LifBackwardArgs<double, double>, lif::SynForwardArgs<double, double>,
     lif::SynBackwardArgs<double, double>, lif::GradSum<double>);
 CU

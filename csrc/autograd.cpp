@@ -16,10 +16,11 @@ using LifBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using LifForwardSig = LifForwardOut(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const Tensor&, const OptTensor&, const OptTensor&, double,
                                     double, double, double, int64_t, bool, bool, const OptTensor&,
-                                    bool);
+                                    bool, bool);
 using LifBackwardSig = LifBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                      double, double, double, int64_t, bool, const OptTensor&);
+                                      double, double, double, int64_t, bool, const OptTensor&,
+                                      bool);
 
 constexpr char kLifForward[] = "lif_cuda::lif_forward";
 constexpr char kLifBackward[] = "lif_cuda::lif_backward";
@@ -33,14 +34,15 @@ class LifForward : public torch::autograd::Function<LifForward> {
                                const Tensor& tau_mem, const Tensor& threshold, const Tensor& bias,
                                const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
-                               int64_t surrogate, bool record, const OptTensor& lengths) {
+                               int64_t surrogate, bool record, const OptTensor& lengths,
+                               bool decays) {
     // SPEC §11: with StepPWL and no gradient wanted through u (tau_mem, threshold), the backward
     // needs only the window mask, one bit per element, instead of u.
     const bool save_mask =
         surrogate == kStepPWL && !tau_mem.requires_grad() && !threshold.requires_grad();
     auto [spikes, vmem, v_final, u, v0_saved] = call_below_autograd(
         lif_forward_op(), input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-        window, max_spikes, surrogate, record, true, lengths, save_mask);
+        window, max_spikes, surrogate, record, true, lengths, decays, save_mask);
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
     // backward needs the values the forward started from.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
@@ -52,6 +54,7 @@ class LifForward : public torch::autograd::Function<LifForward> {
     ctx->saved_data["record"] = record;
     ctx->saved_data["has_noise"] = noise.has_value();
     ctx->saved_data["scalar_bias"] = bias.dim() == 0;
+    ctx->saved_data["decays"] = decays;
     ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
     // Unused outputs get undefined gradients, not (B,T,N) zeros; u (and an unrecorded, empty
     // vmem) are internal.
@@ -83,13 +86,14 @@ class LifForward : public torch::autograd::Function<LifForward> {
         kLifBackward, lif_backward_op(), true, gs, gw, defined_or_none(grads[2]), u, saved[1],
         saved[2], saved[3], ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
         ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
-        ctx->saved_data["scalar_bias"].toBool(), defined_or_none(saved[4]));
+        ctx->saved_data["scalar_bias"].toBool(), defined_or_none(saved[4]),
+        ctx->saved_data["decays"].toBool());
     Tensor g_in = g[0];
     Tensor g_noise;
     if (noise_grad) g_noise = g_in.scalar_type() != input_dtype ? g_in : g_in.clone();
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
-    // One entry per forward argument (14): the last eight are not differentiable.
-    return {g_in,     g[1],     g[2],     g[3],     g[4],     g_noise,  Tensor(),
+    // One entry per forward argument (15): the last nine are not differentiable.
+    return {g_in,     g[1],     g[2],     g[3],     g[4],     g_noise,  Tensor(), Tensor(),
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
@@ -99,15 +103,15 @@ LifForwardOut lif_forward_autograd(const Tensor& input, const Tensor& v0, const 
                                    const OptTensor& noise, const OptTensor& noise_key, double dt,
                                    double noise_scale, double window, double max_spikes,
                                    int64_t surrogate, bool record, bool save_u,
-                                   const OptTensor& lengths, bool save_mask) {
+                                   const OptTensor& lengths, bool decays, bool save_mask) {
   if (!any_requires_grad(input, v0, tau_mem, threshold, bias, noise)) {
     return call_below_autograd(lif_forward_op(), input, v0, tau_mem, threshold, bias, noise,
                                noise_key, dt, noise_scale, window, max_spikes, surrogate, record,
-                               save_u, lengths, save_mask);
+                               save_u, lengths, decays, save_mask);
   }
   const variable_list out =
       LifForward::apply(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                        window, max_spikes, surrogate, record, lengths);
+                        window, max_spikes, surrogate, record, lengths, decays);
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 
@@ -116,10 +120,10 @@ LifBackwardOut lif_backward_autograd(const Tensor& grad_spikes, const OptTensor&
                                      const Tensor& v0, const Tensor& tau_mem,
                                      const Tensor& threshold, double dt, double window,
                                      double max_spikes, int64_t surrogate, bool scalar_bias,
-                                     const OptTensor& lengths) {
-  const variable_list o = call_backward_op(kLifBackward, lif_backward_op(), false, grad_spikes,
-                                           grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                                           window, max_spikes, surrogate, scalar_bias, lengths);
+                                     const OptTensor& lengths, bool decays) {
+  const variable_list o = call_backward_op(
+      kLifBackward, lif_backward_op(), false, grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem,
+      threshold, dt, window, max_spikes, surrogate, scalar_bias, lengths, decays);
   return {o[0], o[1], o[2], o[3], o[4]};
 }
 
@@ -132,13 +136,14 @@ using SynBackwardOut =
 using SynForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                     const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const OptTensor&, const OptTensor&, const OptTensor&, double,
-                                    double, double, double, int64_t, bool, bool, const OptTensor&);
+                                    double, double, double, int64_t, bool, bool, const OptTensor&,
+                                    bool);
 using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const OptTensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                       double, double, double, int64_t, bool, bool, bool,
-                                      const OptTensor&);
+                                      const OptTensor&, bool);
 
 constexpr char kSynForward[] = "lif_cuda::synaptic_forward";
 constexpr char kSynBackward[] = "lif_cuda::synaptic_backward";
@@ -154,11 +159,11 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                const OptTensor& w_rec, const OptTensor& noise,
                                const OptTensor& noise_key, double dt, double noise_scale,
                                double window, double max_spikes, int64_t surrogate, bool record,
-                               const OptTensor& lengths) {
+                               const OptTensor& lengths, bool decays) {
     auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved] =
         call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
                             w_rec, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-                            record, true, lengths);
+                            record, true, lengths, decays);
     // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
     // right after the forward.
     ctx->save_for_backward({u, i_pre, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem,
@@ -174,6 +179,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
     ctx->saved_data["noise_index"] = static_cast<int64_t>(7 + s0.has_value() + w_rec.has_value());
     ctx->saved_data["scalar_bias"] = bias.dim() == 0;
     ctx->saved_data["i0_shared"] = i0.dim() == 2;
+    ctx->saved_data["decays"] = decays;
     ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
     ctx->set_materialize_grads(false);
     // The spike state s_final is batch row 0's last spikes for a module's state (spikes[:, -1]
@@ -205,11 +211,12 @@ class SynForward : public torch::autograd::Function<SynForward> {
         saved[2], s0, saved[4], saved[5], saved[6], w_rec, ctx->saved_data["dt"].toDouble(),
         ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
         ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
-        ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]));
+        ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]),
+        ctx->saved_data["decays"].toBool());
     Tensor g_in = g[0];
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
-    // One entry per forward argument (18): the last eight are not differentiable.
-    variable_list out(18);
+    // One entry per forward argument (19): the last nine are not differentiable.
+    variable_list out(19);
     out[0] = g_in;
     out[1] = g[1];
     out[2] = g[2];
@@ -231,15 +238,15 @@ SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, c
                                         const OptTensor& noise, const OptTensor& noise_key,
                                         double dt, double noise_scale, double window,
                                         double max_spikes, int64_t surrogate, bool record,
-                                        bool save, const OptTensor& lengths) {
+                                        bool save, const OptTensor& lengths, bool decays) {
   if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise)) {
     return call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold,
                                bias, w_rec, noise, noise_key, dt, noise_scale, window, max_spikes,
-                               surrogate, record, save, lengths);
+                               surrogate, record, save, lengths, decays);
   }
-  const variable_list o =
-      SynForward::apply(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                        noise_key, dt, noise_scale, window, max_spikes, surrogate, record, lengths);
+  const variable_list o = SynForward::apply(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
+                                            w_rec, noise, noise_key, dt, noise_scale, window,
+                                            max_spikes, surrogate, record, lengths, decays);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]};
 }
 
@@ -248,12 +255,12 @@ SynBackwardOut synaptic_backward_autograd(
     const OptTensor& gvf, const OptTensor& gif, const Tensor& u, const Tensor& i_pre,
     const Tensor& v0, const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
     const Tensor& threshold, const OptTensor& w_rec, double dt, double window, double max_spikes,
-    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
-    const OptTensor& lengths) {
+    int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths,
+    bool decays) {
   const variable_list o =
       call_backward_op(kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, i_pre,
                        v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
-                       surrogate, scalar_bias, i0_shared, noise_grad, lengths);
+                       surrogate, scalar_bias, i0_shared, noise_grad, lengths, decays);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]};
 }
 

@@ -80,11 +80,14 @@ TORCH_LIBRARY(lif_cuda, m) {
   // the rest is padding: spikes 0, the recorded membrane (and u) hold the row's last state, and
   // the final state is the state after lengths[b] steps (csrc/core/lengths.h). Values are checked
   // for a CPU tensor (0 <= lengths[b] <= T); the kernels clamp what they read to [0, T].
+  // `decays` (every op, Rockpool's leak_mode "decays"): tau_mem (and tau_syn) hold the decays alpha
+  // (and beta) themselves, in [0, 1], used as they are; the backward then returns their gradients
+  // (SPEC §3's galpha) where it returns a time constant's, and errors name them alpha and beta.
   m.def(
       "lif_forward(Tensor input, Tensor v0, Tensor tau_mem, Tensor threshold, Tensor bias, "
       "Tensor? noise, Tensor? noise_key, float dt, float noise_scale, float window, "
       "float max_spikes, int surrogate, bool record, bool save_u, Tensor? lengths=None, "
-      "bool save_mask=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      "bool decays=False, bool save_mask=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Backward through time (SPEC §3). Returns (grad_input, grad_v0, grad_tau_mem, grad_threshold,
   // grad_bias), each in the shape of its forward argument (summed over the batch, and over the
@@ -95,7 +98,7 @@ TORCH_LIBRARY(lif_cuda, m) {
   m.def(
       "lif_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_vfinal, Tensor u, "
       "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "
-      "int surrogate, bool scalar_bias, Tensor? lengths=None) "
+      "int surrogate, bool scalar_bias, Tensor? lengths=None, bool decays=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The synaptic LIF model (SPEC §7, Rockpool's LIFTorch): input (B,T,N*S) read as (B,T,N,S);
   // i0 (B,N,S) or (N,S) gives N and S; v0 (B,N) or (N,); s0 (B,N) or (N,) the spikes of the step
@@ -115,7 +118,7 @@ TORCH_LIBRARY(lif_cuda, m) {
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
       "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
-      "int surrogate, bool record, bool save, Tensor? lengths=None) "
+      "int surrogate, bool record, bool save, Tensor? lengths=None, bool decays=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Its backward (SPEC §7): returns (grad_input, grad_v0, grad_i0, grad_s0, grad_tau_mem,
@@ -130,6 +133,6 @@ TORCH_LIBRARY(lif_cuda, m) {
       "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor i_pre, "
       "Tensor v0, Tensor? s0, Tensor tau_mem, Tensor tau_syn, Tensor threshold, Tensor? w_rec, "
       "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
-      "bool noise_grad, Tensor? lengths=None) "
+      "bool noise_grad, Tensor? lengths=None, bool decays=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

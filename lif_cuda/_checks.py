@@ -72,11 +72,20 @@ def check_max_spikes(value, dtype):
 # ------------------------------------------------------------------ parameter values (SPEC §6)
 
 
+DECAY = "decay"  # a parameter rule beside True (> 0) and False (finite): a decay, in [0, 1]
+
+
 def _param_ok(t, positive):
-    """A 0-dim bool tensor (no host sync): t is finite (and > 0) everywhere."""
+    """A 0-dim bool tensor (no host sync): t is finite (and > 0, or in [0, 1] for DECAY) everywhere."""
     with torch.no_grad():
+        if positive == DECAY:
+            return ((t >= 0) & (t <= 1)).all()
         ok = torch.isfinite(t).all()
         return ok & (t > 0).all() if positive else ok
+
+
+def _param_rule_text(positive):
+    return "in [0, 1]" if positive == DECAY else ("finite and > 0" if positive else "finite")
 
 
 def check_param_values(params):
@@ -90,8 +99,7 @@ def check_param_values(params):
         return
     for name, t, positive in params:  # the failing one, for the message
         if not bool(_param_ok(t, positive)):
-            what = "finite and > 0" if positive else "finite"
-            raise ValueError(f"{name} must be {what} everywhere, got {t.detach().cpu()}")
+            raise ValueError(f"{name} must be {_param_rule_text(positive)} everywhere, got {t.detach().cpu()}")
 
 
 class CheckedValues:
@@ -206,13 +214,14 @@ def _check_state(name, t, shapes, device):
     _check_device(name, t, device)
 
 
-def check_tau_syn(t, n, s, device=None):
-    """tau_syn: (N,S), (1,S) or () (Rockpool's shapes), floating, on `device`."""
-    check_float_tensor("tau_syn", t)
+def check_tau_syn(t, n, s, device=None, name="tau_syn"):
+    """tau_syn (or the decay beta, `name`): (N,S), (1,S) or () (Rockpool's shapes), floating, on
+    `device`."""
+    check_float_tensor(name, t)
     if tuple(t.shape) not in ((n, s), (1, s), ()):
-        raise ValueError(f"tau_syn must have shape ({n}, {s}), (1, {s}) or (), got {tuple(t.shape)}")
+        raise ValueError(f"{name} must have shape ({n}, {s}), (1, {s}) or (), got {tuple(t.shape)}")
     if device is not None:
-        _check_device("tau_syn", t, device)
+        _check_device(name, t, device)
 
 
 def check_w_rec(w, n, s, device=None):
@@ -237,8 +246,9 @@ def _check_noise(noise, shape, device):
         _check_device("noise", noise, device)
 
 
-def check_lif_tensors(input, state, params, noise):
-    """lif_evolve's tensors (SPEC §1): input (B,T,N), v0 (B,N) or (N,), parameters (N,) or ()."""
+def check_lif_tensors(input, state, params, noise, leak=("tau_mem",)):
+    """lif_evolve's tensors (SPEC §1): input (B,T,N), v0 (B,N) or (N,), parameters (N,) or ();
+    `leak`: the name of the leak parameter (tau_mem, or alpha for a decay)."""
     (v0,), (tau_mem, threshold, bias) = state, params
     _check_input(input, "N")
     B, T, N = input.shape
@@ -248,15 +258,16 @@ def check_lif_tensors(input, state, params, noise):
     if tuple(v0.shape) != (N,) and tuple(v0.shape) != (B, N):
         raise ValueError(f"v0 must have shape ({B}, {N}) or ({N},), got {tuple(v0.shape)}")
     _check_device("v0", v0, dev)
-    check_param("tau_mem", tau_mem, N, dev)
+    check_param(leak[0], tau_mem, N, dev)
     check_param("threshold", threshold, N, dev)
     check_param("bias", bias, N, dev)
     _check_noise(noise, (B, T, N), dev)
 
 
-def check_synaptic_tensors(input, state, params, noise):
+def check_synaptic_tensors(input, state, params, noise, leak=("tau_mem", "tau_syn")):
     """synaptic_evolve's tensors (SPEC §7): input (B,T,N*S), i0 (B,N,S) or (N,S) (it gives N and
-    S), v0 and s0 (B,N) or (N,), tau_syn (N,S), (1,S) or (), w_rec (N, N*S) or None."""
+    S), v0 and s0 (B,N) or (N,), tau_syn (N,S), (1,S) or (), w_rec (N, N*S) or None; `leak`: the
+    names of the leak parameters (the time constants, or the decays alpha and beta)."""
     (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec) = state, params
     _check_input(input, "N*S")
     B, T, NS = input.shape
@@ -269,8 +280,8 @@ def check_synaptic_tensors(input, state, params, noise):
         raise ValueError(f"i0 must have at least one synapse per neuron (N, S >= 1), got {tuple(i0.shape)}")
     if NS != N * S:
         raise ValueError(f"input's last dimension must be N*S = {N}*{S} = {N * S}, got shape {tuple(input.shape)}")
-    check_param("tau_mem", tau_mem, N, dev)
-    check_tau_syn(tau_syn, N, S, dev)
+    check_param(leak[0], tau_mem, N, dev)
+    check_tau_syn(tau_syn, N, S, dev, leak[1])
     check_param("threshold", threshold, N, dev)
     check_param("bias", bias, N, dev)
     if w_rec is not None:

@@ -11,6 +11,7 @@ and its module face, a NeuronLayer subclass (lif_cuda.neurons). A new surrogate:
 lif_cuda.surrogates.
 """
 import sys
+from functools import partial
 from typing import Callable, NamedTuple, Tuple
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from . import _ext
 from ._checks import (
     CHECKED_VALUES,
+    DECAY,
     check_lif_tensors,
     check_max_spikes,
     check_param_values,
@@ -32,7 +34,8 @@ from .ops import lif_forward_op, synaptic_forward_op  # noqa: F401  (looked up b
 from .reference import lif_evolve_reference, synaptic_evolve_reference  # noqa: F401  (by name in `run`)
 from .surrogates import FUSED_NAMES, NO_KERNEL, StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["lif_evolve", "synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF", "SYNAPTIC"]
+__all__ = ["lif_evolve", "synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF", "SYNAPTIC",
+           "LIF_DECAYS", "SYNAPTIC_DECAYS", "LEAK_MODES"]
 
 _BACKENDS = ("auto", "fused", "reference")
 _FLOATS = (torch.float32, torch.float64)
@@ -53,17 +56,21 @@ class Model(NamedTuple):
     reference: str  # the reference's name in this module
     call_reference: Callable  # (reference, run's arguments but `which` and `kernel_id`) -> the op's outputs
     check_tensors: Callable  # (input, state, params, noise): the reference backend's checks
+    decays: Tuple[str, ...] = ()  # the leak parameters given as decays in [0, 1] (the ops' `decays`)
 
 
-def _lif_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths):
-    return reference(x, *state, *params, dt, noise, window, max_spikes, spike_fn, record, lengths=lengths)
+def _lif_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths,
+                   decays=False):
+    return reference(x, *state, *params, dt, noise, window, max_spikes, spike_fn, record, lengths=lengths,
+                     decays=decays)
 
 
-def _synaptic_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths):
+def _synaptic_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths,
+                        decays=False):
     (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec) = state, params
     return reference(
         x, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=w_rec, s0=s0, noise=noise, learning_window=window,
-        max_spikes_per_dt=max_spikes, spike_generation_fn=spike_fn, record=record, lengths=lengths,
+        max_spikes_per_dt=max_spikes, spike_generation_fn=spike_fn, record=record, lengths=lengths, decays=decays,
     )
 
 
@@ -79,6 +86,19 @@ SYNAPTIC = Model(
     records=("vmem", "isyn", "irec"), forward_op="synaptic_forward_op", reference="synaptic_evolve_reference",
     call_reference=_synaptic_reference, check_tensors=check_synaptic_tensors,
 )
+# The same models with their leaks given as decays (Rockpool's leak_mode "decays"): alpha =
+# exp(-dt/tau_mem) and beta = exp(-dt/tau_syn) are the parameters, trained directly.
+LIF_DECAYS = LIF._replace(
+    params=("alpha", "threshold", "bias"), positive=("threshold",), checked=("alpha", "threshold", "bias"),
+    call_reference=partial(_lif_reference, decays=True), check_tensors=partial(check_lif_tensors, leak=("alpha",)),
+    decays=("alpha",),
+)
+SYNAPTIC_DECAYS = SYNAPTIC._replace(
+    params=("alpha", "beta", "threshold", "bias", "w_rec"), positive=("threshold",),
+    checked=("alpha", "beta", "threshold", "bias"), call_reference=partial(_synaptic_reference, decays=True),
+    check_tensors=partial(check_synaptic_tensors, leak=("alpha", "beta")), decays=("alpha", "beta"),
+)
+LEAK_MODES = ("taus", "decays")
 
 
 def fused_available(device) -> bool:
@@ -127,7 +147,7 @@ def resolve_backend(backend, device, spike_generation_fn=StepPWL, kernel_id=None
 def param_values(model, params):
     """(name, tensor, positive) of the parameters whose values SPEC §6 restricts."""
     named = dict(zip(model.params, params))
-    return [(name, named[name], name in model.positive) for name in model.checked]
+    return [(name, named[name], DECAY if name in model.decays else name in model.positive) for name in model.checked]
 
 
 def run(model, which, device, x, state, params, noise, noise_scale, dt, window, max_spikes, spike_fn, kernel_id,
@@ -141,7 +161,8 @@ def run(model, which, device, x, state, params, noise, noise_scale, dt, window, 
         if device != _CPU:  # on the CPU the op checks the values itself, for free
             CHECKED_VALUES.check(param_values(model, params))
         return getattr(_this, model.forward_op)(
-            x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel_id, record, False, lengths
+            x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel_id, record, False, lengths,
+            bool(model.decays),
         )
     model.check_tensors(x, state, params, noise)  # what the op would check, for a module's tensors too
     values = param_values(model, params)
@@ -185,8 +206,17 @@ def _checked_call(model, input, state, params, dt, noise, learning_window, max_s
                spike_generation_fn, kernel_id, record, lengths)
 
 
+def _leak_model(leak_mode, taus, decays):
+    if leak_mode == "taus":
+        return taus
+    if leak_mode == "decays":
+        return decays
+    raise ValueError(f"leak_mode must be one of {LEAK_MODES}, got {leak_mode!r}")
+
+
 def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16,
-               spike_generation_fn=StepPWL, record=False, backend="auto", noise_std=0.0, lengths=None):
+               spike_generation_fn=StepPWL, record=False, backend="auto", noise_std=0.0, lengths=None,
+               leak_mode="taus"):
     """Evolve LIF neurons (SPEC §1) over `input` (B,T,N) from membrane `v0` ((B,N) or (N,)).
 
     tau_mem, threshold, bias: tensors of shape (N,) or (); dt, learning_window, max_spikes_per_dt:
@@ -201,11 +231,15 @@ def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_win
     that row alone would; later steps are padding: no spikes, the recorded membrane holds its last
     value, zero input gradient, nothing added to the parameter gradients, and gradients arriving
     there are ignored. The final state is the state after lengths[b] steps.
+    leak_mode: "taus" (default), or "decays": `tau_mem` then holds the decay alpha = exp(-dt/tau_mem)
+    itself, in [0, 1] (errors name it alpha), used as it is, and its gradient is dL/dalpha
+    (Rockpool's leak_mode "decays").
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None unless record, final state (B,N)).
     Differentiable w.r.t. input, v0, tau_mem, threshold, bias (and noise).
     """
+    model = _leak_model(leak_mode, LIF, LIF_DECAYS)
     spikes, vmem, v_final = _checked_call(
-        LIF, input, (v0,), (tau_mem, threshold, bias), dt, noise, learning_window, max_spikes_per_dt,
+        model, input, (v0,), (tau_mem, threshold, bias), dt, noise, learning_window, max_spikes_per_dt,
         spike_generation_fn, record, backend, noise_std, lengths,
     )[:3]
     return spikes, (vmem if record else None), v_final
@@ -213,7 +247,7 @@ def lif_evolve(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_win
 
 def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
                     learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False,
-                    backend="auto", noise_std=0.0, lengths=None):
+                    backend="auto", noise_std=0.0, lengths=None, leak_mode="taus"):
     """Evolve LIF neurons with synaptic currents (SPEC §7) over `input` (B,T,N*S).
 
     i0 (B,N,S) or (N,S) (it gives N and S); v0 (B,N) or (N,); s0 (B,N), (N,) or None (zeros): the
@@ -229,9 +263,14 @@ def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=
     their last values, the recorded recurrent current is 0, zero input gradient, nothing added to the
     parameter gradients (w_rec's included), and gradients arriving there are ignored. The final state
     (membrane, currents, last spikes) is the state after lengths[b] steps.
+    leak_mode: "taus" (default), or "decays": `tau_mem` and `tau_syn` then hold the decays alpha =
+    exp(-dt/tau_mem) and beta = exp(-dt/tau_syn) themselves, in [0, 1] (errors name them alpha and
+    beta), used as they are, and their gradients are dL/dalpha and dL/dbeta (Rockpool's leak_mode
+    "decays").
     """
+    model = _leak_model(leak_mode, SYNAPTIC, SYNAPTIC_DECAYS)
     spikes, vmem, isyn, irec, v_final, i_final, s_final = _checked_call(
-        SYNAPTIC, input, (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec), dt, noise, learning_window,
+        model, input, (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec), dt, noise, learning_window,
         max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,
     )[:7]
     if not record:

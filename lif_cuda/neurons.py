@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import functional
-from ._checks import check_max_spikes, check_scalar, check_w_rec, to_lengths
+from ._checks import DECAY, check_max_spikes, check_scalar, check_w_rec, to_lengths
 from .noise import kernel_noise_scale, torch_noise
 from .surrogates import StepPWL, check_spike_fn, kernel_id_of
 
@@ -64,7 +64,10 @@ def _as_param(name, value, shape_ok, shape_text, default, positive):
     t = t.to(torch.float32)
     if not shape_ok(tuple(t.shape)):
         raise ValueError(f"{name} must have shape {shape_text}, got {tuple(t.shape)}")
-    if not bool((torch.isfinite(t) & ((t > 0) if positive else True)).all()):
+    if positive == DECAY:
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError(f"{name} must be in [0, 1] everywhere, got {t}")
+    elif not bool((torch.isfinite(t) & ((t > 0) if positive else True)).all()):
         raise ValueError(f"{name} must be finite{' and > 0' if positive else ''} everywhere, got {t}")
     return t
 
@@ -73,6 +76,29 @@ def _neuron_param(name, value, n, default, positive):
     """A per-neuron parameter: (N,) or (), `default` for every neuron when not given."""
     return nn.Parameter(_as_param(name, value, lambda s: s in ((n,), ()), f"({n},) or ()",
                                   lambda: torch.full((n,), float(default)), positive))
+
+
+LEAK_MODES = ("taus", "decays")
+_LEAK_NAMES = {"taus": ("tau_mem", "tau_syn"), "decays": ("alpha", "beta")}
+DEFAULT_TAU = 20e-3
+
+
+def _leak_mode(leak_mode, dt, **given):
+    """The leak mode, checked against the leak arguments given (only its own family's, as Rockpool
+    rules), and the default decay: that of the default time constant, as torch computes it, so that
+    "taus" and "decays" layers built with defaults are the same model."""
+    if leak_mode not in LEAK_MODES:
+        raise ValueError(f"leak_mode must be one of {LEAK_MODES}, got {leak_mode!r}")
+    for name, value in given.items():
+        if value is not None and name not in _LEAK_NAMES[leak_mode]:
+            raise ValueError(
+                f"{name} is a parameter of another leak_mode than leak_mode={leak_mode!r}, whose leak parameters are "
+                f"{' and '.join(k for k in given if k in _LEAK_NAMES[leak_mode])}"
+            )
+    if leak_mode == "taus":
+        return None
+    dt = check_scalar("dt", dt, positive=True)
+    return torch.exp(-dt / torch.tensor(DEFAULT_TAU)).item()
 
 
 class NeuronLayer(nn.Module):
@@ -136,9 +162,10 @@ class NeuronLayer(nn.Module):
         checked (SPEC §6) and the backend resolved once per change of any of them (`key`), not per call.
         A module on another device than its input is named here, before the backend is chosen for the
         input's device (later calls: the op names it)."""
-        tau = self._parameters["tau_mem"]
+        leak = self.model.params[0]  # tau_mem, or the decay alpha
+        tau = self._parameters[leak]
         if device != tau.device:
-            raise ValueError(f"tau_mem is on {tau.device} but the input is on {device}: put both on one device")
+            raise ValueError(f"{leak} is on {tau.device} but the input is on {device}: put both on one device")
         dt = check_scalar("dt", self.dt, positive=True)
         window = check_scalar("learning_window", self.learning_window, nonneg=True)
         max_spikes = check_max_spikes(self.max_spikes_per_dt, tau.dtype)
@@ -271,8 +298,7 @@ class NeuronLayer(nn.Module):
         if not (type(x) is torch.Tensor and x.dim() == 3 and x.shape[2] == self.size_in and x.dtype in _IO_DTYPES):
             x = self._auto_batch(x)
         model, params, buffers = self.model, self._parameters, self._buffers
-        tau = params["tau_mem"]
-        dtype = tau.dtype
+        dtype = params["threshold"].dtype
         # Computed in the parameters' dtype, as Rockpool does; float16/bfloat16 input stays as it is
         # (the kernels read it directly, keep the state in float32 and return spikes in its dtype).
         if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in _HALF):
@@ -336,7 +362,7 @@ class NeuronLayer(nn.Module):
             raise ValueError("input must have shape (B, T, " + str(n) + ") or (T, " + str(n) + "), or a last "
                              "dimension of 1")
         x = x.expand(x.shape[0], x.shape[1], n)
-        dtype = self.tau_mem.dtype
+        dtype = self.threshold.dtype
         half = x.dtype == torch.float16 or x.dtype == torch.bfloat16
         if x.dtype != dtype and not (dtype == torch.float32 and half):
             x = x.to(dtype)
@@ -383,6 +409,10 @@ class LIFNeuron(NeuronLayer):
     padding (no spikes, membrane held, no gradient), so a padded batch equals its rows run alone;
     the state kept is each row's state at its length.
 
+    leak_mode: "taus" (default: the parameter is tau_mem) or "decays": the parameter is the decay
+    `alpha` itself ((N,) or (), in [0, 1], default exp(-dt/20 ms)), trained directly (Rockpool's
+    leak_mode "decays"); tau_mem is then None.
+
     evolve(x, record) returns (spikes, {"vmem"}, {"vmem", "spikes"} when record).
     """
 
@@ -390,12 +420,20 @@ class LIFNeuron(NeuronLayer):
 
     def __init__(self, shape=None, tau_mem=None, threshold=None, bias=0.0, dt=1e-3, noise_std=0.0,
                  spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16, backend="auto",
-                 noise="kernel", batch_state=False):
+                 noise="kernel", batch_state=False, leak_mode="taus", alpha=None):
         super().__init__()
         n = _n_from_shape(shape)
         self.n_neurons = self.size_in = self.size_out = n
         self.shape = (n,)
-        self.tau_mem = _neuron_param("tau_mem", tau_mem, n, 20e-3, positive=True)
+        default_decay = _leak_mode(leak_mode, dt, tau_mem=tau_mem, alpha=alpha)
+        self.leak_mode = leak_mode
+        if leak_mode == "taus":
+            self.tau_mem = _neuron_param("tau_mem", tau_mem, n, DEFAULT_TAU, positive=True)
+            self.alpha = None
+        else:
+            self.model = functional.LIF_DECAYS
+            self.tau_mem = None
+            self.alpha = _neuron_param("alpha", alpha, n, default_decay, positive=DECAY)
         self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
         self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
         self.register_buffer("vmem", torch.zeros(n))
@@ -407,10 +445,14 @@ class LIFNeuron(NeuronLayer):
 
     def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
+        leak = self.tau_mem
+        if self.alpha is not None:
+            leak = self.alpha
+        assert leak is not None
         # Inference only: u is not saved (save_u=False); the surrogate id only matters to a backward.
         out = torch.ops.lif_cuda.lif_forward(
-            x, self.vmem, self.tau_mem, self.threshold, self.bias, noise, None, self.dt, noise_scale,
-            self.learning_window, self.max_spikes_per_dt, 0, False, False, lengths,
+            x, self.vmem, leak, self.threshold, self.bias, noise, None, self.dt, noise_scale,
+            self.learning_window, self.max_spikes_per_dt, 0, False, False, lengths, self.alpha is not None,
         )
         if x.shape[0] > 0:
             self.vmem = kept_state(self.vmem, out[2], self.batch_state)
@@ -453,22 +495,38 @@ class SynapticLIF(NeuronLayer):
     noise: with noise_std > 0, "kernel" (drawn in the kernel) or "torch" (torch.randn, as Rockpool).
     backend: "auto", "fused" or "reference", as LIFNeuron's. evolve(x, record) returns (spikes,
     {"vmem", "isyn", "spikes"}, {"vmem" (B,T,N), "isyn" (B,T,N,S), "irec" (B,T,N,S), "spikes"}).
+    leak_mode: "taus" (default: the parameters are tau_mem and tau_syn) or "decays": they are the
+    decays `alpha` ((N,) or ()) and `beta` ((N,S), (1,S) or ()) themselves, in [0, 1] (default
+    exp(-dt/20 ms)), trained directly (Rockpool's leak_mode "decays"); tau_mem and tau_syn are then
+    None.
     """
 
     model = functional.SYNAPTIC
 
     def __init__(self, shape=None, tau_mem=None, tau_syn=None, threshold=None, bias=0.0, has_rec=False, w_rec=None,
                  dt=1e-3, noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16,
-                 weight_init_func=None, backend="auto", noise="kernel", batch_state=False):
+                 weight_init_func=None, backend="auto", noise="kernel", batch_state=False, leak_mode="taus",
+                 alpha=None, beta=None):
         super().__init__()
         n, s = _shape_to_ns(shape)
         self.n_neurons = self.size_out = n
         self.n_synapses = s
         self.size_in = n * s
         self.shape = (n * s, n)
-        self.tau_mem = _neuron_param("tau_mem", tau_mem, n, 20e-3, positive=True)
-        self.tau_syn = nn.Parameter(_as_param("tau_syn", tau_syn, lambda sh: sh in ((n, s), (1, s), ()),
-                                              f"({n}, {s}), (1, {s}) or ()", lambda: torch.full((n, s), 20e-3), True))
+        default_decay = _leak_mode(leak_mode, dt, tau_mem=tau_mem, tau_syn=tau_syn, alpha=alpha, beta=beta)
+        self.leak_mode = leak_mode
+        syn_shape = (lambda sh: sh in ((n, s), (1, s), ()), f"({n}, {s}), (1, {s}) or ()")
+        if leak_mode == "taus":
+            self.tau_mem = _neuron_param("tau_mem", tau_mem, n, DEFAULT_TAU, positive=True)
+            self.tau_syn = nn.Parameter(_as_param("tau_syn", tau_syn, *syn_shape,
+                                                  lambda: torch.full((n, s), DEFAULT_TAU), True))
+            self.alpha = self.beta = None
+        else:
+            self.model = functional.SYNAPTIC_DECAYS
+            self.tau_mem = self.tau_syn = None
+            self.alpha = _neuron_param("alpha", alpha, n, default_decay, positive=DECAY)
+            self.beta = nn.Parameter(_as_param("beta", beta, *syn_shape, lambda: torch.full((n, s), default_decay),
+                                               DECAY))
         self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
         self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
         if not isinstance(has_rec, (bool, np.bool_)):
@@ -492,17 +550,21 @@ class SynapticLIF(NeuronLayer):
                             batch_state)
 
     def _model_repr(self):
-        return f"n_synapses={self.n_synapses}, has_rec={self.has_rec}, "
+        return f"n_synapses={self.n_synapses}, has_rec={self.has_rec}, leak_mode={self.leak_mode!r}, "
 
     def _state_rows(self):
         return {"vmem": (self.n_neurons,), "isyn": (self.n_neurons, self.n_synapses), "spikes": (self.n_neurons,)}
 
     def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
+        leak_mem, leak_syn = self.tau_mem, self.tau_syn
+        if self.alpha is not None:
+            leak_mem, leak_syn = self.alpha, self.beta
+        assert leak_mem is not None and leak_syn is not None
         out = torch.ops.lif_cuda.synaptic_forward(
-            x, self.vmem, self.isyn, self.spikes, self.tau_mem, self.tau_syn, self.threshold, self.bias, self.w_rec,
+            x, self.vmem, self.isyn, self.spikes, leak_mem, leak_syn, self.threshold, self.bias, self.w_rec,
             noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
-            lengths,
+            lengths, self.alpha is not None,
         )
         if x.shape[0] > 0:
             self.vmem = kept_state(self.vmem, out[4], self.batch_state)

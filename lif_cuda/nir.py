@@ -41,14 +41,19 @@ __all__ = ["to_nir", "from_nir"]
 _META = "lif_cuda."  # prefix of the metadata keys this module writes and reads
 
 
+def _has(module, *names):
+    # None: a layer of lif_cuda's with its leaks given as decays has no time constants.
+    return all(getattr(module, a, None) is not None for a in names)
+
+
 def _is_synaptic(module):
     # SynapticLIF, lif_cuda.rockpool.LIFTorch and Rockpool's own LIFTorch.
-    return all(hasattr(module, a) for a in ("tau_mem", "tau_syn", "threshold", "bias", "dt", "n_neurons"))
+    return _has(module, "tau_mem", "tau_syn", "threshold", "bias", "dt", "n_neurons")
 
 
 def _is_lif(module):
     # LIFNeuron, lif_cuda.rockpool.LIFNeuronTorch and Rockpool's own LIFNeuronTorch all qualify.
-    return all(hasattr(module, a) for a in ("tau_mem", "threshold", "bias", "dt", "n_neurons"))
+    return _has(module, "tau_mem", "threshold", "bias", "dt", "n_neurons")
 
 
 def _per_neuron(t, n):

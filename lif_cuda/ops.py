@@ -37,7 +37,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::lif_forward")
     def _lif_forward_fake(
         input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-        record, save_u, lengths=None, save_mask=False,
+        record, save_u, lengths=None, decays=False, save_mask=False,
     ):
         _check_devices(input, tau_mem=tau_mem, threshold=threshold, bias=bias, v0=v0, noise=noise, lengths=lengths)
         B, T, N = input.shape
@@ -55,7 +55,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::lif_backward")
     def _lif_backward_fake(
         grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window, max_spikes, surrogate,
-        scalar_bias, lengths=None,
+        scalar_bias, lengths=None, decays=False,
     ):
         B, T, N = grad_spikes.shape  # u may be the window mask (B, ceil(T/32), N)
         return (
@@ -69,7 +69,7 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::synaptic_forward")
     def _synaptic_forward_fake(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
-        max_spikes, surrogate, record, save, lengths=None,
+        max_spikes, surrogate, record, save, lengths=None, decays=False,
     ):
         _check_devices(input, tau_mem=tau_mem, tau_syn=tau_syn, threshold=threshold, bias=bias, w_rec=w_rec, v0=v0,
                        i0=i0, s0=s0, noise=noise, lengths=lengths)
@@ -94,6 +94,7 @@ if _ext.loaded():
     def _synaptic_backward_fake(
         grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
         threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
+        decays=False,
     ):
         B, T, N, S = i_pre.shape
         return (

@@ -29,7 +29,7 @@ def _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spi
 
 def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5,
                          max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False, noise_std=0.0,
-                         lengths=None):
+                         lengths=None, decays=False):
     """Evolve LIF neurons over input (B,T,N) from membrane v0 ((B,N) or (N,)).
 
     Parameters tau_mem, threshold, bias are (N,) or (); noise, if given, is the exact (B,T,N) term
@@ -40,6 +40,7 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
     replaced by 0 (so their gradient is 0, and NaN padding stays out of the arithmetic), its spikes
     by 0 and its state keeps its value; the recorded membrane there is that value detached, so that
     the gradients arriving on padding positions are ignored.
+    decays: tau_mem is the decay alpha itself (Rockpool's leak_mode "decays"), used as it is.
     Returns (spikes (B,T,N), vmem (B,T,N) post-reset or None, final state (B,N)).
     """
     io_dtype = input.dtype
@@ -52,7 +53,7 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
         zeta = noise_std * torch.sqrt(torch.tensor(dt, dtype=dtype, device=input.device))
         noise = zeta * torch.randn((B, T, N), dtype=dtype, device=input.device)
     tau_mem, threshold, bias = (p.to(dtype) for p in (tau_mem, threshold, bias))
-    alpha = tau_to_decay(dt, tau_mem)
+    alpha = tau_mem if decays else tau_to_decay(dt, tau_mem)
     w = v0.to(dtype).expand(B, N)
     spikes, vmem = [], []
     for t in range(T):
@@ -83,7 +84,7 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
 
 def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
                               learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
-                              record=False, synapse_sum=None, lengths=None):
+                              record=False, synapse_sum=None, lengths=None, decays=False):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
     i0: synaptic currents (B,N,S) or (N,S), which give N and S (input element n*S + k feeds synapse
@@ -103,6 +104,8 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
     spikes keep their values; the records of the membrane and the currents there are those values
     detached (gradients arriving on padding positions are ignored), the record of the recurrent
     current is 0.
+    decays: tau_mem and tau_syn are the decays alpha and beta themselves (Rockpool's leak_mode
+    "decays"), used as they are.
     """
     io_dtype = input.dtype
     if io_dtype in (torch.float16, torch.bfloat16):
@@ -112,8 +115,7 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
     N, S = i0.shape[-2:]
     x = input.reshape(B, T, N, S)
     tau_mem, tau_syn, threshold, bias = (p.to(dtype) for p in (tau_mem, tau_syn, threshold, bias))
-    alpha = tau_to_decay(dt, tau_mem)
-    beta = tau_to_decay(dt, tau_syn)
+    alpha, beta = (tau_mem, tau_syn) if decays else (tau_to_decay(dt, tau_mem), tau_to_decay(dt, tau_syn))
     w = v0.to(dtype).expand(B, N)
     i = i0.to(dtype).expand(B, N, S)
     # Contiguous, as Rockpool's batched state is: the recurrent product then reads the same layout.

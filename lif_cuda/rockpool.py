@@ -13,9 +13,10 @@ It is a Rockpool `TorchModule` with Rockpool's constructor, parameter families (
 gradients as Rockpool's own (docs/ecosystem.md). Needs the `rockpool` extra.
 
 `LIFTorch` (synaptic currents, optional recurrent weights: SPEC §7) is Rockpool's `LIFTorch` itself,
-subclassed: its constructor, parameters and families (`weights` w_rec, `taus` tau_mem and tau_syn,
-`bias`, `thresholds`), states (`vmem`, `isyn`, `spikes`), evolve and graph export are Rockpool's;
-only `forward` runs on lif_cuda's fused op (lif_cuda.synaptic_evolve).
+subclassed: its constructor, leak modes ("taus", "decays", "bitshifts"), parameters and families
+(`weights` w_rec; `taus` tau_mem and tau_syn, `decays` alpha and beta, or `bitshifts` dash_mem and
+dash_syn; `bias`, `thresholds`), states (`vmem`, `isyn`, `spikes`), evolve and graph export are
+Rockpool's; only `forward` runs on lif_cuda's fused op (lif_cuda.synaptic_evolve).
 """
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def _rockpool_noise(module, shape, device, dtype):
 
 def _batched_input(module, input_data):
     """(x (B,T,N) in the parameters' dtype, that dtype), by Rockpool's shape rules and error messages."""
-    dtype = module.tau_mem.dtype
+    dtype = module.threshold.dtype  # every leak mode has it (tau_mem is computed in the others)
     if not isinstance(input_data, torch.Tensor):
         input_data = torch.as_tensor(input_data, dtype=dtype)
     x, _ = module._auto_batch(input_data)
@@ -178,25 +179,53 @@ class LIFNeuronTorch(TorchModule):
 _NOISE_MODES = ("torch", "kernel")
 
 
+# Eager even under torch.compile: Inductor would fuse these ops and their backward and round
+# differently from eager (and Rockpool); the drop-in's graph breaks in Rockpool's code anyway.
+@torch.compiler.disable
+def _bitshift_decay(dash):
+    """A Xylo bitshift's decay, 1 - 1/2**dash, by the torch ops Rockpool's bitshift_to_decay runs
+    (pow, reciprocal times 1, rsub), so that it has Rockpool's bits; autograd chains to `dash`."""
+    return 1 - 1 / (2**dash)
+
+
+def _leak(module):
+    """(the leak arguments of synaptic_evolve, its leak_mode) for a module's leak mode: the time
+    constants as they are, the decays alpha and beta as they are, or the decays of the bitshifts."""
+    if module.leak_mode == "taus":
+        return (module.tau_mem, module.tau_syn), "taus"
+    if module.leak_mode == "decays":
+        return (module.alpha, module.beta), "decays"
+    return (_bitshift_decay(module.dash_mem), _bitshift_decay(module.dash_syn)), "decays"
+
+
+def _name_the_bitshift(exc):
+    """A refused decay of a bitshift named by the bitshift it came from: alpha = 1 - 1/2**dash_mem is
+    in [0, 1] exactly where dash_mem >= 0 (and so for beta and dash_syn)."""
+    text = str(exc)
+    for decay, dash in (("alpha", "dash_mem"), ("beta", "dash_syn")):
+        if text.startswith(decay + " "):
+            return ValueError(f"{dash} must be >= 0 everywhere (its decay 1 - 1/2**{dash} must be in [0, 1]): {text}")
+    return None
+
+
 class LIFTorch(_rp_lif.LIFTorch):
-    """Rockpool's `LIFTorch` (leak_mode "taus") on lif_cuda's fused op: the same constructor, parameters,
-    states and records (`vmem`, `isyn`, `irec`, `spikes`), and the same spikes, records and state bit
-    for bit in float32 on the same device; gradients of input, tau_mem, tau_syn, threshold, bias and
-    w_rec to float32 rounding.
+    """Rockpool's `LIFTorch` on lif_cuda's fused op: the same constructor, parameters, states and
+    records (`vmem`, `isyn`, `irec`, `spikes`), and the same spikes, records and state bit for bit in
+    float32 on the same device; gradients of input, threshold, bias, w_rec and the leak parameters to
+    float32 rounding.
+
+    leak_mode, as Rockpool's: "taus" (tau_mem, tau_syn trained; the op computes exp(-dt/tau) as
+    torch does), "decays" (alpha, beta trained; the op takes them as they are, in [0, 1]) or
+    "bitshifts" (dash_mem, dash_syn trained, Xylo's leaks: alpha = 1 - 1/2**dash_mem computed here
+    as Rockpool computes it, then taken by the op as a decay; autograd chains to the dashes, which
+    must be >= 0).
 
     Keyword-only extras: `backend` ("auto", "fused", "reference") as lif_cuda.SynapticLIF's; `noise`
     (with noise_std > 0): "torch" (default) draws the noise with torch.randn exactly as Rockpool does,
     so a seeded run matches Rockpool's; "kernel" draws it inside the fused kernel (no (B,T,N) tensor).
-    Only leak_mode "taus" runs here (the fused op trains time constants); "decays" and "bitshifts" are
-    an error: use Rockpool's own module for those.
     """
 
     def __init__(self, shape, leak_mode="taus", *args, backend="auto", noise="torch", **kwargs):
-        if leak_mode != "taus":
-            raise ValueError(
-                f"lif_cuda.rockpool.LIFTorch supports leak_mode='taus' only, got leak_mode={leak_mode!r}; "
-                "use rockpool.nn.modules.LIFTorch for 'decays' or 'bitshifts'"
-            )
         _check_extras(backend, kwargs.get("spike_generation_fn", args[11] if len(args) > 11 else StepPWL))
         if noise not in _NOISE_MODES:
             raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
@@ -218,12 +247,30 @@ class LIFTorch(_rp_lif.LIFTorch):
                 noise_std = self.noise_std
         # Snapshots: a backward may hold the initial state while the states are updated below.
         v0, i0, s0 = (t.to(device=x.device, dtype=dtype, copy=True) for t in (self.vmem, self.isyn, self.spikes))
-        spikes, vmem, isyn, irec, v_final, i_final, s_final = synaptic_evolve(
+        (leak_mem, leak_syn), leak_mode = _leak(self)
+        try:
+            out = self._fused_evolve(x, v0, i0, s0, leak_mem, leak_syn, leak_mode, noise, noise_std)
+        except ValueError as exc:
+            named = _name_the_bitshift(exc) if self.leak_mode == "bitshifts" else None
+            if named is None:
+                raise
+            raise named from exc
+        spikes, vmem, isyn, irec, v_final, i_final, s_final = out
+        if self._record:
+            self._record_dict = {"vmem": vmem, "isyn": isyn, "irec": irec, "spikes": spikes}
+        if B > 0:
+            self.vmem.copy_(v_final[0].detach())
+            self.isyn.copy_(i_final[0].detach())
+            self.spikes.copy_(s_final[0].detach())
+        return spikes
+
+    def _fused_evolve(self, x, v0, i0, s0, leak_mem, leak_syn, leak_mode, noise, noise_std):
+        return synaptic_evolve(
             x,
             v0,
             i0,
-            self.tau_mem,
-            self.tau_syn,
+            leak_mem,
+            leak_syn,
             self.threshold,
             self.bias,
             self.dt,
@@ -236,11 +283,5 @@ class LIFTorch(_rp_lif.LIFTorch):
             record=self._record,
             backend=self.backend,
             noise_std=noise_std,
+            leak_mode=leak_mode,
         )
-        if self._record:
-            self._record_dict = {"vmem": vmem, "isyn": isyn, "irec": irec, "spikes": spikes}
-        if B > 0:
-            self.vmem.copy_(v_final[0].detach())
-            self.isyn.copy_(i_final[0].detach())
-            self.spikes.copy_(s_final[0].detach())
-        return spikes

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import lif_cuda
-from lif_cuda.reference import lif_evolve_reference
+from lif_cuda.reference import lif_evolve_reference, tau_to_decay
 
 # CI clones the repository with ../shared beside it; so does the development checkout.
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "golden"
@@ -239,12 +239,17 @@ def random_neuron_params(n, g):
     return tau, thr, 0.05 * torch.randn(n, generator=g)
 
 
-def make_synaptic_layer(S=2, N=6, rec=True, **kw):
-    """A SynapticLIF with random per-neuron (and per-synapse) parameters."""
+def make_synaptic_layer(S=2, N=6, rec=True, leak_mode="taus", **kw):
+    """A SynapticLIF with random per-neuron (and per-synapse) parameters; leak_mode "decays": the
+    same layer with the decays of its time constants as its parameters."""
     g = torch.Generator().manual_seed(0)
+    tau_mem, tau_syn = 5e-3 + 30e-3 * torch.rand(N, generator=g), 2e-3 + 10e-3 * torch.rand(N, S, generator=g)
+    leak = dict(tau_mem=tau_mem, tau_syn=tau_syn)
+    if leak_mode == "decays":
+        dt = kw.get("dt", 1e-3)
+        leak = dict(leak_mode="decays", alpha=tau_to_decay(dt, tau_mem), beta=tau_to_decay(dt, tau_syn))
     return lif_cuda.SynapticLIF(
-        (N * S, N), tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g),
-        tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g), threshold=0.5 + torch.rand(N, generator=g),
+        (N * S, N), **leak, threshold=0.5 + torch.rand(N, generator=g),
         bias=0.05 * torch.randn(N, generator=g), has_rec=rec,
         w_rec=0.4 * torch.randn(N, N * S, generator=g) if rec else None, **kw,
     )
@@ -428,3 +433,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def load_xylo_v2_mapper():
+    """Rockpool's Xylo v2 (SYNS61201) mapper (skips the test where it cannot be loaded). Where the
+    device package cannot be imported (it imports `samna`, the hardware library, on the way), its
+    mapper and graph modules, which need only rockpool.graph, are loaded from their files as a
+    package of their own."""
+    try:
+        from rockpool.devices.xylo.syns61201 import mapper
+
+        return mapper
+    except ImportError:
+        pass
+    import importlib
+    import importlib.util
+    import types
+
+    name = "_lif_cuda_tests_xylo_v2"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec("rockpool.devices")
+        package = types.ModuleType(name)
+        package.__path__ = [str(Path(spec.submodule_search_locations[0]) / "xylo" / "syns61201")]
+        sys.modules[name] = package
+    try:
+        return importlib.import_module(name + ".xylo_mapper").mapper
+    except ImportError as exc:
+        pytest.skip(f"Rockpool's Xylo mapper could not be loaded: {exc}")

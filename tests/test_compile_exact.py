@@ -10,7 +10,8 @@ without noise, with a noise tensor, and with in-kernel noise under the same torc
 - LIFNeuron.evolve(x, record=True), compiled, over two calls (the state is carried), and a
   module's training step.
 - Both with per-row lengths (SPEC §8), and the module also with batch_state=True.
-- SynapticLIF's training step, compiled (with lengths and batch_state: tests/test_lengths_state.py).
+- SynapticLIF's training step, compiled, with its leaks as time constants or as decays (with lengths
+  and batch_state: tests/test_lengths_state.py).
 The loss is formed outside the compiled region, so that only our op is compared.
 """
 import copy
@@ -146,10 +147,12 @@ def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std, ba
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")  # PyTorch 2.13 says so
-def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo):
+@pytest.mark.parametrize("rec", [True, False], ids=["rec", "ff"])
+@pytest.mark.parametrize("leak_mode", ["taus", "decays"])
+def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo, leak_mode, rec):
     """torch.compile(fullgraph=True) of a training step: the op is one opaque call, so spikes, state
-    and every gradient are eager's bits."""
-    eager = make_synaptic_layer()
+    and every gradient (of the time constants, or of the decays alpha and beta) are eager's bits."""
+    eager = make_synaptic_layer(rec=rec, leak_mode=leak_mode)
     compiled_layer = copy.deepcopy(eager)
     x = 0.6 + torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(3))
 

@@ -732,7 +732,7 @@ def test_threads_window_mask_equal_fused_cpu_op(lib, io, params, v0_shared, T, l
     op = torch.ops.lif_cuda
     window = 0.3
     want = op.lif_forward(x, v0, tau, thr, bias, None, None, 1e-3, 0.0, window, 2.0**16, 0, True, True, lengths,
-                          True)
+                          save_mask=True)
     got = host_forward(lib, x, v0, tau, thr, bias, lengths=lengths, save_mask=True, window=window)
     for name, a, b in zip(("spikes", "vmem", "final", "mask"), got, want):
         assert_equal(a, b, f"forward {name}")

@@ -1,25 +1,31 @@
 """lif_cuda.rockpool's drop-ins against Rockpool's own modules: LIFNeuronTorch (SPEC §5) and LIFTorch
-(SPEC §7, Rockpool 3.1, leak_mode "taus").
+(SPEC §7, Rockpool 3.1, in each leak mode: "taus", "decays", "bitshifts").
 
 Same network (inside a Rockpool Sequential with LinearTorch), same weights, float32 on the CPU:
 spikes, the records and the states bit-identical over two calls (the second starts from the state
 the first left); gradients of every parameter (and of the input) within 1e-5 norm-wise relative;
 optimiser steps in lockstep; the same noise under one seed. LIFTorch: with and without recurrent
-weights, one to three synapses per neuron, every tau_syn shape; both models: both surrogates,
-per-neuron and scalar parameters. Skips when Rockpool is not installed (the `test` extra has it).
+weights, one to three synapses per neuron, every tau_syn shape, each leak mode (the gradients of
+alpha and beta, or of dash_mem and dash_syn); both models: both surrogates, per-neuron and scalar
+parameters. The graph of a network of drop-ins (as_graph) is Rockpool's, and Xylo's mapper makes the
+same specification of it. Skips when Rockpool is not installed (the `test` extra has it).
 """
+import copy
 import importlib
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import lif_cuda
-from conftest import random_neuron_params, rel_err
+from conftest import load_xylo_v2_mapper, random_neuron_params, rel_err
 
 N_IN = 6
 GRAD_TOL = 1e-5
 MODELS = ("lif", "synaptic")
+LEAK_MODES = ("taus", "decays", "bitshifts")
+DT = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +74,21 @@ def build_lif(rp, cls, surrogate="StepPWL", params="neuron", noise_std=0.0, max_
     return net
 
 
+def leak_kwargs(leak_mode, tau_mem, tau_syn):
+    """A LIFTorch's leak arguments in `leak_mode` for these time constants: themselves, their decays,
+    or their (fractional) bitshifts, -log2(1 - decay)."""
+    alpha, beta = torch.exp(-DT / torch.as_tensor(tau_mem)), torch.exp(-DT / torch.as_tensor(tau_syn))
+    return {
+        "taus": dict(tau_mem=tau_mem, tau_syn=tau_syn),
+        "decays": dict(leak_mode="decays", alpha=alpha, beta=beta),
+        "bitshifts": dict(leak_mode="bitshifts", dash_mem=-torch.log2(1 - alpha), dash_syn=-torch.log2(1 - beta)),
+    }[leak_mode]
+
+
 def build_synaptic(rp, cls, N=5, S=2, rec=True, tau_syn="full", params="neuron", surrogate="StepPWL",
-                   max_spikes=3.0, **kw):
-    """Linear -> LIFTorch (N neurons, S synapses each) with fixed random weights and parameters."""
+                   max_spikes=3.0, leak_mode="taus", **kw):
+    """Linear -> LIFTorch (N neurons, S synapses each) with fixed random weights and parameters; the
+    leaks in `leak_mode` (leak_kwargs)."""
     g = torch.Generator().manual_seed(7)
     if params == "neuron":
         tau, thr, bias = random_neuron_params(N, g)
@@ -81,7 +99,7 @@ def build_synaptic(rp, cls, N=5, S=2, rec=True, tau_syn="full", params="neuron",
     w = 0.5 * torch.randn(N, N * S, generator=g) if rec else None
     net = rp["Sequential"](
         rp["LinearTorch"]((N_IN, N * S), has_bias=True),
-        cls((N * S, N), tau_mem=tau, tau_syn=ts, threshold=thr, bias=bias, has_rec=rec, w_rec=w,
+        cls((N * S, N), **leak_kwargs(leak_mode, tau, ts), threshold=thr, bias=bias, has_rec=rec, w_rec=w,
             spike_generation_fn=rp[surrogate], max_spikes_per_dt=max_spikes, **kw),
     )
     with torch.no_grad():
@@ -185,6 +203,11 @@ CASES = [
 ]
 
 
+CASES = CASES + [  # the same networks with their leaks as decays or bitshifts
+    ("synaptic", dict(kw, leak_mode=mode)) for mode in ("decays", "bitshifts") for m, kw in CASES if m == "synaptic"
+]
+
+
 @pytest.mark.parametrize("model,kw", CASES, ids=[f"{m}-" + "-".join(map(str, kw.values())) for m, kw in CASES])
 def test_same_spikes_records_state_and_gradients(rp, model, kw):
     theirs, ours = pair(rp, model, **kw)
@@ -233,13 +256,14 @@ def test_synaptic_kernel_noise_is_reproducible_under_a_seed(rp):
     assert torch.equal(kernel(x)[0], a)
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_trains_in_lockstep_with_rockpool(rp, model):
-    theirs, ours = pair(rp, model)
+@pytest.mark.parametrize("model,leak_mode", [("lif", "taus")] + [("synaptic", m) for m in LEAK_MODES])
+def test_trains_in_lockstep_with_rockpool(rp, model, leak_mode):
+    theirs, ours = pair(rp, model, **({} if model == "lif" else dict(leak_mode=leak_mode)))
     target = torch.tensor([0.3, 0.1, 0.2]) if model == "lif" else 0.3
     opts = [torch.optim.Adam(net.parameters().astorch(), lr=1e-3) for net in (theirs, ours)]
     x = make_input(5, B=3, T=30)
     losses = {id(theirs): [], id(ours): []}
+    initial = {name: p.detach().clone() for name, p in ours.named_parameters()}
     for _ in range(3):
         for net, opt in zip((theirs, ours), opts):
             net.reset_state()
@@ -250,9 +274,11 @@ def test_trains_in_lockstep_with_rockpool(rp, model):
             opt.step()
             losses[id(net)].append(loss.item())
     assert losses[id(ours)] == pytest.approx(losses[id(theirs)], rel=1e-5)
-    assert losses[id(ours)][-1] < losses[id(ours)][0]
+    if leak_mode == "taus":  # (an Adam step of 1e-3 moves a decay or a bitshift too little to tell)
+        assert losses[id(ours)][-1] < losses[id(ours)][0]
     p_t, p_o = dict(theirs.named_parameters()), dict(ours.named_parameters())
     for name in p_t:
+        assert not torch.equal(p_o[name], initial[name]), f"{name} was not trained"
         assert rel_err(p_o[name], p_t[name]) <= 1e-6, name
 
 
@@ -290,7 +316,12 @@ BAD_ARGUMENTS = [
     ("lif", dict(shape=(2, 3)), ValueError, "one dimension"),
     ("lif", dict(shape=3, backend="gpu"), ValueError, "backend"),
     ("lif", dict(shape=3, spike_generation_fn=torch.relu), TypeError, "spike_generation_fn"),
-    ("synaptic", dict(shape=(4, 2), leak_mode="decays"), ValueError, "leak_mode"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="xylo"), ValueError, "leak_mode"),  # Rockpool's errors, as Rockpool
+    ("synaptic", dict(shape=(4, 2), alpha=0.8), ValueError, "leak mode is set to taus"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="decays", tau_syn=0.02), ValueError, "leak mode is set to decays"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="decays", dash_mem=2), ValueError, "leak mode is set to decays"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="bitshifts", beta=0.8), ValueError, "leak mode is set to bitshifts"),
+    ("synaptic", dict(shape=(4, 2), leak_mode="decays", beta=torch.full((3, 2), 0.5)), ValueError, "shape"),
     ("synaptic", dict(shape=(4, 2), w_rec=torch.zeros(2, 4)), ValueError, "w_rec"),  # without has_rec, as Rockpool
     ("synaptic", dict(shape=(4, 2), has_rec=True, w_rec=torch.zeros(2, 2)), ValueError, "shape"),
     ("synaptic", dict(shape=(4, 2), tau_syn=torch.full((3, 2), 0.01)), ValueError, "shape"),
@@ -308,16 +339,172 @@ def test_bad_arguments(rp, model, kwargs, exc, match):
         rp[model][1](**kwargs)
 
 
-# (model, shape, a parameter Rockpool accepts but a call refuses, its name, the input's width)
-BAD_AT_CALL = [("lif", 3, dict(tau_mem=-1.0), "tau_mem", 3), ("synaptic", (4, 2), dict(tau_syn=-0.01), "tau_syn", 4)]
+# (model, shape, a parameter Rockpool accepts but a call refuses, its name, the input's width): a
+# decay must be in [0, 1] (what exp(-dt/tau) gives for tau > 0), a bitshift >= 0 (its decay then is).
+BAD_AT_CALL = [
+    ("lif", 3, dict(tau_mem=-1.0), "tau_mem", 3),
+    ("synaptic", (4, 2), dict(tau_syn=-0.01), "tau_syn", 4),
+    ("synaptic", (4, 2), dict(leak_mode="decays", alpha=1.5), "alpha", 4),
+    ("synaptic", (4, 2), dict(leak_mode="decays", beta=torch.tensor([[0.5, -0.1]])), "beta", 4),
+    ("synaptic", (4, 2), dict(leak_mode="bitshifts", dash_mem=-0.5), "dash_mem", 4),
+    ("synaptic", (4, 2), dict(leak_mode="bitshifts", dash_syn=float("nan")), "dash_syn", 4),
+]
 
 
-@pytest.mark.parametrize("model,shape,kwargs,name,n_in", BAD_AT_CALL, ids=[r[0] for r in BAD_AT_CALL])
+@pytest.mark.parametrize("model,shape,kwargs,name,n_in", BAD_AT_CALL, ids=[f"{r[0]}-{r[3]}" for r in BAD_AT_CALL])
 def test_a_call_refuses_a_bad_parameter_and_keeps_the_state(rp, model, shape, kwargs, name, n_in):
     layer = rp[model][1](shape, **kwargs)
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
         layer(torch.ones(1, 3, n_in))
     for state in STATES[model]:
         assert not getattr(layer, state).any(), state
     with pytest.raises(ValueError, match="wrong neuron dimension"):
         layer(torch.zeros(1, 3, n_in + 1))
+
+
+# ------------------------------------------------------------------------------------ leak modes
+
+LEAK_NAMES = ("tau_mem", "tau_syn", "alpha", "beta", "dash_mem", "dash_syn")
+
+
+@pytest.mark.parametrize("leak_mode", LEAK_MODES)
+def test_leak_modes_have_rockpools_parameters_defaults_and_derived_leaks(rp, leak_mode):
+    """Each mode's trainable parameters, families, defaults and shapes are Rockpool's, and so are the
+    other families' values computed from them (Rockpool's leak attributes, e.g. tau_mem of a
+    "bitshifts" layer)."""
+    theirs, ours = (cls((6, 3), leak_mode=leak_mode, has_rec=True) for cls in rp["synaptic"])
+    assert ours.parameters().keys() == theirs.parameters().keys()
+    for family in ("taus", "decays", "bitshifts", "weights"):
+        assert ours.parameters(family).keys() == theirs.parameters(family).keys(), family
+    for name, p in dict(theirs.named_parameters()).items():
+        if name != "w_rec":  # Kaiming-initialised at random
+            assert torch.equal(dict(ours.named_parameters())[name], p), name
+    for name in LEAK_NAMES:
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+
+
+@pytest.mark.parametrize("leak_mode", ["decays", "bitshifts"])
+def test_a_leak_set_through_another_family_is_set_as_rockpool_sets_it(rp, leak_mode):
+    theirs, ours = (cls((4, 2), leak_mode=leak_mode) for cls in rp["synaptic"])
+    for layer in (theirs, ours):
+        layer.tau_mem = torch.full((2,), 0.01)  # Rockpool converts it into this mode's parameter
+    for name in LEAK_NAMES:
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+    x = make_input(2, B=1, T=20)[..., :4]
+    assert torch.equal(ours(x)[0], theirs(x)[0])
+
+
+# --------------------------------------------------------------------- the graph Xylo's mapper reads
+
+
+@pytest.fixture(scope="module")
+def xylo_mapper():
+    pytest.importorskip("rockpool")
+    return load_xylo_v2_mapper()
+
+
+def xylo_network(rp, cls, leak_mode):
+    """Linear -> LIFTorch (6 neurons, 2 synapses each, recurrent) -> Linear -> LIFTorch (3 neurons)."""
+    g = torch.Generator().manual_seed(17)
+    tau, thr, bias = random_neuron_params(6, g)
+    ts = 4e-3 + 20e-3 * torch.rand(6, 2, generator=g)
+    net = rp["Sequential"](
+        rp["LinearTorch"]((N_IN, 12)),
+        cls((12, 6), **leak_kwargs(leak_mode, tau, ts), threshold=thr, bias=bias, has_rec=True,
+            w_rec=0.5 * torch.randn(6, 12, generator=g)),
+        rp["LinearTorch"]((6, 3)),
+        cls((3,), **leak_kwargs(leak_mode, 12e-3, 8e-3), threshold=0.7),
+    )
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(N_IN, 12, generator=g))
+        net[2].weight.copy_(torch.randn(6, 3, generator=g))
+    return net
+
+
+def graph_summary(graph):
+    """A graph as comparable values: per module (in traversal order) its class, its name without the
+    object id, the indices of its input and output nodes, and every other field (the parameters the
+    mapper reads: weights; tau_mem, tau_syn, threshold, bias, dt); the graph's own nodes."""
+    from rockpool.graph.utils import bag_graph
+
+    nodes, modules = bag_graph(graph)
+    index = {id(n): i for i, n in enumerate(nodes)}
+    summary = [[index[id(n)] for n in graph.input_nodes], [index[id(n)] for n in graph.output_nodes]]
+    for m in modules:
+        fields = {k: v for k, v in vars(m).items() if k not in ("input_nodes", "output_nodes", "name",
+                                                                 "computational_module")}
+        summary.append((type(m), m.name.rsplit("_", 1)[0], [index[id(n)] for n in m.input_nodes],
+                        [index[id(n)] for n in m.output_nodes], fields))
+    return summary, modules
+
+
+def assert_same_values(a, b, what):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            assert_same_values(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, (list, tuple)) and not (a and isinstance(a[0], (int, float, np.number))):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_values(x, y, f"{what}[{i}]")
+    elif isinstance(a, (np.ndarray, list, tuple, float, int, np.number)):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), what
+    else:
+        assert a == b, what
+
+
+@pytest.mark.parametrize("leak_mode", LEAK_MODES)
+def test_graph_and_xylo_specification_equal_rockpools(rp, xylo_mapper, leak_mode):
+    theirs, ours = (xylo_network(rp, cls, leak_mode) for cls in rp["synaptic"])
+    (summary_t, modules_t), (summary_o, modules_o) = graph_summary(theirs.as_graph()), graph_summary(ours.as_graph())
+    assert len(modules_o) == len(modules_t) == 5  # three weight matrices (one recurrent), two neuron layers
+    assert_same_values(summary_o, summary_t, "graph")
+    # Each neuron module of our graph points to our layer, as Rockpool's to Rockpool's.
+    neurons = [m for m in modules_o if type(m).__name__ == "LIFNeuronWithSynsRealValue"]
+    assert [type(m.computational_module) for m in neurons] == [rp["synaptic"][1]] * 2
+    spec_t, spec_o = xylo_mapper(theirs.as_graph()), xylo_mapper(ours.as_graph())
+    assert spec_o.keys() == spec_t.keys()
+    assert spec_t["weights_rec"].any() and spec_t["dash_syn_2"] is not None
+    for key in spec_t:
+        if key != "mapped_graph":  # a graph object: compared above
+            assert_same_values(spec_o[key], spec_t[key], key)
+
+
+def test_lif_neuron_torch_has_no_graph_as_in_rockpool(rp):
+    for cls in rp["lif"]:
+        with pytest.raises(NotImplementedError, match="graph serialisation"):
+            cls(3).as_graph()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")  # PyTorch 2.13 says so
+@pytest.mark.parametrize("leak_mode", LEAK_MODES)
+def test_compiled_drop_in_is_bit_identical(rp, leak_mode):
+    """torch.compile of a LIFTorch drop-in's call: spikes, records, state and every gradient are
+    eager's bits, over two calls, in each leak mode. Dynamo breaks the graph in Rockpool's attribute
+    lookup (LIFBaseTorch.__getattr__, in Rockpool's own module too), so this is not fullgraph; the
+    fused op is one opaque node of a piece (a fullgraph compile of it: test_compile_exact.py)."""
+    torch._dynamo.reset()
+    eager = build_synaptic(rp, rp["synaptic"][1], leak_mode=leak_mode)[1]
+    compiled_layer = copy.deepcopy(eager)
+
+    def step(layer, x):
+        out, state, record = layer(x, record=True)
+        return out, record["vmem"], record["isyn"], record["irec"]
+
+    compiled = torch.compile(step)
+    try:
+        for call in range(2):
+            x = make_input(call, p=0.4)[..., :1].expand(3, 25, 10)
+            a, b = step(eager, x), compiled(compiled_layer, x)
+            for u, v in zip(a, b):
+                assert torch.equal(u, v)
+            sum(o.pow(2).sum() for o in a).backward()
+            sum(o.pow(2).sum() for o in b).backward()
+        assert a[0].sum() > 0
+        theirs = dict(compiled_layer.named_parameters())
+        for name, p in eager.named_parameters():
+            assert p.grad.abs().sum() > 0 and torch.equal(theirs[name].grad, p.grad), name
+        for name in STATES["synaptic"]:
+            assert torch.equal(getattr(compiled_layer, name), getattr(eager, name)), name
+    finally:
+        torch._dynamo.reset()

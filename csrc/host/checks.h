@@ -14,6 +14,7 @@
 #include <cmath>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../core/mask.h"
@@ -66,8 +67,9 @@ inline void check_v0(const at::Tensor& v0, at::ScalarType dtype, const at::Tenso
       "v0 must have shape (", B, ", ", N, ") or (", N, ",), got ", v0.sizes());
 }
 
-// Finite everywhere (and > 0 where `positive`), for a CPU tensor; no-op on other devices.
-inline void check_param_values(const at::Tensor& t, const char* name, bool positive) {
+// Every value `ok`, for a CPU tensor (`what` says what ok means); no-op on other devices.
+template <typename Ok>
+void check_values(const at::Tensor& t, const char* name, Ok ok, const char* what) {
   if (!t.device().is_cpu() || t.numel() == 0) return;
   const at::Tensor c = t.contiguous();
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "lif_check_param_values", [&] {
@@ -75,13 +77,29 @@ inline void check_param_values(const at::Tensor& t, const char* name, bool posit
     const int64_t n = c.numel();
     for (int64_t i = 0; i < n; ++i) {
       const double v = static_cast<double>(p[i]);
-      const bool ok = std::isfinite(v) && (!positive || v > 0.0);
-      TORCH_CHECK_VALUE(ok, name, " must be finite", positive ? " and > 0" : "",
-                        " everywhere, got ", v, c.dim() ? " at index " : "",
-                        c.dim() ? std::to_string(i) : std::string());
+      TORCH_CHECK_VALUE(ok(v), name, " must be ", what, " everywhere, got ", v,
+                        c.dim() ? " at index " : "", c.dim() ? std::to_string(i) : std::string());
     }
   });
 }
+
+// Finite everywhere (and > 0 where `positive`), for a CPU tensor; no-op on other devices.
+inline void check_param_values(const at::Tensor& t, const char* name, bool positive) {
+  check_values(
+      t, name, [positive](double v) { return std::isfinite(v) && (!positive || v > 0.0); },
+      positive ? "finite and > 0" : "finite");
+}
+
+// A leak given as a decay (an op's `decays`): in [0, 1], what exp(-dt/tau) gives for tau > 0
+// (0 where it underflows, Rockpool's bitshift 0); CPU tensors only, as check_param_values.
+inline void check_decay_values(const at::Tensor& t, const char* name) {
+  check_values(t, name, [](double v) { return v >= 0.0 && v <= 1.0; }, "in [0, 1]");
+}
+
+// The names of the leak arguments: time constants, or with `decays` the decays alpha =
+// exp(-dt/tau_mem) and beta = exp(-dt/tau_syn) themselves (Rockpool's leak_mode "decays").
+inline const char* mem_leak_name(bool decays) { return decays ? "alpha" : "tau_mem"; }
+inline const char* syn_leak_name(bool decays) { return decays ? "beta" : "tau_syn"; }
 
 // Per-row lengths (SPEC §8): int64 (B,) on `ref`'s device; for a CPU tensor also the values,
 // 0 <= lengths[b] <= T (elsewhere reading them would cost a sync: lif_cuda's Python layer checks a
@@ -140,11 +158,19 @@ inline void check_settings(const std::optional<at::Tensor>& lengths, const at::T
 }
 
 // The parameters' values (CPU tensors only, see check_param_values); `tau_syn` only for the
-// synaptic ops.
+// synaptic ops; with `decays` tau_mem and tau_syn are the decays alpha and beta.
 inline void check_neuron_param_values(const at::Tensor& tau_mem, const at::Tensor& threshold,
-                                      const at::Tensor& bias, const at::Tensor* tau_syn = nullptr) {
-  check_param_values(tau_mem, "tau_mem", true);
-  if (tau_syn != nullptr) check_param_values(*tau_syn, "tau_syn", true);
+                                      const at::Tensor& bias, const at::Tensor* tau_syn = nullptr,
+                                      bool decays = false) {
+  for (const auto& [leak, name] :
+       {std::pair{&tau_mem, mem_leak_name(decays)}, std::pair{tau_syn, syn_leak_name(decays)}}) {
+    if (leak == nullptr) continue;
+    if (decays) {
+      check_decay_values(*leak, name);
+    } else {
+      check_param_values(*leak, name, true);
+    }
+  }
   check_param_values(threshold, "threshold", true);
   check_param_values(bias, "bias", false);
 }
@@ -192,19 +218,19 @@ inline std::tuple<int64_t, int64_t, int64_t> check_forward_args(
     const at::Tensor& input, const at::Tensor& v0, const at::Tensor& tau_mem,
     const at::Tensor& threshold, const at::Tensor& bias, const std::optional<at::Tensor>& noise,
     const std::optional<at::Tensor>& noise_key, double dt, double noise_scale, double window,
-    double max_spikes, const std::optional<at::Tensor>& lengths) {
+    double max_spikes, const std::optional<at::Tensor>& lengths, bool decays = false) {
   TORCH_CHECK_VALUE(input.dim() == 3, "input must be (B,T,N), got shape ", input.sizes());
   check_io_dtype(input, "input");
   const auto ct = compute_dtype(input.scalar_type());
   const int64_t B = input.size(0), T = input.size(1), N = input.size(2);
   // Parameters before v0: a module moved to another device than its input names its parameter.
-  check_param(tau_mem, ct, input, "tau_mem", N);
+  check_param(tau_mem, ct, input, mem_leak_name(decays), N);
   check_param(threshold, ct, input, "threshold", N);
   check_param(bias, ct, input, "bias", N);
   check_v0(v0, ct, input, B, N);
   check_noise_args(noise, noise_key, noise_scale, ct, input, B, T, N);
   check_settings(lengths, input, B, T, dt, window, max_spikes);
-  check_neuron_param_values(tau_mem, threshold, bias);
+  check_neuron_param_values(tau_mem, threshold, bias, nullptr, decays);
   return {B, T, N};
 }
 
@@ -212,7 +238,8 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_vmem,
     const std::optional<at::Tensor>& grad_vfinal, const at::Tensor& u, const at::Tensor& v0,
     const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
-    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
+    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths,
+    bool decays = false) {
   // u, or the window mask (SPEC §11): then the shapes come from grad_spikes, the compute dtype
   // from v0.
   const bool mask = is_window_mask(u);
@@ -240,7 +267,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
   if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, ref, "grad_vmem", {B, T, N});
   if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, ref, "grad_vfinal", {B, N});
   check_v0(v0, ct, ref, B, N);
-  check_param(tau_mem, ct, ref, "tau_mem", N);
+  check_param(tau_mem, ct, ref, mem_leak_name(decays), N);
   check_param(threshold, ct, ref, "threshold", N);
   check_backward_settings(lengths, ref, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N};
@@ -284,15 +311,13 @@ inline void check_w_rec(const std::optional<at::Tensor>& w_rec, at::ScalarType d
 }
 
 // The forward's arguments (synaptic_forward in ops.cpp); N and S come from i0.
-inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor& v0,
-                                       const at::Tensor& i0, const std::optional<at::Tensor>& s0,
-                                       const at::Tensor& tau_mem, const at::Tensor& tau_syn,
-                                       const at::Tensor& threshold, const at::Tensor& bias,
-                                       const std::optional<at::Tensor>& w_rec,
-                                       const std::optional<at::Tensor>& noise,
-                                       const std::optional<at::Tensor>& noise_key, double dt,
-                                       double noise_scale, double window, double max_spikes,
-                                       const std::optional<at::Tensor>& lengths) {
+inline SynShape check_syn_forward_args(
+    const at::Tensor& input, const at::Tensor& v0, const at::Tensor& i0,
+    const std::optional<at::Tensor>& s0, const at::Tensor& tau_mem, const at::Tensor& tau_syn,
+    const at::Tensor& threshold, const at::Tensor& bias, const std::optional<at::Tensor>& w_rec,
+    const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& noise_key, double dt,
+    double noise_scale, double window, double max_spikes, const std::optional<at::Tensor>& lengths,
+    bool decays = false) {
   TORCH_CHECK_VALUE(input.dim() == 3, "input must be (B,T,N*S), got shape ", input.sizes());
   check_io_dtype(input, "input");
   const auto ct = compute_dtype(input.scalar_type());
@@ -307,8 +332,8 @@ inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor
                     " = ", N * S, ", got shape ", input.sizes());
   // Parameters before the state: a module moved to another device than its input names its
   // parameter.
-  check_param(tau_mem, ct, input, "tau_mem", N);
-  check_syn_param(tau_syn, ct, input, "tau_syn", N, S);
+  check_param(tau_mem, ct, input, mem_leak_name(decays), N);
+  check_syn_param(tau_syn, ct, input, syn_leak_name(decays), N, S);
   check_param(threshold, ct, input, "threshold", N);
   check_param(bias, ct, input, "bias", N);
   check_w_rec(w_rec, ct, input, N, S);
@@ -317,7 +342,7 @@ inline SynShape check_syn_forward_args(const at::Tensor& input, const at::Tensor
   if (s0.has_value()) check_syn_state(*s0, ct, input, "s0", B, {N});
   check_noise_args(noise, noise_key, noise_scale, ct, input, B, T, N);
   check_settings(lengths, input, B, T, dt, window, max_spikes);
-  check_neuron_param_values(tau_mem, threshold, bias, &tau_syn);
+  check_neuron_param_values(tau_mem, threshold, bias, &tau_syn, decays);
   return {B, T, N, S};
 }
 
@@ -328,7 +353,8 @@ inline SynShape check_syn_backward_args(
     const at::Tensor& u, const at::Tensor& i_pre, const at::Tensor& v0,
     const std::optional<at::Tensor>& s0, const at::Tensor& tau_mem, const at::Tensor& tau_syn,
     const at::Tensor& threshold, const std::optional<at::Tensor>& w_rec, double dt, double window,
-    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths) {
+    double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths,
+    bool decays = false) {
   check_saved_u(u);
   const auto ct = u.scalar_type();
   const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
@@ -348,8 +374,8 @@ inline SynShape check_syn_backward_args(
   if (grad_ifinal.has_value()) check_state_like(*grad_ifinal, ct, u, "grad_ifinal", {B, N, S});
   check_v0(v0, ct, u, B, N);
   if (s0.has_value()) check_syn_state(*s0, ct, u, "s0", B, {N});
-  check_param(tau_mem, ct, u, "tau_mem", N);
-  check_syn_param(tau_syn, ct, u, "tau_syn", N, S);
+  check_param(tau_mem, ct, u, mem_leak_name(decays), N);
+  check_syn_param(tau_syn, ct, u, syn_leak_name(decays), N, S);
   check_param(threshold, ct, u, "threshold", N);
   check_w_rec(w_rec, ct, u, N, S);
   check_backward_settings(lengths, u, B, T, dt, window, max_spikes, surrogate);

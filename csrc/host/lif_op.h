@@ -56,12 +56,12 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
                                         const Tensor& bias, const OptTensor& noise,
                                         const OptTensor& noise_key, double dt, double noise_scale,
                                         double window, double max_spikes, bool record, bool save_u,
-                                        const OptTensor& lengths, bool save_mask,
+                                        const OptTensor& lengths, bool decays, bool save_mask,
                                         bool host_key = true) {
   LifForwardOp op;
   std::tie(op.B, op.T, op.N) =
       check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                         window, max_spikes, lengths);
+                         window, max_spikes, lengths, decays);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
@@ -81,7 +81,7 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
   }
   op.x = input.contiguous();
   op.v0 = v0.contiguous();
-  op.alpha = decay_of(tau_mem, dt);
+  op.alpha = leak_decay(tau_mem, dt, decays);
   op.thr = threshold.contiguous();
   op.bias = bias.contiguous();
   if (noise.has_value()) op.z = noise->contiguous();
@@ -129,9 +129,10 @@ struct LifBackwardOp : BackwardSettings {
   std::vector<GradSum<CT>> grad_sums() const {
     double* p = partial.mutable_data_ptr<double>();
     const int64_t BN = B * N;
-    std::vector<GradSum<CT>> sums{grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, alpha, tau, dt),
-                                  grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
-                                  grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
+    std::vector<GradSum<CT>> sums{
+        grad_sum<CT>(p, N, 1, collapse_of(g_tau), g_tau, tau_chain(alpha), tau, dt),
+        grad_sum<CT>(p + BN, N, 1, collapse_of(g_thr), g_thr),
+        grad_sum<CT>(p + 2 * BN, N, 1, collapse_of(g_bias), g_bias)};
     if (v0.dim() == 1) sums.push_back(grad_sum<CT>(p + 3 * BN, N, 1, kKeepAll, g_v0));
     return sums;
   }
@@ -143,11 +144,11 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
                                           const Tensor& v0, const Tensor& tau_mem,
                                           const Tensor& threshold, double dt, double window,
                                           double max_spikes, int64_t surrogate, bool scalar_bias,
-                                          const OptTensor& lengths) {
+                                          const OptTensor& lengths, bool decays) {
   LifBackwardOp op;
   std::tie(op.B, op.T, op.N) =
       check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                          window, max_spikes, surrogate, lengths);
+                          window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto opts = v0.options();
   op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
@@ -175,9 +176,9 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.u = u.contiguous();
   op.v0 = v0.contiguous();
   op.tau = tau_mem.contiguous();
-  op.alpha = decay_of(tau_mem, dt);
+  op.alpha = leak_decay(tau_mem, dt, decays);
   op.thr = threshold.contiguous();
-  op.set(lengths, dt, window, max_spikes, surrogate);
+  op.set(lengths, dt, window, max_spikes, surrogate, decays);
   // Written in full by the kernels.
   op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts.dtype(at::kDouble));
   return op;
@@ -188,12 +189,12 @@ LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& t
                           const Tensor& threshold, const Tensor& bias, const OptTensor& noise,
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
                           double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
-                          const OptTensor& lengths, bool save_mask) {
+                          const OptTensor& lengths, bool decays, bool save_mask) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  LifForwardOp op =
-      prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                          window, max_spikes, record, save_u, lengths, save_mask, !device_key);
+  LifForwardOp op = prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                                        noise_scale, window, max_spikes, record, save_u, lengths,
+                                        decays, save_mask, !device_key);
   if (op.run) {
     if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
     LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward", [&] {
@@ -209,11 +210,11 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
                             const OptTensor& grad_vfinal, const Tensor& u, const Tensor& v0,
                             const Tensor& tau_mem, const Tensor& threshold, double dt,
                             double window, double max_spikes, int64_t surrogate, bool scalar_bias,
-                            const OptTensor& lengths) {
+                            const OptTensor& lengths, bool decays) {
   const c10::DeviceGuard guard(grad_spikes.device());
   LifBackwardOp op =
       prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                           window, max_spikes, surrogate, scalar_bias, lengths);
+                           window, max_spikes, surrogate, scalar_bias, lengths, decays);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward", [&] {
       count_launch();

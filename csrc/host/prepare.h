@@ -115,6 +115,12 @@ inline Tensor decay_of(const Tensor& tau, double dt) {
   return DecayCache::instance().decay(tau, dt).contiguous();
 }
 
+// A leak argument as the kernels take it: the decay of a time constant, or, for an op given decays
+// (`decays`: Rockpool's leak_mode "decays"), the argument itself, whose gradient is then galpha.
+inline Tensor leak_decay(const Tensor& leak, double dt, bool decays) {
+  return decays ? leak.contiguous() : decay_of(leak, dt);
+}
+
 // The noise of a forward (SPEC §4), as the kernels take it but for the tensor pointer: its mode
 // and, for in-kernel noise, its Philox key: given (`noise_key`), or two draws from torch's default
 // CPU generator made at run time (also when there is nothing to compute), exactly as
@@ -176,15 +182,21 @@ struct BackwardSettings {
   Tensor lengths;  // (B,) int64, contiguous, or undefined (every row runs T)
   double dt = 0.0, window = 0.0, max_spikes = 0.0;
   int surrogate = 0;
+  bool decays = false;  // the leak arguments are decays (leak_decay): their gradient is galpha
 
   void set(const OptTensor& lengths_, double dt_, double window_, double max_spikes_,
-           int64_t surrogate_) {
+           int64_t surrogate_, bool decays_) {
     if (lengths_.has_value()) lengths = lengths_->contiguous();
     dt = dt_;
     window = window_;
     max_spikes = max_spikes_;
     surrogate = static_cast<int>(surrogate_);
+    decays = decays_;
   }
+
+  // A leak's decay for its gradient sum (grad_sum's `decay`): none where the leak argument is the
+  // decay itself, so the sum is galpha, not yet turned into a time constant's gradient (SPEC §3).
+  Tensor tau_chain(const Tensor& decay) const { return decays ? Tensor() : decay; }
 
   template <typename Args>
   void fill(Args& a) const {

@@ -94,11 +94,11 @@ inline SynForwardOp prepare_syn_forward(
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
     const std::optional<Tensor>& w_rec, const std::optional<Tensor>& noise,
     const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
-    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
+    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths, bool decays,
     bool host_key = true) {
   SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                                 noise_key, dt, noise_scale, window, max_spikes, lengths);
+                                 noise_key, dt, noise_scale, window, max_spikes, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto state = v0.options();
   const at::IntArrayRef empty = no_output();
@@ -136,8 +136,8 @@ inline SynForwardOp prepare_syn_forward(
   op.x = input.contiguous();
   op.v0 = v0.contiguous();
   op.i0 = i0.contiguous();
-  op.alpha = decay_of(tau_mem, dt);
-  op.beta = decay_of(tau_syn, dt);
+  op.alpha = leak_decay(tau_mem, dt, decays);
+  op.beta = leak_decay(tau_syn, dt, decays);
   op.thr = threshold.contiguous();
   op.bias = bias.contiguous();
   if (w_rec.has_value()) op.w_rec = *w_rec;
@@ -221,10 +221,10 @@ struct SynBackwardOp : BackwardSettings {
     const int beta_collapse =
         tau_syn.dim() == 0 ? kSumAll : (tau_syn.size(0) == 1 ? kSumNeurons : kKeepAll);
     std::vector<GradSum<CT>> sums{
-        grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, alpha, tau_mem, dt),
+        grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, tau_chain(alpha), tau_mem, dt),
         grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
         grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
-        grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, beta, tau_syn, dt)};
+        grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, tau_chain(beta), tau_syn, dt)};
     // A shared initial state's gradient: its rows' (W, I carry dL/dv0, dL/di0 per row).
     if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(W, W64, g_v0));
     if (i0_shared) sums.push_back(shared_state_sum<CT>(I, I64, g_i0));
@@ -243,11 +243,11 @@ inline SynBackwardOp prepare_syn_backward(
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
-    const std::optional<Tensor>& lengths) {
+    const std::optional<Tensor>& lengths, bool decays) {
   SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
-                                  dt, window, max_spikes, surrogate, lengths);
+                                  dt, window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
   const auto opts = u.options();
   const at::IntArrayRef empty = no_output();
@@ -288,10 +288,10 @@ inline SynBackwardOp prepare_syn_backward(
   if (s0.has_value()) op.s0 = s0->contiguous();
   op.tau_mem = tau_mem.contiguous();
   op.tau_syn = tau_syn.contiguous();
-  op.alpha = decay_of(tau_mem, dt);
-  op.beta = decay_of(tau_syn, dt);
+  op.alpha = leak_decay(tau_mem, dt, decays);
+  op.beta = leak_decay(tau_syn, dt, decays);
   op.thr = threshold.contiguous();
-  op.set(lengths, dt, window, max_spikes, surrogate);
+  op.set(lengths, dt, window, max_spikes, surrogate, decays);
   op.scalar_bias = scalar_bias;
   // Carried gradients: from the final state's, or zero. W is dL/dv0 itself for (B,N) v0.
   op.W = v0.dim() == 2 ? op.g_v0 : at::empty({B, N}, opts);
@@ -354,12 +354,12 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
                                int64_t /*surrogate*/, bool record, bool save,
-                               const OptTensor& lengths) {
+                               const OptTensor& lengths, bool decays) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
   SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
                                         noise, noise_key, dt, noise_scale, window, max_spikes,
-                                        record, save, lengths, !device_key);
+                                        record, save, lengths, decays, !device_key);
   if (op.run) {
     // One key for the whole call: the recurrent model's per-step kernels read the same one.
     if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
@@ -379,12 +379,12 @@ SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& gra
                                  const Tensor& threshold, const OptTensor& w_rec, double dt,
                                  double window, double max_spikes, int64_t surrogate,
                                  bool scalar_bias, bool i0_shared, bool noise_grad,
-                                 const OptTensor& lengths) {
+                                 const OptTensor& lengths, bool decays) {
   const c10::DeviceGuard guard(u.device());
-  SynBackwardOp op =
-      prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal,
-                           u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window,
-                           max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths);
+  SynBackwardOp op = prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
+                                          grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
+                                          threshold, w_rec, dt, window, max_spikes, surrogate,
+                                          scalar_bias, i0_shared, noise_grad, lengths, decays);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
       run_syn_backward<IT, CT>(
