@@ -63,9 +63,9 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
                         T* __restrict__ vmem_out, int64_t steps, int64_t stride_t) {
   T w = v0;
   uint32_t word = 0;  // the window mask's word being built
-  // One step, given its input and noise (the noise is ignored unless NOISE != kNoNoise).
-  auto step = [&](int64_t t, T xin, T zin) {
-    const int64_t off = t * stride_t;
+  // One step t at offset off = t * stride_t, given its input and noise (the noise is ignored
+  // unless NOISE != kNoNoise). t only serves the mask.
+  auto step = [&](int64_t t, int64_t off, T xin, T zin) {
     T u, wn, s;
     if constexpr (NOISE == kNoNoise) {
       s = step_forward(alpha, w, xin, bias, thr, max_spikes, u, wn);
@@ -108,7 +108,7 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       for (int j = 0; j < kChunk / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
     }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step(t0 + k, xin[k], zin[k]);
+    for (int k = 0; k < kChunk; ++k) step(t0 + k, (t0 + k) * stride_t, xin[k], zin[k]);
   }
   if constexpr (NOISE == kNoiseKernel) {
     // The last steps a block at a time (t0 is a multiple of 4), lanes by constant index.
@@ -117,13 +117,16 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       draw4(t0 >> 2, zq);
       LIF_UNROLL
       for (int k = 0; k < 4; ++k) {
-        if (t0 + k < steps) step(t0 + k, static_cast<T>(x[(t0 + k) * stride_t]), zq[k]);
+        if (t0 + k < steps) {
+          const int64_t off = (t0 + k) * stride_t;
+          step(t0 + k, off, static_cast<T>(x[off]), zq[k]);
+        }
       }
     }
   } else {
     for (; t0 < steps; ++t0) {
       const int64_t off = t0 * stride_t;
-      step(t0, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
+      step(t0, off, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
     }
   }
   return w;
@@ -242,22 +245,28 @@ LIF_HD void forward_thread(const LifForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t b = idx / a.N;
   const int64_t n = idx - b * a.N;
   const int64_t row = b * a.Tn * a.N + n;  // (b, t=0, n)
-  const int64_t words = mask_words(a.Tn);
-  uint32_t* mask = SAVE == kSaveMask ? a.mask_out + b * words * a.N + n : nullptr;
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
-  const T thr = a.thr[n];
+  uint32_t* mask = nullptr;
+  T pwl_lo = T(0);
+  if constexpr (SAVE == kSaveMask) {
+    mask = a.mask_out + b * mask_words(a.Tn) * a.N + n;
+    pwl_lo = a.thr[n] - static_cast<T>(a.window);
+  }
   const T w = forward_neuron<IT, T, NOISE, SAVE, RECORD>(
       a.x + row, NOISE == kNoiseTensor ? a.noise.tensor + row : nullptr,
-      neuron_noise<NOISE>(a.noise, idx), a.v0[b * a.v0_stride_b + n], a.alpha[n], thr, a.bias[n],
-      static_cast<T>(a.max_spikes), a.s_out + row, SAVE == kSaveU ? a.u_out + row : nullptr, mask,
-      thr - static_cast<T>(a.window), RECORD ? a.vmem_out + row : nullptr, steps, a.N);
+      neuron_noise<NOISE>(a.noise, idx), a.v0[b * a.v0_stride_b + n], a.alpha[n], a.thr[n],
+      a.bias[n], static_cast<T>(a.max_spikes), a.s_out + row,
+      SAVE == kSaveU ? a.u_out + row : nullptr, mask, pwl_lo, RECORD ? a.vmem_out + row : nullptr,
+      steps, a.N);
   a.v_final[idx] = w;
   if (steps < a.Tn) {
     pad_fill(a.s_out + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
     if constexpr (SAVE == kSaveU) pad_hold(a.u_out + row, &w, steps, a.Tn, a.N, 1);
     if constexpr (RECORD) pad_hold(a.vmem_out + row, &w, steps, a.Tn, a.N, 1);
   }
-  if constexpr (SAVE == kSaveMask) pad_fill(mask, uint32_t(0), mask_words(steps), words, a.N, 1);
+  if constexpr (SAVE == kSaveMask) {
+    pad_fill(mask, uint32_t(0), mask_words(steps), mask_words(a.Tn), a.N, 1);
+  }
 }
 
 // Backward kernel thread idx = b * N + n, 0 <= idx < B * N: g_in, g_v0 and the row's partials,
@@ -271,21 +280,24 @@ LIF_HD void backward_thread(const LifBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t steps = row_steps(a.lengths, b, a.Tn);
   const T g_final = a.gvf ? a.gvf[idx] : T(0);
   // A row of length 0: the final state is v0, nothing else gets a gradient.
-  const IT* gs = a.gs + b * a.gs_stride_b + n * a.gs_stride_n;
-  const T* gw = HAS_GW ? a.gw + row : nullptr;
-  NeuronGrads<T> g{g_final, 0.0, 0.0, 0.0};
-  if (steps > 0) {
-    if constexpr (MASK) {
-      g = backward_neuron_masked<IT, T, HAS_GW>(
-          gs, a.gs_stride_t, gw, g_final, a.mask + b * mask_words(a.Tn) * a.N + n, a.alpha[n],
-          a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps,
-          a.N);
-    } else {
-      g = backward_neuron<IT, T, SURR, HAS_GW>(
-          gs, a.gs_stride_t, gw, g_final, a.u + row, a.v0[b * a.v0_stride_b + n], a.alpha[n],
-          a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes), a.g_in + row, steps,
-          a.N);
-    }
+  const NeuronGrads<T> none{g_final, 0.0, 0.0, 0.0};
+  NeuronGrads<T> g;
+  if constexpr (MASK) {
+    g = steps == 0
+            ? none
+            : backward_neuron_masked<IT, T, HAS_GW>(
+                  a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
+                  HAS_GW ? a.gw + row : nullptr, g_final, a.mask + b * mask_words(a.Tn) * a.N + n,
+                  a.alpha[n], a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes),
+                  a.g_in + row, steps, a.N);
+  } else {
+    g = steps == 0
+            ? none
+            : backward_neuron<IT, T, SURR, HAS_GW>(
+                  a.gs + b * a.gs_stride_b + n * a.gs_stride_n, a.gs_stride_t,
+                  HAS_GW ? a.gw + row : nullptr, g_final, a.u + row, a.v0[b * a.v0_stride_b + n],
+                  a.alpha[n], a.thr[n], static_cast<T>(a.window), static_cast<T>(a.max_spikes),
+                  a.g_in + row, steps, a.N);
   }
   pad_fill(a.g_in + row, static_cast<IT>(0), steps, a.Tn, a.N, 1);
   if (a.g_v0) {
