@@ -824,7 +824,7 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
   a.steps = steps;
   NOISE_SWITCH(a.noise.mode, NOISE, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
-      for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED>(a, idx);
+      for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED, false>(a, idx);
     });
   });
 }
@@ -876,7 +876,7 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.steps = steps;
   SURROGATE_SWITCH(surrogate, SURR, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
-      for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED>(a, idx);
+      for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED, false>(a, idx);
     });
   });
 }
