@@ -11,8 +11,8 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
-from .functional import fused_available, lif_evolve, synaptic_evolve
-from .neurons import LIFNeuron, SynapticLIF
+from .functional import ahp_synaptic_evolve, fused_available, lif_evolve, synaptic_evolve
+from .neurons import AHPSynapticLIF, LIFNeuron, SynapticLIF
 from .reference import lif_evolve_reference, synaptic_evolve_reference
 from .surrogates import PeriodicExponential, StepPWL
 
@@ -25,6 +25,8 @@ __all__ = [
     "SynapticLIF",
     "synaptic_evolve",
     "synaptic_evolve_reference",
+    "AHPSynapticLIF",
+    "ahp_synaptic_evolve",
     "fused_available",
     "StepPWL",
     "PeriodicExponential",

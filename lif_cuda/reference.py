@@ -153,6 +153,11 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
         s, w = _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             spikes.append(s)
+            if ahp:
+                # One node for the state's two uses (the recurrence and the AHP current), as the
+                # torch.where below makes with lengths: autograd then adds the same terms in the same
+                # order with and without lengths.
+                s = s.view_as(s)
         else:
             spikes.append(torch.where(active, s, torch.zeros_like(s)))
             w = torch.where(active, w, w_kept)

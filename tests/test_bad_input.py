@@ -667,7 +667,8 @@ def test_module_zero_neurons(model, backend, real_kernels):
     if model.name == "lif":
         m = lif_cuda.LIFNeuron(0, backend=backend)
     else:
-        m = lif_cuda.SynapticLIF((0,), has_rec=model.recurrent, backend=backend)
+        cls = lif_cuda.AHPSynapticLIF if "iahp" in model.states else lif_cuda.SynapticLIF
+        m = cls((0,), has_rec=model.recurrent, backend=backend)
     assert m.n_neurons == 0
     spikes, state, rec = m.evolve(torch.randn(B, T, 0), record=True)
     assert spikes.shape == (B, T, 0) and rec["vmem"].shape == (B, T, 0)
