@@ -53,6 +53,10 @@ TARGETS = [
              at_most=1.05) for p in ("forward", FB)),
     *(Target("synaptic", f"{w} forward+backward >= {g:g}x Rockpool ({k})", ("rockpool", FB), (k, FB), at_least=g,
              at=dict(workload=w)) for w, g in (("recurrent", 5), ("feedforward", 50)) for k in ("native", "dropin")),
+    # the same with the AHP current (SPEC §9; python -m bench synaptic --model ahp), against Rockpool's aLIFTorch
+    *(Target("synaptic", f"{w} forward+backward >= {g:g}x Rockpool's aLIFTorch ({k})", ("rockpool", FB), (k, FB),
+             at_least=g, at=dict(workload=w)) for w, g in (("ahp-recurrent", 5), ("ahp-feedforward", 50))
+      for k in ("native", "dropin")),
     # gpu, at the largest shape
     Target("gpu", "forward+backward >= 0.7 of copy_ bandwidth", ("copy_", "forward"), ("fused", FB), at_least=0.7,
            at=GPU_SHAPE, scale=3.0, device="cuda"),

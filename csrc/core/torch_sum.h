@@ -155,6 +155,10 @@ template <int SUM_ORDER, int S_FIXED, typename T>
 LIF_HD T ahp_sum(const T* i, int64_t S, T h) {
   if constexpr (S_FIXED == 1) {
     return T(0) + (i[0] + h);  // two lanes: both orders add them directly
+  } else if constexpr (S_FIXED == 2 && SUM_ORDER == kCpuSum) {
+    return T(0) + ((i[0] + i[1]) + h);  // three lanes, one running sum
+  } else if constexpr (S_FIXED == 2 && SUM_ORDER == kCudaSum) {
+    return T(0) + ((i[0] + h) + i[1]);  // lanes {0, 2} and {1}, then the shuffle
   } else {
     const AhpLanes<T> lanes{i, S_FIXED ? S_FIXED : S, h};
     const int64_t n = (S_FIXED ? S_FIXED : S) + 1;
