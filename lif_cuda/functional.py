@@ -264,14 +264,16 @@ def ahp_synaptic_evolve(input, v0, i0, h0, tau_mem, tau_syn, threshold, bias, w_
                         record=False, backend="auto", noise_std=0.0, lengths=None):
     """synaptic_evolve with an after-hyperpolarisation current (SPEC §9, Rockpool's aLIFTorch).
 
-    h0 (B,N) or (N,): the AHP current before the first step; w_ahp, tau_ahp (N,) or (). Each step,
-    after the synapses: h = (h + s_prev * w_ahp) * exp(-dt/tau_ahp), s_prev the previous step's
-    spikes (s0, or zeros, at the first), and the membrane adds the sum of the S + 1 currents
+    h0 (B,N) or (N,): the AHP current before the first step; w_ahp (N,) or (); tau_ahp (N,), (1,) or
+    (). Each step, after the synapses: h = (h + s_prev * w_ahp) * exp(-dt/tau_ahp), s_prev the
+    previous step's spikes (s0, or zeros, at the first), and the membrane adds the sum of the S + 1 currents
     [i..., h] in torch.sum's order. The other arguments, lengths and noise as synaptic_evolve's.
     Returns (spikes, vmem, isyn, irec, iahp (B,T,N) (records: None unless record), final membrane
     (B,N), final currents (B,N,S), final spikes (B,N), final h (B,N)). Differentiable with respect
     to input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp (and noise).
     """
+    if isinstance(tau_ahp, torch.Tensor) and tuple(tau_ahp.shape) == (1,):
+        tau_ahp = tau_ahp.reshape(())  # Rockpool's (1,): one time constant for every neuron (SPEC §9)
     out = _checked_call(
         AHP_SYNAPTIC, input, (v0, i0, s0, h0), (tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp), dt, noise,
         learning_window, max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,

@@ -292,10 +292,8 @@ class aLIFTorch(_rp_alif.aLIFTorch):  # noqa: N801 (Rockpool's name)
         # Snapshots: a backward may hold the initial state while the states are updated below.
         states = ("vmem", "isyn", "spikes", "iahp")
         v0, i0, s0, h0 = (getattr(self, n).to(device=x.device, dtype=dtype, copy=True) for n in states)
-        # Rockpool's (1,) tau_ahp is one time constant for every neuron.
-        tau_ahp = self.tau_ahp.reshape(()) if self.tau_ahp.shape == (1,) else self.tau_ahp
         out = ahp_synaptic_evolve(
-            x, v0, i0, h0, self.tau_mem, self.tau_syn, self.threshold, self.bias, self.w_ahp, tau_ahp, self.dt,
+            x, v0, i0, h0, self.tau_mem, self.tau_syn, self.threshold, self.bias, self.w_ahp, self.tau_ahp, self.dt,
             w_rec=self.w_rec if self._has_rec else None, s0=s0, noise=noise,
             learning_window=float(self.learning_window), max_spikes_per_dt=float(self.max_spikes_per_dt),
             spike_generation_fn=self._spike_fn_class(), record=self._record, backend=self.backend,
