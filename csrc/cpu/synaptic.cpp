@@ -50,10 +50,11 @@ struct TileScratch {
   std::vector<uint32_t> words;
   std::vector<T> z4;
   T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta;
-  T *h = nullptr, *s_prev = nullptr, *w_ahp = nullptr, *gamma = nullptr;  // with the AHP current
+  // With the AHP current:
+  T *h = nullptr, *s_prev = nullptr, *w_ahp = nullptr, *gamma = nullptr, *h_pre = nullptr;
   TileScratch(int64_t tile, int64_t S, bool noise, bool ahp) {
     const int64_t syn = tile * S;
-    buf.resize(static_cast<size_t>((ahp ? 10 : 6) * tile + 3 * syn));
+    buf.resize(static_cast<size_t>((ahp ? 11 : 6) * tile + 3 * syn));
     T* p = buf.data();
     for (T** row : {&w, &u, &z, &alpha, &thr, &bias}) {
       *row = p;
@@ -64,7 +65,7 @@ struct TileScratch {
     beta = p + 2 * syn;
     p += 3 * syn;
     if (ahp) {
-      for (T** row : {&h, &s_prev, &w_ahp, &gamma}) {
+      for (T** row : {&h, &s_prev, &w_ahp, &gamma, &h_pre}) {
         *row = p;
         p += tile;
       }
@@ -76,13 +77,43 @@ struct TileScratch {
   }
 };
 
+// The AHP current's row loops (core/synaptic.h's functions over a tile's neurons), apart from the
+// neuron loops and on restrict pointers, so that each of them vectorises.
+template <typename T>
+LIF_CLONES void ahp_rows_forward(int64_t len, T* __restrict__ h, const T* __restrict__ s_prev,
+                                 const T* __restrict__ w_ahp, const T* __restrict__ gamma,
+                                 T* __restrict__ h_pre) {
+  for (int64_t n = 0; n < len; ++n) {
+    const T hp = ahp_input(h[n], s_prev[n], w_ahp[n]);
+    h_pre[n] = hp;
+    h[n] = syn_decay(hp, gamma[n]);
+  }
+}
+
+// dL/ds[t] += H * w_ahp (s[t] fed h_pre[t+1]).
+template <typename T>
+LIF_CLONES void ahp_rows_spike_grad(int64_t len, T* __restrict__ g, const T* __restrict__ H,
+                                    const T* __restrict__ w_ahp) {
+  for (int64_t n = 0; n < len; ++n) g[n] = g[n] + H[n] * w_ahp[n];
+}
+
+template <typename T>
+LIF_CLONES void ahp_rows_backward(int64_t len, const T* __restrict__ U, const T* __restrict__ gh,
+                                  const T* __restrict__ h_pre, const T* __restrict__ s_prev,
+                                  const T* __restrict__ gamma, T* __restrict__ H,
+                                  T* __restrict__ g_gamma, T* __restrict__ g_w_ahp) {
+  for (int64_t n = 0; n < len; ++n) {
+    ahp_step_backward(U[n], gh[n], h_pre[n], s_prev[n], gamma[n], H[n], g_gamma[n], g_w_ahp[n]);
+  }
+}
+
 // A forward tile's AHP rows (SPEC §9): h0 and the parameter rows at the tile's first neuron, the
 // sequences at (b, t0, n0) (nullptr: not asked for), the tile's h and s[t-1] as scratch rows.
 template <typename T>
 struct AhpForwardTile {
   const T *h0, *w_ahp, *gamma;
   T *iahp_out, *h_pre_out, *h_final;
-  T *h, *s_prev;
+  T *h, *s_prev, *h_pre_scratch;
 };
 
 // Forward over `steps` steps of one tile: batch row b, neurons [n0, n0 + len). Sequence pointers at
@@ -146,6 +177,14 @@ LIF_CLONES void syn_forward_tile(
       }
       zt = z4[ta & 3];
     }
+    // The AHP current before the neurons: h = (h + s[t-1] * w_ahp) * gamma (SPEC §9).
+    if constexpr (AHP) {
+      ahp_rows_forward(len, ahp.h, ahp.s_prev, ahp.w_ahp, ahp.gamma,
+                       ahp.h_pre_out ? ahp.h_pre_out + t * N : ahp.h_pre_scratch);
+      if (ahp.iahp_out) std::memcpy(ahp.iahp_out + t * N, ahp.h, sizeof(T) * len);
+    }
+    const T* __restrict__ h_row = AHP ? ahp.h : nullptr;
+    T* __restrict__ s_prev_row = AHP ? ahp.s_prev : nullptr;
     // The neurons: u = (((alpha * w) + sum_k i) [+ z]) + bias, spikes, reset.
     IT* __restrict__ st = s_out + t * N;
     T* __restrict__ ut = u_out ? u_out + t * N : u_scratch;
@@ -156,12 +195,7 @@ LIF_CLONES void syn_forward_tile(
       // (SPEC §9).
       T isum;
       if constexpr (AHP) {
-        const T hp = ahp_input(ahp.h[n], ahp.s_prev[n], ahp.w_ahp[n]);
-        const T h = syn_decay(hp, ahp.gamma[n]);
-        ahp.h[n] = h;
-        if (ahp.h_pre_out) ahp.h_pre_out[t * N + n] = hp;
-        if (ahp.iahp_out) ahp.iahp_out[t * N + n] = h;
-        isum = ahp_sum<kCpuSum, S_FIXED>(i + n * S, S, h);
+        isum = ahp_sum<kCpuSum, S_FIXED>(i + n * S, S, h_row[n]);
       } else {
         isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
       }
@@ -173,7 +207,7 @@ LIF_CLONES void syn_forward_tile(
       }
       st[n] = static_cast<IT>(s);
       if (s_last) s_last[n] = s;
-      if constexpr (AHP) ahp.s_prev[n] = s;
+      if constexpr (AHP) s_prev_row[n] = s;
       ut[n] = u;
     }
     if (vmem_out) std::memcpy(vmem_out + t * N, w, sizeof(T) * len);
@@ -251,11 +285,8 @@ LIF_CLONES void syn_backward_tile(
       for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + gs_rec[n];
     }
     if constexpr (AHP) {  // s[t] fed h_pre[t+1] (core/synaptic.h)
-      if (t < steps - 1 || ahp.has_next) {
-        for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + ahp.H[n] * ahp.w_ahp[n];
-      }
+      if (t < steps - 1 || ahp.has_next) ahp_rows_spike_grad(len, g_row, ahp.H, ahp.w_ahp);
     }
-    const T* __restrict__ gh = AHP && ahp.gh ? ahp.gh + t * N : zeros;
     // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1]. Steps
     // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
     // double); dL/du and s[t-1] go to their outputs as whole rows afterwards.
@@ -267,10 +298,6 @@ LIF_CLONES void syn_backward_tile(
         const T w_prev = reset(up[n], s_prev, thr[n]);
         const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], s_row[n], w_prev, consts(n), W[n],
                                         gt[n], ga[n], gb[n]);
-        if constexpr (AHP) {
-          ahp_step_backward(U, gh[n], ahp.h_pre[t * N + n], s_prev, ahp.gamma[n], ahp.H[n],
-                            ahp.g_gamma[n], ahp.g_w_ahp[n]);
-        }
         U_row[n] = U;
         s_row[n] = s_prev;
       }
@@ -279,13 +306,13 @@ LIF_CLONES void syn_backward_tile(
         const T s_prev = s0 ? s0[n] : T(0);
         const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], s_row[n], v0[n], consts(n), W[n],
                                         gt[n], ga[n], gb[n]);
-        if constexpr (AHP) {
-          ahp_step_backward(U, gh[n], ahp.h_pre[t * N + n], s_prev, ahp.gamma[n], ahp.H[n],
-                            ahp.g_gamma[n], ahp.g_w_ahp[n]);
-        }
         U_row[n] = U;
         s_row[n] = s_prev;
       }
+    }
+    if constexpr (AHP) {  // dL/du[t] and s[t-1] (now in s_row) into the AHP current's gradients
+      ahp_rows_backward(len, U_row, ahp.gh ? ahp.gh + t * N : zeros, ahp.h_pre + t * N, s_row,
+                        ahp.gamma, ahp.H, ahp.g_gamma, ahp.g_w_ahp);
     }
     if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
     if (s_prev_out) std::memcpy(s_prev_out + t * N, s_row, sizeof(T) * len);
@@ -381,7 +408,8 @@ struct SynCpu : CpuDevice {
                  at_row(a.h_pre_out),
                  a.h_final + b * N + n0,
                  sc.h,
-                 sc.s_prev};
+                 sc.s_prev,
+                 sc.h_pre};
         }
         fn(a.x + srow, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0), a.t0,
            a.v0 + b * a.v0_stride_b + n0, a.i0 + b * a.i0_stride_b + n0 * S,
