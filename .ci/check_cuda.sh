@@ -99,8 +99,9 @@ __global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<
                              lif::GradSum<T> g) {
   lif::gpu::forward_thread<IT, T, NOISE, SAVE, RECORD>(f, threadIdx.x);
   lif::gpu::backward_thread<IT, T, SURR, HAS_GW, MASK>(b, threadIdx.x);
-  lif::gpu::syn_forward_thread<IT, T, NOISE, 0>(sf, threadIdx.x);
-  lif::gpu::syn_backward_thread<IT, T, SURR, 2>(sb, threadIdx.x);
+  // With and without the AHP current (SPEC §9), as RECORD and HAS_GW vary.
+  lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD>(sf, threadIdx.x);
+  lif::gpu::syn_backward_thread<IT, T, SURR, 2, HAS_GW>(sb, threadIdx.x);
   lif::grad_sum_batch(g, 3, threadIdx.x);
   lif::grad_sum_neurons(g, threadIdx.x);
 }

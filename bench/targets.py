@@ -63,6 +63,10 @@ TARGETS = [
     Target("memory", "training step: compact <= 1.15x plain", ("compact", "step"), ("plain", "step"), at_most=1.15),
     *(Target("memory", f"longest T in the budget: compact >= 8x {p}", ("compact", "longest T"), (p, "longest T"),
              at_least=8) for p in ("snntorch", "spikingjelly", "norse")),
+    # the same with the AHP current (SPEC §9; python -m bench synaptic --model ahp), against Rockpool's aLIFTorch
+    *(Target("synaptic", f"{w} forward+backward >= {g:g}x Rockpool's aLIFTorch ({k})", ("rockpool", FB), (k, FB),
+             at_least=g, at=dict(workload=w)) for w, g in (("ahp-recurrent", 5), ("ahp-feedforward", 50))
+      for k in ("native", "dropin")),
     # gpu, at the largest shape
     Target("gpu", "forward+backward >= 0.7 of copy_ bandwidth", ("copy_", "forward"), ("fused", FB), at_least=0.7,
            at=GPU_SHAPE, scale=3.0, device="cuda"),

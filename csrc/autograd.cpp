@@ -130,20 +130,22 @@ LifBackwardOut lif_backward_autograd(const Tensor& grad_spikes, const OptTensor&
 // ---------------------------------------------------------------- the synaptic ops (SPEC §7)
 
 using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                 Tensor, Tensor, Tensor>;
-using SynBackwardOut =
-    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using SynBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                  Tensor, Tensor, Tensor, Tensor, Tensor>;
 using SynForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                     const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const OptTensor&, const OptTensor&, const OptTensor&, double,
                                     double, double, double, int64_t, bool, bool, const OptTensor&,
-                                    bool);
+                                    const OptTensor&, const OptTensor&, const OptTensor&, bool);
 using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const OptTensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                       double, double, double, int64_t, bool, bool, bool,
-                                      const OptTensor&, bool);
+                                      const OptTensor&, const OptTensor&, const OptTensor&,
+                                      const OptTensor&, const OptTensor&, const OptTensor&, bool,
+                                      bool);
 
 constexpr char kSynForward[] = "lif_cuda::synaptic_forward";
 constexpr char kSynBackward[] = "lif_cuda::synaptic_backward";
@@ -159,16 +161,21 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                const OptTensor& w_rec, const OptTensor& noise,
                                const OptTensor& noise_key, double dt, double noise_scale,
                                double window, double max_spikes, int64_t surrogate, bool record,
-                               const OptTensor& lengths, bool decays) {
-    auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved] =
+                               const OptTensor& lengths, const OptTensor& w_ahp,
+                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
+    auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved, iahp,
+          h_final, h_pre] =
         call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
                             w_rec, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-                            record, true, lengths, decays);
+                            record, true, lengths, w_ahp, tau_ahp, h0, decays);
+    const bool ahp = h0.has_value();
     // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
-    // right after the forward.
+    // right after the forward. h0 itself is not needed: h_pre[0] holds what the backward reads.
     ctx->save_for_backward({u, i_pre, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem,
                             tau_syn, threshold, w_rec.value_or(Tensor()),
-                            lengths.value_or(Tensor())});
+                            lengths.value_or(Tensor()), ahp ? h_pre : Tensor(),
+                            w_ahp.value_or(Tensor()), tau_ahp.value_or(Tensor())});
+    ctx->saved_data["h0_shared"] = ahp && h0->dim() == 1;
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
     ctx->saved_data["max_spikes"] = max_spikes;
@@ -184,14 +191,17 @@ class SynForward : public torch::autograd::Function<SynForward> {
     ctx->set_materialize_grads(false);
     // The spike state s_final is batch row 0's last spikes for a module's state (spikes[:, -1]
     // carries the gradient); u, i_pre and the copies are internal; unrecorded records are empty.
-    std::vector<Tensor> internal{s_final, u, i_pre, v0_saved, s0_saved};
+    std::vector<Tensor> internal{s_final, u, i_pre, v0_saved, s0_saved, h_pre};
     if (!record || !w_rec.has_value()) internal.push_back(irec);
     if (!record) {
       internal.push_back(vmem);
       internal.push_back(isyn);
     }
+    if (!record || !ahp) internal.push_back(iahp);
+    if (!ahp) internal.push_back(h_final);
     ctx->mark_non_differentiable(internal);
-    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved};
+    return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
+            u,      i_pre, v0_saved, s0_saved, iahp,    h_final, h_pre};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -205,6 +215,8 @@ class SynForward : public torch::autograd::Function<SynForward> {
     const auto recorded = [&](int i) { return record ? defined_or_none(grads[i]) : std::nullopt; };
     const OptTensor s0 = defined_or_none(saved[3]);
     const OptTensor w_rec = defined_or_none(saved[7]);
+    const OptTensor h_pre = defined_or_none(saved[9]);
+    const bool ahp = h_pre.has_value();
     const variable_list g = call_backward_op(
         kSynBackward, syn_backward_op(), true, grad_or_zeros(grads[0], u, input_dtype), recorded(1),
         recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]), u, saved[1],
@@ -212,11 +224,14 @@ class SynForward : public torch::autograd::Function<SynForward> {
         ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
         ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
         ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]),
-        ctx->saved_data["decays"].toBool());
+        ahp ? recorded(11) : std::nullopt, ahp ? defined_or_none(grads[12]) : std::nullopt, h_pre,
+        defined_or_none(saved[10]), defined_or_none(saved[11]),
+        ctx->saved_data["h0_shared"].toBool(), ctx->saved_data["decays"].toBool());
     Tensor g_in = g[0];
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
-    // One entry per forward argument (19): the last nine are not differentiable.
-    variable_list out(19);
+    // One entry per forward argument (22): eight settings (10..17) and decays are not
+    // differentiable.
+    variable_list out(22);
     out[0] = g_in;
     out[1] = g[1];
     out[2] = g[2];
@@ -227,27 +242,32 @@ class SynForward : public torch::autograd::Function<SynForward> {
     out[7] = g[7];
     if (w_rec.has_value()) out[8] = g[8];
     if (noise_grad) out[9] = g[9];
+    if (ahp) {
+      out[18] = g[11];
+      out[19] = g[12];
+      out[20] = g[10];
+    }
     return out;
   }
 };
 
-SynForwardOut synaptic_forward_autograd(const Tensor& input, const Tensor& v0, const Tensor& i0,
-                                        const OptTensor& s0, const Tensor& tau_mem,
-                                        const Tensor& tau_syn, const Tensor& threshold,
-                                        const Tensor& bias, const OptTensor& w_rec,
-                                        const OptTensor& noise, const OptTensor& noise_key,
-                                        double dt, double noise_scale, double window,
-                                        double max_spikes, int64_t surrogate, bool record,
-                                        bool save, const OptTensor& lengths, bool decays) {
-  if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise)) {
+SynForwardOut synaptic_forward_autograd(
+    const Tensor& input, const Tensor& v0, const Tensor& i0, const OptTensor& s0,
+    const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
+    const OptTensor& w_rec, const OptTensor& noise, const OptTensor& noise_key, double dt,
+    double noise_scale, double window, double max_spikes, int64_t surrogate, bool record, bool save,
+    const OptTensor& lengths, const OptTensor& w_ahp, const OptTensor& tau_ahp, const OptTensor& h0,
+    bool decays) {
+  if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, w_ahp,
+                         tau_ahp, h0)) {
     return call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold,
                                bias, w_rec, noise, noise_key, dt, noise_scale, window, max_spikes,
-                               surrogate, record, save, lengths, decays);
+                               surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays);
   }
-  const variable_list o = SynForward::apply(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
-                                            w_rec, noise, noise_key, dt, noise_scale, window,
-                                            max_spikes, surrogate, record, lengths, decays);
-  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10]};
+  const variable_list o = SynForward::apply(
+      input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt,
+      noise_scale, window, max_spikes, surrogate, record, lengths, w_ahp, tau_ahp, h0, decays);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13]};
 }
 
 SynBackwardOut synaptic_backward_autograd(
@@ -256,12 +276,13 @@ SynBackwardOut synaptic_backward_autograd(
     const Tensor& v0, const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
     const Tensor& threshold, const OptTensor& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths,
-    bool decays) {
-  const variable_list o =
-      call_backward_op(kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, i_pre,
-                       v0, s0, tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes,
-                       surrogate, scalar_bias, i0_shared, noise_grad, lengths, decays);
-  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]};
+    const OptTensor& gh, const OptTensor& ghf, const OptTensor& h_pre, const OptTensor& w_ahp,
+    const OptTensor& tau_ahp, bool h0_shared, bool decays) {
+  const variable_list o = call_backward_op(
+      kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, i_pre, v0, s0, tau_mem,
+      tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
+      noise_grad, lengths, gh, ghf, h_pre, w_ahp, tau_ahp, h0_shared, decays);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12]};
 }
 
 }  // namespace

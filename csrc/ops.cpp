@@ -114,12 +114,19 @@ TORCH_LIBRARY(lif_cuda, m) {
   // lengths[b] steps; on the rest spikes are 0, vmem and isyn (and u, i_pre) hold the row's state
   // after its last step, irec is 0, and the state is unchanged, so the final state (and s_final,
   // the last spikes) is the one after lengths[b] steps (csrc/core/lengths.h).
+  // The AHP current (SPEC §9, Rockpool's aLIFTorch): w_ahp and tau_ahp ((N,) or ()) and h0 ((B,N)
+  // or (N,)), all three or none; h = (h + s_prev * w_ahp) * exp(-dt/tau_ahp) is the last lane of
+  // the synapse sum, s_prev being s0 (or zeros) at the first step. Then the last three outputs are
+  // iahp (the record of h, (B,T,N), empty unless `record`), h_final (B,N) and h_pre (h before its
+  // decay, (B,T,N), empty unless `save`); without it they are empty.
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
       "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
-      "int surrogate, bool record, bool save, Tensor? lengths=None, bool decays=False) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      "int surrogate, bool record, bool save, Tensor? lengths=None, Tensor? w_ahp=None, "
+      "Tensor? tau_ahp=None, Tensor? h0=None, bool decays=False) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Its backward (SPEC §7): returns (grad_input, grad_v0, grad_i0, grad_s0, grad_tau_mem,
   // grad_tau_syn, grad_threshold, grad_bias, grad_w_rec, grad_noise), each in its forward
@@ -128,11 +135,18 @@ TORCH_LIBRARY(lif_cuda, m) {
   // reverse loop starts at its last step from the gradients on the final state, ignores the
   // upstream gradients on its padding and gives its padding zero grad_input (and grad_noise); its
   // padding adds nothing to the parameters' gradients, w_rec's included.
+  // With the AHP current (h_pre, w_ahp, tau_ahp given: the forward's h_pre and parameters;
+  // grad_iahp, grad_hfinal the upstream gradients on its record and final state; `h0_shared`: h0
+  // was (N,)) the last three outputs are grad_h0, grad_w_ahp, grad_tau_ahp, and grad_s0 has the
+  // AHP's share too; without it they are empty.
   m.def(
       "synaptic_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_isyn, "
       "Tensor? grad_irec, Tensor? grad_vfinal, Tensor? grad_ifinal, Tensor u, Tensor i_pre, "
       "Tensor v0, Tensor? s0, Tensor tau_mem, Tensor tau_syn, Tensor threshold, Tensor? w_rec, "
       "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
-      "bool noise_grad, Tensor? lengths=None, bool decays=False) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "bool noise_grad, Tensor? lengths=None, Tensor? grad_iahp=None, Tensor? grad_hfinal=None, "
+      "Tensor? h_pre=None, Tensor? w_ahp=None, Tensor? tau_ahp=None, bool h0_shared=False, "
+      "bool decays=False) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor)");
 }

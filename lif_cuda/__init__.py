@@ -11,8 +11,8 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
-from .functional import fused_available, lif_evolve, synaptic_evolve
-from .neurons import LIFNeuron, SynapticLIF
+from .functional import ahp_synaptic_evolve, fused_available, lif_evolve, synaptic_evolve
+from .neurons import AHPSynapticLIF, LIFNeuron, SynapticLIF
 from .reference import lif_evolve_reference, synaptic_evolve_reference
 from .spike_linear import SpikeLinear
 from .surrogates import PeriodicExponential, StepPWL
@@ -27,6 +27,8 @@ __all__ = [
     "SpikeLinear",
     "synaptic_evolve",
     "synaptic_evolve_reference",
+    "AHPSynapticLIF",
+    "ahp_synaptic_evolve",
     "fused_available",
     "StepPWL",
     "PeriodicExponential",

@@ -291,3 +291,14 @@ def check_synaptic_tensors(input, state, params, noise, leak=("tau_mem", "tau_sy
     if s0 is not None:
         _check_state("s0", s0, ((N,), (B, N)), dev)
     _check_noise(noise, (B, T, N), dev)
+
+
+def check_ahp_synaptic_tensors(input, state, params, noise, leak=("tau_mem", "tau_syn")):
+    """ahp_synaptic_evolve's tensors (SPEC §9): synaptic_evolve's, and w_ahp, tau_ahp (N,) or (), h0
+    (B,N) or (N,)."""
+    (v0, i0, s0, h0), (tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp) = state, params
+    check_synaptic_tensors(input, (v0, i0, s0), (tau_mem, tau_syn, threshold, bias, w_rec), noise, leak=leak)
+    B, N, dev = input.shape[0], i0.shape[-2], input.device
+    check_param("w_ahp", w_ahp, N, dev)
+    check_param("tau_ahp", tau_ahp, N, dev)
+    _check_state("h0", h0, ((N,), (B, N)), dev)

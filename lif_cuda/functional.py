@@ -20,6 +20,7 @@ from . import _ext
 from ._checks import (
     CHECKED_VALUES,
     DECAY,
+    check_ahp_synaptic_tensors,
     check_lif_tensors,
     check_max_spikes,
     check_param_values,
@@ -30,12 +31,12 @@ from ._checks import (
     to_lengths,
 )
 from .noise import draw_noise_key, kernel_noise, kernel_noise_scale
-from .ops import lif_forward_op, synaptic_forward_op  # noqa: F401  (looked up by name in `run`)
+from .ops import ahp_synaptic_forward_op, lif_forward_op, synaptic_forward_op  # noqa: F401  (by name in `run`)
 from .reference import lif_evolve_reference, synaptic_evolve_reference  # noqa: F401  (by name in `run`)
 from .surrogates import FUSED_NAMES, NO_KERNEL, StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["lif_evolve", "synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF", "SYNAPTIC",
-           "LIF_DECAYS", "SYNAPTIC_DECAYS", "LEAK_MODES"]
+__all__ = ["lif_evolve", "synaptic_evolve", "ahp_synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF",
+           "SYNAPTIC", "AHP_SYNAPTIC", "LIF_DECAYS", "SYNAPTIC_DECAYS", "AHP_SYNAPTIC_DECAYS", "LEAK_MODES"]
 
 _BACKENDS = ("auto", "fused", "reference")
 _FLOATS = (torch.float32, torch.float64)
@@ -74,6 +75,16 @@ def _synaptic_reference(reference, x, state, params, dt, noise, window, max_spik
     )
 
 
+def _ahp_synaptic_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths,
+                            decays=False):
+    (v0, i0, s0, h0), (tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp) = state, params
+    return reference(
+        x, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=w_rec, s0=s0, noise=noise, learning_window=window,
+        max_spikes_per_dt=max_spikes, spike_generation_fn=spike_fn, record=record, lengths=lengths, w_ahp=w_ahp,
+        tau_ahp=tau_ahp, h0=h0, decays=decays,
+    )
+
+
 LIF = Model(
     initial=("v0",), state=("vmem",), params=("tau_mem", "threshold", "bias"), positive=("tau_mem", "threshold"),
     checked=("tau_mem", "threshold", "bias"), records=("vmem",), forward_op="lif_forward_op",
@@ -99,6 +110,22 @@ SYNAPTIC_DECAYS = SYNAPTIC._replace(
     check_tensors=partial(check_synaptic_tensors, leak=("alpha", "beta")), decays=("alpha", "beta"),
 )
 LEAK_MODES = ("taus", "decays")
+AHP_SYNAPTIC = Model(
+    initial=("v0", "i0", "s0", "h0"), state=("vmem", "isyn", "spikes", "iahp"),
+    params=("tau_mem", "tau_syn", "threshold", "bias", "w_rec", "w_ahp", "tau_ahp"),
+    positive=("tau_mem", "tau_syn", "threshold", "tau_ahp"),
+    checked=("tau_mem", "tau_syn", "threshold", "bias", "w_ahp", "tau_ahp"),
+    records=("vmem", "isyn", "irec", "iahp"), forward_op="ahp_synaptic_forward_op",
+    reference="synaptic_evolve_reference", call_reference=_ahp_synaptic_reference,
+    check_tensors=check_ahp_synaptic_tensors,
+)
+# Its leaks alpha and beta given as decays (tau_ahp stays a time constant, as in Rockpool).
+AHP_SYNAPTIC_DECAYS = AHP_SYNAPTIC._replace(
+    params=("alpha", "beta", "threshold", "bias", "w_rec", "w_ahp", "tau_ahp"), positive=("threshold", "tau_ahp"),
+    checked=("alpha", "beta", "threshold", "bias", "w_ahp", "tau_ahp"),
+    call_reference=partial(_ahp_synaptic_reference, decays=True),
+    check_tensors=partial(check_ahp_synaptic_tensors, leak=("alpha", "beta")), decays=("alpha", "beta"),
+)
 
 
 def fused_available(device) -> bool:
@@ -162,7 +189,7 @@ def run(model, which, device, x, state, params, noise, noise_scale, dt, window, 
             CHECKED_VALUES.check(param_values(model, params))
         return getattr(_this, model.forward_op)(
             x, *state, *params, noise, None, dt, noise_scale, window, max_spikes, kernel_id, record, False, lengths,
-            bool(model.decays),
+            decays=bool(model.decays),
         )
     model.check_tensors(x, state, params, noise)  # what the op would check, for a module's tensors too
     values = param_values(model, params)
@@ -276,3 +303,31 @@ def synaptic_evolve(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=
     if not record:
         vmem = isyn = irec = None
     return spikes, vmem, isyn, irec, v_final, i_final, s_final
+
+
+def ahp_synaptic_evolve(input, v0, i0, h0, tau_mem, tau_syn, threshold, bias, w_ahp, tau_ahp, dt, w_rec=None, s0=None,
+                        noise=None, learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
+                        record=False, backend="auto", noise_std=0.0, lengths=None, leak_mode="taus"):
+    """synaptic_evolve with an after-hyperpolarisation current (SPEC §9, Rockpool's aLIFTorch).
+
+    h0 (B,N) or (N,): the AHP current before the first step; w_ahp (N,) or (); tau_ahp (N,), (1,) or
+    (). Each step, after the synapses: h = (h + s_prev * w_ahp) * exp(-dt/tau_ahp), s_prev the
+    previous step's spikes (s0, or zeros, at the first), and the membrane adds the sum of the S + 1 currents
+    [i..., h] in torch.sum's order. The other arguments, lengths and noise as synaptic_evolve's.
+    Returns (spikes, vmem, isyn, irec, iahp (B,T,N) (records: None unless record), final membrane
+    (B,N), final currents (B,N,S), final spikes (B,N), final h (B,N)). Differentiable with respect
+    to input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp (and noise).
+    leak_mode: as synaptic_evolve's ("decays": tau_mem and tau_syn hold alpha and beta); tau_ahp is a
+    time constant in both.
+    """
+    model = _leak_model(leak_mode, AHP_SYNAPTIC, AHP_SYNAPTIC_DECAYS)
+    if isinstance(tau_ahp, torch.Tensor) and tuple(tau_ahp.shape) == (1,):
+        tau_ahp = tau_ahp.reshape(())  # Rockpool's (1,): one time constant for every neuron (SPEC §9)
+    out = _checked_call(
+        model, input, (v0, i0, s0, h0), (tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp), dt, noise,
+        learning_window, max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,
+    )[:9]
+    spikes, vmem, isyn, irec, iahp, v_final, i_final, s_final, h_final = out
+    if not record:
+        vmem = isyn = irec = iahp = None
+    return spikes, vmem, isyn, irec, iahp, v_final, i_final, s_final, h_final

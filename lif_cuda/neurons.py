@@ -19,7 +19,7 @@ from ._checks import DECAY, check_max_spikes, check_scalar, check_w_rec, to_leng
 from .noise import kernel_noise_scale, torch_noise
 from .surrogates import StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["NeuronLayer", "LIFNeuron", "SynapticLIF"]
+__all__ = ["NeuronLayer", "LIFNeuron", "SynapticLIF", "AHPSynapticLIF"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _IO_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -502,6 +502,7 @@ class SynapticLIF(NeuronLayer):
     """
 
     model = functional.SYNAPTIC
+    decays_model = functional.SYNAPTIC_DECAYS  # leak_mode="decays"
 
     def __init__(self, shape=None, tau_mem=None, tau_syn=None, threshold=None, bias=0.0, has_rec=False, w_rec=None,
                  dt=1e-3, noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16,
@@ -522,7 +523,7 @@ class SynapticLIF(NeuronLayer):
                                                   lambda: torch.full((n, s), DEFAULT_TAU), True))
             self.alpha = self.beta = None
         else:
-            self.model = functional.SYNAPTIC_DECAYS
+            self.model = self.decays_model
             self.tau_mem = self.tau_syn = None
             self.alpha = _neuron_param("alpha", alpha, n, default_decay, positive=DECAY)
             self.beta = nn.Parameter(_as_param("beta", beta, *syn_shape, lambda: torch.full((n, s), default_decay),
@@ -564,12 +565,61 @@ class SynapticLIF(NeuronLayer):
         out = torch.ops.lif_cuda.synaptic_forward(
             x, self.vmem, self.isyn, self.spikes, leak_mem, leak_syn, self.threshold, self.bias, self.w_rec,
             noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
-            lengths, self.alpha is not None,
+            lengths, None, None, None, self.alpha is not None,
         )
         if x.shape[0] > 0:
             self.vmem = kept_state(self.vmem, out[4], self.batch_state)
             self.isyn = kept_state(self.isyn, out[5], self.batch_state)
             self.spikes = kept_state(self.spikes, out[6], self.batch_state)
+        return out[0]
+
+
+class AHPSynapticLIF(SynapticLIF):
+    """SynapticLIF with an after-hyperpolarisation (AHP) current per neuron: Rockpool's aLIFTorch
+    (in either leak_mode, as SynapticLIF) on the fused kernels (SPEC §9).
+
+    Per step, after the synapses: h = (h + s_prev * w_ahp) * exp(-dt/tau_ahp), s_prev the previous
+    step's spikes; the membrane adds h with the synaptic currents (the S + 1 currents summed in
+    torch.sum's order, as Rockpool sums them). A negative w_ahp (default -0.9) pulls the membrane down
+    after each spike: spike-frequency adaptation. w_ahp and tau_ahp (default 20 ms): (N,) or (),
+    trainable. State: SynapticLIF's and `iahp` (N,) ((B,N) with batch_state); evolve's records add
+    "iahp" (B,T,N). Everything else (shape, has_rec, noise, lengths, batch_state, half I/O, backend)
+    as SynapticLIF's. A subclass rather than an option of SynapticLIF: the model's state, parameters
+    and records are the class's (lif_cuda.functional.AHP_SYNAPTIC), so SynapticLIF keeps its own.
+    """
+
+    model = functional.AHP_SYNAPTIC
+    decays_model = functional.AHP_SYNAPTIC_DECAYS
+
+    def __init__(self, shape=None, tau_mem=None, tau_syn=None, threshold=None, bias=0.0, has_rec=False, w_rec=None,
+                 w_ahp=None, tau_ahp=None, dt=1e-3, noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5,
+                 max_spikes_per_dt=2.0**16, weight_init_func=None, backend="auto", noise="kernel", batch_state=False):
+        super().__init__(shape, tau_mem, tau_syn, threshold, bias, has_rec, w_rec, dt, noise_std, spike_generation_fn,
+                         learning_window, max_spikes_per_dt, weight_init_func, backend, noise, batch_state)
+        n = self.n_neurons
+        self.w_ahp = _neuron_param("w_ahp", w_ahp, n, -0.9, positive=False)
+        self.tau_ahp = _neuron_param("tau_ahp", tau_ahp, n, 20e-3, positive=True)
+        self.register_buffer("iahp", torch.zeros(n))
+
+    def _state_rows(self):
+        return {**super()._state_rows(), "iahp": (self.n_neurons,)}
+
+    def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
+        leak_mem, leak_syn = self.tau_mem, self.tau_syn
+        if self.alpha is not None:
+            leak_mem, leak_syn = self.alpha, self.beta
+        assert leak_mem is not None and leak_syn is not None
+        out = torch.ops.lif_cuda.synaptic_forward(
+            x, self.vmem, self.isyn, self.spikes, leak_mem, leak_syn, self.threshold, self.bias, self.w_rec,
+            noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
+            lengths, self.w_ahp, self.tau_ahp, self.iahp, self.alpha is not None,
+        )
+        if x.shape[0] > 0:
+            self.vmem = kept_state(self.vmem, out[4], self.batch_state)
+            self.isyn = kept_state(self.isyn, out[5], self.batch_state)
+            self.spikes = kept_state(self.spikes, out[6], self.batch_state)
+            self.iahp = kept_state(self.iahp, out[12], self.batch_state)
         return out[0]
 
 

@@ -18,7 +18,8 @@ A synaptic layer (`SynapticLIF`, lif_cuda.rockpool.LIFTorch, Rockpool's LIFTorch
 per neuron maps to `nir.CubaLIF` (tau_syn, tau_mem, r, v_leak = bias, v_threshold), with the same
 choice of r; with recurrent weights to a sub-graph {input, CubaLIF, Linear(w_rec.T), output} with the
 edge Linear -> CubaLIF closing the loop, as Rockpool reads one. NIR has no node for several synaptic
-currents per neuron: such a layer is refused.
+currents per neuron: such a layer is refused, and so is a layer with an after-hyperpolarisation
+current (AHPSynapticLIF, aLIFTorch: SPEC §9), which would be a second one.
 """
 import warnings
 from collections import OrderedDict
@@ -176,6 +177,12 @@ def _size_out(module):
 
 
 def _module_to_nir(module):
+    if hasattr(module, "w_ahp"):  # AHPSynapticLIF, Rockpool's aLIFTorch and ours (SPEC §9)
+        raise NotImplementedError(
+            f"lif_cuda.nir.to_nir: {type(module).__name__} has an after-hyperpolarisation current (w_ahp, "
+            "tau_ahp); NIR has no node for it (CubaLIF has one synaptic current), and dropping it would change "
+            "the network"
+        )
     if _is_synaptic(module):
         return _synaptic_to_nir(module)
     if _is_lif(module):

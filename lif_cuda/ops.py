@@ -15,6 +15,7 @@ __all__ = [
     "lif_backward_op",
     "synaptic_forward_op",
     "synaptic_backward_op",
+    "ahp_synaptic_forward_op",
     "kernel_launches",
 ]
 
@@ -69,10 +70,11 @@ if _ext.loaded():
     @torch.library.register_fake("lif_cuda::synaptic_forward")
     def _synaptic_forward_fake(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
-        max_spikes, surrogate, record, save, lengths=None, decays=False,
+        max_spikes, surrogate, record, save, lengths=None, w_ahp=None, tau_ahp=None, h0=None, decays=False,
     ):
         _check_devices(input, tau_mem=tau_mem, tau_syn=tau_syn, threshold=threshold, bias=bias, w_rec=w_rec, v0=v0,
-                       i0=i0, s0=s0, noise=noise, lengths=lengths)
+                       i0=i0, s0=s0, noise=noise, lengths=lengths, w_ahp=w_ahp, tau_ahp=tau_ahp, h0=h0)
+        ahp = h0 is not None
         B, T = input.shape[0], input.shape[1]
         N, S = i0.shape[-2], i0.shape[-1]
         none = v0.new_empty((0,))
@@ -88,15 +90,19 @@ if _ext.loaded():
             v0.new_empty((B, T, N, S)) if save else v0.new_empty((0,)),
             v0.new_empty(v0.shape) if save else v0.new_empty((0,)),
             v0.new_empty(s0.shape) if save and s0 is not None else v0.new_empty((0,)),
+            v0.new_empty((B, T, N)) if ahp and record else v0.new_empty((0,)),
+            v0.new_empty((B, N)) if ahp else v0.new_empty((0,)),
+            v0.new_empty((B, T, N)) if ahp and save else v0.new_empty((0,)),
         )
 
     @torch.library.register_fake("lif_cuda::synaptic_backward")
     def _synaptic_backward_fake(
         grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
         threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
-        decays=False,
+        grad_iahp=None, grad_hfinal=None, h_pre=None, w_ahp=None, tau_ahp=None, h0_shared=False, decays=False,
     ):
         B, T, N, S = i_pre.shape
+        ahp = h_pre is not None
         return (
             grad_spikes.new_empty((B, T, N * S)),
             u.new_empty(v0.shape),
@@ -108,6 +114,9 @@ if _ext.loaded():
             u.new_empty(() if scalar_bias else (N,)),
             u.new_empty(w_rec.shape) if w_rec is not None else u.new_empty((0,)),
             u.new_empty((B, T, N)) if noise_grad else u.new_empty((0,)),
+            (u.new_empty((N,) if h0_shared else (B, N)) if ahp else u.new_empty((0,))),
+            u.new_empty(w_ahp.shape) if ahp else u.new_empty((0,)),
+            u.new_empty(tau_ahp.shape) if ahp else u.new_empty((0,)),
         )
 
     # The op packets themselves (no Python wrapper on the hot path).
@@ -115,6 +124,19 @@ if _ext.loaded():
     lif_backward_op = torch.ops.lif_cuda.lif_backward
     synaptic_forward_op = torch.ops.lif_cuda.synaptic_forward
     synaptic_backward_op = torch.ops.lif_cuda.synaptic_backward
+
+
+def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp, noise,
+                            noise_key, dt, noise_scale, window, max_spikes, surrogate, record, save, lengths=None,
+                            decays=False):
+    """synaptic_forward with the AHP current (SPEC §9), its arguments in the model's order (the state,
+    then the parameters: lif_cuda.functional.AHP_SYNAPTIC) and its leading outputs in the model's
+    order: (spikes, vmem, isyn, irec, iahp, v_final, i_final, s_final, h_final)."""
+    o = torch.ops.lif_cuda.synaptic_forward(
+        input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
+        max_spikes, surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
+    )
+    return o[0], o[1], o[2], o[3], o[11], o[4], o[5], o[6], o[12]
 
 
 def kernel_launches() -> int:

@@ -84,7 +84,8 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
 
 def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, dt, w_rec=None, s0=None, noise=None,
                               learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
-                              record=False, synapse_sum=None, lengths=None, decays=False):
+                              record=False, synapse_sum=None, lengths=None, w_ahp=None, tau_ahp=None, h0=None,
+                              decays=False):
     """Evolve LIF neurons with synaptic currents (SPEC §7, Rockpool's LIFTorch) over input (B,T,N*S).
 
     i0: synaptic currents (B,N,S) or (N,S), which give N and S (input element n*S + k feeds synapse
@@ -106,7 +107,13 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
     current is 0.
     decays: tau_mem and tau_syn are the decays alpha and beta themselves (Rockpool's leak_mode
     "decays"), used as they are.
+    With the AHP current (SPEC §9, Rockpool's aLIFTorch): w_ahp and tau_ahp ((N,) or ()) and h0
+    ((B,N) or (N,)), all three. After the synapses' decay, h = (h + s * w_ahp) * exp(-dt/tau_ahp)
+    (s the previous step's spikes), and the membrane sums the S + 1 lanes torch.cat((i, h), 2), as
+    Rockpool does. Returns then (spikes, vmem, isyn, irec, iahp (B,T,N) (records, None each unless
+    record), final membrane, currents, spikes, final h (B,N)).
     """
+    ahp = w_ahp is not None
     io_dtype = input.dtype
     if io_dtype in (torch.float16, torch.bfloat16):
         input = input.float()
@@ -116,11 +123,14 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
     x = input.reshape(B, T, N, S)
     tau_mem, tau_syn, threshold, bias = (p.to(dtype) for p in (tau_mem, tau_syn, threshold, bias))
     alpha, beta = (tau_mem, tau_syn) if decays else (tau_to_decay(dt, tau_mem), tau_to_decay(dt, tau_syn))
+    if ahp:
+        w_ahp, gamma = w_ahp.to(dtype), tau_to_decay(dt, tau_ahp.to(dtype))
+        h = h0.to(dtype).expand(B, N)
     w = v0.to(dtype).expand(B, N)
     i = i0.to(dtype).expand(B, N, S)
     # Contiguous, as Rockpool's batched state is: the recurrent product then reads the same layout.
     s = s0.to(dtype).expand(B, N).contiguous() if s0 is not None else input.new_zeros((B, N))
-    spikes, vmem, isyn, irec = [], [], [], []
+    spikes, vmem, isyn, irec, iahp = [], [], [], [], []
     for t in range(T):
         x_t = x[:, t]
         z_t = None if noise is None else noise[:, t].to(dtype)
@@ -131,37 +141,58 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
             if z_t is not None:
                 z_t = torch.where(active, z_t, torch.zeros_like(z_t))
             w_kept, i_kept, s_kept = w.expand(B, N), i.expand(B, N, S), s
+            h_kept = h if ahp else None
         i = i + x_t
         if w_rec is not None:
             r = F.linear(s, w_rec.T).reshape(B, N, S)
             i = i + r
-        w = w * alpha
         i = i * beta
-        u = w + (i.sum(2) if synapse_sum is None else synapse_sum(i))
+        lanes = i
+        if ahp:  # the AHP current, fed by the previous spikes: the last lane of the sum (SPEC §9)
+            h = (h + s * w_ahp) * gamma
+            lanes = torch.cat((i, h.reshape(B, N, 1)), 2)
+        w = w * alpha
+        u = w + (lanes.sum(2) if synapse_sum is None else synapse_sum(lanes))
         s, w = _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             spikes.append(s)
+            if ahp:
+                # One node for the state's two uses (the recurrence and the AHP current), as the
+                # torch.where below makes with lengths: autograd then adds the same terms in the same
+                # order with and without lengths.
+                s = s.view_as(s)
         else:
             spikes.append(torch.where(active, s, torch.zeros_like(s)))
             w = torch.where(active, w, w_kept)
             i = torch.where(active3, i, i_kept)
             s = torch.where(active, s, s_kept)
+            if ahp:
+                h = torch.where(active, h, h_kept)
         if record and lengths is None:
             vmem.append(w)
             isyn.append(i)
             irec.append(r if w_rec is not None else torch.zeros_like(i))
+            if ahp:
+                iahp.append(h)
         elif record:
             vmem.append(torch.where(active, w, w.detach()))
             isyn.append(torch.where(active3, i, i.detach()))
             irec.append(torch.where(active3, r, torch.zeros_like(r)) if w_rec is not None else torch.zeros_like(i))
+            if ahp:
+                iahp.append(torch.where(active, h, h.detach()))
     s_final = s.expand(B, N).clone()
     if T == 0:
         empty = input.new_empty((B, 0, N))
-        rec = (empty.clone(), input.new_empty((B, 0, N, S)), input.new_empty((B, 0, N, S))) if record else (None,) * 3
+        rec = [empty.clone(), input.new_empty((B, 0, N, S)), input.new_empty((B, 0, N, S))] if record else [None] * 3
+        if ahp:
+            return (empty.to(io_dtype), *rec, empty.clone() if record else None, w.clone(), i.clone(), s_final,
+                    h.clone())
         return (empty.to(io_dtype), *rec, w.clone(), i.clone(), s_final)
     spikes = torch.stack(spikes, dim=1).to(io_dtype)
     if record:
-        rec = (torch.stack(vmem, dim=1), torch.stack(isyn, dim=1), torch.stack(irec, dim=1))
+        rec = [torch.stack(vmem, dim=1), torch.stack(isyn, dim=1), torch.stack(irec, dim=1)]
     else:
-        rec = (None, None, None)
+        rec = [None, None, None]
+    if ahp:
+        return (spikes, *rec, torch.stack(iahp, dim=1) if record else None, w, i, s_final, h)
     return (spikes, *rec, w, i, s_final)

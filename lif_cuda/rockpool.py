@@ -17,15 +17,22 @@ subclassed: its constructor, leak modes ("taus", "decays", "bitshifts"), paramet
 (`weights` w_rec; `taus` tau_mem and tau_syn, `decays` alpha and beta, or `bitshifts` dash_mem and
 dash_syn; `bias`, `thresholds`), states (`vmem`, `isyn`, `spikes`), evolve and graph export are
 Rockpool's; only `forward` runs on lif_cuda's fused op (lif_cuda.synaptic_evolve).
+
+`aLIFTorch` (LIFTorch with an after-hyperpolarisation current: SPEC §9) is Rockpool's `aLIFTorch`
+subclassed the same way, in the same three leak modes: its parameters `w_ahp` (`weights`) and
+`tau_ahp` (`taus`) and state `iahp` are Rockpool's; `forward` runs on the fused op
+(lif_cuda.functional.ahp_synaptic_evolve).
 """
 import numpy as np
 import torch
 
 from . import StepPWL, lif_evolve, synaptic_evolve
+from .functional import ahp_synaptic_evolve
 from .surrogates import FUSED, check_spike_fn
 
 try:
     import rockpool.parameters as rp
+    from rockpool.nn.modules.torch import ahp_lif_torch as _rp_alif
     from rockpool.nn.modules.torch import lif_neuron_torch as _rp_lif_neuron
     from rockpool.nn.modules.torch import lif_torch as _rp_lif
     from rockpool.nn.modules.torch.torch_module import TorchModule
@@ -35,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"({exc}); install it with: pip install 'lif_cuda[rockpool]'"
     ) from exc
 
-__all__ = ["LIFNeuronTorch", "LIFTorch"]
+__all__ = ["LIFNeuronTorch", "LIFTorch", "aLIFTorch"]
 
 # Rockpool's surrogate classes of our surrogates' names compute what ours do (SPEC §2); they run on
 # the fused kernels.
@@ -285,3 +292,61 @@ class LIFTorch(_rp_lif.LIFTorch):
             noise_std=noise_std,
             leak_mode=leak_mode,
         )
+
+
+class aLIFTorch(_rp_alif.aLIFTorch):  # noqa: N801 (Rockpool's name)
+    """Rockpool's `aLIFTorch` (LIFTorch with an after-hyperpolarisation current, leak_mode "taus") on
+    lif_cuda's fused op (SPEC §9): the same constructor, parameters (`w_ahp`, `tau_ahp` beside
+    LIFTorch's), states (`vmem`, `isyn`, `iahp`, `spikes`) and records (`vmem`, `isyn`, `irec`,
+    `iahp`, `spikes`), and the same spikes, records and state bit for bit in float32 on the same
+    device; gradients of input, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp and tau_ahp to
+    float32 rounding. Keyword-only extras `backend` and `noise` as lif_cuda.rockpool.LIFTorch's;
+    leak modes "taus", "decays" and "bitshifts" as LIFTorch's. A () w_ahp is one weight for every
+    neuron (Rockpool's own accepts it for
+    one neuron only).
+    """
+
+    def __init__(self, shape, tau_ahp=None, w_ahp=None, *args, backend="auto", noise="torch", **kwargs):
+        _check_extras(backend, kwargs.get("spike_generation_fn", StepPWL))
+        if noise not in _NOISE_MODES:
+            raise ValueError(f"noise must be one of {_NOISE_MODES}, got {noise!r}")
+        super().__init__(shape, tau_ahp, w_ahp, *args, **kwargs)
+        self.backend = rp.SimulationParameter(backend)
+        self.noise = rp.SimulationParameter(noise)
+
+    _spike_fn_class = _spike_fn_class
+
+    def forward(self, input_data):
+        """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
+        x, dtype = _batched_input(self, input_data)
+        B, T, _ = x.shape
+        noise, noise_std = None, 0.0
+        if self.noise_std > 0:
+            if self.noise == "torch":  # on the state's device, as Rockpool draws it
+                noise = _rockpool_noise(self, (B, T, self.size_out), self.vmem.device, dtype)
+            else:
+                noise_std = self.noise_std
+        # Snapshots: a backward may hold the initial state while the states are updated below.
+        states = ("vmem", "isyn", "spikes", "iahp")
+        v0, i0, s0, h0 = (getattr(self, n).to(device=x.device, dtype=dtype, copy=True) for n in states)
+        (leak_mem, leak_syn), leak_mode = _leak(self)
+        try:
+            out = ahp_synaptic_evolve(
+                x, v0, i0, h0, leak_mem, leak_syn, self.threshold, self.bias, self.w_ahp, self.tau_ahp, self.dt,
+                w_rec=self.w_rec if self._has_rec else None, s0=s0, noise=noise,
+                learning_window=float(self.learning_window), max_spikes_per_dt=float(self.max_spikes_per_dt),
+                spike_generation_fn=self._spike_fn_class(), record=self._record, backend=self.backend,
+                noise_std=noise_std, leak_mode=leak_mode,
+            )
+        except ValueError as exc:
+            named = _name_the_bitshift(exc) if self.leak_mode == "bitshifts" else None
+            if named is None:
+                raise
+            raise named from exc
+        spikes, vmem, isyn, irec, iahp = out[:5]
+        if self._record:
+            self._record_dict = {"vmem": vmem, "isyn": isyn, "irec": irec, "iahp": iahp, "spikes": spikes}
+        if B > 0:
+            for name, final in zip(states, out[5:]):
+                getattr(self, name).copy_(final[0].detach())
+        return spikes

@@ -415,12 +415,80 @@ class SynapticModel(Model):
         return lif_cuda.synaptic_evolve(x, v, i, *params[:4], layer.dt, w_rec=w_rec, s0=s, **kw)
 
 
-MODELS = {m.name: m for m in (LIFModel(), SynapticModel(False), SynapticModel(True))}
+AHP_OUTPUTS = ("spikes", "vmem", "isyn", "irec", "iahp", "v_final", "i_final", "s_final", "h_final")
+
+
+class AHPSynapticModel(SynapticModel):
+    """The synaptic model with the AHP current (SPEC §9): AHPSynapticLIF, ahp_synaptic_evolve."""
+
+    states = ("vmem", "isyn", "spikes", "iahp")
+    records = ("spikes", "vmem", "isyn", "irec", "iahp")
+    evolve_fn = staticmethod(lif_cuda.ahp_synaptic_evolve)
+    outputs = AHP_OUTPUTS
+    finals = {"v_final": "v0", "i_final": "i0", "s_final": "s0", "h_final": "h0"}
+    held = {"vmem": "v_final", "isyn": "i_final", "iahp": "h_final"}
+
+    def __init__(self, recurrent):
+        super().__init__(recurrent)
+        self.name = "ahp-rec" if recurrent else "ahp-ff"
+
+    def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
+        g = torch.Generator().manual_seed(1)
+        S = self.S
+        kw = dict(tau_mem=5e-3 + 30e-3 * torch.rand(n, generator=g),
+                  tau_syn=2e-3 + 10e-3 * torch.rand(n, S, generator=g), threshold=0.5 + torch.rand(n, generator=g),
+                  bias=0.05 * torch.randn(n, generator=g), has_rec=self.recurrent,
+                  w_rec=0.4 * torch.randn(n, n * S, generator=g) if self.recurrent else None,
+                  w_ahp=-0.2 - 0.6 * torch.rand(n, generator=g), tau_ahp=5e-3 + 30e-3 * torch.rand(n, generator=g),
+                  **kw)
+        return lif_cuda.AHPSynapticLIF((n * S, n), backend=backend, batch_state=batch_state, **kw).to(dtype)
+
+    @property
+    def grad_outputs(self):
+        return super().grad_outputs + ("iahp", "h_final")
+
+    def case(self, seed, B, T, N, dtype=torch.float32, S=None, **kw):
+        case = super().case(seed, B, T, N, dtype, S, **kw)
+        g = torch.Generator().manual_seed(seed + 1000)
+        shared = kw.get("state") == "shared"
+        P = () if kw.get("params") == "scalar" else (N,)
+        ahp = dict(h0=-0.3 * torch.rand(*(() if shared else (B,)), N, generator=g, dtype=torch.float64),
+                   w_ahp=-0.2 - 0.6 * torch.rand(P, generator=g, dtype=torch.float64),
+                   tau_ahp=5e-3 + 30e-3 * torch.rand(P, generator=g, dtype=torch.float64))
+        return {**case, **{k: v.to(dtype) for k, v in ahp.items()}}
+
+    def internals(self):
+        return sys.modules[lif_cuda.ahp_synaptic_evolve.__module__], "ahp_synaptic_forward_op", \
+            "synaptic_evolve_reference"
+
+    def grad_args(self, case):
+        # s0 always: the previous spikes feed the AHP current at the first step.
+        names = ("input", "v0", "i0", "h0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec", "w_ahp",
+                 "tau_ahp", "noise")
+        return [k for k in names if case.get(k) is not None]
+
+    def _state_shapes(self, n):
+        return super()._state_shapes(n) + ((n,),)
+
+    def params(self, layer):
+        return super().params(layer) + [layer.w_ahp, layer.tau_ahp]
+
+    def evolve_from(self, layer, x, state, params, **kw):
+        v, i, s, h = state
+        w_rec = params[4] if self.recurrent else None
+        w_ahp, tau_ahp = params[-2:]
+        return lif_cuda.ahp_synaptic_evolve(x, v, i, h, *params[:4], w_ahp, tau_ahp, layer.dt, w_rec=w_rec, s0=s,
+                                            **kw)
+
+
+MODELS = {m.name: m for m in (LIFModel(), SynapticModel(False), SynapticModel(True), AHPSynapticModel(False),
+                              AHPSynapticModel(True))}
 
 
 @pytest.fixture(params=list(MODELS))
 def model(request):
-    """Every neuron model: the LIF neuron, and the synaptic one feed-forward and recurrent."""
+    """Every neuron model: the LIF neuron, the synaptic one feed-forward and recurrent, and the
+    synaptic one with the AHP current (SPEC §9), feed-forward and recurrent."""
     return MODELS[request.param]
 
 

@@ -132,7 +132,13 @@ def synaptic_args():
     )
 
 
-BASE_ARGS = {"lif": lif_args, "synaptic-rec": synaptic_args}
+def ahp_args():
+    g = torch.Generator().manual_seed(8)
+    return dict(synaptic_args(), h0=-0.1 * torch.rand(B, N, generator=g), w_ahp=torch.full((N,), -0.5),
+                tau_ahp=torch.full((N,), 0.02))
+
+
+BASE_ARGS = {"lif": lif_args, "synaptic-rec": synaptic_args, "ahp-rec": ahp_args}
 
 # (id, argument, replacement (a value, or a function of the good value), exception, message regex
 # for "what was expected"). The argument's name must appear in the message as a word.
@@ -288,7 +294,24 @@ SYNAPTIC_TABLE = [
     ("lengths-device", "lengths", torch.tensor([1, 2], device=META), ValueError, "device"),
 ]
 
-FUNCTIONAL_ROWS = [("lif", r) for r in LIF_TABLE] + [("synaptic-rec", r) for r in SYNAPTIC_TABLE]
+# The AHP current's arguments (SPEC §9), beside the synaptic ones.
+AHP_TABLE = [
+    ("h0-shape", "h0", lambda t: torch.zeros(N + 1), ValueError, "shape"),
+    ("h0-batch", "h0", lambda t: torch.zeros(B + 1, N), ValueError, "shape"),
+    ("h0-int", "h0", lambda t: t.to(torch.int64), TypeError, "float"),
+    ("h0-device", "h0", lambda t: t.to(META), ValueError, "device"),
+    ("w_ahp-shape", "w_ahp", lambda t: torch.zeros(N + 1), ValueError, "shape"),
+    ("w_ahp-nan", "w_ahp", at(1, math.nan), ValueError, "finite"),
+    ("w_ahp-inf", "w_ahp", lambda t: torch.tensor(math.inf), ValueError, "finite"),
+    ("tau_ahp-zero", "tau_ahp", lambda t: torch.zeros(N), ValueError, "> 0"),
+    ("tau_ahp-negative-scalar", "tau_ahp", lambda t: torch.tensor(-0.01), ValueError, "> 0"),
+    ("tau_ahp-nan", "tau_ahp", at(2, math.nan), ValueError, "finite"),
+    ("tau_ahp-shape", "tau_ahp", lambda t: torch.full((1, N), 0.02), ValueError, "shape"),
+    ("tau_ahp-complex", "tau_ahp", lambda t: t.to(torch.complex64), TypeError, "float"),
+]
+
+FUNCTIONAL_ROWS = [("lif", r) for r in LIF_TABLE] + [("synaptic-rec", r) for r in SYNAPTIC_TABLE] + [
+    ("ahp-rec", r) for r in SYNAPTIC_TABLE + AHP_TABLE]
 
 
 def _apply(args, arg, replacement):
@@ -359,6 +382,44 @@ def test_synaptic_op_checks_its_arguments_before_any_kernel(row):
     assert ops.kernel_launches() == before
 
 
+@pytest.mark.parametrize("change,exc,expected", [
+    (dict(h0=None), ValueError, "go together"),
+    (dict(w_ahp=None), ValueError, "go together"),
+    (dict(h0=torch.zeros(B, N + 1)), ValueError, "h0 must have shape"),
+    (dict(tau_ahp=torch.full((N,), -0.01)), ValueError, "tau_ahp must be finite and > 0"),
+    (dict(w_ahp=torch.full((N,), -0.5, dtype=torch.float64)), TypeError, "w_ahp must have dtype"),
+], ids=["no-h0", "no-w_ahp", "h0-shape", "tau_ahp-negative", "w_ahp-dtype"])
+def test_synaptic_op_checks_its_ahp_arguments_before_any_kernel(change, exc, expected):
+    """SPEC §9, §6: the op's C++ checks of w_ahp, tau_ahp and h0 (all three or none)."""
+    a = dict(ahp_args(), **change)
+    before = ops.kernel_launches()
+    with pytest.raises(exc, match=expected):
+        torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                            a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                            2.0**16, 0, True, False, None, a["w_ahp"], a["tau_ahp"], a["h0"])
+    assert ops.kernel_launches() == before
+
+
+def test_synaptic_backward_op_checks_its_ahp_arguments_before_any_kernel():
+    a = ahp_args()
+    out = torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                              a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                              2.0**16, 0, False, True, None, a["w_ahp"], a["tau_ahp"], a["h0"])
+    h_pre = out[13]
+    for change, expected in ((dict(w_ahp=None), "go together"), (dict(h_pre=h_pre[:, :-1]), "h_pre must have shape"),
+                             (dict(grad_iahp=torch.zeros(B, T, N + 1)), "grad_iahp must have shape"),
+                             (dict(grad_hfinal=torch.zeros(B + 1, N)), "grad_hfinal must have shape")):
+        k = {**dict(grad_iahp=None, grad_hfinal=None, h_pre=h_pre, w_ahp=a["w_ahp"], tau_ahp=a["tau_ahp"]), **change}
+        before = ops.kernel_launches()
+        with pytest.raises(ValueError, match=expected):
+            torch.ops.lif_cuda.synaptic_backward(torch.ones(B, T, N), None, None, None, None, None, out[7], out[8],
+                                                 a["v0"], a["s0"], a["tau_mem"], a["tau_syn"], a["threshold"],
+                                                 a["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, True, False, None,
+                                                 k["grad_iahp"], k["grad_hfinal"], k["h_pre"], k["w_ahp"],
+                                                 k["tau_ahp"], False)
+        assert ops.kernel_launches() == before
+
+
 def _synaptic_backward(args, out, lengths=None, **change):
     a = args
     args = dict(grad_spikes=torch.ones(B, T, N), u=out[7], i_pre=out[8], v0=a["v0"], s0=a["s0"], tau_mem=a["tau_mem"],
@@ -424,7 +485,7 @@ SHARED_CONSTRUCTOR_TABLE = [
     ("noise-unknown", dict(noise="philox"), "noise", ValueError, "'kernel'"),
     ("batch-state-str", dict(batch_state="yes"), "batch_state", TypeError, "batch_state"),
 ]
-SHAPE = {"lif": N, "synaptic": (N * S, N)}
+SHAPE = {"lif": N, "synaptic": (N * S, N), "ahp": (N * S, N)}
 # (id, model, constructor arguments, argument named, exception, expected)
 CONSTRUCTOR_TABLE = [(f"{m}-{r[0]}", m, dict(shape=SHAPE[m], **r[1]), *r[2:])
                      for m in SHAPE for r in SHARED_CONSTRUCTOR_TABLE] + [
@@ -445,8 +506,12 @@ CONSTRUCTOR_TABLE = [(f"{m}-{r[0]}", m, dict(shape=SHAPE[m], **r[1]), *r[2:])
     ("synaptic-has_rec-str", "synaptic", dict(shape=(N * S, N), has_rec="yes"), "has_rec", TypeError, "has_rec"),
     ("synaptic-noise-unknown", "synaptic", dict(shape=(N * S, N), noise="numpy"), "noise", ValueError, "noise"),
     ("synaptic-backend-unknown", "synaptic", dict(shape=(N * S, N), backend="gpu"), "backend", ValueError, "backend"),
+    ("ahp-w_ahp-shape", "ahp", dict(shape=(N * S, N), w_ahp=[-0.5] * (N + 1)), "w_ahp", ValueError, "shape"),
+    ("ahp-w_ahp-nan", "ahp", dict(shape=(N * S, N), w_ahp=math.nan), "w_ahp", ValueError, "finite"),
+    ("ahp-tau_ahp-negative", "ahp", dict(shape=(N * S, N), tau_ahp=-0.01), "tau_ahp", ValueError, "> 0"),
+    ("ahp-tau_ahp-str", "ahp", dict(shape=(N * S, N), tau_ahp="slow"), "tau_ahp", TypeError, "real number"),
 ]
-MODULE_CLASS = {"lif": lif_cuda.LIFNeuron, "synaptic": lif_cuda.SynapticLIF}
+MODULE_CLASS = {"lif": lif_cuda.LIFNeuron, "synaptic": lif_cuda.SynapticLIF, "ahp": lif_cuda.AHPSynapticLIF}
 
 
 @pytest.mark.parametrize("case_id,model,kwargs,arg,exc_type,expect", CONSTRUCTOR_TABLE,
@@ -559,9 +624,14 @@ RECURRENT_MODULE_TABLE = [
     ("w_rec-shape", _set_attr("w_rec", lambda m: torch.nn.Parameter(torch.zeros(N, N))), "w_rec", ValueError,
      "shape"),
 ]
+AHP_MODULE_TABLE = [
+    ("tau_ahp-negative", _set_param("tau_ahp", at(1, -0.01)), "tau_ahp", ValueError, "> 0"),
+    ("w_ahp-nan", _set_param("w_ahp", at(0, math.nan)), "w_ahp", ValueError, "finite"),
+]
 MODULE_ROWS = [(m, r) for m in MODELS for r in MODULE_TABLE] + [
-    (m, r) for m in ("synaptic-ff", "synaptic-rec") for r in SYNAPTIC_MODULE_TABLE] + [
-    ("synaptic-rec", r) for r in RECURRENT_MODULE_TABLE]
+    (m, r) for m in ("synaptic-ff", "synaptic-rec", "ahp-ff", "ahp-rec") for r in SYNAPTIC_MODULE_TABLE] + [
+    (m, r) for m in ("synaptic-rec", "ahp-rec") for r in RECURRENT_MODULE_TABLE] + [
+    (m, r) for m in ("ahp-ff", "ahp-rec") for r in AHP_MODULE_TABLE]
 
 
 @pytest.mark.parametrize("method", ["forward", "evolve"])
@@ -667,7 +737,8 @@ def test_module_zero_neurons(model, backend, real_kernels):
     if model.name == "lif":
         m = lif_cuda.LIFNeuron(0, backend=backend)
     else:
-        m = lif_cuda.SynapticLIF((0,), has_rec=model.recurrent, backend=backend)
+        cls = lif_cuda.AHPSynapticLIF if "iahp" in model.states else lif_cuda.SynapticLIF
+        m = cls((0,), has_rec=model.recurrent, backend=backend)
     assert m.n_neurons == 0
     spikes, state, rec = m.evolve(torch.randn(B, T, 0), record=True)
     assert spikes.shape == (B, T, 0) and rec["vmem"].shape == (B, T, 0)

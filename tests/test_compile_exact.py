@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import assert_bitwise, make_synaptic_layer
+from conftest import MODELS, assert_bitwise, make_synaptic_layer
 from lif_cuda import LIFNeuron, PeriodicExponential, StepPWL
 
 pytestmark = pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="fused CPU kernels not built")
@@ -147,18 +147,19 @@ def test_compiled_module_evolve_is_bit_identical(dtype, surrogate, noise_std, ba
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")  # PyTorch 2.13 says so
-@pytest.mark.parametrize("rec", [True, False], ids=["rec", "ff"])
-@pytest.mark.parametrize("leak_mode", ["taus", "decays"])
-def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo, leak_mode, rec):
+@pytest.mark.parametrize("ahp,rec,leak_mode", [(False, r, m) for r in (True, False) for m in ("taus", "decays")]
+                         + [(True, True, "taus")], ids=lambda v: str(v))
+def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh_dynamo, ahp, rec, leak_mode):
     """torch.compile(fullgraph=True) of a training step: the op is one opaque call, so spikes, state
-    and every gradient (of the time constants, or of the decays alpha and beta) are eager's bits."""
-    eager = make_synaptic_layer(rec=rec, leak_mode=leak_mode)
+    and every gradient (of the time constants, or of the decays alpha and beta) are eager's bits
+    (with the AHP current of SPEC §9 too)."""
+    eager = MODELS["ahp-rec"].layer(6) if ahp else make_synaptic_layer(rec=rec, leak_mode=leak_mode)
     compiled_layer = copy.deepcopy(eager)
     x = 0.6 + torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(3))
 
     def step(layer, x):
         out, state, rec = layer.evolve(x, record=True)
-        return out, rec["vmem"], rec["isyn"]
+        return (out, rec["vmem"], rec["isyn"]) + ((rec["iahp"],) if ahp else ())
 
     compiled = torch.compile(step, fullgraph=True)
     for _ in range(2):
@@ -171,3 +172,5 @@ def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh
     for (name, p), q in zip(eager.named_parameters(), compiled_layer.parameters()):
         assert_bitwise(q.grad, p.grad, f"grad {name}")
     assert_bitwise(compiled_layer.vmem, eager.vmem, "state")
+    if ahp:
+        assert_bitwise(compiled_layer.iahp, eager.iahp, "AHP state")

@@ -904,3 +904,97 @@ def test_synaptic_lengths_equal_reference_on_cuda(dtype, S, rec, where):
         assert rel_err(g_got[name], g_want[name]) <= tol, f"grad {name}"
     for b, L in enumerate(SYN_LENGTHS):
         assert not got[0][b, L:].any() and not g_got["input"][b, L:].any(), f"row {b}: padding"
+
+
+# ------------------------------------------------------------------ the AHP current (SPEC §9)
+# The synaptic op with the AHP current: the S + 1 lanes [i..., h] summed in torch.sum's CUDA order,
+# checked against the reference on the same device (whose sum is torch.sum on CUDA); backward
+# against its autograd; lif_cuda.rockpool.aLIFTorch against Rockpool's aLIFTorch on CUDA.
+
+
+def make_ahp_cuda_case(seed, B, T, N, S, dtype=torch.float32, rec=False):
+    case = make_synaptic_cuda_case(seed, B, T, N, S, dtype, rec=rec)
+    g = torch.Generator().manual_seed(seed + 500)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    ahp = dict(h0=-0.3 * r(B, N), w_ahp=-0.2 - 0.6 * r(N), tau_ahp=5e-3 + 30e-3 * r(N))
+    return {**case, **{k: v.to(dtype=dtype, device=CUDA) for k, v in ahp.items()}}
+
+
+AHP_ARGS = ("input", "v0", "i0", "h0", "tau_mem", "tau_syn", "threshold", "bias", "w_ahp", "tau_ahp")
+
+
+def run_ahp(case, backend, **kw):
+    args = [case[k] for k in AHP_ARGS]
+    if backend == "reference":
+        return synaptic_evolve_reference(
+            *(case[k] for k in ("input", "v0", "i0", "tau_mem", "tau_syn", "threshold", "bias")), 1e-3,
+            w_rec=case["w_rec"], s0=case["s0"], record=True, w_ahp=case["w_ahp"], tau_ahp=case["tau_ahp"],
+            h0=case["h0"], **kw)
+    return lif_cuda.ahp_synaptic_evolve(*args, 1e-3, w_rec=case["w_rec"], s0=case["s0"], record=True,
+                                        backend=backend, **kw)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_ahp_forward_equals_reference_on_cuda(dtype, rec):
+    for S in list(range(1, 41)) + [62]:
+        case = make_ahp_cuda_case(S, 3, 12, 7, S, dtype, rec=rec)
+        got, want = run_ahp(case, "fused"), run_ahp(case, "reference")
+        for name, g, w in zip(("spikes", "vmem", "isyn", "irec", "iahp", "v_final", "i_final", "s_final",
+                               "h_final"), got, want):
+            assert_bitwise(g, w, f"{name}, S={S}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (3, True)])
+def test_ahp_backward_equals_reference_autograd_on_cuda(dtype, S, rec):
+    B, T, N = 3, 17, 6
+    case = make_ahp_cuda_case(9, B, T, N, S, dtype, rec=rec)
+    names = [k for k in AHP_ARGS + ("s0", "w_rec") if case[k] is not None]
+    g = torch.Generator(device=CUDA).manual_seed(2)
+    ups = [torch.randn(s, generator=g, device=CUDA, dtype=dtype) for s in
+           ((B, T, N), (B, T, N), (B, T, N, S), (B, T, N), (B, N), (B, N, S), (B, N))]
+    grads = []
+    for backend in ("fused", "reference"):
+        leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+        out = run_ahp({**case, **leaves}, backend)
+        outs = [out[0], out[1], out[2], out[4], out[5], out[6], out[8]]
+        grads.append(torch.autograd.grad(outs, list(leaves.values()), ups))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name, a, b in zip(names, *grads):
+        assert rel_err(a, b) <= tol, name
+
+
+@needs_kernels
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_ahp_rockpool_drop_in_on_cuda(rec):
+    pytest.importorskip("rockpool")
+    from rockpool.nn.modules.torch.ahp_lif_torch import aLIFTorch
+
+    import lif_cuda.rockpool
+
+    g = torch.Generator().manual_seed(0)
+    N, S = 16, 2
+    kw = dict(tau_mem=5e-3 + 30e-3 * torch.rand(N, generator=g), tau_syn=2e-3 + 10e-3 * torch.rand(N, S, generator=g),
+              threshold=0.5 + torch.rand(N, generator=g), has_rec=rec,
+              w_rec=0.3 * torch.randn(N, N * S, generator=g) if rec else None,
+              w_ahp=-0.2 - 0.6 * torch.rand(N, generator=g), tau_ahp=5e-3 + 30e-3 * torch.rand(N, generator=g))
+    theirs, ours = aLIFTorch((N * S, N), **kw).to(CUDA), lif_cuda.rockpool.aLIFTorch((N * S, N), **kw).to(CUDA)
+    x = (torch.rand(4, 40, N * S, generator=g) < 0.3).float().mul(2).to(CUDA)
+    outs = []
+    for net in (theirs, ours):
+        xx = x.clone().requires_grad_(True)
+        out, state, record = net(xx, record=True)
+        (out.sum() + 0.1 * record["vmem"].pow(2).sum() + 0.1 * record["iahp"].sum()).backward()
+        outs.append((out, state, record, {n: p.grad for n, p in net.named_parameters()}, xx.grad))
+    (o_t, s_t, r_t, g_t, x_t), (o_o, s_o, r_o, g_o, x_o) = outs
+    assert torch.equal(o_o, o_t)
+    for k in r_t:
+        assert torch.equal(r_o[k].cpu(), r_t[k].cpu()), k
+    for k in s_t:
+        assert torch.equal(s_o[k], s_t[k]), k
+    for name in g_t:
+        assert rel_err(g_o[name], g_t[name]) <= 1e-5, name
+    assert rel_err(x_o, x_t) <= 1e-5

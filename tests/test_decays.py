@@ -157,7 +157,7 @@ def test_opcheck_both_ops_with_decays():
     torch.library.opcheck(torch.ops.lif_cuda.lif_backward.default, bargs)
     s = as_decays(make_synaptic_case(9, 2, 6, 3, 2, rec=True))
     sargs = (s["input"], s["v0"], s["i0"], s["s0"], s["tau_mem"], s["tau_syn"], s["threshold"], s["bias"], s["w_rec"],
-             None, None, DT, 0.0, 0.5, 2.0**16, 0, True, True, None, True)
+             None, None, DT, 0.0, 0.5, 2.0**16, 0, True, True, None, None, None, None, True)
     torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward.default, sargs)
 
 

@@ -29,6 +29,7 @@ import lif_cuda
 from conftest import (
     DTYPE_IDS,
     DTYPES,
+    MODELS,
     assert_rel_close,
     make_case,
     make_synaptic_case,
@@ -446,4 +447,59 @@ def test_synaptic_backward_float32_within_tolerance(rec):
     for name in got:
         if name == "s0" and not rec:
             continue
+        assert rel_err(got[name], want[name]) <= 1e-5, name
+
+
+def _ahp_grads(model, case, backend, ups, surrogate, M):
+    """Gradients of sum(out * up) over every differentiable output of ahp_synaptic_evolve (noise
+    included), w.r.t. every argument it reaches."""
+    names = model.grad_args(case)
+    leaves = {k: case[k].detach().clone().requires_grad_(True) for k in names}
+    out = dict(zip(model.outputs, model.evolve_fn(**{**case, **leaves}, record=True, backend=backend,
+                                                  spike_generation_fn=surrogate, max_spikes_per_dt=M)))
+    keys = [k for k in model.grad_outputs if k in ups]
+    g = torch.autograd.grad([out[k] for k in keys], list(leaves.values()), [ups[k] for k in keys], allow_unused=True)
+    return dict(zip(names, g))
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("S,rec,shapes,M", [(1, False, "full-neuron-rows", 2.0**16), (2, True, "full-neuron-rows", 2.0),
+                                            (3, True, "row-scalar-shared", 2.0**16),
+                                            (2, False, "scalar-neuron-shared", 1.0),
+                                            (5, True, "full-scalar-rows", 3.0)])
+def test_ahp_backward_equals_reference_autograd_float64(surrogate, S, rec, shapes, M):
+    """SPEC §9: the hand-written backward through the AHP current (into w_ahp, tau_ahp through
+    gamma, h0, and through s[t-1] into h's update, s0 included), with the synapses, the reset, the
+    recurrence, noise and the clamp, against autograd of the reference in float64."""
+    model = MODELS["ahp-rec" if rec else "ahp-ff"]
+    tau_syn, params, state = shapes.split("-")
+    B, T, N = 3, 19, 5
+    case = model.case(80 + S, B, T, N, torch.float64, S=S, tau_syn=tau_syn, params=params, state=state)
+    g = torch.Generator().manual_seed(9)
+    case["noise"] = 0.1 * torch.randn(B, T, N, generator=g, dtype=torch.float64)
+    shapes_of = dict(spikes=(B, T, N), vmem=(B, T, N), isyn=(B, T, N, S), irec=(B, T, N, S), iahp=(B, T, N),
+                     v_final=(B, N), i_final=(B, N, S), h_final=(B, N))
+    ups = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes_of.items()}
+    got = _ahp_grads(model, case, "fused", ups, surrogate, M)
+    want = _ahp_grads(model, case, "reference", ups, surrogate, M)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
+        err = rel_err(got[name], want[name])
+        assert err <= 1e-10, f"grad {name}: relative error {err:.2e}"
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+def test_ahp_backward_float32_within_tolerance(rec):
+    model = MODELS["ahp-rec" if rec else "ahp-ff"]
+    B, T, N = 4, 30, 8
+    case = model.case(31, B, T, N, torch.float32)
+    g = torch.Generator().manual_seed(6)
+    ups = {"spikes": torch.randn(B, T, N, generator=g), "iahp": torch.randn(B, T, N, generator=g),
+           "vmem": torch.randn(B, T, N, generator=g), "h_final": torch.randn(B, N, generator=g)}
+    got = _ahp_grads(model, case, "fused", ups, StepPWL, 2.0**16)
+    want = _ahp_grads(model, case, "reference", ups, StepPWL, 2.0**16)
+    for name in want:
         assert rel_err(got[name], want[name]) <= 1e-5, name

@@ -859,8 +859,18 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
                   const void* bias, int scalars, int beta_mode, double max_spikes, void* s_out,
                   void* s_last, void* vmem_out, void* isyn_out, void* irec_out, void* u_out,
                   void* i_pre_out, void* v_final, void* i_final, const int64_t* lengths, int64_t B,
-                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
+                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h0,
+                  int64_t h0_sb, const void* w_ahp, const void* gamma, int ahp_scalars,
+                  void* iahp_out, void* h_pre_out, void* h_final) {
   SynForwardArgs<IT, T> a{};
+  // The AHP current (SPEC §9), when h0 is given: ahp_scalars bit 1/2 for a () w_ahp/gamma.
+  a.h0 = static_cast<const T*>(h0);
+  a.h0_stride_b = h0_sb;
+  a.w_ahp = neuron_param<T>(w_ahp, ahp_scalars, 1);
+  a.gamma = neuron_param<T>(gamma, ahp_scalars, 2);
+  a.iahp_out = static_cast<T*>(iahp_out);
+  a.h_pre_out = static_cast<T*>(h_pre_out);
+  a.h_final = static_cast<T*>(h_final);
   a.x = static_cast<const IT*>(x);
   a.noise.tensor = static_cast<const T*>(noise);
   a.noise.mode = noise ? kNoiseTensor : (kernel_noise ? kNoiseKernel : kNoNoise);
@@ -895,7 +905,9 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
   a.steps = steps;
   NOISE_SWITCH(a.noise.mode, NOISE, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
-      for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED>(a, idx);
+      BOOL_SWITCH(h0 != nullptr, AHP, [&] {
+        for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP>(a, idx);
+      });
     });
   });
 }
@@ -907,8 +919,14 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
                   const void* beta, const void* thr, int scalars, int beta_mode, double window,
                   double max_spikes, int surrogate, void* W, void* I, void* g_in, void* g_r,
                   void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
-                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
+                  int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h_pre,
+                  const void* gh, const void* w_ahp, const void* gamma, int ahp_scalars, void* H) {
   SynBackwardArgs<IT, T> a{};
+  a.h_pre = static_cast<const T*>(h_pre);
+  a.gh = static_cast<const T*>(gh);
+  a.w_ahp = neuron_param<T>(w_ahp, ahp_scalars, 1);
+  a.gamma = neuron_param<T>(gamma, ahp_scalars, 2);
+  a.H = static_cast<T*>(H);
   a.gs = static_cast<const IT*>(gs);
   a.gs_stride_b = sb;
   a.gs_stride_t = st;
@@ -947,7 +965,9 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.steps = steps;
   SURROGATE_SWITCH(surrogate, SURR, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
-      for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED>(a, idx);
+      BOOL_SWITCH(h_pre != nullptr, AHP, [&] {
+        for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED, AHP>(a, idx);
+      });
     });
   });
 }
@@ -969,11 +989,13 @@ void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       int beta_mode, double max_spikes, void* s_out, void* s_last, void* vmem_out,
                       void* isyn_out, void* irec_out, void* u_out, void* i_pre_out, void* v_final,
                       void* i_final, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
-                      int64_t S, int64_t t0, int64_t steps) {
+                      int64_t S, int64_t t0, int64_t steps, const void* h0, int64_t h0_sb,
+                      const void* w_ahp, const void* gamma, int ahp_scalars, void* iahp_out,
+                      void* h_pre_out, void* h_final) {
   LIF_IO_SWITCH(io, fwd_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_sb, i0, i0_sb,
                 r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_last, vmem_out,
                 isyn_out, irec_out, u_out, i_pre_out, v_final, i_final, lengths, B, Tn, N, S, t0,
-                steps)
+                steps, h0, h0_sb, w_ahp, gamma, ahp_scalars, iahp_out, h_pre_out, h_final)
 }
 
 void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t sn,
@@ -983,10 +1005,13 @@ void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t s
                        const void* thr, int scalars, int beta_mode, double window,
                        double max_spikes, int surrogate, void* W, void* I, void* g_in, void* g_r,
                        void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
-                       int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps) {
+                       int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps,
+                       const void* h_pre, const void* gh, const void* w_ahp, const void* gamma,
+                       int ahp_scalars, void* H) {
   LIF_IO_SWITCH(io, bwd_t, gs, sb, st, sn, gs_rec, gw, gi, gr, u, a, v0, v0_sb, s0, s0_sb, alpha,
                 beta, thr, scalars, beta_mode, window, max_spikes, surrogate, W, I, g_in, g_r, g_u,
-                s_prev, partial, lengths, B, Tn, N, S, t0, steps)
+                s_prev, partial, lengths, B, Tn, N, S, t0, steps, h_pre, gh, w_ahp, gamma,
+                ahp_scalars, H)
 }
 
 void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collapse, void* dst,
@@ -1020,10 +1045,10 @@ def syn_lib():
     p, i, u64, d, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     h.syn_host_forward.restype = None
     h.syn_host_forward.argtypes = [i, p, p, i, u64, u64, d, p, i64, p, i64, p, p, p, p, p, i, i, d, p, p, p, p, p,
-                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64]
+                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, i64, p, p, i, p, p, p]
     h.syn_host_backward.restype = None
     h.syn_host_backward.argtypes = [i, p, i64, i64, i64, p, p, p, p, p, p, p, i64, p, i64, p, p, p, i, i, d, d, i,
-                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64]
+                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p]
     h.syn_host_grad_sum.restype = None
     h.syn_host_grad_sum.argtypes = [i, p, i64, i64, i, p, p, p, d, i64]
     h.syn_host_row_sums.restype = None
@@ -1042,9 +1067,10 @@ def _syn_scalars(alpha, thr, bias):
 
 
 def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, w_rec=None, noise=None, key=None,
-                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None):
+                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None, ahp=None):
     """What the CUDA forward op computes (host/synaptic_op.h's loop around the CUDA threads), on the
-    host: the outputs of torch.ops.lif_cuda.synaptic_forward (lengths: int64 (B,) or None)."""
+    host: the outputs of torch.ops.lif_cuda.synaptic_forward (lengths: int64 (B,) or None). `ahp`:
+    the AHP current's h0, w_ahp, tau_ahp (SPEC §9), or None; then (iahp, h_final, h_pre) follow."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, _ = x.shape
     N, S = i0.shape[-2:]
@@ -1059,6 +1085,14 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
     s_final = (s0.expand(B, N) if s0 is not None else torch.zeros(B, N, dtype=ct)).contiguous().clone()
     seed, offset = (0, 0) if key is None else (int(k) & (2**64 - 1) for k in key.tolist())
     steps = [(0, T, None)] if w_rec is None else [(t, 1, "r") for t in range(T)]
+    h0 = w_ahp = gamma = iahp = h_final = h_pre = None
+    ahp_scalars = 0
+    if ahp is not None:
+        h0, w_ahp = ahp["h0"].contiguous(), ahp["w_ahp"].contiguous()
+        gamma = tau_to_decay(dt, ahp["tau_ahp"]).contiguous()
+        ahp_scalars = int(w_ahp.dim() == 0) | 2 * int(gamma.dim() == 0)
+        iahp, h_pre = torch.empty((B, T, N), dtype=ct), torch.empty((B, T, N), dtype=ct)
+        h_final = torch.empty((B, N), dtype=ct)
     for t0, n_steps, rec in steps:
         r = F.linear(s_final, w_rec.t()).contiguous() if rec else None
         first = t0 == 0
@@ -1071,14 +1105,22 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
             _ptr(spikes), _ptr(s_final), _ptr(vmem) if record else None, _ptr(isyn) if record else None,
             _ptr(irec) if record and r is not None else None, _ptr(u) if save else None, _ptr(a) if save else None,
             _ptr(v_final), _ptr(i_final), _ptr(lengths), B, T, N, S, t0, n_steps,
+            _ptr(h0 if first else h_final), (N if h0 is not None and h0.dim() == 2 else 0) if first else N,
+            _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(iahp) if record else None, _ptr(h_pre) if save else None,
+            _ptr(h_final),
         )
+    if ahp is not None:
+        return spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, iahp, h_final, h_pre
     return spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a
 
 
 def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, thr, *, w_rec=None, dt=1e-3,
-                  window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True, lengths=None):
+                  window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True, lengths=None,
+                  ahp=None):
     """What the CUDA backward op computes, on the host: torch.ops.lif_cuda.synaptic_backward's outputs
-    (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise)."""
+    (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise). `ahp`: the AHP
+    current's h_pre, w_ahp, tau_ahp, gh, ghf (upstream on iahp, h_final) and h0_shared, or None; then
+    (g_h0, g_w_ahp, g_tau_ahp) follow."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N, S = a.shape
     ct = u.dtype
@@ -1090,7 +1132,15 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     I_ = (gif.clone() if gif is not None else torch.zeros(B, N, S, dtype=ct)).contiguous()
     g_in = torch.empty((B, T, N * S), dtype=gs.dtype)
     g_u = torch.empty((B, T, N), dtype=ct)
-    partial = torch.zeros(3 * B * N + B * N * S, dtype=torch.float64)  # float64 sums, as the op's
+    partial = torch.zeros((5 if ahp else 3) * B * N + B * N * S, dtype=torch.float64)  # float64 sums, as the op's
+    h_pre = gh = w_ahp = gamma = H = None
+    ahp_scalars = 0
+    if ahp is not None:
+        h_pre, w_ahp = ahp["h_pre"].contiguous(), ahp["w_ahp"].contiguous()
+        gh = None if ahp.get("gh") is None else ahp["gh"].contiguous()
+        gamma = tau_to_decay(dt, ahp["tau_ahp"]).contiguous()
+        ahp_scalars = int(w_ahp.dim() == 0) | 2 * int(gamma.dim() == 0)
+        H = (ahp["ghf"].clone() if ahp.get("ghf") is not None else torch.zeros(B, N, dtype=ct)).contiguous()
     g_r = torch.empty((B, T, N * S), dtype=ct) if w_rec is not None else None
     s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None else None
     sb, st, sn = gs.stride()
@@ -1103,6 +1153,7 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
             _ptr(s0c), (N if s0c.dim() == 2 else 0) if s0c is not None else 0, _ptr(alpha), _ptr(beta), _ptr(thr),
             _syn_scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I_),
             _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), _ptr(lengths), B, T, N, S, t0, n_steps,
+            _ptr(h_pre), _ptr(gh), _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(H),
         )
     f64 = int(ct == torch.float64)
     BN = B * N
@@ -1117,16 +1168,25 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     g_thr = grad_sum(partial[BN:2 * BN], N, coll(thr), thr.shape)
     g_bias = grad_sum(partial[2 * BN:3 * BN], N, 2 if scalar_bias else 0, () if scalar_bias else (N,))
     beta_coll = {0: 0, 1: 1, 2: 2}[_beta_mode(tau_syn)]
-    g_tau_syn = grad_sum(partial[3 * BN:], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
+    g_tau_syn = grad_sum(partial[3 * BN:3 * BN + BN * S], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
     g_v0 = W if v0.dim() == 2 else batch_sum(W)
     g_i0 = batch_sum(I_) if i0_shared else I_
-    g_w_rec = g_s0 = None
+    g_w_rec = g_s0 = rows = None
     if w_rec is not None:
         g_w_rec = s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S)
-        if s0 is not None:
-            rows = (g_r[:, 0] @ w_rec.t()).contiguous()
-            g_s0 = rows if s0.dim() == 2 else rows.sum(0)
-    return g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_u
+        rows = (g_r[:, 0] @ w_rec.t()).contiguous()
+    if ahp is not None:  # s0 fed h_pre[0] where the row ran a step (as host/synaptic_op.h)
+        fed = H * w_ahp * (lengths.gt(0).unsqueeze(1).to(ct) if lengths is not None else 1)
+        rows = fed if rows is None else rows + fed
+    if s0 is not None and rows is not None:
+        g_s0 = rows if s0.dim() == 2 else rows.sum(0)
+    out = (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_u)
+    if ahp is None:
+        return out
+    pa = partial[3 * BN + BN * S:]
+    g_tau_ahp = grad_sum(pa[:BN], N, coll(ahp["tau_ahp"]), ahp["tau_ahp"].shape, gamma, ahp["tau_ahp"].contiguous())
+    g_w_ahp = grad_sum(pa[BN:], N, coll(w_ahp), w_ahp.shape)
+    return (*out, batch_sum(H) if ahp.get("h0_shared") else H, g_w_ahp, g_tau_ahp)
 
 
 def cuda_order_sum(i):
@@ -1411,3 +1471,142 @@ def test_synaptic_threads_with_lengths_match_reference(syn_lib, dtype, S, rec):
         assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
         err = rel_err(got[name], want[name])
         assert err <= tol, f"grad {name}: relative error {err:.2e} > {tol:.0e}"
+
+
+# ------------------------------------------------------------------ the AHP current (SPEC §9)
+# The same threads with the AHP current: its lane is the last of the S + 1 summed, so the two sum
+# orders agree for S = 1 only (two lanes): there, thread by thread equals the fused CPU op bit for
+# bit; for any S, the threads equal the reference with the CUDA order of the S + 1 lanes.
+
+AHP_NAMES = ("spikes", "vmem", "isyn", "irec", "iahp", "v_final", "i_final", "s_final", "h_final")
+
+
+def ahp_make_case(seed, B, N, dtype, *, scalars=False, h0_rows=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    P = () if scalars else (N,)
+    ahp = dict(h0=-0.3 * (r(B, N) if h0_rows else r(N)), w_ahp=-0.2 - 0.6 * r(*P), tau_ahp=5e-3 + 30e-3 * r(*P))
+    return {k: v.to(dtype) for k, v in ahp.items()}
+
+
+def ahp_host_fwd(syn_lib, case, ahp, **kw):
+    """The threads' forward outputs by name (AHP_NAMES, then u, a and h_pre)."""
+    o = _syn_host_fwd(syn_lib, case, ahp=ahp, **kw)
+    return dict(zip(AHP_NAMES + ("u", "a", "h_pre"), (*o[:4], o[9], *o[4:7], o[10], o[7], o[8], o[11])))
+
+
+def ahp_reference(case, ahp, *, noise=None, surrogate=StepPWL, lengths=None):
+    out = synaptic_evolve_reference(
+        case["x"], case["v0"], case["i0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"], 1e-3,
+        w_rec=case["w_rec"], s0=case["s0"], noise=noise, spike_generation_fn=surrogate, record=True,
+        synapse_sum=cuda_order_sum, lengths=lengths, w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], h0=ahp["h0"],
+    )
+    return dict(zip(AHP_NAMES, out))
+
+
+# float32 with per-neuron parameters only: a () parameter's gradient sums B*N*T float32 terms that
+# can cancel beyond 1e-5 in the reference itself (docs/guarantees.md); float64 covers those shapes.
+AHP_THREAD_CASES = [(torch.float64, 1, False, "full"), (torch.float64, 2, True, "full"),
+                    (torch.float64, 3, True, "row-scalar"), (torch.float64, 5, False, "row-scalar"),
+                    (torch.float32, 1, False, "full"), (torch.float32, 2, True, "full"),
+                    (torch.float32, 3, True, "full")]
+
+
+@pytest.mark.parametrize("dtype,S,rec,shapes", AHP_THREAD_CASES,
+                         ids=[f"{str(d)[6:]}-{S}-{r}-{sh}" for d, S, r, sh in AHP_THREAD_CASES])
+@pytest.mark.parametrize("lengths", [None, SYN_LENGTHS], ids=["all", "lengths"])
+def test_ahp_threads_match_reference(syn_lib, dtype, S, rec, shapes, lengths):
+    """The AHP threads: forward bit for bit against the reference (CUDA order of the S + 1 lanes),
+    backward against its autograd (h0, w_ahp, tau_ahp, s0 and every other argument)."""
+    B, T, N = len(SYN_LENGTHS), 17, 4
+    full = shapes == "full"
+    case = syn_make_case(21 + S, B, T, N, S, dtype, rec=rec, tau_syn_shape="full" if full else "row",
+                         scalars=not full, i0_rows=full)
+    ahp = ahp_make_case(22 + S, B, N, dtype, scalars=not full, h0_rows=full)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    g = torch.Generator().manual_seed(97)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    z = 0.1 * rn(B, T, N)
+    fwd = ahp_host_fwd(syn_lib, case, ahp, noise=z, lengths=lengths)
+    want = ahp_reference(case, ahp, noise=z, lengths=lengths)
+    for name in AHP_NAMES:
+        if name == "irec" and not rec:
+            continue
+        assert_equal(fwd[name], want[name], name)
+    assert (fwd["spikes"] > 0).any() and (fwd["iahp"] < 0).any()
+    ups = dict(spikes=rn(B, T, N), vmem=rn(B, T, N), isyn=rn(B, T, N, S), irec=rn(B, T, N, S), iahp=rn(B, T, N),
+               v_final=rn(B, N), i_final=rn(B, N, S), h_final=rn(B, N))
+    keys = [k for k in ups if k != "irec" or rec]
+    names = ["x", "v0", "i0", "s0", "tau_mem", "tau_syn", "thr", "bias"] + (["w_rec"] if rec else [])
+    leaves = {k: case[k].clone().requires_grad_(True) for k in names}
+    ahp_leaves = {k: v.clone().requires_grad_(True) for k, v in ahp.items()}
+    zl = z.clone().requires_grad_(True)
+    out = ahp_reference({**case, **leaves}, ahp_leaves, noise=zl, lengths=lengths)
+    every = [*leaves.values(), *ahp_leaves.values(), zl]
+    grads = torch.autograd.grad([out[k] for k in keys], every, [ups[k] for k in keys])
+    want = dict(zip(names + list(ahp) + ["noise"], grads))
+    got = syn_backward_on_host(
+        syn_lib, ups["spikes"], ups["vmem"], ups["isyn"], ups["irec"] if rec else None, ups["v_final"],
+        ups["i_final"], fwd["u"], fwd["a"], case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"],
+        w_rec=case["w_rec"], scalar_bias=case["bias"].dim() == 0, i0_shared=case["i0"].dim() == 2, lengths=lengths,
+        ahp=dict(h_pre=fwd["h_pre"], w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], gh=ups["iahp"], ghf=ups["h_final"],
+                 h0_shared=ahp["h0"].dim() == 1),
+    )
+    got = dict(zip(["x", "v0", "i0", "s0", "tau_mem", "tau_syn", "thr", "bias", "w_rec", "noise", "h0", "w_ahp",
+                    "tau_ahp"], got))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
+        err = rel_err(got[name], want[name])
+        assert err <= tol, f"grad {name}: relative error {err:.2e} > {tol:.0e}"
+
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16], ids=["f32", "f64", "f16"])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("lengths", [None, SYN_LENGTHS], ids=["all", "lengths"])
+def test_ahp_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
+    """S = 1 (two lanes, one order): thread by thread and tile by tile give the same bits with the
+    AHP current, forward (h_pre, the record and the final h included) and backward with every
+    parameter-gradient sum (w_ahp's and tau_ahp's included)."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N, S = len(SYN_LENGTHS), 17, 9, 1
+    ct = torch.float32 if io == torch.float16 else io
+    case = syn_make_case(15, B, T, N, S, ct, rec=rec, i0_rows=True)
+    case["x"] = case["x"].to(io)
+    ahp = ahp_make_case(16, B, N, ct)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    op = torch.ops.lif_cuda
+    o = op.synaptic_forward(case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"],
+                            case["thr"], case["bias"], case["w_rec"], None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, True,
+                            True, lengths, ahp["w_ahp"], ahp["tau_ahp"], ahp["h0"])
+    want = dict(zip(AHP_NAMES + ("u", "a", "h_pre"), (*o[:4], o[11], *o[4:7], o[12], o[7], o[8], o[13])))
+    got = ahp_host_fwd(syn_lib, case, ahp, lengths=lengths)
+    for name in want:
+        if name == "irec" and not rec:
+            continue
+        assert_equal(got[name], want[name], f"forward {name}")
+    g = torch.Generator().manual_seed(3)
+    rn = lambda *s: torch.randn(s, generator=g).to(ct)  # noqa: E731
+    gs = rn(B, T, N).to(io)
+    ups = dict(gw=rn(B, T, N), gi=rn(B, T, N, S), gr=rn(B, T, N, S) if rec else None, gvf=rn(B, N), gif=rn(B, N, S),
+               gh=rn(B, T, N), ghf=rn(B, N))
+    want = op.synaptic_backward(gs, ups["gw"], ups["gi"], ups["gr"], ups["gvf"], ups["gif"], got["u"], got["a"],
+                                case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"],
+                                1e-3, 0.5, 2.0**16, 0, False, False, False, lengths, ups["gh"], ups["ghf"],
+                                got["h_pre"], ahp["w_ahp"], ahp["tau_ahp"], False)
+    got = syn_backward_on_host(syn_lib, gs, ups["gw"], ups["gi"], ups["gr"], ups["gvf"], ups["gif"], got["u"],
+                               got["a"], case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"],
+                               w_rec=case["w_rec"], i0_shared=False, lengths=lengths,
+                               ahp=dict(h_pre=got["h_pre"], w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], gh=ups["gh"],
+                                        ghf=ups["ghf"], h0_shared=False))
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise",
+             "g_h0", "g_w_ahp", "g_tau_ahp")
+    for name, a_, b_ in zip(names, got, want):
+        if name in ("g_w_rec", "g_noise") and (a_ is None or not b_.numel()):
+            continue
+        if name in ("g_w_rec", "g_s0"):  # products by ATen (mm) from bit-identical operands
+            assert rel_err(a_, b_) <= {torch.float64: 1e-14}.get(ct, 1e-6), name
+            continue
+        assert_equal(a_, b_, f"backward {name}")

@@ -247,3 +247,16 @@ def test_rockpools_lif_torch_exports_and_imports():
 def test_several_synapses_per_neuron_have_no_nir_node():
     with pytest.raises(NotImplementedError, match="synaptic currents per neuron"):
         lnir.to_nir(lif_cuda.SynapticLIF((6, 3)))
+
+
+def test_a_layer_with_an_ahp_current_is_refused():
+    """SPEC §9: NIR has no node for the AHP current (a second current per neuron); exporting the
+    layer as a CubaLIF would drop it, so to_nir refuses it, alone or in a chain, ours or Rockpool's."""
+    layers = [lif_cuda.AHPSynapticLIF((4,)), lif_cuda.AHPSynapticLIF((4,), has_rec=True)]
+    if importlib.util.find_spec("rockpool") is not None:
+        layers.append(importlib.import_module("lif_cuda.rockpool").aLIFTorch((4, 4)))
+    for layer in layers:
+        with pytest.raises(NotImplementedError, match="after-hyperpolarisation"):
+            lnir.to_nir(layer)
+    with pytest.raises(NotImplementedError, match="after-hyperpolarisation"):
+        lnir.to_nir(nn.Sequential(nn.Linear(3, 4), lif_cuda.AHPSynapticLIF((4,))))

@@ -193,3 +193,30 @@ def test_opcheck_synaptic_forward():
                                                                 "threshold", "bias", "w_rec")]
         torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward,
                               (*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, record, grad))
+
+
+@needs_fused_cpu
+def test_opcheck_synaptic_with_ahp():
+    """synaptic_forward and synaptic_backward with the AHP current (SPEC §9): schemas, fake kernels and
+    autograd registration agree."""
+    case = make_synaptic_case(12, 2, 5, 3, 2, rec=True)
+    g = torch.Generator().manual_seed(4)
+    ahp = dict(w_ahp=-0.5 * torch.rand(3, generator=g), tau_ahp=0.01 + 0.02 * torch.rand(3, generator=g),
+               h0=-0.2 * torch.rand(2, 3, generator=g))
+    for record, grad in ((True, True), (False, False)):
+        args = [case[k].clone().requires_grad_(grad) for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn",
+                                                                "threshold", "bias", "w_rec")]
+        extra = [ahp[k].clone().requires_grad_(grad) for k in ("w_ahp", "tau_ahp", "h0")]
+        torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward,
+                              (*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, record, grad, None, *extra))
+    out = torch.ops.lif_cuda.synaptic_forward(*(case[k] for k in ("input", "v0", "i0", "s0", "tau_mem", "tau_syn",
+                                                                  "threshold", "bias", "w_rec")),
+                                              None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, True, True, None,
+                                              ahp["w_ahp"], ahp["tau_ahp"], ahp["h0"])
+    u, i_pre, h_pre = out[7], out[8], out[13]
+    gs = torch.randn(2, 5, 3, generator=g)
+    torch.library.opcheck(torch.ops.lif_cuda.synaptic_backward,
+                          (gs, None, None, None, None, None, u, i_pre, case["v0"], case["s0"], case["tau_mem"],
+                           case["tau_syn"], case["threshold"], case["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, False,
+                           False, None, torch.randn(2, 5, 3, generator=g), torch.randn(2, 3, generator=g), h_pre,
+                           ahp["w_ahp"], ahp["tau_ahp"], False))

@@ -15,6 +15,7 @@ import lif_cuda
 from conftest import (
     DTYPE_IDS,
     DTYPES,
+    MODELS,
     assert_bitwise,
     assert_outputs_bitwise,
     assert_synaptic_bitwise,
@@ -337,3 +338,23 @@ def test_synaptic_nan_input_propagates():
     got, want = run_synaptic_fused(case), run_synaptic_reference(case)
     assert torch.isnan(got[1][0, 4:, 0]).all(), "NaN stays in the membrane it entered"
     assert torch.equal(got[0][1], want[0][1]), "and nowhere else"
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_ahp_sum_order_is_torch_sum_over_the_s_plus_one_lanes(dtype):
+    """SPEC §9: the membrane adds the S + 1 currents [i..., h] in the order torch.sum adds
+    torch.cat((isyn, iahp), 2) (Rockpool's aLIFTorch), across every regime of that order; h is
+    spread over decades too, so that a sum of i then + h shows."""
+    model = MODELS["ahp-ff"]
+    B, T, N = 2, 3, 3
+    for S in list(range(1, 41)) + [63, 64, 127, 128, 511, 600]:
+        g = torch.Generator().manual_seed(S)
+        case = model.case(S, B, T, N, dtype, S=S)
+        case["input"] = (torch.randn(B, T, N * S, generator=g, dtype=torch.float64)
+                         * torch.logspace(-4, 4, N * S, dtype=torch.float64)).to(dtype)
+        case["h0"] = (torch.randn(B, N, generator=g, dtype=torch.float64) * 1e3).to(dtype)
+        case["threshold"] = torch.full((N,), 1e30, dtype=dtype)  # no spikes: the membrane is the sum's record
+        got = model.evolve_fn(**case, record=True, backend="fused")
+        want = model.reference_fn(**case, record=True)
+        assert_bitwise(got[1], want[1], f"membrane, S={S}")

@@ -134,6 +134,14 @@ struct SynForwardArgs {
   T* i_pre_out;  // (B,T,N,S) currents before their decay, saved for the backward, or nullptr
   T* v_final;  // (B,N) membrane after the last step
   T* i_final;  // (B,N,S) currents after the last step
+  // The AHP current (SPEC §9), or h0 == nullptr (none). Its first step reads s[t0-1] from s_last,
+  // which holds it on entry (s0 or zeros, then each call's last spikes).
+  const T* h0;  // AHP current at t0: row b at h0 + b * h0_stride_b
+  int64_t h0_stride_b;
+  PerNeuron<T> w_ahp, gamma;  // gamma = exp(-dt/tau_ahp)
+  T* iahp_out;  // (B,T,N) record of h after its decay, or nullptr
+  T* h_pre_out;  // (B,T,N) h before its decay, saved for the backward, or nullptr
+  T* h_final;  // (B,N) h after the last step
   const int64_t* lengths;
   int64_t B, Tn, N, S;
   int64_t t0, steps;
@@ -167,9 +175,15 @@ struct SynBackwardArgs {
   T* s_prev;  // (B,T,N) s[t-1] (s0 at t = 0), for dL/dw_rec, or nullptr
   // Per-row float64 sums of the gradient terms (GradSum), accumulated over the calls: alpha,
   // threshold, bias (B,N) each, then beta (B,N,S).
+  // With the AHP current, then gamma and w_ahp (B,N) each.
   double* partial;
   T* beta_sums;  // (B,N,S) scratch of a CUDA thread whose S is not a compile-time constant, or
                  // nullptr
+  // The AHP current (SPEC §9), or h_pre == nullptr (none).
+  const T* h_pre;  // (B,T,N) saved h before its decay
+  const T* gh;  // (B,T,N) upstream gradient on the record of h, or nullptr
+  PerNeuron<T> w_ahp, gamma;
+  T* H;  // (B,N) carried: dL/dh of the step before the first one done (core/synaptic.h)
   const int64_t* lengths;
   int64_t B, Tn, N, S;
   int64_t t0, steps;

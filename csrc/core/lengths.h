@@ -77,6 +77,15 @@ LIF_HD void syn_pad_forward(IT* s_out, T* vmem_out, T* u_out, T* isyn_out, T* i_
   if (irec_out) pad_fill(irec_out, T(0), k, steps, N * S, len * S);
 }
 
+// The AHP current's padding (SPEC §9): its record and the saved h_pre hold h after the row's last
+// step, as the synaptic currents' do.
+template <typename T>
+LIF_HD void ahp_pad_forward(T* iahp_out, T* h_pre_out, const T* h_last, int64_t k, int64_t steps,
+                            int64_t N, int64_t len) {
+  if (iahp_out) pad_hold(iahp_out, h_last, k, steps, N, len);
+  if (h_pre_out) pad_hold(h_pre_out, h_last, k, steps, N, len);
+}
+
 template <typename IT, typename T>
 LIF_HD void syn_pad_backward(IT* g_in, T* g_r, T* g_u, T* s_prev, int64_t k, int64_t steps,
                              int64_t N, int64_t S, int64_t len) {

@@ -29,8 +29,8 @@ namespace lif {
 // ATen's running sums over rows: `items` items of L lanes at x + item * L, read as rows of 4
 // items; acc[c] (L lanes) sums column c, in levels of 16 rows (multi_row_sum), then the leftover
 // items go to acc[0] and acc[0] += acc[1], acc[2], acc[3] (row_sum).
-template <typename T, int L>
-LIF_HD void aten_row_sum(const T* x, int64_t items, T out[L]) {
+template <typename T, int L, typename X>
+LIF_HD void aten_row_sum(const X& x, int64_t items, T out[L]) {
   constexpr int kLevels = 4;
   const int64_t rows = items / 4;
   // level_power = max(4, ceil(log2(rows)) / 4), as ATen's CeilLog2 (1 for rows <= 2).
@@ -70,9 +70,10 @@ LIF_HD void aten_row_sum(const T* x, int64_t items, T out[L]) {
   for (int l = 0; l < L; ++l) out[l] = acc[0][0][l];
 }
 
-// torch.sum of a contiguous row on the CPU, any S >= 0.
-template <typename T>
-LIF_HD T cpu_torch_sum(const T* x, int64_t S) {
+// torch.sum of a contiguous row on the CPU, any S >= 0. X: a pointer, or a view with operator[]
+// (AhpLanes below).
+template <typename T, typename X>
+LIF_HD T cpu_lanes_sum(const X& x, int64_t S) {
   constexpr int W = 32 / static_cast<int>(sizeof(T));
   T sum;
   if (S < W) {
@@ -91,8 +92,8 @@ LIF_HD T cpu_torch_sum(const T* x, int64_t S) {
 }
 
 // torch.sum of a contiguous row on CUDA (see above), any S >= 0.
-template <typename T>
-LIF_HD T cuda_torch_sum(const T* x, int64_t S) {
+template <typename T, typename X>
+LIF_HD T cuda_lanes_sum(const X& x, int64_t S) {
   if (S <= 0) return T(0);
   int P = 1;
   while (P * 2 <= S && P < 32) P *= 2;
@@ -106,6 +107,15 @@ LIF_HD T cuda_torch_sum(const T* x, int64_t S) {
   for (int off = 1; off < P; off <<= 1)
     for (int l = 0; l + off < P; ++l) lane[l] = lane[l] + lane[l + off];
   return lane[0];
+}
+
+template <typename T>
+LIF_HD T cpu_torch_sum(const T* x, int64_t S) {
+  return cpu_lanes_sum<T>(x, S);
+}
+template <typename T>
+LIF_HD T cuda_torch_sum(const T* x, int64_t S) {
+  return cuda_lanes_sum<T>(x, S);
 }
 
 // The same sums for small S known at compile time, without the additions of +0 the general code
@@ -124,9 +134,39 @@ LIF_HD T synaptic_sum(const T* i, int64_t S) {
   } else if constexpr (S_FIXED == 4 && SUM_ORDER == kCudaSum) {
     return T(0) + ((i[0] + i[1]) + (i[2] + i[3]));
   } else if constexpr (SUM_ORDER == kCpuSum) {
-    return cpu_torch_sum(i, S_FIXED ? S_FIXED : S);
+    return cpu_torch_sum<T>(i, S_FIXED ? S_FIXED : S);
   } else {
-    return cuda_torch_sum(i, S_FIXED ? S_FIXED : S);
+    return cuda_torch_sum<T>(i, S_FIXED ? S_FIXED : S);
+  }
+}
+
+// The S synapse currents and the AHP current h as one row of S + 1 lanes, [i[0..S-1], h]: what
+// Rockpool's aLIFTorch sums (torch.cat((isyn, iahp), 2).sum(2), SPEC §9), read without a copy.
+template <typename T>
+struct AhpLanes {
+  const T* i;
+  int64_t S;
+  T h;
+  LIF_HD T operator[](int64_t k) const { return k < S ? i[k] : h; }
+};
+
+// sum over [i[0..S-1], h] in torch.sum's order for S + 1 values (as synaptic_sum for S values).
+template <int SUM_ORDER, int S_FIXED, typename T>
+LIF_HD T ahp_sum(const T* i, int64_t S, T h) {
+  if constexpr (S_FIXED == 1) {
+    return T(0) + (i[0] + h);  // two lanes: both orders add them directly
+  } else if constexpr (S_FIXED == 2 && SUM_ORDER == kCpuSum) {
+    return T(0) + ((i[0] + i[1]) + h);  // three lanes, one running sum
+  } else if constexpr (S_FIXED == 2 && SUM_ORDER == kCudaSum) {
+    return T(0) + ((i[0] + h) + i[1]);  // lanes {0, 2} and {1}, then the shuffle
+  } else {
+    const AhpLanes<T> lanes{i, S_FIXED ? S_FIXED : S, h};
+    const int64_t n = (S_FIXED ? S_FIXED : S) + 1;
+    if constexpr (SUM_ORDER == kCpuSum) {
+      return cpu_lanes_sum<T>(lanes, n);
+    } else {
+      return cuda_lanes_sum<T>(lanes, n);
+    }
   }
 }
 

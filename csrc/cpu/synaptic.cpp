@@ -7,8 +7,9 @@
 // lengths (SPEC §8): a tile runs the steps of the call its row runs (call_steps, once per tile) and
 // pads the rest (core/lengths.h); the tile functions know nothing of lengths.
 //
-// Compile-time switches: noise mode, surrogate, and S_FIXED (1, 2, or 0 for any S), so that the
-// common one- and two-synapse layers have no inner loop over k.
+// Compile-time switches: noise mode, surrogate, S_FIXED (1, 2, or 0 for any S), so that the
+// common one- and two-synapse layers have no inner loop over k, and AHP (SPEC §9's current), so
+// that the model without it does no work for it.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -49,9 +50,11 @@ struct TileScratch {
   std::vector<uint32_t> words;
   std::vector<T> z4;
   T *w, *u, *z, *alpha, *thr, *bias, *i, *a, *beta;
-  TileScratch(int64_t tile, int64_t S, bool noise) {
+  // With the AHP current:
+  T *h = nullptr, *s_prev = nullptr, *w_ahp = nullptr, *gamma = nullptr, *h_pre = nullptr;
+  TileScratch(int64_t tile, int64_t S, bool noise, bool ahp) {
     const int64_t syn = tile * S;
-    buf.resize(static_cast<size_t>(6 * tile + 3 * syn));
+    buf.resize(static_cast<size_t>((ahp ? 11 : 6) * tile + 3 * syn));
     T* p = buf.data();
     for (T** row : {&w, &u, &z, &alpha, &thr, &bias}) {
       *row = p;
@@ -60,6 +63,13 @@ struct TileScratch {
     i = p;
     a = p + syn;
     beta = p + 2 * syn;
+    p += 3 * syn;
+    if (ahp) {
+      for (T** row : {&h, &s_prev, &w_ahp, &gamma, &h_pre}) {
+        *row = p;
+        p += tile;
+      }
+    }
     if (noise) {
       words.resize(static_cast<size_t>(4 * kMaxTile));
       z4.resize(static_cast<size_t>(4 * kMaxTile));
@@ -67,12 +77,51 @@ struct TileScratch {
   }
 };
 
+// The AHP current's row loops (core/synaptic.h's functions over a tile's neurons), apart from the
+// neuron loops and on restrict pointers, so that each of them vectorises.
+template <typename T>
+LIF_CLONES void ahp_rows_forward(int64_t len, T* __restrict__ h, const T* __restrict__ s_prev,
+                                 const T* __restrict__ w_ahp, const T* __restrict__ gamma,
+                                 T* __restrict__ h_pre) {
+  for (int64_t n = 0; n < len; ++n) {
+    const T hp = ahp_input(h[n], s_prev[n], w_ahp[n]);
+    h_pre[n] = hp;
+    h[n] = syn_decay(hp, gamma[n]);
+  }
+}
+
+// dL/ds[t] += H * w_ahp (s[t] fed h_pre[t+1]).
+template <typename T>
+LIF_CLONES void ahp_rows_spike_grad(int64_t len, T* __restrict__ g, const T* __restrict__ H,
+                                    const T* __restrict__ w_ahp) {
+  for (int64_t n = 0; n < len; ++n) g[n] = g[n] + H[n] * w_ahp[n];
+}
+
+template <typename T>
+LIF_CLONES void ahp_rows_backward(int64_t len, const T* __restrict__ U, const T* __restrict__ gh,
+                                  const T* __restrict__ h_pre, const T* __restrict__ s_prev,
+                                  const T* __restrict__ gamma, T* __restrict__ H,
+                                  T* __restrict__ g_gamma, T* __restrict__ g_w_ahp) {
+  for (int64_t n = 0; n < len; ++n) {
+    ahp_step_backward(U[n], gh[n], h_pre[n], s_prev[n], gamma[n], H[n], g_gamma[n], g_w_ahp[n]);
+  }
+}
+
+// A forward tile's AHP rows (SPEC §9): h0 and the parameter rows at the tile's first neuron, the
+// sequences at (b, t0, n0) (nullptr: not asked for), the tile's h and s[t-1] as scratch rows.
+template <typename T>
+struct AhpForwardTile {
+  const T *h0, *w_ahp, *gamma;
+  T *iahp_out, *h_pre_out, *h_final;
+  T *h, *s_prev, *h_pre_scratch;
+};
+
 // Forward over `steps` steps of one tile: batch row b, neurons [n0, n0 + len). Sequence pointers at
 // (b, t0, n0) (stride N per step) or (b, t0, n0 * S) (stride N * S); state rows at n0 (v0, i0 may
 // be the very v_final, i_final rows: read before they are written). The in-kernel noise of step t
 // is lane t % 4 of the Philox block t / 4 of subsequence b * N + n (`subseq` is b * N + n0), as
 // for the LIF kernels (core/philox.h).
-template <typename IT, typename T, int NOISE, int S_FIXED>
+template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP>
 LIF_CLONES void syn_forward_tile(
     const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
     T noise_scale, uint64_t subseq, int64_t t0, const T* v0, const T* i0, const T* __restrict__ r,
@@ -82,12 +131,18 @@ LIF_CLONES void syn_forward_tile(
     T* __restrict__ u_out, T* __restrict__ i_pre_out, T* v_final, T* i_final, int64_t steps,
     int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ w, T* __restrict__ i,
     T* __restrict__ a_scratch, T* __restrict__ u_scratch, T* __restrict__ z4_flat,
-    uint32_t* words_flat) {
+    uint32_t* words_flat, const AhpForwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
   for (int64_t j = 0; j < syn; ++j) i[j] = i0[j];
+  if constexpr (AHP) {  // s_last_out holds s[t0-1] on entry (core/args.h)
+    for (int64_t n = 0; n < len; ++n) {
+      ahp.h[n] = ahp.h0[n];
+      ahp.s_prev[n] = s_last_out[n];
+    }
+  }
   for (int64_t t = 0; t < steps; ++t) {
     const IT* __restrict__ xt = x + t * NS;
     // The synapses: i_pre = (i + x) [+ r]; i = i_pre * beta. i_pre goes straight to the saved
@@ -122,14 +177,28 @@ LIF_CLONES void syn_forward_tile(
       }
       zt = z4[ta & 3];
     }
+    // The AHP current before the neurons: h = (h + s[t-1] * w_ahp) * gamma (SPEC §9).
+    if constexpr (AHP) {
+      ahp_rows_forward(len, ahp.h, ahp.s_prev, ahp.w_ahp, ahp.gamma,
+                       ahp.h_pre_out ? ahp.h_pre_out + t * N : ahp.h_pre_scratch);
+      if (ahp.iahp_out) std::memcpy(ahp.iahp_out + t * N, ahp.h, sizeof(T) * len);
+    }
+    const T* __restrict__ h_row = AHP ? ahp.h : nullptr;
+    T* __restrict__ s_prev_row = AHP ? ahp.s_prev : nullptr;
     // The neurons: u = (((alpha * w) + sum_k i) [+ z]) + bias, spikes, reset.
     IT* __restrict__ st = s_out + t * N;
     T* __restrict__ ut = u_out ? u_out + t * N : u_scratch;
     // The last step's spikes in the state type too (the next recurrent product's input).
     T* __restrict__ s_last = (s_last_out && t == steps - 1) ? s_last_out : nullptr;
     for (int64_t n = 0; n < len; ++n) {
-      // The LIF step with the synapse sum as its input (SPEC §7).
-      const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+      // The LIF step with the synapse sum as its input (SPEC §7), the AHP current its last lane
+      // (SPEC §9).
+      T isum;
+      if constexpr (AHP) {
+        isum = ahp_sum<kCpuSum, S_FIXED>(i + n * S, S, h_row[n]);
+      } else {
+        isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+      }
       T u, s;
       if constexpr (NOISE == kNoNoise) {
         s = step_forward(alpha[n], w[n], isum, bias[n], thr[n], max_spikes, u, w[n]);
@@ -138,19 +207,33 @@ LIF_CLONES void syn_forward_tile(
       }
       st[n] = static_cast<IT>(s);
       if (s_last) s_last[n] = s;
+      if constexpr (AHP) s_prev_row[n] = s;
       ut[n] = u;
     }
     if (vmem_out) std::memcpy(vmem_out + t * N, w, sizeof(T) * len);
   }
   std::memcpy(v_final, w, sizeof(T) * len);
   std::memcpy(i_final, i, sizeof(T) * syn);
+  if constexpr (AHP) std::memcpy(ahp.h_final, ahp.h, sizeof(T) * len);
 }
+
+// A backward tile's AHP rows (SPEC §9): the sequences at (b, t0, n0), H (the carried dL/dh) and the
+// float64 partials at the tile's first neuron; `has_next`: the call's last step has a next step in
+// its row (so that s[t] fed h there); scratch rows for H and the gradient terms' block sums.
+template <typename T>
+struct AhpBackwardTile {
+  const T *h_pre, *gh, *w_ahp, *gamma;
+  T* H_io;
+  double *p_gamma, *p_w_ahp;
+  bool has_next;
+  T *H, *g_gamma, *g_w_ahp;
+};
 
 // Reverse loop over `steps` steps of one tile, t = t0 + steps - 1 .. t0 (pointers at t0 as in the
 // forward; `t_abs0` is t0 itself: w[-1] = v0 and s[-1] = s0 at t = 0). W, I and the partial sums
 // are read at the start and written back at the end (the per-step calls of the recurrent model
 // carry them from call to call).
-template <typename IT, typename T, int SURR, int S_FIXED>
+template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
 LIF_CLONES void syn_backward_tile(
     const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n, const T* __restrict__ gs_rec,
     const T* __restrict__ gw, const T* __restrict__ gi, const T* __restrict__ gr,
@@ -161,7 +244,8 @@ LIF_CLONES void syn_backward_tile(
     double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
     double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
     int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ s_row,
-    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ sums) {
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ sums,
+    const AhpBackwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -183,6 +267,13 @@ LIF_CLONES void syn_backward_tile(
     I[j] = I_io[j];
     gbeta[j] = T(0);
   }
+  if constexpr (AHP) {
+    for (int64_t n = 0; n < len; ++n) {
+      ahp.H[n] = ahp.H_io[n];
+      ahp.g_gamma[n] = T(0);
+      ahp.g_w_ahp[n] = T(0);
+    }
+  }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const bool first = t_abs0 + t == 0;
     const T* __restrict__ ut = u + t * N;
@@ -192,6 +283,9 @@ LIF_CLONES void syn_backward_tile(
     for (int64_t n = 0; n < len; ++n) g_row[n] = static_cast<T>(gst[gs_bcast_n ? 0 : n]);
     if (gs_rec) {
       for (int64_t n = 0; n < len; ++n) g_row[n] = g_row[n] + gs_rec[n];
+    }
+    if constexpr (AHP) {  // s[t] fed h_pre[t+1] (core/synaptic.h)
+      if (t < steps - 1 || ahp.has_next) ahp_rows_spike_grad(len, g_row, ahp.H, ahp.w_ahp);
     }
     // The neurons: dL/du[t] (SPEC §3's step, the membrane part is the same), s[t-1], w[t-1]. Steps
     // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
@@ -215,6 +309,10 @@ LIF_CLONES void syn_backward_tile(
         U_row[n] = U;
         s_row[n] = s_prev;
       }
+    }
+    if constexpr (AHP) {  // dL/du[t] and s[t-1] (now in s_row) into the AHP current's gradients
+      ahp_rows_backward(len, U_row, ahp.gh ? ahp.gh + t * N : zeros, ahp.h_pre + t * N, s_row,
+                        ahp.gamma, ahp.H, ahp.g_gamma, ahp.g_w_ahp);
     }
     if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
     if (s_prev_out) std::memcpy(s_prev_out + t * N, s_row, sizeof(T) * len);
@@ -245,10 +343,19 @@ LIF_CLONES void syn_backward_tile(
         flush_grad_block(gb[n], p_bias[n]);
       }
       for (int64_t j = 0; j < syn; ++j) flush_grad_block(gbeta[j], p_beta[j]);
+      if constexpr (AHP) {
+        for (int64_t n = 0; n < len; ++n) {
+          flush_grad_block(ahp.g_gamma[n], ahp.p_gamma[n]);
+          flush_grad_block(ahp.g_w_ahp[n], ahp.p_w_ahp[n]);
+        }
+      }
     }
   }
   for (int64_t n = 0; n < len; ++n) W_io[n] = W[n];
   for (int64_t j = 0; j < syn; ++j) I_io[j] = I[j];
+  if constexpr (AHP) {
+    for (int64_t n = 0; n < len; ++n) ahp.H_io[n] = ahp.H[n];
+  }
 }
 
 }  // namespace
@@ -263,14 +370,18 @@ struct SynCpu : CpuDevice {
     const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T scale = static_cast<T>(a.noise.scale);
+    const bool with_ahp = a.h0 != nullptr;
     const auto fn = NOISE_SWITCH(a.noise.mode, NOISE, [&] {
-      return SYNAPSES_SWITCH(S, S_FIXED, [&] { return &syn_forward_tile<IT, T, NOISE, S_FIXED>; });
+      return SYNAPSES_SWITCH(S, S_FIXED, [&] {
+        return BOOL_SWITCH(with_ahp, AHP,
+                           [&] { return &syn_forward_tile<IT, T, NOISE, S_FIXED, AHP>; });
+      });
     });
     uint64_t seed = 0, offset = 0;
     a.noise.key.get(seed, offset);
     const int64_t work = a.steps * B * NS;
     at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
-      TileScratch<T> sc(tile, S, a.noise.mode == kNoiseKernel);
+      TileScratch<T> sc(tile, S, a.noise.mode == kNoiseKernel, with_ahp);
       for (int64_t it = begin; it < end; ++it) {
         const int64_t b = it / ntiles;
         const int64_t n0 = (it % ntiles) * tile;
@@ -287,16 +398,31 @@ struct SynCpu : CpuDevice {
         T* const i_pre = a.i_pre_out ? a.i_pre_out + srow : nullptr;
         T* const v_final = a.v_final + b * N + n0;
         T* const i_final = a.i_final + b * NS + n0 * S;
+        AhpForwardTile<T> ahp{};
+        if (with_ahp) {
+          const auto at_row = [&](T* p) { return p ? p + row : nullptr; };
+          ahp = {a.h0 + b * a.h0_stride_b + n0,
+                 param_row(a.w_ahp, n0, len, sc.w_ahp),
+                 param_row(a.gamma, n0, len, sc.gamma),
+                 at_row(a.iahp_out),
+                 at_row(a.h_pre_out),
+                 a.h_final + b * N + n0,
+                 sc.h,
+                 sc.s_prev,
+                 sc.h_pre};
+        }
         fn(a.x + srow, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0), a.t0,
            a.v0 + b * a.v0_stride_b + n0, a.i0 + b * a.i0_stride_b + n0 * S,
            a.r ? a.r + b * NS + n0 * S : nullptr, param_row(a.alpha, n0, len, sc.alpha),
            param_row(a.beta, n0, len, S, sc.beta), param_row(a.thr, n0, len, sc.thr),
            param_row(a.bias, n0, len, sc.bias), M, a.s_out + row,
            a.s_last ? a.s_last + b * N + n0 : nullptr, vmem, isyn, irec, u_out, i_pre, v_final,
-           i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u, sc.z4.data(), sc.words.data());
+           i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u, sc.z4.data(), sc.words.data(), ahp);
         if (k < a.steps) {
           syn_pad_forward(a.s_out + row, vmem, u_out, isyn, i_pre, irec, v_final, i_final, k,
                           a.steps, N, S, len);
+          if (with_ahp)
+            ahp_pad_forward(ahp.iahp_out, ahp.h_pre_out, ahp.h_final, k, a.steps, N, len);
         }
       }
     });
@@ -311,18 +437,25 @@ struct SynCpu : CpuDevice {
     const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T window = static_cast<T>(a.window);
+    const bool with_ahp = a.h_pre != nullptr;
     const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
-      return SYNAPSES_SWITCH(S, S_FIXED, [&] { return &syn_backward_tile<IT, T, SURR, S_FIXED>; });
+      return SYNAPSES_SWITCH(S, S_FIXED, [&] {
+        return BOOL_SWITCH(with_ahp, AHP,
+                           [&] { return &syn_backward_tile<IT, T, SURR, S_FIXED, AHP>; });
+      });
     });
     const int64_t work = a.steps * B * NS;
     double* const p_alpha = a.partial;
     double* const p_thr = a.partial + BN;
     double* const p_bias = a.partial + 2 * BN;
     double* const p_beta = a.partial + 3 * BN;
+    double* const p_gamma = p_beta + BN * S;  // with the AHP current
+    double* const p_w_ahp = p_gamma + BN;
     at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
-      TileScratch<T> sc(tile, S, false);
-      // W, U, s, zeros (value-initialised: stays 0), then the gradient sums (3 rows and tile * S).
-      std::vector<T> rows(static_cast<size_t>(7 * tile + tile * S));
+      TileScratch<T> sc(tile, S, false, with_ahp);
+      // W, U, s, zeros (value-initialised: stays 0), then the gradient sums (3 rows and tile * S),
+      // then the AHP's H and its two gradient sums.
+      std::vector<T> rows(static_cast<size_t>((with_ahp ? 10 : 7) * tile + tile * S));
       T* W = rows.data();
       T* U_row = W + tile;
       T* s_row = U_row + tile;
@@ -344,6 +477,21 @@ struct SynCpu : CpuDevice {
         T* const g_r = a.g_r ? a.g_r + srow : nullptr;
         T* const g_u = a.g_u ? a.g_u + row : nullptr;
         T* const s_prev = a.s_prev ? a.s_prev + row : nullptr;
+        AhpBackwardTile<T> ahp{};
+        if (with_ahp) {
+          T* const ahp_rows = sums + 3 * tile + tile * S;
+          ahp = {a.h_pre + row,
+                 a.gh ? a.gh + row : nullptr,
+                 param_row(a.w_ahp, n0, len, sc.w_ahp),
+                 param_row(a.gamma, n0, len, sc.gamma),
+                 a.H + bn,
+                 p_gamma + bn,
+                 p_w_ahp + bn,
+                 a.t0 + k < L,
+                 ahp_rows,
+                 ahp_rows + tile,
+                 ahp_rows + 2 * tile};
+        }
         if (k > 0) {
           fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
              a.gs_stride_n == 0 && len > 1,
@@ -353,7 +501,7 @@ struct SynCpu : CpuDevice {
              param_row(a.alpha, n0, len, sc.alpha), param_row(a.beta, n0, len, S, sc.beta),
              param_row(a.thr, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in, g_r, g_u,
              s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S, len, W,
-             U_row, s_row, sc.z, sc.i, zeros, sums);
+             U_row, s_row, sc.z, sc.i, zeros, sums, ahp);
         }
         if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);
       }

@@ -17,16 +17,16 @@ namespace lif {
 namespace gpu {
 namespace {
 
-template <typename IT, typename T, int NOISE, int S_FIXED>
+template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const SynForwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED>(a, idx);
+  if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP>(a, idx);
 }
 
-template <typename IT, typename T, int SURR, int S_FIXED>
+template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
 __global__ void __launch_bounds__(kBlock) backward_kernel(const SynBackwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < a.B * a.N) syn_backward_thread<IT, T, SURR, S_FIXED>(a, idx);
+  if (idx < a.B * a.N) syn_backward_thread<IT, T, SURR, S_FIXED, AHP>(a, idx);
 }
 
 }  // namespace
@@ -38,8 +38,10 @@ struct SynCuda : CudaDevice {
     const cudaStream_t stream = current_stream();
     NOISE_SWITCH(a.noise.mode, NOISE, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
-        forward_kernel<IT, T, NOISE, S_FIXED><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        BOOL_SWITCH(a.h0 != nullptr, AHP, [&] {
+          forward_kernel<IT, T, NOISE, S_FIXED, AHP><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
   }
@@ -49,8 +51,10 @@ struct SynCuda : CudaDevice {
     const cudaStream_t stream = current_stream();
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
-        backward_kernel<IT, T, SURR, S_FIXED><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        BOOL_SWITCH(a.h_pre != nullptr, AHP, [&] {
+          backward_kernel<IT, T, SURR, S_FIXED, AHP><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
   }

@@ -5,6 +5,7 @@
 // g++ and run it thread by thread against the reference and the CPU op (no GPU needed). The math
 // is core/synaptic.h's, the synapse sum in torch's CUDA order (kCudaSum).
 //
+// AHP: with SPEC §9's AHP current h (a register), fed by the thread's own previous spikes.
 // S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
 // registers; otherwise in the (B,N,S) final-state buffer (forward) or the carried-gradient buffer
 // (backward), read and written in place. Thread idx = b * N + n, indices 64-bit. Per-row lengths
@@ -24,7 +25,7 @@ namespace lif {
 namespace gpu {
 
 // Forward thread idx = b * N + n, 0 <= idx < B * N.
-template <typename IT, typename T, int NOISE, int S_FIXED>
+template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP>
 LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, NS = N * S;
   const int64_t b = idx / N;
@@ -39,6 +40,14 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const T bias = a.bias[n];
   const T M = static_cast<T>(a.max_spikes);
   const T* const r = a.r ? a.r + b * NS + n * S : nullptr;
+  // The AHP current and s[t-1], which s_last holds on entry (core/args.h).
+  T h = T(0), s_prev = T(0), w_ahp = T(0), gamma = T(0);
+  if constexpr (AHP) {
+    h = a.h0[b * a.h0_stride_b + n];
+    s_prev = a.s_last[idx];
+    w_ahp = a.w_ahp[n];
+    gamma = a.gamma[n];
+  }
   const NeuronNoise<T> key = neuron_noise<NOISE>(a.noise, idx);
   Normals4 nz{};  // the in-kernel noise of the current 4-step block (core/philox.h's layout)
   const int64_t k_run = call_steps(row_steps(a.lengths, b, a.Tn), a.t0, a.steps);
@@ -54,8 +63,18 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       if (a.isyn_out) a.isyn_out[srow + k] = ist[k];
       if (a.irec_out) a.irec_out[srow + k] = r[k];
     }
-    // The LIF step with the synapse sum as its input (SPEC §7).
-    const T isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
+    // The LIF step with the synapse sum as its input (SPEC §7), the AHP current its last lane
+    // (SPEC §9).
+    T isum;
+    if constexpr (AHP) {
+      const T hp = ahp_input(h, s_prev, w_ahp);
+      h = syn_decay(hp, gamma);
+      if (a.h_pre_out) a.h_pre_out[row] = hp;
+      if (a.iahp_out) a.iahp_out[row] = h;
+      isum = ahp_sum<kCudaSum, S_FIXED>(ist, S, h);
+    } else {
+      isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
+    }
     T u, s;
     if constexpr (NOISE == kNoNoise) {
       s = step_forward(alpha, w, isum, bias, thr, M, u, w);
@@ -75,8 +94,10 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     if (a.u_out) a.u_out[row] = u;
     if (a.vmem_out) a.vmem_out[row] = w;
     if (a.s_last && t == t_end - 1) a.s_last[idx] = s;
+    if constexpr (AHP) s_prev = s;
   }
   a.v_final[idx] = w;
+  if constexpr (AHP) a.h_final[idx] = h;
   if (S_FIXED) {
     for (int64_t k = 0; k < S; ++k) a.i_final[idx * S + k] = ist[k];
   }
@@ -86,12 +107,16 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     syn_pad_forward(a.s_out + row, opt(a.vmem_out, row), opt(a.u_out, row),
                     opt(a.isyn_out, row * S), opt(a.i_pre_out, row * S), opt(a.irec_out, row * S),
                     a.v_final + idx, a.i_final + idx * S, k_run, a.steps, N, S, int64_t{1});
+    if constexpr (AHP) {
+      ahp_pad_forward(opt(a.iahp_out, row), opt(a.h_pre_out, row), a.h_final + idx, k_run, a.steps,
+                      N, int64_t{1});
+    }
   }
 }
 
 // Backward thread idx = b * N + n: the reverse loop over [t0, t0 + steps), W, I and the row's
 // partial sums read at the start and written back at the end (carried between per-step calls).
-template <typename IT, typename T, int SURR, int S_FIXED>
+template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
 LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, BN = a.B * N;
   const int64_t b = idx / N;
@@ -127,6 +152,15 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   double* const p_beta = a.partial + 3 * BN + idx * S;
   const int64_t t_last = a.t0 + k_run - 1;
   T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
+  // The AHP current (core/synaptic.h): H carried, its gradient sums; s[t_last] fed h only where the
+  // row runs the step after the call.
+  T H = T(0), g_gamma = T(0), g_w_ahp = T(0), w_ahp = T(0), gamma = T(0);
+  const bool ahp_next = a.t0 + k_run < L;
+  if constexpr (AHP) {
+    H = a.H[idx];
+    w_ahp = a.w_ahp[n];
+    gamma = a.gamma[n];
+  }
   for (int64_t t = t_last; t >= a.t0; --t) {
     const int64_t row = (b * a.Tn + t) * N + n;
     const int64_t srow = row * S;
@@ -141,8 +175,15 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     }
     T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
     if (gs_rec) g = g + gs_rec[idx];
+    if constexpr (AHP) {
+      if (t < t_last || ahp_next) g = g + H * w_ahp;
+    }
     const T U =
         step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
+    if constexpr (AHP) {
+      ahp_step_backward(U, a.gh ? a.gh[row] : T(0), a.h_pre[row], s_prev, gamma, H, g_gamma,
+                        g_w_ahp);
+    }
     if (a.g_u) a.g_u[row] = U;
     if (a.s_prev) a.s_prev[row] = s_prev;
     s_cur = s_prev;
@@ -157,9 +198,14 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
       flush_grad_block(gt, a.partial[BN + idx]);
       flush_grad_block(gb, a.partial[2 * BN + idx]);
       for (int64_t k = 0; k < S; ++k) flush_grad_block(gbeta[k], p_beta[k]);
+      if constexpr (AHP) {  // after beta's (B,N,S): gamma's (B,N), then w_ahp's
+        flush_grad_block(g_gamma, a.partial[3 * BN + BN * S + idx]);
+        flush_grad_block(g_w_ahp, a.partial[4 * BN + BN * S + idx]);
+      }
     }
   }
   a.W[idx] = W;
+  if constexpr (AHP) a.H[idx] = H;
   if (S_FIXED) {
     for (int64_t k = 0; k < S; ++k) a.I[idx * S + k] = I[k];
   }

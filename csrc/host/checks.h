@@ -310,6 +310,45 @@ inline void check_w_rec(const std::optional<at::Tensor>& w_rec, at::ScalarType d
                     w_rec->sizes());
 }
 
+// The AHP current's forward arguments (SPEC §9), all three or none: w_ahp and tau_ahp (N,) or (),
+// h0 (B,N) or (N,); their values on the CPU. Returns whether they are given.
+inline bool check_ahp_args(const std::optional<at::Tensor>& w_ahp,
+                           const std::optional<at::Tensor>& tau_ahp,
+                           const std::optional<at::Tensor>& h0, at::ScalarType dtype,
+                           const at::Tensor& ref, int64_t B, int64_t N) {
+  const bool given = w_ahp.has_value() || tau_ahp.has_value() || h0.has_value();
+  if (!given) return false;
+  TORCH_CHECK_VALUE(w_ahp.has_value() && tau_ahp.has_value() && h0.has_value(),
+                    "w_ahp, tau_ahp and h0 (the AHP current) go together: give all three or none");
+  check_param(*w_ahp, dtype, ref, "w_ahp", N);
+  check_param(*tau_ahp, dtype, ref, "tau_ahp", N);
+  check_syn_state(*h0, dtype, ref, "h0", B, {N});
+  check_param_values(*w_ahp, "w_ahp", false);
+  check_param_values(*tau_ahp, "tau_ahp", true);
+  return true;
+}
+
+// The AHP current's backward arguments: h_pre (B,T,N) with w_ahp and tau_ahp, or none of them.
+inline bool check_ahp_backward_args(const std::optional<at::Tensor>& grad_iahp,
+                                    const std::optional<at::Tensor>& grad_hfinal,
+                                    const std::optional<at::Tensor>& h_pre,
+                                    const std::optional<at::Tensor>& w_ahp,
+                                    const std::optional<at::Tensor>& tau_ahp, const at::Tensor& u) {
+  const bool given = h_pre.has_value() || w_ahp.has_value() || tau_ahp.has_value();
+  if (!given) return false;
+  TORCH_CHECK_VALUE(
+      h_pre.has_value() && w_ahp.has_value() && tau_ahp.has_value(),
+      "h_pre, w_ahp and tau_ahp (the AHP current) go together: give all three or none");
+  const auto ct = u.scalar_type();
+  const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
+  check_state_like(*h_pre, ct, u, "h_pre", {B, T, N});
+  if (grad_iahp.has_value()) check_state_like(*grad_iahp, ct, u, "grad_iahp", {B, T, N});
+  if (grad_hfinal.has_value()) check_state_like(*grad_hfinal, ct, u, "grad_hfinal", {B, N});
+  check_param(*w_ahp, ct, u, "w_ahp", N);
+  check_param(*tau_ahp, ct, u, "tau_ahp", N);
+  return true;
+}
+
 // The forward's arguments (synaptic_forward in ops.cpp); N and S come from i0.
 inline SynShape check_syn_forward_args(
     const at::Tensor& input, const at::Tensor& v0, const at::Tensor& i0,

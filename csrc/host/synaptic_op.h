@@ -10,9 +10,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/gt.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/mul.h>
 #include <ATen/ops/zeros.h>
 
 #include <array>
@@ -25,22 +28,25 @@
 namespace lif {
 
 using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                 Tensor, Tensor, Tensor>;
-using SynBackwardOut =
-    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using SynBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                  Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 struct SynForwardOp {
-  // inputs (contiguous), s0/w_rec/z/lengths maybe undefined
-  Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec, z, lengths;
-  // outputs ((0,) where not asked for)
+  // inputs (contiguous), s0/w_rec/z/lengths and the AHP's w_ahp/gamma/h0 maybe undefined
+  Tensor x, v0, i0, s0, alpha, beta, thr, bias, w_rec, z, lengths, w_ahp, gamma, h0;
+  // outputs ((0,) where not asked for, or without the AHP current)
   Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved;
+  Tensor iahp, h_final, h_pre;
   SynShape sh{};
   bool run = false;  // false: the outputs are already final (an empty shape)
+  bool ahp = false;  // with the AHP current (SPEC §9)
   NoiseSpec noise;
   double max_spikes = 0.0;
 
   SynForwardOut outputs() const {
-    return {spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved};
+    return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
+            u,      i_pre, v0_saved, s0_saved, iahp,    h_final, h_pre};
   }
 
   // The kernel arguments for the steps [t0, t0 + steps): the state comes from v0/i0 at t0 == 0,
@@ -78,6 +84,15 @@ struct SynForwardOp {
     a.i_pre_out = data_or_null<CT>(i_pre);
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
+    if (ahp) {
+      a.h0 = t0 == 0 ? h0.const_data_ptr<CT>() : h_final.const_data_ptr<CT>();
+      a.h0_stride_b = t0 == 0 && h0.dim() == 1 ? 0 : N;
+      a.w_ahp = per_neuron<CT>(w_ahp);
+      a.gamma = per_neuron<CT>(gamma);
+      a.iahp_out = data_or_null<CT>(iahp);
+      a.h_pre_out = data_or_null<CT>(h_pre);
+      a.h_final = h_final.mutable_data_ptr<CT>();
+    }
     a.lengths = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
     a.B = sh.B;
     a.Tn = sh.T;
@@ -94,12 +109,14 @@ inline SynForwardOp prepare_syn_forward(
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const Tensor& bias,
     const std::optional<Tensor>& w_rec, const std::optional<Tensor>& noise,
     const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
-    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths, bool decays,
-    bool host_key = true) {
+    double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
+    const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp,
+    const std::optional<Tensor>& h0, bool decays, bool host_key = true) {
   SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                  noise_key, dt, noise_scale, window, max_spikes, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
+  op.ahp = check_ahp_args(w_ahp, tau_ahp, h0, v0.scalar_type(), input, B, N);
   const auto state = v0.options();
   const at::IntArrayRef empty = no_output();
   op.spikes = empty_output({B, T, N}, input.options());
@@ -116,6 +133,10 @@ inline SynForwardOp prepare_syn_forward(
   op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
   op.s0_saved =
       save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
+  // The AHP current: its record (B,T,N), final state (B,N), and h_pre (B,T,N) for the backward.
+  op.iahp = empty_output(op.ahp && record ? at::IntArrayRef{B, T, N} : empty, state);
+  op.h_final = op.ahp ? at::empty({B, N}, state) : at::empty(empty, state);
+  op.h_pre = empty_output(op.ahp && save ? at::IntArrayRef{B, T, N} : empty, state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
@@ -130,6 +151,7 @@ inline SynForwardOp prepare_syn_forward(
     if (B > 0 && N > 0) {  // T == 0: the state is the initial state
       op.v_final.copy_(v0.expand({B, N}));
       op.i_final.copy_(i0.expand({B, N, S}));
+      if (op.ahp) op.h_final.copy_(h0->expand({B, N}));
     }
     return op;
   }
@@ -143,6 +165,11 @@ inline SynForwardOp prepare_syn_forward(
   if (w_rec.has_value()) op.w_rec = *w_rec;
   if (noise.has_value()) op.z = noise->contiguous();
   if (lengths.has_value()) op.lengths = lengths->contiguous();
+  if (op.ahp) {
+    op.w_ahp = w_ahp->contiguous();
+    op.gamma = decay_of(*tau_ahp, dt);
+    op.h0 = h0->contiguous();
+  }
   op.max_spikes = max_spikes;
   return op;
 }
@@ -166,14 +193,18 @@ void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
 
 struct SynBackwardOp : BackwardSettings {
   Tensor gs, gw, gi, gr, u, i_pre, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  Tensor gh, h_pre, w_ahp, tau_ahp, gamma;  // the AHP current's inputs (SPEC §9)
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
+  Tensor g_h0, g_w_ahp, g_tau_ahp;
   Tensor W, I, W64, I64, s0_rows, S064, partial, beta_sums, g_r, s_prev, gs_rec;  // scratch
+  Tensor H, H64;  // the AHP's carried gradient (dL/dh0 at the end)
   SynShape sh{};
-  bool run = false, scalar_bias = false, i0_shared = false;
+  bool run = false, scalar_bias = false, i0_shared = false, ahp = false;
 
   SynBackwardOut outputs() const {
-    return {g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise};
+    return {g_in,   g_v0,    g_i0,    g_s0, g_tau_mem, g_tau_syn, g_thr,
+            g_bias, g_w_rec, g_noise, g_h0, g_w_ahp,   g_tau_ahp};
   }
 
   template <typename IT, typename CT>
@@ -202,6 +233,13 @@ struct SynBackwardOp : BackwardSettings {
     sa.s_prev = s_prev.defined() ? s_prev.mutable_data_ptr<CT>() : nullptr;
     sa.partial = partial.mutable_data_ptr<double>();
     sa.beta_sums = data_or_null<CT>(beta_sums);
+    if (ahp) {
+      sa.h_pre = h_pre.const_data_ptr<CT>();
+      sa.gh = gh.defined() ? gh.const_data_ptr<CT>() : nullptr;
+      sa.w_ahp = per_neuron<CT>(w_ahp);
+      sa.gamma = per_neuron<CT>(gamma);
+      sa.H = H.mutable_data_ptr<CT>();
+    }
     fill(sa);
     sa.B = B;
     sa.Tn = sh.T;
@@ -225,6 +263,12 @@ struct SynBackwardOp : BackwardSettings {
         grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
         grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
         grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, tau_chain(beta), tau_syn, dt)};
+    if (ahp) {  // gamma (into tau_ahp, always a time constant) and w_ahp, after beta's (B,N,S)
+      double* pa = p + 3 * BN + BN * S;
+      sums.push_back(grad_sum<CT>(pa, N, S, collapse_of(tau_ahp), g_tau_ahp, gamma, tau_ahp, dt));
+      sums.push_back(grad_sum<CT>(pa + BN, N, S, collapse_of(w_ahp), g_w_ahp));
+      if (g_h0.dim() == 1) sums.push_back(shared_state_sum<CT>(H, H64, g_h0));
+    }
     // A shared initial state's gradient: its rows' (W, I carry dL/dv0, dL/di0 per row).
     if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(W, W64, g_v0));
     if (i0_shared) sums.push_back(shared_state_sum<CT>(I, I64, g_i0));
@@ -243,12 +287,16 @@ inline SynBackwardOp prepare_syn_backward(
     const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold,
     const std::optional<Tensor>& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad,
-    const std::optional<Tensor>& lengths, bool decays) {
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& grad_iahp,
+    const std::optional<Tensor>& grad_hfinal, const std::optional<Tensor>& h_pre,
+    const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp, bool h0_shared,
+    bool decays) {
   SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
                                   dt, window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
+  op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, u);
   const auto opts = u.options();
   const at::IntArrayRef empty = no_output();
   op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
@@ -261,6 +309,10 @@ inline SynBackwardOp prepare_syn_backward(
   op.g_bias = at::zeros(scalar_bias ? at::IntArrayRef{} : at::IntArrayRef{N}, opts);
   op.g_w_rec = w_rec.has_value() ? at::zeros(w_rec->sizes(), opts) : at::empty(empty, opts);
   op.g_noise = empty_output(noise_grad ? at::IntArrayRef{B, T, N} : empty, opts);
+  op.g_h0 = op.ahp ? at::empty(h0_shared ? at::IntArrayRef{N} : at::IntArrayRef{B, N}, opts)
+                   : at::empty(empty, opts);
+  op.g_w_ahp = op.ahp ? at::zeros(w_ahp->sizes(), opts) : at::empty(empty, opts);
+  op.g_tau_ahp = op.ahp ? at::zeros(tau_ahp->sizes(), opts) : at::empty(empty, opts);
   op.i0_shared = i0_shared;
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {
@@ -275,6 +327,11 @@ inline SynBackwardOp prepare_syn_backward(
       op.g_i0.copy_(i0_shared ? shared_state_grad(*grad_ifinal) : *grad_ifinal);
     } else {
       op.g_i0.zero_();
+    }
+    if (op.ahp && B > 0 && grad_hfinal.has_value()) {
+      op.g_h0.copy_(h0_shared ? shared_state_grad(*grad_hfinal) : *grad_hfinal);
+    } else if (op.ahp) {
+      op.g_h0.zero_();
     }
     return op;
   }
@@ -306,7 +363,21 @@ inline SynBackwardOp prepare_syn_backward(
   } else {
     op.I.zero_();
   }
-  op.partial = at::zeros({3 * B * N + B * N * S}, opts.dtype(at::kDouble));
+  op.partial = at::zeros({(op.ahp ? 5 : 3) * B * N + B * N * S}, opts.dtype(at::kDouble));
+  if (op.ahp) {
+    if (grad_iahp.has_value()) op.gh = grad_iahp->contiguous();
+    op.h_pre = h_pre->contiguous();
+    op.w_ahp = w_ahp->contiguous();
+    op.tau_ahp = tau_ahp->contiguous();
+    op.gamma = decay_of(op.tau_ahp, dt);
+    // H carries dL/dh from the final state's gradient; it is dL/dh0 itself for a (B,N) h0.
+    op.H = h0_shared ? at::empty({B, N}, opts) : op.g_h0;
+    if (grad_hfinal.has_value()) {
+      op.H.copy_(*grad_hfinal);
+    } else {
+      op.H.zero_();
+    }
+  }
   // A CUDA thread's per-call beta sums where S is not 1 or 2 (SYNAPSES_SWITCH): no registers.
   if (S > 2 && u.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
   if (w_rec.has_value()) {
@@ -335,13 +406,22 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
       launch(op.args<IT, CT>(t, 1, t < T - 1));
     }
     at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
-    if (op.s0.defined()) {
-      const Tensor rows = at::mm(op.g_r.select(1, 0), w_t);
-      if (op.s0.dim() == 2) {
-        op.g_s0.copy_(rows);
-      } else {
-        op.s0_rows = rows;  // a shared s0: summed over the batch with the parameters (grad_sums)
+  }
+  if (op.s0.defined() && (op.w_rec.defined() || op.ahp)) {
+    // dL/ds0 through r[0] and through h_pre[0] (SPEC §9: dL/dh_pre[0] * w_ahp, where the row ran
+    // a step at all).
+    Tensor rows = op.w_rec.defined() ? at::mm(op.g_r.select(1, 0), op.w_rec.t()) : Tensor();
+    if (op.ahp) {
+      Tensor fed = at::mul(op.H, op.w_ahp);
+      if (op.lengths.defined()) {
+        fed = at::mul(fed, at::gt(op.lengths, 0).unsqueeze(1).to(fed.scalar_type()));
       }
+      rows = rows.defined() ? at::add(rows, fed) : fed;
+    }
+    if (op.s0.dim() == 2) {
+      op.g_s0.copy_(rows);
+    } else {
+      op.s0_rows = rows;  // a shared s0: summed over the batch with the parameters (grad_sums)
     }
   }
   sums(op.template grad_sums<CT>(), B);
@@ -354,12 +434,14 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
                                int64_t /*surrogate*/, bool record, bool save,
-                               const OptTensor& lengths, bool decays) {
+                               const OptTensor& lengths, const OptTensor& w_ahp,
+                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
-                                        noise, noise_key, dt, noise_scale, window, max_spikes,
-                                        record, save, lengths, decays, !device_key);
+  SynForwardOp op =
+      prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
+                          noise_key, dt, noise_scale, window, max_spikes, record, save, lengths,
+                          w_ahp, tau_ahp, h0, decays, !device_key);
   if (op.run) {
     // One key for the whole call: the recurrent model's per-step kernels read the same one.
     if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
@@ -371,20 +453,20 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
 }
 
 template <typename Dev>
-SynBackwardOut synaptic_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
-                                 const OptTensor& grad_isyn, const OptTensor& grad_irec,
-                                 const OptTensor& grad_vfinal, const OptTensor& grad_ifinal,
-                                 const Tensor& u, const Tensor& i_pre, const Tensor& v0,
-                                 const OptTensor& s0, const Tensor& tau_mem, const Tensor& tau_syn,
-                                 const Tensor& threshold, const OptTensor& w_rec, double dt,
-                                 double window, double max_spikes, int64_t surrogate,
-                                 bool scalar_bias, bool i0_shared, bool noise_grad,
-                                 const OptTensor& lengths, bool decays) {
+SynBackwardOut synaptic_backward(
+    const Tensor& grad_spikes, const OptTensor& grad_vmem, const OptTensor& grad_isyn,
+    const OptTensor& grad_irec, const OptTensor& grad_vfinal, const OptTensor& grad_ifinal,
+    const Tensor& u, const Tensor& i_pre, const Tensor& v0, const OptTensor& s0,
+    const Tensor& tau_mem, const Tensor& tau_syn, const Tensor& threshold, const OptTensor& w_rec,
+    double dt, double window, double max_spikes, int64_t surrogate, bool scalar_bias,
+    bool i0_shared, bool noise_grad, const OptTensor& lengths, const OptTensor& grad_iahp,
+    const OptTensor& grad_hfinal, const OptTensor& h_pre, const OptTensor& w_ahp,
+    const OptTensor& tau_ahp, bool h0_shared, bool decays) {
   const c10::DeviceGuard guard(u.device());
-  SynBackwardOp op = prepare_syn_backward(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
-                                          grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
-                                          threshold, w_rec, dt, window, max_spikes, surrogate,
-                                          scalar_bias, i0_shared, noise_grad, lengths, decays);
+  SynBackwardOp op = prepare_syn_backward(
+      grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0,
+      tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
+      noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
       run_syn_backward<IT, CT>(
