@@ -335,8 +335,8 @@ def test_u_is_saved_only_when_needed(monkeypatch, mode):
     calls = []
     original = lif_cuda.functional.lif_forward_op
 
-    def spy(*args):
-        out = original(*args)
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
         calls.append((args[-1], out[3].numel()))
         return out
 
