@@ -46,7 +46,7 @@ class LifForward : public torch::autograd::Function<LifForward> {
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
     // backward needs the values the forward started from.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
-    ctx->saved_data["shape"] = input.sizes().vec();
+    ctx->saved_data["shape"] = input.sym_sizes();  // symbolic under torch.export: no specialisation
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
     ctx->saved_data["max_spikes"] = max_spikes;
@@ -73,8 +73,8 @@ class LifForward : public torch::autograd::Function<LifForward> {
     const Tensor& v0 = saved[1];
     const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
-    Tensor gs =
-        grad_or_zeros(grads[0], v0.options(), ctx->saved_data["shape"].toIntVector(), input_dtype);
+    Tensor gs = grad_or_zeros(grads[0], v0.options(), ctx->saved_data["shape"].toSymIntVector(),
+                              input_dtype);
     if (noise_grad && gs.scalar_type() != v0.scalar_type()) {
       // Half-precision input with a noise tensor that needs its gradient: dL/du is wanted in
       // float32 for the noise (gz = U), rounded once for the input.

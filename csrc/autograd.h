@@ -99,12 +99,12 @@ variable_list call_backward_op(const char* name, const c10::TypedOperatorHandle<
 // The gradient on spikes as the backward ops take it: the upstream one, or a broadcast zero (read
 // in place by the kernels) where the spikes got none.
 inline Tensor grad_or_zeros(const Tensor& g, const at::TensorOptions& options,
-                            at::IntArrayRef sizes, at::ScalarType dtype) {
-  return g.defined() ? g : at::zeros({}, options.dtype(dtype)).expand(sizes);
+                            c10::SymIntArrayRef sizes, at::ScalarType dtype) {
+  return g.defined() ? g : at::zeros({}, options.dtype(dtype)).expand_symint(sizes);
 }
 
 inline Tensor grad_or_zeros(const Tensor& g, const Tensor& like, at::ScalarType dtype) {
-  return grad_or_zeros(g, like.options(), like.sizes(), dtype);
+  return grad_or_zeros(g, like.options(), like.sym_sizes(), dtype);
 }
 
 inline OptTensor defined_or_none(const Tensor& t) {
