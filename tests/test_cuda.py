@@ -765,9 +765,10 @@ def test_batch_state_chunks_equal_one_run_on_cuda(model):
 # ------------------------------------------------------------------ the synaptic op (SPEC §7)
 # Forward: spikes, records and final state `torch.equal` to the pure-PyTorch reference run on the
 # same CUDA device, whose synapse sum is torch.sum on CUDA (ATen's gpu reduce) and whose recurrent
-# product is cuBLAS through F.linear: this is the check of the core's CUDA sum order
-# (cuda_torch_sum), which tests/test_synaptic_host.py can only check against its own emulation.
-# S = 1..40 covers the lane counts P = 1, 2, 4, 8, 16, 32. Backward against the reference's
+# product is cuBLAS through F.linear: this is the check of the CUDA sum order the device probe chose
+# (csrc/cuda/sum_order.h, core/torch_sum.h), which tests/test_host_threads.py can only check against
+# its emulation of Reduce.cuh. S = 1..40 covers the lane counts P = 1, 2, 4, 8, 16, 32; fewer than
+# 16 rows with S >= 64 the lanes past a warp (P = 64). Backward against the reference's
 # autograd; lif_cuda.rockpool.LIFTorch against Rockpool's LIFTorch on CUDA; the CPU and CUDA
 # kernels agree where the devices' exp and GEMM do (feed-forward, alpha and beta equal on both).
 
@@ -788,8 +789,8 @@ def make_synaptic_cuda_case(seed, B, T, N, S, dtype=torch.float32, rec=False, de
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
 def test_synaptic_forward_equals_reference_on_cuda(dtype, rec):
-    for S in list(range(1, 41)) + [63]:
-        case = make_synaptic_cuda_case(S, 3, 12, 7, S, dtype, rec=rec)
+    for B, N, S in [(3, 7, S) for S in list(range(1, 41)) + [63]] + [(1, 3, 64), (2, 5, 100), (1, 1, 127)]:
+        case = make_synaptic_cuda_case(S, B, 12, N, S, dtype, rec=rec)
         got = run_synaptic(synaptic_evolve, case, backend="fused")
         want = run_synaptic(synaptic_evolve_reference, case)
         for name, g, w in zip(SYNAPTIC_OUTPUTS, got, want):

@@ -129,7 +129,7 @@ LIF_CLONES void syn_forward_tile(
     T* __restrict__ s_last = (s_last_out && t == steps - 1) ? s_last_out : nullptr;
     for (int64_t n = 0; n < len; ++n) {
       // The LIF step with the synapse sum as its input (SPEC §7).
-      const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+      const T isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S, 0);
       T u, s;
       if constexpr (NOISE == kNoNoise) {
         s = step_forward(alpha[n], w[n], isum, bias[n], thr[n], max_spikes, u, w[n]);

@@ -3,7 +3,8 @@
 // [t0, t0 + steps), its S synapses inside the thread, forward and backward. The kernels in
 // synaptic.cu only compute the thread index and call these; the host tests compile this file with
 // g++ and run it thread by thread against the reference and the CPU op (no GPU needed). The math
-// is core/synaptic.h's, the synapse sum in torch's CUDA order (kCudaSum).
+// is core/synaptic.h's, the synapse sum in torch's CUDA order (SUM: kCudaSumDown or kCudaSumUp,
+// the one the running torch uses, core/torch_sum.h).
 //
 // S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
 // registers; otherwise in the (B,N,S) final-state buffer (forward) or the carried-gradient buffer
@@ -24,7 +25,7 @@ namespace lif {
 namespace gpu {
 
 // Forward thread idx = b * N + n, 0 <= idx < B * N.
-template <typename IT, typename T, int NOISE, int S_FIXED>
+template <typename IT, typename T, int NOISE, int S_FIXED, int SUM>
 LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, NS = N * S;
   const int64_t b = idx / N;
@@ -55,7 +56,7 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       if (a.irec_out) a.irec_out[srow + k] = r[k];
     }
     // The LIF step with the synapse sum as its input (SPEC §7).
-    const T isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
+    const T isum = synaptic_sum<SUM, S_FIXED>(ist, S, a.B * N);
     T u, s;
     if constexpr (NOISE == kNoNoise) {
       s = step_forward(alpha, w, isum, bias, thr, M, u, w);
