@@ -578,6 +578,58 @@ def test_training_step_makes_no_host_sync():
     assert lif_cuda.ops.kernel_launches() == launches
 
 
+def _train_net(model):
+    torch.manual_seed(0)
+    n = 24
+    net = torch.nn.Sequential(torch.nn.Linear(8, model.n_in(n)), model.layer(n, backend="fused"),
+                              torch.nn.Linear(n, 4)).to(CUDA)
+    return net, torch.optim.Adam(net.parameters(), lr=1e-2, capturable=True)
+
+
+def _train_step(net, opt, x, y, lengths):
+    opt.zero_grad(set_to_none=False)
+    loss = (net[2](net[1](net[0](x), lengths)) - y).square().mean()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+@needs_kernels
+def test_training_step_captured_in_a_cuda_graph_replays_like_eager(model):
+    """A whole training step (forward, backward, a capturable Adam step) captured in one CUDA graph
+    after warm-up steps, lengths on the device: the capture makes no host read (the parameter and
+    lengths checks skip what capture forbids), and each replay moves the parameters as the same step
+    run eagerly does."""
+    x = torch.randn(5, 29, 8, device=CUDA)
+    y = torch.randn(5, 29, 4, device=CUDA)
+    lengths = torch.tensor(LENGTHS, device=CUDA)
+    net, opt = _train_net(model)
+    twin, twin_opt = _train_net(model)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            _train_step(net, opt, x, y, lengths)
+            _train_step(twin, twin_opt, x, y, lengths)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = _train_step(net, opt, x, y, lengths)
+    before = [p.detach().clone() for p in net.parameters()]
+    for step in range(4):
+        graph.replay()
+        want = _train_step(twin, twin_opt, x, y, lengths)
+        torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6, msg=f"replay {step}: loss")
+        for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"replay {step}: {name}")
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters())), "the replays trained nothing"
+    # A bad value written between replays is refused by the next eager call, naming it.
+    with torch.no_grad():
+        net[1].threshold.fill_(-1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        net(x)
+
+
 # ------------------------------------------------------------------ the module on CUDA
 
 
