@@ -1228,6 +1228,45 @@ def test_synaptic_row_sums_follow_their_orders(syn_lib, dtype, S):
         assert not torch.equal(reduce_cuh_sum(x, "down"), reduce_cuh_sum(x, "up"))
 
 
+def grad_tree_sum(values, width=256, leaf=32):
+    """csrc/core/grad_sums.h's pass-2 tree over float64 values, in Python floats: leaves of
+    max(leaf, ceil(n / width)) consecutive values summed in order from 0, then added pairwise."""
+    n = len(values)
+    L = max(leaf, -(-n // width))
+    v = []
+    for j in range(0, n, L):
+        acc = 0.0
+        for x in values[j:j + L]:
+            acc += x
+        v.append(acc)
+    w = 1
+    while w < len(v):
+        for j in range(0, len(v) - w, 2 * w):
+            v[j] += v[j + w]
+        w *= 2
+    return v[0] if v else 0.0
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 100, 1000, 8192, 16385, 70001])
+def test_gradient_sums_collapse_as_a_fixed_tree(syn_lib, n):
+    """Pass 2 of the gradient sums (a scalar parameter: all N values; (1,S): each synapse's N values)
+    as grad_tree_sum says, the tree the CUDA block computes; up to 32 values the sum in index order."""
+    rows = torch.randn(n * 3, dtype=torch.float64) * torch.logspace(-6, 6, n * 3, dtype=torch.float64)
+    for collapse, S in ((2, 1), (1, 3)):
+        M = n * 3 if collapse == 2 else n * S
+        got = torch.empty(() if collapse == 2 else (S,), dtype=torch.float64)
+        partial = rows.clone()  # overwritten by the passes
+        syn_lib.syn_host_grad_sum(1, _ptr(partial), M, S, collapse, _ptr(got), None, None, 1e-3, 1)
+        values = rows.tolist()
+        want = [grad_tree_sum(values)] if collapse == 2 else [grad_tree_sum(values[k::S]) for k in range(S)]
+        assert got.reshape(-1).tolist() == want
+    if n <= 32:  # one leaf: the additions in index order
+        acc = 0.0
+        for x in values[0::S]:
+            acc += x
+        assert want[0] == acc
+
+
 def test_sum_probe_tells_the_cuda_orders_apart(syn_lib):
     """The device probe (csrc/cuda/sum_order.h) sums these rows with torch.sum on CUDA and keeps the
     order whose emulation matches every row: each shape's rows must tell the two orders apart, and
