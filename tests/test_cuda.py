@@ -131,6 +131,26 @@ def test_forward_equals_reference_on_cuda(name, dtype):
 
 
 @needs_kernels
+def test_decay_follows_in_place_changes_of_tau_on_cuda():
+    """On CUDA the op keeps the decays of recent taus by tensor identity and version (host/prepare.h
+    DecayCache): an in-place change, as an optimiser step makes, is seen by the next call, forward
+    and backward; a new tensor with the old values gives the old bits."""
+    case = on(make_case(21, 2, 40, 24), CUDA)
+    tau = case.tau_mem.clone().requires_grad_()
+    for change in (None, 2.0, 0.5):
+        if change is not None:
+            with torch.no_grad():
+                tau.mul_(change)
+        got = fused(case.replace(tau_mem=tau))
+        want = reference(case.replace(tau_mem=tau))
+        assert_same_outputs(got, want, f"tau changed by {change}")
+        g_got, = torch.autograd.grad(got[1].square().sum(), tau)
+        g_want, = torch.autograd.grad(want[1].square().sum(), tau)
+        assert rel_err(g_got, g_want) <= 1e-5, f"tau changed by {change}: grad"
+    assert_same_outputs(fused(case.replace(tau_mem=tau.detach().clone())), want, "a copy of tau")
+
+
+@needs_kernels
 @pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
                          ids=["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
