@@ -482,6 +482,29 @@ def test_backward_equals_cpu_kernel(dtype, surrogate, gw):
 
 
 @needs_kernels
+@pytest.mark.parametrize("N", [20, 1000, 70001])
+def test_scalar_parameter_gradients_equal_cpu_kernel(N):
+    """A () parameter's gradient collapses all N neurons' float64 sums as core/grad_sums.h's tree:
+    on CUDA a block adds the leaves in parallel and the levels in shared memory, on the CPU a loop
+    does: the same bits (N = 20: one leaf; 1000: 32 leaves; 70001: 256 leaves of 274)."""
+    case = make_case(123, 2, 17, N, torch.float32, params="scalar")
+    dt = case.dt
+    taus = [t for t in (0.02, 0.013, 0.031, 0.047, 0.0071)
+            if torch.equal(torch.exp(-dt / torch.tensor(t)), torch.exp(-dt / torch.tensor(t, device=CUDA)).cpu())]
+    assert taus, "CUDA's exp differs from the CPU's on every candidate tau"
+    tau = torch.tensor(taus[0])
+    fwd = torch.ops.lif_cuda.lif_forward(case.input, case.v0, tau, case.threshold, case.bias, None, None,
+                                         dt, 0.0, 0.5, 2.0**16, 0, True, True)
+    gs, _, gvf = _upstream(case)
+    args = lambda dev: (gs.to(dev), None, gvf.to(dev), fwd[3].to(dev), case.v0.to(dev),  # noqa: E731
+                        tau.to(dev), case.threshold.to(dev), dt, 0.5, 2.0**16, 0, True)
+    want = torch.ops.lif_cuda.lif_backward(*args("cpu"))
+    got = torch.ops.lif_cuda.lif_backward(*args(CUDA))
+    for name, g, w in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
+        assert_bitwise(g.cpu(), w, f"backward {name}, N={N}")
+
+
+@needs_kernels
 def test_parameter_gradients_are_deterministic():
     case = on(make_case(131, 64, 40, 300), CUDA)
     up = _upstream(case)
