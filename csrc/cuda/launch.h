@@ -57,11 +57,11 @@ __global__ void __launch_bounds__(kGradTreeWidth) grad_sum_neurons_kernel(const 
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// The host code's view of capture (host/prepare.h g_stream_capturing), set once at load.
+// The host code's view of capture (host/prepare.h g_stream_capturing, set where the CUDA ops are
+// registered, lif.cu).
 inline bool stream_capturing() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
 }
-inline const bool kStreamCapturingHooked = (g_stream_capturing.store(&stream_capturing), true);
 
 // The parameter-gradient sums on the current stream: pass 1, then pass 2 where the parameter is
 // shared.
