@@ -4,6 +4,7 @@
     layer = lif_cuda.LIFNeuron(128)          # drop-in for Rockpool's LIFNeuronTorch
     spikes = layer(torch.randn(32, 100, 128))
     syn = lif_cuda.SynapticLIF((2 * 128, 128), has_rec=True)   # Rockpool's LIFTorch: synapses, recurrence
+    alif = lif_cuda.AdaptiveLIF(128)         # adaptive threshold (SPEC §10)
 
 `lif_cuda.lif_evolve(...)` is the functional form; `lif_cuda.reference` the pure-PyTorch oracle.
 """
@@ -11,9 +12,9 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
-from .functional import fused_available, lif_evolve, synaptic_evolve
-from .neurons import LIFNeuron, SynapticLIF
-from .reference import lif_evolve_reference, synaptic_evolve_reference
+from .functional import adaptive_evolve, fused_available, lif_evolve, synaptic_evolve
+from .neurons import AdaptiveLIF, LIFNeuron, SynapticLIF
+from .reference import adaptive_evolve_reference, lif_evolve_reference, synaptic_evolve_reference
 from .surrogates import PeriodicExponential, StepPWL
 
 __version__ = "0.1.0"
@@ -25,6 +26,9 @@ __all__ = [
     "SynapticLIF",
     "synaptic_evolve",
     "synaptic_evolve_reference",
+    "AdaptiveLIF",
+    "adaptive_evolve",
+    "adaptive_evolve_reference",
     "fused_available",
     "StepPWL",
     "PeriodicExponential",

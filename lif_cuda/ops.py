@@ -15,6 +15,8 @@ __all__ = [
     "lif_backward_op",
     "synaptic_forward_op",
     "synaptic_backward_op",
+    "adaptive_forward_op",
+    "adaptive_backward_op",
     "kernel_launches",
 ]
 
@@ -31,6 +33,7 @@ def _check_devices(input, **tensors):
 
 lif_forward_op = lif_backward_op = None
 synaptic_forward_op = synaptic_backward_op = None
+adaptive_forward_op = adaptive_backward_op = None
 
 if _ext.loaded():
 
@@ -106,11 +109,52 @@ if _ext.loaded():
             u.new_empty((B, T, N)) if noise_grad else u.new_empty((0,)),
         )
 
+    @torch.library.register_fake("lif_cuda::adaptive_forward")
+    def _adaptive_forward_fake(
+        input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise, noise_key, dt, noise_scale, window,
+        max_spikes, surrogate, record, save, lengths=None,
+    ):
+        _check_devices(input, tau_adapt=tau_adapt, beta_adapt=beta_adapt, tau_mem=tau_mem, threshold=threshold,
+                       bias=bias, v0=v0, b0=b0, noise=noise, lengths=lengths)
+        B, T, N = input.shape
+        none = v0.new_empty((0,))
+        seq = lambda wanted: v0.new_empty((B, T, N)) if wanted else v0.new_empty((0,))  # noqa: E731
+        return (
+            input.new_empty((B, T, N)),
+            seq(record),
+            seq(record),
+            v0.new_empty((B, N)),
+            v0.new_empty((B, N)),
+            seq(save),
+            seq(save),
+            v0.new_empty(v0.shape) if save else none,
+            v0.new_empty(b0.shape) if save else v0.new_empty((0,)),
+        )
+
+    @torch.library.register_fake("lif_cuda::adaptive_backward")
+    def _adaptive_backward_fake(
+        grad_spikes, grad_vmem, grad_adapt, grad_vfinal, grad_bfinal, u, b, v0, b0, tau_mem, threshold, tau_adapt,
+        beta_adapt, dt, window, max_spikes, surrogate, scalar_bias, lengths=None,
+    ):
+        B, T, N = u.shape
+        return (
+            grad_spikes.new_empty((B, T, N)),
+            u.new_empty(v0.shape),
+            u.new_empty(b0.shape),
+            u.new_empty(tau_mem.shape),
+            u.new_empty(threshold.shape),
+            u.new_empty(() if scalar_bias else (N,)),
+            u.new_empty(tau_adapt.shape),
+            u.new_empty(beta_adapt.shape),
+        )
+
     # The op packets themselves (no Python wrapper on the hot path).
     lif_forward_op = torch.ops.lif_cuda.lif_forward
     lif_backward_op = torch.ops.lif_cuda.lif_backward
     synaptic_forward_op = torch.ops.lif_cuda.synaptic_forward
     synaptic_backward_op = torch.ops.lif_cuda.synaptic_backward
+    adaptive_forward_op = torch.ops.lif_cuda.adaptive_forward
+    adaptive_backward_op = torch.ops.lif_cuda.adaptive_backward
 
 
 def kernel_launches() -> int:

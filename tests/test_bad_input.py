@@ -664,8 +664,8 @@ def test_module_zero_sized_keeps_state(model, shape, backend, real_kernels):
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # w_rec (0, 0)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_module_zero_neurons(model, backend, real_kernels):
-    if model.name == "lif":
-        m = lif_cuda.LIFNeuron(0, backend=backend)
+    if model.name in ("lif", "adaptive"):
+        m = {"lif": lif_cuda.LIFNeuron, "adaptive": lif_cuda.AdaptiveLIF}[model.name](0, backend=backend)
     else:
         m = lif_cuda.SynapticLIF((0,), has_rec=model.recurrent, backend=backend)
     assert m.n_neurons == 0

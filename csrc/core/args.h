@@ -102,6 +102,56 @@ struct LifBackwardArgs {
   int64_t B, Tn, N;
 };
 
+// ---------------------------------------------------------------- the adaptive LIF (SPEC §10)
+// The LIF's arguments plus the adaptation b: its initial state, records, saved sequence and final
+// state, and its two parameters.
+
+template <typename IT, typename T>
+struct AdaptiveForwardArgs {
+  const IT* x;  // (B,T,N) input current
+  Noise<T> noise;
+  const T* v0;  // initial membrane: row b at v0 + b * state_stride_b
+  const T* b0;  // initial adaptation: likewise
+  int64_t v0_stride_b, b0_stride_b;
+  PerNeuron<T> alpha, thr, bias, rho, beta;  // rho = exp(-dt/tau_adapt); q = 1 - rho in the kernel
+  double max_spikes;
+  IT* s_out;  // (B,T,N) spikes
+  T* vmem_out;  // (B,T,N) record of the membrane after reset, or nullptr
+  T* adapt_out;  // (B,T,N) record of the adaptation after the step, or nullptr
+  T* u_out;  // (B,T,N) membrane before the spike, saved for the backward, or nullptr
+  T* b_out;  // (B,T,N) adaptation after the step, saved for the backward, or nullptr
+  T* v_final;  // (B,N)
+  T* b_final;  // (B,N)
+  const int64_t* lengths;
+  int64_t B, Tn, N;
+};
+
+template <typename IT, typename T>
+struct AdaptiveBackwardArgs {
+  const IT* gs;  // (B,T,N) upstream gradient on spikes, with the strides below
+  int64_t gs_stride_b, gs_stride_t, gs_stride_n;
+  const T* gw;  // (B,T,N) upstream gradient on the membrane record, or nullptr
+  const T* gb;  // (B,T,N) upstream gradient on the adaptation record, or nullptr
+  const T* gvf;  // (B,N) upstream gradient on the final membrane, or nullptr
+  const T* gbf;  // (B,N) upstream gradient on the final adaptation, or nullptr
+  const T* u;  // (B,T,N) saved membrane before the spike
+  const T* b;  // (B,T,N) saved adaptation after each step
+  const T* v0;
+  const T* b0;
+  int64_t v0_stride_b, b0_stride_b;
+  PerNeuron<T> alpha, thr, rho, beta;
+  double window, max_spikes;
+  int surrogate;
+  IT* g_in;  // (B,T,N) dL/dx (and dL/dz)
+  T* g_v0;  // (B,N), or nullptr for a shared (N,) v0: its rows go to the partials
+  T* g_b0;  // likewise
+  // (5 + shared states, B, N) per-row float64 sums for GradSum: alpha, threshold, bias, beta_adapt,
+  // rho; then a shared v0's rows, then a shared b0's rows.
+  double* partial;
+  const int64_t* lengths;
+  int64_t B, Tn, N;
+};
+
 // ---------------------------------------------------------------- the synaptic model (SPEC §7)
 // A call covers the steps [t0, t0 + steps): all of them in one call (feed-forward), or one step
 // per call with the recurrent current r of that step (forward) or the gradient dL/ds it brings

@@ -60,10 +60,10 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
-  op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : no_output(), state);
-  op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : no_output(), state);
+  op.vmem = sequence_output(record, B, T, N, state);
+  op.u = sequence_output(save_u, B, T, N, state);
   op.v_final = at::empty({B, N}, state);
-  op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state);
+  op.v0_saved = saved_state(v0, save_u);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {
@@ -147,11 +147,7 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   if (!op.run) {
     // Nothing ran: dL/dv0 is the gradient on the final state (summed over the batch for a shared
     // v0); the parameters get none.
-    if (grad_vfinal.has_value() && B > 0) {
-      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : shared_state_grad(*grad_vfinal));
-    } else {
-      op.g_v0.zero_();
-    }
+    state_grad_without_run(op.g_v0, grad_vfinal, v0, B);
     op.g_tau.zero_();
     op.g_thr.zero_();
     op.g_bias.zero_();

@@ -216,6 +216,29 @@ inline Tensor grad_spikes_for_kernels(const Tensor& grad_spikes, int64_t N) {
 // kernel ran (an empty shape): its rows' gradients summed over the batch.
 inline Tensor shared_state_grad(const Tensor& rows) { return rows.sum(0); }
 
+// A forward's (B,T,N) output, or (0,) where it is not asked for.
+inline Tensor sequence_output(bool wanted, int64_t B, int64_t T, int64_t N,
+                              const at::TensorOptions& opts) {
+  return empty_output(wanted ? at::IntArrayRef{B, T, N} : no_output(), opts);
+}
+
+// A copy of an initial state as the forward read it, for the backward (`save`), or (0,): a module
+// updates its state in place right after the call.
+inline Tensor saved_state(const Tensor& state, bool save) {
+  return save ? state.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state.options());
+}
+
+// An initial state's gradient where no kernel ran (an empty shape): the gradient on the final
+// state (summed over the batch for a shared state), or zero.
+inline void state_grad_without_run(Tensor& g_state, const OptTensor& grad_final,
+                                   const Tensor& state, int64_t B) {
+  if (grad_final.has_value() && B > 0) {
+    g_state.copy_(state.dim() == 2 ? *grad_final : shared_state_grad(*grad_final));
+  } else {
+    g_state.zero_();
+  }
+}
+
 // A parameter's gradient from its per-row float64 sums (GradSum, core/grad_sums.h): kept in its
 // shape, summed over the neurons per synapse index ((1,S)) or altogether (()).
 template <typename T>
