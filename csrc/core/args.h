@@ -103,53 +103,32 @@ struct LifBackwardArgs {
 };
 
 // ---------------------------------------------------------------- the adaptive LIF (SPEC §10)
-// The LIF's arguments plus the adaptation b: its initial state, records, saved sequence and final
-// state, and its two parameters.
+// The LIF's arguments (the membrane part: input, noise, v0, alpha, threshold, bias, spikes, the
+// membrane's records, lengths, sizes) plus the adaptation b's.
 
 template <typename IT, typename T>
 struct AdaptiveForwardArgs {
-  const IT* x;  // (B,T,N) input current
-  Noise<T> noise;
-  const T* v0;  // initial membrane: row b at v0 + b * state_stride_b
-  const T* b0;  // initial adaptation: likewise
-  int64_t v0_stride_b, b0_stride_b;
-  PerNeuron<T> alpha, thr, bias, rho, beta;  // rho = exp(-dt/tau_adapt); q = 1 - rho in the kernel
-  double max_spikes;
-  IT* s_out;  // (B,T,N) spikes
-  T* vmem_out;  // (B,T,N) record of the membrane after reset, or nullptr
-  T* adapt_out;  // (B,T,N) record of the adaptation after the step, or nullptr
-  T* u_out;  // (B,T,N) membrane before the spike, saved for the backward, or nullptr
-  T* b_out;  // (B,T,N) adaptation after the step, saved for the backward, or nullptr
-  T* v_final;  // (B,N)
-  T* b_final;  // (B,N)
-  const int64_t* lengths;
-  int64_t B, Tn, N;
+  LifForwardArgs<IT, T> lif;
+  const T* b0;  // initial adaptation: row b at b0 + b * b0_stride_b
+  int64_t b0_stride_b;
+  PerNeuron<T> rho, beta;  // rho = exp(-dt/tau_adapt), beta_adapt; q = 1 - rho in the kernel
+  T* adapt_out;  // (B,T,N) record of the adaptation after each step, or nullptr
+  T* b_out;      // (B,T,N) the same, saved for the backward, or nullptr
+  T* b_final;    // (B,N)
 };
 
 template <typename IT, typename T>
 struct AdaptiveBackwardArgs {
-  const IT* gs;  // (B,T,N) upstream gradient on spikes, with the strides below
-  int64_t gs_stride_b, gs_stride_t, gs_stride_n;
-  const T* gw;  // (B,T,N) upstream gradient on the membrane record, or nullptr
-  const T* gb;  // (B,T,N) upstream gradient on the adaptation record, or nullptr
-  const T* gvf;  // (B,N) upstream gradient on the final membrane, or nullptr
+  // lif.partial: (7, B, N) per-row float64 sums for GradSum: the LIF's four rows (alpha,
+  // threshold, bias, a shared v0's rows), then beta_adapt, rho, a shared b0's rows.
+  LifBackwardArgs<IT, T> lif;
+  const T* gb;   // (B,T,N) upstream gradient on the adaptation record, or nullptr
   const T* gbf;  // (B,N) upstream gradient on the final adaptation, or nullptr
-  const T* u;  // (B,T,N) saved membrane before the spike
-  const T* b;  // (B,T,N) saved adaptation after each step
-  const T* v0;
+  const T* b;    // (B,T,N) saved adaptation after each step
   const T* b0;
-  int64_t v0_stride_b, b0_stride_b;
-  PerNeuron<T> alpha, thr, rho, beta;
-  double window, max_spikes;
-  int surrogate;
-  IT* g_in;  // (B,T,N) dL/dx (and dL/dz)
-  T* g_v0;  // (B,N), or nullptr for a shared (N,) v0: its rows go to the partials
-  T* g_b0;  // likewise
-  // (5 + shared states, B, N) per-row float64 sums for GradSum: alpha, threshold, bias, beta_adapt,
-  // rho; then a shared v0's rows, then a shared b0's rows.
-  double* partial;
-  const int64_t* lengths;
-  int64_t B, Tn, N;
+  int64_t b0_stride_b;
+  PerNeuron<T> rho, beta;
+  T* g_b0;  // (B,N), or nullptr for a shared (N,) b0: its rows go to lif.partial's row 6
 };
 
 // ---------------------------------------------------------------- the synaptic model (SPEC §7)

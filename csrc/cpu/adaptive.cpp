@@ -33,8 +33,8 @@ struct AdaptiveRows {
 
   template <typename Args>
   AdaptiveRows(const Args& a, int64_t n0, int64_t len)
-      : alpha(param_row(a.alpha, n0, len, alpha_buf)),
-        thr(param_row(a.thr, n0, len, thr_buf)),
+      : alpha(param_row(a.lif.alpha, n0, len, alpha_buf)),
+        thr(param_row(a.lif.thr, n0, len, thr_buf)),
         rho(param_row(a.rho, n0, len, rho_buf)),
         beta(param_row(a.beta, n0, len, beta_buf)) {
     for (int64_t n = 0; n < len; ++n) q[n] = T(1) - rho[n];
@@ -181,35 +181,36 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
 struct AdaptiveCpu : CpuDevice {
   template <typename IT, typename T>
   static void forward(const AdaptiveForwardArgs<IT, T>& a) {
-    const int64_t B = a.B, Tn = a.Tn, N = a.N;
-    const T M = static_cast<T>(a.max_spikes);
-    const T scale = static_cast<T>(a.noise.scale);
+    const LifForwardArgs<IT, T>& m = a.lif;  // the membrane part
+    const int64_t B = m.B, Tn = m.Tn, N = m.N;
+    const T M = static_cast<T>(m.max_spikes);
+    const T scale = static_cast<T>(m.noise.scale);
     uint64_t seed = 0, offset = 0;
-    a.noise.key.get(seed, offset);
-    NOISE_SWITCH(a.noise.mode, NOISE, [&] {
+    m.noise.key.get(seed, offset);
+    NOISE_SWITCH(m.noise.mode, NOISE, [&] {
       for_each_tile(
           B, N, choose_tile(B, N, kMaxTile), Tn * N * B, [&](int64_t b, int64_t n0, int64_t len) {
             const AdaptiveRows<T, kMaxTile> p(a, n0, len);
             T bias_buf[kMaxTile];
             const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
             const int64_t bn = b * N + n0;
-            TileNoise<T, NOISE, kMaxTile> noise(a.noise.tensor ? a.noise.tensor + row : nullptr,
+            TileNoise<T, NOISE, kMaxTile> noise(m.noise.tensor ? m.noise.tensor + row : nullptr,
                                                 seed, offset, static_cast<uint64_t>(bn), scale,
                                                 len);
-            T* vmem = a.vmem_out ? a.vmem_out + row : nullptr;
+            T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
             T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
-            T* u_out = a.u_out ? a.u_out + row : nullptr;
+            T* u_out = m.u_out ? m.u_out + row : nullptr;
             T* b_out = a.b_out ? a.b_out + row : nullptr;
-            const int64_t steps = row_steps(a.lengths, b, Tn);
-            forward_tile<IT, T, NOISE>(a.x + row, noise, a.v0 + b * a.v0_stride_b + n0,
+            const int64_t steps = row_steps(m.lengths, b, Tn);
+            forward_tile<IT, T, NOISE>(m.x + row, noise, m.v0 + b * m.v0_stride_b + n0,
                                        a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
-                                       param_row(a.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M,
-                                       a.s_out + row, vmem, adapt, u_out, b_out, a.v_final + bn,
+                                       param_row(m.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M,
+                                       m.s_out + row, vmem, adapt, u_out, b_out, m.v_final + bn,
                                        a.b_final + bn, steps, N, len);
             if (steps < Tn) {
-              pad_fill(a.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+              pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
               for (T* seq : {vmem, u_out}) {
-                if (seq) pad_hold<T>(seq, a.v_final + bn, steps, Tn, N, len);
+                if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
               }
               for (T* seq : {adapt, b_out}) {
                 if (seq) pad_hold<T>(seq, a.b_final + bn, steps, Tn, N, len);
@@ -221,39 +222,40 @@ struct AdaptiveCpu : CpuDevice {
 
   template <typename IT, typename T>
   static void backward(const AdaptiveBackwardArgs<IT, T>& a) {
-    const int64_t B = a.B, Tn = a.Tn, N = a.N, BN = B * N;
-    const T M = static_cast<T>(a.max_spikes);
-    const T window = static_cast<T>(a.window);
-    const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
-      return BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
+    const LifBackwardArgs<IT, T>& m = a.lif;
+    const int64_t B = m.B, Tn = m.Tn, N = m.N, BN = B * N;
+    const T M = static_cast<T>(m.max_spikes);
+    const T window = static_cast<T>(m.window);
+    const auto fn = SURROGATE_SWITCH(m.surrogate, SURR, [&] {
+      return BOOL_SWITCH(m.gw != nullptr, HAS_GW, [&] {
         return BOOL_SWITCH(a.gb != nullptr, HAS_GB,
                            [&] { return &backward_tile<IT, T, SURR, HAS_GW, HAS_GB>; });
       });
     });
-    for_each_tile(B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN,
-                  [&](int64_t b, int64_t n0, int64_t len) {
-                    const AdaptiveRows<T, LIF_BWD_TILE> p(a, n0, len);
-                    const int64_t row = b * Tn * N + n0;
-                    const int64_t bn = b * N + n0;
-                    const int64_t steps = row_steps(a.lengths, b, Tn);
-                    double* part = a.partial + bn;
-                    const TileGradOut<T> out{part,
-                                             part + BN,
-                                             part + 2 * BN,
-                                             part + 3 * BN,
-                                             part + 4 * BN,
-                                             a.g_v0 ? a.g_v0 + bn : nullptr,
-                                             a.g_v0 ? nullptr : part + 5 * BN,
-                                             a.g_b0 ? a.g_b0 + bn : nullptr,
-                                             a.g_b0 ? nullptr : part + 6 * BN};
-                    fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
-                       a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr,
-                       a.gb ? a.gb + row : nullptr, a.gvf ? a.gvf + bn : nullptr,
-                       a.gbf ? a.gbf + bn : nullptr, a.u + row, a.b + row,
-                       a.v0 + b * a.v0_stride_b + n0, a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
-                       p.rho, p.q, p.beta, window, M, a.g_in + row, out, steps, N, len);
-                    pad_fill(a.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
-                  });
+    for_each_tile(
+        B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN, [&](int64_t b, int64_t n0, int64_t len) {
+          const AdaptiveRows<T, LIF_BWD_TILE> p(a, n0, len);
+          const int64_t row = b * Tn * N + n0;
+          const int64_t bn = b * N + n0;
+          const int64_t steps = row_steps(m.lengths, b, Tn);
+          double* part = m.partial + bn;  // rows as core/args.h's AdaptiveBackwardArgs says
+          const TileGradOut<T> out{part,
+                                   part + BN,
+                                   part + 2 * BN,
+                                   part + 4 * BN,
+                                   part + 5 * BN,
+                                   m.g_v0 ? m.g_v0 + bn : nullptr,
+                                   m.g_v0 ? nullptr : part + 3 * BN,
+                                   a.g_b0 ? a.g_b0 + bn : nullptr,
+                                   a.g_b0 ? nullptr : part + 6 * BN};
+          fn(m.gs + b * m.gs_stride_b + n0 * m.gs_stride_n, m.gs_stride_t,
+             m.gs_stride_n == 0 && len > 1, m.gw ? m.gw + row : nullptr,
+             a.gb ? a.gb + row : nullptr, m.gvf ? m.gvf + bn : nullptr,
+             a.gbf ? a.gbf + bn : nullptr, m.u + row, a.b + row, m.v0 + b * m.v0_stride_b + n0,
+             a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr, p.rho, p.q, p.beta, window, M,
+             m.g_in + row, out, steps, N, len);
+          pad_fill(m.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
+        });
   }
 };
 

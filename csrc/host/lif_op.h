@@ -47,16 +47,19 @@ struct LifForwardOp {
 };
 
 // `host_key` false: in-kernel noise keyed on the device (the CUDA op under graph capture).
+// `checked`: the arguments were checked by a model built on this one (host/adaptive_op.h).
 inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
                                         const Tensor& tau_mem, const Tensor& threshold,
                                         const Tensor& bias, const OptTensor& noise,
                                         const OptTensor& noise_key, double dt, double noise_scale,
                                         double window, double max_spikes, bool record, bool save_u,
-                                        const OptTensor& lengths, bool host_key = true) {
+                                        const OptTensor& lengths, bool host_key = true,
+                                        bool checked = false) {
   LifForwardOp op;
   std::tie(op.B, op.T, op.N) =
-      check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                         window, max_spikes, lengths);
+      checked ? std::make_tuple(input.size(0), input.size(1), input.size(2))
+              : check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                                   noise_scale, window, max_spikes, lengths);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
@@ -126,16 +129,20 @@ struct LifBackwardOp : BackwardSettings {
 };
 
 // grad_spikes is read as grad_spikes_for_kernels says (in place where its rows allow).
+// `partial_rows` > 0 and `checked`: for a model built on this one, which adds its own rows of
+// per-row sums after the LIF's four and has checked the arguments (host/adaptive_op.h).
 inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
                                           const OptTensor& grad_vfinal, const Tensor& u,
                                           const Tensor& v0, const Tensor& tau_mem,
                                           const Tensor& threshold, double dt, double window,
                                           double max_spikes, int64_t surrogate, bool scalar_bias,
-                                          const OptTensor& lengths) {
+                                          const OptTensor& lengths, int64_t partial_rows = 0,
+                                          bool checked = false) {
   LifBackwardOp op;
   std::tie(op.B, op.T, op.N) =
-      check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                          window, max_spikes, surrogate, lengths);
+      checked ? std::make_tuple(u.size(0), u.size(1), u.size(2))
+              : check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold,
+                                    dt, window, max_spikes, surrogate, lengths);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto opts = u.options();
   op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
@@ -163,7 +170,8 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.thr = threshold.contiguous();
   op.set(lengths, dt, window, max_spikes, surrogate);
   // Written in full by the kernels.
-  op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts.dtype(at::kDouble));
+  if (partial_rows == 0) partial_rows = v0.dim() == 2 ? 3 : 4;
+  op.partial = empty_output({partial_rows, B, N}, opts.dtype(at::kDouble));
   return op;
 }
 
@@ -173,19 +181,10 @@ LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& t
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
                           double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
                           const OptTensor& lengths) {
-  const c10::DeviceGuard guard(input.device());
-  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  LifForwardOp op =
-      prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                          window, max_spikes, record, save_u, lengths, !device_key);
-  if (op.run) {
-    if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
-    LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward", [&] {
-      count_launch();
-      Dev::forward(op.args<IT, CT>());
-    });
-  }
-  return op.outputs();
+  return run_forward_op<Dev>(input, noise, noise_key, noise_scale, [&](bool key) {
+    return prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                               noise_scale, window, max_spikes, record, save_u, lengths, key);
+  });
 }
 
 template <typename Dev>
@@ -194,18 +193,10 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
                             const Tensor& tau_mem, const Tensor& threshold, double dt,
                             double window, double max_spikes, int64_t surrogate, bool scalar_bias,
                             const OptTensor& lengths) {
-  const c10::DeviceGuard guard(u.device());
-  LifBackwardOp op =
-      prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                           window, max_spikes, surrogate, scalar_bias, lengths);
-  if (op.run) {
-    LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward", [&] {
-      count_launch();
-      Dev::backward(op.args<IT, CT>());
-      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
-    });
-  }
-  return op.outputs();
+  return run_backward_op<Dev>(u, [&] {
+    return prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                                window, max_spikes, surrogate, scalar_bias, lengths);
+  });
 }
 
 }  // namespace lif

@@ -266,6 +266,42 @@ GradSum<T> shared_state_sum(const Tensor& rows, Tensor& rows64, const Tensor& ds
                      dst);
 }
 
+// An op function's frame, the same for every model: under a guard for the device,
+// `prepare(host_key)` checks the arguments and builds the op struct (outputs, inputs; host_key
+// false: the device keys the in-kernel noise, as the CUDA op does under graph capture), then,
+// unless the shape is empty, the device's kernels run on the struct's arguments for the I/O dtype
+// (and, backward, its gradient sums).
+template <typename Dev, typename Prepare>
+auto run_forward_op(const Tensor& input, const OptTensor& noise, const OptTensor& noise_key,
+                    double noise_scale, const Prepare& prepare) {
+  const c10::DeviceGuard guard(input.device());
+  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
+  auto op = prepare(!device_key);
+  if (op.run) {
+    if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
+    // (the dispatch's name only shows in its error for a dtype the checks already refused)
+    LIF_DISPATCH_IO(op.x.scalar_type(), "lif_cuda forward", [&] {
+      count_launch();
+      Dev::forward(op.template args<IT, CT>());
+    });
+  }
+  return op.outputs();
+}
+
+template <typename Dev, typename Prepare>
+auto run_backward_op(const Tensor& u, const Prepare& prepare) {
+  const c10::DeviceGuard guard(u.device());
+  auto op = prepare();
+  if (op.run) {
+    LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_cuda backward", [&] {
+      count_launch();
+      Dev::backward(op.template args<IT, CT>());
+      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
+    });
+  }
+  return op.outputs();
+}
+
 // What a device file gives the ops (host/lif_op.h, host/synaptic_op.h run them, under a guard
 // for the input's device): its kernels (static forward/backward on the argument structs), its
 // gradient-sum runner, and, where the device has one, the in-kernel noise key read on the device
