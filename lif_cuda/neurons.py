@@ -161,6 +161,16 @@ class NeuronLayer(nn.Module):
     def _model_repr(self):
         return ""
 
+    def _init_lif(self, shape, tau_mem, threshold, bias):
+        """The LIF neuron's shape and parameters (SPEC §5), which models built on it share; returns N."""
+        n = _n_from_shape(shape)
+        self.n_neurons = self.size_in = self.size_out = n
+        self.shape = (n,)
+        self.tau_mem = _neuron_param("tau_mem", tau_mem, n, 20e-3, positive=True)
+        self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
+        self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
+        return n
+
     # ------------------------------------------------------------------ dtypes and devices
 
     def _apply(self, fn, recurse=True):
@@ -392,12 +402,7 @@ class LIFNeuron(NeuronLayer):
                  spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16, backend="auto",
                  noise="kernel", batch_state=False):
         super().__init__()
-        n = _n_from_shape(shape)
-        self.n_neurons = self.size_in = self.size_out = n
-        self.shape = (n,)
-        self.tau_mem = _neuron_param("tau_mem", tau_mem, n, 20e-3, positive=True)
-        self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
-        self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
+        n = self._init_lif(shape, tau_mem, threshold, bias)
         self.register_buffer("vmem", torch.zeros(n))
         self._init_settings(dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise,
                             batch_state)
@@ -438,12 +443,7 @@ class AdaptiveLIF(NeuronLayer):
                  noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16,
                  backend="auto", noise="kernel", batch_state=False):
         super().__init__()
-        n = _n_from_shape(shape)
-        self.n_neurons = self.size_in = self.size_out = n
-        self.shape = (n,)
-        self.tau_mem = _neuron_param("tau_mem", tau_mem, n, 20e-3, positive=True)
-        self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
-        self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
+        n = self._init_lif(shape, tau_mem, threshold, bias)
         self.tau_adapt = _neuron_param("tau_adapt", tau_adapt, n, 200e-3, positive=True)
         self.beta_adapt = _neuron_param("beta_adapt", beta_adapt, n, 1.0, positive=False)
         self.register_buffer("vmem", torch.zeros(n))

@@ -34,6 +34,21 @@ def _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spi
     return s, u - s * threshold
 
 
+def _step_inputs(input, noise, t, lengths, dtype):
+    """Step t's input and noise terms (B,N) and, with lengths (SPEC §8), which rows still run at t
+    ((B,1); None without lengths): a row's padding steps get zero input and noise, so that their
+    gradient is 0 and NaN padding stays out of the arithmetic."""
+    x_t = input[:, t]
+    z_t = None if noise is None else noise[:, t].to(dtype)
+    if lengths is None:
+        return x_t, z_t, None
+    active = (t < lengths).unsqueeze(1)
+    x_t = torch.where(active, x_t, torch.zeros_like(x_t))
+    if z_t is not None:
+        z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+    return x_t, z_t, active
+
+
 def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5,
                          max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False, noise_std=0.0,
                          lengths=None):
@@ -63,13 +78,7 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
     w = v0.to(dtype).expand(B, N)
     spikes, vmem = [], []
     for t in range(T):
-        x_t = input[:, t]
-        z_t = None if noise is None else noise[:, t].to(dtype)
-        if lengths is not None:
-            active = (t < lengths).unsqueeze(1)  # (B, 1): row b still runs at step t
-            x_t = torch.where(active, x_t, torch.zeros_like(x_t))
-            if z_t is not None:
-                z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+        x_t, z_t, active = _step_inputs(input, noise, t, lengths, dtype)
         s, w_new = _fire(alpha * w + x_t, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             w = w_new
@@ -202,13 +211,7 @@ def adaptive_evolve_reference(input, v0, b0, tau_mem, threshold, bias, tau_adapt
     b = b0.to(dtype).expand(B, N)
     spikes, vmem, adapt = [], [], []
     for t in range(T):
-        x_t = input[:, t]
-        z_t = None if noise is None else noise[:, t].to(dtype)
-        if lengths is not None:
-            active = (t < lengths).unsqueeze(1)  # (B, 1): row b still runs at step t
-            x_t = torch.where(active, x_t, torch.zeros_like(x_t))
-            if z_t is not None:
-                z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+        x_t, z_t, active = _step_inputs(input, noise, t, lengths, dtype)
         u = alpha * w + x_t
         if z_t is not None:
             u = u + z_t
