@@ -112,7 +112,11 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                               const T* __restrict__ beta, T window, T max_spikes,
                               IT* __restrict__ g_in, const TileGradOut<T>& out, int64_t steps,
                               int64_t stride_t, int64_t len) {
-  AdaptiveGrads<T> g[LIF_BWD_TILE];
+  // The carried gradients and the terms' block sums as separate rows (not an array of
+  // AdaptiveGrads), so that the loops over the neurons vectorise; each step rebuilds a neuron's
+  // AdaptiveGrads from them, which the compiler keeps in registers.
+  T W[LIF_BWD_TILE], Bc[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gbias[LIF_BWD_TILE],
+      gbeta[LIF_BWD_TILE], grho[LIF_BWD_TILE];
   T s_row[LIF_BWD_TILE], A_row[LIF_BWD_TILE];
   IT gs_row[LIF_BWD_TILE];
   // steps == 0 (a row of length 0): nothing runs, s_row and A_row are never read.
@@ -120,7 +124,9 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
   const T* __restrict__ u_last = u + t_last * stride_t;
   const T* __restrict__ b_before_last = t_last > 0 ? b + (t_last - 1) * stride_t : b0;
   for (int64_t n = 0; n < len; ++n) {
-    g[n] = AdaptiveGrads<T>{gvf ? gvf[n] : T(0), gbf ? gbf[n] : T(0), T(0), T(0), T(0), T(0), T(0)};
+    W[n] = gvf ? gvf[n] : T(0);
+    Bc[n] = gbf ? gbf[n] : T(0);
+    ga[n] = gt[n] = gbias[n] = gbeta[n] = grho[n] = T(0);
     out.alpha[n] = out.thr[n] = out.bias[n] = out.beta[n] = out.rho[n] = 0.0;
     s_row[n] = adaptive_spikes(u_last[n], thr[n], beta[n], b_before_last[n], max_spikes, A_row[n]);
   }
@@ -136,41 +142,50 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
     // b[t-1] (b0 at t = 0), and b[t-2] for rebuilding step t-1 (b0 at t = 1).
     const T* __restrict__ b_prev = t > 0 ? b + off - stride_t : b0;
     const T* __restrict__ b_prev2 = t > 1 ? b + off - 2 * stride_t : b0;
-    const T* __restrict__ u_prev = t > 0 ? ut - stride_t : nullptr;
+    const T* __restrict__ u_prev = t > 0 ? ut - stride_t : ut;
+    const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
+    const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
+    const bool first = t == 0;
     for (int64_t n = 0; n < len; ++n) {
       const AdaptiveConsts<T> c{alpha[n], thr[n], beta[n], rho[n], q[n], window, max_spikes};
-      T w_prev = v0[n], A_prev = T(0), s_prev = T(0);
-      if (t > 0) {
-        s_prev = adaptive_spikes(u_prev[n], thr[n], beta[n], b_prev2[n], max_spikes, A_prev);
-        w_prev = reset(u_prev[n], s_prev, A_prev);
-      }
+      T A_prev;
+      const T s_prev = adaptive_spikes(u_prev[n], thr[n], beta[n], b_prev2[n], max_spikes, A_prev);
+      const T w_prev = first ? v0[n] : reset(u_prev[n], s_prev, A_prev);
+      AdaptiveGrads<T> g{W[n], Bc[n], ga[n], gt[n], gbias[n], gbeta[n], grho[n]};
       git[n] = static_cast<IT>(adaptive_step_backward<SURR>(
-          static_cast<T>(gst[n]), HAS_GW ? gw[off + n] : T(0), HAS_GB ? gb[off + n] : T(0), ut[n],
-          s_row[n], A_row[n], b_prev[n], w_prev, c, g[n]));
+          static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0), HAS_GB ? gbt[n] : T(0), ut[n], s_row[n],
+          A_row[n], b_prev[n], w_prev, c, g));
+      W[n] = g.W;
+      Bc[n] = g.Bc;
+      ga[n] = g.g_alpha;
+      gt[n] = g.g_thr;
+      gbias[n] = g.g_bias;
+      gbeta[n] = g.g_beta;
+      grho[n] = g.g_rho;
       s_row[n] = s_prev;
       A_row[n] = A_prev;
     }
     if (grad_block_ends(steps - 1, t, 0)) {
       for (int64_t n = 0; n < len; ++n) {
-        flush_grad_block(g[n].g_alpha, out.alpha[n]);
-        flush_grad_block(g[n].g_thr, out.thr[n]);
-        flush_grad_block(g[n].g_bias, out.bias[n]);
-        flush_grad_block(g[n].g_beta, out.beta[n]);
-        flush_grad_block(g[n].g_rho, out.rho[n]);
+        flush_grad_block(ga[n], out.alpha[n]);
+        flush_grad_block(gt[n], out.thr[n]);
+        flush_grad_block(gbias[n], out.bias[n]);
+        flush_grad_block(gbeta[n], out.beta[n]);
+        flush_grad_block(grho[n], out.rho[n]);
       }
     }
   }
   // The initial states' gradients: per row, or a shared state's rows in float64 for its batch sum.
   for (int64_t n = 0; n < len; ++n) {
     if (out.g_v0) {
-      out.g_v0[n] = g[n].W;
+      out.g_v0[n] = W[n];
     } else {
-      out.g_v0_rows[n] = static_cast<double>(g[n].W);
+      out.g_v0_rows[n] = static_cast<double>(W[n]);
     }
     if (out.g_b0) {
-      out.g_b0[n] = g[n].Bc;
+      out.g_b0[n] = Bc[n];
     } else {
-      out.g_b0_rows[n] = static_cast<double>(g[n].Bc);
+      out.g_b0_rows[n] = static_cast<double>(Bc[n]);
     }
   }
 }
