@@ -42,20 +42,20 @@ struct AdaptiveRows {
 };
 
 // One forward tile: batch row b, neurons [n0, n0 + len), the row's `steps`; pointers at (b, t=0,
-// n0), steps stride_t apart (as lif.cpp's forward_tile).
+// n0), steps stride_t apart; the noise as TileNoise takes it (as lif.cpp's forward_tile). Called
+// through a pointer (the ISA clone the resolver picks; a direct call may inline the baseline one).
 template <typename IT, typename T, int NOISE>
-LIF_CLONES void forward_tile(const IT* __restrict__ x, TileNoise<T, NOISE, kMaxTile>& noise,
-                             const T* __restrict__ v0, const T* __restrict__ b0,
-                             const T* __restrict__ alpha, const T* __restrict__ thr,
-                             const T* __restrict__ bias, const T* __restrict__ rho,
-                             const T* __restrict__ q, const T* __restrict__ beta, T max_spikes,
-                             IT* __restrict__ s_out, T* __restrict__ vmem_out,
-                             T* __restrict__ adapt_out, T* __restrict__ u_out,
-                             T* __restrict__ b_out, T* __restrict__ v_final,
-                             T* __restrict__ b_final, int64_t steps, int64_t stride_t,
-                             int64_t len) {
+LIF_CLONES void forward_tile(
+    const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
+    uint64_t subseq, T noise_scale, const T* __restrict__ v0, const T* __restrict__ b0,
+    const T* __restrict__ alpha, const T* __restrict__ thr, const T* __restrict__ bias,
+    const T* __restrict__ rho, const T* __restrict__ q, const T* __restrict__ beta, T max_spikes,
+    IT* __restrict__ s_out, T* __restrict__ vmem_out, T* __restrict__ adapt_out,
+    T* __restrict__ u_out, T* __restrict__ b_out, T* __restrict__ v_final, T* __restrict__ b_final,
+    int64_t steps, int64_t stride_t, int64_t len) {
   T w[kMaxTile], b[kMaxTile];
   T u_scratch[kMaxTile];
+  TileNoise<T, NOISE, kMaxTile> noise(z, seed, offset, subseq, noise_scale, len);
   for (int64_t n = 0; n < len; ++n) {
     w[n] = v0[n];
     b[n] = b0[n];
@@ -202,37 +202,33 @@ struct AdaptiveCpu : CpuDevice {
     const T scale = static_cast<T>(m.noise.scale);
     uint64_t seed = 0, offset = 0;
     m.noise.key.get(seed, offset);
-    NOISE_SWITCH(m.noise.mode, NOISE, [&] {
-      for_each_tile(
-          B, N, choose_tile(B, N, kMaxTile), Tn * N * B, [&](int64_t b, int64_t n0, int64_t len) {
-            const AdaptiveRows<T, kMaxTile> p(a, n0, len);
-            T bias_buf[kMaxTile];
-            const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
-            const int64_t bn = b * N + n0;
-            TileNoise<T, NOISE, kMaxTile> noise(m.noise.tensor ? m.noise.tensor + row : nullptr,
-                                                seed, offset, static_cast<uint64_t>(bn), scale,
-                                                len);
-            T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
-            T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
-            T* u_out = m.u_out ? m.u_out + row : nullptr;
-            T* b_out = a.b_out ? a.b_out + row : nullptr;
-            const int64_t steps = row_steps(m.lengths, b, Tn);
-            forward_tile<IT, T, NOISE>(m.x + row, noise, m.v0 + b * m.v0_stride_b + n0,
-                                       a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
-                                       param_row(m.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M,
-                                       m.s_out + row, vmem, adapt, u_out, b_out, m.v_final + bn,
-                                       a.b_final + bn, steps, N, len);
-            if (steps < Tn) {
-              pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
-              for (T* seq : {vmem, u_out}) {
-                if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
-              }
-              for (T* seq : {adapt, b_out}) {
-                if (seq) pad_hold<T>(seq, a.b_final + bn, steps, Tn, N, len);
-              }
-            }
-          });
-    });
+    const auto fn = NOISE_SWITCH(m.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
+    for_each_tile(B, N, choose_tile(B, N, kMaxTile), Tn * N * B,
+                  [&](int64_t b, int64_t n0, int64_t len) {
+                    const AdaptiveRows<T, kMaxTile> p(a, n0, len);
+                    T bias_buf[kMaxTile];
+                    const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
+                    const int64_t bn = b * N + n0;
+                    T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
+                    T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
+                    T* u_out = m.u_out ? m.u_out + row : nullptr;
+                    T* b_out = a.b_out ? a.b_out + row : nullptr;
+                    const int64_t steps = row_steps(m.lengths, b, Tn);
+                    fn(m.x + row, m.noise.tensor ? m.noise.tensor + row : nullptr, seed, offset,
+                       static_cast<uint64_t>(bn), scale, m.v0 + b * m.v0_stride_b + n0,
+                       a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
+                       param_row(m.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M, m.s_out + row,
+                       vmem, adapt, u_out, b_out, m.v_final + bn, a.b_final + bn, steps, N, len);
+                    if (steps < Tn) {
+                      pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+                      for (T* seq : {vmem, u_out}) {
+                        if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
+                      }
+                      for (T* seq : {adapt, b_out}) {
+                        if (seq) pad_hold<T>(seq, a.b_final + bn, steps, Tn, N, len);
+                      }
+                    }
+                  });
   }
 
   template <typename IT, typename T>
