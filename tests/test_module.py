@@ -214,7 +214,7 @@ def test_fused_and_reference_backends_agree(model):
 def test_fused_backend_runs_the_fused_op(monkeypatch):
     calls = []
     original = lif_cuda.functional.lif_forward_op
-    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a, **k: calls.append(1) or original(*a, **k))
     _layer(backend="fused")(_input(2, 5, 6))
     _layer(backend="auto")(_input(2, 5, 6))
     assert len(calls) == 2
