@@ -49,7 +49,7 @@ class LifForward : public torch::autograd::Function<LifForward> {
     save_settings(ctx, dt, window, max_spikes, surrogate, record, noise.has_value(),
                   bias.dim() == 0, input.scalar_type());
     // The sequence's shape: a window mask's is not u's.
-    ctx->saved_data["shape"] = input.sizes().vec();
+    ctx->saved_data["shape"] = input.sym_sizes();  // symbolic under torch.export: no specialisation
     ctx->saved_data["decays"] = decays;
     // Unused outputs get undefined gradients, not (B,T,N) zeros; u (and an unrecorded, empty
     // vmem) are internal.
@@ -69,7 +69,7 @@ class LifForward : public torch::autograd::Function<LifForward> {
     const auto input_dtype = saved_input_dtype(ctx);
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
     const Tensor gs = grad_spikes_for(
-        grads[0], v0.options(), ctx->saved_data["shape"].toIntVector(), input_dtype, noise_grad);
+        grads[0], v0.options(), ctx->saved_data["shape"].toSymIntVector(), input_dtype, noise_grad);
     const OptTensor gw =
         ctx->saved_data["record"].toBool() ? defined_or_none(grads[1]) : std::nullopt;
     const variable_list g = call_backward_op(

@@ -99,12 +99,12 @@ variable_list call_backward_op(const char* name, const c10::TypedOperatorHandle<
 // The gradient on spikes as the backward ops take it: the upstream one, or a broadcast zero (read
 // in place by the kernels) where the spikes got none.
 inline Tensor grad_or_zeros(const Tensor& g, const at::TensorOptions& options,
-                            at::IntArrayRef sizes, at::ScalarType dtype) {
-  return g.defined() ? g : at::zeros({}, options.dtype(dtype)).expand(sizes);
+                            c10::SymIntArrayRef sizes, at::ScalarType dtype) {
+  return g.defined() ? g : at::zeros({}, options.dtype(dtype)).expand_symint(sizes);
 }
 
 inline Tensor grad_or_zeros(const Tensor& g, const Tensor& like, at::ScalarType dtype) {
-  return grad_or_zeros(g, like.options(), like.sizes(), dtype);
+  return grad_or_zeros(g, like.options(), like.sym_sizes(), dtype);
 }
 
 // The scalar settings a forward keeps for its backward (every model's), under these keys.
@@ -130,7 +130,8 @@ inline at::ScalarType saved_input_dtype(AutogradContext* ctx) {
 // rounded once for the input.
 // `state`: the state's options, `sizes`: the sequence's shape (a LIF's window mask is not u).
 inline Tensor grad_spikes_for(const Tensor& g, const at::TensorOptions& state,
-                              at::IntArrayRef sizes, at::ScalarType input_dtype, bool noise_grad) {
+                              c10::SymIntArrayRef sizes, at::ScalarType input_dtype,
+                              bool noise_grad) {
   Tensor gs = grad_or_zeros(g, state, sizes, input_dtype);
   const auto ct = c10::typeMetaToScalarType(state.dtype());
   return noise_grad && gs.scalar_type() != ct ? gs.to(ct) : gs;
@@ -138,7 +139,7 @@ inline Tensor grad_spikes_for(const Tensor& g, const at::TensorOptions& state,
 
 inline Tensor grad_spikes_for(const Tensor& g, const Tensor& u, at::ScalarType input_dtype,
                               bool noise_grad) {
-  return grad_spikes_for(g, u.options(), u.sizes(), input_dtype, noise_grad);
+  return grad_spikes_for(g, u.options(), u.sym_sizes(), input_dtype, noise_grad);
 }
 
 // (dL/dinput in the input's dtype, dL/dnoise or undefined) from the backward op's dL/du.
