@@ -598,7 +598,8 @@ def test_module_on_cuda_uses_the_cuda_kernel(move, monkeypatch):
     assert layer.vmem.device.type == "cuda"
     calls = []
     original = lif_cuda.functional.lif_forward_op
-    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a, **k: calls.append(a[0].device) or original(*a, **k))
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op",
+                        lambda *a, **k: calls.append(a[0].device) or original(*a, **k))
     x = (0.4 + torch.randn(3, 25, 16, generator=torch.Generator().manual_seed(1))).to(CUDA)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
