@@ -478,6 +478,8 @@ ADAPTIVE_BACKWARD_ROWS = [
     ("tau_adapt-shape", dict(tau_adapt=torch.full((N + 1,), 0.1)), ValueError, "tau_adapt must have shape"),
     ("beta_adapt-dtype", dict(beta_adapt=torch.ones(N, dtype=torch.float64)), TypeError, "beta_adapt must have dtype"),
     ("lengths-beyond-T", dict(lengths=torch.tensor([0, T + 1])), ValueError, r"lengths must be in \[0, T\]"),
+    # A LIF op's window mask (SPEC §11) in place of u: this model needs u itself.
+    ("u-window-mask", dict(u=torch.zeros(B, 1, N, dtype=torch.int32)), TypeError, "u must be float32 or float64"),
 ]
 
 
@@ -498,6 +500,19 @@ def test_adaptive_backward_op_checks_its_arguments_before_any_kernel(change, exc
     with pytest.raises(exc, match=expected):
         torch.ops.lif_cuda.adaptive_backward(*args.values(), 1e-3, 0.5, 2.0**16, 0, False, lengths)
     assert ops.kernel_launches() == before
+
+
+def test_adaptive_forward_op_refuses_decays_before_any_kernel():
+    """`run` gives every model's forward op `decays`; AdaptiveLIF has no leak modes: decays=True is an
+    error naming it, before any kernel (decays=False runs)."""
+    a = adaptive_args()
+    args = [a[k] for k in ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")]
+    settings = (None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, False, None)
+    before = ops.kernel_launches()
+    with pytest.raises(ValueError, match=r"\bdecays\b"):
+        ops.adaptive_forward_op(*args, *settings, decays=True)
+    assert ops.kernel_launches() == before
+    assert ops.adaptive_forward_op(*args, *settings, decays=False)[0].shape == (B, T, N)
 
 
 def test_synaptic_backward_op_rejects_zero_synapses_before_any_kernel():
