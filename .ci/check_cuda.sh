@@ -109,8 +109,9 @@ __global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<
   lif::AdaptiveBackwardArgs<IT, T> ab{};
   ab.lif = b;
   lif::gpu::adaptive_backward_thread<IT, T, SURR, HAS_GW, !HAS_GW>(ab, threadIdx.x);
-  // With and without the AHP current (SPEC §9), as RECORD and HAS_GW vary.
-  lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD>(sf, threadIdx.x);
+  // With and without the AHP current (SPEC §9), as RECORD and HAS_GW vary; both CUDA sum orders.
+  lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD, lif::kCudaSumDown>(sf, threadIdx.x);
+  lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD, lif::kCudaSumUp>(sf, threadIdx.x);
   lif::gpu::syn_backward_thread<IT, T, SURR, 2, HAS_GW>(sb, threadIdx.x);
   lif::grad_sum_batch(g, 3, threadIdx.x);
   lif::grad_sum_neurons(g, threadIdx.x);
@@ -123,9 +124,16 @@ __global__ void syn_core_check(const T* in, T* out) {
   out[0] = lif::syn_decay(lif::syn_input(in[0], in[1], in[2]), in[3]) + lif::syn_input(in[0], in[1]);
   T u, w;  // the synaptic neuron's step is the LIF step_forward
   out[1] = lif::step_forward(in[0], in[1], in[2], in[3], in[4], in[5], T(2), u, w) + u + w;
-  out[2] = lif::cpu_torch_sum(in, threadIdx.x) + lif::cuda_torch_sum(in, threadIdx.x);
-  out[3] = lif::synaptic_sum<lif::kCudaSum, 4>(in, 4) + lif::synaptic_sum<lif::kCpuSum, 0>(in, 7);
+  out[2] = lif::cpu_torch_sum(in, threadIdx.x) + lif::cuda_torch_sum<true>(in, threadIdx.x, 9) +
+           lif::cuda_torch_sum<false>(in, threadIdx.x, 9);
+  out[3] = lif::synaptic_sum<lif::kCudaSumDown, 4>(in, 4, 1) +
+           lif::synaptic_sum<lif::kCudaSumUp, 4>(in, 4, 1) +
+           lif::synaptic_sum<lif::kCpuSum, 0>(in, 7, 1);
   out[4] = lif::syn_step_backward(in[0], in[1], in[2], I, gb) + I + gb;
+  out[5] = lif::ahp_sum<lif::kCudaSumDown, 0>(in, threadIdx.x, in[8], 9) +
+           lif::ahp_sum<lif::kCudaSumUp, 0>(in, threadIdx.x, in[8], 9) +
+           lif::ahp_sum<lif::kCudaSumDown, 2>(in, 2, in[8], 9) +
+           lif::ahp_sum<lif::kCpuSum, 0>(in, 7, in[8], 1);
 }
 
 // The adaptive model's step functions (SPEC §10), on the device.

@@ -23,6 +23,13 @@ def _is_compiling() -> bool:
         return False
 
 
+def _is_capturing() -> bool:
+    """Whether the current CUDA stream is being captured into a CUDA graph (torch.cuda.graph,
+    torch.compile's "reduce-overhead"): a host read of a device value is an error there, and a copy
+    from host memory would be replayed from a buffer that is gone."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def compute_dtype(io_dtype):
     """The dtype of the state and the arithmetic for input of dtype `io_dtype` (SPEC §1; half
     precision input is computed in float32)."""
@@ -110,6 +117,9 @@ class CheckedValues:
     only when it was not seen before or its version counter or storage moved since it was found
     valid: an in-place write (an optimiser step, `p.copy_`, `p[i] = v`) bumps the version and is
     seen; a write through `p.data` bypasses autograd's version counter and is not.
+
+    Under torch.compile and under CUDA graph capture the values are not read (a host read breaks
+    the graph, or the capture): nothing is recorded as valid then, so the next eager call checks.
     """
 
     def __init__(self):
@@ -123,7 +133,7 @@ class CheckedValues:
             entry = self._valid.get(id(t))
             if entry is None or entry[0]() is not t or entry[1] != (t._version, t.data_ptr()):
                 stale.append((name, t, positive))
-        if not stale:
+        if not stale or _is_capturing():
             return
         check_param_values(stale)
         for _, t, _ in stale:
@@ -143,9 +153,11 @@ def to_lengths(lengths, B, T, device, *, checked_by_op):
 
     `checked_by_op`: the fused CPU op checks the shape, device and values itself (C++, free);
     otherwise they are checked here (B None: the input is refused anyway). A CPU tensor (or a list)
-    is checked before it is copied to the device, asynchronously (from a private pageable copy: no
-    host sync); a tensor already on a CUDA device costs one host sync per call (skipped under
-    torch.compile, where the kernels clamp what they read to [0, T])."""
+    is checked before it is copied to the device, asynchronously, from a private pinned copy (no
+    host sync; the host allocator keeps it until the copy is done); under CUDA graph capture it is
+    refused (the graph would replay the copy from that buffer). A tensor already on a CUDA device
+    costs one host sync per call, skipped under torch.compile and under capture, where the kernels
+    clamp what they read to [0, T]."""
     if lengths is None:
         return None
     if not isinstance(lengths, torch.Tensor):
@@ -167,7 +179,8 @@ def to_lengths(lengths, B, T, device, *, checked_by_op):
             raise ValueError(
                 f"lengths is on {lengths.device} but the input is on {device}: put it on the input's device or the CPU"
             )
-        if B > 0 and not _is_compiling():
+        on_host = lengths.device.type == "cpu"
+        if B > 0 and not _is_compiling() and (on_host or not _is_capturing()):
             bad = (lengths < 0) | (lengths > T)
             if bool(bad.any()):
                 i = int(bad.nonzero()[0, 0])
@@ -177,8 +190,18 @@ def to_lengths(lengths, B, T, device, *, checked_by_op):
                 )
     if lengths.device == device or lengths.device.type != "cpu":
         return lengths if lengths.dtype == torch.int64 else lengths.to(torch.int64)
-    # A private pageable copy: the asynchronous copy stages it at once, whatever the caller does next.
-    return lengths.to(torch.int64, copy=True).to(device, non_blocking=True)
+    if device.type != "cuda":
+        return lengths.to(torch.int64, copy=True).to(device)
+    if _is_capturing():
+        raise ValueError(
+            f"lengths is on the CPU, and a copy from host memory cannot be captured in a CUDA graph: pass lengths "
+            f"on {device} (an int64 tensor of shape ({B},))"
+        )
+    # A private pinned copy: the caller may change its tensor at once, and the host allocator does
+    # not reuse the buffer before the asynchronous copy has read it.
+    staged = torch.empty(lengths.shape, dtype=torch.int64, pin_memory=True)
+    staged.copy_(lengths)
+    return staged.to(device, non_blocking=True)
 
 
 # ------------------------------------------------- the reference backend's tensor checks (SPEC §6)

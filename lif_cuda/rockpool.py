@@ -295,7 +295,7 @@ class LIFTorch(_rp_lif.LIFTorch):
 
 
 class aLIFTorch(_rp_alif.aLIFTorch):  # noqa: N801 (Rockpool's name)
-    """Rockpool's `aLIFTorch` (LIFTorch with an after-hyperpolarisation current, leak_mode "taus") on
+    """Rockpool's `aLIFTorch` (LIFTorch with an after-hyperpolarisation current) on
     lif_cuda's fused op (SPEC §9): the same constructor, parameters (`w_ahp`, `tau_ahp` beside
     LIFTorch's), states (`vmem`, `isyn`, `iahp`, `spikes`) and records (`vmem`, `isyn`, `irec`,
     `iahp`, `spikes`), and the same spikes, records and state bit for bit in float32 on the same

@@ -81,3 +81,23 @@ def test_command_line_gpu_quick(tmp_path):
     again = subprocess.run([sys.executable, "-m", "bench", "report", str(out)], capture_output=True, text=True,
                            timeout=120, cwd=REPO)
     assert again.returncode == 0 and "4x50x1024 forward" in again.stdout, again.stderr[-2000:]
+
+
+def test_gpu_check_plan_fits_one_device_call(tmp_path):
+    """bench/gpu_check.sh --plan, without a GPU: the stages that need one, each with its own limit,
+    540 s at most in all (one 600-s device call, its start and transfers included); and without a
+    GPU the check stops after its first stage, its summary written where $OUT says."""
+    import re
+
+    plan = subprocess.run(["bash", str(REPO / "bench/gpu_check.sh"), "--plan"], capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    stages = re.findall(r"stage (\w+) +limit +(\d+) s", plan.stdout)
+    assert [name for name, _ in stages] == ["machine", "peers", "build", "cuda", "bench", "synaptic"]
+    total = sum(int(limit) for _, limit in stages)
+    assert total <= 540 and re.search(rf"total +{total} s", plan.stdout)
+    if importlib.util.find_spec("torch") and not __import__("torch").cuda.is_available():
+        run = subprocess.run(["bash", str(REPO / "bench/gpu_check.sh")], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "PYTHON": sys.executable})
+        assert run.returncode == 1
+        summary = (tmp_path / "summary.txt").read_text()
+        assert "stage machine: FAIL (exit 3" in summary and "no GPU" in summary

@@ -131,6 +131,26 @@ def test_forward_equals_reference_on_cuda(name, dtype):
 
 
 @needs_kernels
+def test_decay_follows_in_place_changes_of_tau_on_cuda():
+    """On CUDA the op keeps the decays of recent taus by tensor identity and version (host/prepare.h
+    DecayCache): an in-place change, as an optimiser step makes, is seen by the next call, forward
+    and backward; a new tensor with the old values gives the old bits."""
+    case = on(make_case(21, 2, 40, 24), CUDA)
+    tau = case.tau_mem.clone().requires_grad_()
+    for change in (None, 2.0, 0.5):
+        if change is not None:
+            with torch.no_grad():
+                tau.mul_(change)
+        got = fused(case.replace(tau_mem=tau))
+        want = reference(case.replace(tau_mem=tau))
+        assert_same_outputs(got, want, f"tau changed by {change}")
+        g_got, = torch.autograd.grad(got[1].square().sum(), tau)
+        g_want, = torch.autograd.grad(want[1].square().sum(), tau)
+        assert rel_err(g_got, g_want) <= 1e-5, f"tau changed by {change}: grad"
+    assert_same_outputs(fused(case.replace(tau_mem=tau.detach().clone())), want, "a copy of tau")
+
+
+@needs_kernels
 @pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
                          ids=["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
@@ -462,6 +482,29 @@ def test_backward_equals_cpu_kernel(dtype, surrogate, gw):
 
 
 @needs_kernels
+@pytest.mark.parametrize("N", [20, 1000, 70001])
+def test_scalar_parameter_gradients_equal_cpu_kernel(N):
+    """A () parameter's gradient collapses all N neurons' float64 sums as core/grad_sums.h's tree:
+    on CUDA a block adds the leaves in parallel and the levels in shared memory, on the CPU a loop
+    does: the same bits (N = 20: one leaf; 1000: 32 leaves; 70001: 256 leaves of 274)."""
+    case = make_case(123, 2, 17, N, torch.float32, params="scalar")
+    dt = case.dt
+    taus = [t for t in (0.02, 0.013, 0.031, 0.047, 0.0071)
+            if torch.equal(torch.exp(-dt / torch.tensor(t)), torch.exp(-dt / torch.tensor(t, device=CUDA)).cpu())]
+    assert taus, "CUDA's exp differs from the CPU's on every candidate tau"
+    tau = torch.tensor(taus[0])
+    fwd = torch.ops.lif_cuda.lif_forward(case.input, case.v0, tau, case.threshold, case.bias, None, None,
+                                         dt, 0.0, 0.5, 2.0**16, 0, True, True)
+    gs, _, gvf = _upstream(case)
+    args = lambda dev: (gs.to(dev), None, gvf.to(dev), fwd[3].to(dev), case.v0.to(dev),  # noqa: E731
+                        tau.to(dev), case.threshold.to(dev), dt, 0.5, 2.0**16, 0, True)
+    want = torch.ops.lif_cuda.lif_backward(*args("cpu"))
+    got = torch.ops.lif_cuda.lif_backward(*args(CUDA))
+    for name, g, w in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
+        assert_bitwise(g.cpu(), w, f"backward {name}, N={N}")
+
+
+@needs_kernels
 def test_parameter_gradients_are_deterministic():
     case = on(make_case(131, 64, 40, 300), CUDA)
     up = _upstream(case)
@@ -576,6 +619,58 @@ def test_training_step_makes_no_host_sync():
     with pytest.raises(ValueError, match="threshold"):
         net(x)
     assert lif_cuda.ops.kernel_launches() == launches
+
+
+def _train_net(model):
+    torch.manual_seed(0)
+    n = 24
+    net = torch.nn.Sequential(torch.nn.Linear(8, model.n_in(n)), model.layer(n, backend="fused"),
+                              torch.nn.Linear(n, 4)).to(CUDA)
+    return net, torch.optim.Adam(net.parameters(), lr=1e-2, capturable=True)
+
+
+def _train_step(net, opt, x, y, lengths):
+    opt.zero_grad(set_to_none=False)
+    loss = (net[2](net[1](net[0](x), lengths)) - y).square().mean()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+@needs_kernels
+def test_training_step_captured_in_a_cuda_graph_replays_like_eager(model):
+    """A whole training step (forward, backward, a capturable Adam step) captured in one CUDA graph
+    after warm-up steps, lengths on the device: the capture makes no host read (the parameter and
+    lengths checks skip what capture forbids), and each replay moves the parameters as the same step
+    run eagerly does."""
+    x = torch.randn(5, 29, 8, device=CUDA)
+    y = torch.randn(5, 29, 4, device=CUDA)
+    lengths = torch.tensor(LENGTHS, device=CUDA)
+    net, opt = _train_net(model)
+    twin, twin_opt = _train_net(model)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            _train_step(net, opt, x, y, lengths)
+            _train_step(twin, twin_opt, x, y, lengths)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = _train_step(net, opt, x, y, lengths)
+    before = [p.detach().clone() for p in net.parameters()]
+    for step in range(4):
+        graph.replay()
+        want = _train_step(twin, twin_opt, x, y, lengths)
+        torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6, msg=f"replay {step}: loss")
+        for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"replay {step}: {name}")
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters())), "the replays trained nothing"
+    # A bad value written between replays is refused by the next eager call, naming it.
+    with torch.no_grad():
+        net[1].threshold.fill_(-1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        net(x)
 
 
 # ------------------------------------------------------------------ the module on CUDA
@@ -766,9 +861,10 @@ def test_batch_state_chunks_equal_one_run_on_cuda(model):
 # ------------------------------------------------------------------ the synaptic op (SPEC §7)
 # Forward: spikes, records and final state `torch.equal` to the pure-PyTorch reference run on the
 # same CUDA device, whose synapse sum is torch.sum on CUDA (ATen's gpu reduce) and whose recurrent
-# product is cuBLAS through F.linear: this is the check of the core's CUDA sum order
-# (cuda_torch_sum), which tests/test_synaptic_host.py can only check against its own emulation.
-# S = 1..40 covers the lane counts P = 1, 2, 4, 8, 16, 32. Backward against the reference's
+# product is cuBLAS through F.linear: this is the check of the CUDA sum order the device probe chose
+# (csrc/cuda/sum_order.h, core/torch_sum.h), which tests/test_host_threads.py can only check against
+# its emulation of Reduce.cuh. S = 1..40 covers the lane counts P = 1, 2, 4, 8, 16, 32; fewer than
+# 16 rows with S >= 64 the lanes past a warp (P = 64). Backward against the reference's
 # autograd; lif_cuda.rockpool.LIFTorch against Rockpool's LIFTorch on CUDA; the CPU and CUDA
 # kernels agree where the devices' exp and GEMM do (feed-forward, alpha and beta equal on both).
 
@@ -789,8 +885,8 @@ def make_synaptic_cuda_case(seed, B, T, N, S, dtype=torch.float32, rec=False, de
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
 def test_synaptic_forward_equals_reference_on_cuda(dtype, rec):
-    for S in list(range(1, 41)) + [63]:
-        case = make_synaptic_cuda_case(S, 3, 12, 7, S, dtype, rec=rec)
+    for B, N, S in [(3, 7, S) for S in list(range(1, 41)) + [63]] + [(1, 3, 64), (2, 5, 100), (1, 1, 127)]:
+        case = make_synaptic_cuda_case(S, B, 12, N, S, dtype, rec=rec)
         got = run_synaptic(synaptic_evolve, case, backend="fused")
         want = run_synaptic(synaptic_evolve_reference, case)
         for name, g, w in zip(SYNAPTIC_OUTPUTS, got, want):

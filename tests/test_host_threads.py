@@ -823,13 +823,14 @@ if __name__ == "__main__":
 # drives the recurrent time loop as csrc/host/synaptic_op.h does (at::linear per step on the host, the
 # step kernel, the reverse loop with one product per step, dL/dw_rec at the end), and checks it:
 #
-# - forward bit for bit against the reference computed with the CUDA reduction's order of the synapse
-#   sum (csrc/core/torch_sum.h cuda_torch_sum; emulated here in torch ops), and, for S = 1 and 2 (where the CPU and
-#   CUDA orders agree), against the fused CPU op, forward and backward, bit for bit;
+# - forward bit for bit against the reference computed with each of the CUDA reduction's orders of
+#   the synapse sum (reduce_cuh_sum below, an emulation of Reduce.cuh written from its source), and,
+#   for S = 1 and 2 (where the CPU and CUDA orders agree), against the fused CPU op, forward and
+#   backward, bit for bit;
 # - backward against autograd of the reference (float64 and float32 tolerances of the gradient tests).
 #
-# The CUDA order itself (Reduce.cuh's lanes and warp tree) is derived from the source: only a GPU run
-# (tests/test_cuda.py) checks it against torch.sum on CUDA.
+# Which order a GPU's torch uses is measured there once (csrc/cuda/sum_order.h); only a GPU run
+# (tests/test_cuda.py) checks the chosen order against torch.sum on CUDA.
 
 SYN_HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / n for n in ("lif_thread.h", "synaptic_thread.h")]
 
@@ -854,6 +855,55 @@ template <typename T>
 static PerSynapse<T> synapse_param(const void* p, int beta_mode, int64_t S) {
   return PerSynapse<T>{static_cast<const T*>(p), beta_mode == 0 ? S : 0, beta_mode == 2 ? 0 : 1};
 }
+
+// The synapse sum in `order` (kCpuSum, kCudaSumDown, kCudaSumUp), row by row: sum over the last
+// dimension of rows x (rows, S), `outputs` rows summed together (the CUDA lane count's input).
+template <typename T>
+static void row_sums_t(int order, const void* x, int64_t rows, int64_t S, int64_t outputs,
+                       void* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    const T* p = static_cast<const T*>(x) + j * S;
+    T& o = static_cast<T*>(out)[j];
+    if (order == kCpuSum) {
+      o = synaptic_sum<kCpuSum, 0>(p, S, outputs);
+    } else if (order == kCudaSumDown) {
+      o = synaptic_sum<kCudaSumDown, 0>(p, S, outputs);
+    } else {
+      o = synaptic_sum<kCudaSumUp, 0>(p, S, outputs);
+    }
+  }
+}
+// ahp_sum (the S synapse currents and the AHP lane h, SPEC §9) in `order`, row by row, with S known
+// at compile time (S_FIXED) or not: rows x (rows, S), h (rows).
+template <typename T, int S_FIXED>
+static void ahp_sums_t(int order, const void* x, const void* h, int64_t rows, int64_t S,
+                       int64_t outputs, void* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    const T* p = static_cast<const T*>(x) + j * S;
+    const T hj = static_cast<const T*>(h)[j];
+    T& o = static_cast<T*>(out)[j];
+    if (order == kCpuSum) {
+      o = ahp_sum<kCpuSum, S_FIXED>(p, S, hj, outputs);
+    } else if (order == kCudaSumDown) {
+      o = ahp_sum<kCudaSumDown, S_FIXED>(p, S, hj, outputs);
+    } else {
+      o = ahp_sum<kCudaSumUp, S_FIXED>(p, S, hj, outputs);
+    }
+  }
+}
+template <typename T>
+static void ahp_sums_s(int order, int fixed, const void* x, const void* h, int64_t rows, int64_t S,
+                       int64_t outputs, void* out) {
+  if (fixed && S == 1) {
+    ahp_sums_t<T, 1>(order, x, h, rows, S, outputs, out);
+  } else if (fixed && S == 2) {
+    ahp_sums_t<T, 2>(order, x, h, rows, S, outputs, out);
+  } else {
+    ahp_sums_t<T, 0>(order, x, h, rows, S, outputs, out);
+  }
+}
+// The CUDA sum order the forward threads use (the device probe's answer on a GPU).
+static int g_sum_order = kCudaSumDown;
 
 template <typename IT, typename T>
 static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t seed, uint64_t offset,
@@ -909,7 +959,13 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
   NOISE_SWITCH(a.noise.mode, NOISE, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
       BOOL_SWITCH(h0 != nullptr, AHP, [&] {
-        for (int64_t idx = 0; idx < B * N; ++idx) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP>(a, idx);
+        for (int64_t idx = 0; idx < B * N; ++idx) {
+          if (g_sum_order == kCudaSumUp) {
+            syn_forward_thread<IT, T, NOISE, S_FIXED, AHP, kCudaSumUp>(a, idx);
+          } else {
+            syn_forward_thread<IT, T, NOISE, S_FIXED, AHP, kCudaSumDown>(a, idx);
+          }
+        }
       });
     });
   });
@@ -1026,18 +1082,34 @@ void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collaps
   }
 }
 
-// The two orders of the synapse sum, row by row: sum over the last dimension of rows x (rows, S).
-void syn_host_row_sums(int f64, int cuda_order, const void* x, int64_t rows, int64_t S, void* out) {
-  for (int64_t j = 0; j < rows; ++j) {
-    if (f64) {
-      const double* p = static_cast<const double*>(x) + j * S;
-      static_cast<double*>(out)[j] = cuda_order ? cuda_torch_sum(p, S) : cpu_torch_sum(p, S);
-    } else {
-      const float* p = static_cast<const float*>(x) + j * S;
-      static_cast<float*>(out)[j] = cuda_order ? cuda_torch_sum(p, S) : cpu_torch_sum(p, S);
-    }
+void syn_host_set_sum_order(int order) { g_sum_order = order; }
+
+void syn_host_row_sums(int f64, int order, const void* x, int64_t rows, int64_t S, int64_t outputs,
+                       void* out) {
+  if (f64) {
+    row_sums_t<double>(order, x, rows, S, outputs, out);
+  } else {
+    row_sums_t<float>(order, x, rows, S, outputs, out);
   }
 }
+
+void syn_host_ahp_sums(int f64, int order, int fixed, const void* x, const void* h, int64_t rows,
+                       int64_t S, int64_t outputs, void* out) {
+  if (f64) {
+    ahp_sums_s<double>(order, fixed, x, h, rows, S, outputs, out);
+  } else {
+    ahp_sums_s<float>(order, fixed, x, h, rows, S, outputs, out);
+  }
+}
+
+// The device probe's rows (core/torch_sum.h): shape p's (outputs, S) and value k.
+void syn_host_probe_shape(int p, int64_t* outputs_and_S) {
+  const SumProbeShape shape = sum_probe_shape(p);
+  outputs_and_S[0] = shape.outputs;
+  outputs_and_S[1] = shape.S;
+}
+int syn_host_probe_shapes() { return kSumProbeShapes; }
+float syn_host_probe_value(int64_t k) { return sum_probe_value<float>(k); }
 }
 """
 
@@ -1055,7 +1127,16 @@ def syn_lib():
     h.syn_host_grad_sum.restype = None
     h.syn_host_grad_sum.argtypes = [i, p, i64, i64, i, p, p, p, d, i64]
     h.syn_host_row_sums.restype = None
-    h.syn_host_row_sums.argtypes = [i, i, p, i64, i64, p]
+    h.syn_host_row_sums.argtypes = [i, i, p, i64, i64, i64, p]
+    h.syn_host_ahp_sums.restype = None
+    h.syn_host_ahp_sums.argtypes = [i, i, i, p, p, i64, i64, i64, p]
+    h.syn_host_set_sum_order.restype = None
+    h.syn_host_set_sum_order.argtypes = [i]
+    h.syn_host_probe_shape.restype = None
+    h.syn_host_probe_shape.argtypes = [i, p]
+    h.syn_host_probe_shapes.restype = i
+    h.syn_host_probe_value.restype = ctypes.c_float
+    h.syn_host_probe_value.argtypes = [i64]
     return h
 
 
@@ -1192,25 +1273,70 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     return (*out, batch_sum(H) if ahp.get("h0_shared") else H, g_w_ahp, g_tau_ahp)
 
 
-def cuda_order_sum(i):
-    """The synapse sum in the CUDA reduction's order (csrc/core/torch_sum.h cuda_torch_sum), in torch ops."""
-    S = i.shape[-1]
-    P = 1
-    while P * 2 <= S and P < 32:
-        P *= 2
-    zero = torch.zeros_like(i[..., 0])
-    lanes = []
-    for lane in range(P):
-        acc = [zero] * 4
-        for j, idx in enumerate(range(lane, S, P)):
-            acc[j % 4] = acc[j % 4] + i[..., idx]
-        lanes.append(((acc[0] + acc[1]) + acc[2]) + acc[3])
-    off = 1
-    while off < P:
-        for lane in range(P - off):
-            lanes[lane] = lanes[lane] + lanes[lane + off]
-        off *= 2
-    return lanes[0]
+# torch.sum on CUDA, emulated in torch ops from ATen's source (torch 2.13,
+# aten/src/ATen/native/cuda/Reduce.cuh) for a contiguous (outputs, S) input summed over its last
+# dimension, S < 128 (from 128 on torch vectorises the loads). Written independently of
+# csrc/core/torch_sum.h, statement by statement after: setReduceConfig and
+# ReduceConfig::set_block_dimension (512 threads, input split over block.x), thread_reduce_impl
+# (vt0 = 4 accumulators: the main loop, then the tail), block_x_reduce (the shared-memory stage for
+# block.x > 32, then the warp shuffles, offsets decreasing on CUDA in torch 2.13, "down", increasing
+# in earlier releases and on ROCm, "up").
+SUM_ORDERS = {"cpu": 0, "down": 1, "up": 2}  # core/torch_sum.h SumOrder
+
+
+def _last_pow2(n):
+    return 1 << (int(n).bit_length() - 1)
+
+
+def reduce_cuh_sum(x, warp="down", outputs=None):
+    S = x.shape[-1]
+    outputs = x[..., 0].numel() if outputs is None else outputs
+    assert 0 < S < 128, "the vectorised path (S >= 128) is not emulated"
+    max_threads, warp_size, vt0 = 512, 32, 4
+    dim0_pow2 = _last_pow2(S) if S < max_threads else max_threads
+    dim1_pow2 = _last_pow2(outputs) if outputs < max_threads else max_threads
+    block_width = min(dim0_pow2, warp_size)
+    block_height = min(dim1_pow2, max_threads // block_width)
+    block_width = min(dim0_pow2, max_threads // block_height)
+    # No split across warps (values_per_thread < warp_split_threshold) and none across blocks.
+    assert -(-S // block_width) < min(block_height * 16, 256)
+    stride = block_width
+    zero = torch.zeros_like(x[..., 0])
+    value = []
+    for lane in range(block_width):
+        acc = [zero] * vt0
+        idx = lane
+        while idx + (vt0 - 1) * stride < S:
+            for i in range(vt0):
+                acc[i] = acc[i] + x[..., idx + i * stride]
+            idx += stride * vt0
+        for i in range(vt0):
+            if idx >= S:
+                break
+            acc[i] = acc[i] + x[..., idx]
+            idx += stride
+        v = acc[0]
+        for i in range(1, vt0):
+            v = v + acc[i]
+        value.append(v)
+    dim_x = block_width
+    if dim_x > warp_size:
+        offset = dim_x // 2
+        while offset >= warp_size:
+            for lane in range(offset):
+                value[lane] = value[lane] + value[lane + offset]
+            offset //= 2
+        dim_x = warp_size
+    if warp == "down":
+        offsets = [dim_x >> k for k in range(1, dim_x.bit_length()) if dim_x >> k > 0]
+    else:
+        offsets = [1 << k for k in range(dim_x.bit_length()) if 1 << k < dim_x]
+    for offset in offsets:
+        # WARP_SHFL_DOWN: every lane reads lane + offset before any lane writes; lanes past dim_x
+        # (another row's) never reach lane 0.
+        value = [value[lane] + value[lane + offset] if lane + offset < dim_x else value[lane]
+                 for lane in range(dim_x)]
+    return value[0]
 
 
 def syn_make_case(seed, B, T, N, S, dtype, *, tau_syn_shape="full", scalars=False, rec=False, s0=True, i0_rows=False):
@@ -1233,17 +1359,18 @@ def syn_make_case(seed, B, T, N, S, dtype, *, tau_syn_shape="full", scalars=Fals
     return {k: None if v is None else v.to(dtype) for k, v in case.items()}
 
 
-def syn_reference(case, *, noise=None, window=0.5, surrogate=StepPWL, max_spikes=2.0**16, cuda_order=True,
+def syn_reference(case, *, noise=None, window=0.5, surrogate=StepPWL, max_spikes=2.0**16, order="down",
                   lengths=None):
     return synaptic_evolve_reference(
         case["x"], case["v0"], case["i0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"], 1e-3,
         w_rec=case["w_rec"], s0=case["s0"], noise=noise, learning_window=window, max_spikes_per_dt=max_spikes,
-        spike_generation_fn=surrogate, record=True, synapse_sum=cuda_order_sum if cuda_order else None,
-        lengths=lengths,
+        spike_generation_fn=surrogate, record=True, lengths=lengths,
+        synapse_sum=None if order == "cpu" else lambda i: reduce_cuh_sum(i, order),
     )
 
 
-def _syn_host_fwd(syn_lib, case, **kw):
+def _syn_host_fwd(syn_lib, case, order="down", **kw):
+    syn_lib.syn_host_set_sum_order(SUM_ORDERS[order])
     return syn_forward_on_host(syn_lib, case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"],
                         case["thr"], case["bias"], w_rec=case["w_rec"], **kw)
 
@@ -1251,29 +1378,126 @@ def _syn_host_fwd(syn_lib, case, **kw):
 SYN_NAMES = ("spikes", "vmem", "isyn", "irec", "v_final", "i_final", "s_final")
 
 
+def _row_sums(syn_lib, x, order, outputs):
+    got = torch.empty(x.shape[0], dtype=x.dtype)
+    syn_lib.syn_host_row_sums(int(x.dtype == torch.float64), SUM_ORDERS[order], _ptr(x), x.shape[0], x.shape[1],
+                              outputs, _ptr(got))
+    return got
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("S", [1, 2, 3, 4, 5, 7, 8, 13, 33])
+@pytest.mark.parametrize("S", [1, 2, 3, 4, 5, 7, 8, 13, 31, 33, 40, 63, 64, 65, 100, 127])
 def test_synaptic_row_sums_follow_their_orders(syn_lib, dtype, S):
-    """cpu_torch_sum is torch.sum on the CPU; cuda_torch_sum is the CUDA order's emulation above."""
-    x = torch.randn(64, S, dtype=dtype) * torch.logspace(-4, 4, S, dtype=dtype)
-    for cuda_order, want in ((0, x.sum(-1)), (1, cuda_order_sum(x))):
-        got = torch.empty(64, dtype=dtype)
-        syn_lib.syn_host_row_sums(int(dtype == torch.float64), cuda_order, _ptr(x), 64, S, _ptr(got))
-        assert_equal(got, want, f"{'cuda' if cuda_order else 'cpu'} order, S={S}")
-    if S >= 3:  # the two orders differ: the test above can tell them apart
-        assert not torch.equal(x.sum(-1), cuda_order_sum(x))
+    """cpu_torch_sum is torch.sum on the CPU; each CUDA order is the emulation of Reduce.cuh above,
+    also with fewer than 16 rows, where torch widens block.x past a warp (S >= 64)."""
+    x = (torch.randn(64, S, dtype=dtype) * torch.logspace(-4, 4, S, dtype=dtype)).contiguous()
+    assert_equal(_row_sums(syn_lib, x, "cpu", 64), x.sum(-1), f"cpu order, S={S}")
+    for order in ("down", "up"):
+        for outputs in (1, 3, 8, 16, 64, 100000):
+            want = reduce_cuh_sum(x, order, outputs)
+            assert_equal(_row_sums(syn_lib, x, order, outputs), want, f"{order} order, S={S}, outputs={outputs}")
+    if S >= 3:  # the orders differ: the tests above can tell them apart
+        assert not torch.equal(x.sum(-1), reduce_cuh_sum(x, "down"))
+    if S >= 4:
+        assert not torch.equal(reduce_cuh_sum(x, "down"), reduce_cuh_sum(x, "up"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("S", [1, 2, 3, 5])
+@pytest.mark.parametrize("S", [1, 2, 3, 4, 7, 8, 31, 63, 64, 100, 126])
+def test_ahp_row_sums_follow_their_orders(syn_lib, dtype, S):
+    """ahp_sum over the S + 1 lanes [i, h] (SPEC §9) is torch.sum over torch.cat((i, h)) on the CPU and
+    the emulation of Reduce.cuh in each CUDA order; the written-out small-S cases (S known at compile
+    time) give the same bits as the general code, in every order."""
+    x = (torch.randn(64, S, dtype=dtype) * torch.logspace(-4, 4, S, dtype=dtype)).contiguous()
+    h = -torch.rand(64, dtype=dtype) * 10.0 ** torch.randint(-3, 4, (64,), dtype=dtype)
+    lanes = torch.cat((x, h[:, None]), 1)
+
+    def got(order, outputs, fixed=False):
+        out = torch.empty(64, dtype=dtype)
+        syn_lib.syn_host_ahp_sums(int(dtype == torch.float64), SUM_ORDERS[order], int(fixed), _ptr(x), _ptr(h), 64, S,
+                                  outputs, _ptr(out))
+        return out
+
+    fixed = (False, True) if S <= 2 else (False,)
+    for f in fixed:
+        assert_equal(got("cpu", 64, f), lanes.sum(-1), f"cpu order, S={S}, fixed={f}")
+        for order in ("down", "up"):
+            for outputs in (1, 3, 16, 64, 100000):
+                want = reduce_cuh_sum(lanes, order, outputs)
+                assert_equal(got(order, outputs, f), want, f"{order} order, S={S}, outputs={outputs}, fixed={f}")
+    if S >= 2:  # three lanes or more: the CPU's order is not CUDA's
+        assert not torch.equal(lanes.sum(-1), reduce_cuh_sum(lanes, "down"))
+    if S >= 3:
+        assert not torch.equal(reduce_cuh_sum(lanes, "down"), reduce_cuh_sum(lanes, "up"))
+
+
+def grad_tree_sum(values, width=256, leaf=32):
+    """csrc/core/grad_sums.h's pass-2 tree over float64 values, in Python floats: leaves of
+    max(leaf, ceil(n / width)) consecutive values summed in order from 0, then added pairwise."""
+    n = len(values)
+    L = max(leaf, -(-n // width))
+    v = []
+    for j in range(0, n, L):
+        acc = 0.0
+        for x in values[j:j + L]:
+            acc += x
+        v.append(acc)
+    w = 1
+    while w < len(v):
+        for j in range(0, len(v) - w, 2 * w):
+            v[j] += v[j + w]
+        w *= 2
+    return v[0] if v else 0.0
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 100, 1000, 8192, 16385, 70001])
+def test_gradient_sums_collapse_as_a_fixed_tree(syn_lib, n):
+    """Pass 2 of the gradient sums (a scalar parameter: all N values; (1,S): each synapse's N values)
+    as grad_tree_sum says, the tree the CUDA block computes; up to 32 values the sum in index order."""
+    rows = torch.randn(n * 3, dtype=torch.float64) * torch.logspace(-6, 6, n * 3, dtype=torch.float64)
+    for collapse, S in ((2, 1), (1, 3)):
+        M = n * 3 if collapse == 2 else n * S
+        got = torch.empty(() if collapse == 2 else (S,), dtype=torch.float64)
+        partial = rows.clone()  # overwritten by the passes
+        syn_lib.syn_host_grad_sum(1, _ptr(partial), M, S, collapse, _ptr(got), None, None, 1e-3, 1)
+        values = rows.tolist()
+        want = [grad_tree_sum(values)] if collapse == 2 else [grad_tree_sum(values[k::S]) for k in range(S)]
+        assert got.reshape(-1).tolist() == want
+    if n <= 32:  # one leaf: the additions in index order
+        acc = 0.0
+        for x in values[0::S]:
+            acc += x
+        assert want[0] == acc
+
+
+def test_sum_probe_tells_the_cuda_orders_apart(syn_lib):
+    """The device probe (csrc/cuda/sum_order.h) sums these rows with torch.sum on CUDA and keeps the
+    order whose emulation matches every row: each shape's rows must tell the two orders apart, and
+    the emulations must be Reduce.cuh's."""
+    shape = (ctypes.c_int64 * 2)()
+    for p in range(syn_lib.syn_host_probe_shapes()):
+        syn_lib.syn_host_probe_shape(p, shape)
+        outputs, S = shape[0], shape[1]
+        x = torch.tensor([syn_lib.syn_host_probe_value(k) for k in range(outputs * S)],
+                         dtype=torch.float32).reshape(outputs, S)
+        assert torch.isfinite(x).all()
+        down, up = _row_sums(syn_lib, x, "down", outputs), _row_sums(syn_lib, x, "up", outputs)
+        assert_equal(down, reduce_cuh_sum(x, "down"), f"probe {p} down")
+        assert_equal(up, reduce_cuh_sum(x, "up"), f"probe {p} up")
+        assert not torch.equal(down, up), f"probe shape {(outputs, S)} cannot tell the orders apart"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("S", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
 @pytest.mark.parametrize("shapes", ["full", "row-scalar"])
-def test_synaptic_forward_threads_equal_reference(syn_lib, dtype, S, rec, shapes):
+@pytest.mark.parametrize("order", ["down", "up"])
+def test_synaptic_forward_threads_equal_reference(syn_lib, dtype, S, rec, shapes, order):
     B, T, N = 3, 19, 6
     case = syn_make_case(1 + S, B, T, N, S, dtype, rec=rec, tau_syn_shape="full" if shapes == "full" else "row",
                      scalars=shapes != "full", i0_rows=shapes == "full")
-    got = _syn_host_fwd(syn_lib, case)
-    want = syn_reference(case)
+    got = _syn_host_fwd(syn_lib, case, order)
+    want = syn_reference(case, order=order)
     for name, g_, w_ in zip(SYN_NAMES, got, want):
         if name == "irec" and not rec:
             continue
@@ -1477,9 +1701,9 @@ def test_synaptic_threads_with_lengths_match_reference(syn_lib, dtype, S, rec):
 
 
 # ------------------------------------------------------------------ the AHP current (SPEC §9)
-# The same threads with the AHP current: its lane is the last of the S + 1 summed, so the two sum
-# orders agree for S = 1 only (two lanes): there, thread by thread equals the fused CPU op bit for
-# bit; for any S, the threads equal the reference with the CUDA order of the S + 1 lanes.
+# The same threads with the AHP current: its lane is the last of the S + 1 summed, so the CPU and
+# CUDA orders agree for S = 1 only (two lanes): there, thread by thread equals the fused CPU op bit
+# for bit; for any S, the threads equal the reference with each CUDA order of the S + 1 lanes.
 
 AHP_NAMES = ("spikes", "vmem", "isyn", "irec", "iahp", "v_final", "i_final", "s_final", "h_final")
 
@@ -1498,11 +1722,12 @@ def ahp_host_fwd(syn_lib, case, ahp, **kw):
     return dict(zip(AHP_NAMES + ("u", "a", "h_pre"), (*o[:4], o[9], *o[4:7], o[10], o[7], o[8], o[11])))
 
 
-def ahp_reference(case, ahp, *, noise=None, surrogate=StepPWL, lengths=None):
+def ahp_reference(case, ahp, *, noise=None, surrogate=StepPWL, lengths=None, order="down"):
     out = synaptic_evolve_reference(
         case["x"], case["v0"], case["i0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"], 1e-3,
         w_rec=case["w_rec"], s0=case["s0"], noise=noise, spike_generation_fn=surrogate, record=True,
-        synapse_sum=cuda_order_sum, lengths=lengths, w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], h0=ahp["h0"],
+        synapse_sum=lambda i: reduce_cuh_sum(i, order), lengths=lengths, w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"],
+        h0=ahp["h0"],
     )
     return dict(zip(AHP_NAMES, out))
 
@@ -1518,9 +1743,10 @@ AHP_THREAD_CASES = [(torch.float64, 1, False, "full"), (torch.float64, 2, True, 
 @pytest.mark.parametrize("dtype,S,rec,shapes", AHP_THREAD_CASES,
                          ids=[f"{str(d)[6:]}-{S}-{r}-{sh}" for d, S, r, sh in AHP_THREAD_CASES])
 @pytest.mark.parametrize("lengths", [None, SYN_LENGTHS], ids=["all", "lengths"])
-def test_ahp_threads_match_reference(syn_lib, dtype, S, rec, shapes, lengths):
-    """The AHP threads: forward bit for bit against the reference (CUDA order of the S + 1 lanes),
-    backward against its autograd (h0, w_ahp, tau_ahp, s0 and every other argument)."""
+@pytest.mark.parametrize("order", ["down", "up"])
+def test_ahp_threads_match_reference(syn_lib, dtype, S, rec, shapes, lengths, order):
+    """The AHP threads: forward bit for bit against the reference (each CUDA order of the S + 1
+    lanes), backward against its autograd (h0, w_ahp, tau_ahp, s0 and every other argument)."""
     B, T, N = len(SYN_LENGTHS), 17, 4
     full = shapes == "full"
     case = syn_make_case(21 + S, B, T, N, S, dtype, rec=rec, tau_syn_shape="full" if full else "row",
@@ -1530,8 +1756,8 @@ def test_ahp_threads_match_reference(syn_lib, dtype, S, rec, shapes, lengths):
     g = torch.Generator().manual_seed(97)
     rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
     z = 0.1 * rn(B, T, N)
-    fwd = ahp_host_fwd(syn_lib, case, ahp, noise=z, lengths=lengths)
-    want = ahp_reference(case, ahp, noise=z, lengths=lengths)
+    fwd = ahp_host_fwd(syn_lib, case, ahp, noise=z, lengths=lengths, order=order)
+    want = ahp_reference(case, ahp, noise=z, lengths=lengths, order=order)
     for name in AHP_NAMES:
         if name == "irec" and not rec:
             continue
@@ -1544,7 +1770,7 @@ def test_ahp_threads_match_reference(syn_lib, dtype, S, rec, shapes, lengths):
     leaves = {k: case[k].clone().requires_grad_(True) for k in names}
     ahp_leaves = {k: v.clone().requires_grad_(True) for k, v in ahp.items()}
     zl = z.clone().requires_grad_(True)
-    out = ahp_reference({**case, **leaves}, ahp_leaves, noise=zl, lengths=lengths)
+    out = ahp_reference({**case, **leaves}, ahp_leaves, noise=zl, lengths=lengths, order=order)
     every = [*leaves.values(), *ahp_leaves.values(), zl]
     grads = torch.autograd.grad([out[k] for k in keys], every, [ups[k] for k in keys])
     want = dict(zip(names + list(ahp) + ["noise"], grads))

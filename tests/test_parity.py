@@ -292,7 +292,7 @@ def test_synaptic_forward_equals_reference(dtype, S, rec, shapes):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_synaptic_sum_order_is_torch_sum(dtype):
     """SPEC §7: sum_k i[k] in the order torch.sum(dim=-1) adds. Established by experiment and from
-    ATen's SumKernel.cpp (lif_core.h cpu_torch_sum): rows shorter than 32 bytes of lanes are summed as
+    ATen's SumKernel.cpp (csrc/core/torch_sum.h cpu_torch_sum): rows shorter than 32 bytes of lanes are summed as
     4 interleaved running sums, longer ones over 8-float (4-double) vectors, with a cascade of partial
     sums from 64 vectors on. The membrane record pins it: u = w*alpha + sum + bias, bit for bit, for S
     across every regime; the currents are spread over 8 decades so that any other order shows."""

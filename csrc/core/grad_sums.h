@@ -93,13 +93,50 @@ LIF_HD int64_t grad_sum_outputs(const GradSum<T>& s) {
   return s.collapse == kKeepAll ? 0 : (s.collapse == kSumNeurons ? s.S : 1);
 }
 
-// Pass 2, output k: the batch sums added over the neurons in index order, from 0.
+// Pass 2, output k: the batch sums of its n values (m = k + i * step, i < n) added as a fixed
+// tree, the same on the CPU and CUDA (a CUDA block adds the leaves in parallel, then the levels;
+// one thread adding N values would wait on N dependent loads): up to kGradTreeWidth leaves of
+// grad_tree_leaf(n) consecutive values, each leaf summed in index order from 0, then the leaves
+// added pairwise level by level, leaf j += leaf j + w for j a multiple of 2w, w = 1, 2, 4, ...
+// Up to kGradLeaf values this is the sum in index order.
+constexpr int kGradTreeWidth = 256;
+constexpr int64_t kGradLeaf = 32;
+
+template <typename T>
+LIF_HD int64_t grad_tree_values(const GradSum<T>& s) {
+  return s.collapse == kSumNeurons ? s.count / s.S : s.count;
+}
+
+LIF_HD int64_t grad_tree_leaf(int64_t n) {
+  const int64_t per_leaf = (n + kGradTreeWidth - 1) / kGradTreeWidth;
+  return per_leaf > kGradLeaf ? per_leaf : kGradLeaf;
+}
+
+LIF_HD int64_t grad_tree_leaves(int64_t n) {
+  const int64_t L = grad_tree_leaf(n);
+  return (n + L - 1) / L;
+}
+
+// Leaf j of output k.
+template <typename T>
+LIF_HD double grad_tree_leaf_sum(const GradSum<T>& s, int64_t k, int64_t j) {
+  const int64_t step = s.collapse == kSumNeurons ? s.S : 1;
+  const int64_t n = grad_tree_values(s), L = grad_tree_leaf(n);
+  const int64_t end = (j + 1) * L < n ? (j + 1) * L : n;
+  double sum = 0.0;
+  for (int64_t i = j * L; i < end; ++i) sum += s.partial[k + i * step];
+  return sum;
+}
+
+// The whole of pass 2 for output k in one thread (the CPU; the host tests).
 template <typename T>
 LIF_HD void grad_sum_neurons(const GradSum<T>& s, int64_t k) {
-  const int64_t step = s.collapse == kSumNeurons ? s.S : 1;
-  double sum = 0.0;
-  for (int64_t m = k; m < s.count; m += step) sum += s.partial[m];
-  s.dst[k] = grad_sum_out(s, sum, k);
+  const int64_t leaves = grad_tree_leaves(grad_tree_values(s));
+  double v[kGradTreeWidth];
+  for (int64_t j = 0; j < leaves; ++j) v[j] = grad_tree_leaf_sum(s, k, j);
+  for (int64_t w = 1; w < leaves; w *= 2)
+    for (int64_t j = 0; j + w < leaves; j += 2 * w) v[j] += v[j + w];
+  s.dst[k] = grad_sum_out(s, leaves > 0 ? v[0] : 0.0, k);
 }
 
 }  // namespace lif

@@ -195,9 +195,9 @@ LIF_CLONES void syn_forward_tile(
       // (SPEC §9).
       T isum;
       if constexpr (AHP) {
-        isum = ahp_sum<kCpuSum, S_FIXED>(i + n * S, S, h_row[n]);
+        isum = ahp_sum<kCpuSum, S_FIXED>(i + n * S, S, h_row[n], 0);
       } else {
-        isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S);
+        isum = synaptic_sum<kCpuSum, S_FIXED>(i + n * S, S, 0);
       }
       T u, s;
       if constexpr (NOISE == kNoNoise) {

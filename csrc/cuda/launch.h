@@ -38,13 +38,30 @@ __global__ void __launch_bounds__(kBlock) grad_sum_batch_kernel(const GradSum<T>
   if (m < s.count) grad_sum_batch(s, B, m);
 }
 
+// Pass 2, one block per output: grad_sum_neurons's tree, the leaves in parallel, the levels in
+// shared memory (the same additions in the same order).
 template <typename T>
-__global__ void __launch_bounds__(kBlock) grad_sum_neurons_kernel(const GradSum<T> s) {
-  const int64_t k = thread_index();
-  if (k < grad_sum_outputs(s)) grad_sum_neurons(s, k);
+__global__ void __launch_bounds__(kGradTreeWidth) grad_sum_neurons_kernel(const GradSum<T> s) {
+  __shared__ double v[kGradTreeWidth];
+  const int64_t k = blockIdx.x;
+  const int j = static_cast<int>(threadIdx.x);
+  const int64_t leaves = grad_tree_leaves(grad_tree_values(s));
+  if (j < leaves) v[j] = grad_tree_leaf_sum(s, k, j);
+  __syncthreads();
+  for (int64_t w = 1; w < leaves; w *= 2) {
+    if (j % (2 * w) == 0 && j + w < leaves) v[j] += v[j + w];
+    __syncthreads();
+  }
+  if (j == 0) s.dst[k] = grad_sum_out(s, leaves > 0 ? v[0] : 0.0, k);
 }
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// The host code's view of capture (host/prepare.h g_stream_capturing, set where the CUDA ops are
+// registered, lif.cu).
+inline bool stream_capturing() {
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+}
 
 // The parameter-gradient sums on the current stream: pass 1, then pass 2 where the parameter is
 // shared.
@@ -55,7 +72,8 @@ void run_grad_sums(const std::vector<GradSum<T>>& sums, int64_t B) {
     grad_sum_batch_kernel<T><<<grid_for(s.count), kBlock, 0, stream>>>(s, B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (grad_sum_outputs(s) > 0) {
-      grad_sum_neurons_kernel<T><<<grid_for(grad_sum_outputs(s)), kBlock, 0, stream>>>(s);
+      grad_sum_neurons_kernel<T>
+          <<<static_cast<unsigned int>(grad_sum_outputs(s)), kGradTreeWidth, 0, stream>>>(s);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }

@@ -74,6 +74,7 @@ struct LifCuda : CudaDevice {
 }  // namespace lif
 
 TORCH_LIBRARY_IMPL(lif_cuda, CUDA, m) {
+  lif::g_stream_capturing.store(&lif::gpu::stream_capturing);  // at load, before any op runs
   m.impl("lif_forward", &lif::lif_forward<lif::gpu::LifCuda>);
   m.impl("lif_backward", &lif::lif_backward<lif::gpu::LifCuda>);
 }

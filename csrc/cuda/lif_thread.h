@@ -69,22 +69,37 @@ LIF_HD void forward_steps(const IT* __restrict__ x, const T* __restrict__ z, Neu
     zq[2] = scale_noise(key.scale, nz.z2);
     zq[3] = scale_noise(key.scale, nz.z3);
   };
-  int64_t t0 = 0;
-  for (; t0 + kChunk <= steps; t0 += kChunk) {
-    T xin[kChunk];
-    T zin[kChunk];
+  // A chunk's inputs (and noise tensor) into registers.
+  auto load = [&](int64_t t, T* xs, T* zs) {
     LIF_UNROLL
     for (int k = 0; k < kChunk; ++k) {
-      const int64_t off = (t0 + k) * stride_t;
-      xin[k] = static_cast<T>(x[off]);
-      zin[k] = NOISE == kNoiseTensor ? z[off] : T(0);
+      const int64_t off = (t + k) * stride_t;
+      xs[k] = static_cast<T>(x[off]);
+      zs[k] = NOISE == kNoiseTensor ? z[off] : T(0);
     }
+  };
+  // Software-pipelined: the next chunk's loads are issued before this chunk's steps, so they are in
+  // flight while the recurrence runs (one memory latency per call, not one per chunk).
+  int64_t t0 = 0;
+  T xin[kChunk];
+  T zin[kChunk];
+  if (kChunk <= steps) load(0, xin, zin);
+  for (; t0 + kChunk <= steps; t0 += kChunk) {
+    T xnext[kChunk] = {};
+    T znext[kChunk] = {};
+    const bool more = t0 + 2 * kChunk <= steps;
+    if (more) load(t0 + kChunk, xnext, znext);
     if constexpr (NOISE == kNoiseKernel) {
       LIF_UNROLL
       for (int j = 0; j < kChunk / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
     }
     LIF_UNROLL
     for (int k = 0; k < kChunk; ++k) step(t0 + k, (t0 + k) * stride_t, xin[k], zin[k]);
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      xin[k] = xnext[k];
+      zin[k] = znext[k];
+    }
   }
   if constexpr (NOISE == kNoiseKernel) {
     // The last steps a block at a time (t0 is a multiple of 4), lanes by constant index.

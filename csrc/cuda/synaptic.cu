@@ -8,19 +8,22 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "../core/switch.h"
 #include "../host/synaptic_op.h"
 #include "launch.h"
+#include "sum_order.h"
 #include "synaptic_thread.h"
 
 namespace lif {
 namespace gpu {
 namespace {
 
-template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP>
+template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP, int SUM>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const SynForwardArgs<IT, T> a) {
   const int64_t idx = thread_index();
-  if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP>(a, idx);
+  if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP, SUM>(a, idx);
 }
 
 template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
@@ -39,8 +42,20 @@ struct SynCuda : CudaDevice {
     NOISE_SWITCH(a.noise.mode, NOISE, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
         BOOL_SWITCH(a.h0 != nullptr, AHP, [&] {
-          forward_kernel<IT, T, NOISE, S_FIXED, AHP><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          const auto launch = [&](auto sum) {
+            forward_kernel<IT, T, NOISE, S_FIXED, AHP, decltype(sum)::value>
+                <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          };
+          // Up to 3 lanes (S <= 2, with or without the AHP lane) add in one order everywhere;
+          // from 3 synapses on, torch's order, measured.
+          if constexpr (S_FIXED != 0) {
+            launch(std::integral_constant<int, kCudaSumDown>{});
+          } else if (cuda_sum_order(c10::cuda::current_device()) == kCudaSumUp) {
+            launch(std::integral_constant<int, kCudaSumUp>{});
+          } else {
+            launch(std::integral_constant<int, kCudaSumDown>{});
+          }
         });
       });
     });

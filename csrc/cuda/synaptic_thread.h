@@ -3,7 +3,8 @@
 // [t0, t0 + steps), its S synapses inside the thread, forward and backward. The kernels in
 // synaptic.cu only compute the thread index and call these; the host tests compile this file with
 // g++ and run it thread by thread against the reference and the CPU op (no GPU needed). The math
-// is core/synaptic.h's, the synapse sum in torch's CUDA order (kCudaSum).
+// is core/synaptic.h's, the synapse sum in torch's CUDA order (SUM: kCudaSumDown or kCudaSumUp,
+// the one the running torch uses, core/torch_sum.h).
 //
 // AHP: with SPEC §9's AHP current h (a register), fed by the thread's own previous spikes.
 // S_FIXED (1, 2, or 0 for any S): with S known at compile time the synaptic state lives in
@@ -24,8 +25,12 @@
 namespace lif {
 namespace gpu {
 
+// Steps whose inputs a synaptic forward thread loads ahead (S known at compile time). Results never
+// depend on it.
+constexpr int kSynChunk = 4;
+
 // Forward thread idx = b * N + n, 0 <= idx < B * N.
-template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP>
+template <typename IT, typename T, int NOISE, int S_FIXED, bool AHP, int SUM>
 LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   const int64_t N = a.N, S = S_FIXED ? S_FIXED : a.S, NS = N * S;
   const int64_t b = idx / N;
@@ -52,16 +57,30 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   Normals4 nz{};  // the in-kernel noise of the current 4-step block (core/philox.h's layout)
   const int64_t k_run = call_steps(row_steps(a.lengths, b, a.Tn), a.t0, a.steps);
   const int64_t t_end = a.t0 + k_run;
-  for (int64_t t = a.t0; t < t_end; ++t) {
+  // With S known at compile time the decays (and recurrent input) sit in registers and the inputs
+  // of the next kSynChunk steps are loaded before this chunk's steps run (in flight during the
+  // recurrence); xs holds a step's S inputs. Otherwise (any S) each step reads them as it goes (xs
+  // null).
+  constexpr int SR = S_FIXED ? S_FIXED : 1;
+  T breg[SR];
+  T rreg[SR];  // the call's recurrent input, the same at each of its steps
+  if constexpr (S_FIXED != 0) {
+    for (int k = 0; k < S_FIXED; ++k) {
+      breg[k] = a.beta(n, k);
+      rreg[k] = r ? r[k] : T(0);
+    }
+  }
+  const auto step = [&](int64_t t, const T* xs) {
     const int64_t row = (b * a.Tn + t) * N + n;  // (b, t, n)
     const int64_t srow = row * S;  // (b, t, n, 0)
     for (int64_t k = 0; k < S; ++k) {
-      const T xk = static_cast<T>(a.x[srow + k]);
-      const T ak = r ? syn_input(ist[k], xk, r[k]) : syn_input(ist[k], xk);
+      const T xk = S_FIXED ? xs[k] : static_cast<T>(a.x[srow + k]);
+      const T rk = r ? (S_FIXED ? rreg[k] : r[k]) : T(0);
+      const T ak = r ? syn_input(ist[k], xk, rk) : syn_input(ist[k], xk);
       if (a.i_pre_out) a.i_pre_out[srow + k] = ak;
-      ist[k] = syn_decay(ak, a.beta(n, k));
+      ist[k] = syn_decay(ak, S_FIXED ? breg[k] : a.beta(n, k));
       if (a.isyn_out) a.isyn_out[srow + k] = ist[k];
-      if (a.irec_out) a.irec_out[srow + k] = r[k];
+      if (a.irec_out) a.irec_out[srow + k] = rk;
     }
     // The LIF step with the synapse sum as its input (SPEC §7), the AHP current its last lane
     // (SPEC §9).
@@ -71,9 +90,9 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       h = syn_decay(hp, gamma);
       if (a.h_pre_out) a.h_pre_out[row] = hp;
       if (a.iahp_out) a.iahp_out[row] = h;
-      isum = ahp_sum<kCudaSum, S_FIXED>(ist, S, h);
+      isum = ahp_sum<SUM, S_FIXED>(ist, S, h, a.B * N);
     } else {
-      isum = synaptic_sum<kCudaSum, S_FIXED>(ist, S);
+      isum = synaptic_sum<SUM, S_FIXED>(ist, S, a.B * N);
     }
     T u, s;
     if constexpr (NOISE == kNoNoise) {
@@ -95,6 +114,36 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     if (a.vmem_out) a.vmem_out[row] = w;
     if (a.s_last && t == t_end - 1) a.s_last[idx] = s;
     if constexpr (AHP) s_prev = s;
+  };
+  int64_t t = a.t0;
+  if constexpr (S_FIXED != 0) {
+    const auto load = [&](int64_t t1, T(*xs)[SR]) {
+      LIF_UNROLL
+      for (int c = 0; c < kSynChunk; ++c) {
+        const int64_t srow = ((b * a.Tn + t1 + c) * N + n) * S;
+        for (int k = 0; k < S_FIXED; ++k) xs[c][k] = static_cast<T>(a.x[srow + k]);
+      }
+    };
+    T xcur[kSynChunk][SR];
+    if (t + kSynChunk <= t_end) load(t, xcur);
+    for (; t + kSynChunk <= t_end; t += kSynChunk) {
+      T xnext[kSynChunk][SR] = {};
+      const bool more = t + 2 * kSynChunk <= t_end;
+      if (more) load(t + kSynChunk, xnext);
+      LIF_UNROLL
+      for (int c = 0; c < kSynChunk; ++c) step(t + c, xcur[c]);
+      LIF_UNROLL
+      for (int c = 0; c < kSynChunk; ++c)
+        for (int k = 0; k < S_FIXED; ++k) xcur[c][k] = xnext[c][k];
+    }
+    for (; t < t_end; ++t) {
+      T xs[SR];
+      const int64_t srow = ((b * a.Tn + t) * N + n) * S;
+      for (int k = 0; k < S_FIXED; ++k) xs[k] = static_cast<T>(a.x[srow + k]);
+      step(t, xs);
+    }
+  } else {
+    for (; t < t_end; ++t) step(t, nullptr);
   }
   a.v_final[idx] = w;
   if constexpr (AHP) a.h_final[idx] = h;

@@ -62,10 +62,18 @@ inline Tensor compute_decay(const Tensor& tau, double dt) {
   return at::mul(at::reciprocal(tau), -dt).exp_();
 }
 
+// Whether the current stream of a device is being captured into a CUDA graph; set by the CUDA build
+// (cuda/launch.h), null without it.
+inline std::atomic<bool (*)()> g_stream_capturing{nullptr};
+
 // On the CPU torch's float exp is MKL's, which wakes MKL's thread team on every call (microseconds
 // on an idle machine, milliseconds on a busy one). So the CPU decays of the last few taus are
 // remembered, keyed by tau's *values* (compared byte for byte, and dt, dtype, shape): a hit returns
-// exactly what the ops would compute, however tau was changed in between.
+// exactly what the ops would compute, however tau was changed in between. On a device the values
+// cannot be read without a sync, and each decay costs three launches: the last few are kept by
+// tau's identity (its TensorImpl, held weakly), version, dt, dtype and shape. An in-place write
+// (an optimiser step) bumps the version and is seen; a write through `.data` is not. Under CUDA
+// graph capture nothing is cached: the graph computes the decay on every replay.
 class DecayCache {
  public:
   // Bounded: kEntries taus of at most kMaxNumel elements each (larger ones cost one exp per call,
@@ -74,7 +82,8 @@ class DecayCache {
   static constexpr int64_t kMaxNumel = 16384;
 
   Tensor decay(const Tensor& tau, double dt) {
-    if (!tau.device().is_cpu() || tau.numel() > kMaxNumel) return compute_decay(tau, dt);
+    if (!tau.device().is_cpu()) return device_decay(tau, dt);
+    if (tau.numel() > kMaxNumel) return compute_decay(tau, dt);
     const Tensor t = tau.contiguous();
     const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
     {
@@ -106,9 +115,42 @@ class DecayCache {
     double dt;
     Tensor decay;  // never written after it is computed: shared read-only by the callers
   };
+  struct DeviceEntry {
+    // Identity only (never upgraded to a strong pointer).
+    c10::weak_intrusive_ptr<c10::TensorImpl> tau{c10::intrusive_ptr<c10::TensorImpl>()};
+    int64_t version = -1;
+    double dt = 0.0;
+    Tensor decay;
+  };
+
+  Tensor device_decay(const Tensor& tau, double dt) {
+    bool (*const capturing)() = g_stream_capturing.load();
+    if (tau.is_inference() || (capturing && capturing())) return compute_decay(tau, dt);
+    const c10::TensorImpl* impl = tau.unsafeGetTensorImpl();
+    const int64_t version = tau._version();
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      for (const DeviceEntry& e : device_entries_) {
+        if (e.decay.defined() && !e.tau.expired() && e.tau._unsafe_get_target() == impl &&
+            e.version == version && e.dt == dt && e.decay.scalar_type() == tau.scalar_type() &&
+            e.decay.sizes() == tau.sizes() && e.decay.device() == tau.device()) {
+          return e.decay;
+        }
+      }
+    }
+    DeviceEntry fresh{c10::weak_intrusive_ptr<c10::TensorImpl>(tau.getIntrusivePtr()), version, dt,
+                      compute_decay(tau, dt)};
+    const std::lock_guard<std::mutex> lock(mutex_);
+    device_entries_[device_next_] = fresh;
+    device_next_ = (device_next_ + 1) % kEntries;
+    return fresh.decay;
+  }
+
   std::mutex mutex_;
   std::array<Entry, kEntries> entries_{};
   int next_ = 0;
+  std::array<DeviceEntry, kEntries> device_entries_{};
+  int device_next_ = 0;
 };
 
 inline Tensor decay_of(const Tensor& tau, double dt) {
