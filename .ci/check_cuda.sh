@@ -5,7 +5,8 @@
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
-#   3. ptxas's resource usage of csrc/cuda/lif.cu: no forward kernel may use a stack frame (local
+#   3. ptxas's resource usage of csrc/cuda/lif.cu and adaptive.cu: no forward kernel may use a stack
+#      frame (local
 #      memory): the in-kernel noise is drawn a Philox block at a time with constant lane indices;
 #      a dynamic index into a block's words puts it in local memory.
 # Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
@@ -62,10 +63,12 @@ NVCC_FLAGS=(-O3 -fmad=false --expt-relaxed-constexpr -Xcompiler -ffp-contract=of
 
 # 1. The math header and the per-thread loops alone, every function instantiated on the device.
 cat >"$TMP/core_check.cu" <<'CU'
+#include "core/adaptive.h"
 #include "core/grad_sums.h"
 #include "core/lif.h"
 #include "core/philox.h"
 #include "core/synaptic.h"
+#include "cuda/adaptive_thread.h"
 #include "cuda/lif_thread.h"
 #include "cuda/synaptic_thread.h"
 
@@ -99,6 +102,13 @@ __global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<
                              lif::GradSum<T> g) {
   lif::gpu::forward_thread<IT, T, NOISE, SAVE, RECORD>(f, threadIdx.x);
   lif::gpu::backward_thread<IT, T, SURR, HAS_GW, MASK>(b, threadIdx.x);
+  // The adaptive model keeps u and b (no window mask): it saves where SAVE is not kSaveNone.
+  lif::AdaptiveForwardArgs<IT, T> af{};
+  af.lif = f;
+  lif::gpu::adaptive_forward_thread<IT, T, NOISE, SAVE != lif::kSaveNone, RECORD>(af, threadIdx.x);
+  lif::AdaptiveBackwardArgs<IT, T> ab{};
+  ab.lif = b;
+  lif::gpu::adaptive_backward_thread<IT, T, SURR, HAS_GW, !HAS_GW>(ab, threadIdx.x);
   // With and without the AHP current (SPEC §9), as RECORD and HAS_GW vary; both CUDA sum orders.
   lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD, lif::kCudaSumDown>(sf, threadIdx.x);
   lif::gpu::syn_forward_thread<IT, T, NOISE, 0, RECORD, lif::kCudaSumUp>(sf, threadIdx.x);
@@ -125,6 +135,24 @@ __global__ void syn_core_check(const T* in, T* out) {
            lif::ahp_sum<lif::kCudaSumDown, 2>(in, 2, in[8], 9) +
            lif::ahp_sum<lif::kCpuSum, 0>(in, 7, in[8], 1);
 }
+
+// The adaptive model's step functions (SPEC §10), on the device.
+template <typename T>
+__global__ void adaptive_core_check(const T* in, T* out) {
+  T w, b = in[6], A;
+  out[0] = lif::adaptive_fire(in[0], in[1], in[2], in[3], in[4], in[5], w, b) + w + b;
+  const lif::AdaptiveConsts<T> c{in[0], in[1], in[2], in[3], in[4], in[5], in[6]};
+  lif::AdaptiveGrads<T> g{in[7], in[8], 0, 0, 0, 0, 0};
+  const T s = lif::adaptive_spikes(in[0], in[1], in[2], in[3], in[4], A);
+  out[1] = lif::adaptive_step_backward<lif::kStepPWL>(in[0], in[1], in[2], in[3], s, A, in[4],
+                                                      in[5], c, g);
+  out[2] = lif::adaptive_step_backward<lif::kPeriodicExponential>(in[0], in[1], in[2], in[3], s, A,
+                                                                  in[4], in[5], c, g);
+  out[3] = g.W + g.Bc + g.g_alpha + g.g_thr + g.g_bias + g.g_beta + g.g_rho;
+}
+
+template __global__ void adaptive_core_check<float>(const float*, float*);
+template __global__ void adaptive_core_check<double>(const double*, double*);
 
 template __global__ void syn_core_check<float>(const float*, float*);
 template __global__ void syn_core_check<double>(const double*, double*);
@@ -176,29 +204,31 @@ pids=()
 for src in "${SOURCES[@]}"; do
   obj="$TMP/$(basename "$src").o"
   usage=()
-  [ "$(basename "$src")" = lif.cu ] && usage=(--resource-usage)
+  case "$(basename "$src")" in lif.cu | adaptive.cu) usage=(--resource-usage) ;; esac
   compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${usage[@]}" \
     -I"$TMP/stub" "${TORCH_FLAGS[@]}" -Icsrc "$src" -o "$obj" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 
-# 3. Forward kernels without a stack frame (ptxas: "N bytes stack frame" after each entry).
-KLOG="$TMP/lif.cu.o.log"
-if [ -f "$KLOG" ]; then
+# 3. Forward kernels without a stack frame (ptxas: "N bytes stack frame" after each entry), in
+#    every source whose resource usage was asked for.
+for KSRC in lif.cu adaptive.cu; do
+  KLOG="$TMP/$KSRC.o.log"
+  if [ ! -f "$KLOG" ]; then
+    echo "check_cuda: FAIL no ptxas log of $KSRC: the stack-frame check did not run"; status=1; continue
+  fi
   read -r nfwd nbad <<<"$(awk '/Compiling entry function/ { fwd = ($0 ~ /forward_kernel/) }
     /bytes stack frame/ && fwd { n++; if ($1 != 0) { bad++; print "check_cuda: stack frame: " $0 > "/dev/stderr" } fwd = 0 }
     END { print n + 0, bad + 0 }' "$KLOG")"
   if [ "$nfwd" -eq 0 ]; then
-    echo "check_cuda: FAIL no forward kernel found in ptxas's resource usage"; status=1
+    echo "check_cuda: FAIL no forward kernel found in $KSRC's ptxas resource usage"; status=1
   elif [ "$nbad" -ne 0 ]; then
-    echo "check_cuda: FAIL $nbad of $nfwd forward kernels use a stack frame (local memory)"; status=1
+    echo "check_cuda: FAIL $nbad of $nfwd forward kernels of $KSRC use a stack frame (local memory)"; status=1
   else
-    echo "check_cuda: ok   none of the $nfwd forward kernels (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
+    echo "check_cuda: ok   none of the $nfwd forward kernels of $KSRC (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
   fi
-else
-  echo "check_cuda: FAIL no ptxas log of lif.cu: the stack-frame check did not run"; status=1
-fi
+done
 
 if [ $status -ne 0 ]; then fail "CUDA compile check failed (see above)"; fi
 echo "check_cuda: all CUDA sources compile cleanly for sm ${ARCHS// /, sm } ($SECONDS s)"

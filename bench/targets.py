@@ -67,6 +67,11 @@ TARGETS = [
     *(Target("synaptic", f"{w} forward+backward >= {g:g}x Rockpool's aLIFTorch ({k})", ("rockpool", FB), (k, FB),
              at_least=g, at=dict(workload=w)) for w, g in (("ahp-recurrent", 5), ("ahp-feedforward", 50))
       for k in ("native", "dropin")),
+    # adaptive: the adaptive threshold's cost over the LIF's, and the fused op against its reference
+    *(Target("adaptive", f"{p}: AdaptiveLIF <= 1.5x LIFNeuron at {tuple(s['shape'])}", ("adaptive", p), ("lif", p),
+             at_most=1.5, at=s) for p in ("forward", FB) for s in (LONG, LARGE)),
+    *(Target("adaptive", f"{p}: AdaptiveLIF >= 50x its reference at {tuple(s['shape'])}", ("reference", p),
+             ("adaptive", p), at_least=50, at=s) for p in ("forward", FB) for s in (LONG, LARGE)),
     # gpu, at the largest shape
     Target("gpu", "forward+backward >= 0.7 of copy_ bandwidth", ("copy_", "forward"), ("fused", FB), at_least=0.7,
            at=GPU_SHAPE, scale=3.0, device="cuda"),

@@ -46,16 +46,11 @@ class LifForward : public torch::autograd::Function<LifForward> {
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
     // backward needs the values the forward started from.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
+    save_settings(ctx, dt, window, max_spikes, surrogate, record, noise.has_value(),
+                  bias.dim() == 0, input.scalar_type());
+    // The sequence's shape: a window mask's is not u's.
     ctx->saved_data["shape"] = input.sym_sizes();  // symbolic under torch.export: no specialisation
-    ctx->saved_data["dt"] = dt;
-    ctx->saved_data["window"] = window;
-    ctx->saved_data["max_spikes"] = max_spikes;
-    ctx->saved_data["surrogate"] = surrogate;
-    ctx->saved_data["record"] = record;
-    ctx->saved_data["has_noise"] = noise.has_value();
-    ctx->saved_data["scalar_bias"] = bias.dim() == 0;
     ctx->saved_data["decays"] = decays;
-    ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
     // Unused outputs get undefined gradients, not (B,T,N) zeros; u (and an unrecorded, empty
     // vmem) are internal.
     ctx->set_materialize_grads(false);
@@ -71,15 +66,10 @@ class LifForward : public torch::autograd::Function<LifForward> {
     const auto saved = ctx->get_saved_variables();
     const Tensor& u = saved[0];  // or the window mask
     const Tensor& v0 = saved[1];
-    const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
+    const auto input_dtype = saved_input_dtype(ctx);
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
-    Tensor gs = grad_or_zeros(grads[0], v0.options(), ctx->saved_data["shape"].toSymIntVector(),
-                              input_dtype);
-    if (noise_grad && gs.scalar_type() != v0.scalar_type()) {
-      // Half-precision input with a noise tensor that needs its gradient: dL/du is wanted in
-      // float32 for the noise (gz = U), rounded once for the input.
-      gs = gs.to(v0.scalar_type());
-    }
+    const Tensor gs = grad_spikes_for(
+        grads[0], v0.options(), ctx->saved_data["shape"].toSymIntVector(), input_dtype, noise_grad);
     const OptTensor gw =
         ctx->saved_data["record"].toBool() ? defined_or_none(grads[1]) : std::nullopt;
     const variable_list g = call_backward_op(
@@ -88,10 +78,7 @@ class LifForward : public torch::autograd::Function<LifForward> {
         ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
         ctx->saved_data["scalar_bias"].toBool(), defined_or_none(saved[4]),
         ctx->saved_data["decays"].toBool());
-    Tensor g_in = g[0];
-    Tensor g_noise;
-    if (noise_grad) g_noise = g_in.scalar_type() != input_dtype ? g_in : g_in.clone();
-    if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
+    const auto [g_in, g_noise] = input_and_noise_grads(g[0], noise_grad, input_dtype);
     // One entry per forward argument (15): the last nine are not differentiable.
     return {g_in,     g[1],     g[2],     g[3],     g[4],     g_noise,  Tensor(), Tensor(),
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
@@ -125,6 +112,114 @@ LifBackwardOut lif_backward_autograd(const Tensor& grad_spikes, const OptTensor&
       kLifBackward, lif_backward_op(), false, grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem,
       threshold, dt, window, max_spikes, surrogate, scalar_bias, lengths, decays);
   return {o[0], o[1], o[2], o[3], o[4]};
+}
+
+// ---------------------------------------------------------------- the adaptive ops (SPEC §10)
+
+using AdaptiveForwardOut =
+    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using AdaptiveBackwardOut =
+    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using AdaptiveForwardSig = AdaptiveForwardOut(const Tensor&, const Tensor&, const Tensor&,
+                                              const Tensor&, const Tensor&, const Tensor&,
+                                              const Tensor&, const Tensor&, const OptTensor&,
+                                              const OptTensor&, double, double, double, double,
+                                              int64_t, bool, bool, const OptTensor&);
+using AdaptiveBackwardSig = AdaptiveBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
+                                                const OptTensor&, const OptTensor&, const Tensor&,
+                                                const Tensor&, const Tensor&, const Tensor&,
+                                                const Tensor&, const Tensor&, const Tensor&,
+                                                const Tensor&, double, double, double, int64_t,
+                                                bool, const OptTensor&);
+
+constexpr char kAdaptiveForward[] = "lif_cuda::adaptive_forward";
+constexpr char kAdaptiveBackward[] = "lif_cuda::adaptive_backward";
+
+const auto& adaptive_forward_op() { return op_handle<AdaptiveForwardSig, kAdaptiveForward>(); }
+const auto& adaptive_backward_op() { return op_handle<AdaptiveBackwardSig, kAdaptiveBackward>(); }
+
+class AdaptiveForward : public torch::autograd::Function<AdaptiveForward> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& v0,
+                               const Tensor& b0, const Tensor& tau_mem, const Tensor& threshold,
+                               const Tensor& bias, const Tensor& tau_adapt,
+                               const Tensor& beta_adapt, const OptTensor& noise,
+                               const OptTensor& noise_key, double dt, double noise_scale,
+                               double window, double max_spikes, int64_t surrogate, bool record,
+                               const OptTensor& lengths) {
+    auto [spikes, vmem, adapt, v_final, b_final, u, b_saved, v0_saved, b0_saved] =
+        call_below_autograd(adaptive_forward_op(), input, v0, b0, tau_mem, threshold, bias,
+                            tau_adapt, beta_adapt, noise, noise_key, dt, noise_scale, window,
+                            max_spikes, surrogate, record, true, lengths);
+    // The copies of v0 and b0: a module updates its state in place right after the forward.
+    ctx->save_for_backward({u, b_saved, v0_saved, b0_saved, tau_mem, threshold, tau_adapt,
+                            beta_adapt, lengths.value_or(Tensor())});
+    save_settings(ctx, dt, window, max_spikes, surrogate, record, noise.has_value(),
+                  bias.dim() == 0, input.scalar_type());
+    ctx->set_materialize_grads(false);
+    std::vector<Tensor> internal{u, b_saved, v0_saved, b0_saved};
+    if (!record) {
+      internal.push_back(vmem);
+      internal.push_back(adapt);
+    }
+    ctx->mark_non_differentiable(internal);
+    return {spikes, vmem, adapt, v_final, b_final, u, b_saved, v0_saved, b0_saved};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& u = saved[0];
+    const auto input_dtype = saved_input_dtype(ctx);
+    const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(8);
+    const bool record = ctx->saved_data["record"].toBool();
+    const auto recorded = [&](int i) { return record ? defined_or_none(grads[i]) : std::nullopt; };
+    const variable_list g = call_backward_op(
+        kAdaptiveBackward, adaptive_backward_op(), true,
+        grad_spikes_for(grads[0], u, input_dtype, noise_grad), recorded(1), recorded(2),
+        defined_or_none(grads[3]), defined_or_none(grads[4]), u, saved[1], saved[2], saved[3],
+        saved[4], saved[5], saved[6], saved[7], ctx->saved_data["dt"].toDouble(),
+        ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
+        ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
+        defined_or_none(saved[8]));
+    const auto [g_in, g_noise] = input_and_noise_grads(g[0], noise_grad, input_dtype);
+    // One entry per forward argument (17): the last eight are not differentiable.
+    variable_list out(17);
+    out[0] = g_in;
+    for (int i = 1; i < 8; ++i) out[i] = g[i];
+    out[8] = g_noise;
+    return out;
+  }
+};
+
+AdaptiveForwardOut adaptive_forward_autograd(const Tensor& input, const Tensor& v0,
+                                             const Tensor& b0, const Tensor& tau_mem,
+                                             const Tensor& threshold, const Tensor& bias,
+                                             const Tensor& tau_adapt, const Tensor& beta_adapt,
+                                             const OptTensor& noise, const OptTensor& noise_key,
+                                             double dt, double noise_scale, double window,
+                                             double max_spikes, int64_t surrogate, bool record,
+                                             bool save, const OptTensor& lengths) {
+  if (!any_requires_grad(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise)) {
+    return call_below_autograd(adaptive_forward_op(), input, v0, b0, tau_mem, threshold, bias,
+                               tau_adapt, beta_adapt, noise, noise_key, dt, noise_scale, window,
+                               max_spikes, surrogate, record, save, lengths);
+  }
+  const variable_list o = AdaptiveForward::apply(input, v0, b0, tau_mem, threshold, bias, tau_adapt,
+                                                 beta_adapt, noise, noise_key, dt, noise_scale,
+                                                 window, max_spikes, surrogate, record, lengths);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8]};
+}
+
+AdaptiveBackwardOut adaptive_backward_autograd(
+    const Tensor& gs, const OptTensor& gw, const OptTensor& gb, const OptTensor& gvf,
+    const OptTensor& gbf, const Tensor& u, const Tensor& b, const Tensor& v0, const Tensor& b0,
+    const Tensor& tau_mem, const Tensor& threshold, const Tensor& tau_adapt,
+    const Tensor& beta_adapt, double dt, double window, double max_spikes, int64_t surrogate,
+    bool scalar_bias, const OptTensor& lengths) {
+  const variable_list o = call_backward_op(
+      kAdaptiveBackward, adaptive_backward_op(), false, gs, gw, gb, gvf, gbf, u, b, v0, b0, tau_mem,
+      threshold, tau_adapt, beta_adapt, dt, window, max_spikes, surrogate, scalar_bias, lengths);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]};
 }
 
 // ---------------------------------------------------------------- the synaptic ops (SPEC §7)
@@ -291,6 +386,8 @@ SynBackwardOut synaptic_backward_autograd(
 TORCH_LIBRARY_IMPL(lif_cuda, Autograd, m) {
   m.impl("lif_forward", &lif::lif_forward_autograd);
   m.impl("lif_backward", &lif::lif_backward_autograd);
+  m.impl("adaptive_forward", &lif::adaptive_forward_autograd);
+  m.impl("adaptive_backward", &lif::adaptive_backward_autograd);
   m.impl("synaptic_forward", &lif::synaptic_forward_autograd);
   m.impl("synaptic_backward", &lif::synaptic_backward_autograd);
 }

@@ -107,6 +107,49 @@ inline Tensor grad_or_zeros(const Tensor& g, const Tensor& like, at::ScalarType 
   return grad_or_zeros(g, like.options(), like.sym_sizes(), dtype);
 }
 
+// The scalar settings a forward keeps for its backward (every model's), under these keys.
+inline void save_settings(AutogradContext* ctx, double dt, double window, double max_spikes,
+                          int64_t surrogate, bool record, bool has_noise, bool scalar_bias,
+                          at::ScalarType input_dtype) {
+  ctx->saved_data["dt"] = dt;
+  ctx->saved_data["window"] = window;
+  ctx->saved_data["max_spikes"] = max_spikes;
+  ctx->saved_data["surrogate"] = surrogate;
+  ctx->saved_data["record"] = record;
+  ctx->saved_data["has_noise"] = has_noise;
+  ctx->saved_data["scalar_bias"] = scalar_bias;
+  ctx->saved_data["input_dtype"] = static_cast<int64_t>(input_dtype);
+}
+
+inline at::ScalarType saved_input_dtype(AutogradContext* ctx) {
+  return static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
+}
+
+// The gradient on spikes for a backward op whose input gradient is also a noise tensor's
+// (`noise_grad`): with half-precision input dL/du is then wanted in the state's dtype (gz = U),
+// rounded once for the input.
+// `state`: the state's options, `sizes`: the sequence's shape (a LIF's window mask is not u).
+inline Tensor grad_spikes_for(const Tensor& g, const at::TensorOptions& state,
+                              c10::SymIntArrayRef sizes, at::ScalarType input_dtype,
+                              bool noise_grad) {
+  Tensor gs = grad_or_zeros(g, state, sizes, input_dtype);
+  const auto ct = c10::typeMetaToScalarType(state.dtype());
+  return noise_grad && gs.scalar_type() != ct ? gs.to(ct) : gs;
+}
+
+inline Tensor grad_spikes_for(const Tensor& g, const Tensor& u, at::ScalarType input_dtype,
+                              bool noise_grad) {
+  return grad_spikes_for(g, u.options(), u.sym_sizes(), input_dtype, noise_grad);
+}
+
+// (dL/dinput in the input's dtype, dL/dnoise or undefined) from the backward op's dL/du.
+inline std::pair<Tensor, Tensor> input_and_noise_grads(const Tensor& g_u, bool noise_grad,
+                                                       at::ScalarType input_dtype) {
+  Tensor g_noise;
+  if (noise_grad) g_noise = g_u.scalar_type() != input_dtype ? g_u : g_u.clone();
+  return {g_u.scalar_type() != input_dtype ? g_u.to(input_dtype) : g_u, g_noise};
+}
+
 inline OptTensor defined_or_none(const Tensor& t) {
   return t.defined() ? OptTensor(t) : std::nullopt;
 }

@@ -100,6 +100,30 @@ TORCH_LIBRARY(lif_cuda, m) {
       "Tensor v0, Tensor tau_mem, Tensor threshold, float dt, float window, float max_spikes, "
       "int surrogate, bool scalar_bias, Tensor? lengths=None, bool decays=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The adaptive-threshold LIF (SPEC §10): lif_forward's arguments plus the initial adaptation b0
+  // ((B,N) or (N,)) and the parameters tau_adapt, beta_adapt ((N,) or ()); rho = exp(-dt/tau_adapt)
+  // is computed inside as torch computes it. Returns (spikes, vmem, adapt, v_final, b_final, u,
+  // b_saved, v0_saved, b0_saved): the records vmem and adapt (B,T,N) are empty unless `record`;
+  // u and b_saved (the adaptation after each step) (B,T,N), the copies of v0 and b0, empty unless
+  // `save` (set by the autograd kernel when a gradient is needed). Noise and `lengths` as for
+  // lif_forward (on padding the records, u and b_saved hold the row's last state).
+  m.def(
+      "adaptive_forward(Tensor input, Tensor v0, Tensor b0, Tensor tau_mem, Tensor threshold, "
+      "Tensor bias, Tensor tau_adapt, Tensor beta_adapt, Tensor? noise, Tensor? noise_key, "
+      "float dt, float noise_scale, float window, float max_spikes, int surrogate, bool record, "
+      "bool save, Tensor? lengths=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  // Its backward (core/adaptive.h): returns (grad_input, grad_v0, grad_b0, grad_tau_mem,
+  // grad_threshold, grad_bias, grad_tau_adapt, grad_beta_adapt), each in its forward argument's
+  // shape (bias: () when `scalar_bias`); grad_input is also the noise's. `lengths` as for
+  // lif_backward.
+  m.def(
+      "adaptive_backward(Tensor grad_spikes, Tensor? grad_vmem, Tensor? grad_adapt, "
+      "Tensor? grad_vfinal, Tensor? grad_bfinal, Tensor u, Tensor b, Tensor v0, Tensor b0, "
+      "Tensor tau_mem, Tensor threshold, Tensor tau_adapt, Tensor beta_adapt, float dt, "
+      "float window, float max_spikes, int surrogate, bool scalar_bias, Tensor? lengths=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The synaptic LIF model (SPEC §7, Rockpool's LIFTorch): input (B,T,N*S) read as (B,T,N,S);
   // i0 (B,N,S) or (N,S) gives N and S; v0 (B,N) or (N,); s0 (B,N) or (N,) the spikes of the step
   // before the first (the recurrent product's first input; None: zeros); tau_mem, threshold, bias

@@ -4,6 +4,7 @@
     layer = lif_cuda.LIFNeuron(128)          # drop-in for Rockpool's LIFNeuronTorch
     spikes = layer(torch.randn(32, 100, 128))
     syn = lif_cuda.SynapticLIF((2 * 128, 128), has_rec=True)   # Rockpool's LIFTorch: synapses, recurrence
+    alif = lif_cuda.AdaptiveLIF(128)         # adaptive threshold (SPEC §10)
 
 `lif_cuda.lif_evolve(...)` is the functional form; `lif_cuda.reference` the pure-PyTorch oracle.
 """
@@ -11,9 +12,9 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
-from .functional import ahp_synaptic_evolve, fused_available, lif_evolve, synaptic_evolve
-from .neurons import AHPSynapticLIF, LIFNeuron, SynapticLIF
-from .reference import lif_evolve_reference, synaptic_evolve_reference
+from .functional import adaptive_evolve, ahp_synaptic_evolve, fused_available, lif_evolve, synaptic_evolve
+from .neurons import AdaptiveLIF, AHPSynapticLIF, LIFNeuron, SynapticLIF
+from .reference import adaptive_evolve_reference, lif_evolve_reference, synaptic_evolve_reference
 from .spike_linear import SpikeLinear
 from .surrogates import PeriodicExponential, StepPWL
 
@@ -29,6 +30,9 @@ __all__ = [
     "synaptic_evolve_reference",
     "AHPSynapticLIF",
     "ahp_synaptic_evolve",
+    "AdaptiveLIF",
+    "adaptive_evolve",
+    "adaptive_evolve_reference",
     "fused_available",
     "StepPWL",
     "PeriodicExponential",

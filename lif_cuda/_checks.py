@@ -287,6 +287,18 @@ def check_lif_tensors(input, state, params, noise, leak=("tau_mem",)):
     _check_noise(noise, (B, T, N), dev)
 
 
+def check_adaptive_tensors(input, state, params, noise):
+    """adaptive_evolve's tensors (SPEC §10): lif_evolve's, and b0 (B,N) or (N,), tau_adapt and
+    beta_adapt (N,) or ()."""
+    (v0, b0), (tau_mem, threshold, bias, tau_adapt, beta_adapt) = state, params
+    check_lif_tensors(input, (v0,), (tau_mem, threshold, bias), noise)
+    B, T, N = input.shape
+    dev = input.device
+    _check_state("b0", b0, ((N,), (B, N)), dev)
+    check_param("tau_adapt", tau_adapt, N, dev)
+    check_param("beta_adapt", beta_adapt, N, dev)
+
+
 def check_synaptic_tensors(input, state, params, noise, leak=("tau_mem", "tau_syn")):
     """synaptic_evolve's tensors (SPEC §7): input (B,T,N*S), i0 (B,N,S) or (N,S) (it gives N and
     S), v0 and s0 (B,N) or (N,), tau_syn (N,S), (1,S) or (), w_rec (N, N*S) or None; `leak`: the

@@ -1,4 +1,4 @@
-"""The functional API (`lif_evolve`, `synaptic_evolve`) and the one call path every model takes.
+"""The functional API (`lif_evolve`, `synaptic_evolve`, `adaptive_evolve`) and the one call path every model takes.
 
 A model is described once (`Model`: its state, parameters and records in the op's order, its fused
 op and its reference); `run` takes any model through the fused op (lif_cuda.ops, which checks
@@ -20,6 +20,7 @@ from . import _ext
 from ._checks import (
     CHECKED_VALUES,
     DECAY,
+    check_adaptive_tensors,
     check_ahp_synaptic_tensors,
     check_lif_tensors,
     check_max_spikes,
@@ -31,12 +32,36 @@ from ._checks import (
     to_lengths,
 )
 from .noise import draw_noise_key, kernel_noise, kernel_noise_scale
-from .ops import ahp_synaptic_forward_op, lif_forward_op, synaptic_forward_op  # noqa: F401  (by name in `run`)
-from .reference import lif_evolve_reference, synaptic_evolve_reference  # noqa: F401  (by name in `run`)
+from .ops import (  # noqa: F401  (looked up by name in `run`)
+    adaptive_forward_op,
+    ahp_synaptic_forward_op,
+    lif_forward_op,
+    synaptic_forward_op,
+)
+from .reference import (  # noqa: F401  (looked up by name in `run`)
+    adaptive_evolve_reference,
+    lif_evolve_reference,
+    synaptic_evolve_reference,
+)
 from .surrogates import FUSED_NAMES, NO_KERNEL, StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["lif_evolve", "synaptic_evolve", "ahp_synaptic_evolve", "fused_available", "resolve_backend", "run", "LIF",
-           "SYNAPTIC", "AHP_SYNAPTIC", "LIF_DECAYS", "SYNAPTIC_DECAYS", "AHP_SYNAPTIC_DECAYS", "LEAK_MODES"]
+__all__ = [
+    "lif_evolve",
+    "synaptic_evolve",
+    "ahp_synaptic_evolve",
+    "adaptive_evolve",
+    "fused_available",
+    "resolve_backend",
+    "run",
+    "LIF",
+    "SYNAPTIC",
+    "AHP_SYNAPTIC",
+    "ADAPTIVE",
+    "LIF_DECAYS",
+    "SYNAPTIC_DECAYS",
+    "AHP_SYNAPTIC_DECAYS",
+    "LEAK_MODES",
+]
 
 _BACKENDS = ("auto", "fused", "reference")
 _FLOATS = (torch.float32, torch.float64)
@@ -85,6 +110,11 @@ def _ahp_synaptic_reference(reference, x, state, params, dt, noise, window, max_
     )
 
 
+def _adaptive_reference(reference, x, state, params, dt, noise, window, max_spikes, spike_fn, record, lengths):
+    # Time constants only (no leak modes for AdaptiveLIF): the reference takes no `decays`.
+    return reference(x, *state, *params, dt, noise, window, max_spikes, spike_fn, record, lengths=lengths)
+
+
 LIF = Model(
     initial=("v0",), state=("vmem",), params=("tau_mem", "threshold", "bias"), positive=("tau_mem", "threshold"),
     checked=("tau_mem", "threshold", "bias"), records=("vmem",), forward_op="lif_forward_op",
@@ -125,6 +155,13 @@ AHP_SYNAPTIC_DECAYS = AHP_SYNAPTIC._replace(
     checked=("alpha", "beta", "threshold", "bias", "w_ahp", "tau_ahp"),
     call_reference=partial(_ahp_synaptic_reference, decays=True),
     check_tensors=partial(check_ahp_synaptic_tensors, leak=("alpha", "beta")), decays=("alpha", "beta"),
+)
+
+ADAPTIVE = Model(
+    initial=("v0", "b0"), state=("vmem", "adapt"), params=("tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt"),
+    positive=("tau_mem", "threshold", "tau_adapt"), checked=("tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt"),
+    records=("vmem", "adapt"), forward_op="adaptive_forward_op", reference="adaptive_evolve_reference",
+    call_reference=_adaptive_reference, check_tensors=check_adaptive_tensors,
 )
 
 
@@ -331,3 +368,25 @@ def ahp_synaptic_evolve(input, v0, i0, h0, tau_mem, tau_syn, threshold, bias, w_
     if not record:
         vmem = isyn = irec = iahp = None
     return spikes, vmem, isyn, irec, iahp, v_final, i_final, s_final, h_final
+
+
+def adaptive_evolve(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, dt, noise=None,
+                    learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL, record=False,
+                    backend="auto", noise_std=0.0, lengths=None):
+    """Evolve adaptive-threshold LIF neurons (SPEC §10) over `input` (B,T,N) from membrane `v0` and
+    adaptation `b0` ((B,N) or (N,) each).
+
+    tau_mem, threshold, bias, tau_adapt, beta_adapt: (N,) or (). Each step the threshold is
+    A = threshold + beta_adapt * b; each spike raises b by (1 - rho), which decays by
+    rho = exp(-dt / tau_adapt). Noise, dtypes and `lengths` as lif_evolve's.
+    Returns (spikes (B,T,N), vmem (B,T,N), adapt (B,T,N) (records, None unless record), final
+    membrane (B,N), final adaptation (B,N)). Differentiable with respect to input, v0, b0 and every
+    parameter (and noise).
+    """
+    spikes, vmem, adapt, v_final, b_final = _checked_call(
+        ADAPTIVE, input, (v0, b0), (tau_mem, threshold, bias, tau_adapt, beta_adapt), dt, noise, learning_window,
+        max_spikes_per_dt, spike_generation_fn, record, backend, noise_std, lengths,
+    )[:5]
+    if not record:
+        vmem = adapt = None
+    return spikes, vmem, adapt, v_final, b_final

@@ -1,5 +1,5 @@
-"""The neuron modules: `LIFNeuron` (SPEC §5, Rockpool's LIFNeuronTorch) and `SynapticLIF` (SPEC §7,
-Rockpool's LIFTorch), thin faces on one base class.
+"""The neuron modules: `LIFNeuron` (SPEC §5, Rockpool's LIFNeuronTorch), `SynapticLIF` (SPEC §7,
+Rockpool's LIFTorch) and `AdaptiveLIF` (SPEC §10), thin faces on one base class.
 
 `NeuronLayer` holds what every model shares: the settings and their checks, the state (kept per row
 with batch_state, SPEC §8), auto-batching, dtypes (half precision in and out, float32 inside), the
@@ -19,7 +19,7 @@ from ._checks import DECAY, check_max_spikes, check_scalar, check_w_rec, to_leng
 from .noise import kernel_noise_scale, torch_noise
 from .surrogates import StepPWL, check_spike_fn, kernel_id_of
 
-__all__ = ["NeuronLayer", "LIFNeuron", "SynapticLIF", "AHPSynapticLIF"]
+__all__ = ["NeuronLayer", "LIFNeuron", "SynapticLIF", "AHPSynapticLIF", "AdaptiveLIF"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _IO_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -187,6 +187,21 @@ class NeuronLayer(nn.Module):
 
     def _model_repr(self):
         return ""
+
+    def _init_lif(self, shape, tau_mem, threshold, bias, alpha=None, default_decay=None):
+        """The LIF neuron's shape and parameters (SPEC §5), which models built on it share; returns N.
+        `default_decay` given (leak_mode "decays"): the leak is the decay alpha, tau_mem None."""
+        n = _n_from_shape(shape)
+        self.n_neurons = self.size_in = self.size_out = n
+        self.shape = (n,)
+        if default_decay is None:
+            self.tau_mem = _neuron_param("tau_mem", tau_mem, n, DEFAULT_TAU, positive=True)
+        else:
+            self.tau_mem = None
+            self.alpha = _neuron_param("alpha", alpha, n, default_decay, positive=DECAY)
+        self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
+        self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
+        return n
 
     # ------------------------------------------------------------------ dtypes and devices
 
@@ -422,20 +437,12 @@ class LIFNeuron(NeuronLayer):
                  spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16, backend="auto",
                  noise="kernel", batch_state=False, leak_mode="taus", alpha=None):
         super().__init__()
-        n = _n_from_shape(shape)
-        self.n_neurons = self.size_in = self.size_out = n
-        self.shape = (n,)
         default_decay = _leak_mode(leak_mode, dt, tau_mem=tau_mem, alpha=alpha)
         self.leak_mode = leak_mode
-        if leak_mode == "taus":
-            self.tau_mem = _neuron_param("tau_mem", tau_mem, n, DEFAULT_TAU, positive=True)
-            self.alpha = None
-        else:
+        self.alpha = None
+        if leak_mode == "decays":
             self.model = functional.LIF_DECAYS
-            self.tau_mem = None
-            self.alpha = _neuron_param("alpha", alpha, n, default_decay, positive=DECAY)
-        self.threshold = _neuron_param("threshold", threshold, n, 1.0, positive=True)
-        self.bias = _neuron_param("bias", bias, n, 0.0, positive=False)
+        n = self._init_lif(shape, tau_mem, threshold, bias, alpha, default_decay)
         self.register_buffer("vmem", torch.zeros(n))
         self._init_settings(dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise,
                             batch_state)
@@ -456,6 +463,50 @@ class LIFNeuron(NeuronLayer):
         )
         if x.shape[0] > 0:
             self.vmem = kept_state(self.vmem, out[2], self.batch_state)
+        return out[0]
+
+
+class AdaptiveLIF(NeuronLayer):
+    """LIFNeuron with an adaptive threshold (SPEC §10, the adaptive LIF of Bellec et al. 2018,
+    multi-spike): each step the threshold is A = threshold + beta_adapt * b, and
+
+        v <- alpha * v + I + noise + bias;  s = min(floor(v / A), M) where v >= A;  v <- v - s * A;
+        b <- rho * b + (1 - rho) * s,        alpha = exp(-dt / tau_mem), rho = exp(-dt / tau_adapt).
+
+    Parameters, each (N,) or () and trainable: tau_mem (default 20 ms), threshold (1.0), bias (0.0),
+    tau_adapt (200 ms), beta_adapt (1.0). State `vmem` and `adapt` (the adaptation b), kept as
+    LIFNeuron keeps vmem: batch row 0, or every row with batch_state=True (SPEC §8). noise, lengths,
+    backend, half-precision input: as LIFNeuron's.
+
+    evolve(x, record) returns (spikes, {"vmem", "adapt"}, {"vmem", "adapt", "spikes"} when record).
+    """
+
+    model = functional.ADAPTIVE
+
+    def __init__(self, shape=None, tau_mem=None, threshold=None, bias=0.0, tau_adapt=None, beta_adapt=None, dt=1e-3,
+                 noise_std=0.0, spike_generation_fn=StepPWL, learning_window=0.5, max_spikes_per_dt=2.0**16,
+                 backend="auto", noise="kernel", batch_state=False):
+        super().__init__()
+        n = self._init_lif(shape, tau_mem, threshold, bias)
+        self.tau_adapt = _neuron_param("tau_adapt", tau_adapt, n, 200e-3, positive=True)
+        self.beta_adapt = _neuron_param("beta_adapt", beta_adapt, n, 1.0, positive=False)
+        self.register_buffer("vmem", torch.zeros(n))
+        self.register_buffer("adapt", torch.zeros(n))
+        self._init_settings(dt, noise_std, learning_window, max_spikes_per_dt, spike_generation_fn, backend, noise,
+                            batch_state)
+
+    def _state_rows(self):
+        return {"vmem": (self.n_neurons,), "adapt": (self.n_neurons,)}
+
+    def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
+        out = torch.ops.lif_cuda.adaptive_forward(
+            x, self.vmem, self.adapt, self.tau_mem, self.threshold, self.bias, self.tau_adapt, self.beta_adapt, noise,
+            None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False, lengths,
+        )
+        if x.shape[0] > 0:
+            self.vmem = kept_state(self.vmem, out[3], self.batch_state)
+            self.adapt = kept_state(self.adapt, out[4], self.batch_state)
         return out[0]
 
 

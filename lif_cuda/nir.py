@@ -53,8 +53,9 @@ def _is_synaptic(module):
 
 
 def _is_lif(module):
-    # LIFNeuron, lif_cuda.rockpool.LIFNeuronTorch and Rockpool's own LIFNeuronTorch all qualify.
-    return _has(module, "tau_mem", "threshold", "bias", "dt", "n_neurons")
+    # LIFNeuron, lif_cuda.rockpool.LIFNeuronTorch and Rockpool's own LIFNeuronTorch all qualify;
+    # an AdaptiveLIF does not (NIR has no adaptive threshold: exporting it as a LIF would drop it).
+    return _has(module, "tau_mem", "threshold", "bias", "dt", "n_neurons") and not hasattr(module, "tau_adapt")
 
 
 def _per_neuron(t, n):

@@ -16,6 +16,8 @@ __all__ = [
     "synaptic_forward_op",
     "synaptic_backward_op",
     "ahp_synaptic_forward_op",
+    "adaptive_forward_op",
+    "adaptive_backward_op",
     "kernel_launches",
 ]
 
@@ -32,6 +34,7 @@ def _check_devices(input, **tensors):
 
 lif_forward_op = lif_backward_op = None
 synaptic_forward_op = synaptic_backward_op = None
+adaptive_backward_op = None
 
 if _ext.loaded():
 
@@ -119,11 +122,51 @@ if _ext.loaded():
             u.new_empty(tau_ahp.shape) if ahp else u.new_empty((0,)),
         )
 
+    @torch.library.register_fake("lif_cuda::adaptive_forward")
+    def _adaptive_forward_fake(
+        input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise, noise_key, dt, noise_scale, window,
+        max_spikes, surrogate, record, save, lengths=None,
+    ):
+        _check_devices(input, tau_adapt=tau_adapt, beta_adapt=beta_adapt, tau_mem=tau_mem, threshold=threshold,
+                       bias=bias, v0=v0, b0=b0, noise=noise, lengths=lengths)
+        B, T, N = input.shape
+        none = v0.new_empty((0,))
+        seq = lambda wanted: v0.new_empty((B, T, N)) if wanted else v0.new_empty((0,))  # noqa: E731
+        return (
+            input.new_empty((B, T, N)),
+            seq(record),
+            seq(record),
+            v0.new_empty((B, N)),
+            v0.new_empty((B, N)),
+            seq(save),
+            seq(save),
+            v0.new_empty(v0.shape) if save else none,
+            v0.new_empty(b0.shape) if save else v0.new_empty((0,)),
+        )
+
+    @torch.library.register_fake("lif_cuda::adaptive_backward")
+    def _adaptive_backward_fake(
+        grad_spikes, grad_vmem, grad_adapt, grad_vfinal, grad_bfinal, u, b, v0, b0, tau_mem, threshold, tau_adapt,
+        beta_adapt, dt, window, max_spikes, surrogate, scalar_bias, lengths=None,
+    ):
+        B, T, N = u.shape
+        return (
+            grad_spikes.new_empty((B, T, N)),
+            u.new_empty(v0.shape),
+            u.new_empty(b0.shape),
+            u.new_empty(tau_mem.shape),
+            u.new_empty(threshold.shape),
+            u.new_empty(() if scalar_bias else (N,)),
+            u.new_empty(tau_adapt.shape),
+            u.new_empty(beta_adapt.shape),
+        )
+
     # The op packets themselves (no Python wrapper on the hot path).
     lif_forward_op = torch.ops.lif_cuda.lif_forward
     lif_backward_op = torch.ops.lif_cuda.lif_backward
     synaptic_forward_op = torch.ops.lif_cuda.synaptic_forward
     synaptic_backward_op = torch.ops.lif_cuda.synaptic_backward
+    adaptive_backward_op = torch.ops.lif_cuda.adaptive_backward
 
 
 def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp, tau_ahp, noise,
@@ -137,6 +180,18 @@ def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, 
         max_spikes, surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
     )
     return o[0], o[1], o[2], o[3], o[11], o[4], o[5], o[6], o[12]
+
+
+def adaptive_forward_op(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise, noise_key, dt,
+                        noise_scale, window, max_spikes, surrogate, record, save, lengths=None, decays=False):
+    """adaptive_forward, called as `run` calls every model's forward op (a `decays` keyword last):
+    AdaptiveLIF takes time constants only (no leak modes), so decays must be False."""
+    if decays:
+        raise ValueError("AdaptiveLIF takes time constants (tau_mem, tau_adapt), not decays: decays must be False")
+    return torch.ops.lif_cuda.adaptive_forward(
+        input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise, noise_key, dt, noise_scale, window,
+        max_spikes, surrogate, record, save, lengths,
+    )
 
 
 def kernel_launches() -> int:

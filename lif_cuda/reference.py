@@ -9,7 +9,14 @@ import torch.nn.functional as F
 
 from .surrogates import PeriodicExponential, StepPWL
 
-__all__ = ["StepPWL", "PeriodicExponential", "lif_evolve_reference", "synaptic_evolve_reference", "tau_to_decay"]
+__all__ = [
+    "StepPWL",
+    "PeriodicExponential",
+    "lif_evolve_reference",
+    "synaptic_evolve_reference",
+    "adaptive_evolve_reference",
+    "tau_to_decay",
+]
 
 
 def tau_to_decay(dt, tau_mem):
@@ -25,6 +32,21 @@ def _fire(u, z_t, bias, threshold, spike_generation_fn, learning_window, max_spi
     u = u + bias
     s = spike_generation_fn.apply(u, threshold, learning_window, max_spikes_per_dt)
     return s, u - s * threshold
+
+
+def _step_inputs(input, noise, t, lengths, dtype):
+    """Step t's input and noise terms (B,N) and, with lengths (SPEC §8), which rows still run at t
+    ((B,1); None without lengths): a row's padding steps get zero input and noise, so that their
+    gradient is 0 and NaN padding stays out of the arithmetic."""
+    x_t = input[:, t]
+    z_t = None if noise is None else noise[:, t].to(dtype)
+    if lengths is None:
+        return x_t, z_t, None
+    active = (t < lengths).unsqueeze(1)
+    x_t = torch.where(active, x_t, torch.zeros_like(x_t))
+    if z_t is not None:
+        z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+    return x_t, z_t, active
 
 
 def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, learning_window=0.5,
@@ -57,13 +79,7 @@ def lif_evolve_reference(input, v0, tau_mem, threshold, bias, dt, noise=None, le
     w = v0.to(dtype).expand(B, N)
     spikes, vmem = [], []
     for t in range(T):
-        x_t = input[:, t]
-        z_t = None if noise is None else noise[:, t].to(dtype)
-        if lengths is not None:
-            active = (t < lengths).unsqueeze(1)  # (B, 1): row b still runs at step t
-            x_t = torch.where(active, x_t, torch.zeros_like(x_t))
-            if z_t is not None:
-                z_t = torch.where(active, z_t, torch.zeros_like(z_t))
+        x_t, z_t, active = _step_inputs(input, noise, t, lengths, dtype)
         s, w_new = _fire(alpha * w + x_t, z_t, bias, threshold, spike_generation_fn, learning_window, max_spikes_per_dt)
         if lengths is None:
             w = w_new
@@ -196,3 +212,72 @@ def synaptic_evolve_reference(input, v0, i0, tau_mem, tau_syn, threshold, bias, 
     if ahp:
         return (spikes, *rec, torch.stack(iahp, dim=1) if record else None, w, i, s_final, h)
     return (spikes, *rec, w, i, s_final)
+
+
+def adaptive_evolve_reference(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, dt, noise=None,
+                              learning_window=0.5, max_spikes_per_dt=2.0**16, spike_generation_fn=StepPWL,
+                              record=False, lengths=None):
+    """Evolve adaptive-threshold LIF neurons (SPEC §10) over input (B,T,N) from membrane v0 and
+    adaptation b0 ((B,N) or (N,) each).
+
+    tau_mem, threshold, bias, tau_adapt, beta_adapt are (N,) or (). Each step, in SPEC §10's order:
+    u = (((alpha * w) + I) + z) + bias; A = thr + (beta_adapt * b); s = spike_fn(u, A);
+    w = u - (s * A); b = (rho * b) + (q * s), rho = exp(-dt/tau_adapt), q = 1 - rho. noise: the
+    exact (B,T,N) term or None. lengths as lif_evolve_reference's (masking: on padding the input and
+    noise are 0, spikes 0, the state holds, the records there are the held state detached).
+    float16/bfloat16 input is computed in float32, spikes returned in its dtype.
+    Returns (spikes (B,T,N), vmem (B,T,N), adapt (B,T,N) (records: None unless record), final
+    membrane (B,N), final adaptation (B,N)).
+    """
+    io_dtype = input.dtype
+    if io_dtype in (torch.float16, torch.bfloat16):
+        input = input.float()
+    dtype = input.dtype
+    B, T, N = input.shape
+    tau_mem, threshold, bias, tau_adapt, beta_adapt = (
+        p.to(dtype) for p in (tau_mem, threshold, bias, tau_adapt, beta_adapt)
+    )
+    alpha = tau_to_decay(dt, tau_mem)
+    rho = tau_to_decay(dt, tau_adapt)
+    q = 1 - rho
+    w = v0.to(dtype).expand(B, N)
+    b = b0.to(dtype).expand(B, N)
+    spikes, vmem, adapt = [], [], []
+    for t in range(T):
+        x_t, z_t, active = _step_inputs(input, noise, t, lengths, dtype)
+        u = alpha * w + x_t
+        if z_t is not None:
+            u = u + z_t
+        u = u + bias
+        A = threshold + beta_adapt * b
+        s = spike_generation_fn.apply(u, A, learning_window, max_spikes_per_dt)
+        if lengths is not None:
+            # Masked before its three uses (reset, adaptation, output), so that autograd adds their
+            # gradients in the same order with and without lengths.
+            s = torch.where(active, s, torch.zeros_like(s))
+        w_new = u - s * A
+        b_new = rho * b + q * s
+        if lengths is None:
+            w, b = w_new, b_new
+        else:
+            w = torch.where(active, w_new, w.expand(B, N))
+            b = torch.where(active, b_new, b.expand(B, N))
+        spikes.append(s)
+        if record:
+            vmem.append(w)
+            adapt.append(b)
+    if T == 0:
+        empty = input.new_empty((B, 0, N))
+        rec = (empty.clone(), empty.clone()) if record else (None, None)
+        return (empty.to(io_dtype), *rec, w.clone(), b.clone())
+    spikes = torch.stack(spikes, dim=1).to(io_dtype)
+    rec = (None, None)
+    if record:
+        rec = (torch.stack(vmem, dim=1), torch.stack(adapt, dim=1))
+        if lengths is not None:
+            # Padding holds the state (detached there: gradients arriving on padding are ignored),
+            # cut after the loop so that each state's uses are made in the same order as without
+            # lengths (and autograd adds their gradients in the same order).
+            active = (torch.arange(T, device=input.device) < lengths.unsqueeze(1)).unsqueeze(2)
+            rec = tuple(torch.where(active, r, r.detach()) for r in rec)
+    return (spikes, *rec, w, b)

@@ -7,7 +7,8 @@
   really hit instead of hoping it was.
 - `assert_bitwise`, `rel_err`: exact and norm-wise comparisons with readable failure messages.
 - `make_synaptic_case(...)`: the same for `synaptic_evolve` (SPEC §7), as a dict of its arguments.
-- `model`: a fixture over every neuron model ("lif", "synaptic-ff", "synaptic-rec"), for the checks
+- `make_adaptive_case(...)`: the same for `adaptive_evolve` (SPEC §10).
+- `model`: a fixture over every neuron model ("lif", "synaptic-ff", "synaptic-rec", "adaptive"), for the checks
   that hold for all of them (bad input, lengths/state, ...): see `Model`.
 """
 import dataclasses
@@ -481,14 +482,83 @@ class AHPSynapticModel(SynapticModel):
                                             **kw)
 
 
+# ------------------------------------------------------------------ the adaptive LIF (§10)
+
+ADAPTIVE_ARGS = ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
+
+
+def make_adaptive_case(seed, B, T, N, dtype=torch.float32, *, params="neuron", state="rows", input_mean=0.5,
+                       dt=1e-3):
+    """A random case of adaptive_evolve's arguments (a dict, dt included): parameters (N,) "neuron" or
+    () "scalar"; state "rows" ((B,N)) or "shared" ((N,)). tau_adapt in [10, 60] ms and beta_adapt in
+    [0.5, 2], so that the threshold moves by a good fraction of itself within a sequence."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    P = (N,) if params == "neuron" else ()
+    rows = (B,) if state == "rows" else ()
+    case = dict(
+        input=input_mean + n(B, T, N),
+        v0=0.5 * n(*rows, N),
+        b0=0.5 * r(*rows, N),
+        tau_mem=5e-3 + 45e-3 * r(*P),
+        threshold=0.3 + 1.2 * r(*P),
+        bias=0.1 * n(*P),
+        tau_adapt=10e-3 + 50e-3 * r(*P),
+        beta_adapt=0.5 + 1.5 * r(*P),
+    )
+    return {**{k: v.to(dtype) for k, v in case.items()}, "dt": dt}
+
+
+class AdaptiveModel(Model):
+    name = "adaptive"
+    states = ("vmem", "adapt")
+    records = ("vmem", "adapt", "spikes")
+    evolve_fn = staticmethod(lif_cuda.adaptive_evolve)
+    reference_fn = staticmethod(lif_cuda.adaptive_evolve_reference)
+    outputs = ("spikes", "vmem", "adapt", "v_final", "b_final")
+    finals = {"v_final": "v0", "b_final": "b0"}
+    held = {"vmem": "v_final", "adapt": "b_final"}
+    grad_outputs = outputs
+
+    def layer(self, n=5, backend="auto", batch_state=False, dtype=torch.float32, **kw):
+        kw = {"tau_mem": torch.linspace(0.01, 0.04, n), "threshold": torch.linspace(0.6, 1.2, n),
+              "bias": torch.linspace(-0.1, 0.1, n), "tau_adapt": torch.linspace(0.02, 0.1, n),
+              "beta_adapt": torch.linspace(0.5, 1.5, n), **kw}
+        return lif_cuda.AdaptiveLIF(n, backend=backend, batch_state=batch_state, **kw).to(dtype)
+
+    def input(self, B=3, T=60, n=5, seed=8, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        return (0.6 + torch.randn(B, T, n, generator=g, dtype=torch.float64)).to(dtype)
+
+    def case(self, seed, B, T, N, dtype=torch.float32, **kw):
+        return make_adaptive_case(seed, B, T, N, dtype, **kw)
+
+    def internals(self):
+        return sys.modules[lif_cuda.adaptive_evolve.__module__], "adaptive_forward_op", "adaptive_evolve_reference"
+
+    def grad_args(self, case):
+        return [k for k in (*ADAPTIVE_ARGS, "noise") if case.get(k) is not None]
+
+    def _state_shapes(self, n):
+        return ((n,), (n,))
+
+    def params(self, layer):
+        return [layer.tau_mem, layer.threshold, layer.bias, layer.tau_adapt, layer.beta_adapt]
+
+    def evolve_from(self, layer, x, state, params, **kw):
+        return lif_cuda.adaptive_evolve(x, state[0], state[1], *params, layer.dt, **kw)
+
+
 MODELS = {m.name: m for m in (LIFModel(), SynapticModel(False), SynapticModel(True), AHPSynapticModel(False),
-                              AHPSynapticModel(True))}
+                              AHPSynapticModel(True), AdaptiveModel())}
 
 
 @pytest.fixture(params=list(MODELS))
 def model(request):
-    """Every neuron model: the LIF neuron, the synaptic one feed-forward and recurrent, and the
-    synaptic one with the AHP current (SPEC §9), feed-forward and recurrent."""
+    """Every neuron model: the LIF neuron, the synaptic one feed-forward and recurrent, the
+    synaptic one with the AHP current (SPEC §9), feed-forward and recurrent, and the adaptive one
+    (SPEC §10)."""
     return MODELS[request.param]
 
 

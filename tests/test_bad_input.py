@@ -1,4 +1,4 @@
-"""SPEC §6, bad input: a clear error, nothing corrupted, for every model (LIF, synaptic §7).
+"""SPEC §6, bad input: a clear error, nothing corrupted, for every model (LIF, synaptic §7, adaptive §10).
 
 Every row of the tables below is one bad input. Each must raise ValueError or TypeError (as the row
 says) whose message names the argument and says what was expected, before any kernel runs, and
@@ -27,7 +27,7 @@ B, T, N, S = 2, 3, 4, 2
 META = torch.device("meta")  # a second device that exists on every machine
 
 # Where the functional forms (and the modules) find the fused op and the reference loop.
-_OP_AND_REFERENCE = [MODELS["lif"].internals(), MODELS["synaptic-rec"].internals()]
+_OP_AND_REFERENCE = [MODELS[m].internals() for m in ("lif", "synaptic-rec", "adaptive")]
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,13 @@ def ahp_args():
                 tau_ahp=torch.full((N,), 0.02))
 
 
-BASE_ARGS = {"lif": lif_args, "synaptic-rec": synaptic_args, "ahp-rec": ahp_args}
+def adaptive_args():
+    g = torch.Generator().manual_seed(7)
+    return dict(lif_args(), b0=torch.rand(N, generator=g), tau_adapt=torch.full((N,), 0.1),
+                beta_adapt=torch.full((N,), 1.5))
+
+
+BASE_ARGS = {"lif": lif_args, "synaptic-rec": synaptic_args, "ahp-rec": ahp_args, "adaptive": adaptive_args}
 
 # (id, argument, replacement (a value, or a function of the good value), exception, message regex
 # for "what was expected"). The argument's name must appear in the message as a word.
@@ -310,8 +316,26 @@ AHP_TABLE = [
     ("tau_ahp-complex", "tau_ahp", lambda t: t.to(torch.complex64), TypeError, "float"),
 ]
 
+# The adaptive model's own arguments (SPEC §10); every LIF row holds for it too.
+ADAPTIVE_TABLE = [
+    ("b0-shape", "b0", lambda t: torch.zeros(B, N + 1), ValueError, "shape"),
+    ("b0-batch", "b0", lambda t: torch.zeros(B + 1, N), ValueError, "shape"),
+    ("b0-int", "b0", lambda t: t.to(torch.int64), TypeError, "float"),
+    ("b0-device", "b0", lambda t: t.to(META), ValueError, "device"),
+    ("tau_adapt-zero", "tau_adapt", lambda t: torch.zeros(N), ValueError, "> 0"),
+    ("tau_adapt-negative-scalar", "tau_adapt", lambda t: torch.tensor(-0.1), ValueError, "> 0"),
+    ("tau_adapt-nan", "tau_adapt", at(1, math.nan), ValueError, "finite"),
+    ("tau_adapt-shape", "tau_adapt", lambda t: torch.full((N + 1,), 0.1), ValueError, "shape"),
+    ("tau_adapt-int", "tau_adapt", lambda t: torch.ones(N, dtype=torch.int64), TypeError, "float"),
+    ("tau_adapt-device", "tau_adapt", lambda t: t.to(META), ValueError, "device"),
+    ("beta_adapt-inf", "beta_adapt", at(3, math.inf), ValueError, "finite"),
+    ("beta_adapt-nan", "beta_adapt", at(0, math.nan), ValueError, "finite"),
+    ("beta_adapt-shape", "beta_adapt", lambda t: torch.ones(1, N), ValueError, "shape"),
+    ("beta_adapt-complex", "beta_adapt", lambda t: t.to(torch.complex64), TypeError, "float"),
+]
+
 FUNCTIONAL_ROWS = [("lif", r) for r in LIF_TABLE] + [("synaptic-rec", r) for r in SYNAPTIC_TABLE] + [
-    ("ahp-rec", r) for r in SYNAPTIC_TABLE + AHP_TABLE]
+    ("ahp-rec", r) for r in SYNAPTIC_TABLE + AHP_TABLE] + [("adaptive", r) for r in LIF_TABLE + ADAPTIVE_TABLE]
 
 
 def _apply(args, arg, replacement):
@@ -336,7 +360,7 @@ def test_functional_rejects(model, row, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("model", ["lif", "synaptic-rec"], indirect=True)
+@pytest.mark.parametrize("model", ["lif", "synaptic-rec", "adaptive"], indirect=True)
 def test_functional_rejects_two_noise_sources(model, backend):
     args = BASE_ARGS[model.name]()
     with pytest.raises(ValueError) as info:
@@ -445,6 +469,52 @@ def test_synaptic_backward_op_checks_lengths_before_any_kernel(lengths, exc, exp
     assert ops.kernel_launches() == before
 
 
+ADAPTIVE_BACKWARD_ROWS = [
+    ("b-shape", dict(b=torch.zeros(B, T, N + 1)), ValueError, r"b must have shape \[2, 3, 4\]"),
+    ("b-dtype", dict(b=torch.zeros(B, T, N, dtype=torch.float64)), TypeError, "b must have dtype"),
+    ("b0-shape", dict(b0=torch.zeros(N + 1)), ValueError, r"b0 must have shape \(2, 4\) or \(4,\)"),
+    ("grad_adapt-shape", dict(grad_adapt=torch.zeros(B, N)), ValueError, "grad_adapt must have shape"),
+    ("grad_bfinal-shape", dict(grad_bfinal=torch.zeros(N)), ValueError, "grad_bfinal must have shape"),
+    ("tau_adapt-shape", dict(tau_adapt=torch.full((N + 1,), 0.1)), ValueError, "tau_adapt must have shape"),
+    ("beta_adapt-dtype", dict(beta_adapt=torch.ones(N, dtype=torch.float64)), TypeError, "beta_adapt must have dtype"),
+    ("lengths-beyond-T", dict(lengths=torch.tensor([0, T + 1])), ValueError, r"lengths must be in \[0, T\]"),
+    # A LIF op's window mask (SPEC §11) in place of u: this model needs u itself.
+    ("u-window-mask", dict(u=torch.zeros(B, 1, N, dtype=torch.int32)), TypeError, "u must be float32 or float64"),
+]
+
+
+@pytest.mark.parametrize("change,exc,expected", [r[1:] for r in ADAPTIVE_BACKWARD_ROWS],
+                         ids=[r[0] for r in ADAPTIVE_BACKWARD_ROWS])
+def test_adaptive_backward_op_checks_its_arguments_before_any_kernel(change, exc, expected):
+    """The adaptive backward op is public: its own checks name the argument, before any kernel."""
+    a = adaptive_args()
+    names = ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
+    out = torch.ops.lif_cuda.adaptive_forward(*(a[k] for k in names), None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False,
+                                              True, None)
+    args = dict(grad_spikes=torch.ones(B, T, N), grad_vmem=None, grad_adapt=None, grad_vfinal=None, grad_bfinal=None,
+                u=out[5], b=out[6], v0=out[7], b0=out[8], tau_mem=a["tau_mem"], threshold=a["threshold"],
+                tau_adapt=a["tau_adapt"], beta_adapt=a["beta_adapt"], lengths=None)
+    args.update(change)
+    lengths = args.pop("lengths")
+    before = ops.kernel_launches()
+    with pytest.raises(exc, match=expected):
+        torch.ops.lif_cuda.adaptive_backward(*args.values(), 1e-3, 0.5, 2.0**16, 0, False, lengths)
+    assert ops.kernel_launches() == before
+
+
+def test_adaptive_forward_op_refuses_decays_before_any_kernel():
+    """`run` gives every model's forward op `decays`; AdaptiveLIF has no leak modes: decays=True is an
+    error naming it, before any kernel (decays=False runs)."""
+    a = adaptive_args()
+    args = [a[k] for k in ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")]
+    settings = (None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, False, None)
+    before = ops.kernel_launches()
+    with pytest.raises(ValueError, match=r"\bdecays\b"):
+        ops.adaptive_forward_op(*args, *settings, decays=True)
+    assert ops.kernel_launches() == before
+    assert ops.adaptive_forward_op(*args, *settings, decays=False)[0].shape == (B, T, N)
+
+
 def test_synaptic_backward_op_rejects_zero_synapses_before_any_kernel():
     """The backward's own shape check of the saved currents: S = 0 with N > 0 is an error naming `a`
     (it once reached the CPU kernel's tile arithmetic, a division by S)."""
@@ -485,7 +555,7 @@ SHARED_CONSTRUCTOR_TABLE = [
     ("noise-unknown", dict(noise="philox"), "noise", ValueError, "'kernel'"),
     ("batch-state-str", dict(batch_state="yes"), "batch_state", TypeError, "batch_state"),
 ]
-SHAPE = {"lif": N, "synaptic": (N * S, N), "ahp": (N * S, N)}
+SHAPE = {"lif": N, "synaptic": (N * S, N), "ahp": (N * S, N), "adaptive": N}
 # (id, model, constructor arguments, argument named, exception, expected)
 CONSTRUCTOR_TABLE = [(f"{m}-{r[0]}", m, dict(shape=SHAPE[m], **r[1]), *r[2:])
                      for m in SHAPE for r in SHARED_CONSTRUCTOR_TABLE] + [
@@ -510,8 +580,14 @@ CONSTRUCTOR_TABLE = [(f"{m}-{r[0]}", m, dict(shape=SHAPE[m], **r[1]), *r[2:])
     ("ahp-w_ahp-nan", "ahp", dict(shape=(N * S, N), w_ahp=math.nan), "w_ahp", ValueError, "finite"),
     ("ahp-tau_ahp-negative", "ahp", dict(shape=(N * S, N), tau_ahp=-0.01), "tau_ahp", ValueError, "> 0"),
     ("ahp-tau_ahp-str", "ahp", dict(shape=(N * S, N), tau_ahp="slow"), "tau_ahp", TypeError, "real number"),
+    ("adaptive-tau_adapt-negative", "adaptive", dict(shape=N, tau_adapt=-0.1), "tau_adapt", ValueError, "> 0"),
+    ("adaptive-tau_adapt-shape", "adaptive", dict(shape=N, tau_adapt=[0.1, 0.2]), "tau_adapt", ValueError, "shape"),
+    ("adaptive-beta_adapt-nan", "adaptive", dict(shape=N, beta_adapt=math.nan), "beta_adapt", ValueError, "finite"),
+    ("adaptive-beta_adapt-str", "adaptive", dict(shape=N, beta_adapt="big"), "beta_adapt", TypeError, "real number"),
+    ("adaptive-shape-2d", "adaptive", dict(shape=(3, 4)), "shape", ValueError, "one dimension"),
 ]
-MODULE_CLASS = {"lif": lif_cuda.LIFNeuron, "synaptic": lif_cuda.SynapticLIF, "ahp": lif_cuda.AHPSynapticLIF}
+MODULE_CLASS = {"lif": lif_cuda.LIFNeuron, "synaptic": lif_cuda.SynapticLIF, "ahp": lif_cuda.AHPSynapticLIF,
+                "adaptive": lif_cuda.AdaptiveLIF}
 
 
 @pytest.mark.parametrize("case_id,model,kwargs,arg,exc_type,expect", CONSTRUCTOR_TABLE,
@@ -628,10 +704,14 @@ AHP_MODULE_TABLE = [
     ("tau_ahp-negative", _set_param("tau_ahp", at(1, -0.01)), "tau_ahp", ValueError, "> 0"),
     ("w_ahp-nan", _set_param("w_ahp", at(0, math.nan)), "w_ahp", ValueError, "finite"),
 ]
+ADAPTIVE_MODULE_TABLE = [
+    ("tau_adapt-zero", _set_param("tau_adapt", at(2, 0.0)), "tau_adapt", ValueError, "> 0"),
+    ("beta_adapt-inf", _set_param("beta_adapt", at(1, math.inf)), "beta_adapt", ValueError, "finite"),
+]
 MODULE_ROWS = [(m, r) for m in MODELS for r in MODULE_TABLE] + [
     (m, r) for m in ("synaptic-ff", "synaptic-rec", "ahp-ff", "ahp-rec") for r in SYNAPTIC_MODULE_TABLE] + [
     (m, r) for m in ("synaptic-rec", "ahp-rec") for r in RECURRENT_MODULE_TABLE] + [
-    (m, r) for m in ("ahp-ff", "ahp-rec") for r in AHP_MODULE_TABLE]
+    (m, r) for m in ("ahp-ff", "ahp-rec") for r in AHP_MODULE_TABLE] + [("adaptive", r) for r in ADAPTIVE_MODULE_TABLE]
 
 
 @pytest.mark.parametrize("method", ["forward", "evolve"])
@@ -734,8 +814,8 @@ def test_module_zero_sized_keeps_state(model, shape, backend, real_kernels):
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # w_rec (0, 0)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_module_zero_neurons(model, backend, real_kernels):
-    if model.name == "lif":
-        m = lif_cuda.LIFNeuron(0, backend=backend)
+    if model.name in ("lif", "adaptive"):
+        m = {"lif": lif_cuda.LIFNeuron, "adaptive": lif_cuda.AdaptiveLIF}[model.name](0, backend=backend)
     else:
         cls = lif_cuda.AHPSynapticLIF if "iahp" in model.states else lif_cuda.SynapticLIF
         m = cls((0,), has_rec=model.recurrent, backend=backend)

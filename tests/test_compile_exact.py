@@ -12,6 +12,7 @@ without noise, with a noise tensor, and with in-kernel noise under the same torc
 - Both with per-row lengths (SPEC §8), and the module also with batch_state=True.
 - SynapticLIF's training step, compiled, with its leaks as time constants or as decays (with lengths
   and batch_state: tests/test_lengths_state.py).
+- AdaptiveLIF.evolve, compiled, with and without in-kernel noise and lengths, and its gradients.
 The loss is formed outside the compiled region, so that only our op is compared.
 """
 import copy
@@ -174,3 +175,45 @@ def test_compiled_synaptic_module_is_bit_identical_and_has_no_graph_break(_fresh
     assert_bitwise(compiled_layer.vmem, eager.vmem, "state")
     if ahp:
         assert_bitwise(compiled_layer.iahp, eager.iahp, "AHP state")
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+@pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("noise_std", [0.0, 0.3], ids=["no-noise", "kernel-noise"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["all-T", "lengths"])
+def test_compiled_adaptive_module_is_bit_identical(surrogate, noise_std, lengths):
+    """AdaptiveLIF.evolve compiled (fullgraph): spikes, both records, the state and every parameter's
+    gradient are eager's bits, over two calls (the state carried), under the same seed."""
+    g = torch.Generator().manual_seed(5)
+    eager = lif_cuda.AdaptiveLIF(
+        N, tau_mem=0.01 + 0.02 * torch.rand(N, generator=g), threshold=0.5 + torch.rand(N, generator=g),
+        tau_adapt=0.02 + 0.05 * torch.rand(N, generator=g), beta_adapt=0.5 + torch.rand(N, generator=g),
+        spike_generation_fn=surrogate, noise_std=noise_std,
+    )
+    compiled_layer = copy.deepcopy(eager)
+    x = 0.8 + torch.randn(B, T, N, generator=g)
+    lens = None if lengths is None else torch.tensor(lengths)
+
+    def step(layer, x):
+        out, state, rec = layer.evolve(x, record=True, lengths=lens)
+        return out, rec["vmem"], rec["adapt"]
+
+    compiled = torch.compile(step, fullgraph=True)
+    for call in range(2):
+        torch.manual_seed(call)
+        a = step(eager, x)
+        torch.manual_seed(call)
+        b = compiled(compiled_layer, x)
+        for name, u, v in zip(("spikes", "vmem", "adapt"), a, b):
+            assert_identical(v, u, f"call {call}: {name}")
+        w = _weights(torch.float32)[:2] * 2  # three (B,T,N) weights
+        _loss(a, w).backward()
+        _loss(b, w).backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled_layer.parameters()):
+        assert p.grad.abs().sum() > 0, name
+        assert_identical(q.grad, p.grad, f"grad {name}")
+    assert_identical(compiled_layer.vmem, eager.vmem, "vmem state")
+    assert_identical(compiled_layer.adapt, eager.adapt, "adapt state")

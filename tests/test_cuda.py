@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import SYNAPTIC_OUTPUTS, assert_bitwise, make_case, rel_err, run_synaptic
+from conftest import SYNAPTIC_OUTPUTS, assert_bitwise, make_adaptive_case, make_case, rel_err, run_synaptic
 from lif_cuda import synaptic_evolve
 from lif_cuda.noise import kernel_noise
 from lif_cuda.reference import PeriodicExponential, StepPWL, lif_evolve_reference, synaptic_evolve_reference
@@ -693,7 +693,8 @@ def test_module_on_cuda_uses_the_cuda_kernel(move, monkeypatch):
     assert layer.vmem.device.type == "cuda"
     calls = []
     original = lif_cuda.functional.lif_forward_op
-    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op", lambda *a: calls.append(a[0].device) or original(*a))
+    monkeypatch.setattr(lif_cuda.functional, "lif_forward_op",
+                        lambda *a, **k: calls.append(a[0].device) or original(*a, **k))
     x = (0.4 + torch.randn(3, 25, 16, generator=torch.Generator().manual_seed(1))).to(CUDA)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -1094,3 +1095,78 @@ def test_ahp_rockpool_drop_in_on_cuda(rec):
     for name in g_t:
         assert rel_err(g_o[name], g_t[name]) <= 1e-5, name
     assert rel_err(x_o, x_t) <= 1e-5
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+ADAPTIVE_NAMES = ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
+
+
+def _adaptive_on(case, device):
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+
+
+def _same_decays(case):
+    """(N,) bool: the neurons whose alpha and rho are the same on the CPU and CUDA (torch's exp may
+    differ in the last bit between the devices; the kernels take the decays as torch computes them;
+    neurons are independent, so the others can be compared)."""
+    n = case["input"].shape[-1]
+    same = torch.ones(n, dtype=torch.bool)
+    for k in ("tau_mem", "tau_adapt"):
+        tau = case[k].expand(n)
+        same &= torch.exp(-case["dt"] / tau) == torch.exp(-case["dt"] / tau.to(CUDA)).cpu()
+    return same
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("params,state", [("neuron", "rows"), ("scalar", "shared")])
+def test_adaptive_forward_equals_reference_and_cpu_kernel_on_cuda(dtype, params, state):
+    """SPEC §10 on CUDA: the fused op's outputs equal the reference's on the GPU and the CPU kernel's,
+    bit for bit (a noise tensor; and in-kernel noise under one seed, the same on both devices)."""
+    case = make_adaptive_case(101, 3, 45, 300, dtype, params=params, state=state)
+    z = (0.2 * torch.randn(case["input"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).to(
+        dtype)
+    gpu = _adaptive_on(case, CUDA)
+    got = lif_cuda.adaptive_evolve(**gpu, noise=z.to(CUDA), record=True, backend="fused")
+    want = lif_cuda.adaptive_evolve_reference(**gpu, noise=z.to(CUDA), record=True)
+    cpu = lif_cuda.adaptive_evolve(**case, noise=z, record=True, backend="fused")
+    same = _same_decays(case)
+    assert params == "scalar" or same.float().mean() >= 0.25, "CPU and CUDA exp differ on most neurons"
+    for name, g, w, c in zip(("spikes", "vmem", "adapt", "v_final", "b_final"), got, want, cpu):
+        assert_bitwise(g, w, name)
+        assert_bitwise(g.cpu()[..., same], c[..., same], f"{name} (CPU kernel)")
+    torch.manual_seed(3)
+    k_gpu = lif_cuda.adaptive_evolve(**gpu, noise_std=0.5, record=True, backend="fused")
+    torch.manual_seed(3)
+    k_cpu = lif_cuda.adaptive_evolve(**case, noise_std=0.5, record=True, backend="fused")
+    for g, c in zip(k_gpu, k_cpu):
+        assert_bitwise(g.cpu()[..., same], c[..., same], "in-kernel noise, CUDA vs CPU")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("surrogate", list(SURROGATES.values()), ids=list(SURROGATES))
+@pytest.mark.parametrize("lengths", [None, [45, 0, 17]], ids=["all-T", "lengths"])
+def test_adaptive_backward_on_cuda(dtype, surrogate, lengths):
+    """The CUDA backward against autograd of the reference (SPEC §3's tolerances) and against the CPU
+    kernel (the same float64 sums, the same bits), every argument."""
+    case = make_adaptive_case(103, 3, 45, 200, dtype)
+    g = torch.Generator().manual_seed(2)
+    ups = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in [(3, 45, 200)] * 3 + [(3, 200)] * 2]
+
+    def grads(fn, device, **kw):
+        c = _adaptive_on(case, device)
+        leaves = [c[k].detach().clone().requires_grad_(True) for k in ADAPTIVE_NAMES]
+        lens = None if lengths is None else torch.tensor(lengths, device=device)
+        out = fn(*leaves[:7], leaves[7], c["dt"], record=True, spike_generation_fn=surrogate, lengths=lens, **kw)
+        return torch.autograd.grad(out, leaves, [u.to(device) for u in ups])
+
+    got = grads(lif_cuda.adaptive_evolve, CUDA, backend="fused")
+    want = grads(lif_cuda.adaptive_evolve_reference, CUDA)
+    cpu = grads(lif_cuda.adaptive_evolve, torch.device("cpu"), backend="fused")
+    same = _same_decays(case)
+    for name, a, b, c in zip(ADAPTIVE_NAMES, got, want, cpu):
+        assert rel_err(a, b) <= GRAD_TOL[dtype], name
+        if surrogate is StepPWL:  # the other surrogate's exp differs between the devices
+            assert_bitwise(a.cpu()[..., same], c[..., same], f"grad {name} (CPU kernel)")

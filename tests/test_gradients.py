@@ -31,6 +31,7 @@ from conftest import (
     DTYPES,
     MODELS,
     assert_rel_close,
+    make_adaptive_case,
     make_case,
     make_synaptic_case,
     needs_fused_cpu,
@@ -503,3 +504,78 @@ def test_ahp_backward_float32_within_tolerance(rec):
     want = _ahp_grads(model, case, "reference", ups, StepPWL, 2.0**16)
     for name in want:
         assert rel_err(got[name], want[name]) <= 1e-5, name
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+ADAPTIVE_GRAD_ARGS = ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt", "noise")
+
+
+def _adaptive_grads(fn, case, z, ups, only=None, **kw):
+    """Gradients of sum(out * up) over every output of adaptive_evolve (or its reference), or over
+    output `only` alone (the others get no gradient at all), w.r.t. every argument, with the noise
+    tensor z."""
+    leaves = {k: case[k].detach().clone().requires_grad_(True) for k in ADAPTIVE_GRAD_ARGS[:-1]}
+    zl = z.detach().clone().requires_grad_(True)
+    out = fn(**{**case, **leaves}, noise=zl, record=True, **kw)
+    outs, ups = (out, ups) if only is None else ([out[only]], [ups[only]])
+    grads = torch.autograd.grad(outs, [*leaves.values(), zl], ups)
+    return out, dict(zip(ADAPTIVE_GRAD_ARGS, grads))
+
+
+def _adaptive_case_and_upstream(seed, dtype, B=3, T=25, N=7, **case_kw):
+    case = make_adaptive_case(seed, B, T, N, dtype, **case_kw)
+    g = torch.Generator().manual_seed(seed + 1)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    return case, 0.1 * rn(B, T, N), [rn(B, T, N), rn(B, T, N), rn(B, T, N), rn(B, N), rn(B, N)]
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=SURROGATE_IDS)
+@pytest.mark.parametrize("params,state", [("neuron", "rows"), ("scalar", "shared"), ("neuron", "shared"),
+                                          ("scalar", "rows")])
+@pytest.mark.parametrize("max_spikes", [2.0**16, 2.0], ids=["M-large", "M-2"])
+def test_adaptive_backward_equals_reference_autograd_float64(surrogate, params, state, max_spikes):
+    """SPEC §10: the hand-written backward through the adaptation (core/adaptive.h) against autograd
+    of the reference, float64, every argument (the threshold's, beta_adapt's and tau_adapt's through
+    rho and q, the initial adaptation's), gradients arriving on every output."""
+    case, z, ups = _adaptive_case_and_upstream(41, torch.float64, params=params, state=state)
+    kw = dict(spike_generation_fn=surrogate, max_spikes_per_dt=max_spikes)
+    f_out, got = _adaptive_grads(lif_cuda.adaptive_evolve, case, z, ups, backend="fused", **kw)
+    r_out, want = _adaptive_grads(lif_cuda.adaptive_evolve_reference, case, z, ups, **kw)
+    assert torch.equal(f_out[0], r_out[0])
+    # Not vacuous: several spikes in a step, and the adaptation moves the threshold a good deal.
+    assert (r_out[0] >= 2).any() and (r_out[2].std() > 0.05)
+    for name in ADAPTIVE_GRAD_ARGS:
+        assert got[name].shape == want[name].shape, name
+        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
+        err = rel_err(got[name], want[name])
+        assert err <= 1e-10, f"grad {name}: relative error {err:.2e}"
+    assert torch.equal(got["noise"], got["input"])  # the noise enters u as the input does
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=SURROGATE_IDS)
+def test_adaptive_backward_float32_within_tolerance(surrogate):
+    """float32: the fused backward equals autograd of the reference to float32 rounding (SPEC §3's
+    1e-5 norm-wise), every argument."""
+    case, z, ups = _adaptive_case_and_upstream(43, torch.float32, B=4, T=40, N=9)
+    _, got = _adaptive_grads(lif_cuda.adaptive_evolve, case, z, ups, backend="fused", spike_generation_fn=surrogate)
+    _, want = _adaptive_grads(lif_cuda.adaptive_evolve_reference, case, z, ups, spike_generation_fn=surrogate)
+    for name in ADAPTIVE_GRAD_ARGS:
+        assert want[name].abs().sum() > 0, name
+        assert rel_err(got[name], want[name]) <= 1e-5, name
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("upstream", ["spikes", "adapt", "b_final"])
+def test_adaptive_backward_with_gradients_on_one_output(upstream):
+    """Each output alone carries a gradient back (the kernels' variants without the record gradients,
+    float64 against the reference)."""
+    case, z, ups = _adaptive_case_and_upstream(47, torch.float64)
+    which = {"spikes": 0, "adapt": 2, "b_final": 4}[upstream]
+    _, got = _adaptive_grads(lif_cuda.adaptive_evolve, case, z, ups, only=which, backend="fused")
+    _, want = _adaptive_grads(lif_cuda.adaptive_evolve_reference, case, z, ups, only=which)
+    for name in ADAPTIVE_GRAD_ARGS:
+        assert want[name].abs().sum() > 0, name
+        assert rel_err(got[name], want[name]) <= 1e-10, name

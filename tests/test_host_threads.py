@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import torch.utils.cpp_extension as cpp_extension
 
 import lif_cuda
+from conftest import make_adaptive_case
 from lif_cuda.noise import kernel_noise
 from lif_cuda.reference import (
     PeriodicExponential,
@@ -44,6 +45,15 @@ HEADERS = sorted((CSRC / "core").glob("*.h")) + [CSRC / "cuda" / "lif_thread.h",
 HARNESS_COMMON = r"""
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+
+#include "core/grad_sums.h"
+
+// The gradient sums of csrc/core/grad_sums.h, pass 1 then pass 2, as the CUDA kernels run them.
+template <typename T>
+static void run_grad_sum(const lif::GradSum<T>& s, int64_t B) {
+  for (int64_t m = 0; m < s.count; ++m) lif::grad_sum_batch(s, B, m);
+  for (int64_t k = 0; k < lif::grad_sum_outputs(s); ++k) lif::grad_sum_neurons(s, k);
+}
 
 // io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
 #define LIF_IO_SWITCH(io, F, ...)                         \
@@ -95,13 +105,6 @@ static void run_backward(const LifBackwardArgs<IT, T>& a) {
       });
     });
   });
-}
-
-// The gradient sums of csrc/core/grad_sums.h, pass 1 then pass 2, as the CUDA kernels run them.
-template <typename T>
-static void run_grad_sum(const lif::GradSum<T>& s, int64_t B) {
-  for (int64_t m = 0; m < s.count; ++m) lif::grad_sum_batch(s, B, m);
-  for (int64_t k = 0; k < lif::grad_sum_outputs(s); ++k) lif::grad_sum_neurons(s, k);
 }
 
 // Parameters: (N,) rows, or one value each where the flag says () (stride 0, as csrc/host/ fills
@@ -1836,3 +1839,268 @@ def test_ahp_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
             assert rel_err(a_, b_) <= {torch.float64: 1e-14}.get(ct, 1e-6), name
             continue
         assert_equal(a_, b_, f"backward {name}")
+
+
+# ====================================================================== the adaptive LIF (SPEC §10)
+# cuda/adaptive_thread.h run thread by thread on the host, against the fused CPU op, bit for bit:
+# forward outputs, the saved sequences, every gradient (the partial sums by core/grad_sums.h's
+# rule). Arguments travel as arrays of pointers, integers and reals, in the orders below.
+
+ADAPTIVE_HEADERS = HEADERS + [CSRC / "cuda" / "adaptive_thread.h"]
+
+ADAPTIVE_HARNESS = HARNESS_COMMON + r"""
+#include "core/switch.h"
+#include "cuda/adaptive_thread.h"
+
+using namespace lif::gpu;
+
+template <typename T>
+static lif::PerNeuron<T> per_neuron(const void* p, int64_t scalars, int bit) {
+  return {static_cast<const T*>(p), (scalars & bit) ? 0 : 1};
+}
+
+// ptrs: x, noise, v0, b0, alpha, thr, bias, rho, beta, s, vmem, adapt, u, b, v_final, b_final,
+// lengths; ints: kernel_noise, seed, offset, v0_stride_b, b0_stride_b, scalars (alpha 1, thr 2,
+// bias 4, rho 8, beta 16), B, Tn, N; reals: noise_scale, max_spikes.
+template <typename IT, typename T>
+static void forward_t(const void* const* p, const int64_t* in, const double* re) {
+  lif::AdaptiveForwardArgs<IT, T> a{};
+  lif::LifForwardArgs<IT, T>& m = a.lif;
+  m.x = static_cast<const IT*>(p[0]);
+  m.noise.tensor = static_cast<const T*>(p[1]);
+  m.noise.mode = p[1] ? lif::kNoiseTensor : (in[0] ? lif::kNoiseKernel : lif::kNoNoise);
+  m.noise.key.seed = static_cast<uint64_t>(in[1]);
+  m.noise.key.offset = static_cast<uint64_t>(in[2]);
+  m.noise.scale = re[0];
+  m.v0 = static_cast<const T*>(p[2]);
+  a.b0 = static_cast<const T*>(p[3]);
+  m.v0_stride_b = in[3];
+  a.b0_stride_b = in[4];
+  m.alpha = per_neuron<T>(p[4], in[5], 1);
+  m.thr = per_neuron<T>(p[5], in[5], 2);
+  m.bias = per_neuron<T>(p[6], in[5], 4);
+  a.rho = per_neuron<T>(p[7], in[5], 8);
+  a.beta = per_neuron<T>(p[8], in[5], 16);
+  m.max_spikes = re[1];
+  m.s_out = static_cast<IT*>(const_cast<void*>(p[9]));
+  m.vmem_out = static_cast<T*>(const_cast<void*>(p[10]));
+  a.adapt_out = static_cast<T*>(const_cast<void*>(p[11]));
+  m.u_out = static_cast<T*>(const_cast<void*>(p[12]));
+  a.b_out = static_cast<T*>(const_cast<void*>(p[13]));
+  m.v_final = static_cast<T*>(const_cast<void*>(p[14]));
+  a.b_final = static_cast<T*>(const_cast<void*>(p[15]));
+  m.lengths = static_cast<const int64_t*>(p[16]);
+  m.B = in[6];
+  m.Tn = in[7];
+  m.N = in[8];
+  NOISE_SWITCH(m.noise.mode, NOISE, [&] {
+    BOOL_SWITCH(m.u_out != nullptr, SAVE, [&] {
+      BOOL_SWITCH(m.vmem_out != nullptr, RECORD, [&] {
+        for (int64_t idx = 0; idx < m.B * m.N; ++idx)
+          adaptive_forward_thread<IT, T, NOISE, SAVE, RECORD>(a, idx);
+      });
+    });
+  });
+}
+
+// ptrs: gs, gw, gb, gvf, gbf, u, b, v0, b0, alpha, tau_mem, thr, rho, tau_adapt, beta, g_in, g_v0,
+// g_b0, partial (7,B,N), g_tau_mem, g_thr, g_bias, g_tau_adapt, g_beta, lengths; ints: gs strides
+// (3), v0_stride_b, b0_stride_b, scalars (as forward_t's, bias 4 meaning a () bias), surrogate, B,
+// Tn, N; reals: dt, window, max_spikes.
+template <typename IT, typename T>
+static void backward_t(const void* const* p, const int64_t* in, const double* re) {
+  lif::AdaptiveBackwardArgs<IT, T> a{};
+  lif::LifBackwardArgs<IT, T>& m = a.lif;
+  m.gs = static_cast<const IT*>(p[0]);
+  m.gs_stride_b = in[0];
+  m.gs_stride_t = in[1];
+  m.gs_stride_n = in[2];
+  m.gw = static_cast<const T*>(p[1]);
+  a.gb = static_cast<const T*>(p[2]);
+  m.gvf = static_cast<const T*>(p[3]);
+  a.gbf = static_cast<const T*>(p[4]);
+  m.u = static_cast<const T*>(p[5]);
+  a.b = static_cast<const T*>(p[6]);
+  m.v0 = static_cast<const T*>(p[7]);
+  a.b0 = static_cast<const T*>(p[8]);
+  m.v0_stride_b = in[3];
+  a.b0_stride_b = in[4];
+  const int64_t scalars = in[5];
+  m.alpha = per_neuron<T>(p[9], scalars, 1);
+  m.thr = per_neuron<T>(p[11], scalars, 2);
+  a.rho = per_neuron<T>(p[12], scalars, 8);
+  a.beta = per_neuron<T>(p[14], scalars, 16);
+  m.window = re[1];
+  m.max_spikes = re[2];
+  m.surrogate = static_cast<int>(in[6]);
+  m.g_in = static_cast<IT*>(const_cast<void*>(p[15]));
+  m.g_v0 = in[3] ? static_cast<T*>(const_cast<void*>(p[16])) : nullptr;
+  a.g_b0 = in[4] ? static_cast<T*>(const_cast<void*>(p[17])) : nullptr;
+  m.partial = static_cast<double*>(const_cast<void*>(p[18]));
+  m.lengths = static_cast<const int64_t*>(p[24]);
+  const int64_t B = in[7], N = in[9];
+  m.B = B;
+  m.Tn = in[8];
+  m.N = N;
+  SURROGATE_SWITCH(m.surrogate, SURR, [&] {
+    BOOL_SWITCH(m.gw != nullptr, HAS_GW, [&] {
+      BOOL_SWITCH(a.gb != nullptr, HAS_GB, [&] {
+        for (int64_t idx = 0; idx < B * N; ++idx)
+          adaptive_backward_thread<IT, T, SURR, HAS_GW, HAS_GB>(a, idx);
+      });
+    });
+  });
+  const auto coll = [&](int bit) { return (scalars & bit) ? lif::kSumAll : lif::kKeepAll; };
+  const auto out = [&](int i) { return static_cast<T*>(const_cast<void*>(p[i])); };
+  const auto in_t = [&](int i) { return static_cast<const T*>(p[i]); };
+  double* part = m.partial;
+  const double dt = re[0];
+  run_grad_sum(lif::GradSum<T>{part, N, 1, coll(1), out(19), in_t(9), in_t(10), dt}, B);
+  run_grad_sum(lif::GradSum<T>{part + B * N, N, 1, coll(2), out(20), nullptr, nullptr, dt}, B);
+  run_grad_sum(lif::GradSum<T>{part + 2 * B * N, N, 1, coll(4), out(21), nullptr, nullptr, dt}, B);
+  if (!in[3]) {
+    run_grad_sum(lif::GradSum<T>{part + 3 * B * N, N, 1, lif::kKeepAll, out(16), nullptr, nullptr,
+                                 dt}, B);
+  }
+  run_grad_sum(lif::GradSum<T>{part + 4 * B * N, N, 1, coll(16), out(23), nullptr, nullptr, dt}, B);
+  run_grad_sum(lif::GradSum<T>{part + 5 * B * N, N, 1, coll(8), out(22), in_t(12), in_t(13), dt}, B);
+  if (!in[4]) {
+    run_grad_sum(lif::GradSum<T>{part + 6 * B * N, N, 1, lif::kKeepAll, out(17), nullptr, nullptr,
+                                 dt}, B);
+  }
+}
+
+extern "C" {
+void adaptive_host_forward(int io, const void* const* p, const int64_t* in, const double* re) {
+  LIF_IO_SWITCH(io, forward_t, p, in, re)
+}
+void adaptive_host_backward(int io, const void* const* p, const int64_t* in, const double* re) {
+  LIF_IO_SWITCH(io, backward_t, p, in, re)
+}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def adaptive_lib():
+    handle = build_harness("adaptive_thread", ADAPTIVE_HARNESS, ADAPTIVE_HEADERS)
+    for fn in (handle.adaptive_host_forward, handle.adaptive_host_backward):
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    return handle
+
+
+def _call(fn, io, ptrs, ints, reals):
+    p = (ctypes.c_void_p * len(ptrs))(*[_ptr(t) if t is not None else None for t in ptrs])
+    i = (ctypes.c_int64 * len(ints))(*ints)
+    r = (ctypes.c_double * len(reals))(*reals)
+    fn(io, p, i, r)
+
+
+def _adaptive_scalars(alpha, thr, bias_scalar, rho, beta):
+    return int(alpha.dim() == 0) | 2 * int(thr.dim() == 0) | 4 * int(bias_scalar) | 8 * int(rho.dim() == 0) | 16 * int(
+        beta.dim() == 0)
+
+
+def adaptive_forward_on_host(lib, x, v0, b0, tau, thr, bias, tau_adapt, beta, *, dt=1e-3, noise=None, key=None,
+                             noise_scale=0.0, max_spikes=2.0**16, lengths=None):
+    """torch.ops.lif_cuda.adaptive_forward's outputs (record and save on), thread by thread."""
+    B, T, N = x.shape
+    ct = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    alpha, rho = tau_to_decay(dt, tau), tau_to_decay(dt, tau_adapt)
+    ins = [t.contiguous() for t in (x, v0, b0, alpha, thr, bias, rho, beta)]
+    z = None if noise is None else noise.to(ct).contiguous()
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
+    s = torch.empty((B, T, N), dtype=x.dtype)
+    vmem, adapt, u, b = (torch.empty((B, T, N), dtype=ct) for _ in range(4))
+    vf, bf = torch.empty((B, N), dtype=ct), torch.empty((B, N), dtype=ct)
+    seed, offset = (0, 0) if key is None else (int(k) & (2**64 - 1) for k in key.tolist())
+    seed, offset = (v - 2**64 if v >= 2**63 else v for v in (seed, offset))
+    _call(lib.adaptive_host_forward, IO_CODES[x.dtype],
+          [ins[0], z, *ins[1:], s, vmem, adapt, u, b, vf, bf, lengths],
+          [int(key is not None and noise_scale > 0), seed, offset, N if v0.dim() == 2 else 0,
+           N if b0.dim() == 2 else 0, _adaptive_scalars(alpha, thr, bias.dim() == 0, rho, beta), B, T, N],
+          [noise_scale, max_spikes])
+    return s, vmem, adapt, vf, bf, u, b
+
+
+def adaptive_backward_on_host(lib, gs, gw, gb, gvf, gbf, u, b, v0, b0, tau, thr, tau_adapt, beta, *, scalar_bias,
+                              dt=1e-3, window=0.5, max_spikes=2.0**16, surrogate=0, lengths=None):
+    """torch.ops.lif_cuda.adaptive_backward's outputs, thread by thread, then the gradient sums."""
+    B, T, N = u.shape
+    alpha, rho = tau_to_decay(dt, tau), tau_to_decay(dt, tau_adapt)
+    ins = [None if t is None else t.contiguous() for t in (gw, gb, gvf, gbf, u, b, v0, b0, alpha, tau, thr, rho,
+                                                           tau_adapt, beta)]
+    lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
+    g_in = torch.empty((B, T, N), dtype=gs.dtype)
+    outs = [torch.empty(v0.shape, dtype=u.dtype), torch.empty(b0.shape, dtype=u.dtype),
+            torch.empty((7, B, N), dtype=torch.float64), torch.empty(tau.shape, dtype=u.dtype),
+            torch.empty(thr.shape, dtype=u.dtype), torch.empty(() if scalar_bias else (N,), dtype=u.dtype),
+            torch.empty(tau_adapt.shape, dtype=u.dtype), torch.empty(beta.shape, dtype=u.dtype)]
+    sb, st, sn = gs.stride()
+    _call(lib.adaptive_host_backward, IO_CODES[gs.dtype], [gs, *ins, g_in, *outs, lengths],
+          [sb, st, sn if N > 1 else 1, N if v0.dim() == 2 else 0, N if b0.dim() == 2 else 0,
+           _adaptive_scalars(alpha, thr, scalar_bias, rho, beta), surrogate, B, T, N],
+          [dt, window, max_spikes])
+    g_v0, g_b0, _, g_tau, g_thr, g_bias, g_tau_adapt, g_beta = outs
+    return g_in, g_v0, g_b0, g_tau, g_thr, g_bias, g_tau_adapt, g_beta
+
+
+@pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="compares with the fused CPU op")
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
+@pytest.mark.parametrize("params,state", [("neuron", "rows"), ("scalar", "shared")], ids=["neuron", "scalar-shared"])
+@pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
+@pytest.mark.parametrize("lengths", [None, [23, 0, 9]], ids=["all-T", "lengths"])
+def test_adaptive_threads_equal_fused_cpu_op(adaptive_lib, io, surrogate, params, state, noise, lengths):
+    """The CUDA adaptive threads, run on the host, give the fused CPU op's bits: spikes, records, final
+    state, the saved u and b, and every gradient (gradients arriving on every output)."""
+    ct = torch.float64 if io == torch.float64 else torch.float32
+    case = make_adaptive_case(91, 3, 23, 10, ct, params=params, state=state)
+    x = case["input"].to(io)
+    names = ("v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
+    v0, b0, tau, thr, bias, tau_adapt, beta = (case[k] for k in names)
+    g = torch.Generator().manual_seed(92)
+    rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(ct)  # noqa: E731
+    z = 0.2 * rn(3, 23, 10) if noise == "tensor" else None
+    key = torch.tensor([-(2**62) + 5, 7]) if noise == "kernel" else None  # a seed above 2^63 as uint64
+    scale = 0.3 if noise == "kernel" else 0.0
+    lens = None if lengths is None else torch.tensor(lengths)
+    op = torch.ops.lif_cuda.adaptive_forward(x, v0, b0, tau, thr, bias, tau_adapt, beta, z, key, 1e-3, scale, 0.5,
+                                             2.0**16, surrogate, True, True, lens)
+    host = adaptive_forward_on_host(adaptive_lib, x, v0, b0, tau, thr, bias, tau_adapt, beta, noise=z, key=key,
+                                    noise_scale=scale, lengths=lens)
+    for name, got, want in zip(("spikes", "vmem", "adapt", "v_final", "b_final", "u", "b"), host, op[:7]):
+        assert_equal(got, want, name)
+    assert (op[0].float() >= 2).any()
+    gs = rn(3, 23, 10).to(io)
+    ups = (rn(3, 23, 10), rn(3, 23, 10), rn(3, 10), rn(3, 10))
+    scalar_bias = bias.dim() == 0
+    want = torch.ops.lif_cuda.adaptive_backward(gs, *ups, op[5], op[6], op[7], op[8], tau, thr, tau_adapt, beta,
+                                                1e-3, 0.5, 2.0**16, surrogate, scalar_bias, lens)
+    got = adaptive_backward_on_host(adaptive_lib, gs, *ups, op[5], op[6], op[7], op[8], tau, thr, tau_adapt, beta,
+                                    scalar_bias=scalar_bias, surrogate=surrogate, lengths=lens)
+    for name, a, b in zip(("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt"), got,
+                          want):
+        assert b.abs().sum() > 0, name
+        assert_equal(a, b, f"grad {name}")
+
+
+@pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="compares with the fused CPU op")
+@pytest.mark.parametrize("which", ["spikes", "vmem", "adapt"])
+def test_adaptive_threads_backward_variants(adaptive_lib, which):
+    """The backward threads without the record gradients (HAS_GW / HAS_GB false), and a grad_spikes
+    broadcast over the neurons (stride 0), equal the fused CPU op."""
+    case = make_adaptive_case(93, 2, 17, 6)
+    args = [case[k] for k in ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")]
+    op = torch.ops.lif_cuda.adaptive_forward(*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, True, None)
+    g = torch.Generator().manual_seed(94)
+    gs = torch.randn(2, 17, 1, generator=g).expand(2, 17, 6)
+    gw = torch.randn(2, 17, 6, generator=g) if which == "vmem" else None
+    gb = torch.randn(2, 17, 6, generator=g) if which == "adapt" else None
+    tail = (op[5], op[6], op[7], op[8], case["tau_mem"], case["threshold"], case["tau_adapt"], case["beta_adapt"])
+    want = torch.ops.lif_cuda.adaptive_backward(gs, gw, gb, None, None, *tail, 1e-3, 0.5, 2.0**16, 1, False, None)
+    got = adaptive_backward_on_host(adaptive_lib, gs, gw, gb, None, None, *tail, scalar_bias=False, surrogate=1)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert_equal(a, b, f"grad {i}")

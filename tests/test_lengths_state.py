@@ -89,7 +89,7 @@ def grads(model, backend, case, ups, lengths=None, **kw):
     return out, dict(zip(names, g))
 
 
-SHARED_DIM = {"v0": 1, "i0": 2, "s0": 1, "h0": 1}  # an initial state with one more dimension is per row
+SHARED_DIM = {"v0": 1, "i0": 2, "s0": 1, "h0": 1, "b0": 1}  # an initial state with one more dimension is per row
 
 
 def row_alone(case, b, L):

@@ -190,6 +190,9 @@ def test_rockpool_export_imports_and_our_dropin_exports():
 def test_what_cannot_be_mapped():
     with pytest.raises(NotImplementedError, match="ReLU"):
         lnir.to_nir(nn.ReLU())
+    # NIR has no adaptive threshold: an AdaptiveLIF is refused, not exported as a plain LIF.
+    with pytest.raises(NotImplementedError, match="AdaptiveLIF"):
+        lnir.to_nir(lif_cuda.AdaptiveLIF(3))
     with pytest.raises(NotImplementedError, match="LI"):  # (CubaLIF maps to SynapticLIF)
         ones = np.ones(2)
         lnir.from_nir(nir.LI(tau=ones, r=ones, v_leak=0 * ones))

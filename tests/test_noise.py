@@ -12,7 +12,9 @@ import torch
 
 import lif_cuda
 from conftest import (
+    assert_bitwise,
     assert_synaptic_bitwise,
+    make_adaptive_case,
     make_synaptic_case,
     run_synaptic,
     run_synaptic_fused,
@@ -294,3 +296,31 @@ def test_synaptic_noise_tensor_and_in_kernel_noise(rec):
         outs.append(run_synaptic(synaptic_evolve, case, backend=backend, noise_std=0.5))
     assert_synaptic_bitwise(*outs)
     assert not torch.equal(outs[0][1], run_synaptic_fused(case)[1]), "the noise changed the membrane"
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_adaptive_in_kernel_noise_is_the_lif_stream(dtype, keep_global_rng):
+    """The adaptive op draws the LIF's stream (one Philox key per call, element (b, t, n) the same
+    number): with beta_adapt = 0 it is the LIF op under the same seed, bit for bit; the reference
+    backend draws the same noise; another seed gives other spikes."""
+    case = make_adaptive_case(71, 3, 37, 6, dtype, input_mean=0.3)
+    still = dict(case, beta_adapt=torch.zeros_like(case["beta_adapt"]))
+    lif_args = [case[k] for k in ("input", "v0", "tau_mem", "threshold", "bias")]
+
+    def seeded(fn, seed, *args, **kw):
+        torch.manual_seed(seed)
+        return fn(*args, noise_std=0.5, record=True, **kw)
+
+    a = seeded(lif_cuda.adaptive_evolve, 3, **still, backend="fused")
+    lif = seeded(lif_cuda.lif_evolve, 3, *lif_args, case["dt"], backend="fused")
+    assert_bitwise(a[0], lif[0], "spikes")
+    assert_bitwise(a[1], lif[1], "vmem")
+    fused = seeded(lif_cuda.adaptive_evolve, 4, **case, backend="fused")
+    ref = seeded(lif_cuda.adaptive_evolve, 4, **case, backend="reference")
+    for name, f, r in zip(("spikes", "vmem", "adapt", "v_final", "b_final"), fused, ref):
+        assert_bitwise(f, r, name)
+    quiet = lif_cuda.adaptive_evolve(**case, record=True, backend="fused")
+    assert not torch.equal(fused[1], quiet[1])

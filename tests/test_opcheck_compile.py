@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lif_cuda
-from conftest import make_synaptic_case, needs_fused_cpu
+from conftest import make_adaptive_case, make_synaptic_case, needs_fused_cpu
 
 B, T, N = 2, 5, 7
 
@@ -220,3 +220,42 @@ def test_opcheck_synaptic_with_ahp():
                            case["tau_syn"], case["threshold"], case["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, False,
                            False, None, torch.randn(2, 5, 3, generator=g), torch.randn(2, 3, generator=g), h_pre,
                            ahp["w_ahp"], ahp["tau_ahp"], False))
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("combo", ["f32-record-grad", "f64-noise-tensor-grad", "f32-kernel-noise", "f16-grad",
+                                   "f32-scalar-shared-lengths-grad"])
+def test_opcheck_adaptive_ops(combo):
+    """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch) of the
+    forward and backward ops."""
+    dtype = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float32}[combo[:3]]
+    shared = "shared" in combo
+    case = make_adaptive_case(81, 3, 6, 4, dtype, params="scalar" if shared else "neuron",
+                              state="shared" if shared else "rows")
+    grad = combo.endswith("grad")
+    x = case["input"].to(torch.float16) if combo.startswith("f16") else case["input"]
+    names = ("v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
+    args = [x.clone().requires_grad_(grad)] + [case[k].clone().requires_grad_(grad) for k in names]
+    noise = 0.1 * torch.ones_like(case["input"]) if "noise-tensor" in combo else None
+    scale = 0.2 if "kernel-noise" in combo else 0.0
+    lengths = torch.tensor([6, 0, 3]) if "lengths" in combo else None
+    key = torch.tensor([1234, 0]) if scale > 0 else None  # a given key: the op is then deterministic
+    fwd = (*args, noise, key, 1e-3, scale, 0.5, 2.0**16, 0, "record" in combo, grad, lengths)
+    torch.library.opcheck(torch.ops.lif_cuda.adaptive_forward.default, fwd)
+    out = torch.ops.lif_cuda.adaptive_forward(*[a.detach() if torch.is_tensor(a) else a for a in fwd[:-4]],
+                                              *fwd[-4:-2], True, lengths)
+    B, T, N = case["input"].shape
+    g = torch.Generator().manual_seed(1)
+    gs = torch.randn(B, T, N, generator=g).to(x.dtype)
+    rows = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
+    bwd = (gs, rows(B, T, N), rows(B, T, N), rows(B, N), rows(B, N), out[5], out[6], out[7], out[8],
+           case["tau_mem"], case["threshold"], case["tau_adapt"], case["beta_adapt"], 1e-3, 0.5, 2.0**16, 1, shared,
+           lengths)
+    grads = torch.ops.lif_cuda.adaptive_backward(*bwd)
+    shapes = [(B, T, N), out[7].shape, out[8].shape, case["tau_mem"].shape, case["threshold"].shape,
+              () if shared else (N,), case["tau_adapt"].shape, case["beta_adapt"].shape]
+    assert [tuple(t.shape) for t in grads] == [tuple(s) for s in shapes]
+    torch.library.opcheck(torch.ops.lif_cuda.adaptive_backward.default, bwd)

@@ -19,6 +19,7 @@ from conftest import (
     assert_bitwise,
     assert_outputs_bitwise,
     assert_synaptic_bitwise,
+    make_adaptive_case,
     make_case,
     make_synaptic_case,
     needs_fused_cpu,
@@ -358,3 +359,54 @@ def test_ahp_sum_order_is_torch_sum_over_the_s_plus_one_lanes(dtype):
         got = model.evolve_fn(**case, record=True, backend="fused")
         want = model.reference_fn(**case, record=True)
         assert_bitwise(got[1], want[1], f"membrane, S={S}")
+
+
+# ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
+
+ADAPTIVE_OUTPUTS = ("spikes", "vmem", "adapt", "v_final", "b_final")
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("variant", ["plain", "noise", "scalar-shared", "M-2", "window-0", "N-1100", "f16", "bf16"])
+def test_adaptive_forward_bit_identical_to_reference(dtype, variant):
+    """SPEC §10: spikes, both records and both final states bit for bit, the threshold really moving
+    (several spikes per step and an adaptation that changes the outcome)."""
+    kw = {"scalar-shared": dict(params="scalar", state="shared"), "N-1100": dict(B=2, T=6, N=1100)}.get(variant, {})
+    shape = dict(B=3, T=40, N=11)
+    shape.update({k: kw.pop(k) for k in ("B", "T", "N") if k in kw})
+    case = make_adaptive_case(61, **shape, dtype=dtype, **kw)
+    call = dict(max_spikes_per_dt=2.0 if variant == "M-2" else 2.0**16,
+                learning_window=0.0 if variant == "window-0" else 0.5)
+    if variant == "noise":
+        g = torch.Generator().manual_seed(62)
+        call["noise"] = (0.2 * torch.randn(case["input"].shape, generator=g, dtype=torch.float64)).to(dtype)
+    if variant in ("f16", "bf16"):
+        if dtype == torch.float64:
+            pytest.skip("half input is computed in float32")
+        case["input"] = case["input"].to(torch.float16 if variant == "f16" else torch.bfloat16)
+    got = lif_cuda.adaptive_evolve(**case, record=True, backend="fused", **call)
+    want = lif_cuda.adaptive_evolve_reference(**case, record=True, **call)
+    for name, g_, w_ in zip(ADAPTIVE_OUTPUTS, got, want):
+        assert_bitwise(g_, w_, name)
+    assert got[0].dtype == case["input"].dtype
+    assert (want[0] >= 2).any()
+    # The adaptation matters: without it (beta_adapt = 0) the spikes differ.
+    plain = lif_cuda.adaptive_evolve_reference(**dict(case, beta_adapt=torch.zeros_like(case["beta_adapt"])), **call)
+    assert not torch.equal(plain[0], want[0])
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_adaptive_without_adaptation_is_the_lif(dtype):
+    """beta_adapt = 0 makes the threshold constant: the adaptive op then gives the LIF op's spikes and
+    membrane bit for bit (the same §1 steps), while its adaptation still follows the spikes."""
+    case = make_adaptive_case(63, 3, 30, 9, dtype)
+    case["beta_adapt"] = torch.zeros_like(case["beta_adapt"])
+    s, vmem, adapt, vf, bf = lif_cuda.adaptive_evolve(**case, record=True, backend="fused")
+    ls, lvmem, lvf = lif_cuda.lif_evolve(case["input"], case["v0"], case["tau_mem"], case["threshold"], case["bias"],
+                                         case["dt"], record=True, backend="fused")
+    assert_bitwise(s, ls, "spikes")
+    assert_bitwise(vmem, lvmem, "vmem")
+    assert_bitwise(vf, lvf, "final membrane")
+    assert adapt.abs().sum() > 0

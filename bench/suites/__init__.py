@@ -10,7 +10,7 @@ it is timed (bench/engine.py does that):
 import importlib
 import re
 
-NAMES = ("layer", "network", "per-call", "features", "synaptic", "lengths", "train", "gpu", "memory")
+NAMES = ("layer", "network", "per-call", "features", "synaptic", "adaptive", "lengths", "train", "gpu", "memory")
 
 
 class _Suites(dict):

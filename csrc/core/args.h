@@ -107,6 +107,35 @@ struct LifBackwardArgs {
   int64_t B, Tn, N;
 };
 
+// ---------------------------------------------------------------- the adaptive LIF (SPEC §10)
+// The LIF's arguments (the membrane part: input, noise, v0, alpha, threshold, bias, spikes, the
+// membrane's records, lengths, sizes) plus the adaptation b's.
+
+template <typename IT, typename T>
+struct AdaptiveForwardArgs {
+  LifForwardArgs<IT, T> lif;
+  const T* b0;  // initial adaptation: row b at b0 + b * b0_stride_b
+  int64_t b0_stride_b;
+  PerNeuron<T> rho, beta;  // rho = exp(-dt/tau_adapt), beta_adapt; q = 1 - rho in the kernel
+  T* adapt_out;  // (B,T,N) record of the adaptation after each step, or nullptr
+  T* b_out;  // (B,T,N) the same, saved for the backward, or nullptr
+  T* b_final;  // (B,N)
+};
+
+template <typename IT, typename T>
+struct AdaptiveBackwardArgs {
+  // lif.partial: (7, B, N) per-row float64 sums for GradSum: the LIF's four rows (alpha,
+  // threshold, bias, a shared v0's rows), then beta_adapt, rho, a shared b0's rows.
+  LifBackwardArgs<IT, T> lif;
+  const T* gb;  // (B,T,N) upstream gradient on the adaptation record, or nullptr
+  const T* gbf;  // (B,N) upstream gradient on the final adaptation, or nullptr
+  const T* b;  // (B,T,N) saved adaptation after each step
+  const T* b0;
+  int64_t b0_stride_b;
+  PerNeuron<T> rho, beta;
+  T* g_b0;  // (B,N), or nullptr for a shared (N,) b0: its rows go to lif.partial's row 6
+};
+
 // ---------------------------------------------------------------- the synaptic model (SPEC §7)
 // A call covers the steps [t0, t0 + steps): all of them in one call (feed-forward), or one step
 // per call with the recurrent current r of that step (forward) or the gradient dL/ds it brings

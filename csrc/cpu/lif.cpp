@@ -44,25 +44,12 @@ LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, 
   T u_scratch[kMaxTile];
   uint32_t mask_word[kMaxTile];
   for (int64_t n = 0; n < len; ++n) mask_word[n] = 0;
-  // In-kernel noise: the noise terms of four steps (one Philox block per neuron) and its words.
-  constexpr int64_t kNoiseRows = NOISE == kNoiseKernel ? kMaxTile : 1;
-  T z_rows[4][kNoiseRows];
-  uint32_t words[4][kNoiseRows];
+  TileNoise<T, NOISE, kMaxTile> noise(z, seed, offset, subseq, noise_scale, len);
   for (int64_t n = 0; n < len; ++n) w[n] = v0[n];
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * stride_t;
     const IT* __restrict__ xt = x + off;
-    const T* __restrict__ zt = nullptr;
-    if constexpr (NOISE == kNoiseTensor) zt = z + off;
-    if constexpr (NOISE == kNoiseKernel) {
-      // Every four steps, one Philox block per neuron of the tile (vectorised over the neurons)
-      // gives the noise of this step and the next three; the step loop below stays vectorised.
-      if ((t & 3) == 0) {
-        draw_noise_rows<kNoiseRows>(seed, offset, subseq, static_cast<uint64_t>(t >> 2), len,
-                                    noise_scale, words, z_rows);
-      }
-      zt = z_rows[t & 3];
-    }
+    const T* __restrict__ zt = noise.step(t, off);
     IT* __restrict__ st = s_out + off;
     // u goes straight to the saved tensor when backward needs it, else to a scratch row.
     T* __restrict__ ut = u_out ? u_out + off : u_scratch;
@@ -185,8 +172,6 @@ struct LifCpu : CpuDevice {
   template <typename IT, typename T>
   static void forward(const LifForwardArgs<IT, T>& a) {
     const int64_t B = a.B, Tn = a.Tn, N = a.N;
-    const int64_t tile = choose_tile(B, N, kMaxTile);
-    const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T scale = static_cast<T>(a.noise.scale);
     const T window = static_cast<T>(a.window);
@@ -194,43 +179,36 @@ struct LifCpu : CpuDevice {
     uint64_t seed = 0, offset = 0;
     a.noise.key.get(seed, offset);
     const auto fn = NOISE_SWITCH(a.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
-    at::parallel_for(
-        0, B * ntiles, grain_size(B * ntiles, Tn * N * B), [&](int64_t begin, int64_t end) {
-          T alpha_buf[kMaxTile], thr_buf[kMaxTile], bias_buf[kMaxTile], lo_buf[kMaxTile];
-          for (int64_t i = begin; i < end; ++i) {
-            const int64_t b = i / ntiles;
-            const int64_t n0 = (i % ntiles) * tile;
-            const int64_t len = std::min(tile, N - n0);
-            const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
-            const T* z = a.noise.tensor ? a.noise.tensor + row : nullptr;
-            T* vmem = a.vmem_out ? a.vmem_out + row : nullptr;
-            T* u_out = a.u_out ? a.u_out + row : nullptr;
-            uint32_t* mask = a.mask_out ? a.mask_out + b * words * N + n0 : nullptr;
-            T* v_final = a.v_final + b * N + n0;
-            const int64_t steps = row_steps(a.lengths, b, Tn);
-            const T* thr_row = param_row(a.thr, n0, len, thr_buf);
-            if (mask) {
-              for (int64_t n = 0; n < len; ++n) lo_buf[n] = thr_row[n] - window;
-            }
-            fn(a.x + row, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0),
-               a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, n0, len, alpha_buf), thr_row,
-               param_row(a.bias, n0, len, bias_buf), M, a.s_out + row, vmem, u_out, mask, lo_buf,
-               v_final, steps, N, len);
-            if (mask) pad_fill(mask, uint32_t(0), mask_words(steps), words, N, len);
-            if (steps < Tn) {
-              pad_fill(a.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
-              if (vmem) pad_hold<T>(vmem, v_final, steps, Tn, N, len);
-              if (u_out) pad_hold<T>(u_out, v_final, steps, Tn, N, len);
-            }
-          }
-        });
+    for_each_tile(B, N, choose_tile(B, N, kMaxTile), Tn * N * B,
+                  [&](int64_t b, int64_t n0, int64_t len) {
+                    T alpha_buf[kMaxTile], thr_buf[kMaxTile], bias_buf[kMaxTile], lo_buf[kMaxTile];
+                    const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
+                    const T* z = a.noise.tensor ? a.noise.tensor + row : nullptr;
+                    T* vmem = a.vmem_out ? a.vmem_out + row : nullptr;
+                    T* u_out = a.u_out ? a.u_out + row : nullptr;
+                    uint32_t* mask = a.mask_out ? a.mask_out + b * words * N + n0 : nullptr;
+                    T* v_final = a.v_final + b * N + n0;
+                    const int64_t steps = row_steps(a.lengths, b, Tn);
+                    const T* thr_row = param_row(a.thr, n0, len, thr_buf);
+                    if (mask) {
+                      for (int64_t n = 0; n < len; ++n) lo_buf[n] = thr_row[n] - window;
+                    }
+                    fn(a.x + row, z, seed, offset, scale, static_cast<uint64_t>(b * N + n0),
+                       a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, n0, len, alpha_buf),
+                       thr_row, param_row(a.bias, n0, len, bias_buf), M, a.s_out + row, vmem, u_out,
+                       mask, lo_buf, v_final, steps, N, len);
+                    if (mask) pad_fill(mask, uint32_t(0), mask_words(steps), words, N, len);
+                    if (steps < Tn) {
+                      pad_fill(a.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+                      if (vmem) pad_hold<T>(vmem, v_final, steps, Tn, N, len);
+                      if (u_out) pad_hold<T>(u_out, v_final, steps, Tn, N, len);
+                    }
+                  });
   }
 
   template <typename IT, typename T>
   static void backward(const LifBackwardArgs<IT, T>& a) {
     const int64_t B = a.B, Tn = a.Tn, N = a.N, BN = B * N;
-    const int64_t tile = choose_tile(B, N, LIF_BWD_TILE);
-    const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T window = static_cast<T>(a.window);
     const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
@@ -240,27 +218,22 @@ struct LifCpu : CpuDevice {
       });
     });
     const int64_t words = mask_words(Tn);
-    at::parallel_for(
-        0, B * ntiles, grain_size(B * ntiles, Tn * BN), [&](int64_t begin, int64_t end) {
-          T alpha_buf[LIF_BWD_TILE], thr_buf[LIF_BWD_TILE];
-          for (int64_t i = begin; i < end; ++i) {
-            const int64_t b = i / ntiles;
-            const int64_t n0 = (i % ntiles) * tile;
-            const int64_t len = std::min(tile, N - n0);
-            const int64_t row = b * Tn * N + n0;
-            const int64_t bn = b * N + n0;
-            const int64_t steps = row_steps(a.lengths, b, Tn);
-            fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
-               a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr,
-               a.gvf ? a.gvf + bn : nullptr, a.u ? a.u + row : nullptr,
-               a.mask ? a.mask + b * words * N + n0 : nullptr, a.v0 + b * a.v0_stride_b + n0,
-               param_row(a.alpha, n0, len, alpha_buf), param_row(a.thr, n0, len, thr_buf), window,
-               M, a.g_in + row, a.g_v0 ? a.g_v0 + bn : nullptr,
-               a.g_v0 ? nullptr : a.partial + 3 * BN + bn, a.partial + bn, a.partial + BN + bn,
-               a.partial + 2 * BN + bn, steps, N, len);
-            pad_fill(a.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
-          }
-        });
+    for_each_tile(B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN,
+                  [&](int64_t b, int64_t n0, int64_t len) {
+                    T alpha_buf[LIF_BWD_TILE], thr_buf[LIF_BWD_TILE];
+                    const int64_t row = b * Tn * N + n0;
+                    const int64_t bn = b * N + n0;
+                    const int64_t steps = row_steps(a.lengths, b, Tn);
+                    fn(a.gs + b * a.gs_stride_b + n0 * a.gs_stride_n, a.gs_stride_t,
+                       a.gs_stride_n == 0 && len > 1, a.gw ? a.gw + row : nullptr,
+                       a.gvf ? a.gvf + bn : nullptr, a.u ? a.u + row : nullptr,
+                       a.mask ? a.mask + b * words * N + n0 : nullptr,
+                       a.v0 + b * a.v0_stride_b + n0, param_row(a.alpha, n0, len, alpha_buf),
+                       param_row(a.thr, n0, len, thr_buf), window, M, a.g_in + row,
+                       a.g_v0 ? a.g_v0 + bn : nullptr, a.g_v0 ? nullptr : a.partial + 3 * BN + bn,
+                       a.partial + bn, a.partial + BN + bn, a.partial + 2 * BN + bn, steps, N, len);
+                    pad_fill(a.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
+                  });
   }
 };
 

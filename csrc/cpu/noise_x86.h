@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "../core/args.h"
 #include "../core/philox.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LIF_NO_CLONES)
@@ -247,6 +248,39 @@ inline void draw_noise_rows(uint64_t seed, uint64_t offset, uint64_t sub0, uint6
   }();
   fn(seed, offset, sub0, q, len, noise_scale, words, z);
 }
+
+// A forward tile's noise terms, step by step (SPEC §4), for every model's tile: the noise tensor's
+// row, or the in-kernel stream, one Philox block per neuron every four steps (vectorised over the
+// neurons) giving this step's terms and the next three's; nullptr without noise. The tile's
+// neurons are consecutive, its first one's Philox subsequence `subseq` (b * N + n0).
+template <typename T, int NOISE, int64_t kMaxLen>
+struct TileNoise {
+  static constexpr int64_t kRows = NOISE == kNoiseKernel ? kMaxLen : 1;
+  const T* tensor;  // the row (b, t=0, n0) of the noise tensor, or nullptr
+  uint64_t seed, offset, subseq;
+  T scale;
+  int64_t len;
+  T z_rows[4][kRows];
+  uint32_t words[4][kRows];
+
+  // The rows are left uninitialised: step() draws them before they are read.
+  TileNoise(const T* tensor_, uint64_t seed_, uint64_t offset_, uint64_t subseq_, T scale_,
+            int64_t len_)
+      : tensor(tensor_), seed(seed_), offset(offset_), subseq(subseq_), scale(scale_), len(len_) {}
+
+  // Step t's terms; `off` its offset from the row's start.
+  const T* step(int64_t t, int64_t off) {
+    if constexpr (NOISE == kNoiseTensor) return tensor + off;
+    if constexpr (NOISE == kNoiseKernel) {
+      if ((t & 3) == 0) {
+        draw_noise_rows<kRows>(seed, offset, subseq, static_cast<uint64_t>(t >> 2), len, scale,
+                               words, z_rows);
+      }
+      return z_rows[t & 3];
+    }
+    return nullptr;
+  }
+};
 
 }  // namespace cpu
 }  // namespace lif

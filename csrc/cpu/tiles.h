@@ -46,6 +46,19 @@ inline int64_t choose_tile(int64_t B, int64_t N, int64_t max_tile) {
   return tile;
 }
 
+// Every (batch row b, neurons [n0, n0 + len)) tile of a (B, N) call, in parallel: fn(b, n0, len).
+// `work` (B*T*N) decides whether the call is worth the thread pool.
+template <typename F>
+void for_each_tile(int64_t B, int64_t N, int64_t tile, int64_t work, const F& fn) {
+  const int64_t ntiles = (N + tile - 1) / tile;
+  at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n0 = (i % ntiles) * tile;
+      fn(i / ntiles, n0, std::min(tile, N - n0));
+    }
+  });
+}
+
 // The tile's row of a per-neuron parameter: the row itself, or a broadcast value spread into `buf`
 // (len <= the tile width), so the inner loops always read a contiguous row.
 template <typename T>

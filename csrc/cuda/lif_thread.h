@@ -53,37 +53,13 @@ LIF_HD NeuronNoise<T> neuron_noise(const Noise<T>& noise, int64_t idx) {
   return nn;
 }
 
-// Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
-// apart (mask words too). Writes s[t] (and u[t] or the mask words as SAVE says, w[t] when RECORD)
-// for t = 0..steps-1; returns w[steps-1] (v0 when steps == 0).
-template <typename IT, typename T, int NOISE, int SAVE, bool RECORD>
-LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key, T v0,
-                        T alpha, T thr, T bias, T max_spikes, IT* __restrict__ s_out,
-                        T* __restrict__ u_out, uint32_t* __restrict__ mask_out, T pwl_lo,
-                        T* __restrict__ vmem_out, int64_t steps, int64_t stride_t) {
-  T w = v0;
-  uint32_t word = 0;  // the window mask's word being built
-  // One step t at offset off = t * stride_t, given its input and noise (the noise is ignored
-  // unless NOISE != kNoNoise). t only serves the mask.
-  auto step = [&](int64_t t, int64_t off, T xin, T zin) {
-    T u, wn, s;
-    if constexpr (NOISE == kNoNoise) {
-      s = step_forward(alpha, w, xin, bias, thr, max_spikes, u, wn);
-    } else {
-      s = step_forward(alpha, w, xin, zin, bias, thr, max_spikes, u, wn);
-    }
-    s_out[off] = static_cast<IT>(s);
-    if constexpr (SAVE == kSaveU) u_out[off] = u;
-    if constexpr (SAVE == kSaveMask) {
-      word |= mask_bit(u, pwl_lo, t);
-      if (mask_word_ends(t, steps)) {
-        mask_out[(t / kMaskBits) * stride_t] = word;
-        word = 0;
-      }
-    }
-    if constexpr (RECORD) vmem_out[off] = wn;
-    w = wn;
-  };
+// Every model's forward time loop for one neuron of one batch row: pointers at (b, t=0, n), time
+// steps stride_t apart; calls step(t, off, x[t], z[t]) for t = 0..steps-1, off = t * stride_t (z[t]
+// is 0 unless NOISE != kNoNoise), loading kChunk steps ahead (and their in-kernel noise, a Philox
+// block at a time).
+template <typename IT, typename T, int NOISE, typename Step>
+LIF_HD void forward_steps(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key,
+                          int64_t steps, int64_t stride_t, const Step& step) {
   // The in-kernel noise of steps 4q .. 4q+3 (one Philox block, drawn once) into zq[0..3].
   auto draw4 = [&](int64_t q, T* zq) {
     const Normals4 nz =
@@ -144,7 +120,55 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
       step(t0, off, static_cast<T>(x[off]), NOISE == kNoiseTensor ? z[off] : T(0));
     }
   }
+}
+
+// Forward (SPEC §1) for one neuron of one batch row; pointers at (b, t=0, n), time steps stride_t
+// apart (mask words too). Writes s[t] (and u[t] or the mask words as SAVE says, w[t] when RECORD)
+// for t = 0..steps-1; returns w[steps-1] (v0 when steps == 0).
+template <typename IT, typename T, int NOISE, int SAVE, bool RECORD>
+LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key, T v0,
+                        T alpha, T thr, T bias, T max_spikes, IT* __restrict__ s_out,
+                        T* __restrict__ u_out, uint32_t* __restrict__ mask_out, T pwl_lo,
+                        T* __restrict__ vmem_out, int64_t steps, int64_t stride_t) {
+  T w = v0;
+  uint32_t word = 0;  // the window mask's word being built
+  forward_steps<IT, T, NOISE>(
+      x, z, key, steps, stride_t, [&](int64_t t, int64_t off, T xin, T zin) {
+        T u, wn, s;
+        if constexpr (NOISE == kNoNoise) {
+          s = step_forward(alpha, w, xin, bias, thr, max_spikes, u, wn);
+        } else {
+          s = step_forward(alpha, w, xin, zin, bias, thr, max_spikes, u, wn);
+        }
+        s_out[off] = static_cast<IT>(s);
+        if constexpr (SAVE == kSaveU) u_out[off] = u;
+        if constexpr (SAVE == kSaveMask) {
+          word |= mask_bit(u, pwl_lo, t);
+          if (mask_word_ends(t, steps)) {
+            mask_out[(t / kMaskBits) * stride_t] = word;
+            word = 0;
+          }
+        }
+        if constexpr (RECORD) vmem_out[off] = wn;
+        w = wn;
+      });
   return w;
+}
+
+// Every model's reverse time loop over the steps t = t_last..1 of one neuron: step(t, load(t)),
+// the values of kChunk steps loaded ahead (independent loads in flight while the recurrence runs).
+// Step 0 is the caller's (it reads the initial state instead of a saved step).
+template <typename Load, typename Step>
+LIF_HD void reverse_steps(int64_t t_last, const Load& load, const Step& step) {
+  int64_t t = t_last;
+  for (; t >= kChunk; t -= kChunk) {
+    decltype(load(t)) v[kChunk];
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) v[k] = load(t - k);
+    LIF_UNROLL
+    for (int k = 0; k < kChunk; ++k) step(t - k, v[k]);
+  }
+  for (; t >= 1; --t) step(t, load(t));
 }
 
 // Per-neuron results of the backward besides g_in: dL/dv0 and the float64 sums of this row's
@@ -181,35 +205,25 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
       flush_grad_block(g_bias, sum_bias);
     }
   };
-  int64_t t = t_last;
-  T u_cur = u[t * stride_t];
+  T u_cur = u[t_last * stride_t];
   T s_cur = spikes(u_cur, thr, max_spikes);
-  // One step t >= 1, given u[t-1]: recompute s[t-1] and w[t-1], step, move to t-1.
-  auto step_back = [&](int64_t t_step, T gsv, T gwv, T u_prev) {
-    const T s_prev = spikes(u_prev, thr, max_spikes);
-    step(t_step, gsv, gwv, u_cur, s_cur, reset(u_prev, s_prev, thr));
-    u_cur = u_prev;
-    s_cur = s_prev;
+  // Step t >= 1, given gs[t], gw[t] and u[t-1]: recompute s[t-1] and w[t-1], step, move to t-1.
+  struct Loaded {
+    T gs, gw, u_prev;
   };
-  // Steps t >= 1 in chunks, gs[t], gw[t] and u[t-1] loaded ahead.
-  for (; t >= kChunk; t -= kChunk) {
-    T gsv[kChunk];
-    T gwv[kChunk];
-    T uprev[kChunk];
-    LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      const int64_t off = (t - k) * stride_t;
-      gsv[k] = static_cast<T>(gs[(t - k) * gs_stride_t]);
-      gwv[k] = HAS_GW ? gw[off] : T(0);
-      uprev[k] = u[off - stride_t];
-    }
-    LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step_back(t - k, gsv[k], gwv[k], uprev[k]);
-  }
-  for (; t >= 1; --t) {
-    const int64_t off = t * stride_t;
-    step_back(t, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[off] : T(0), u[off - stride_t]);
-  }
+  reverse_steps(
+      t_last,
+      [&](int64_t ts) {
+        const int64_t off = ts * stride_t;
+        return Loaded{static_cast<T>(gs[ts * gs_stride_t]), HAS_GW ? gw[off] : T(0),
+                      u[off - stride_t]};
+      },
+      [&](int64_t ts, const Loaded& v) {
+        const T s_prev = spikes(v.u_prev, thr, max_spikes);
+        step(ts, v.gs, v.gw, u_cur, s_cur, reset(v.u_prev, s_prev, thr));
+        u_cur = v.u_prev;
+        s_cur = s_prev;
+      });
   step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0), u_cur, s_cur, v0);
   return NeuronGrads<T>{W, sum_alpha, sum_thr, sum_bias};
 }

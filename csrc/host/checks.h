@@ -58,13 +58,18 @@ inline void check_param(const at::Tensor& t, at::ScalarType dtype, const at::Ten
                     ",) or (), got ", t.sizes());
 }
 
-// The initial state: (B,N), or (N,) for one state shared by every batch row.
+// A per-neuron initial state (v0, b0): (B,N), or (N,) for one state shared by every batch row.
+inline void check_neuron_state(const at::Tensor& t, at::ScalarType dtype, const at::Tensor& ref,
+                               const char* name, int64_t B, int64_t N) {
+  check_dtype_device(t, dtype, ref, name);
+  TORCH_CHECK_VALUE(
+      (t.dim() == 2 && t.size(0) == B && t.size(1) == N) || (t.dim() == 1 && t.size(0) == N), name,
+      " must have shape (", B, ", ", N, ") or (", N, ",), got ", t.sizes());
+}
+
 inline void check_v0(const at::Tensor& v0, at::ScalarType dtype, const at::Tensor& ref, int64_t B,
                      int64_t N) {
-  check_dtype_device(v0, dtype, ref, "v0");
-  TORCH_CHECK_VALUE(
-      (v0.dim() == 2 && v0.size(0) == B && v0.size(1) == N) || (v0.dim() == 1 && v0.size(0) == N),
-      "v0 must have shape (", B, ", ", N, ") or (", N, ",), got ", v0.sizes());
+  check_neuron_state(v0, dtype, ref, "v0", B, N);
 }
 
 // Every value `ok`, for a CPU tensor (`what` says what ok means); no-op on other devices.
@@ -271,6 +276,49 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
   check_param(threshold, ct, ref, "threshold", N);
   check_backward_settings(lengths, ref, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N};
+}
+
+// ---------------------------------------------------------------- the adaptive ops (SPEC §10)
+// The LIF ops' checks, then the adaptation's own arguments.
+
+inline std::tuple<int64_t, int64_t, int64_t> check_adaptive_forward_args(
+    const at::Tensor& input, const at::Tensor& v0, const at::Tensor& b0, const at::Tensor& tau_mem,
+    const at::Tensor& threshold, const at::Tensor& bias, const at::Tensor& tau_adapt,
+    const at::Tensor& beta_adapt, const std::optional<at::Tensor>& noise,
+    const std::optional<at::Tensor>& noise_key, double dt, double noise_scale, double window,
+    double max_spikes, const std::optional<at::Tensor>& lengths) {
+  const auto shape = check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                                        noise_scale, window, max_spikes, lengths);
+  const auto ct = compute_dtype(input.scalar_type());
+  const int64_t N = input.size(2);
+  check_neuron_state(b0, ct, input, "b0", input.size(0), N);
+  check_param(tau_adapt, ct, input, "tau_adapt", N);
+  check_param(beta_adapt, ct, input, "beta_adapt", N);
+  check_param_values(tau_adapt, "tau_adapt", true);
+  check_param_values(beta_adapt, "beta_adapt", false);
+  return shape;
+}
+
+inline std::tuple<int64_t, int64_t, int64_t> check_adaptive_backward_args(
+    const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_vmem,
+    const std::optional<at::Tensor>& grad_adapt, const std::optional<at::Tensor>& grad_vfinal,
+    const std::optional<at::Tensor>& grad_bfinal, const at::Tensor& u, const at::Tensor& b,
+    const at::Tensor& v0, const at::Tensor& b0, const at::Tensor& tau_mem,
+    const at::Tensor& threshold, const at::Tensor& tau_adapt, const at::Tensor& beta_adapt,
+    double dt, double window, double max_spikes, int64_t surrogate,
+    const std::optional<at::Tensor>& lengths) {
+  check_saved_u(u);  // u itself: this model keeps no window mask (SPEC §11 is the LIF op's)
+  const auto shape = check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem,
+                                         threshold, dt, window, max_spikes, surrogate, lengths);
+  const auto [B, T, N] = shape;
+  const auto ct = u.scalar_type();
+  check_state_like(b, ct, u, "b", {B, T, N});
+  if (grad_adapt.has_value()) check_state_like(*grad_adapt, ct, u, "grad_adapt", {B, T, N});
+  if (grad_bfinal.has_value()) check_state_like(*grad_bfinal, ct, u, "grad_bfinal", {B, N});
+  check_neuron_state(b0, ct, u, "b0", B, N);
+  check_param(tau_adapt, ct, u, "tau_adapt", N);
+  check_param(beta_adapt, ct, u, "beta_adapt", N);
+  return shape;
 }
 
 // ---------------------------------------------------------------- the synaptic ops (SPEC §7)

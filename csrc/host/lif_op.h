@@ -51,28 +51,30 @@ struct LifForwardOp {
 
 // `host_key` false: in-kernel noise keyed on the device (the CUDA op under graph capture).
 // `save_mask` (with save_u): the u output holds the window mask's words (core/mask.h, SPEC §11).
+// `checked`: the arguments were checked by a model built on this one (host/adaptive_op.h).
 inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
                                         const Tensor& tau_mem, const Tensor& threshold,
                                         const Tensor& bias, const OptTensor& noise,
                                         const OptTensor& noise_key, double dt, double noise_scale,
                                         double window, double max_spikes, bool record, bool save_u,
                                         const OptTensor& lengths, bool decays, bool save_mask,
-                                        bool host_key = true) {
+                                        bool host_key = true, bool checked = false) {
   LifForwardOp op;
   std::tie(op.B, op.T, op.N) =
-      check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
-                         window, max_spikes, lengths, decays);
+      checked ? std::make_tuple(input.size(0), input.size(1), input.size(2))
+              : check_forward_args(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                                   noise_scale, window, max_spikes, lengths, decays);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.spikes = empty_output({B, T, N}, input.options());
-  op.vmem = empty_output(record ? at::IntArrayRef{B, T, N} : no_output(), state);
+  op.vmem = sequence_output(record, B, T, N, state);
   if (save_u && save_mask) {
     op.u = empty_output({B, mask_words(T), N}, state.dtype(at::kInt));
   } else {
-    op.u = empty_output(save_u ? at::IntArrayRef{B, T, N} : no_output(), state);
+    op.u = sequence_output(save_u, B, T, N, state);
   }
   op.v_final = at::empty({B, N}, state);
-  op.v0_saved = save_u ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state);
+  op.v0_saved = saved_state(v0, save_u);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {
@@ -139,16 +141,20 @@ struct LifBackwardOp : BackwardSettings {
 };
 
 // grad_spikes is read as grad_spikes_for_kernels says (in place where its rows allow).
+// `partial_rows` > 0 and `checked`: for a model built on this one, which adds its own rows of
+// per-row sums after the LIF's four and has checked the arguments (host/adaptive_op.h).
 inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vmem,
                                           const OptTensor& grad_vfinal, const Tensor& u,
                                           const Tensor& v0, const Tensor& tau_mem,
                                           const Tensor& threshold, double dt, double window,
                                           double max_spikes, int64_t surrogate, bool scalar_bias,
-                                          const OptTensor& lengths, bool decays) {
+                                          const OptTensor& lengths, bool decays,
+                                          int64_t partial_rows = 0, bool checked = false) {
   LifBackwardOp op;
   std::tie(op.B, op.T, op.N) =
-      check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                          window, max_spikes, surrogate, lengths, decays);
+      checked ? std::make_tuple(u.size(0), u.size(1), u.size(2))
+              : check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold,
+                                    dt, window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto opts = v0.options();
   op.g_in = empty_output({B, T, N}, grad_spikes.options().memory_format(std::nullopt));
@@ -160,11 +166,7 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   if (!op.run) {
     // Nothing ran: dL/dv0 is the gradient on the final state (summed over the batch for a shared
     // v0); the parameters get none.
-    if (grad_vfinal.has_value() && B > 0) {
-      op.g_v0.copy_(v0.dim() == 2 ? *grad_vfinal : shared_state_grad(*grad_vfinal));
-    } else {
-      op.g_v0.zero_();
-    }
+    state_grad_without_run(op.g_v0, grad_vfinal, v0, B);
     op.g_tau.zero_();
     op.g_thr.zero_();
     op.g_bias.zero_();
@@ -180,7 +182,8 @@ inline LifBackwardOp prepare_lif_backward(const Tensor& grad_spikes, const OptTe
   op.thr = threshold.contiguous();
   op.set(lengths, dt, window, max_spikes, surrogate, decays);
   // Written in full by the kernels.
-  op.partial = empty_output({v0.dim() == 2 ? 3 : 4, B, N}, opts.dtype(at::kDouble));
+  if (partial_rows == 0) partial_rows = v0.dim() == 2 ? 3 : 4;
+  op.partial = empty_output({partial_rows, B, N}, opts.dtype(at::kDouble));
   return op;
 }
 
@@ -190,19 +193,11 @@ LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& t
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
                           double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
                           const OptTensor& lengths, bool decays, bool save_mask) {
-  const c10::DeviceGuard guard(input.device());
-  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  LifForwardOp op = prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
-                                        noise_scale, window, max_spikes, record, save_u, lengths,
-                                        decays, save_mask, !device_key);
-  if (op.run) {
-    if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
-    LIF_DISPATCH_IO(op.x.scalar_type(), "lif_forward", [&] {
-      count_launch();
-      Dev::forward(op.args<IT, CT>());
-    });
-  }
-  return op.outputs();
+  return run_forward_op<Dev>(input, noise, noise_key, noise_scale, [&](bool host_key) {
+    return prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
+                               noise_scale, window, max_spikes, record, save_u, lengths, decays,
+                               save_mask, host_key);
+  });
 }
 
 template <typename Dev>
@@ -211,18 +206,10 @@ LifBackwardOut lif_backward(const Tensor& grad_spikes, const OptTensor& grad_vme
                             const Tensor& tau_mem, const Tensor& threshold, double dt,
                             double window, double max_spikes, int64_t surrogate, bool scalar_bias,
                             const OptTensor& lengths, bool decays) {
-  const c10::DeviceGuard guard(grad_spikes.device());
-  LifBackwardOp op =
-      prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
-                           window, max_spikes, surrogate, scalar_bias, lengths, decays);
-  if (op.run) {
-    LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_backward", [&] {
-      count_launch();
-      Dev::backward(op.args<IT, CT>());
-      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
-    });
-  }
-  return op.outputs();
+  return run_backward_op<Dev>(u, [&] {
+    return prepare_lif_backward(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt,
+                                window, max_spikes, surrogate, scalar_bias, lengths, decays);
+  });
 }
 
 }  // namespace lif

@@ -270,6 +270,29 @@ inline Tensor grad_spikes_for_kernels(const Tensor& grad_spikes, int64_t N) {
 // kernel ran (an empty shape): its rows' gradients summed over the batch.
 inline Tensor shared_state_grad(const Tensor& rows) { return rows.sum(0); }
 
+// A forward's (B,T,N) output, or (0,) where it is not asked for.
+inline Tensor sequence_output(bool wanted, int64_t B, int64_t T, int64_t N,
+                              const at::TensorOptions& opts) {
+  return empty_output(wanted ? at::IntArrayRef{B, T, N} : no_output(), opts);
+}
+
+// A copy of an initial state as the forward read it, for the backward (`save`), or (0,): a module
+// updates its state in place right after the call.
+inline Tensor saved_state(const Tensor& state, bool save) {
+  return save ? state.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state.options());
+}
+
+// An initial state's gradient where no kernel ran (an empty shape): the gradient on the final
+// state (summed over the batch for a shared state), or zero.
+inline void state_grad_without_run(Tensor& g_state, const OptTensor& grad_final,
+                                   const Tensor& state, int64_t B) {
+  if (grad_final.has_value() && B > 0) {
+    g_state.copy_(state.dim() == 2 ? *grad_final : shared_state_grad(*grad_final));
+  } else {
+    g_state.zero_();
+  }
+}
+
 // A parameter's gradient from its per-row float64 sums (GradSum, core/grad_sums.h): kept in its
 // shape, summed over the neurons per synapse index ((1,S)) or altogether (()).
 template <typename T>
@@ -295,6 +318,42 @@ GradSum<T> shared_state_sum(const Tensor& rows, Tensor& rows64, const Tensor& ds
   rows64 = rows.to(at::kDouble);
   return grad_sum<T>(rows64.mutable_data_ptr<double>(), rows.numel() / rows.size(0), 1, kKeepAll,
                      dst);
+}
+
+// An op function's frame, the same for every model: under a guard for the device,
+// `prepare(host_key)` checks the arguments and builds the op struct (outputs, inputs; host_key
+// false: the device keys the in-kernel noise, as the CUDA op does under graph capture), then,
+// unless the shape is empty, the device's kernels run on the struct's arguments for the I/O dtype
+// (and, backward, its gradient sums).
+template <typename Dev, typename Prepare>
+auto run_forward_op(const Tensor& input, const OptTensor& noise, const OptTensor& noise_key,
+                    double noise_scale, const Prepare& prepare) {
+  const c10::DeviceGuard guard(input.device());
+  const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
+  auto op = prepare(!device_key);
+  if (op.run) {
+    if (device_key) Dev::key_noise_on_device(op.noise, op.T, input.device());
+    // (the dispatch's name only shows in its error for a dtype the checks already refused)
+    LIF_DISPATCH_IO(op.x.scalar_type(), "lif_cuda forward", [&] {
+      count_launch();
+      Dev::forward(op.template args<IT, CT>());
+    });
+  }
+  return op.outputs();
+}
+
+template <typename Dev, typename Prepare>
+auto run_backward_op(const Tensor& u, const Prepare& prepare) {
+  const c10::DeviceGuard guard(u.device());
+  auto op = prepare();
+  if (op.run) {
+    LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_cuda backward", [&] {
+      count_launch();
+      Dev::backward(op.template args<IT, CT>());
+      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
+    });
+  }
+  return op.outputs();
 }
 
 // What a device file gives the ops (host/lif_op.h, host/synaptic_op.h run them, under a guard

@@ -1,0 +1,279 @@
+// The adaptive-threshold LIF ops on the CPU (SPEC §10): tiles of (batch row, contiguous neurons)
+// as for the LIF ops (tiles.h), the forward over the whole time loop and the hand-written BPTT
+// backward. The per-element math is core/adaptive.h's; host/adaptive_op.h prepares the arguments.
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../core/adaptive.h"
+#include "../core/grad_sums.h"
+#include "../core/lengths.h"
+#include "../core/switch.h"
+#include "../host/adaptive_op.h"
+#include "noise_x86.h"
+#include "tiles.h"
+
+namespace lif {
+namespace cpu {
+namespace {
+
+#ifndef LIF_BWD_TILE
+#define LIF_BWD_TILE 256
+#endif
+
+// A tile's parameter rows (tiles.h param_row) and q = 1 - rho.
+template <typename T, int64_t kLen>
+struct AdaptiveRows {
+  T alpha_buf[kLen], thr_buf[kLen], rho_buf[kLen], beta_buf[kLen], q[kLen];
+  const T *alpha, *thr, *rho, *beta;
+
+  template <typename Args>
+  AdaptiveRows(const Args& a, int64_t n0, int64_t len)
+      : alpha(param_row(a.lif.alpha, n0, len, alpha_buf)),
+        thr(param_row(a.lif.thr, n0, len, thr_buf)),
+        rho(param_row(a.rho, n0, len, rho_buf)),
+        beta(param_row(a.beta, n0, len, beta_buf)) {
+    for (int64_t n = 0; n < len; ++n) q[n] = T(1) - rho[n];
+  }
+};
+
+// One forward tile: batch row b, neurons [n0, n0 + len), the row's `steps`; pointers at (b, t=0,
+// n0), steps stride_t apart; the noise as TileNoise takes it (as lif.cpp's forward_tile). Called
+// through a pointer (the ISA clone the resolver picks; a direct call may inline the baseline one).
+template <typename IT, typename T, int NOISE>
+LIF_CLONES void forward_tile(
+    const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
+    uint64_t subseq, T noise_scale, const T* __restrict__ v0, const T* __restrict__ b0,
+    const T* __restrict__ alpha, const T* __restrict__ thr, const T* __restrict__ bias,
+    const T* __restrict__ rho, const T* __restrict__ q, const T* __restrict__ beta, T max_spikes,
+    IT* __restrict__ s_out, T* __restrict__ vmem_out, T* __restrict__ adapt_out,
+    T* __restrict__ u_out, T* __restrict__ b_out, T* __restrict__ v_final, T* __restrict__ b_final,
+    int64_t steps, int64_t stride_t, int64_t len) {
+  T w[kMaxTile], b[kMaxTile];
+  T u_scratch[kMaxTile];
+  TileNoise<T, NOISE, kMaxTile> noise(z, seed, offset, subseq, noise_scale, len);
+  for (int64_t n = 0; n < len; ++n) {
+    w[n] = v0[n];
+    b[n] = b0[n];
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t off = t * stride_t;
+    const IT* __restrict__ xt = x + off;
+    const T* __restrict__ zt = noise.step(t, off);
+    IT* __restrict__ st = s_out + off;
+    T* __restrict__ ut = u_out ? u_out + off : u_scratch;
+    for (int64_t n = 0; n < len; ++n) {
+      T u;
+      if constexpr (NOISE == kNoNoise) {
+        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), bias[n]);
+      } else {
+        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
+      }
+      T wn, bn = b[n];
+      const T s = adaptive_fire(u, thr[n], beta[n], rho[n], q[n], max_spikes, wn, bn);
+      st[n] = static_cast<IT>(s);
+      ut[n] = u;
+      w[n] = wn;
+      b[n] = bn;
+    }
+    if (b_out) std::memcpy(b_out + off, b, sizeof(T) * len);
+    if (vmem_out) std::memcpy(vmem_out + off, w, sizeof(T) * len);
+    if (adapt_out) std::memcpy(adapt_out + off, b, sizeof(T) * len);
+  }
+  std::memcpy(v_final, w, sizeof(T) * len);
+  std::memcpy(b_final, b, sizeof(T) * len);
+}
+
+// The per-row float64 sums a backward tile leaves (core/grad_sums.h), and its state gradients.
+template <typename T>
+struct TileGradOut {
+  double *alpha, *thr, *bias, *beta, *rho;
+  T* g_v0;            // (len,) row of dL/dv0, or nullptr: then g_v0_rows
+  double* g_v0_rows;  // a shared v0's rows
+  T* g_b0;
+  double* g_b0_rows;
+};
+
+// Reverse time loop for one tile (core/adaptive.h's equations). W and Bc start from the gradients
+// on the final state. u[t-1]'s spike count and threshold, computed to rebuild w[t-1], are kept for
+// step t-1: one division per element and step.
+template <typename IT, typename T, int SURR, bool HAS_GW, bool HAS_GB>
+LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n,
+                              const T* __restrict__ gw, const T* __restrict__ gb,
+                              const T* __restrict__ gvf, const T* __restrict__ gbf,
+                              const T* __restrict__ u, const T* __restrict__ b,
+                              const T* __restrict__ v0, const T* __restrict__ b0,
+                              const T* __restrict__ alpha, const T* __restrict__ thr,
+                              const T* __restrict__ rho, const T* __restrict__ q,
+                              const T* __restrict__ beta, T window, T max_spikes,
+                              IT* __restrict__ g_in, const TileGradOut<T>& out, int64_t steps,
+                              int64_t stride_t, int64_t len) {
+  // The carried gradients and the terms' block sums as separate rows (not an array of
+  // AdaptiveGrads), so that the loops over the neurons vectorise; each step rebuilds a neuron's
+  // AdaptiveGrads from them, which the compiler keeps in registers.
+  T W[LIF_BWD_TILE], Bc[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gbias[LIF_BWD_TILE],
+      gbeta[LIF_BWD_TILE], grho[LIF_BWD_TILE];
+  T s_row[LIF_BWD_TILE], A_row[LIF_BWD_TILE];
+  IT gs_row[LIF_BWD_TILE];
+  // steps == 0 (a row of length 0): nothing runs, s_row and A_row are never read.
+  const int64_t t_last = steps > 0 ? steps - 1 : 0;
+  const T* __restrict__ u_last = u + t_last * stride_t;
+  const T* __restrict__ b_before_last = t_last > 0 ? b + (t_last - 1) * stride_t : b0;
+  for (int64_t n = 0; n < len; ++n) {
+    W[n] = gvf ? gvf[n] : T(0);
+    Bc[n] = gbf ? gbf[n] : T(0);
+    ga[n] = gt[n] = gbias[n] = gbeta[n] = grho[n] = T(0);
+    out.alpha[n] = out.thr[n] = out.bias[n] = out.beta[n] = out.rho[n] = 0.0;
+    s_row[n] = adaptive_spikes(u_last[n], thr[n], beta[n], b_before_last[n], max_spikes, A_row[n]);
+  }
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const int64_t off = t * stride_t;
+    const IT* __restrict__ gst = gs + t * gs_stride_t;
+    if (gs_bcast_n) {
+      for (int64_t n = 0; n < len; ++n) gs_row[n] = gst[0];
+      gst = gs_row;
+    }
+    const T* __restrict__ ut = u + off;
+    IT* __restrict__ git = g_in + off;
+    // b[t-1] (b0 at t = 0), and b[t-2] for rebuilding step t-1 (b0 at t = 1).
+    const T* __restrict__ b_prev = t > 0 ? b + off - stride_t : b0;
+    const T* __restrict__ b_prev2 = t > 1 ? b + off - 2 * stride_t : b0;
+    const T* __restrict__ u_prev = t > 0 ? ut - stride_t : ut;
+    const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
+    const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
+    const bool first = t == 0;
+    for (int64_t n = 0; n < len; ++n) {
+      const AdaptiveConsts<T> c{alpha[n], thr[n], beta[n], rho[n], q[n], window, max_spikes};
+      T A_prev;
+      const T s_prev = adaptive_spikes(u_prev[n], thr[n], beta[n], b_prev2[n], max_spikes, A_prev);
+      const T w_prev = first ? v0[n] : reset(u_prev[n], s_prev, A_prev);
+      AdaptiveGrads<T> g{W[n], Bc[n], ga[n], gt[n], gbias[n], gbeta[n], grho[n]};
+      git[n] = static_cast<IT>(adaptive_step_backward<SURR>(
+          static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0), HAS_GB ? gbt[n] : T(0), ut[n], s_row[n],
+          A_row[n], b_prev[n], w_prev, c, g));
+      W[n] = g.W;
+      Bc[n] = g.Bc;
+      ga[n] = g.g_alpha;
+      gt[n] = g.g_thr;
+      gbias[n] = g.g_bias;
+      gbeta[n] = g.g_beta;
+      grho[n] = g.g_rho;
+      s_row[n] = s_prev;
+      A_row[n] = A_prev;
+    }
+    if (grad_block_ends(steps - 1, t, 0)) {
+      for (int64_t n = 0; n < len; ++n) {
+        flush_grad_block(ga[n], out.alpha[n]);
+        flush_grad_block(gt[n], out.thr[n]);
+        flush_grad_block(gbias[n], out.bias[n]);
+        flush_grad_block(gbeta[n], out.beta[n]);
+        flush_grad_block(grho[n], out.rho[n]);
+      }
+    }
+  }
+  // The initial states' gradients: per row, or a shared state's rows in float64 for its batch sum.
+  for (int64_t n = 0; n < len; ++n) {
+    if (out.g_v0) {
+      out.g_v0[n] = W[n];
+    } else {
+      out.g_v0_rows[n] = static_cast<double>(W[n]);
+    }
+    if (out.g_b0) {
+      out.g_b0[n] = Bc[n];
+    } else {
+      out.g_b0_rows[n] = static_cast<double>(Bc[n]);
+    }
+  }
+}
+
+}  // namespace
+
+// The model's kernels on the CPU (the device of the op functions in host/adaptive_op.h).
+struct AdaptiveCpu : CpuDevice {
+  template <typename IT, typename T>
+  static void forward(const AdaptiveForwardArgs<IT, T>& a) {
+    const LifForwardArgs<IT, T>& m = a.lif;  // the membrane part
+    const int64_t B = m.B, Tn = m.Tn, N = m.N;
+    const T M = static_cast<T>(m.max_spikes);
+    const T scale = static_cast<T>(m.noise.scale);
+    uint64_t seed = 0, offset = 0;
+    m.noise.key.get(seed, offset);
+    const auto fn = NOISE_SWITCH(m.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
+    for_each_tile(B, N, choose_tile(B, N, kMaxTile), Tn * N * B,
+                  [&](int64_t b, int64_t n0, int64_t len) {
+                    const AdaptiveRows<T, kMaxTile> p(a, n0, len);
+                    T bias_buf[kMaxTile];
+                    const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
+                    const int64_t bn = b * N + n0;
+                    T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
+                    T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
+                    T* u_out = m.u_out ? m.u_out + row : nullptr;
+                    T* b_out = a.b_out ? a.b_out + row : nullptr;
+                    const int64_t steps = row_steps(m.lengths, b, Tn);
+                    fn(m.x + row, m.noise.tensor ? m.noise.tensor + row : nullptr, seed, offset,
+                       static_cast<uint64_t>(bn), scale, m.v0 + b * m.v0_stride_b + n0,
+                       a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
+                       param_row(m.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M, m.s_out + row,
+                       vmem, adapt, u_out, b_out, m.v_final + bn, a.b_final + bn, steps, N, len);
+                    if (steps < Tn) {
+                      pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+                      for (T* seq : {vmem, u_out}) {
+                        if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
+                      }
+                      for (T* seq : {adapt, b_out}) {
+                        if (seq) pad_hold<T>(seq, a.b_final + bn, steps, Tn, N, len);
+                      }
+                    }
+                  });
+  }
+
+  template <typename IT, typename T>
+  static void backward(const AdaptiveBackwardArgs<IT, T>& a) {
+    const LifBackwardArgs<IT, T>& m = a.lif;
+    const int64_t B = m.B, Tn = m.Tn, N = m.N, BN = B * N;
+    const T M = static_cast<T>(m.max_spikes);
+    const T window = static_cast<T>(m.window);
+    const auto fn = SURROGATE_SWITCH(m.surrogate, SURR, [&] {
+      return BOOL_SWITCH(m.gw != nullptr, HAS_GW, [&] {
+        return BOOL_SWITCH(a.gb != nullptr, HAS_GB,
+                           [&] { return &backward_tile<IT, T, SURR, HAS_GW, HAS_GB>; });
+      });
+    });
+    for_each_tile(
+        B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN, [&](int64_t b, int64_t n0, int64_t len) {
+          const AdaptiveRows<T, LIF_BWD_TILE> p(a, n0, len);
+          const int64_t row = b * Tn * N + n0;
+          const int64_t bn = b * N + n0;
+          const int64_t steps = row_steps(m.lengths, b, Tn);
+          double* part = m.partial + bn;  // rows as core/args.h's AdaptiveBackwardArgs says
+          const TileGradOut<T> out{part,
+                                   part + BN,
+                                   part + 2 * BN,
+                                   part + 4 * BN,
+                                   part + 5 * BN,
+                                   m.g_v0 ? m.g_v0 + bn : nullptr,
+                                   m.g_v0 ? nullptr : part + 3 * BN,
+                                   a.g_b0 ? a.g_b0 + bn : nullptr,
+                                   a.g_b0 ? nullptr : part + 6 * BN};
+          fn(m.gs + b * m.gs_stride_b + n0 * m.gs_stride_n, m.gs_stride_t,
+             m.gs_stride_n == 0 && len > 1, m.gw ? m.gw + row : nullptr,
+             a.gb ? a.gb + row : nullptr, m.gvf ? m.gvf + bn : nullptr,
+             a.gbf ? a.gbf + bn : nullptr, m.u + row, a.b + row, m.v0 + b * m.v0_stride_b + n0,
+             a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr, p.rho, p.q, p.beta, window, M,
+             m.g_in + row, out, steps, N, len);
+          pad_fill(m.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
+        });
+  }
+};
+
+}  // namespace cpu
+}  // namespace lif
+
+TORCH_LIBRARY_IMPL(lif_cuda, CPU, m) {
+  m.impl("adaptive_forward", &lif::adaptive_forward<lif::cpu::AdaptiveCpu>);
+  m.impl("adaptive_backward", &lif::adaptive_backward<lif::cpu::AdaptiveCpu>);
+}
