@@ -23,24 +23,27 @@ LIF_HD void adaptive_forward_neuron(const IT* __restrict__ x, const T* __restric
                                     T* __restrict__ adapt_out, int64_t steps, int64_t stride_t,
                                     T& w, T& b) {
   const T q = T(1) - rho;
-  forward_steps<IT, T, NOISE>(x, z, key, steps, stride_t, [&](int64_t, int64_t off, T xin, T zin) {
-    T u;
-    if constexpr (NOISE == kNoNoise) {
-      u = integrate(alpha, w, xin, bias);
-    } else {
-      u = integrate(alpha, w, xin, zin, bias);
-    }
-    const T s = adaptive_fire(u, thr, beta, rho, q, max_spikes, w, b);
-    s_out[off] = static_cast<IT>(s);
-    if constexpr (SAVE) {
-      u_out[off] = u;
-      b_out[off] = b;
-    }
-    if constexpr (RECORD) {
-      vmem_out[off] = w;
-      adapt_out[off] = b;
-    }
-  });
+  // Half the chunk for double: its registers (no stack frame on sm_80 with the chunk ahead).
+  constexpr int kAhead = sizeof(T) > 4 ? kChunk / 2 : kChunk;
+  forward_steps<IT, T, NOISE, kAhead>(
+      x, z, key, steps, stride_t, [&](int64_t, int64_t off, T xin, T zin) {
+        T u;
+        if constexpr (NOISE == kNoNoise) {
+          u = integrate(alpha, w, xin, bias);
+        } else {
+          u = integrate(alpha, w, xin, zin, bias);
+        }
+        const T s = adaptive_fire(u, thr, beta, rho, q, max_spikes, w, b);
+        s_out[off] = static_cast<IT>(s);
+        if constexpr (SAVE) {
+          u_out[off] = u;
+          b_out[off] = b;
+        }
+        if constexpr (RECORD) {
+          vmem_out[off] = w;
+          adapt_out[off] = b;
+        }
+      });
 }
 
 // Per-neuron results of the backward besides g_in: the initial states' gradients and the float64

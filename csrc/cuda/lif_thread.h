@@ -55,11 +55,12 @@ LIF_HD NeuronNoise<T> neuron_noise(const Noise<T>& noise, int64_t idx) {
 
 // Every model's forward time loop for one neuron of one batch row: pointers at (b, t=0, n), time
 // steps stride_t apart; calls step(t, off, x[t], z[t]) for t = 0..steps-1, off = t * stride_t (z[t]
-// is 0 unless NOISE != kNoNoise), loading kChunk steps ahead (and their in-kernel noise, a Philox
-// block at a time).
-template <typename IT, typename T, int NOISE, typename Step>
+// is 0 unless NOISE != kNoNoise), loading CHUNK steps ahead (and their in-kernel noise, a Philox
+// block at a time; CHUNK a multiple of 4). Results never depend on CHUNK.
+template <typename IT, typename T, int NOISE, int CHUNK = kChunk, typename Step>
 LIF_HD void forward_steps(const IT* __restrict__ x, const T* __restrict__ z, NeuronNoise<T> key,
                           int64_t steps, int64_t stride_t, const Step& step) {
+  static_assert(CHUNK % 4 == 0, "a chunk must be whole Philox blocks of four steps");
   // The in-kernel noise of steps 4q .. 4q+3 (one Philox block, drawn once) into zq[0..3].
   auto draw4 = [&](int64_t q, T* zq) {
     const Normals4 nz =
@@ -72,7 +73,7 @@ LIF_HD void forward_steps(const IT* __restrict__ x, const T* __restrict__ z, Neu
   // A chunk's inputs (and noise tensor) into registers.
   auto load = [&](int64_t t, T* xs, T* zs) {
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
+    for (int k = 0; k < CHUNK; ++k) {
       const int64_t off = (t + k) * stride_t;
       xs[k] = static_cast<T>(x[off]);
       zs[k] = NOISE == kNoiseTensor ? z[off] : T(0);
@@ -81,22 +82,22 @@ LIF_HD void forward_steps(const IT* __restrict__ x, const T* __restrict__ z, Neu
   // Software-pipelined: the next chunk's loads are issued before this chunk's steps, so they are in
   // flight while the recurrence runs (one memory latency per call, not one per chunk).
   int64_t t0 = 0;
-  T xin[kChunk];
-  T zin[kChunk];
-  if (kChunk <= steps) load(0, xin, zin);
-  for (; t0 + kChunk <= steps; t0 += kChunk) {
-    T xnext[kChunk] = {};
-    T znext[kChunk] = {};
-    const bool more = t0 + 2 * kChunk <= steps;
-    if (more) load(t0 + kChunk, xnext, znext);
+  T xin[CHUNK];
+  T zin[CHUNK];
+  if (CHUNK <= steps) load(0, xin, zin);
+  for (; t0 + CHUNK <= steps; t0 += CHUNK) {
+    T xnext[CHUNK] = {};
+    T znext[CHUNK] = {};
+    const bool more = t0 + 2 * CHUNK <= steps;
+    if (more) load(t0 + CHUNK, xnext, znext);
     if constexpr (NOISE == kNoiseKernel) {
       LIF_UNROLL
-      for (int j = 0; j < kChunk / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
+      for (int j = 0; j < CHUNK / 4; ++j) draw4((t0 >> 2) + j, zin + 4 * j);
     }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step(t0 + k, (t0 + k) * stride_t, xin[k], zin[k]);
+    for (int k = 0; k < CHUNK; ++k) step(t0 + k, (t0 + k) * stride_t, xin[k], zin[k]);
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
+    for (int k = 0; k < CHUNK; ++k) {
       xin[k] = xnext[k];
       zin[k] = znext[k];
     }
