@@ -135,8 +135,13 @@ class StackCase:
         return {"step": seconds}
 
     def run_memory(self):
+        import lif_cuda
         from bench.memory import PeakMemory
 
+        # The CPU output pool keeps the LIF op's buffers resident between steps, which would hide
+        # them from a peak taken above the pre-step baseline: off in this (memory-only) worker.
+        if lif_cuda.extension_loaded():
+            lif_cuda.output_pool(0)
         self._step()  # Adam's state exists before the measured step, as in a training loop
         with PeakMemory(self.device) as pm:
             self._step()
