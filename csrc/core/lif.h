@@ -96,10 +96,10 @@ LIF_HD T step_backward(T gs, T gw, T u, T w_prev, T alpha, T thr, T window, T ma
 // window mask m = (u[t] >= thr - window) is known. The same operations as step_backward<kStepPWL>
 // for dL/du, dL/dbias and W, so the same bits.
 template <typename T>
-LIF_HD T step_backward_masked(T gs, T gw, bool m, const NeuronConsts<T>& c, T& W, T& g_bias) {
+LIF_HD T step_backward_masked(T gs, T gw, T m, const NeuronConsts<T>& c, T& W, T& g_bias) {
   T Wt = W + gw;
   T g_s = gs - Wt * c.thr;
-  T d_u = (g_s * c.inv_thr) * (m ? T(1) : T(0));
+  T d_u = (g_s * c.inv_thr) * m;  // m is 0 or 1, as StepPWL's mask
   T U = Wt + d_u;
   g_bias = g_bias + U;
   W = c.alpha * U;

@@ -31,4 +31,10 @@ LIF_HD bool mask_word_ends(int64_t t, int64_t steps) {
 
 LIF_HD bool mask_at(uint32_t word, int64_t t) { return (word >> (t % kMaskBits)) & 1u; }
 
+// The mask bit at `shift` (t % 32) as 0 or 1 in T, through int32 (a conversion that vectorises).
+template <typename T>
+LIF_HD T mask_value(uint32_t word, int shift) {
+  return static_cast<T>(static_cast<int32_t>((word >> shift) & 1u));
+}
+
 }  // namespace lif

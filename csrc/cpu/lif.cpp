@@ -123,10 +123,11 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
     IT* __restrict__ git = g_in + off;
     if constexpr (MASK) {
       const uint32_t* __restrict__ words = mask + (t / kMaskBits) * stride_t;
+      const int shift = static_cast<int>(t % kMaskBits);
       for (int64_t n = 0; n < len; ++n) {
-        git[n] =
-            static_cast<IT>(step_backward_masked(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
-                                                 mask_at(words[n], t), consts(n), W[n], gb[n]));
+        git[n] = static_cast<IT>(
+            step_backward_masked(static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0),
+                                 mask_value<T>(words[n], shift), consts(n), W[n], gb[n]));
       }
     } else if (t > 0) {
       const T* __restrict__ ut = u + off;
