@@ -152,7 +152,22 @@ class DigitsTrainCase:
                     losses=[s.losses for s in h])
 
 
-class OnmTrainCase(OnmCase):
+class TrainStep:
+    """One timed training step (forward, the case's `_loss()`, backward, the optimiser `self.opt`):
+    {"step": seconds}."""
+
+    def _step(self):
+        loss = self._loss()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def run(self):
+        seconds, _ = timed(self._step, self.device)
+        return {"step": seconds}
+
+
+class OnmTrainCase(TrainStep, OnmCase):
     """One training step of the onm network: forward, loss, backward, Adam on the Linear layer (the LIF
     layer's parameters fixed, as in the digits task). Random input and targets: a speed measurement."""
 
@@ -164,16 +179,9 @@ class OnmTrainCase(OnmCase):
         self.opt = torch.optim.Adam(self.module[0].parameters(), lr=1e-3)
         self.phases = ("step",)
 
-    def _step(self):
+    def _loss(self):
         rates = self.module(self.x).mean(dim=0 if self.impl.time_major else 1)
-        loss = F.mse_loss(rates, self.target)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-    def run(self):
-        seconds, _ = timed(self._step, self.device)
-        return {"step": seconds}
+        return F.mse_loss(rates, self.target)
 
     def run_memory(self):
         raise NotImplementedError("onm_train measures time only")

@@ -608,6 +608,12 @@ class SynapticLIF(NeuronLayer):
         return {"vmem": (self.n_neurons,), "isyn": (self.n_neurons, self.n_synapses), "spikes": (self.n_neurons,)}
 
     def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._synaptic_scripted(x, lengths, None, None, None)[0]
+
+    def _synaptic_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor], w_ahp: Optional[torch.Tensor],
+                           tau_ahp: Optional[torch.Tensor], h0: Optional[torch.Tensor]) -> List[torch.Tensor]:
+        """The synaptic op's inference call on the module's state (with the AHP lane where given), the
+        state kept; the op's outputs."""
         x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
         leak_mem, leak_syn = self.tau_mem, self.tau_syn
         if self.alpha is not None:
@@ -616,13 +622,13 @@ class SynapticLIF(NeuronLayer):
         out = torch.ops.lif_cuda.synaptic_forward(
             x, self.vmem, self.isyn, self.spikes, leak_mem, leak_syn, self.threshold, self.bias, self.w_rec,
             noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
-            lengths, None, None, None, self.alpha is not None,
+            lengths, w_ahp, tau_ahp, h0, self.alpha is not None,
         )
         if x.shape[0] > 0:
             self.vmem = kept_state(self.vmem, out[4], self.batch_state)
             self.isyn = kept_state(self.isyn, out[5], self.batch_state)
             self.spikes = kept_state(self.spikes, out[6], self.batch_state)
-        return out[0]
+        return list(out)
 
 
 class AHPSynapticLIF(SynapticLIF):
@@ -656,20 +662,8 @@ class AHPSynapticLIF(SynapticLIF):
         return {**super()._state_rows(), "iahp": (self.n_neurons,)}
 
     def _forward_scripted(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x, lengths, noise, noise_scale = self._scripted_prologue(x, lengths)
-        leak_mem, leak_syn = self.tau_mem, self.tau_syn
-        if self.alpha is not None:
-            leak_mem, leak_syn = self.alpha, self.beta
-        assert leak_mem is not None and leak_syn is not None
-        out = torch.ops.lif_cuda.synaptic_forward(
-            x, self.vmem, self.isyn, self.spikes, leak_mem, leak_syn, self.threshold, self.bias, self.w_rec,
-            noise, None, self.dt, noise_scale, self.learning_window, self.max_spikes_per_dt, 0, False, False,
-            lengths, self.w_ahp, self.tau_ahp, self.iahp, self.alpha is not None,
-        )
+        out = self._synaptic_scripted(x, lengths, self.w_ahp, self.tau_ahp, self.iahp)
         if x.shape[0] > 0:
-            self.vmem = kept_state(self.vmem, out[4], self.batch_state)
-            self.isyn = kept_state(self.isyn, out[5], self.batch_state)
-            self.spikes = kept_state(self.spikes, out[6], self.batch_state)
             self.iahp = kept_state(self.iahp, out[12], self.batch_state)
         return out[0]
 

@@ -215,6 +215,20 @@ def _name_the_bitshift(exc):
     return None
 
 
+def _synaptic_prologue(module, input_data):
+    """(input (B,T,N*S), its compute dtype, a Rockpool-drawn noise tensor or None, the in-kernel noise
+    std) for a synaptic drop-in's forward."""
+    x, dtype = _batched_input(module, input_data)
+    B, T, _ = x.shape
+    noise, noise_std = None, 0.0
+    if module.noise_std > 0:
+        if module.noise == "torch":  # on the state's device, as Rockpool draws it
+            noise = _rockpool_noise(module, (B, T, module.size_out), module.vmem.device, dtype)
+        else:
+            noise_std = module.noise_std
+    return x, dtype, noise, noise_std
+
+
 class LIFTorch(_rp_lif.LIFTorch):
     """Rockpool's `LIFTorch` on lif_cuda's fused op: the same constructor, parameters, states and
     records (`vmem`, `isyn`, `irec`, `spikes`), and the same spikes, records and state bit for bit in
@@ -244,14 +258,8 @@ class LIFTorch(_rp_lif.LIFTorch):
 
     def forward(self, input_data):
         """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
-        x, dtype = _batched_input(self, input_data)
-        B, T, _ = x.shape
-        noise, noise_std = None, 0.0
-        if self.noise_std > 0:
-            if self.noise == "torch":  # on the state's device, as Rockpool draws it
-                noise = _rockpool_noise(self, (B, T, self.size_out), self.vmem.device, dtype)
-            else:
-                noise_std = self.noise_std
+        x, dtype, noise, noise_std = _synaptic_prologue(self, input_data)
+        B = x.shape[0]
         # Snapshots: a backward may hold the initial state while the states are updated below.
         v0, i0, s0 = (t.to(device=x.device, dtype=dtype, copy=True) for t in (self.vmem, self.isyn, self.spikes))
         (leak_mem, leak_syn), leak_mode = _leak(self)
@@ -318,14 +326,8 @@ class aLIFTorch(_rp_alif.aLIFTorch):  # noqa: N801 (Rockpool's name)
 
     def forward(self, input_data):
         """Spikes (B,T,N) for input (B,T,N*S); the states become batch row 0's last values, detached."""
-        x, dtype = _batched_input(self, input_data)
-        B, T, _ = x.shape
-        noise, noise_std = None, 0.0
-        if self.noise_std > 0:
-            if self.noise == "torch":  # on the state's device, as Rockpool draws it
-                noise = _rockpool_noise(self, (B, T, self.size_out), self.vmem.device, dtype)
-            else:
-                noise_std = self.noise_std
+        x, dtype, noise, noise_std = _synaptic_prologue(self, input_data)
+        B = x.shape[0]
         # Snapshots: a backward may hold the initial state while the states are updated below.
         states = ("vmem", "isyn", "spikes", "iahp")
         v0, i0, s0, h0 = (getattr(self, n).to(device=x.device, dtype=dtype, copy=True) for n in states)

@@ -420,6 +420,14 @@ def _synaptic_fused_and_reference_grads(seed, B, T, N, S, dtype, surrogate, rec,
     return case, got, want
 
 
+
+def _assert_grad_close(name, got, want, tol):
+    """Same shape, a gradient that reached the argument, relative error within tol."""
+    assert got.shape == want.shape, name
+    assert want.abs().sum() > 0, f"{name}: no gradient reached it"
+    err = rel_err(got, want)
+    assert err <= tol, f"grad {name}: relative error {err:.2e}"
+
 @needs_fused_cpu
 @pytest.mark.parametrize("surrogate", [StepPWL, PeriodicExponential], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("S,rec,shapes", [(1, False, "full-neuron-rows"), (2, True, "full-neuron-rows"),
@@ -435,10 +443,7 @@ def test_synaptic_backward_equals_reference_autograd_float64(surrogate, S, rec, 
         if name == "s0" and not rec:
             assert want[name] is None and torch.equal(got[name], torch.zeros_like(case["s0"]))
             continue
-        assert got[name].shape == want[name].shape, name
-        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
-        err = rel_err(got[name], want[name])
-        assert err <= 1e-10, f"grad {name}: relative error {err:.2e}"
+        _assert_grad_close(name, got[name], want[name], 1e-10)
 
 
 @needs_fused_cpu
@@ -485,10 +490,7 @@ def test_ahp_backward_equals_reference_autograd_float64(surrogate, S, rec, shape
     got = _ahp_grads(model, case, "fused", ups, surrogate, M)
     want = _ahp_grads(model, case, "reference", ups, surrogate, M)
     for name in want:
-        assert got[name].shape == want[name].shape, name
-        assert want[name].abs().sum() > 0, f"{name}: no gradient reached it"
-        err = rel_err(got[name], want[name])
-        assert err <= 1e-10, f"grad {name}: relative error {err:.2e}"
+        _assert_grad_close(name, got[name], want[name], 1e-10)
 
 
 @needs_fused_cpu

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.engine import Point, sync, timed
+from bench.engine import Point, sync
 from bench.suites import available, parse_ints
+from bench.workloads import TrainStep
 
 NAME = "memory"
 ISOLATE = True
@@ -94,7 +95,7 @@ class _Ours(nn.Module):
         return self.lif(x)
 
 
-class StackCase:
+class StackCase(TrainStep):
     def __init__(self, impl, shape, layers, device, seed=0, rate=0.1):
         import lif_cuda
         from bench.impls import IMPLS
@@ -123,16 +124,6 @@ class StackCase:
     def _loss(self):
         rates = self.module(self.x).mean(dim=0 if self.time_major else 1)
         return F.mse_loss(rates, self.target)
-
-    def _step(self):
-        loss = self._loss()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-    def run(self):
-        seconds, _ = timed(self._step, self.device)
-        return {"step": seconds}
 
     def run_memory(self):
         import lif_cuda
