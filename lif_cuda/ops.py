@@ -132,6 +132,7 @@ if _ext.loaded():
         B, T, N = input.shape
         none = v0.new_empty((0,))
         seq = lambda wanted: v0.new_empty((B, T, N)) if wanted else v0.new_empty((0,))  # noqa: E731
+        every = adapt_checkpoint_every(input.device)
         return (
             input.new_empty((B, T, N)),
             seq(record),
@@ -139,7 +140,7 @@ if _ext.loaded():
             v0.new_empty((B, N)),
             v0.new_empty((B, N)),
             seq(save),
-            seq(save),
+            v0.new_empty((B, -(-T // every), N)) if save else v0.new_empty((0,)),
             v0.new_empty(v0.shape) if save else none,
             v0.new_empty(b0.shape) if save else v0.new_empty((0,)),
         )
@@ -180,6 +181,15 @@ def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, 
         max_spikes, surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
     )
     return o[0], o[1], o[2], o[3], o[11], o[4], o[5], o[6], o[12]
+
+
+ADAPT_CHECKPOINT = 32  # core/adaptive.h kAdaptCheckpoint
+
+
+def adapt_checkpoint_every(device):
+    """Steps between the values of b the adaptive forward keeps for the backward (core/adaptive.h):
+    checkpoints on the CPU, every step on CUDA."""
+    return 1 if torch.device(device).type == "cuda" else ADAPT_CHECKPOINT
 
 
 def adaptive_forward_op(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise, noise_key, dt,

@@ -470,8 +470,10 @@ def test_synaptic_backward_op_checks_lengths_before_any_kernel(lengths, exc, exp
 
 
 ADAPTIVE_BACKWARD_ROWS = [
-    ("b-shape", dict(b=torch.zeros(B, T, N + 1)), ValueError, r"b must have shape \[2, 3, 4\]"),
-    ("b-dtype", dict(b=torch.zeros(B, T, N, dtype=torch.float64)), TypeError, "b must have dtype"),
+    # The CPU forward keeps b as checkpoints (core/adaptive.h): one row for T = 3, not every b[t].
+    ("b-shape", dict(b=torch.zeros(B, 1, N + 1)), ValueError, r"b must have shape \[2, 1, 4\]"),
+    ("b-every-step", dict(b=torch.zeros(B, T, N)), ValueError, r"b must have shape \[2, 1, 4\], got \[2, 3, 4\]"),
+    ("b-dtype", dict(b=torch.zeros(B, 1, N, dtype=torch.float64)), TypeError, "b must have dtype"),
     ("b0-shape", dict(b0=torch.zeros(N + 1)), ValueError, r"b0 must have shape \(2, 4\) or \(4,\)"),
     ("grad_adapt-shape", dict(grad_adapt=torch.zeros(B, N)), ValueError, "grad_adapt must have shape"),
     ("grad_bfinal-shape", dict(grad_bfinal=torch.zeros(N)), ValueError, "grad_bfinal must have shape"),

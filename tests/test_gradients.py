@@ -537,11 +537,13 @@ def _adaptive_case_and_upstream(seed, dtype, B=3, T=25, N=7, **case_kw):
 @pytest.mark.parametrize("params,state", [("neuron", "rows"), ("scalar", "shared"), ("neuron", "shared"),
                                           ("scalar", "rows")])
 @pytest.mark.parametrize("max_spikes", [2.0**16, 2.0], ids=["M-large", "M-2"])
-def test_adaptive_backward_equals_reference_autograd_float64(surrogate, params, state, max_spikes):
+@pytest.mark.parametrize("T", [25, 70])
+def test_adaptive_backward_equals_reference_autograd_float64(surrogate, params, state, max_spikes, T):
     """SPEC §10: the hand-written backward through the adaptation (core/adaptive.h) against autograd
     of the reference, float64, every argument (the threshold's, beta_adapt's and tau_adapt's through
-    rho and q, the initial adaptation's), gradients arriving on every output."""
-    case, z, ups = _adaptive_case_and_upstream(41, torch.float64, params=params, state=state)
+    rho and q, the initial adaptation's), gradients arriving on every output. T = 70: the CPU backward
+    rebuilds b from three checkpoint segments."""
+    case, z, ups = _adaptive_case_and_upstream(41, torch.float64, T=T, params=params, state=state)
     kw = dict(spike_generation_fn=surrogate, max_spikes_per_dt=max_spikes)
     f_out, got = _adaptive_grads(lif_cuda.adaptive_evolve, case, z, ups, backend="fused", **kw)
     r_out, want = _adaptive_grads(lif_cuda.adaptive_evolve_reference, case, z, ups, **kw)

@@ -28,6 +28,7 @@ import torch.utils.cpp_extension as cpp_extension
 
 import lif_cuda
 from conftest import make_adaptive_case
+from lif_cuda import ops
 from lif_cuda.noise import kernel_noise
 from lif_cuda.reference import (
     PeriodicExponential,
@@ -2046,24 +2047,43 @@ def adaptive_backward_on_host(lib, gs, gw, gb, gvf, gbf, u, b, v0, b0, tau, thr,
     return g_in, g_v0, g_b0, g_tau, g_thr, g_bias, g_tau_adapt, g_beta
 
 
+def adapt_checkpoints(b, b0, b_final, lengths=None):
+    """The CPU forward's saved b (core/adaptive.h) from every b[t] (CUDA's): entry 0 b0's row, entry
+    c >= 1 b[c*K - 2] while c*K is within the row's length, then the final b."""
+    B, T, N = b.shape
+    K = ops.ADAPT_CHECKPOINT
+    out = torch.empty((B, -(-T // K), N), dtype=b.dtype)
+    for r in range(B):
+        steps = T if lengths is None else int(lengths[r])
+        for c in range(out.shape[1]):
+            if c == 0 and steps > 0:
+                out[r, 0] = b0 if b0.dim() == 1 else b0[r]
+            else:
+                out[r, c] = b[r, c * K - 2] if c * K < steps else b_final[r]
+    return out
+
+
 @pytest.mark.skipif(not lif_cuda.fused_available("cpu"), reason="compares with the fused CPU op")
 @pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
                          ids=["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("surrogate", [0, 1], ids=["StepPWL", "PeriodicExponential"])
 @pytest.mark.parametrize("params,state", [("neuron", "rows"), ("scalar", "shared")], ids=["neuron", "scalar-shared"])
 @pytest.mark.parametrize("noise", ["none", "tensor", "kernel"])
-@pytest.mark.parametrize("lengths", [None, [23, 0, 9]], ids=["all-T", "lengths"])
-def test_adaptive_threads_equal_fused_cpu_op(adaptive_lib, io, surrogate, params, state, noise, lengths):
+@pytest.mark.parametrize("T,lengths", [(23, None), (23, [23, 0, 9]), (97, None), (97, [65, 0, 33])],
+                         ids=["T23", "T23-lengths", "T97", "T97-lengths"])
+def test_adaptive_threads_equal_fused_cpu_op(adaptive_lib, io, surrogate, params, state, noise, T, lengths):
     """The CUDA adaptive threads, run on the host, give the fused CPU op's bits: spikes, records, final
-    state, the saved u and b, and every gradient (gradients arriving on every output)."""
+    state, the saved u, and every gradient (gradients arriving on every output). The threads keep every
+    b[t], the CPU op checkpoints (core/adaptive.h): its backward rebuilds b from them, to the same bits.
+    T = 97 spans four checkpoint segments; lengths end inside, at, and one past a segment's start."""
     ct = torch.float64 if io == torch.float64 else torch.float32
-    case = make_adaptive_case(91, 3, 23, 10, ct, params=params, state=state)
+    case = make_adaptive_case(91, 3, T, 10, ct, params=params, state=state)
     x = case["input"].to(io)
     names = ("v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")
     v0, b0, tau, thr, bias, tau_adapt, beta = (case[k] for k in names)
     g = torch.Generator().manual_seed(92)
     rn = lambda *s: torch.randn(s, generator=g, dtype=torch.float64).to(ct)  # noqa: E731
-    z = 0.2 * rn(3, 23, 10) if noise == "tensor" else None
+    z = 0.2 * rn(3, T, 10) if noise == "tensor" else None
     key = torch.tensor([-(2**62) + 5, 7]) if noise == "kernel" else None  # a seed above 2^63 as uint64
     scale = 0.3 if noise == "kernel" else 0.0
     lens = None if lengths is None else torch.tensor(lengths)
@@ -2071,16 +2091,17 @@ def test_adaptive_threads_equal_fused_cpu_op(adaptive_lib, io, surrogate, params
                                              2.0**16, surrogate, True, True, lens)
     host = adaptive_forward_on_host(adaptive_lib, x, v0, b0, tau, thr, bias, tau_adapt, beta, noise=z, key=key,
                                     noise_scale=scale, lengths=lens)
-    for name, got, want in zip(("spikes", "vmem", "adapt", "v_final", "b_final", "u", "b"), host, op[:7]):
+    for name, got, want in zip(("spikes", "vmem", "adapt", "v_final", "b_final", "u"), host, op[:6]):
         assert_equal(got, want, name)
+    assert_equal(adapt_checkpoints(host[6], b0, host[4], lens), op[6], "saved b")
     assert (op[0].float() >= 2).any()
-    gs = rn(3, 23, 10).to(io)
-    ups = (rn(3, 23, 10), rn(3, 23, 10), rn(3, 10), rn(3, 10))
+    gs = rn(3, T, 10).to(io)
+    ups = (rn(3, T, 10), rn(3, T, 10), rn(3, 10), rn(3, 10))
     scalar_bias = bias.dim() == 0
     want = torch.ops.lif_cuda.adaptive_backward(gs, *ups, op[5], op[6], op[7], op[8], tau, thr, tau_adapt, beta,
                                                 1e-3, 0.5, 2.0**16, surrogate, scalar_bias, lens)
-    got = adaptive_backward_on_host(adaptive_lib, gs, *ups, op[5], op[6], op[7], op[8], tau, thr, tau_adapt, beta,
-                                    scalar_bias=scalar_bias, surrogate=surrogate, lengths=lens)
+    got = adaptive_backward_on_host(adaptive_lib, gs, *ups, host[5], host[6], op[7], op[8], tau, thr, tau_adapt,
+                                    beta, scalar_bias=scalar_bias, surrogate=surrogate, lengths=lens)
     for name, a, b in zip(("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt"), got,
                           want):
         assert b.abs().sum() > 0, name
@@ -2095,12 +2116,14 @@ def test_adaptive_threads_backward_variants(adaptive_lib, which):
     case = make_adaptive_case(93, 2, 17, 6)
     args = [case[k] for k in ("input", "v0", "b0", "tau_mem", "threshold", "bias", "tau_adapt", "beta_adapt")]
     op = torch.ops.lif_cuda.adaptive_forward(*args, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, True, None)
+    host = adaptive_forward_on_host(adaptive_lib, *args)
     g = torch.Generator().manual_seed(94)
     gs = torch.randn(2, 17, 1, generator=g).expand(2, 17, 6)
     gw = torch.randn(2, 17, 6, generator=g) if which == "vmem" else None
     gb = torch.randn(2, 17, 6, generator=g) if which == "adapt" else None
     tail = (op[5], op[6], op[7], op[8], case["tau_mem"], case["threshold"], case["tau_adapt"], case["beta_adapt"])
     want = torch.ops.lif_cuda.adaptive_backward(gs, gw, gb, None, None, *tail, 1e-3, 0.5, 2.0**16, 1, False, None)
-    got = adaptive_backward_on_host(adaptive_lib, gs, gw, gb, None, None, *tail, scalar_bias=False, surrogate=1)
+    got = adaptive_backward_on_host(adaptive_lib, gs, gw, gb, None, None, host[5], host[6], *tail[2:],
+                                    scalar_bias=False, surrogate=1)
     for i, (a, b) in enumerate(zip(got, want)):
         assert_equal(a, b, f"grad {i}")

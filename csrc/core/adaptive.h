@@ -17,9 +17,11 @@
 //   W   = alpha * U ;  Bc = rho * Bc + beta * GA                dL/dw[t-1], dL/db[t-1]
 //   gv0 = W ; gb0 = Bc ; gtau_mem, gtau_adapt from galpha, grho (core/grad_sums.h tau_grad)
 //
-// Saved for the backward: u[t] and b[t] (the adaptation after each step); s[t], A[t] and w[t-1]
-// are recomputed from them with the forward's own operations (b cannot be rebuilt backwards from
-// b[t] exactly, and rebuilding it forwards would need a second pass over u).
+// Saved for the backward: u[t], and b. On CUDA every b[t] (the adaptation after each step); on
+// the CPU checkpoints (adapt_checkpoint_rows): every kAdaptCheckpoint-th b, from which the backward
+// rebuilds a segment of b, s and w forwards before running it in reverse. Either way s[t], A[t]
+// and w[t-1] come from the forward's own operations, so the same bits (b cannot be rebuilt
+// backwards from b[t] exactly).
 #pragma once
 
 #include "hd.h"
@@ -55,6 +57,18 @@ LIF_HD T adaptive_fire(T u, T thr, T beta, T rho, T q, T max_spikes, T& w, T& b)
   return s;
 }
 
+// ---------------------------------------------------------------- what the CPU forward keeps of b
+
+// Checkpoints kAdaptCheckpoint steps apart: entry 0 is b0's row; entry c >= 1 is b[c*K - 2] (the
+// adaptation before step c*K - 1), kept when segment c (steps [c*K, c*K + K)) exists. From entry c
+// the backward rebuilds step c*K - 1 (for w[c*K - 1]) and the segment. Entries past a row's last
+// segment hold its final b, as padding does.
+constexpr int64_t kAdaptCheckpoint = 32;
+
+// Entries of a (B, rows, N) checkpoint tensor for T steps saved `every` steps apart (every = 1:
+// every b[t], as CUDA keeps it).
+LIF_HD int64_t adapt_checkpoint_rows(int64_t T, int64_t every) { return (T + every - 1) / every; }
+
 // ---------------------------------------------------------------- backward (see the top)
 
 // The per-neuron constants of the backward beside the surrogate's (which depend on A, per step).
@@ -89,7 +103,7 @@ LIF_HD T adaptive_step_backward(T gs, T gw, T gb, T u, T s, T A, T b_prev, T w_p
   const NeuronConsts<T> nc = neuron_consts(c.alpha, A, c.window, c.max_spikes);
   T d_u, d_A;
   SurrogateGrad<SURR, T>::apply(g_s, u, nc, d_u, d_A);
-  const T U = Wt + d_u;       // dL/du[t]
+  const T U = Wt + d_u;  // dL/du[t]
   const T GA = -Wt * s + d_A;  // dL/dA[t]
   g.g_bias = g.g_bias + U;
   g.g_alpha = g.g_alpha + U * w_prev;

@@ -118,7 +118,7 @@ struct AdaptiveForwardArgs {
   int64_t b0_stride_b;
   PerNeuron<T> rho, beta;  // rho = exp(-dt/tau_adapt), beta_adapt; q = 1 - rho in the kernel
   T* adapt_out;  // (B,T,N) record of the adaptation after each step, or nullptr
-  T* b_out;  // (B,T,N) the same, saved for the backward, or nullptr
+  T* b_out;  // b saved for the backward (core/adaptive.h: every b[t] or checkpoints), or nullptr
   T* b_final;  // (B,N)
 };
 
@@ -129,7 +129,7 @@ struct AdaptiveBackwardArgs {
   LifBackwardArgs<IT, T> lif;
   const T* gb;  // (B,T,N) upstream gradient on the adaptation record, or nullptr
   const T* gbf;  // (B,N) upstream gradient on the final adaptation, or nullptr
-  const T* b;  // (B,T,N) saved adaptation after each step
+  const T* b;  // the saved adaptation, as the device's forward keeps it (core/adaptive.h)
   const T* b0;
   int64_t b0_stride_b;
   PerNeuron<T> rho, beta;

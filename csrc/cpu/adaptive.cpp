@@ -60,6 +60,7 @@ LIF_CLONES void forward_tile(
     w[n] = v0[n];
     b[n] = b0[n];
   }
+  if (b_out) std::memcpy(b_out, b, sizeof(T) * len);  // checkpoint 0 (core/adaptive.h)
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * stride_t;
     const IT* __restrict__ xt = x + off;
@@ -80,7 +81,9 @@ LIF_CLONES void forward_tile(
       w[n] = wn;
       b[n] = bn;
     }
-    if (b_out) std::memcpy(b_out + off, b, sizeof(T) * len);
+    if (b_out && (t + 2) % kAdaptCheckpoint == 0 && t + 2 < steps) {
+      std::memcpy(b_out + ((t + 2) / kAdaptCheckpoint) * stride_t, b, sizeof(T) * len);
+    }
     if (vmem_out) std::memcpy(vmem_out + off, w, sizeof(T) * len);
     if (adapt_out) std::memcpy(adapt_out + off, b, sizeof(T) * len);
   }
@@ -98,80 +101,104 @@ struct TileGradOut {
   double* g_b0_rows;
 };
 
-// Reverse time loop for one tile (core/adaptive.h's equations). W and Bc start from the gradients
-// on the final state. u[t-1]'s spike count and threshold, computed to rebuild w[t-1], are kept for
-// step t-1: one division per element and step.
+// Reverse time loop for one tile (core/adaptive.h's equations), one segment of kAdaptCheckpoint
+// steps at a time from the last: from the segment's checkpoint and u, a forward sweep rebuilds
+// b[t-1], s[t] and w[t] for its steps (the forward's operations, so its bits) into rows that stay
+// in cache, then the reverse steps read them. W and Bc start from the gradients on the final state.
 template <typename IT, typename T, int SURR, bool HAS_GW, bool HAS_GB>
 LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n,
                               const T* __restrict__ gw, const T* __restrict__ gb,
                               const T* __restrict__ gvf, const T* __restrict__ gbf,
-                              const T* __restrict__ u, const T* __restrict__ b,
-                              const T* __restrict__ v0, const T* __restrict__ b0,
-                              const T* __restrict__ alpha, const T* __restrict__ thr,
-                              const T* __restrict__ rho, const T* __restrict__ q,
-                              const T* __restrict__ beta, T window, T max_spikes,
-                              IT* __restrict__ g_in, const TileGradOut<T>& out, int64_t steps,
-                              int64_t stride_t, int64_t len) {
+                              const T* __restrict__ u, const T* __restrict__ b_ckpt,
+                              const T* __restrict__ v0, const T* __restrict__ alpha,
+                              const T* __restrict__ thr, const T* __restrict__ rho,
+                              const T* __restrict__ q, const T* __restrict__ beta, T window,
+                              T max_spikes, IT* __restrict__ g_in, const TileGradOut<T>& out,
+                              int64_t steps, int64_t stride_t, int64_t len) {
+  constexpr int64_t K = kAdaptCheckpoint;
   // The carried gradients and the terms' block sums as separate rows (not an array of
   // AdaptiveGrads), so that the loops over the neurons vectorise; each step rebuilds a neuron's
   // AdaptiveGrads from them, which the compiler keeps in registers.
   T W[LIF_BWD_TILE], Bc[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gbias[LIF_BWD_TILE],
       gbeta[LIF_BWD_TILE], grho[LIF_BWD_TILE];
-  T s_row[LIF_BWD_TILE], A_row[LIF_BWD_TILE];
+  // A segment's rebuilt rows: b[t-1], s[t], w[t] for its steps, w before its first step, the
+  // running b of the sweep.
+  T b_seg[K][LIF_BWD_TILE], s_seg[K][LIF_BWD_TILE], w_seg[K][LIF_BWD_TILE];
+  T w_first[LIF_BWD_TILE], b_run[LIF_BWD_TILE];
   IT gs_row[LIF_BWD_TILE];
-  // steps == 0 (a row of length 0): nothing runs, s_row and A_row are never read.
-  const int64_t t_last = steps > 0 ? steps - 1 : 0;
-  const T* __restrict__ u_last = u + t_last * stride_t;
-  const T* __restrict__ b_before_last = t_last > 0 ? b + (t_last - 1) * stride_t : b0;
   for (int64_t n = 0; n < len; ++n) {
     W[n] = gvf ? gvf[n] : T(0);
     Bc[n] = gbf ? gbf[n] : T(0);
     ga[n] = gt[n] = gbias[n] = gbeta[n] = grho[n] = T(0);
     out.alpha[n] = out.thr[n] = out.bias[n] = out.beta[n] = out.rho[n] = 0.0;
-    s_row[n] = adaptive_spikes(u_last[n], thr[n], beta[n], b_before_last[n], max_spikes, A_row[n]);
   }
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const int64_t off = t * stride_t;
-    const IT* __restrict__ gst = gs + t * gs_stride_t;
-    if (gs_bcast_n) {
-      for (int64_t n = 0; n < len; ++n) gs_row[n] = gst[0];
-      gst = gs_row;
-    }
-    const T* __restrict__ ut = u + off;
-    IT* __restrict__ git = g_in + off;
-    // b[t-1] (b0 at t = 0), and b[t-2] for rebuilding step t-1 (b0 at t = 1).
-    const T* __restrict__ b_prev = t > 0 ? b + off - stride_t : b0;
-    const T* __restrict__ b_prev2 = t > 1 ? b + off - 2 * stride_t : b0;
-    const T* __restrict__ u_prev = t > 0 ? ut - stride_t : ut;
-    const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
-    const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
-    const bool first = t == 0;
-    for (int64_t n = 0; n < len; ++n) {
-      const AdaptiveConsts<T> c{alpha[n], thr[n], beta[n], rho[n], q[n], window, max_spikes};
-      T A_prev;
-      const T s_prev = adaptive_spikes(u_prev[n], thr[n], beta[n], b_prev2[n], max_spikes, A_prev);
-      const T w_prev = first ? v0[n] : reset(u_prev[n], s_prev, A_prev);
-      AdaptiveGrads<T> g{W[n], Bc[n], ga[n], gt[n], gbias[n], gbeta[n], grho[n]};
-      git[n] = static_cast<IT>(adaptive_step_backward<SURR>(
-          static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0), HAS_GB ? gbt[n] : T(0), ut[n], s_row[n],
-          A_row[n], b_prev[n], w_prev, c, g));
-      W[n] = g.W;
-      Bc[n] = g.Bc;
-      ga[n] = g.g_alpha;
-      gt[n] = g.g_thr;
-      gbias[n] = g.g_bias;
-      gbeta[n] = g.g_beta;
-      grho[n] = g.g_rho;
-      s_row[n] = s_prev;
-      A_row[n] = A_prev;
-    }
-    if (grad_block_ends(steps - 1, t, 0)) {
+  for (int64_t c = adapt_checkpoint_rows(steps, K) - 1; c >= 0; --c) {
+    const int64_t t0 = c * K, t1 = std::min(t0 + K, steps);
+    // The sweep: from checkpoint c, step t0 - 1 (w[t0-1]; v0 before step 0), then the segment.
+    const T* __restrict__ bc = b_ckpt + c * stride_t;
+    if (c == 0) {
       for (int64_t n = 0; n < len; ++n) {
-        flush_grad_block(ga[n], out.alpha[n]);
-        flush_grad_block(gt[n], out.thr[n]);
-        flush_grad_block(gbias[n], out.bias[n]);
-        flush_grad_block(gbeta[n], out.beta[n]);
-        flush_grad_block(grho[n], out.rho[n]);
+        w_first[n] = v0[n];
+        b_run[n] = bc[n];
+      }
+    } else {
+      const T* __restrict__ up = u + (t0 - 1) * stride_t;
+      for (int64_t n = 0; n < len; ++n) {
+        T bn = bc[n];
+        adaptive_fire(up[n], thr[n], beta[n], rho[n], q[n], max_spikes, w_first[n], bn);
+        b_run[n] = bn;
+      }
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const T* __restrict__ ut = u + t * stride_t;
+      T* __restrict__ bs = b_seg[t - t0];
+      T* __restrict__ ss = s_seg[t - t0];
+      T* __restrict__ ws = w_seg[t - t0];
+      for (int64_t n = 0; n < len; ++n) {
+        T bn = b_run[n];
+        bs[n] = bn;
+        ss[n] = adaptive_fire(ut[n], thr[n], beta[n], rho[n], q[n], max_spikes, ws[n], bn);
+        b_run[n] = bn;
+      }
+    }
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const int64_t off = t * stride_t;
+      const int64_t j = t - t0;
+      const IT* __restrict__ gst = gs + t * gs_stride_t;
+      if (gs_bcast_n) {
+        for (int64_t n = 0; n < len; ++n) gs_row[n] = gst[0];
+        gst = gs_row;
+      }
+      const T* __restrict__ ut = u + off;
+      IT* __restrict__ git = g_in + off;
+      const T* __restrict__ b_prev = b_seg[j];
+      const T* __restrict__ s_t = s_seg[j];
+      const T* __restrict__ w_prev = j > 0 ? w_seg[j - 1] : w_first;
+      const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
+      const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
+      for (int64_t n = 0; n < len; ++n) {
+        const AdaptiveConsts<T> k{alpha[n], thr[n], beta[n], rho[n], q[n], window, max_spikes};
+        const T A = adaptive_threshold(thr[n], beta[n], b_prev[n]);
+        AdaptiveGrads<T> g{W[n], Bc[n], ga[n], gt[n], gbias[n], gbeta[n], grho[n]};
+        git[n] = static_cast<IT>(adaptive_step_backward<SURR>(
+            static_cast<T>(gst[n]), HAS_GW ? gwt[n] : T(0), HAS_GB ? gbt[n] : T(0), ut[n], s_t[n],
+            A, b_prev[n], w_prev[n], k, g));
+        W[n] = g.W;
+        Bc[n] = g.Bc;
+        ga[n] = g.g_alpha;
+        gt[n] = g.g_thr;
+        gbias[n] = g.g_bias;
+        gbeta[n] = g.g_beta;
+        grho[n] = g.g_rho;
+      }
+      if (grad_block_ends(steps - 1, t, 0)) {
+        for (int64_t n = 0; n < len; ++n) {
+          flush_grad_block(ga[n], out.alpha[n]);
+          flush_grad_block(gt[n], out.thr[n]);
+          flush_grad_block(gbias[n], out.bias[n]);
+          flush_grad_block(gbeta[n], out.beta[n]);
+          flush_grad_block(grho[n], out.rho[n]);
+        }
       }
     }
   }
@@ -194,6 +221,8 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
 
 // The model's kernels on the CPU (the device of the op functions in host/adaptive_op.h).
 struct AdaptiveCpu : CpuDevice {
+  static constexpr int64_t kEvery = kAdaptCheckpoint;  // the saved b: checkpoints
+
   template <typename IT, typename T>
   static void forward(const AdaptiveForwardArgs<IT, T>& a) {
     const LifForwardArgs<IT, T>& m = a.lif;  // the membrane part
@@ -203,32 +232,34 @@ struct AdaptiveCpu : CpuDevice {
     uint64_t seed = 0, offset = 0;
     m.noise.key.get(seed, offset);
     const auto fn = NOISE_SWITCH(m.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
-    for_each_tile(B, N, choose_tile(B, N, kMaxTile), Tn * N * B,
-                  [&](int64_t b, int64_t n0, int64_t len) {
-                    const AdaptiveRows<T, kMaxTile> p(a, n0, len);
-                    T bias_buf[kMaxTile];
-                    const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
-                    const int64_t bn = b * N + n0;
-                    T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
-                    T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
-                    T* u_out = m.u_out ? m.u_out + row : nullptr;
-                    T* b_out = a.b_out ? a.b_out + row : nullptr;
-                    const int64_t steps = row_steps(m.lengths, b, Tn);
-                    fn(m.x + row, m.noise.tensor ? m.noise.tensor + row : nullptr, seed, offset,
-                       static_cast<uint64_t>(bn), scale, m.v0 + b * m.v0_stride_b + n0,
-                       a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr,
-                       param_row(m.bias, n0, len, bias_buf), p.rho, p.q, p.beta, M, m.s_out + row,
-                       vmem, adapt, u_out, b_out, m.v_final + bn, a.b_final + bn, steps, N, len);
-                    if (steps < Tn) {
-                      pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
-                      for (T* seq : {vmem, u_out}) {
-                        if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
-                      }
-                      for (T* seq : {adapt, b_out}) {
-                        if (seq) pad_hold<T>(seq, a.b_final + bn, steps, Tn, N, len);
-                      }
-                    }
-                  });
+    for_each_tile(
+        B, N, choose_tile(B, N, kMaxTile), Tn * N * B, [&](int64_t b, int64_t n0, int64_t len) {
+          const AdaptiveRows<T, kMaxTile> p(a, n0, len);
+          T bias_buf[kMaxTile];
+          const int64_t row = b * Tn * N + n0;  // (b, t=0, n0)
+          const int64_t bn = b * N + n0;
+          T* vmem = m.vmem_out ? m.vmem_out + row : nullptr;
+          T* adapt = a.adapt_out ? a.adapt_out + row : nullptr;
+          T* u_out = m.u_out ? m.u_out + row : nullptr;
+          T* b_out = a.b_out ? a.b_out + b * adapt_checkpoint_rows(Tn, kEvery) * N + n0 : nullptr;
+          const int64_t steps = row_steps(m.lengths, b, Tn);
+          fn(m.x + row, m.noise.tensor ? m.noise.tensor + row : nullptr, seed, offset,
+             static_cast<uint64_t>(bn), scale, m.v0 + b * m.v0_stride_b + n0,
+             a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr, param_row(m.bias, n0, len, bias_buf),
+             p.rho, p.q, p.beta, M, m.s_out + row, vmem, adapt, u_out, b_out, m.v_final + bn,
+             a.b_final + bn, steps, N, len);
+          if (steps < Tn) {
+            pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
+            for (T* seq : {vmem, u_out}) {
+              if (seq) pad_hold<T>(seq, m.v_final + bn, steps, Tn, N, len);
+            }
+            if (adapt) pad_hold<T>(adapt, a.b_final + bn, steps, Tn, N, len);
+          }
+          if (b_out) {
+            pad_hold<T>(b_out, a.b_final + bn, adapt_checkpoint_rows(steps, kEvery),
+                        adapt_checkpoint_rows(Tn, kEvery), N, len);
+          }
+        });
   }
 
   template <typename IT, typename T>
@@ -262,9 +293,9 @@ struct AdaptiveCpu : CpuDevice {
           fn(m.gs + b * m.gs_stride_b + n0 * m.gs_stride_n, m.gs_stride_t,
              m.gs_stride_n == 0 && len > 1, m.gw ? m.gw + row : nullptr,
              a.gb ? a.gb + row : nullptr, m.gvf ? m.gvf + bn : nullptr,
-             a.gbf ? a.gbf + bn : nullptr, m.u + row, a.b + row, m.v0 + b * m.v0_stride_b + n0,
-             a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr, p.rho, p.q, p.beta, window, M,
-             m.g_in + row, out, steps, N, len);
+             a.gbf ? a.gbf + bn : nullptr, m.u + row,
+             a.b + b * adapt_checkpoint_rows(Tn, kEvery) * N + n0, m.v0 + b * m.v0_stride_b + n0,
+             p.alpha, p.thr, p.rho, p.q, p.beta, window, M, m.g_in + row, out, steps, N, len);
           pad_fill(m.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
         });
   }

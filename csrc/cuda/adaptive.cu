@@ -33,6 +33,8 @@ __global__ void __launch_bounds__(kBlock)
 
 // The model's kernels on CUDA (the device of the op functions in host/adaptive_op.h).
 struct AdaptiveCuda : CudaDevice {
+  static constexpr int64_t kEvery = 1;  // the saved b: every b[t] (core/adaptive.h)
+
   template <typename IT, typename T>
   static void forward(const AdaptiveForwardArgs<IT, T>& a) {
     const cudaStream_t stream = current_stream();

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/adaptive.h"
 #include "lif_op.h"
 
 namespace lif {
@@ -46,7 +47,7 @@ inline AdaptiveForwardOp prepare_adaptive_forward(
     const Tensor& threshold, const Tensor& bias, const Tensor& tau_adapt, const Tensor& beta_adapt,
     const OptTensor& noise, const OptTensor& noise_key, double dt, double noise_scale,
     double window, double max_spikes, bool record, bool save, const OptTensor& lengths,
-    bool host_key) {
+    bool host_key, int64_t b_every) {
   // Every check before the LIF part draws a noise key or allocates.
   check_adaptive_forward_args(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt, noise,
                               noise_key, dt, noise_scale, window, max_spikes, lengths);
@@ -58,7 +59,9 @@ inline AdaptiveForwardOp prepare_adaptive_forward(
   const int64_t B = op.B, T = op.T, N = op.N;
   const auto state = v0.options();
   op.adapt = sequence_output(record, B, T, N, state);
-  op.b_saved = sequence_output(save, B, T, N, state);
+  // b every b_every steps (the device's choice, core/adaptive.h: every b[t], or checkpoints).
+  op.b_saved = empty_output(
+      save ? at::IntArrayRef{B, adapt_checkpoint_rows(T, b_every), N} : no_output(), state);
   op.b_final = at::empty({B, N}, state);
   op.b0_saved = saved_state(b0, save);
   if (!op.run) {
@@ -113,10 +116,10 @@ inline AdaptiveBackwardOp prepare_adaptive_backward(
     const OptTensor& grad_vfinal, const OptTensor& grad_bfinal, const Tensor& u, const Tensor& b,
     const Tensor& v0, const Tensor& b0, const Tensor& tau_mem, const Tensor& threshold,
     const Tensor& tau_adapt, const Tensor& beta_adapt, double dt, double window, double max_spikes,
-    int64_t surrogate, bool scalar_bias, const OptTensor& lengths) {
+    int64_t surrogate, bool scalar_bias, const OptTensor& lengths, int64_t b_every) {
   check_adaptive_backward_args(grad_spikes, grad_vmem, grad_adapt, grad_vfinal, grad_bfinal, u, b,
                                v0, b0, tau_mem, threshold, tau_adapt, beta_adapt, dt, window,
-                               max_spikes, surrogate, lengths);
+                               max_spikes, surrogate, lengths, b_every);
   AdaptiveBackwardOp op;
   static_cast<LifBackwardOp&>(op) = prepare_lif_backward(
       grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem, threshold, dt, window, max_spikes,
@@ -152,7 +155,7 @@ AdaptiveForwardOut adaptive_forward(const Tensor& input, const Tensor& v0, const
   return run_forward_op<Dev>(input, noise, noise_key, noise_scale, [&](bool host_key) {
     return prepare_adaptive_forward(input, v0, b0, tau_mem, threshold, bias, tau_adapt, beta_adapt,
                                     noise, noise_key, dt, noise_scale, window, max_spikes, record,
-                                    save, lengths, host_key);
+                                    save, lengths, host_key, Dev::kEvery);
   });
 }
 
@@ -168,7 +171,8 @@ AdaptiveBackwardOut adaptive_backward(const Tensor& grad_spikes, const OptTensor
   return run_backward_op<Dev>(u, [&] {
     return prepare_adaptive_backward(grad_spikes, grad_vmem, grad_adapt, grad_vfinal, grad_bfinal,
                                      u, b, v0, b0, tau_mem, threshold, tau_adapt, beta_adapt, dt,
-                                     window, max_spikes, surrogate, scalar_bias, lengths);
+                                     window, max_spikes, surrogate, scalar_bias, lengths,
+                                     Dev::kEvery);
   });
 }
 

@@ -306,13 +306,14 @@ inline std::tuple<int64_t, int64_t, int64_t> check_adaptive_backward_args(
     const at::Tensor& v0, const at::Tensor& b0, const at::Tensor& tau_mem,
     const at::Tensor& threshold, const at::Tensor& tau_adapt, const at::Tensor& beta_adapt,
     double dt, double window, double max_spikes, int64_t surrogate,
-    const std::optional<at::Tensor>& lengths) {
+    const std::optional<at::Tensor>& lengths, int64_t b_every) {
   check_saved_u(u);  // u itself: this model keeps no window mask (SPEC §11 is the LIF op's)
   const auto shape = check_backward_args(grad_spikes, grad_vmem, grad_vfinal, u, v0, tau_mem,
                                          threshold, dt, window, max_spikes, surrogate, lengths);
   const auto [B, T, N] = shape;
   const auto ct = u.scalar_type();
-  check_state_like(b, ct, u, "b", {B, T, N});
+  // b as the device's forward keeps it: every b_every-th (core/adaptive.h).
+  check_state_like(b, ct, u, "b", {B, (T + b_every - 1) / b_every, N});
   if (grad_adapt.has_value()) check_state_like(*grad_adapt, ct, u, "grad_adapt", {B, T, N});
   if (grad_bfinal.has_value()) check_state_like(*grad_bfinal, ct, u, "grad_bfinal", {B, N});
   check_neuron_state(b0, ct, u, "b0", B, N);
