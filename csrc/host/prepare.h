@@ -278,7 +278,7 @@ inline Tensor sequence_output(bool wanted, int64_t B, int64_t T, int64_t N,
 }
 
 // A copy of an initial state as the forward read it, for the backward (`save`), or (0,): a module
-// updates its state in place right after the call.
+// updates its state in place right after the call (autograd would refuse a saved caller's tensor).
 inline Tensor saved_state(const Tensor& state, bool save) {
   return save ? state.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state.options());
 }

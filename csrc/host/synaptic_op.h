@@ -130,6 +130,8 @@ inline SynForwardOp prepare_syn_forward(
   op.v_final = at::empty({B, N}, state);
   op.i_final = at::empty({B, N, S}, state);
   op.s_final = at::empty({B, N}, state);
+  // Copies: a module writes its state in place after the call (saving its tensors would make the
+  // backward raise), and the backward reads v0 (tau_mem's gradient) and s0 (w_rec's, w_ahp's).
   op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
   op.s0_saved =
       save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
