@@ -5,10 +5,10 @@
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
-#   3. ptxas's resource usage of csrc/cuda/lif.cu and adaptive.cu: no forward kernel may use a stack
-#      frame (local
-#      memory): the in-kernel noise is drawn a Philox block at a time with constant lane indices;
-#      a dynamic index into a block's words puts it in local memory.
+#   3. ptxas's resource usage of csrc/cuda/lif.cu and adaptive.cu: no forward kernel (and no LIF
+#      backward kernel) may use a stack frame (local memory): the in-kernel noise is drawn a Philox
+#      block at a time with constant lane indices (a dynamic index into a block's words puts it in
+#      local memory); the backward's loads ahead and its gradient sums stay in registers.
 # Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
 # function is only a warning (#20011-D / #20014-D) otherwise, and nvcc would still "succeed".
 # Any other line with "warning" in the log fails the check too (e.g. a host-compiler warning).
@@ -115,6 +115,9 @@ __global__ void thread_check(lif::LifForwardArgs<IT, T> f, lif::LifBackwardArgs<
   lif::gpu::syn_backward_thread<IT, T, SURR, 2, HAS_GW>(sb, threadIdx.x);
   lif::grad_sum_batch(g, 3, threadIdx.x);
   lif::grad_sum_neurons(g, threadIdx.x);
+  int64_t done[4];
+  const auto add = [](int64_t c, int64_t n) { return c + n; };
+  lif::grad_sum_batch_tile(g, 3, 5, lif::grad_tiles_completed(0, threadIdx.x, 3, 5, add, done), 0, 1);
 }
 
 // The synaptic model's step functions (SPEC §7), both synapse-sum orders included, on the device.
@@ -211,22 +214,24 @@ for src in "${SOURCES[@]}"; do
 done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 
-# 3. Forward kernels without a stack frame (ptxas: "N bytes stack frame" after each entry), in
-#    every source whose resource usage was asked for.
+# 3. Kernels without a stack frame (ptxas: "N bytes stack frame" after each entry), in every
+#    source whose resource usage was asked for: the forward kernels, and lif.cu's backward ones.
 for KSRC in lif.cu adaptive.cu; do
   KLOG="$TMP/$KSRC.o.log"
+  KINDS=forward_kernel
+  [ "$KSRC" = lif.cu ] && KINDS="forward_kernel|backward_kernel"
   if [ ! -f "$KLOG" ]; then
     echo "check_cuda: FAIL no ptxas log of $KSRC: the stack-frame check did not run"; status=1; continue
   fi
-  read -r nfwd nbad <<<"$(awk '/Compiling entry function/ { fwd = ($0 ~ /forward_kernel/) }
+  read -r nfwd nbad <<<"$(awk -v kinds="$KINDS" '/Compiling entry function/ { fwd = ($0 ~ kinds) }
     /bytes stack frame/ && fwd { n++; if ($1 != 0) { bad++; print "check_cuda: stack frame: " $0 > "/dev/stderr" } fwd = 0 }
     END { print n + 0, bad + 0 }' "$KLOG")"
   if [ "$nfwd" -eq 0 ]; then
-    echo "check_cuda: FAIL no forward kernel found in $KSRC's ptxas resource usage"; status=1
+    echo "check_cuda: FAIL no ${KINDS//|/ or } found in $KSRC's ptxas resource usage"; status=1
   elif [ "$nbad" -ne 0 ]; then
-    echo "check_cuda: FAIL $nbad of $nfwd forward kernels of $KSRC use a stack frame (local memory)"; status=1
+    echo "check_cuda: FAIL $nbad of $nfwd kernels ($KINDS) of $KSRC use a stack frame (local memory)"; status=1
   else
-    echo "check_cuda: ok   none of the $nfwd forward kernels of $KSRC (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
+    echo "check_cuda: ok   none of the $nfwd kernels ($KINDS) of $KSRC (every variant, sm ${ARCHS// /, sm }) uses a stack frame"
   fi
 done
 

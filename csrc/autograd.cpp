@@ -5,6 +5,7 @@
 
 #include "autograd.h"
 #include "core/surrogate.h"
+#include "host/checks.h"
 
 namespace lif {
 namespace {
@@ -44,8 +45,10 @@ class LifForward : public torch::autograd::Function<LifForward> {
         lif_forward_op(), input, v0, tau_mem, threshold, bias, noise, noise_key, dt, noise_scale,
         window, max_spikes, surrogate, record, true, lengths, decays, save_mask);
     // v0_saved, not v0: a module updates its state in place right after the forward, and the
-    // backward needs the values the forward started from.
+    // backward needs the values the forward started from (a saved v0 would make it raise). With
+    // the window mask the backward reads no v0 (no tau term): v0_saved is then (0,), no copy.
     ctx->save_for_backward({u, v0_saved, tau_mem, threshold, lengths.value_or(Tensor())});
+    ctx->saved_data["v0_rows"] = v0.dim() == 2;
     save_settings(ctx, dt, window, max_spikes, surrogate, record, noise.has_value(),
                   bias.dim() == 0, input.scalar_type());
     // The sequence's shape: a window mask's is not u's.
@@ -65,16 +68,23 @@ class LifForward : public torch::autograd::Function<LifForward> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const Tensor& u = saved[0];  // or the window mask
-    const Tensor& v0 = saved[1];
     const auto input_dtype = saved_input_dtype(ctx);
     const bool noise_grad = ctx->saved_data["has_noise"].toBool() && ctx->needs_input_grad(5);
-    const Tensor gs = grad_spikes_for(
-        grads[0], v0.options(), ctx->saved_data["shape"].toSymIntVector(), input_dtype, noise_grad);
+    const auto shape = ctx->saved_data["shape"].toSymIntVector();
+    // Beside a window mask, a v0 of the right shape whose values are never read (an allocation,
+    // no kernel).
+    const Tensor v0 = is_window_mask(u)
+                          ? at::empty_symint(ctx->saved_data["v0_rows"].toBool()
+                                                 ? std::vector<c10::SymInt>{shape[0], shape[2]}
+                                                 : std::vector<c10::SymInt>{shape[2]},
+                                             saved[1].options())
+                          : saved[1];
+    const Tensor gs = grad_spikes_for(grads[0], v0.options(), shape, input_dtype, noise_grad);
     const OptTensor gw =
         ctx->saved_data["record"].toBool() ? defined_or_none(grads[1]) : std::nullopt;
     const variable_list g = call_backward_op(
-        kLifBackward, lif_backward_op(), true, gs, gw, defined_or_none(grads[2]), u, saved[1],
-        saved[2], saved[3], ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
+        kLifBackward, lif_backward_op(), true, gs, gw, defined_or_none(grads[2]), u, v0, saved[2],
+        saved[3], ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
         ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
         ctx->saved_data["scalar_bias"].toBool(), defined_or_none(saved[4]),
         ctx->saved_data["decays"].toBool());

@@ -53,7 +53,8 @@ if _ext.loaded():
             u = v0.new_empty((B, (T + 31) // 32, N), dtype=torch.int32)
         else:
             u = v0.new_empty((B, T, N)) if save_u else v0.new_empty((0,))
-        v0_saved = v0.new_empty(v0.shape) if save_u else v0.new_empty((0,))
+        # A window mask's backward reads no v0: then no copy of it (host/lif_op.h).
+        v0_saved = v0.new_empty(v0.shape) if save_u and not save_mask else v0.new_empty((0,))
         return spikes, vmem, v_final, u, v0_saved
 
     @torch.library.register_fake("lif_cuda::lif_backward")

@@ -49,11 +49,55 @@ HARNESS_COMMON = r"""
 
 #include "core/grad_sums.h"
 
+#include <vector>
+
 // The gradient sums of csrc/core/grad_sums.h, pass 1 then pass 2, as the CUDA kernels run them.
 template <typename T>
 static void run_grad_sum(const lif::GradSum<T>& s, int64_t B) {
   for (int64_t m = 0; m < s.count; ++m) lif::grad_sum_batch(s, B, m);
   for (int64_t k = 0; k < lif::grad_sum_outputs(s); ++k) lif::grad_sum_neurons(s, k);
+}
+
+// A backward kernel's grid as CUDA runs it when the kernel does the gradient sums itself
+// (cuda/launch.h kernel_grad_sums): blocks of kGradTile threads (kBlock), each block's threads, then
+// its arrival at its tiles' counters, pass 1 for the tiles it completes, pass 2 if it completes the
+// last; the blocks in the order `order` (a permutation: any order a GPU may finish them in), or in
+// index order (nullptr). Returns 0, or -1 where a tile or pass 2 did not run exactly once.
+template <typename T, typename Thread>
+static int run_blocks(int64_t B, int64_t N, const int64_t* order,
+                      const std::vector<lif::GradSum<T>>& sums, const Thread& thread) {
+  const int64_t BN = B * N, K = lif::kGradTile, blocks = (BN + K - 1) / K;
+  const int64_t tiles = lif::grad_tiles(N);
+  std::vector<int64_t> arrivals(tiles + 1, 0), completed(tiles, 0);
+  int last = 0;
+  for (int64_t q = 0; q < blocks; ++q) {
+    const int64_t blk = order ? order[q] : q;
+    const int64_t lo = blk * K, hi = lo + K < BN ? lo + K : BN;
+    for (int64_t idx = lo; idx < hi; ++idx) thread(idx);
+    const auto add = [&](int64_t c, int64_t n) {
+      const int64_t before = arrivals[c];
+      arrivals[c] += n;
+      return before;
+    };
+    int64_t done[4];
+    const int d = lif::grad_tiles_completed(lo, hi, B, N, add, done);
+    for (int e = 0; e < d; ++e) {
+      ++completed[done[e]];
+      for (const auto& s : sums)
+        for (int64_t w = 0; w < K; ++w) lif::grad_sum_batch_tile(s, B, N, done[e], w, K);
+    }
+    if (d > 0) {
+      arrivals[tiles] += d;
+      if (arrivals[tiles] == tiles) {
+        ++last;
+        for (const auto& s : sums)
+          for (int64_t k = 0; k < lif::grad_sum_outputs(s); ++k) lif::grad_sum_neurons(s, k);
+      }
+    }
+  }
+  for (int64_t j = 0; j < tiles; ++j)
+    if (completed[j] != 1) return -1;
+  return last == 1 ? 0 : -1;
 }
 
 // io: 0 float32, 1 float64, 2 float16, 3 bfloat16 (state and math in float32 for the last two).
@@ -96,16 +140,20 @@ static void run_forward(const LifForwardArgs<IT, T>& a) {
   });
 }
 
+// The LIF backward kernel: its threads and, inside it, the parameter-gradient sums (run_blocks).
 template <typename IT, typename T>
-static void run_backward(const LifBackwardArgs<IT, T>& a) {
+static int run_backward(const LifBackwardArgs<IT, T>& a, const int64_t* order,
+                        const std::vector<lif::GradSum<T>>& sums) {
+  int rc = 0;
   SURROGATE_SWITCH(a.surrogate, SURR, [&] {
     BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
       BOOL_SWITCH(a.mask != nullptr, MASK, [&] {
-        for (int64_t idx = 0; idx < a.B * a.N; ++idx)
-          backward_thread<IT, T, SURR, HAS_GW, MASK>(a, idx);
+        rc = run_blocks(a.B, a.N, order, sums,
+                        [&](int64_t idx) { backward_thread<IT, T, SURR, HAS_GW, MASK>(a, idx); });
       });
     });
   });
+  return rc;
 }
 
 // Parameters: (N,) rows, or one value each where the flag says () (stride 0, as csrc/host/ fills
@@ -150,7 +198,7 @@ static void forward_t(const void* x, const void* noise, int kernel_noise, uint64
 // g_v0 in v0's shape; partial (3,B,N) float64, (4,B,N) for a shared v0 (its rows), as csrc/host/
 // fills them.
 template <typename IT, typename T>
-static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
+static int backward_t(const int64_t* order, const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
                        const void* gw, const void* gvf, const void* u, const void* mask,
                        const void* v0, int64_t v0_stride_b, const void* alpha, const void* tau,
                        const void* thr, int scalars, double dt, double window, double max_spikes,
@@ -180,19 +228,16 @@ static void backward_t(const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_
   a.B = B;
   a.Tn = Tn;
   a.N = N;
-  run_backward(a);
   const auto coll = [&](int bit) { return (scalars & bit) ? lif::kSumAll : lif::kKeepAll; };
   double* p = a.partial;
-  run_grad_sum(lif::GradSum<T>{p, N, 1, coll(1), static_cast<T*>(g_tau), a.alpha.data,
-                               static_cast<const T*>(tau), dt}, B);
-  run_grad_sum(lif::GradSum<T>{p + B * N, N, 1, coll(2), static_cast<T*>(g_thr), nullptr, nullptr,
-                               dt}, B);
-  run_grad_sum(lif::GradSum<T>{p + 2 * B * N, N, 1, coll(4), static_cast<T*>(g_bias), nullptr,
-                               nullptr, dt}, B);
+  std::vector<lif::GradSum<T>> sums{
+      {p, N, 1, coll(1), static_cast<T*>(g_tau), a.alpha.data, static_cast<const T*>(tau), dt},
+      {p + B * N, N, 1, coll(2), static_cast<T*>(g_thr), nullptr, nullptr, dt},
+      {p + 2 * B * N, N, 1, coll(4), static_cast<T*>(g_bias), nullptr, nullptr, dt}};
   if (!v0_stride_b) {
-    run_grad_sum(lif::GradSum<T>{p + 3 * B * N, N, 1, lif::kKeepAll, static_cast<T*>(g_v0), nullptr,
-                                 nullptr, dt}, B);
+    sums.push_back({p + 3 * B * N, N, 1, lif::kKeepAll, static_cast<T*>(g_v0), nullptr, nullptr, dt});
   }
+  return run_backward(a, order, sums);
 }
 
 extern "C" {
@@ -266,16 +311,19 @@ void lif_host_noise(uint64_t seed, uint64_t offset, uint64_t sub0, uint64_t q, i
   }
 }
 
-void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int64_t gs_sn,
+int lif_host_backward(int io, const int64_t* order, const void* gs, int64_t gs_sb, int64_t gs_st,
+                      int64_t gs_sn,
                        const void* gw, const void* gvf, const void* u, const void* mask,
                        const void* v0, int64_t v0_stride_b, const void* alpha, const void* tau,
                        const void* thr, int scalars, double dt, double window, double max_spikes,
                        int surrogate, void* g_in, void* g_v0, void* partial, void* g_tau,
                        void* g_thr, void* g_bias, const int64_t* lengths, int64_t B, int64_t Tn,
                        int64_t N) {
-  LIF_IO_SWITCH(io, backward_t, gs, gs_sb, gs_st, gs_sn, gw, gvf, u, mask, v0, v0_stride_b, alpha,
+  int rc = -1;
+  LIF_IO_SWITCH(io, rc = backward_t, order, gs, gs_sb, gs_st, gs_sn, gw, gvf, u, mask, v0, v0_stride_b, alpha,
                 tau, thr, scalars, dt, window, max_spikes, surrogate, g_in, g_v0, partial, g_tau,
                 g_thr, g_bias, lengths, B, Tn, N)
+  return rc;
 }
 }
 """
@@ -284,6 +332,8 @@ void lif_host_backward(int io, const void* gs, int64_t gs_sb, int64_t gs_st, int
 # The C++ standard torch's own extension builder uses (torch >= 2.14 needs C++20).
 _STD = "-std=c++20" if "c++20" in inspect.getsource(cpp_extension) else "-std=c++17"
 CXXFLAGS = ["-O2", _STD, "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-w"]
+# Threads per block of the CUDA kernels (cuda/launch.h kBlock, core/grad_sums.h kGradTile).
+KERNEL_BLOCK = 128
 IO_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
@@ -333,10 +383,10 @@ def lib():
     handle.lif_host_noise_isa.restype = c_i
     handle.lif_host_noise_isa.argtypes = [c_i, c_u64, c_u64, c_u64, c_u64, c_i64, c_p]
     handle.lif_host_noise.argtypes = [c_u64, c_u64, c_u64, c_u64, c_i64, c_p, c_p, c_p, c_p]
-    handle.lif_host_backward.restype = None
-    # io, gs + strides, gw, gvf, u, mask, v0, v0_stride_b, alpha, tau, thr, ...
-    handle.lif_host_backward.argtypes = [c_i, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_p, c_i64, c_p, c_p, c_p,
-                                         c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_i64,
+    handle.lif_host_backward.restype = c_i
+    # io, block order, gs + strides, gw, gvf, u, mask, v0, v0_stride_b, alpha, tau, thr, ...
+    handle.lif_host_backward.argtypes = [c_i, c_p, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_p, c_p, c_p, c_i64, c_p, c_p,
+                                         c_p, c_i, c_d, c_d, c_d, c_i, c_p, c_p, c_p, c_p, c_p, c_p, c_p, c_i64,
                                          c_i64, c_i64]
     return handle
 
@@ -383,10 +433,11 @@ def host_forward(lib, x, v0, tau, thr, bias, *, dt=1e-3, noise=None, key=None, n
 
 
 def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e-3, window=0.5,
-                  max_spikes=2.0**16, surrogate=0, lengths=None):
+                  max_spikes=2.0**16, surrogate=0, lengths=None, block_order=None):
     """What the CUDA backward op computes, with torch.ops.lif_cuda.lif_backward's arguments and
     outputs (g_in, g_v0, g_tau, g_thr, g_bias, in the shapes of their forward arguments). gs keeps
-    its strides (rows contiguous or broadcast, as the op hands them). u may be the window mask's words."""
+    its strides (rows contiguous or broadcast, as the op hands them). u may be the window mask's words.
+    The kernel's blocks finish in `block_order` (a permutation of them; None: in index order)."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
     B, T, N = gs.shape
     mask = u.dtype == torch.int32
@@ -399,13 +450,16 @@ def host_backward(lib, gs, gw, gvf, u, v0, tau, thr, *, scalar_bias=False, dt=1e
     g_tau, g_thr = torch.empty(tau.shape, dtype=ct), torch.empty(thr.shape, dtype=ct)
     g_bias = torch.empty(() if scalar_bias else (N,), dtype=ct)
     sb, st, sn = gs.stride()
-    lib.lif_host_backward(
-        IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, _ptr(args[0]), _ptr(args[1]),
+    order = None if block_order is None else block_order.to(torch.int64).contiguous()
+    assert order is None or sorted(order.tolist()) == list(range(-(-B * N // KERNEL_BLOCK)))
+    rc = lib.lif_host_backward(
+        IO_CODES[gs.dtype], _ptr(order), _ptr(gs), sb, st, sn if N > 1 else 1, _ptr(args[0]), _ptr(args[1]),
         None if mask else _ptr(args[2]), _ptr(args[2]) if mask else None, _ptr(args[3]),
         N if v0.dim() == 2 else 0, *(_ptr(t) for t in args[4:]), _scalars(alpha, thr, scalar_bias), dt, window,
         max_spikes, surrogate, _ptr(g_in), _ptr(g_v0), _ptr(partial), _ptr(g_tau), _ptr(g_thr), _ptr(g_bias),
         _ptr(lengths), B, T, N,
     )
+    assert rc == 0, "a tile's batch sums or the sums over the neurons did not run exactly once"
     return g_in, g_v0, g_tau, g_thr, g_bias
 
 
@@ -716,6 +770,32 @@ def test_threads_equal_fused_cpu_op(lib, io, surrogate, params, v0_shared, lengt
                             lengths=lengths)
         for name, a, b in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
             assert_equal(a, b, f"backward {name} (gw={gw_ is not None})")
+
+
+@pytest.mark.parametrize("B,N", [(1, 1), (300, 1), (5, 40), (3, 128), (2, 129), (7, 300), (2, 1000)])
+@pytest.mark.parametrize("params,v0_shared", [("neuron", False), ("scalar", True)], ids=["neuron", "scalar-shared"])
+def test_sums_inside_the_backward_kernel_equal_cpu_op_in_any_block_order(lib, B, N, params, v0_shared):
+    """The CUDA backward kernel sums the parameters' gradients itself: each block, when its threads
+    are done, counts them into tiles of 128 neurons; the block completing a tile sums its values over
+    the batch, the block completing the last tile sums over the neurons. Whatever order the blocks
+    finish in (shapes whose blocks hold many rows, a row and a bit, rows across two or three tiles),
+    each tile and the last pass run exactly once and every gradient has the CPU op's bits."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    T = 3
+    x, v0, tau, thr, bias = _shaped(params, v0_shared, *make_inputs(8, B, T, N, torch.float32))
+    op = torch.ops.lif_cuda
+    u = op.lif_forward(x, v0, tau, thr, bias, None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, True, None)[3]
+    g = torch.Generator().manual_seed(3)
+    gs, gvf = torch.randn((B, T, N), generator=g), torch.randn((B, N), generator=g)
+    scalar_bias = bias.dim() == 0
+    want = op.lif_backward(gs, None, gvf, u, v0, tau, thr, 1e-3, 0.5, 2.0**16, 0, scalar_bias, None)
+    blocks = -(-B * N // KERNEL_BLOCK)
+    orders = [None, torch.arange(blocks - 1, -1, -1)] + [torch.randperm(blocks, generator=g) for _ in range(3)]
+    for order in orders:
+        got = host_backward(lib, gs, None, gvf, u, v0, tau, thr, scalar_bias=scalar_bias, block_order=order)
+        for name, a, b in zip(("g_in", "g_v0", "g_tau", "g_thr", "g_bias"), got, want):
+            assert_equal(a, b, f"{name} (blocks in order {None if order is None else order.tolist()[:8]})")
 
 
 @pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
@@ -1083,6 +1163,33 @@ void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collaps
   }
 }
 
+// The parameter-gradient sums inside a synaptic backward kernel (run_blocks), in
+// csrc/host/synaptic_op.h's layout: sum i has counts[i] values a row (N, or N*S for the synapses'),
+// collapse collapses[i], its (B, counts[i]) rows one after the other in `partial`; thread
+// idx = b * N + n stores its values (from `src`, laid out alike) just before its block arrives.
+int syn_host_kernel_sums(const int64_t* order, const double* src, double* partial, int64_t B,
+                         int64_t N, int64_t S, int nsums, const int64_t* counts,
+                         const int* collapses, double* const* dsts) {
+  std::vector<GradSum<double>> sums;
+  int64_t off = 0;
+  for (int i = 0; i < nsums; ++i) {
+    sums.push_back({partial + off, counts[i], S, collapses[i], dsts[i], nullptr, nullptr, 0.0});
+    off += B * counts[i];
+  }
+  return run_blocks(B, N, order, sums, [&](int64_t idx) {
+    const int64_t b = idx / N, n = idx - b * N;
+    int64_t base = 0;
+    for (int i = 0; i < nsums; ++i) {
+      const int64_t per = counts[i] / N;
+      for (int64_t k = 0; k < per; ++k) {
+        const int64_t at = base + b * counts[i] + n * per + k;
+        partial[at] = src[at];
+      }
+      base += B * counts[i];
+    }
+  });
+}
+
 void syn_host_set_sum_order(int order) { g_sum_order = order; }
 
 void syn_host_row_sums(int f64, int order, const void* x, int64_t rows, int64_t S, int64_t outputs,
@@ -1125,6 +1232,8 @@ def syn_lib():
     h.syn_host_backward.restype = None
     h.syn_host_backward.argtypes = [i, p, i64, i64, i64, p, p, p, p, p, p, p, i64, p, i64, p, p, p, i, i, d, d, i,
                                     p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p]
+    h.syn_host_kernel_sums.restype = i
+    h.syn_host_kernel_sums.argtypes = [p, p, p, i64, i64, i64, i, p, p, p]
     h.syn_host_grad_sum.restype = None
     h.syn_host_grad_sum.argtypes = [i, p, i64, i64, i, p, p, p, d, i64]
     h.syn_host_row_sums.restype = None
@@ -1469,6 +1578,39 @@ def test_gradient_sums_collapse_as_a_fixed_tree(syn_lib, n):
         for x in values[0::S]:
             acc += x
         assert want[0] == acc
+
+
+@pytest.mark.parametrize("B,N,S", [(1, 1, 3), (40, 5, 2), (1, 129, 1), (3, 200, 3), (2, 300, 4)])
+def test_synaptic_sums_inside_the_kernel_equal_the_two_passes(syn_lib, B, N, S):
+    """The synaptic backward kernel's own gradient sums (the last call's blocks count their threads
+    into tiles of 128 neurons, as the LIF kernel's) over the synaptic op's layout: per-neuron and
+    per-synapse (N*S values a row) sums, kept, summed per synapse index or altogether. In any order
+    of the blocks: the bits of pass 1 then pass 2 run after every thread."""
+    g = torch.Generator().manual_seed(B * 1000 + N + S)
+    counts = [N, N, N * S, N * S, N * S]
+    collapses = [0, 2, 0, 1, 2]
+    src = torch.randn(sum(B * c for c in counts), generator=g, dtype=torch.float64)
+    src *= torch.logspace(-4, 4, src.numel(), dtype=torch.float64)
+    shapes = [(c,) if k == 0 else ((S,) if k == 1 else ()) for c, k in zip(counts, collapses)]
+    want, off = [], 0
+    for c, k, shape in zip(counts, collapses, shapes):
+        dst = torch.empty(shape, dtype=torch.float64)
+        rows = src[off:off + B * c].clone()
+        syn_lib.syn_host_grad_sum(1, _ptr(rows), c, S, k, _ptr(dst), None, None, 1e-3, B)
+        want.append(dst)
+        off += B * c
+    blocks = -(-B * N // KERNEL_BLOCK)
+    counts_t, collapses_t = torch.tensor(counts, dtype=torch.int64), torch.tensor(collapses, dtype=torch.int32)
+    for order in (None, torch.arange(blocks - 1, -1, -1), torch.randperm(blocks, generator=g)):
+        got = [torch.full(shape, float("nan"), dtype=torch.float64) for shape in shapes]
+        partial = torch.full_like(src, float("nan"))  # a row read before its thread stored it shows
+        dsts = (ctypes.c_void_p * len(got))(*[t.data_ptr() for t in got])
+        order = None if order is None else order.to(torch.int64).contiguous()
+        rc = syn_lib.syn_host_kernel_sums(_ptr(order), _ptr(src), _ptr(partial), B, N, S, len(counts),
+                                          _ptr(counts_t), _ptr(collapses_t), dsts)
+        assert rc == 0, "a tile's batch sums or the sums over the neurons did not run exactly once"
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_equal(a, b, f"sum {i} (counts {counts[i]}, collapse {collapses[i]})")
 
 
 def test_sum_probe_tells_the_cuda_orders_apart(syn_lib):

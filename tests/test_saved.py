@@ -69,7 +69,32 @@ def test_frozen_tau_and_threshold_keep_bits_same_gradients(dtype, T, record):
     B, _, N = c[0].shape
     words = (T + 31) // 32
     assert saved_mask.get(torch.int32) == B * words * N * 4
-    assert saved_u[dtype] - saved_mask[dtype] == B * T * N * dtype.itemsize  # u, and nothing else, is gone
+    # u and the copy of v0 (the masked backward reads no v0), and nothing else, are gone
+    assert saved_u[dtype] - saved_mask[dtype] == (B * T * N + B * N) * dtype.itemsize
+
+
+@pytest.mark.parametrize("v0_rows", [True, False], ids=["v0-BN", "v0-N"])
+def test_window_mask_keeps_no_copy_of_v0(v0_rows):
+    """The masked backward reads no v0 (it enters only the tau_mem term): beside the mask the op's v0
+    copy is (0,); beside u it is v0's. A state written in place after the forward, as a module writes
+    its own, changes no gradient either way."""
+    x, v0, tau, thr, bias = case()
+    v0 = v0 if v0_rows else v0[0].clone()
+    op = torch.ops.lif_cuda.lif_forward
+    for mask in (True, False):
+        out = op(x, v0, tau, thr, bias, None, None, 1e-3, 0.0, 0.4, 2.0**16, 0, False, True, None, False, mask)
+        assert out[4].shape == ((0,) if mask else v0.shape)
+    want = None
+    for overwrite in (False, True):
+        state = v0.clone()  # a module's state buffer: no gradient, written in place after the call
+        xl = x.clone().requires_grad_()
+        s, _, vf = lif_cuda.lif_evolve(xl, state, tau, thr, bias, 1e-3, backend="fused", learning_window=0.4)
+        if overwrite:
+            state.copy_(vf.detach() if v0_rows else vf[0].detach())
+        got = torch.autograd.grad((s.sum() + vf.sum()), xl)[0]
+        if want is None:
+            want = got
+        assert torch.equal(got, want)
 
 
 def test_lengths_noise_tensor_and_half_io():

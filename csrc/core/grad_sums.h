@@ -139,4 +139,64 @@ LIF_HD void grad_sum_neurons(const GradSum<T>& s, int64_t k) {
   s.dst[k] = grad_sum_out(s, leaves > 0 ? v[0] : 0.0, k);
 }
 
+// ---------------------------------------------------------------- the sums inside a kernel
+// A CUDA backward kernel runs the two passes itself once its threads (idx = b * N + n) have stored
+// their rows' partials, deterministically: the neurons fall into tiles of kGradTile; a block whose
+// threads are done counts them into their tiles (one counter per tile, atomic); the block that
+// completes a tile runs pass 1 for that tile's values, the block that completes the last tile pass
+// 2. Which block adds changes no addition's order: the bits are those of pass 1 then pass 2.
+constexpr int64_t kGradTile = 128;
+
+// Parameter-gradient sums handed to a kernel, with the counters: `arrivals` (grad_tiles(N) + 1,
+// zero when the kernel starts): the threads counted per tile, then the tiles completed.
+constexpr int kMaxKernelSums = 6;
+
+template <typename T>
+struct KernelGradSums {
+  GradSum<T> sums[kMaxKernelSums];
+  int count;  // 0: the kernel sums nothing
+  unsigned long long* arrivals;
+  int64_t B, N;
+};
+
+LIF_HD int64_t grad_tiles(int64_t N) { return (N + kGradTile - 1) / kGradTile; }
+
+// The threads of tile j: its neurons' rows b = 0..B-1.
+LIF_HD int64_t grad_tile_threads(int64_t B, int64_t N, int64_t j) {
+  const int64_t end = (j + 1) * kGradTile < N ? (j + 1) * kGradTile : N;
+  return B * (end - j * kGradTile);
+}
+
+// A block's arrival: its threads [lo, hi) (at most kGradTile) counted into their tiles' counters,
+// a run of one row and one tile at a time, by add(counter, n), which returns the counter's value
+// before; the tiles this completes go to done[0..3] (a range spans at most two rows of at most two
+// tiles each, or one tile where N <= kGradTile), their number is returned. A tile is completed by
+// the one add that brings its counter to its thread count.
+template <typename Add>
+LIF_HD int grad_tiles_completed(int64_t lo, int64_t hi, int64_t B, int64_t N, const Add& add,
+                                int64_t* done) {
+  int d = 0;
+  if (N <= kGradTile) {
+    if (hi > lo && add(0, hi - lo) + (hi - lo) == B * N) done[d++] = 0;
+    return d;
+  }
+  for (int64_t i = lo; i < hi;) {
+    const int64_t n = i % N, j = n / kGradTile;
+    const int64_t tile_end = (j + 1) * kGradTile < N ? (j + 1) * kGradTile : N;
+    const int64_t len = tile_end - n < hi - i ? tile_end - n : hi - i;
+    if (add(j, len) + len == grad_tile_threads(B, N, j)) done[d++] = j;
+    i += len;
+  }
+  return d;
+}
+
+// Pass 1 for tile j's values (count / N per neuron), by worker `worker` of `workers`.
+template <typename T>
+LIF_HD void grad_sum_batch_tile(const GradSum<T>& s, int64_t B, int64_t N, int64_t j,
+                                int64_t worker, int64_t workers) {
+  const int64_t per = s.count / N;
+  const int64_t end = ((j + 1) * kGradTile < N ? (j + 1) * kGradTile : N) * per;
+  for (int64_t m = j * kGradTile * per + worker; m < end; m += workers) grad_sum_batch(s, B, m);
+}
+
 }  // namespace lif

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAStream.h>
@@ -38,21 +39,102 @@ __global__ void __launch_bounds__(kBlock) grad_sum_batch_kernel(const GradSum<T>
   if (m < s.count) grad_sum_batch(s, B, m);
 }
 
-// Pass 2, one block per output: grad_sum_neurons's tree, the leaves in parallel, the levels in
-// shared memory (the same additions in the same order).
+// Pass 2 for output k by the threads of a block: grad_sum_neurons's tree, the leaves in parallel,
+// the levels in shared memory `v` (kGradTreeWidth values; the same additions in the same order).
+template <typename T>
+__device__ void block_grad_tree(const GradSum<T>& s, int64_t k, double* v) {
+  const int64_t leaves = grad_tree_leaves(grad_tree_values(s));
+  const int64_t threads = blockDim.x;
+  for (int64_t j = threadIdx.x; j < leaves; j += threads) v[j] = grad_tree_leaf_sum(s, k, j);
+  __syncthreads();
+  for (int64_t w = 1; w < leaves; w *= 2) {
+    for (int64_t j = 2 * w * threadIdx.x; j + w < leaves; j += 2 * w * threads) v[j] += v[j + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) s.dst[k] = grad_sum_out(s, leaves > 0 ? v[0] : 0.0, k);
+  __syncthreads();  // v is free again
+}
+
+// Pass 2, one block per output.
 template <typename T>
 __global__ void __launch_bounds__(kGradTreeWidth) grad_sum_neurons_kernel(const GradSum<T> s) {
   __shared__ double v[kGradTreeWidth];
-  const int64_t k = blockIdx.x;
-  const int j = static_cast<int>(threadIdx.x);
-  const int64_t leaves = grad_tree_leaves(grad_tree_values(s));
-  if (j < leaves) v[j] = grad_tree_leaf_sum(s, k, j);
+  block_grad_tree(s, blockIdx.x, v);
+}
+
+// The end of a backward kernel that sums its parameters' gradients itself (core/grad_sums.h, "the
+// sums inside a kernel"); every thread of the block calls it, after storing its row's partials.
+// The fences and the barrier around each counter are those of a grid-wide barrier (cooperative
+// groups' grid sync): what a block stored before it is counted is seen by the block that reads it.
+static_assert(kBlock <= kGradTile, "a block must span at most two tiles per row");
+template <typename T>
+__device__ void kernel_grad_sums(const KernelGradSums<T>& g) {
+  if (g.count == 0) return;
+  __shared__ int64_t done[4];
+  __shared__ int n_done;
+  __shared__ bool last;
+  __shared__ double v[kGradTreeWidth];
+  __threadfence();
   __syncthreads();
-  for (int64_t w = 1; w < leaves; w *= 2) {
-    if (j % (2 * w) == 0 && j + w < leaves) v[j] += v[j + w];
-    __syncthreads();
+  if (threadIdx.x == 0) {
+    const int64_t lo = static_cast<int64_t>(blockIdx.x) * kBlock;
+    const int64_t hi = lo + kBlock < g.B * g.N ? lo + kBlock : g.B * g.N;
+    unsigned long long* const arrivals = g.arrivals;
+    const auto add = [arrivals](int64_t counter, int64_t n) {
+      return static_cast<int64_t>(
+          atomicAdd(arrivals + counter, static_cast<unsigned long long>(n)));
+    };
+    n_done = grad_tiles_completed(lo, hi, g.B, g.N, add, done);
+    __threadfence();
   }
-  if (j == 0) s.dst[k] = grad_sum_out(s, leaves > 0 ? v[0] : 0.0, k);
+  __syncthreads();
+  const int d = n_done;
+  if (d == 0) return;
+  for (int e = 0; e < d; ++e) {
+#pragma unroll
+    for (int i = 0; i < kMaxKernelSums; ++i) {  // constant indices: the sums stay kernel parameters
+      if (i < g.count) grad_sum_batch_tile(g.sums[i], g.B, g.N, done[e], threadIdx.x, kBlock);
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int64_t tiles = grad_tiles(g.N);
+    last = static_cast<int64_t>(atomicAdd(g.arrivals + tiles, static_cast<unsigned long long>(d))) +
+               d ==
+           tiles;
+    __threadfence();
+  }
+  __syncthreads();
+  if (!last) return;
+#pragma unroll
+  for (int i = 0; i < kMaxKernelSums; ++i) {
+    if (i < g.count) {
+      for (int64_t k = 0; k < grad_sum_outputs(g.sums[i]); ++k) block_grad_tree(g.sums[i], k, v);
+    }
+  }
+}
+
+// The sums as a kernel takes them, with their counters: fresh per call from the caching allocator
+// (two streams never share them) and zeroed by a memset on the stream (a memset node of the graph
+// under capture, so every replay starts from zero).
+template <typename T>
+KernelGradSums<T> kernel_grad_sums_of(const std::vector<GradSum<T>>& sums, int64_t B, int64_t N,
+                                      at::Tensor& arrivals) {
+  TORCH_CHECK(sums.size() <= static_cast<size_t>(kMaxKernelSums), "lif_cuda: ", sums.size(),
+              " gradient sums exceed one kernel's");
+  KernelGradSums<T> g{};
+  if (sums.empty()) return g;
+  for (size_t i = 0; i < sums.size(); ++i) g.sums[i] = sums[i];
+  g.count = static_cast<int>(sums.size());
+  arrivals = at::empty({grad_tiles(N) + 1},
+                       at::TensorOptions(at::kLong).device(at::kCUDA, c10::cuda::current_device()));
+  C10_CUDA_CHECK(cudaMemsetAsync(arrivals.mutable_data_ptr(), 0, arrivals.nbytes(),
+                                 c10::cuda::getCurrentCUDAStream().stream()));
+  g.arrivals = reinterpret_cast<unsigned long long*>(arrivals.mutable_data_ptr<int64_t>());
+  g.B = B;
+  g.N = N;
+  return g;
 }
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }

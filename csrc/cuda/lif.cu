@@ -26,10 +26,15 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const LifForwardArgs<IT
   if (idx < a.B * a.N) forward_thread<IT, T, NOISE, SAVE, RECORD>(a, idx);
 }
 
+// The parameter-gradient sums at its end, by the blocks that complete them (launch.h). The launch
+// bounds name a minimum of one block an SM: without it ptxas gives this kernel (with the sums'
+// barriers) fewer registers than its loop holds, and spills.
 template <typename IT, typename T, int SURR, bool HAS_GW, bool MASK>
-__global__ void __launch_bounds__(kBlock) backward_kernel(const LifBackwardArgs<IT, T> a) {
+__global__ void __launch_bounds__(kBlock, 1)
+    backward_kernel(const LifBackwardArgs<IT, T> a, const KernelGradSums<T> g) {
   const int64_t idx = thread_index();
   if (idx < a.B * a.N) backward_thread<IT, T, SURR, HAS_GW, MASK>(a, idx);
+  kernel_grad_sums(g);
 }
 
 }  // namespace
@@ -50,20 +55,24 @@ struct LifCuda : CudaDevice {
     });
   }
 
+  // The kernel also sums the parameters' gradients (`sums`): one launch, no grad-sum kernels.
   template <typename IT, typename T>
-  static void backward(const LifBackwardArgs<IT, T>& a) {
+  static void backward(const LifBackwardArgs<IT, T>& a, const std::vector<GradSum<T>>& sums) {
     const cudaStream_t stream = current_stream();
+    at::Tensor arrivals;
+    const KernelGradSums<T> g = kernel_grad_sums_of(sums, a.B, a.N, arrivals);
     if (a.mask != nullptr) {  // a window mask serves StepPWL only (host/checks.h)
       BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
         backward_kernel<IT, T, kStepPWL, HAS_GW, true>
-            <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+            <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a, g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
       return;
     }
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       BOOL_SWITCH(a.gw != nullptr, HAS_GW, [&] {
-        backward_kernel<IT, T, SURR, HAS_GW, false><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+        backward_kernel<IT, T, SURR, HAS_GW, false>
+            <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a, g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

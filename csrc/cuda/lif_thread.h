@@ -2,9 +2,9 @@
 // b, neuron n) over the whole time loop, forward and backward. The
 // kernels in lif.cu only compute the thread's index and call these; and the host tests compile
 // this very file with g++ and run it, thread by thread, against the reference and the CPU op (no
-// GPU needed). The math is core/lif.h's; this file only moves data: it loads
-// kChunk time steps ahead (independent loads in flight while the recurrence runs) and stores what
-// the step functions return.
+// GPU needed). The math is core/lif.h's; this file only moves data: it loads time steps ahead
+// (forward: the next kChunk while a chunk runs; backward: a ring of kRing), so independent loads
+// are in flight while the recurrence runs, and stores what the step functions return.
 //
 // Layout: (B,T,N) sequences, (B,N) per-row state (or one shared (N,) row), (N,) parameters, all
 // contiguous but grad_spikes, which is read with its own strides (0 for a broadcast). Thread
@@ -156,18 +156,35 @@ LIF_HD T forward_neuron(const IT* __restrict__ x, const T* __restrict__ z, Neuro
   return w;
 }
 
+// Steps whose loads a reverse time loop keeps in flight (reverse_steps). Results never depend on
+// it.
+constexpr int kRing = 4;
+
 // Every model's reverse time loop over the steps t = t_last..1 of one neuron: step(t, load(t)),
-// the values of kChunk steps loaded ahead (independent loads in flight while the recurrence runs).
-// Step 0 is the caller's (it reads the initial state instead of a saved step).
-template <typename Load, typename Step>
+// software-pipelined over a ring of RING loaded steps: as a step takes its values from the ring,
+// the load of the step RING earlier goes into its place, so RING steps' loads are in flight while
+// the recurrence runs, in the registers of RING steps. The steps run in the same order whatever
+// the ring. Step 0 is the caller's (it reads the initial state instead of a saved step).
+template <int RING = kRing, typename Load, typename Step>
 LIF_HD void reverse_steps(int64_t t_last, const Load& load, const Step& step) {
   int64_t t = t_last;
-  for (; t >= kChunk; t -= kChunk) {
-    decltype(load(t)) v[kChunk];
+  if (t >= RING) {
+    decltype(load(t)) v[RING];
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) v[k] = load(t - k);
+    for (int k = 0; k < RING; ++k) v[k] = load(t - k);
+    // The ring holds steps t .. t-RING+1; while the RING steps before them are all >= 1, each
+    // slot takes its step RING earlier once its own step has read it.
+    for (; t >= 2 * RING; t -= RING) {
+      LIF_UNROLL
+      for (int k = 0; k < RING; ++k) {
+        const auto cur = v[k];
+        v[k] = load(t - RING - k);
+        step(t - k, cur);
+      }
+    }
     LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step(t - k, v[k]);
+    for (int k = 0; k < RING; ++k) step(t - k, v[k]);
+    t -= RING;
   }
   for (; t >= 1; --t) step(t, load(t));
 }
@@ -230,7 +247,7 @@ LIF_HD NeuronGrads<T> backward_neuron(const IT* __restrict__ gs, int64_t gs_stri
 }
 
 // The same from the window mask (SPEC §11; StepPWL, no tau or threshold terms): the mask's word of
-// each 32 steps (at mask + (t / 32) * stride_t) instead of u; gs and gw loaded kChunk steps ahead.
+// each 32 steps (at mask + (t / 32) * stride_t) instead of u; gs and gw loaded ahead as for u.
 template <typename IT, typename T, bool HAS_GW>
 LIF_HD NeuronGrads<T> backward_neuron_masked(const IT* __restrict__ gs, int64_t gs_stride_t,
                                              const T* __restrict__ gw, T g_final,
@@ -248,21 +265,16 @@ LIF_HD NeuronGrads<T> backward_neuron_masked(const IT* __restrict__ gs, int64_t 
         gsv, gwv, mask_value<T>(word, static_cast<int>(t % kMaskBits)), c, W, g_bias));
     if (grad_block_ends(t_last, t, 0)) flush_grad_block(g_bias, sum_bias);
   };
-  int64_t t = t_last;
-  for (; t >= kChunk - 1; t -= kChunk) {
-    T gsv[kChunk];
-    T gwv[kChunk];
-    LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      gsv[k] = static_cast<T>(gs[(t - k) * gs_stride_t]);
-      gwv[k] = HAS_GW ? gw[(t - k) * stride_t] : T(0);
-    }
-    LIF_UNROLL
-    for (int k = 0; k < kChunk; ++k) step(t - k, gsv[k], gwv[k]);
-  }
-  for (; t >= 0; --t) {
-    step(t, static_cast<T>(gs[t * gs_stride_t]), HAS_GW ? gw[t * stride_t] : T(0));
-  }
+  struct Loaded {
+    T gs, gw;
+  };
+  reverse_steps(
+      t_last,
+      [&](int64_t ts) {
+        return Loaded{static_cast<T>(gs[ts * gs_stride_t]), HAS_GW ? gw[ts * stride_t] : T(0)};
+      },
+      [&](int64_t ts, const Loaded& v) { step(ts, v.gs, v.gw); });
+  step(0, static_cast<T>(gs[0]), HAS_GW ? gw[0] : T(0));
   return NeuronGrads<T>{W, 0.0, 0.0, sum_bias};
 }
 

@@ -26,10 +26,14 @@ __global__ void __launch_bounds__(kBlock) forward_kernel(const SynForwardArgs<IT
   if (idx < a.B * a.N) syn_forward_thread<IT, T, NOISE, S_FIXED, AHP, SUM>(a, idx);
 }
 
+// With `g` (the call's last kernel), the parameter-gradient sums at its end (launch.h), with
+// the LIF backward's launch bounds.
 template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
-__global__ void __launch_bounds__(kBlock) backward_kernel(const SynBackwardArgs<IT, T> a) {
+__global__ void __launch_bounds__(kBlock, 1)
+    backward_kernel(const SynBackwardArgs<IT, T> a, const KernelGradSums<T> g) {
   const int64_t idx = thread_index();
   if (idx < a.B * a.N) syn_backward_thread<IT, T, SURR, S_FIXED, AHP>(a, idx);
+  kernel_grad_sums(g);
 }
 
 }  // namespace
@@ -61,13 +65,17 @@ struct SynCuda : CudaDevice {
     });
   }
 
+  // A call's kernel; its last also sums the parameters' gradients (`sums`).
   template <typename IT, typename T>
-  static void backward(const SynBackwardArgs<IT, T>& a) {
+  static void backward(const SynBackwardArgs<IT, T>& a, const std::vector<GradSum<T>>& sums = {}) {
     const cudaStream_t stream = current_stream();
+    at::Tensor arrivals;
+    const KernelGradSums<T> g = kernel_grad_sums_of(sums, a.B, a.N, arrivals);
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
         BOOL_SWITCH(a.h_pre != nullptr, AHP, [&] {
-          backward_kernel<IT, T, SURR, S_FIXED, AHP><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
+          backward_kernel<IT, T, SURR, S_FIXED, AHP>
+              <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a, g);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

@@ -74,7 +74,8 @@ inline LifForwardOp prepare_lif_forward(const Tensor& input, const Tensor& v0,
     op.u = sequence_output(save_u, B, T, N, state);
   }
   op.v_final = at::empty({B, N}, state);
-  op.v0_saved = saved_state(v0, save_u);
+  // Not beside a window mask: its backward reads no v0 (no tau term).
+  op.v0_saved = saved_state(v0, save_u && !save_mask);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   op.run = B > 0 && N > 0 && T > 0;
   if (!op.run) {

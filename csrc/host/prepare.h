@@ -24,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "../core/args.h"
 #include "../core/grad_sums.h"
@@ -277,7 +278,7 @@ inline Tensor sequence_output(bool wanted, int64_t B, int64_t T, int64_t N,
 }
 
 // A copy of an initial state as the forward read it, for the backward (`save`), or (0,): a module
-// updates its state in place right after the call.
+// updates its state in place right after the call (autograd would refuse a saved caller's tensor).
 inline Tensor saved_state(const Tensor& state, bool save) {
   return save ? state.clone(at::MemoryFormat::Contiguous) : at::empty(no_output(), state.options());
 }
@@ -342,6 +343,18 @@ auto run_forward_op(const Tensor& input, const OptTensor& noise, const OptTensor
   return op.outputs();
 }
 
+// A backward kernel and its parameter-gradient sums: one kernel where the device's backward takes
+// the sums (CUDA, LIF and synaptic), else the kernel, then the device's sums.
+template <typename Dev, typename Args, typename T>
+void backward_with_sums(const Args& a, const std::vector<GradSum<T>>& sums, int64_t B) {
+  if constexpr (requires { Dev::backward(a, sums); }) {
+    Dev::backward(a, sums);
+  } else {
+    Dev::backward(a);
+    Dev::grad_sums(sums, B);
+  }
+}
+
 template <typename Dev, typename Prepare>
 auto run_backward_op(const Tensor& u, const Prepare& prepare) {
   const c10::DeviceGuard guard(u.device());
@@ -349,8 +362,7 @@ auto run_backward_op(const Tensor& u, const Prepare& prepare) {
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "lif_cuda backward", [&] {
       count_launch();
-      Dev::backward(op.template args<IT, CT>());
-      Dev::grad_sums(op.template grad_sums<CT>(), op.B);
+      backward_with_sums<Dev>(op.template args<IT, CT>(), op.template grad_sums<CT>(), op.B);
     });
   }
   return op.outputs();

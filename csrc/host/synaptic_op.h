@@ -130,6 +130,8 @@ inline SynForwardOp prepare_syn_forward(
   op.v_final = at::empty({B, N}, state);
   op.i_final = at::empty({B, N, S}, state);
   op.s_final = at::empty({B, N}, state);
+  // Copies: a module writes its state in place after the call (saving its tensors would make the
+  // backward raise), and the backward reads v0 (tau_mem's gradient) and s0 (w_rec's, w_ahp's).
   op.v0_saved = save ? v0.clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
   op.s0_saved =
       save && s0.has_value() ? s0->clone(at::MemoryFormat::Contiguous) : at::empty(empty, state);
@@ -251,9 +253,9 @@ struct SynBackwardOp : BackwardSettings {
   }
 
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
-  // bias, tau_syn (through beta).
+  // bias, tau_syn (through beta), and with the AHP current tau_ahp (through gamma) and w_ahp.
   template <typename CT>
-  std::vector<GradSum<CT>> grad_sums() {
+  std::vector<GradSum<CT>> param_sums() {
     const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
     double* p = partial.mutable_data_ptr<double>();
     const int beta_collapse =
@@ -267,9 +269,16 @@ struct SynBackwardOp : BackwardSettings {
       double* pa = p + 3 * BN + BN * S;
       sums.push_back(grad_sum<CT>(pa, N, S, collapse_of(tau_ahp), g_tau_ahp, gamma, tau_ahp, dt));
       sums.push_back(grad_sum<CT>(pa + BN, N, S, collapse_of(w_ahp), g_w_ahp));
-      if (g_h0.dim() == 1) sums.push_back(shared_state_sum<CT>(H, H64, g_h0));
     }
-    // A shared initial state's gradient: its rows' (W, I carry dL/dv0, dL/di0 per row).
+    return sums;
+  }
+
+  // A shared initial state's gradient: its rows' (W, I, H carry dL/dv0, dL/di0, dL/dh0 per row;
+  // s0_rows dL/ds0's), once the kernels have run.
+  template <typename CT>
+  std::vector<GradSum<CT>> state_sums() {
+    std::vector<GradSum<CT>> sums;
+    if (ahp && g_h0.dim() == 1) sums.push_back(shared_state_sum<CT>(H, H64, g_h0));
     if (v0.dim() == 1) sums.push_back(shared_state_sum<CT>(W, W64, g_v0));
     if (i0_shared) sums.push_back(shared_state_sum<CT>(I, I64, g_i0));
     if (s0_rows.defined()) sums.push_back(shared_state_sum<CT>(s0_rows, S064, g_s0));
@@ -390,20 +399,29 @@ inline SynBackwardOp prepare_syn_backward(
 }
 
 // The backward: one kernel call over all steps, or, with recurrent weights, the reverse loop (per
-// step dL/ds[t] = dL/dr[t+1] @ w_rec^T, then the step kernel), then dL/dw_rec and dL/ds0 as matrix
-// products; then the parameter-gradient sums (`sums`, the device's runner of core/grad_sums.h).
-template <typename IT, typename CT, typename Launch, typename Sums>
-void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
+// step dL/ds[t] = dL/dr[t+1] @ w_rec^T, then the step kernel); the parameters' gradient sums with
+// the last kernel (backward_with_sums: inside it on CUDA); then dL/dw_rec and dL/ds0 as matrix
+// products, and a shared initial state's sums.
+template <typename Dev, typename IT, typename CT>
+void run_syn_backward(SynBackwardOp& op) {
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
-  if (!op.w_rec.defined()) {
+  const std::vector<GradSum<CT>> params = op.template param_sums<CT>();
+  const auto kernel = [&](int64_t t0, int64_t steps, bool with_gs_rec) {
     count_launch();
-    launch(op.args<IT, CT>(0, T, false));
+    const SynBackwardArgs<IT, CT> a = op.template args<IT, CT>(t0, steps, with_gs_rec);
+    if (t0 == 0) {
+      backward_with_sums<Dev>(a, params, B);
+    } else {
+      Dev::backward(a);
+    }
+  };
+  if (!op.w_rec.defined()) {
+    kernel(0, T, false);
   } else {
     const Tensor w_t = op.w_rec.t();
     for (int64_t t = T - 1; t >= 0; --t) {
       if (t < T - 1) at::mm_out(op.gs_rec, op.g_r.select(1, t + 1), w_t);
-      count_launch();
-      launch(op.args<IT, CT>(t, 1, t < T - 1));
+      kernel(t, 1, t < T - 1);
     }
     at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
   }
@@ -421,10 +439,11 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
     if (op.s0.dim() == 2) {
       op.g_s0.copy_(rows);
     } else {
-      op.s0_rows = rows;  // a shared s0: summed over the batch with the parameters (grad_sums)
+      op.s0_rows = rows;  // a shared s0: summed over the batch as the parameters (state_sums)
     }
   }
-  sums(op.template grad_sums<CT>(), B);
+  const std::vector<GradSum<CT>> states = op.template state_sums<CT>();
+  if (!states.empty()) Dev::grad_sums(states, B);
 }
 
 template <typename Dev>
@@ -468,11 +487,8 @@ SynBackwardOut synaptic_backward(
       tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
       noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays);
   if (op.run) {
-    LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
-      run_syn_backward<IT, CT>(
-          op, [](const SynBackwardArgs<IT, CT>& r) { Dev::backward(r); },
-          [](const std::vector<GradSum<CT>>& g, int64_t B) { Dev::grad_sums(g, B); });
-    });
+    LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward",
+                    [&] { run_syn_backward<Dev, IT, CT>(op); });
   }
   return op.outputs();
 }
