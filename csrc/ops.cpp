@@ -173,4 +173,12 @@ TORCH_LIBRARY(lif_cuda, m) {
       "bool decays=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor)");
+  // SpikeLinear's input kept for its backward (SPEC §11, core/counts.h): pack_counts checks that
+  // every value of `input` (float32/64, float16, bfloat16, any shape) is an integer count in
+  // [0, max_count] (max_count in [1, 255]) and returns them in memory order as uint8, 8 to a byte
+  // (bit j of byte i is element 8i + j) when max_count == 1, else one to a byte. A broken promise
+  // is a ValueError naming max_count on the CPU; on CUDA a device-side assertion (no host sync).
+  // unpack_counts returns the first `numel` counts of `packed` as a flat tensor of `dtype`.
+  m.def("pack_counts(Tensor input, int max_count) -> Tensor");
+  m.def("unpack_counts(Tensor packed, int max_count, int numel, ScalarType dtype) -> Tensor");
 }

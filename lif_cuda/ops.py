@@ -161,6 +161,15 @@ if _ext.loaded():
             u.new_empty(beta_adapt.shape),
         )
 
+    @torch.library.register_fake("lif_cuda::pack_counts")
+    def _pack_counts_fake(input, max_count):
+        n = input.numel()
+        return input.new_empty((n if max_count > 1 else (n + 7) // 8,), dtype=torch.uint8)
+
+    @torch.library.register_fake("lif_cuda::unpack_counts")
+    def _unpack_counts_fake(packed, max_count, numel, dtype):
+        return packed.new_empty((numel,), dtype=dtype)
+
     # The op packets themselves (no Python wrapper on the hot path).
     lif_forward_op = torch.ops.lif_cuda.lif_forward
     lif_backward_op = torch.ops.lif_cuda.lif_backward
