@@ -232,7 +232,8 @@ using SynForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&,
                                     const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const OptTensor&, const OptTensor&, const OptTensor&, double,
                                     double, double, double, int64_t, bool, bool, const OptTensor&,
-                                    const OptTensor&, const OptTensor&, const OptTensor&, bool);
+                                    const OptTensor&, const OptTensor&, const OptTensor&, bool,
+                                    bool, bool, bool);
 using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const OptTensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
@@ -258,11 +259,18 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                double window, double max_spikes, int64_t surrogate, bool record,
                                const OptTensor& lengths, const OptTensor& w_ahp,
                                const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
+    // SPEC §11: the window mask instead of u where the StepPWL backward needs nothing else of u
+    // (no gradient for tau_mem or threshold, nor for w_rec or w_ahp, which read the spikes); the
+    // currents before their decay only for the gradient of their time constant.
+    const auto wants = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
+    const bool save_mask = surrogate == kStepPWL && !tau_mem.requires_grad() &&
+                           !threshold.requires_grad() && !wants(w_rec) && !wants(w_ahp);
     auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved, iahp,
           h_final, h_pre] =
         call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
                             w_rec, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-                            record, true, lengths, w_ahp, tau_ahp, h0, decays);
+                            record, true, lengths, w_ahp, tau_ahp, h0, decays, save_mask,
+                            tau_syn.requires_grad(), wants(tau_ahp));
     const bool ahp = h0.has_value();
     // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
     // right after the forward. h0 itself is not needed: h_pre[0] holds what the backward reads.
@@ -283,6 +291,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
     ctx->saved_data["i0_shared"] = i0.dim() == 2;
     ctx->saved_data["decays"] = decays;
     ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
+    ctx->saved_data["shape"] = spikes.sym_sizes();  // (B,T,N): a window mask's is not u's
     ctx->set_materialize_grads(false);
     // The spike state s_final is batch row 0's last spikes for a module's state (spikes[:, -1]
     // carries the gradient); u, i_pre and the copies are internal; unrecorded records are empty.
@@ -301,7 +310,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& u = saved[0];
+    const Tensor& u = saved[0];  // or the window mask
     const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool record = ctx->saved_data["record"].toBool();
     const bool noise_grad =
@@ -313,15 +322,18 @@ class SynForward : public torch::autograd::Function<SynForward> {
     const OptTensor h_pre = defined_or_none(saved[9]);
     const bool ahp = h_pre.has_value();
     const variable_list g = call_backward_op(
-        kSynBackward, syn_backward_op(), true, grad_or_zeros(grads[0], u, input_dtype), recorded(1),
-        recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]), u, saved[1],
-        saved[2], s0, saved[4], saved[5], saved[6], w_rec, ctx->saved_data["dt"].toDouble(),
-        ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
-        ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
-        ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]),
-        ahp ? recorded(11) : std::nullopt, ahp ? defined_or_none(grads[12]) : std::nullopt, h_pre,
-        defined_or_none(saved[10]), defined_or_none(saved[11]),
-        ctx->saved_data["h0_shared"].toBool(), ctx->saved_data["decays"].toBool());
+        kSynBackward, syn_backward_op(), true,
+        grad_or_zeros(grads[0], saved[2].options(), ctx->saved_data["shape"].toSymIntVector(),
+                      input_dtype),
+        recorded(1), recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]),
+        u, saved[1], saved[2], s0, saved[4], saved[5], saved[6], w_rec,
+        ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
+        ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
+        ctx->saved_data["scalar_bias"].toBool(), ctx->saved_data["i0_shared"].toBool(), noise_grad,
+        defined_or_none(saved[8]), ahp ? recorded(11) : std::nullopt,
+        ahp ? defined_or_none(grads[12]) : std::nullopt, h_pre, defined_or_none(saved[10]),
+        defined_or_none(saved[11]), ctx->saved_data["h0_shared"].toBool(),
+        ctx->saved_data["decays"].toBool());
     Tensor g_in = g[0];
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
     // One entry per forward argument (22): eight settings (10..17) and decays are not
@@ -352,12 +364,13 @@ SynForwardOut synaptic_forward_autograd(
     const OptTensor& w_rec, const OptTensor& noise, const OptTensor& noise_key, double dt,
     double noise_scale, double window, double max_spikes, int64_t surrogate, bool record, bool save,
     const OptTensor& lengths, const OptTensor& w_ahp, const OptTensor& tau_ahp, const OptTensor& h0,
-    bool decays) {
+    bool decays, bool save_mask, bool save_i_pre, bool save_h_pre) {
   if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, w_ahp,
                          tau_ahp, h0)) {
     return call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold,
                                bias, w_rec, noise, noise_key, dt, noise_scale, window, max_spikes,
-                               surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays);
+                               surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
+                               save_mask, save_i_pre, save_h_pre);
   }
   const variable_list o = SynForward::apply(
       input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt,

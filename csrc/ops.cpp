@@ -143,12 +143,19 @@ TORCH_LIBRARY(lif_cuda, m) {
   // the synapse sum, s_prev being s0 (or zeros) at the first step. Then the last three outputs are
   // iahp (the record of h, (B,T,N), empty unless `record`), h_final (B,N) and h_pre (h before its
   // decay, (B,T,N), empty unless `save`); without it they are empty.
+  // What `save` keeps (SPEC §11; the autograd kernel decides from what needs a gradient): with
+  // `save_mask`, u is the window mask's (B, ceil(T/32), N) int32 words instead (core/mask.h; the
+  // StepPWL surrogate, and neither tau_mem, threshold, w_rec nor w_ahp needs a gradient); without
+  // `save_i_pre`, i_pre is (0, S) (only tau_syn's gradient reads it); without `save_h_pre`, h_pre
+  // is empty (only tau_ahp's does). synaptic_backward takes them as they are, and returns zeros for
+  // the gradients they cannot give.
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
       "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
       "int surrogate, bool record, bool save, Tensor? lengths=None, Tensor? w_ahp=None, "
-      "Tensor? tau_ahp=None, Tensor? h0=None, bool decays=False) "
+      "Tensor? tau_ahp=None, Tensor? h0=None, bool decays=False, bool save_mask=False, "
+      "bool save_i_pre=True, bool save_h_pre=True) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});

@@ -66,7 +66,7 @@ struct SynCuda : CudaDevice {
     const cudaStream_t stream = current_stream();
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
-        BOOL_SWITCH(a.h_pre != nullptr, AHP, [&] {
+        BOOL_SWITCH(a.H != nullptr, AHP, [&] {
           backward_kernel<IT, T, SURR, S_FIXED, AHP><<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });

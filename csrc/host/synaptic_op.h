@@ -43,6 +43,7 @@ struct SynForwardOp {
   bool ahp = false;  // with the AHP current (SPEC §9)
   NoiseSpec noise;
   double max_spikes = 0.0;
+  double window = 0.0;  // the window mask's (u is the mask: an int32 tensor)
 
   SynForwardOut outputs() const {
     return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
@@ -80,8 +81,11 @@ struct SynForwardOp {
     a.vmem_out = data_or_null<CT>(vmem);
     a.isyn_out = data_or_null<CT>(isyn);
     a.irec_out = r.defined() ? data_or_null<CT>(irec) : nullptr;
-    a.u_out = data_or_null<CT>(u);
-    a.i_pre_out = data_or_null<CT>(i_pre);
+    const bool mask = is_window_mask(u);
+    a.u_out = mask ? nullptr : data_or_null<CT>(u);
+    a.mask_out = mask ? reinterpret_cast<uint32_t*>(u.mutable_data_ptr<int32_t>()) : nullptr;
+    a.window = window;
+    a.i_pre_out = i_pre.dim() == 4 ? data_or_null<CT>(i_pre) : nullptr;
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
     if (ahp) {
@@ -111,7 +115,8 @@ inline SynForwardOp prepare_syn_forward(
     const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
     double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
     const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp,
-    const std::optional<Tensor>& h0, bool decays, bool host_key = true) {
+    const std::optional<Tensor>& h0, bool decays, bool save_mask, bool save_i_pre, bool save_h_pre,
+    bool host_key = true) {
   SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                  noise_key, dt, noise_scale, window, max_spikes, lengths, decays);
@@ -125,8 +130,16 @@ inline SynForwardOp prepare_syn_forward(
   // The record of r: zeros without recurrent weights (Rockpool adds linear(s, 0) = 0).
   op.irec = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
   if (record && !w_rec.has_value()) op.irec.zero_();
-  op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
-  op.i_pre = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
+  // What the backward needs (SPEC §11, the autograd kernel decides): u, or the window mask's
+  // words in its place; the currents before their decay only for tau_syn's gradient ((0,S)
+  // otherwise: the backward reads S from it), h_pre only for tau_ahp's.
+  if (save && save_mask) {
+    op.u = empty_output({B, mask_words(T), N}, state.dtype(at::kInt));
+  } else {
+    op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
+  }
+  op.i_pre = save && !save_i_pre ? at::empty({0, S}, state)
+                                 : empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
   op.v_final = at::empty({B, N}, state);
   op.i_final = at::empty({B, N, S}, state);
   op.s_final = at::empty({B, N}, state);
@@ -136,7 +149,7 @@ inline SynForwardOp prepare_syn_forward(
   // The AHP current: its record (B,T,N), final state (B,N), and h_pre (B,T,N) for the backward.
   op.iahp = empty_output(op.ahp && record ? at::IntArrayRef{B, T, N} : empty, state);
   op.h_final = op.ahp ? at::empty({B, N}, state) : at::empty(empty, state);
-  op.h_pre = empty_output(op.ahp && save ? at::IntArrayRef{B, T, N} : empty, state);
+  op.h_pre = empty_output(op.ahp && save && save_h_pre ? at::IntArrayRef{B, T, N} : empty, state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
@@ -171,6 +184,7 @@ inline SynForwardOp prepare_syn_forward(
     op.h0 = h0->contiguous();
   }
   op.max_spikes = max_spikes;
+  op.window = window;
   return op;
 }
 
@@ -216,8 +230,10 @@ struct SynBackwardOp : BackwardSettings {
     sa.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
     sa.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
     sa.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
-    sa.u = u.const_data_ptr<CT>();
-    sa.i_pre = i_pre.const_data_ptr<CT>();
+    const bool mask = is_window_mask(u);
+    sa.u = mask ? nullptr : u.const_data_ptr<CT>();
+    sa.mask = mask ? reinterpret_cast<const uint32_t*>(u.const_data_ptr<int32_t>()) : nullptr;
+    sa.i_pre = i_pre.dim() == 4 ? const_data_or_null<CT>(i_pre) : nullptr;
     sa.v0 = v0.const_data_ptr<CT>();
     sa.v0_stride_b = v0.dim() == 2 ? N : 0;
     sa.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
@@ -234,7 +250,7 @@ struct SynBackwardOp : BackwardSettings {
     sa.partial = partial.mutable_data_ptr<double>();
     sa.beta_sums = data_or_null<CT>(beta_sums);
     if (ahp) {
-      sa.h_pre = h_pre.const_data_ptr<CT>();
+      sa.h_pre = const_data_or_null<CT>(h_pre);
       sa.gh = gh.defined() ? gh.const_data_ptr<CT>() : nullptr;
       sa.w_ahp = per_neuron<CT>(w_ahp);
       sa.gamma = per_neuron<CT>(gamma);
@@ -296,8 +312,10 @@ inline SynBackwardOp prepare_syn_backward(
                                   grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
                                   dt, window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
-  op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, u);
-  const auto opts = u.options();
+  const bool mask = is_window_mask(u);
+  const Tensor& ref = mask ? v0 : u;  // the compute dtype and device
+  op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, ref, op.sh);
+  const auto opts = ref.options();
   const at::IntArrayRef empty = no_output();
   op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
   op.g_v0 = at::empty(v0.sizes(), opts);
@@ -379,11 +397,12 @@ inline SynBackwardOp prepare_syn_backward(
     }
   }
   // A CUDA thread's per-call beta sums where S is not 1 or 2 (SYNAPSES_SWITCH): no registers.
-  if (S > 2 && u.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
+  if (S > 2 && ref.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = empty_output({B, T, N * S}, opts);
-    op.s_prev = empty_output({B, T, N}, opts);
+    // s[t-1] for w_rec's gradient: from u; the window mask gives none (w_rec is frozen then).
+    if (!mask) op.s_prev = empty_output({B, T, N}, opts);
     op.gs_rec = at::empty({B, N}, opts);
   }
   return op;
@@ -405,7 +424,9 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
       count_launch();
       launch(op.args<IT, CT>(t, 1, t < T - 1));
     }
-    at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
+    if (op.s_prev.defined()) {
+      at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
+    }
   }
   if (op.s0.defined() && (op.w_rec.defined() || op.ahp)) {
     // dL/ds0 through r[0] and through h_pre[0] (SPEC §9: dL/dh_pre[0] * w_ahp, where the row ran
@@ -425,6 +446,11 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
     }
   }
   sums(op.template grad_sums<CT>(), B);
+  // What was not kept gives no gradient (SPEC §11; the autograd kernel keeps it wherever one is
+  // wanted): zeros, not the sums of the terms the kernels formed without it.
+  if (op.i_pre.dim() != 4) op.g_tau_syn.zero_();
+  if (op.ahp && op.h_pre.numel() == 0) op.g_tau_ahp.zero_();
+  if (is_window_mask(op.u) && op.ahp) op.g_w_ahp.zero_();
 }
 
 template <typename Dev>
@@ -435,13 +461,14 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                double noise_scale, double window, double max_spikes,
                                int64_t /*surrogate*/, bool record, bool save,
                                const OptTensor& lengths, const OptTensor& w_ahp,
-                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
+                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays,
+                               bool save_mask, bool save_i_pre, bool save_h_pre) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  SynForwardOp op =
-      prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                          noise_key, dt, noise_scale, window, max_spikes, record, save, lengths,
-                          w_ahp, tau_ahp, h0, decays, !device_key);
+  SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
+                                        noise, noise_key, dt, noise_scale, window, max_spikes,
+                                        record, save, lengths, w_ahp, tau_ahp, h0, decays,
+                                        save_mask, save_i_pre, save_h_pre, !device_key);
   if (op.run) {
     // One key for the whole call: the recurrent model's per-step kernels read the same one.
     if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
