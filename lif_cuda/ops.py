@@ -74,7 +74,7 @@ if _ext.loaded():
     def _synaptic_forward_fake(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
         max_spikes, surrogate, record, save, lengths=None, w_ahp=None, tau_ahp=None, h0=None, decays=False,
-        save_mask=False, save_i_pre=True, save_h_pre=True,
+        save_mask=False, save_i_pre=True, save_h_pre=True, save_counts=False,
     ):
         _check_devices(input, tau_mem=tau_mem, tau_syn=tau_syn, threshold=threshold, bias=bias, w_rec=w_rec, v0=v0,
                        i0=i0, s0=s0, noise=noise, lengths=lengths, w_ahp=w_ahp, tau_ahp=tau_ahp, h0=h0)
@@ -101,6 +101,9 @@ if _ext.loaded():
             v0.new_empty((B, T, N)) if ahp and record else v0.new_empty((0,)),
             v0.new_empty((B, N)) if ahp else v0.new_empty((0,)),
             v0.new_empty((B, T, N)) if ahp and save and save_h_pre else v0.new_empty((0,)),
+            # the spikes as uint8 counts beside the mask (SPEC §11)
+            (v0.new_empty((B, T, N), dtype=torch.uint8) if save and save_mask and save_counts
+             else v0.new_empty((0,))),
         )
 
     @torch.library.register_fake("lif_cuda::synaptic_backward")
@@ -108,6 +111,7 @@ if _ext.loaded():
         grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
         threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
         grad_iahp=None, grad_hfinal=None, h_pre=None, w_ahp=None, tau_ahp=None, h0_shared=False, decays=False,
+        spike_counts=None,
     ):
         B, T, N = grad_spikes.shape  # u may be the window mask, i_pre (0, S) (SPEC §11)
         S = i_pre.shape[-1]

@@ -914,9 +914,11 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
                   void* i_pre_out, void* v_final, void* i_final, const int64_t* lengths, int64_t B,
                   int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h0,
                   int64_t h0_sb, const void* w_ahp, const void* gamma, int ahp_scalars,
-                  void* iahp_out, void* h_pre_out, void* h_final, void* mask_out, double window) {
+                  void* iahp_out, void* h_pre_out, void* h_final, void* mask_out, double window,
+                  void* counts_out) {
   SynForwardArgs<IT, T> a{};
   a.mask_out = static_cast<uint32_t*>(mask_out);  // the window mask in u's place (SPEC §11)
+  a.counts_out = static_cast<uint8_t*>(counts_out);  // the spikes as counts beside it
   a.window = window;
   // The AHP current (SPEC §9), when h0 is given: ahp_scalars bit 1/2 for a () w_ahp/gamma.
   a.h0 = static_cast<const T*>(h0);
@@ -982,9 +984,10 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
                   void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
                   int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h_pre,
                   const void* gh, const void* w_ahp, const void* gamma, int ahp_scalars, void* H,
-                  const void* mask) {
+                  const void* mask, const void* counts) {
   SynBackwardArgs<IT, T> a{};
   a.mask = static_cast<const uint32_t*>(mask);
+  a.counts = static_cast<const uint8_t*>(counts);
   a.h_pre = static_cast<const T*>(h_pre);
   a.gh = static_cast<const T*>(gh);
   a.w_ahp = neuron_param<T>(w_ahp, ahp_scalars, 1);
@@ -1054,12 +1057,13 @@ void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       void* i_final, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
                       int64_t S, int64_t t0, int64_t steps, const void* h0, int64_t h0_sb,
                       const void* w_ahp, const void* gamma, int ahp_scalars, void* iahp_out,
-                      void* h_pre_out, void* h_final, void* mask_out, double window) {
+                      void* h_pre_out, void* h_final, void* mask_out, double window,
+                      void* counts_out) {
   LIF_IO_SWITCH(io, fwd_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_sb, i0, i0_sb,
                 r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_last, vmem_out,
                 isyn_out, irec_out, u_out, i_pre_out, v_final, i_final, lengths, B, Tn, N, S, t0,
                 steps, h0, h0_sb, w_ahp, gamma, ahp_scalars, iahp_out, h_pre_out, h_final, mask_out,
-                window)
+                window, counts_out)
 }
 
 void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t sn,
@@ -1071,11 +1075,11 @@ void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t s
                        void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
                        int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps,
                        const void* h_pre, const void* gh, const void* w_ahp, const void* gamma,
-                       int ahp_scalars, void* H, const void* mask) {
+                       int ahp_scalars, void* H, const void* mask, const void* counts) {
   LIF_IO_SWITCH(io, bwd_t, gs, sb, st, sn, gs_rec, gw, gi, gr, u, a, v0, v0_sb, s0, s0_sb, alpha,
                 beta, thr, scalars, beta_mode, window, max_spikes, surrogate, W, I, g_in, g_r, g_u,
                 s_prev, partial, lengths, B, Tn, N, S, t0, steps, h_pre, gh, w_ahp, gamma,
-                ahp_scalars, H, mask)
+                ahp_scalars, H, mask, counts)
 }
 
 void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collapse, void* dst,
@@ -1125,10 +1129,10 @@ def syn_lib():
     p, i, u64, d, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     h.syn_host_forward.restype = None
     h.syn_host_forward.argtypes = [i, p, p, i, u64, u64, d, p, i64, p, i64, p, p, p, p, p, i, i, d, p, p, p, p, p,
-                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, i64, p, p, i, p, p, p, p, d]
+                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, i64, p, p, i, p, p, p, p, d, p]
     h.syn_host_backward.restype = None
     h.syn_host_backward.argtypes = [i, p, i64, i64, i64, p, p, p, p, p, p, p, i64, p, i64, p, p, p, i, i, d, d, i,
-                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p, p]
+                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p, p, p]
     h.syn_host_grad_sum.restype = None
     h.syn_host_grad_sum.argtypes = [i, p, i64, i64, i, p, p, p, d, i64]
     h.syn_host_row_sums.restype = None
@@ -1157,7 +1161,7 @@ def _syn_scalars(alpha, thr, bias):
 
 def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, w_rec=None, noise=None, key=None,
                  noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None, ahp=None,
-                 save_mask=False, save_i_pre=True, save_h_pre=True, window=0.5):
+                 save_mask=False, save_i_pre=True, save_h_pre=True, window=0.5, counts=None):
     """What the CUDA forward op computes (host/synaptic_op.h's loop around the CUDA threads), on the
     host: the outputs of torch.ops.lif_cuda.synaptic_forward (lengths: int64 (B,) or None). `ahp`:
     the AHP current's h0, w_ahp, tau_ahp (SPEC §9), or None; then (iahp, h_final, h_pre) follow."""
@@ -1203,7 +1207,7 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
             _ptr(h0 if first else h_final), (N if h0 is not None and h0.dim() == 2 else 0) if first else N,
             _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(iahp) if record else None,
             _ptr(h_pre) if save and save_h_pre else None, _ptr(h_final), _ptr(u) if save and save_mask else None,
-            window,
+            window, _ptr(counts),
         )
     if ahp is not None and not save_h_pre:
         h_pre = torch.empty((0,), dtype=ct)
@@ -1214,7 +1218,7 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
 
 def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, thr, *, w_rec=None, dt=1e-3,
                   window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True, lengths=None,
-                  ahp=None):
+                  ahp=None, counts=None):
     """What the CUDA backward op computes, on the host: torch.ops.lif_cuda.synaptic_backward's outputs
     (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise). `ahp`: the AHP
     current's h_pre, w_ahp, tau_ahp, gh, ghf (upstream on iahp, h_final) and h0_shared, or None; then
@@ -1242,7 +1246,7 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
         ahp_scalars = int(w_ahp.dim() == 0) | 2 * int(gamma.dim() == 0)
         H = (ahp["ghf"].clone() if ahp.get("ghf") is not None else torch.zeros(B, N, dtype=ct)).contiguous()
     g_r = torch.empty((B, T, N * S), dtype=ct) if w_rec is not None else None
-    s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None and mask is None else None
+    s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None and (mask is None or counts is not None) else None
     sb, st, sn = gs.stride()
     steps = [(0, T, False)] if w_rec is None else [(t, 1, t < T - 1) for t in range(T - 1, -1, -1)]
     for t0, n_steps, with_rec in steps:
@@ -1255,7 +1259,7 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
             _syn_scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I_),
             _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), _ptr(lengths), B, T, N, S, t0, n_steps,
             _ptr(h_pre) if h_pre is not None and h_pre.numel() else None, _ptr(gh), _ptr(w_ahp), _ptr(gamma),
-            ahp_scalars, _ptr(H), _ptr(mask),
+            ahp_scalars, _ptr(H), _ptr(mask), _ptr(counts),
         )
     f64 = int(ct == torch.float64)
     BN = B * N
@@ -1291,7 +1295,7 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     pa = partial[3 * BN + BN * S:]
     g_tau_ahp = grad_sum(pa[:BN], N, coll(ahp["tau_ahp"]), ahp["tau_ahp"].shape, gamma, ahp["tau_ahp"].contiguous())
     g_w_ahp = grad_sum(pa[BN:], N, coll(w_ahp), w_ahp.shape)
-    if mask is not None:  # the mask gives no w_ahp gradient; no h_pre, no tau_ahp one (zeros, as the op)
+    if mask is not None and counts is None:  # the mask alone: no w_ahp gradient; no h_pre, no tau_ahp one
         g_w_ahp = torch.zeros_like(g_w_ahp)
     if h_pre.numel() == 0:
         g_tau_ahp = torch.zeros_like(g_tau_ahp)
@@ -1657,14 +1661,21 @@ def test_synaptic_compact_threads_equal_fused_cpu_op(syn_lib, io, S, rec, length
     args = (case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"],
             case["w_rec"], None, None, 1e-3, 0.0, 0.4, 3.0, 0, True, True, lens)
     full = op.synaptic_forward(*args)
-    want = op.synaptic_forward(*args, save_mask=True, save_i_pre=False)
+    # Recurrent: w_rec's gradient reads the spikes, kept as uint8 counts beside the mask.
+    want = op.synaptic_forward(*args, save_mask=True, save_i_pre=False, save_counts=rec)
     assert want[7].dtype == torch.int32 and want[8].shape == (0, S)
+    assert want[14].shape == ((B, T, N) if rec else (0,))
     order = "down" if S <= 2 else "cpu"  # S <= 2: one order everywhere; else the CPU's, as the op
+    counts = torch.full((B, T, N), 77, dtype=torch.uint8) if rec else None
     got = _syn_host_fwd(syn_lib, case, order=order, max_spikes=3.0, lengths=lens, save_mask=True, save_i_pre=False,
-                        window=0.4)
+                        window=0.4, counts=counts)
+    if rec:
+        assert torch.equal(want[14].float(), want[0].float()), "counts are the spikes"
     if S <= 2:
         assert_equal(got[7], want[7], "mask words")
         assert_equal(got[0], want[0], "spikes")
+        if rec:
+            assert torch.equal(counts, want[14]), "counts (padding included)"
     g = torch.Generator().manual_seed(1)
     rn = lambda *s: torch.randn(s, generator=g).to(ct)  # noqa: E731
     gs = rn(B, T, N).to(io)
@@ -1673,15 +1684,16 @@ def test_synaptic_compact_threads_equal_fused_cpu_op(syn_lib, io, S, rec, length
     rest = (case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"], 1e-3, 0.4, 3.0, 0,
             False, True, True, lens)
     plain = op.synaptic_backward(*bargs, full[7], full[8], *rest)
-    compact = op.synaptic_backward(*bargs, want[7], want[8], *rest)
+    kept = want[14] if rec else None
+    compact = op.synaptic_backward(*bargs, want[7], want[8], *rest, spike_counts=kept)
     host = syn_backward_on_host(syn_lib, *bargs, want[7], want[8], case["v0"], case["s0"], case["tau_mem"],
                                 case["tau_syn"], case["thr"], w_rec=case["w_rec"], window=0.4, max_spikes=3.0,
-                                lengths=lens)
+                                lengths=lens, counts=kept)
     names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise")
     for k, name in enumerate(names):
-        if name in ("g_in", "g_v0", "g_i0", "g_bias", "g_noise") or (name == "g_s0" and rec):
+        if name in ("g_in", "g_v0", "g_i0", "g_bias", "g_noise") or (name in ("g_s0", "g_w_rec") and rec):
             assert_equal(compact[k], plain[k], f"compact {name} against the full save")
-        if name in ("g_tau_mem", "g_thr", "g_tau_syn", "g_w_rec") and compact[k].numel():
+        if name in ("g_tau_mem", "g_thr", "g_tau_syn") and compact[k].numel():
             assert not compact[k].any(), f"{name}: what was not kept gives zeros"
         if S <= 2 and host[k] is not None and name not in ("g_s0", "g_w_rec"):
             assert_equal(host[k], compact[k], f"threads {name}")

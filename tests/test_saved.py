@@ -166,7 +166,8 @@ def syn_case(B=3, T=45, N=7, S=2, *, rec=False, ahp=False, dtype=torch.float64, 
 SYN_LEAVES = ("x", "v0", "i0", "s0", "h0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec", "w_ahp", "tau_ahp")
 
 
-def syn_grads(c, frozen=(), *, record=True, lengths=None, noise=None, surrogate=lif_cuda.StepPWL, evolve=None):
+def syn_grads(c, frozen=(), *, record=True, lengths=None, noise=None, surrogate=lif_cuda.StepPWL, evolve=None,
+              max_spikes=3.0):
     """{leaf: gradient} of the fused synaptic (or AHP) op with `frozen` leaves not requiring one, and
     what the graph kept ({dtype: bytes})."""
     leaves = {k: None if c.get(k) is None else c[k].clone().requires_grad_(k not in frozen) for k in SYN_LEAVES}
@@ -174,8 +175,9 @@ def syn_grads(c, frozen=(), *, record=True, lengths=None, noise=None, surrogate=
     noise = None if noise is None else noise.clone().requires_grad_()
 
     def fwd():
-        kw = dict(w_rec=leaves["w_rec"], s0=leaves["s0"], noise=noise, learning_window=0.4, max_spikes_per_dt=3.0,
-                  spike_generation_fn=surrogate, record=record, backend="fused", lengths=lengths)
+        kw = dict(w_rec=leaves["w_rec"], s0=leaves["s0"], noise=noise, learning_window=0.4,
+                  max_spikes_per_dt=max_spikes, spike_generation_fn=surrogate, record=record, backend="fused",
+                  lengths=lengths)
         L = leaves
         if ahp:
             out = (evolve or lif_cuda.ahp_synaptic_evolve)(L["x"], L["v0"], L["i0"], L["h0"], L["tau_mem"],
@@ -201,13 +203,15 @@ def assert_same_grads(got, want):
         assert torch.equal(v, want[k]), k
 
 
-# What each configuration keeps, by what is frozen (SPEC §11): u or the mask; i_pre (B,T,N,S) only
+# What each configuration keeps, by what is frozen (SPEC §11): u or the mask, and beside the mask
+# the spikes as uint8 counts where w_rec or w_ahp trains (max_spikes <= 255); i_pre (B,T,N,S) only
 # for tau_syn; h_pre (B,T,N) only for tau_ahp.
 SYN_FROZEN = {
     "neurons": ("tau_mem", "threshold", "w_rec", "w_ahp"),                 # mask, i_pre, h_pre
     "all": ("tau_mem", "threshold", "tau_syn", "w_rec", "w_ahp", "tau_ahp"),  # mask only
     "tau_syn": ("tau_syn", "tau_ahp"),                                     # u, no i_pre, no h_pre
-    "w_rec": ("tau_mem", "threshold", "w_ahp"),                           # w_rec trains: u
+    "w_rec": ("tau_mem", "threshold", "w_ahp"),                           # mask and counts (rec)
+    "w_ahp": ("tau_mem", "threshold", "w_rec"),                           # mask and counts (ahp)
 }
 
 
@@ -222,8 +226,10 @@ def test_synaptic_compact_save_same_gradients(S, rec, ahp, frozen, T):
     got, saved = syn_grads(c, SYN_FROZEN[frozen])
     assert_same_grads(got, want)
     B, _, N = c["x"].shape[0], T, c["v0"].shape[1]
-    mask = frozen in ("neurons", "all") or (frozen == "w_rec" and not rec)
+    mask = frozen != "tau_syn"
     assert saved.get(torch.int32, 0) == (B * ((T + 31) // 32) * N * 4 if mask else 0)
+    counts = mask and ((rec and "w_rec" not in SYN_FROZEN[frozen]) or (ahp and "w_ahp" not in SYN_FROZEN[frozen]))
+    assert saved.get(torch.uint8, 0) == (B * T * N if counts else 0)
     # What left: u (B,T,N) for the mask, i_pre (B,T,N,S) without tau_syn, h_pre (B,T,N) without tau_ahp.
     gone = (B * T * N if mask else 0) + (B * T * N * S if "tau_syn" in SYN_FROZEN[frozen] else 0)
     gone += B * T * N if ahp and "tau_ahp" in SYN_FROZEN[frozen] else 0
@@ -237,11 +243,24 @@ def test_synaptic_compact_with_lengths_noise_and_float32(rec, ahp):
     for dtype in (torch.float32, torch.float64):
         c = syn_case(T=40, rec=rec, ahp=ahp, dtype=dtype, seed=2)
         noise = (0.1 * torch.randn(3, 40, 7, generator=torch.Generator().manual_seed(3))).to(dtype)
+        configs = ["all"] + (["w_rec"] if rec else []) + (["w_ahp"] if ahp else [])
         for kw in (dict(lengths=lengths), dict(noise=noise), dict(lengths=lengths, noise=noise, record=False)):
             want, _ = syn_grads(c, **kw)
-            got, saved = syn_grads(c, SYN_FROZEN["all"], **kw)
-            assert torch.int32 in saved, kw
-            assert_same_grads(got, want)
+            for frozen in configs:
+                got, saved = syn_grads(c, SYN_FROZEN[frozen], **kw)
+                assert torch.int32 in saved and (torch.uint8 in saved) == (frozen != "all"), (kw, frozen)
+                assert_same_grads(got, want)
+
+
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_synaptic_counts_only_up_to_255(ahp):
+    """A trained w_rec (or w_ahp) with more than 255 spikes a step allowed: no uint8 counts, u kept
+    (the spikes are recomputed from it), the same gradients."""
+    c = syn_case(rec=True, ahp=ahp)
+    want, _ = syn_grads(c, max_spikes=300.0)
+    got, saved = syn_grads(c, ("tau_mem", "threshold"), max_spikes=300.0)
+    assert torch.int32 not in saved and torch.uint8 not in saved
+    assert_same_grads(got, want)
 
 
 def test_synaptic_periodic_exponential_keeps_u():

@@ -165,6 +165,9 @@ struct SynForwardArgs {
   // inside a word adds its bits to those already there (the recurrent model's per-step calls).
   uint32_t* mask_out;
   double window;  // the StepPWL window of the mask
+  // (B,T,N) spike counts (max_spikes <= 255) kept with the mask for w_rec's and w_ahp's gradients,
+  // or nullptr
+  uint8_t* counts_out;
   T* v_final;  // (B,N) membrane after the last step
   T* i_final;  // (B,N,S) currents after the last step
   // The AHP current (SPEC §9), or h0 == nullptr (none). Its first step reads s[t0-1] from s_last,
@@ -192,6 +195,8 @@ struct SynBackwardArgs {
   // (B, ceil(T/32), N) window mask saved instead of u (SPEC §11), or nullptr; then nothing reads
   // the spikes and tau_mem's, threshold's, w_rec's and w_ahp's gradients are not computed.
   const uint32_t* mask;
+  // With the mask: (B,T,N) spike counts for s[t-1] (w_rec's and w_ahp's gradients), or nullptr
+  const uint8_t* counts;
   const T* i_pre;  // (B,T,N,S) saved currents before their decay, or nullptr (tau_syn's gradient
                    // is not computed; its sums read zeros)
   const T* v0;

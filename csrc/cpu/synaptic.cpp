@@ -143,9 +143,10 @@ LIF_CLONES void syn_forward_tile(
     const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out, T* s_last_out,
     T* __restrict__ vmem_out, T* __restrict__ isyn_out, T* __restrict__ irec_out,
     T* __restrict__ u_out, T* __restrict__ i_pre_out, uint32_t* __restrict__ mask_out, T window,
-    T* v_final, T* i_final, int64_t steps, int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ w,
-    T* __restrict__ i, T* __restrict__ a_scratch, T* __restrict__ u_scratch,
-    T* __restrict__ z4_flat, uint32_t* words_flat, const AhpForwardTile<T>& ahp) {
+    uint8_t* __restrict__ counts_out, T* v_final, T* i_final, int64_t steps, int64_t N,
+    int64_t S_dyn, int64_t len, T* __restrict__ w, T* __restrict__ i, T* __restrict__ a_scratch,
+    T* __restrict__ u_scratch, T* __restrict__ z4_flat, uint32_t* words_flat,
+    const AhpForwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -228,6 +229,10 @@ LIF_CLONES void syn_forward_tile(
     if (mask_out) {
       mask_row_forward(len, ut, thr, window, t0 + t, mask_out + ((t0 + t) / kMaskBits) * N);
     }
+    if (counts_out) {  // the spikes as counts (max_spikes <= 255: exact in every IT)
+      uint8_t* __restrict__ ct = counts_out + t * N;
+      for (int64_t n = 0; n < len; ++n) ct[n] = static_cast<uint8_t>(static_cast<float>(st[n]));
+    }
   }
   std::memcpy(v_final, w, sizeof(T) * len);
   std::memcpy(i_final, i, sizeof(T) * syn);
@@ -254,16 +259,16 @@ template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
 LIF_CLONES void syn_backward_tile(
     const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n, const T* __restrict__ gs_rec,
     const T* __restrict__ gw, const T* __restrict__ gi, const T* __restrict__ gr,
-    const T* __restrict__ u, const uint32_t* __restrict__ mask, const T* __restrict__ i_pre,
-    const T* __restrict__ v0, const T* __restrict__ s0, const T* __restrict__ alpha,
-    const T* __restrict__ beta, const T* __restrict__ thr, T window, T max_spikes,
-    T* __restrict__ W_io, T* __restrict__ I_io, IT* __restrict__ g_in, T* __restrict__ g_r,
-    T* __restrict__ g_u, T* __restrict__ s_prev_out, double* __restrict__ p_alpha,
-    double* __restrict__ p_thr, double* __restrict__ p_bias, double* __restrict__ p_beta,
-    int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ W,
-    T* __restrict__ U_row, T* __restrict__ s_row, T* __restrict__ g_row, T* __restrict__ I,
-    const T* __restrict__ zeros, const T* __restrict__ syn_zeros, T* __restrict__ sums,
-    const AhpBackwardTile<T>& ahp) {
+    const T* __restrict__ u, const uint32_t* __restrict__ mask, const uint8_t* __restrict__ counts,
+    const T* __restrict__ i_pre, const T* __restrict__ v0, const T* __restrict__ s0,
+    const T* __restrict__ alpha, const T* __restrict__ beta, const T* __restrict__ thr, T window,
+    T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io, IT* __restrict__ g_in,
+    T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
+    double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
+    double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
+    int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ s_row,
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros,
+    const T* __restrict__ syn_zeros, T* __restrict__ sums, const AhpBackwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -310,14 +315,23 @@ LIF_CLONES void syn_backward_tile(
     const T* __restrict__ gwr = gw ? gw + t * N : zeros;
     if (mask) {
       // From the window mask (SPEC §11): dL/du, dL/dbias and W with step_backward<kStepPWL>'s
-      // operations; nothing reads the spikes then (w_rec and w_ahp are frozen).
+      // operations; s[t-1] from the counts kept beside it (w_rec's and w_ahp's gradients), or 0
+      // where nothing reads it.
       const int64_t ta = t_abs0 + t;
       const uint32_t* __restrict__ words = mask + (ta / kMaskBits) * N;
       const int shift = static_cast<int>(ta % kMaskBits);
       for (int64_t n = 0; n < len; ++n) {
         U_row[n] = step_backward_masked(g_row[n], gwr[n], mask_value<T>(words[n], shift), consts(n),
                                         W[n], gb[n]);
-        s_row[n] = T(0);
+      }
+      if (first) {
+        for (int64_t n = 0; n < len; ++n) s_row[n] = s0 ? s0[n] : T(0);
+      } else if (counts) {
+        const uint8_t* __restrict__ cp =
+            counts + (t - 1) * N;  // s[t-1]: t - 1 may be the call's -1
+        for (int64_t n = 0; n < len; ++n) s_row[n] = static_cast<T>(static_cast<int32_t>(cp[n]));
+      } else {
+        for (int64_t n = 0; n < len; ++n) s_row[n] = T(0);
       }
     } else if (!first) {
       const T* __restrict__ ut = u + t * N;
@@ -428,6 +442,7 @@ struct SynCpu : CpuDevice {
         T* const u_out = a.u_out ? a.u_out + row : nullptr;
         T* const i_pre = a.i_pre_out ? a.i_pre_out + srow : nullptr;
         uint32_t* const mask = a.mask_out ? a.mask_out + b * mask_words(Tn) * N + n0 : nullptr;
+        uint8_t* const counts = a.counts_out ? a.counts_out + row : nullptr;
         T* const v_final = a.v_final + b * N + n0;
         T* const i_final = a.i_final + b * NS + n0 * S;
         AhpForwardTile<T> ahp{};
@@ -449,11 +464,12 @@ struct SynCpu : CpuDevice {
            param_row(a.beta, n0, len, S, sc.beta), param_row(a.thr, n0, len, sc.thr),
            param_row(a.bias, n0, len, sc.bias), M, a.s_out + row,
            a.s_last ? a.s_last + b * N + n0 : nullptr, vmem, isyn, irec, u_out, i_pre, mask,
-           static_cast<T>(a.window), v_final, i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u,
+           static_cast<T>(a.window), counts, v_final, i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u,
            sc.z4.data(), sc.words.data(), ahp);
         if (k < a.steps) {
           syn_pad_forward(a.s_out + row, vmem, u_out, isyn, i_pre, irec, v_final, i_final, k,
                           a.steps, N, S, len);
+          if (counts) pad_fill(counts, uint8_t(0), k, a.steps, N, len);
           // The mask's words that start on padding: zeros (the others hold the row's bits).
           if (mask)
             pad_fill(mask, uint32_t(0), mask_words(a.t0 + k), mask_words(a.t0 + a.steps), N, len);
@@ -534,11 +550,12 @@ struct SynCpu : CpuDevice {
              a.gs_rec && a.t0 + a.steps < L ? a.gs_rec + bn : nullptr, a.gw ? a.gw + row : nullptr,
              a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr, a.u ? a.u + row : nullptr,
              a.mask ? a.mask + b * mask_words(Tn) * N + n0 : nullptr,
-             a.i_pre ? a.i_pre + srow : nullptr, a.v0 + b * a.v0_stride_b + n0,
-             a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr, param_row(a.alpha, n0, len, sc.alpha),
-             param_row(a.beta, n0, len, S, sc.beta), param_row(a.thr, n0, len, sc.thr), window, M,
-             a.W + bn, a.I + bns, g_in, g_r, g_u, s_prev, p_alpha + bn, p_thr + bn, p_bias + bn,
-             p_beta + bns, a.t0, k, N, S, len, W, U_row, s_row, sc.z, sc.i, zeros,
+             a.counts ? a.counts + row : nullptr, a.i_pre ? a.i_pre + srow : nullptr,
+             a.v0 + b * a.v0_stride_b + n0, a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
+             param_row(a.alpha, n0, len, sc.alpha), param_row(a.beta, n0, len, S, sc.beta),
+             param_row(a.thr, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in, g_r, g_u,
+             s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S, len, W,
+             U_row, s_row, sc.z, sc.i, zeros,
              sums + 3 * tile + tile * S + (with_ahp ? 3 * tile : 0), sums, ahp);
         }
         if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);

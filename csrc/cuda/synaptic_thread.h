@@ -117,6 +117,7 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     }
     a.s_out[row] = static_cast<IT>(s);
     if (a.u_out) a.u_out[row] = u;
+    if (a.counts_out) a.counts_out[row] = static_cast<uint8_t>(s);  // max_spikes <= 255
     if (mask) {
       word = (t % kMaskBits == 0 ? 0u : word) | mask_bit(u, pwl_lo, t);
       if (t % kMaskBits == kMaskBits - 1 || t == t_end - 1) mask[(t / kMaskBits) * N] = word;
@@ -170,6 +171,7 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       ahp_pad_forward(opt(a.iahp_out, row), opt(a.h_pre_out, row), a.h_final + idx, k_run, a.steps,
                       N, int64_t{1});
     }
+    if (a.counts_out) pad_fill(a.counts_out + row, uint8_t(0), k_run, a.steps, N, int64_t{1});
     // The mask's words that start on padding: zeros (the others hold the row's bits).
     if (mask) {
       pad_fill(mask, 0u, mask_words(a.t0 + k_run), mask_words(a.t0 + a.steps), N, int64_t{1});
@@ -230,7 +232,13 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     const int64_t row = (b * a.Tn + t) * N + n;
     const int64_t srow = row * S;
     T s_prev = T(0), w_prev = T(0);
-    if (mask == nullptr) {
+    if (mask != nullptr) {  // s[t-1] from the counts kept beside the mask, or 0 where unread
+      if (t == 0) {
+        s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
+      } else if (a.counts) {
+        s_prev = static_cast<T>(static_cast<int32_t>(a.counts[row - N]));
+      }
+    } else {
       if (t == 0) {
         s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
         w_prev = a.v0[b * a.v0_stride_b + n];

@@ -28,7 +28,7 @@
 namespace lif {
 
 using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using SynBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                   Tensor, Tensor, Tensor, Tensor, Tensor>;
 
@@ -38,6 +38,7 @@ struct SynForwardOp {
   // outputs ((0,) where not asked for, or without the AHP current)
   Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved;
   Tensor iahp, h_final, h_pre;
+  Tensor counts;  // (B,T,N) uint8 spike counts kept with the mask, or (0,)
   SynShape sh{};
   bool run = false;  // false: the outputs are already final (an empty shape)
   bool ahp = false;  // with the AHP current (SPEC §9)
@@ -46,8 +47,8 @@ struct SynForwardOp {
   double window = 0.0;  // the window mask's (u is the mask: an int32 tensor)
 
   SynForwardOut outputs() const {
-    return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
-            u,      i_pre, v0_saved, s0_saved, iahp,    h_final, h_pre};
+    return {spikes, vmem,     isyn,     irec, v_final, i_final, s_final, u,
+            i_pre,  v0_saved, s0_saved, iahp, h_final, h_pre,   counts};
   }
 
   // The kernel arguments for the steps [t0, t0 + steps): the state comes from v0/i0 at t0 == 0,
@@ -85,6 +86,7 @@ struct SynForwardOp {
     a.u_out = mask ? nullptr : data_or_null<CT>(u);
     a.mask_out = mask ? reinterpret_cast<uint32_t*>(u.mutable_data_ptr<int32_t>()) : nullptr;
     a.window = window;
+    a.counts_out = counts.numel() ? counts.mutable_data_ptr<uint8_t>() : nullptr;
     a.i_pre_out = i_pre.dim() == 4 ? data_or_null<CT>(i_pre) : nullptr;
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
@@ -116,7 +118,7 @@ inline SynForwardOp prepare_syn_forward(
     double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
     const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp,
     const std::optional<Tensor>& h0, bool decays, bool save_mask, bool save_i_pre, bool save_h_pre,
-    bool host_key = true) {
+    bool save_counts, bool host_key = true) {
   SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                  noise_key, dt, noise_scale, window, max_spikes, lengths, decays);
@@ -150,6 +152,13 @@ inline SynForwardOp prepare_syn_forward(
   op.iahp = empty_output(op.ahp && record ? at::IntArrayRef{B, T, N} : empty, state);
   op.h_final = op.ahp ? at::empty({B, N}, state) : at::empty(empty, state);
   op.h_pre = empty_output(op.ahp && save && save_h_pre ? at::IntArrayRef{B, T, N} : empty, state);
+  // The spikes as counts in the smallest exact integer type (SPEC §11), beside the mask.
+  const bool counts = save && save_mask && save_counts;
+  TORCH_CHECK_VALUE(
+      !counts || max_spikes <= 255.0,
+      "save_counts keeps spike counts as uint8: max_spikes_per_dt must be <= 255, got ",
+      max_spikes);
+  op.counts = counts ? empty_output({B, T, N}, state.dtype(at::kByte)) : at::empty(empty, state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
@@ -207,6 +216,7 @@ void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
 
 struct SynBackwardOp : BackwardSettings {
   Tensor gs, gw, gi, gr, u, i_pre, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  Tensor counts;  // the spikes as uint8 counts, kept with the mask (or undefined)
   Tensor gh, h_pre, w_ahp, tau_ahp, gamma;  // the AHP current's inputs (SPEC §9)
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
@@ -233,6 +243,7 @@ struct SynBackwardOp : BackwardSettings {
     const bool mask = is_window_mask(u);
     sa.u = mask ? nullptr : u.const_data_ptr<CT>();
     sa.mask = mask ? reinterpret_cast<const uint32_t*>(u.const_data_ptr<int32_t>()) : nullptr;
+    sa.counts = counts.defined() ? counts.const_data_ptr<uint8_t>() : nullptr;
     sa.i_pre = i_pre.dim() == 4 ? const_data_or_null<CT>(i_pre) : nullptr;
     sa.v0 = v0.const_data_ptr<CT>();
     sa.v0_stride_b = v0.dim() == 2 ? N : 0;
@@ -306,7 +317,7 @@ inline SynBackwardOp prepare_syn_backward(
     const std::optional<Tensor>& lengths, const std::optional<Tensor>& grad_iahp,
     const std::optional<Tensor>& grad_hfinal, const std::optional<Tensor>& h_pre,
     const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp, bool h0_shared,
-    bool decays) {
+    bool decays, const std::optional<Tensor>& spike_counts) {
   SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
@@ -315,6 +326,10 @@ inline SynBackwardOp prepare_syn_backward(
   const bool mask = is_window_mask(u);
   const Tensor& ref = mask ? v0 : u;  // the compute dtype and device
   op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, ref, op.sh);
+  if (spike_counts.has_value()) {
+    TORCH_CHECK_VALUE(mask, "spike_counts go with a window mask in u's place");
+    check_state_like(*spike_counts, at::kByte, ref, "spike_counts", {B, T, N});
+  }
   const auto opts = ref.options();
   const at::IntArrayRef empty = no_output();
   op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
@@ -381,6 +396,7 @@ inline SynBackwardOp prepare_syn_backward(
   } else {
     op.I.zero_();
   }
+  if (spike_counts.has_value()) op.counts = spike_counts->contiguous();
   op.partial = at::zeros({(op.ahp ? 5 : 3) * B * N + B * N * S}, opts.dtype(at::kDouble));
   if (op.ahp) {
     if (grad_iahp.has_value()) op.gh = grad_iahp->contiguous();
@@ -401,8 +417,9 @@ inline SynBackwardOp prepare_syn_backward(
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = empty_output({B, T, N * S}, opts);
-    // s[t-1] for w_rec's gradient: from u; the window mask gives none (w_rec is frozen then).
-    if (!mask) op.s_prev = empty_output({B, T, N}, opts);
+    // s[t-1] for w_rec's gradient: from u, or the counts kept with the mask (without them, w_rec
+    // is frozen).
+    if (!mask || spike_counts.has_value()) op.s_prev = empty_output({B, T, N}, opts);
     op.gs_rec = at::empty({B, N}, opts);
   }
   return op;
@@ -450,7 +467,7 @@ void run_syn_backward(SynBackwardOp& op, Launch&& launch, Sums&& sums) {
   // wanted): zeros, not the sums of the terms the kernels formed without it.
   if (op.i_pre.dim() != 4) op.g_tau_syn.zero_();
   if (op.ahp && op.h_pre.numel() == 0) op.g_tau_ahp.zero_();
-  if (is_window_mask(op.u) && op.ahp) op.g_w_ahp.zero_();
+  if (is_window_mask(op.u) && !op.counts.defined() && op.ahp) op.g_w_ahp.zero_();
 }
 
 template <typename Dev>
@@ -462,13 +479,13 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                int64_t /*surrogate*/, bool record, bool save,
                                const OptTensor& lengths, const OptTensor& w_ahp,
                                const OptTensor& tau_ahp, const OptTensor& h0, bool decays,
-                               bool save_mask, bool save_i_pre, bool save_h_pre) {
+                               bool save_mask, bool save_i_pre, bool save_h_pre, bool save_counts) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  SynForwardOp op = prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec,
-                                        noise, noise_key, dt, noise_scale, window, max_spikes,
-                                        record, save, lengths, w_ahp, tau_ahp, h0, decays,
-                                        save_mask, save_i_pre, save_h_pre, !device_key);
+  SynForwardOp op = prepare_syn_forward(
+      input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt,
+      noise_scale, window, max_spikes, record, save, lengths, w_ahp, tau_ahp, h0, decays, save_mask,
+      save_i_pre, save_h_pre, save_counts, !device_key);
   if (op.run) {
     // One key for the whole call: the recurrent model's per-step kernels read the same one.
     if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
@@ -488,12 +505,13 @@ SynBackwardOut synaptic_backward(
     double dt, double window, double max_spikes, int64_t surrogate, bool scalar_bias,
     bool i0_shared, bool noise_grad, const OptTensor& lengths, const OptTensor& grad_iahp,
     const OptTensor& grad_hfinal, const OptTensor& h_pre, const OptTensor& w_ahp,
-    const OptTensor& tau_ahp, bool h0_shared, bool decays) {
+    const OptTensor& tau_ahp, bool h0_shared, bool decays, const OptTensor& spike_counts) {
   const c10::DeviceGuard guard(u.device());
   SynBackwardOp op = prepare_syn_backward(
       grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0,
       tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
-      noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays);
+      noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays,
+      spike_counts);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward", [&] {
       run_syn_backward<IT, CT>(
