@@ -1927,6 +1927,56 @@ def test_ahp_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
         assert_equal(a_, b_, f"backward {name}")
 
 
+@pytest.mark.parametrize("io", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("lengths", [None, [40, 0, 9, 33]], ids=["all", "lengths"])
+def test_ahp_compact_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
+    """The compact save with the AHP current and w_ahp trained (SPEC §11: the mask, the spikes as uint8
+    counts, no i_pre, no h_pre): the threads write the CPU op's mask and counts and give its gradients
+    from them, w_ahp's included; and those equal the full save's."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N, S = 4, 40, 9, 1
+    case = syn_make_case(17, B, T, N, S, io, rec=rec, i0_rows=True)
+    ahp = ahp_make_case(18, B, N, io)
+    lens = None if lengths is None else torch.tensor(lengths)
+    op = torch.ops.lif_cuda
+    args = (case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"],
+            case["w_rec"], None, None, 1e-3, 0.0, 0.4, 3.0, 0, True, True, lens, ahp["w_ahp"], ahp["tau_ahp"],
+            ahp["h0"])
+    full = op.synaptic_forward(*args)
+    o = op.synaptic_forward(*args, save_mask=True, save_i_pre=False, save_h_pre=False, save_counts=True)
+    assert o[7].dtype == torch.int32 and o[13].numel() == 0 and o[14].dtype == torch.uint8
+    counts = torch.full((B, T, N), 77, dtype=torch.uint8)
+    got = ahp_host_fwd(syn_lib, case, ahp, lengths=lens, max_spikes=3.0, window=0.4, save_mask=True,
+                       save_i_pre=False, save_h_pre=False, counts=counts)
+    assert_equal(got["u"], o[7], "mask words")
+    assert torch.equal(counts, o[14]), "counts (padding included)"
+    g = torch.Generator().manual_seed(4)
+    rn = lambda *s: torch.randn(s, generator=g).to(io)  # noqa: E731
+    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, T, N, S) if rec else None, rn(B, N), rn(B, N, S)]
+    gh, ghf = rn(B, T, N), rn(B, N)
+    rest = (case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"], 1e-3, 0.4, 3.0, 0,
+            False, False, False, lens, gh, ghf)
+    plain = op.synaptic_backward(*ups, full[7], full[8], *rest, full[13], ahp["w_ahp"], ahp["tau_ahp"], False)
+    compact = op.synaptic_backward(*ups, o[7], o[8], *rest, o[13], ahp["w_ahp"], ahp["tau_ahp"], False,
+                                   spike_counts=o[14])
+    host = syn_backward_on_host(syn_lib, *ups, o[7], o[8], case["v0"], case["s0"], case["tau_mem"], case["tau_syn"],
+                                case["thr"], w_rec=case["w_rec"], window=0.4, max_spikes=3.0, i0_shared=False,
+                                lengths=lens, counts=o[14],
+                                ahp=dict(h_pre=o[13], w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], gh=gh, ghf=ghf,
+                                         h0_shared=False))
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise",
+             "g_h0", "g_w_ahp", "g_tau_ahp")
+    for k, name in enumerate(names):
+        if name in ("g_in", "g_v0", "g_i0", "g_s0", "g_bias", "g_w_rec", "g_h0", "g_w_ahp"):
+            assert_equal(compact[k], plain[k], f"compact {name} against the full save")
+        if name in ("g_tau_mem", "g_thr", "g_tau_syn", "g_tau_ahp"):
+            assert not compact[k].any(), f"{name}: what was not kept gives zeros"
+        if host[k] is not None and compact[k].numel() and name not in ("g_s0", "g_w_rec"):
+            assert_equal(host[k], compact[k], f"threads {name}")
+
+
 # ====================================================================== the adaptive LIF (SPEC §10)
 # cuda/adaptive_thread.h run thread by thread on the host, against the fused CPU op, bit for bit:
 # forward outputs, the saved sequences, every gradient (the partial sums by core/grad_sums.h's
