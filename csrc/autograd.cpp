@@ -235,14 +235,15 @@ AdaptiveBackwardOut adaptive_backward_autograd(
 // ---------------------------------------------------------------- the synaptic ops (SPEC §7)
 
 using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using SynBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                   Tensor, Tensor, Tensor, Tensor, Tensor>;
 using SynForwardSig = SynForwardOut(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                                     const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                     const OptTensor&, const OptTensor&, const OptTensor&, double,
                                     double, double, double, int64_t, bool, bool, const OptTensor&,
-                                    const OptTensor&, const OptTensor&, const OptTensor&, bool);
+                                    const OptTensor&, const OptTensor&, const OptTensor&, bool,
+                                    bool, bool, bool, bool);
 using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const OptTensor&,
                                       const OptTensor&, const OptTensor&, const OptTensor&,
                                       const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
@@ -250,7 +251,7 @@ using SynBackwardSig = SynBackwardOut(const Tensor&, const OptTensor&, const Opt
                                       double, double, double, int64_t, bool, bool, bool,
                                       const OptTensor&, const OptTensor&, const OptTensor&,
                                       const OptTensor&, const OptTensor&, const OptTensor&, bool,
-                                      bool);
+                                      bool, const OptTensor&);
 
 constexpr char kSynForward[] = "lif_cuda::synaptic_forward";
 constexpr char kSynBackward[] = "lif_cuda::synaptic_backward";
@@ -268,18 +269,28 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                double window, double max_spikes, int64_t surrogate, bool record,
                                const OptTensor& lengths, const OptTensor& w_ahp,
                                const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
+    // SPEC §11: the window mask instead of u where the StepPWL backward needs nothing else of u
+    // (no gradient for tau_mem or threshold); the spikes that w_rec's and w_ahp's gradients read
+    // as uint8 counts beside it (max_spikes <= 255; else u, from which they are recomputed); the
+    // currents before their decay only for the gradient of their time constant.
+    const auto wants = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
+    const bool spikes_read = wants(w_rec) || wants(w_ahp);
+    const bool save_counts = spikes_read && max_spikes <= 255.0;
+    const bool save_mask = surrogate == kStepPWL && !tau_mem.requires_grad() &&
+                           !threshold.requires_grad() && (!spikes_read || save_counts);
     auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved, iahp,
-          h_final, h_pre] =
+          h_final, h_pre, counts] =
         call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,
                             w_rec, noise, noise_key, dt, noise_scale, window, max_spikes, surrogate,
-                            record, true, lengths, w_ahp, tau_ahp, h0, decays);
+                            record, true, lengths, w_ahp, tau_ahp, h0, decays, save_mask,
+                            tau_syn.requires_grad(), wants(tau_ahp), save_counts);
     const bool ahp = h0.has_value();
     // The copies of v0 and s0, not the tensors themselves: a module updates its state in place
     // right after the forward. h0 itself is not needed: h_pre[0] holds what the backward reads.
-    ctx->save_for_backward({u, i_pre, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem,
-                            tau_syn, threshold, w_rec.value_or(Tensor()),
-                            lengths.value_or(Tensor()), ahp ? h_pre : Tensor(),
-                            w_ahp.value_or(Tensor()), tau_ahp.value_or(Tensor())});
+    ctx->save_for_backward(
+        {u, i_pre, v0_saved, s0.has_value() ? s0_saved : Tensor(), tau_mem, tau_syn, threshold,
+         w_rec.value_or(Tensor()), lengths.value_or(Tensor()), ahp ? h_pre : Tensor(),
+         w_ahp.value_or(Tensor()), tau_ahp.value_or(Tensor()), counts.numel() ? counts : Tensor()});
     ctx->saved_data["h0_shared"] = ahp && h0->dim() == 1;
     ctx->saved_data["dt"] = dt;
     ctx->saved_data["window"] = window;
@@ -293,10 +304,11 @@ class SynForward : public torch::autograd::Function<SynForward> {
     ctx->saved_data["i0_shared"] = i0.dim() == 2;
     ctx->saved_data["decays"] = decays;
     ctx->saved_data["input_dtype"] = static_cast<int64_t>(input.scalar_type());
+    ctx->saved_data["shape"] = spikes.sym_sizes();  // (B,T,N): a window mask's is not u's
     ctx->set_materialize_grads(false);
     // The spike state s_final is batch row 0's last spikes for a module's state (spikes[:, -1]
     // carries the gradient); u, i_pre and the copies are internal; unrecorded records are empty.
-    std::vector<Tensor> internal{s_final, u, i_pre, v0_saved, s0_saved, h_pre};
+    std::vector<Tensor> internal{s_final, u, i_pre, v0_saved, s0_saved, h_pre, counts};
     if (!record || !w_rec.has_value()) internal.push_back(irec);
     if (!record) {
       internal.push_back(vmem);
@@ -305,13 +317,13 @@ class SynForward : public torch::autograd::Function<SynForward> {
     if (!record || !ahp) internal.push_back(iahp);
     if (!ahp) internal.push_back(h_final);
     ctx->mark_non_differentiable(internal);
-    return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
-            u,      i_pre, v0_saved, s0_saved, iahp,    h_final, h_pre};
+    return {spikes, vmem,     isyn,     irec, v_final, i_final, s_final, u,
+            i_pre,  v0_saved, s0_saved, iahp, h_final, h_pre,   counts};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor& u = saved[0];
+    const Tensor& u = saved[0];  // or the window mask
     const auto input_dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool record = ctx->saved_data["record"].toBool();
     const bool noise_grad =
@@ -323,15 +335,18 @@ class SynForward : public torch::autograd::Function<SynForward> {
     const OptTensor h_pre = defined_or_none(saved[9]);
     const bool ahp = h_pre.has_value();
     const variable_list g = call_backward_op(
-        kSynBackward, syn_backward_op(), true, grad_or_zeros(grads[0], u, input_dtype), recorded(1),
-        recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]), u, saved[1],
-        saved[2], s0, saved[4], saved[5], saved[6], w_rec, ctx->saved_data["dt"].toDouble(),
-        ctx->saved_data["window"].toDouble(), ctx->saved_data["max_spikes"].toDouble(),
-        ctx->saved_data["surrogate"].toInt(), ctx->saved_data["scalar_bias"].toBool(),
-        ctx->saved_data["i0_shared"].toBool(), noise_grad, defined_or_none(saved[8]),
-        ahp ? recorded(11) : std::nullopt, ahp ? defined_or_none(grads[12]) : std::nullopt, h_pre,
-        defined_or_none(saved[10]), defined_or_none(saved[11]),
-        ctx->saved_data["h0_shared"].toBool(), ctx->saved_data["decays"].toBool());
+        kSynBackward, syn_backward_op(), true,
+        grad_or_zeros(grads[0], saved[2].options(), ctx->saved_data["shape"].toSymIntVector(),
+                      input_dtype),
+        recorded(1), recorded(2), recorded(3), defined_or_none(grads[4]), defined_or_none(grads[5]),
+        u, saved[1], saved[2], s0, saved[4], saved[5], saved[6], w_rec,
+        ctx->saved_data["dt"].toDouble(), ctx->saved_data["window"].toDouble(),
+        ctx->saved_data["max_spikes"].toDouble(), ctx->saved_data["surrogate"].toInt(),
+        ctx->saved_data["scalar_bias"].toBool(), ctx->saved_data["i0_shared"].toBool(), noise_grad,
+        defined_or_none(saved[8]), ahp ? recorded(11) : std::nullopt,
+        ahp ? defined_or_none(grads[12]) : std::nullopt, h_pre, defined_or_none(saved[10]),
+        defined_or_none(saved[11]), ctx->saved_data["h0_shared"].toBool(),
+        ctx->saved_data["decays"].toBool(), defined_or_none(saved[12]));
     Tensor g_in = g[0];
     if (g_in.scalar_type() != input_dtype) g_in = g_in.to(input_dtype);
     // One entry per forward argument (22): eight settings (10..17) and decays are not
@@ -362,17 +377,19 @@ SynForwardOut synaptic_forward_autograd(
     const OptTensor& w_rec, const OptTensor& noise, const OptTensor& noise_key, double dt,
     double noise_scale, double window, double max_spikes, int64_t surrogate, bool record, bool save,
     const OptTensor& lengths, const OptTensor& w_ahp, const OptTensor& tau_ahp, const OptTensor& h0,
-    bool decays) {
+    bool decays, bool save_mask, bool save_i_pre, bool save_h_pre, bool save_counts) {
   if (!any_requires_grad(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, w_ahp,
                          tau_ahp, h0)) {
     return call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold,
                                bias, w_rec, noise, noise_key, dt, noise_scale, window, max_spikes,
-                               surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays);
+                               surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
+                               save_mask, save_i_pre, save_h_pre, save_counts);
   }
   const variable_list o = SynForward::apply(
       input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt,
       noise_scale, window, max_spikes, surrogate, record, lengths, w_ahp, tau_ahp, h0, decays);
-  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13]};
+  return {o[0], o[1], o[2],  o[3],  o[4],  o[5],  o[6], o[7],
+          o[8], o[9], o[10], o[11], o[12], o[13], o[14]};
 }
 
 SynBackwardOut synaptic_backward_autograd(
@@ -382,11 +399,11 @@ SynBackwardOut synaptic_backward_autograd(
     const Tensor& threshold, const OptTensor& w_rec, double dt, double window, double max_spikes,
     int64_t surrogate, bool scalar_bias, bool i0_shared, bool noise_grad, const OptTensor& lengths,
     const OptTensor& gh, const OptTensor& ghf, const OptTensor& h_pre, const OptTensor& w_ahp,
-    const OptTensor& tau_ahp, bool h0_shared, bool decays) {
+    const OptTensor& tau_ahp, bool h0_shared, bool decays, const OptTensor& spike_counts) {
   const variable_list o = call_backward_op(
       kSynBackward, syn_backward_op(), false, gs, gw, gi, gr, gvf, gif, u, i_pre, v0, s0, tau_mem,
       tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
-      noise_grad, lengths, gh, ghf, h_pre, w_ahp, tau_ahp, h0_shared, decays);
+      noise_grad, lengths, gh, ghf, h_pre, w_ahp, tau_ahp, h0_shared, decays, spike_counts);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12]};
 }
 

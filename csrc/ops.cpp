@@ -143,14 +143,23 @@ TORCH_LIBRARY(lif_cuda, m) {
   // the synapse sum, s_prev being s0 (or zeros) at the first step. Then the last three outputs are
   // iahp (the record of h, (B,T,N), empty unless `record`), h_final (B,N) and h_pre (h before its
   // decay, (B,T,N), empty unless `save`); without it they are empty.
+  // What `save` keeps (SPEC §11; the autograd kernel decides from what needs a gradient): with
+  // `save_mask`, u is the window mask's (B, ceil(T/32), N) int32 words instead (core/mask.h; the
+  // StepPWL surrogate, and neither tau_mem, threshold, w_rec nor w_ahp needs a gradient); without
+  // `save_i_pre`, i_pre is (0, S) (only tau_syn's gradient reads it); without `save_h_pre`, h_pre
+  // is empty (only tau_ahp's does). With `save_mask` and `save_counts` (max_spikes <= 255), a 15th
+  // output keeps the spikes as (B,T,N) uint8 counts, which w_rec's and w_ahp's gradients read in
+  // the mask's company; else it is empty. synaptic_backward takes them as they are (the counts as
+  // `spike_counts`), and returns zeros for the gradients they cannot give.
   m.def(
       "synaptic_forward(Tensor input, Tensor v0, Tensor i0, Tensor? s0, Tensor tau_mem, "
       "Tensor tau_syn, Tensor threshold, Tensor bias, Tensor? w_rec, Tensor? noise, "
       "Tensor? noise_key, float dt, float noise_scale, float window, float max_spikes, "
       "int surrogate, bool record, bool save, Tensor? lengths=None, Tensor? w_ahp=None, "
-      "Tensor? tau_ahp=None, Tensor? h0=None, bool decays=False) "
+      "Tensor? tau_ahp=None, Tensor? h0=None, bool decays=False, bool save_mask=False, "
+      "bool save_i_pre=True, bool save_h_pre=True, bool save_counts=False) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
-      "Tensor, Tensor, Tensor)",
+      "Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   // Its backward (SPEC §7): returns (grad_input, grad_v0, grad_i0, grad_s0, grad_tau_mem,
   // grad_tau_syn, grad_threshold, grad_bias, grad_w_rec, grad_noise), each in its forward
@@ -170,7 +179,15 @@ TORCH_LIBRARY(lif_cuda, m) {
       "float dt, float window, float max_spikes, int surrogate, bool scalar_bias, bool i0_shared, "
       "bool noise_grad, Tensor? lengths=None, Tensor? grad_iahp=None, Tensor? grad_hfinal=None, "
       "Tensor? h_pre=None, Tensor? w_ahp=None, Tensor? tau_ahp=None, bool h0_shared=False, "
-      "bool decays=False) "
+      "bool decays=False, Tensor? spike_counts=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor)");
+  // SpikeLinear's input kept for its backward (SPEC §11, core/counts.h): pack_counts checks that
+  // every value of `input` (float32/64, float16, bfloat16, any shape) is an integer count in
+  // [0, max_count] (max_count in [1, 255]) and returns them in memory order as uint8, 8 to a byte
+  // (bit j of byte i is element 8i + j) when max_count == 1, else one to a byte. A broken promise
+  // is a ValueError naming max_count on the CPU; on CUDA a device-side assertion (no host sync).
+  // unpack_counts returns the first `numel` counts of `packed` as a flat tensor of `dtype`.
+  m.def("pack_counts(Tensor input, int max_count) -> Tensor");
+  m.def("unpack_counts(Tensor packed, int max_count, int numel, ScalarType dtype) -> Tensor");
 }

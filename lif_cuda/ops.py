@@ -75,6 +75,7 @@ if _ext.loaded():
     def _synaptic_forward_fake(
         input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt, noise_scale, window,
         max_spikes, surrogate, record, save, lengths=None, w_ahp=None, tau_ahp=None, h0=None, decays=False,
+        save_mask=False, save_i_pre=True, save_h_pre=True, save_counts=False,
     ):
         _check_devices(input, tau_mem=tau_mem, tau_syn=tau_syn, threshold=threshold, bias=bias, w_rec=w_rec, v0=v0,
                        i0=i0, s0=s0, noise=noise, lengths=lengths, w_ahp=w_ahp, tau_ahp=tau_ahp, h0=h0)
@@ -90,13 +91,20 @@ if _ext.loaded():
             v0.new_empty((B, N)),
             v0.new_empty((B, N, S)),
             v0.new_empty((B, N)),
-            v0.new_empty((B, T, N)) if save else v0.new_empty((0,)),
-            v0.new_empty((B, T, N, S)) if save else v0.new_empty((0,)),
+            # u, or the window mask's int32 words in its place (SPEC §11)
+            (v0.new_empty((B, (T + 31) // 32, N), dtype=torch.int32) if save and save_mask
+             else v0.new_empty((B, T, N)) if save else v0.new_empty((0,))),
+            # i_pre, or (0, S) where tau_syn needs no gradient
+            (v0.new_empty((B, T, N, S)) if save and save_i_pre
+             else v0.new_empty((0, S)) if save else v0.new_empty((0,))),
             v0.new_empty(v0.shape) if save else v0.new_empty((0,)),
             v0.new_empty(s0.shape) if save and s0 is not None else v0.new_empty((0,)),
             v0.new_empty((B, T, N)) if ahp and record else v0.new_empty((0,)),
             v0.new_empty((B, N)) if ahp else v0.new_empty((0,)),
-            v0.new_empty((B, T, N)) if ahp and save else v0.new_empty((0,)),
+            v0.new_empty((B, T, N)) if ahp and save and save_h_pre else v0.new_empty((0,)),
+            # the spikes as uint8 counts beside the mask (SPEC §11)
+            (v0.new_empty((B, T, N), dtype=torch.uint8) if save and save_mask and save_counts
+             else v0.new_empty((0,))),
         )
 
     @torch.library.register_fake("lif_cuda::synaptic_backward")
@@ -104,23 +112,25 @@ if _ext.loaded():
         grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn,
         threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared, noise_grad, lengths=None,
         grad_iahp=None, grad_hfinal=None, h_pre=None, w_ahp=None, tau_ahp=None, h0_shared=False, decays=False,
+        spike_counts=None,
     ):
-        B, T, N, S = i_pre.shape
+        B, T, N = grad_spikes.shape  # u may be the window mask, i_pre (0, S) (SPEC §11)
+        S = i_pre.shape[-1]
         ahp = h_pre is not None
         return (
             grad_spikes.new_empty((B, T, N * S)),
-            u.new_empty(v0.shape),
-            u.new_empty((N, S) if i0_shared else (B, N, S)),
-            u.new_empty(s0.shape) if s0 is not None else u.new_empty((0,)),
-            u.new_empty(tau_mem.shape),
-            u.new_empty(tau_syn.shape),
-            u.new_empty(threshold.shape),
-            u.new_empty(() if scalar_bias else (N,)),
-            u.new_empty(w_rec.shape) if w_rec is not None else u.new_empty((0,)),
-            u.new_empty((B, T, N)) if noise_grad else u.new_empty((0,)),
-            (u.new_empty((N,) if h0_shared else (B, N)) if ahp else u.new_empty((0,))),
-            u.new_empty(w_ahp.shape) if ahp else u.new_empty((0,)),
-            u.new_empty(tau_ahp.shape) if ahp else u.new_empty((0,)),
+            v0.new_empty(v0.shape),
+            v0.new_empty((N, S) if i0_shared else (B, N, S)),
+            v0.new_empty(s0.shape) if s0 is not None else v0.new_empty((0,)),
+            v0.new_empty(tau_mem.shape),
+            v0.new_empty(tau_syn.shape),
+            v0.new_empty(threshold.shape),
+            v0.new_empty(() if scalar_bias else (N,)),
+            v0.new_empty(w_rec.shape) if w_rec is not None else v0.new_empty((0,)),
+            v0.new_empty((B, T, N)) if noise_grad else v0.new_empty((0,)),
+            (v0.new_empty((N,) if h0_shared else (B, N)) if ahp else v0.new_empty((0,))),
+            v0.new_empty(w_ahp.shape) if ahp else v0.new_empty((0,)),
+            v0.new_empty(tau_ahp.shape) if ahp else v0.new_empty((0,)),
         )
 
     @torch.library.register_fake("lif_cuda::adaptive_forward")
@@ -162,6 +172,15 @@ if _ext.loaded():
             u.new_empty(tau_adapt.shape),
             u.new_empty(beta_adapt.shape),
         )
+
+    @torch.library.register_fake("lif_cuda::pack_counts")
+    def _pack_counts_fake(input, max_count):
+        n = input.numel()
+        return input.new_empty((n if max_count > 1 else (n + 7) // 8,), dtype=torch.uint8)
+
+    @torch.library.register_fake("lif_cuda::unpack_counts")
+    def _unpack_counts_fake(packed, max_count, numel, dtype):
+        return packed.new_empty((numel,), dtype=dtype)
 
     # The op packets themselves (no Python wrapper on the hot path).
     lif_forward_op = torch.ops.lif_cuda.lif_forward

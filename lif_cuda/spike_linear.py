@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _ext
+from . import ops as _ops  # noqa: F401  (registers the fake kernels of pack_counts, unpack_counts)
+
 __all__ = ["SpikeLinear"]
 
 _BIT_WEIGHTS = {}
@@ -28,10 +31,8 @@ def _promise_broken(max_count):
     return f"SpikeLinear: the input must hold spike counts in {{0, ..., max_count}} with max_count={max_count}"
 
 
-@torch.library.custom_op("lif_cuda::pack_counts", mutates_args=())
-def pack_counts(input: torch.Tensor, max_count: int) -> torch.Tensor:
-    """The input's values as 1-bit (max_count == 1, 8 per byte, in memory order) or 1-byte counts,
-    after checking that every value is an integer in [0, max_count]."""
+def _pack_aten(input, max_count):
+    """pack_counts in ATen passes: where the extension has no kernel for the device."""
     x = input.reshape(-1)
     if max_count == 1:
         ok = (x == 0) | (x == 1)
@@ -51,24 +52,28 @@ def pack_counts(input: torch.Tensor, max_count: int) -> torch.Tensor:
     return bits.view(-1, 8).mul_(_bit_weights(x.device)).sum(1, dtype=torch.uint8)
 
 
-@pack_counts.register_fake
-def _(input, max_count):
-    n = input.numel()
-    return input.new_empty((n if max_count > 1 else (n + 7) // 8,), dtype=torch.uint8)
-
-
-@torch.library.custom_op("lif_cuda::unpack_counts", mutates_args=())
-def unpack_counts(packed: torch.Tensor, max_count: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """pack_counts' inverse, as a flat tensor of `numel` values of `dtype`."""
+def _unpack_aten(packed, max_count, numel, dtype):
     if max_count > 1:
         return packed.to(dtype)
     bits = packed.unsqueeze(1).bitwise_and(_bit_weights(packed.device)).ne(0)
     return bits.view(-1)[:numel].to(dtype)
 
 
-@unpack_counts.register_fake
-def _(packed, max_count, numel, dtype):
-    return packed.new_empty((numel,), dtype=dtype)
+def pack_counts(input: torch.Tensor, max_count: int) -> torch.Tensor:
+    """The input's values as 1-bit (max_count == 1, 8 per byte, in memory order: bit j of byte i is
+    element 8i + j) or 1-byte counts, after checking that every value is an integer in
+    [0, max_count]: the fused op (one pass, csrc/cpu/counts.cpp, csrc/cuda/counts.cu) where the
+    extension has a kernel for the device, else ATen passes with the same result."""
+    if _ext.available(input.device.type):
+        return torch.ops.lif_cuda.pack_counts(input, max_count)
+    return _pack_aten(input, max_count)
+
+
+def unpack_counts(packed: torch.Tensor, max_count: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """pack_counts' inverse, as a flat tensor of `numel` values of `dtype`."""
+    if _ext.available(packed.device.type):
+        return torch.ops.lif_cuda.unpack_counts(packed, max_count, numel, dtype)
+    return _unpack_aten(packed, max_count, numel, dtype)
 
 
 class _SpikeLinearFunction(torch.autograd.Function):

@@ -995,8 +995,12 @@ static void fwd_t(const void* x, const void* noise, int kernel_noise, uint64_t s
                   void* i_pre_out, void* v_final, void* i_final, const int64_t* lengths, int64_t B,
                   int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h0,
                   int64_t h0_sb, const void* w_ahp, const void* gamma, int ahp_scalars,
-                  void* iahp_out, void* h_pre_out, void* h_final) {
+                  void* iahp_out, void* h_pre_out, void* h_final, void* mask_out, double window,
+                  void* counts_out) {
   SynForwardArgs<IT, T> a{};
+  a.mask_out = static_cast<uint32_t*>(mask_out);  // the window mask in u's place (SPEC §11)
+  a.counts_out = static_cast<uint8_t*>(counts_out);  // the spikes as counts beside it
+  a.window = window;
   // The AHP current (SPEC §9), when h0 is given: ahp_scalars bit 1/2 for a () w_ahp/gamma.
   a.h0 = static_cast<const T*>(h0);
   a.h0_stride_b = h0_sb;
@@ -1060,8 +1064,11 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
                   double max_spikes, int surrogate, void* W, void* I, void* g_in, void* g_r,
                   void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
                   int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps, const void* h_pre,
-                  const void* gh, const void* w_ahp, const void* gamma, int ahp_scalars, void* H) {
+                  const void* gh, const void* w_ahp, const void* gamma, int ahp_scalars, void* H,
+                  const void* mask, const void* counts) {
   SynBackwardArgs<IT, T> a{};
+  a.mask = static_cast<const uint32_t*>(mask);
+  a.counts = static_cast<const uint8_t*>(counts);
   a.h_pre = static_cast<const T*>(h_pre);
   a.gh = static_cast<const T*>(gh);
   a.w_ahp = neuron_param<T>(w_ahp, ahp_scalars, 1);
@@ -1105,7 +1112,7 @@ static void bwd_t(const void* gs, int64_t sb, int64_t st, int64_t sn, const void
   a.steps = steps;
   SURROGATE_SWITCH(surrogate, SURR, [&] {
     SYNAPSES_SWITCH(S, S_FIXED, [&] {
-      BOOL_SWITCH(h_pre != nullptr, AHP, [&] {
+      BOOL_SWITCH(H != nullptr, AHP, [&] {
         for (int64_t idx = 0; idx < B * N; ++idx) syn_backward_thread<IT, T, SURR, S_FIXED, AHP>(a, idx);
       });
     });
@@ -1131,11 +1138,13 @@ void syn_host_forward(int io, const void* x, const void* noise, int kernel_noise
                       void* i_final, const int64_t* lengths, int64_t B, int64_t Tn, int64_t N,
                       int64_t S, int64_t t0, int64_t steps, const void* h0, int64_t h0_sb,
                       const void* w_ahp, const void* gamma, int ahp_scalars, void* iahp_out,
-                      void* h_pre_out, void* h_final) {
+                      void* h_pre_out, void* h_final, void* mask_out, double window,
+                      void* counts_out) {
   LIF_IO_SWITCH(io, fwd_t, x, noise, kernel_noise, seed, offset, noise_scale, v0, v0_sb, i0, i0_sb,
                 r, alpha, beta, thr, bias, scalars, beta_mode, max_spikes, s_out, s_last, vmem_out,
                 isyn_out, irec_out, u_out, i_pre_out, v_final, i_final, lengths, B, Tn, N, S, t0,
-                steps, h0, h0_sb, w_ahp, gamma, ahp_scalars, iahp_out, h_pre_out, h_final)
+                steps, h0, h0_sb, w_ahp, gamma, ahp_scalars, iahp_out, h_pre_out, h_final, mask_out,
+                window, counts_out)
 }
 
 void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t sn,
@@ -1147,11 +1156,11 @@ void syn_host_backward(int io, const void* gs, int64_t sb, int64_t st, int64_t s
                        void* g_u, void* s_prev, void* partial, const int64_t* lengths, int64_t B,
                        int64_t Tn, int64_t N, int64_t S, int64_t t0, int64_t steps,
                        const void* h_pre, const void* gh, const void* w_ahp, const void* gamma,
-                       int ahp_scalars, void* H) {
+                       int ahp_scalars, void* H, const void* mask, const void* counts) {
   LIF_IO_SWITCH(io, bwd_t, gs, sb, st, sn, gs_rec, gw, gi, gr, u, a, v0, v0_sb, s0, s0_sb, alpha,
                 beta, thr, scalars, beta_mode, window, max_spikes, surrogate, W, I, g_in, g_r, g_u,
                 s_prev, partial, lengths, B, Tn, N, S, t0, steps, h_pre, gh, w_ahp, gamma,
-                ahp_scalars, H)
+                ahp_scalars, H, mask, counts)
 }
 
 void syn_host_grad_sum(int f64, void* partial, int64_t M, int64_t S, int collapse, void* dst,
@@ -1228,10 +1237,10 @@ def syn_lib():
     p, i, u64, d, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_double, ctypes.c_int64
     h.syn_host_forward.restype = None
     h.syn_host_forward.argtypes = [i, p, p, i, u64, u64, d, p, i64, p, i64, p, p, p, p, p, i, i, d, p, p, p, p, p,
-                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, i64, p, p, i, p, p, p]
+                                   p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, i64, p, p, i, p, p, p, p, d, p]
     h.syn_host_backward.restype = None
     h.syn_host_backward.argtypes = [i, p, i64, i64, i64, p, p, p, p, p, p, p, i64, p, i64, p, p, p, i, i, d, d, i,
-                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p]
+                                    p, p, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, p, p, p, i, p, p, p]
     h.syn_host_kernel_sums.restype = i
     h.syn_host_kernel_sums.argtypes = [p, p, p, i64, i64, i64, i, p, p, p]
     h.syn_host_grad_sum.restype = None
@@ -1261,7 +1270,8 @@ def _syn_scalars(alpha, thr, bias):
 
 
 def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, w_rec=None, noise=None, key=None,
-                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None, ahp=None):
+                 noise_scale=0.0, dt=1e-3, max_spikes=2.0**16, record=True, save=True, lengths=None, ahp=None,
+                 save_mask=False, save_i_pre=True, save_h_pre=True, window=0.5, counts=None):
     """What the CUDA forward op computes (host/synaptic_op.h's loop around the CUDA threads), on the
     host: the outputs of torch.ops.lif_cuda.synaptic_forward (lengths: int64 (B,) or None). `ahp`:
     the AHP current's h0, w_ahp, tau_ahp (SPEC §9), or None; then (iahp, h_final, h_pre) follow."""
@@ -1274,7 +1284,11 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
     z = None if noise is None else noise.to(ct).contiguous()
     spikes = torch.empty((B, T, N), dtype=x.dtype)
     vmem, u = torch.empty((B, T, N), dtype=ct), torch.empty((B, T, N), dtype=ct)
+    if save_mask:  # the window mask's words in u's place, as host/synaptic_op.h allocates them
+        u = torch.empty((B, (T + 31) // 32, N), dtype=torch.int32)
     isyn, irec, a = (torch.zeros((B, T, N, S), dtype=ct) for _ in range(3))
+    if not save_i_pre:
+        a = torch.empty((0, S), dtype=ct)
     v_final, i_final = torch.empty((B, N), dtype=ct), torch.empty((B, N, S), dtype=ct)
     s_final = (s0.expand(B, N) if s0 is not None else torch.zeros(B, N, dtype=ct)).contiguous().clone()
     seed, offset = (0, 0) if key is None else (int(k) & (2**64 - 1) for k in key.tolist())
@@ -1297,12 +1311,16 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
             _ptr(alpha), _ptr(beta), _ptr(thr), _ptr(bias), _syn_scalars(alpha, thr, bias), _beta_mode(tau_syn),
             max_spikes,
             _ptr(spikes), _ptr(s_final), _ptr(vmem) if record else None, _ptr(isyn) if record else None,
-            _ptr(irec) if record and r is not None else None, _ptr(u) if save else None, _ptr(a) if save else None,
+            _ptr(irec) if record and r is not None else None, _ptr(u) if save and not save_mask else None,
+            _ptr(a) if save and save_i_pre else None,
             _ptr(v_final), _ptr(i_final), _ptr(lengths), B, T, N, S, t0, n_steps,
             _ptr(h0 if first else h_final), (N if h0 is not None and h0.dim() == 2 else 0) if first else N,
-            _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(iahp) if record else None, _ptr(h_pre) if save else None,
-            _ptr(h_final),
+            _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(iahp) if record else None,
+            _ptr(h_pre) if save and save_h_pre else None, _ptr(h_final), _ptr(u) if save and save_mask else None,
+            window, _ptr(counts),
         )
+    if ahp is not None and not save_h_pre:
+        h_pre = torch.empty((0,), dtype=ct)
     if ahp is not None:
         return spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a, iahp, h_final, h_pre
     return spikes, vmem, isyn, irec, v_final, i_final, s_final, u, a
@@ -1310,14 +1328,16 @@ def syn_forward_on_host(syn_lib, x, v0, i0, s0, tau_mem, tau_syn, thr, bias, *, 
 
 def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_mem, tau_syn, thr, *, w_rec=None, dt=1e-3,
                   window=0.5, max_spikes=2.0**16, surrogate=0, scalar_bias=False, i0_shared=True, lengths=None,
-                  ahp=None):
+                  ahp=None, counts=None):
     """What the CUDA backward op computes, on the host: torch.ops.lif_cuda.synaptic_backward's outputs
     (g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise). `ahp`: the AHP
     current's h_pre, w_ahp, tau_ahp, gh, ghf (upstream on iahp, h_final) and h0_shared, or None; then
     (g_h0, g_w_ahp, g_tau_ahp) follow."""
     lengths = None if lengths is None else lengths.to(torch.int64).contiguous()
-    B, T, N, S = a.shape
-    ct = u.dtype
+    B, T, N = gs.shape  # u may be the window mask, a (i_pre) (0, S), h_pre empty (SPEC §11)
+    S = a.shape[-1]
+    ct = v0.dtype
+    mask = u if u.dtype == torch.int32 else None
     alpha, beta = tau_to_decay(dt, tau_mem), tau_to_decay(dt, tau_syn)
     u, a, v0, alpha, beta, thr = (t.contiguous() for t in (u, a, v0, alpha, beta, thr))
     gw, gi, gr = (None if t is None else t.contiguous() for t in (gw, gi, gr))
@@ -1336,18 +1356,20 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
         ahp_scalars = int(w_ahp.dim() == 0) | 2 * int(gamma.dim() == 0)
         H = (ahp["ghf"].clone() if ahp.get("ghf") is not None else torch.zeros(B, N, dtype=ct)).contiguous()
     g_r = torch.empty((B, T, N * S), dtype=ct) if w_rec is not None else None
-    s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None else None
+    s_prev = torch.empty((B, T, N), dtype=ct) if w_rec is not None and (mask is None or counts is not None) else None
     sb, st, sn = gs.stride()
     steps = [(0, T, False)] if w_rec is None else [(t, 1, t < T - 1) for t in range(T - 1, -1, -1)]
     for t0, n_steps, with_rec in steps:
         gs_rec = (g_r[:, t0 + 1] @ w_rec.t()).contiguous() if with_rec else None
         syn_lib.syn_host_backward(
             IO_CODES[gs.dtype], _ptr(gs), sb, st, sn if N > 1 else 1, _ptr(gs_rec), _ptr(gw), _ptr(gi),
-            _ptr(gr) if w_rec is not None else None, _ptr(u), _ptr(a), _ptr(v0), N if v0.dim() == 2 else 0,
+            _ptr(gr) if w_rec is not None else None, None if mask is not None else _ptr(u),
+            _ptr(a) if a.dim() == 4 else None, _ptr(v0), N if v0.dim() == 2 else 0,
             _ptr(s0c), (N if s0c.dim() == 2 else 0) if s0c is not None else 0, _ptr(alpha), _ptr(beta), _ptr(thr),
             _syn_scalars(alpha, thr, None), _beta_mode(tau_syn), window, max_spikes, surrogate, _ptr(W), _ptr(I_),
             _ptr(g_in), _ptr(g_r), _ptr(g_u), _ptr(s_prev), _ptr(partial), _ptr(lengths), B, T, N, S, t0, n_steps,
-            _ptr(h_pre), _ptr(gh), _ptr(w_ahp), _ptr(gamma), ahp_scalars, _ptr(H),
+            _ptr(h_pre) if h_pre is not None and h_pre.numel() else None, _ptr(gh), _ptr(w_ahp), _ptr(gamma),
+            ahp_scalars, _ptr(H), _ptr(mask), _ptr(counts),
         )
     f64 = int(ct == torch.float64)
     BN = B * N
@@ -1363,11 +1385,14 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     g_bias = grad_sum(partial[2 * BN:3 * BN], N, 2 if scalar_bias else 0, () if scalar_bias else (N,))
     beta_coll = {0: 0, 1: 1, 2: 2}[_beta_mode(tau_syn)]
     g_tau_syn = grad_sum(partial[3 * BN:3 * BN + BN * S], N * S, beta_coll, tau_syn.shape, beta, tau_syn.contiguous())
+    if a.dim() != 4:  # no i_pre: no tau_syn gradient (zeros, as the op returns)
+        g_tau_syn = torch.zeros_like(g_tau_syn)
     g_v0 = W if v0.dim() == 2 else batch_sum(W)
     g_i0 = batch_sum(I_) if i0_shared else I_
     g_w_rec = g_s0 = rows = None
     if w_rec is not None:
-        g_w_rec = s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S)
+        g_w_rec = (torch.zeros_like(w_rec) if s_prev is None
+                   else s_prev.reshape(B * T, N).t() @ g_r.reshape(B * T, N * S))
         rows = (g_r[:, 0] @ w_rec.t()).contiguous()
     if ahp is not None:  # s0 fed h_pre[0] where the row ran a step (as host/synaptic_op.h)
         fed = H * w_ahp * (lengths.gt(0).unsqueeze(1).to(ct) if lengths is not None else 1)
@@ -1380,6 +1405,10 @@ def syn_backward_on_host(syn_lib, gs, gw, gi, gr, gvf, gif, u, a, v0, s0, tau_me
     pa = partial[3 * BN + BN * S:]
     g_tau_ahp = grad_sum(pa[:BN], N, coll(ahp["tau_ahp"]), ahp["tau_ahp"].shape, gamma, ahp["tau_ahp"].contiguous())
     g_w_ahp = grad_sum(pa[BN:], N, coll(w_ahp), w_ahp.shape)
+    if mask is not None and counts is None:  # the mask alone: no w_ahp gradient; no h_pre, no tau_ahp one
+        g_w_ahp = torch.zeros_like(g_w_ahp)
+    if h_pre.numel() == 0:
+        g_tau_ahp = torch.zeros_like(g_tau_ahp)
     return (*out, batch_sum(H) if ahp.get("h0_shared") else H, g_w_ahp, g_tau_ahp)
 
 
@@ -1756,6 +1785,63 @@ def test_synaptic_threads_equal_fused_cpu_op(syn_lib, io, S, rec, surrogate):
         assert_equal(a_, b_, f"backward {name}")
 
 
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16], ids=["f32", "f64", "f16"])
+@pytest.mark.parametrize("S,rec", [(1, True), (2, False), (3, False), (2, True)])
+@pytest.mark.parametrize("lengths", [None, [40, 0, 9, 33]], ids=["full", "lengths"])
+def test_synaptic_compact_threads_equal_fused_cpu_op(syn_lib, io, S, rec, lengths):
+    """The compact save (SPEC §11: the window mask in u's place, no i_pre): the CUDA threads write the
+    CPU tiles' mask words (the recurrent model's one-step calls adding to a word, padding included)
+    and, from them, give the CPU op's gradients bit for bit; and those are the gradients the full
+    save gives for the input, the state and bias."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N = 4, 40, 9
+    ct = torch.float32 if io == torch.float16 else io
+    case = syn_make_case(6, B, T, N, S, ct, rec=rec)
+    case["x"] = case["x"].to(io)
+    lens = None if lengths is None else torch.tensor(lengths)
+    op = torch.ops.lif_cuda
+    args = (case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"],
+            case["w_rec"], None, None, 1e-3, 0.0, 0.4, 3.0, 0, True, True, lens)
+    full = op.synaptic_forward(*args)
+    # Recurrent: w_rec's gradient reads the spikes, kept as uint8 counts beside the mask.
+    want = op.synaptic_forward(*args, save_mask=True, save_i_pre=False, save_counts=rec)
+    assert want[7].dtype == torch.int32 and want[8].shape == (0, S)
+    assert want[14].shape == ((B, T, N) if rec else (0,))
+    order = "down" if S <= 2 else "cpu"  # S <= 2: one order everywhere; else the CPU's, as the op
+    counts = torch.full((B, T, N), 77, dtype=torch.uint8) if rec else None
+    got = _syn_host_fwd(syn_lib, case, order=order, max_spikes=3.0, lengths=lens, save_mask=True, save_i_pre=False,
+                        window=0.4, counts=counts)
+    if rec:
+        assert torch.equal(want[14].float(), want[0].float()), "counts are the spikes"
+    if S <= 2:
+        assert_equal(got[7], want[7], "mask words")
+        assert_equal(got[0], want[0], "spikes")
+        if rec:
+            assert torch.equal(counts, want[14]), "counts (padding included)"
+    g = torch.Generator().manual_seed(1)
+    rn = lambda *s: torch.randn(s, generator=g).to(ct)  # noqa: E731
+    gs = rn(B, T, N).to(io)
+    ups = dict(gw=rn(B, T, N), gi=rn(B, T, N, S), gr=rn(B, T, N, S) if rec else None, gvf=rn(B, N), gif=rn(B, N, S))
+    bargs = (gs, ups["gw"], ups["gi"], ups["gr"], ups["gvf"], ups["gif"])
+    rest = (case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"], 1e-3, 0.4, 3.0, 0,
+            False, True, True, lens)
+    plain = op.synaptic_backward(*bargs, full[7], full[8], *rest)
+    kept = want[14] if rec else None
+    compact = op.synaptic_backward(*bargs, want[7], want[8], *rest, spike_counts=kept)
+    host = syn_backward_on_host(syn_lib, *bargs, want[7], want[8], case["v0"], case["s0"], case["tau_mem"],
+                                case["tau_syn"], case["thr"], w_rec=case["w_rec"], window=0.4, max_spikes=3.0,
+                                lengths=lens, counts=kept)
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise")
+    for k, name in enumerate(names):
+        if name in ("g_in", "g_v0", "g_i0", "g_bias", "g_noise") or (name in ("g_s0", "g_w_rec") and rec):
+            assert_equal(compact[k], plain[k], f"compact {name} against the full save")
+        if name in ("g_tau_mem", "g_thr", "g_tau_syn") and compact[k].numel():
+            assert not compact[k].any(), f"{name}: what was not kept gives zeros"
+        if S <= 2 and host[k] is not None and name not in ("g_s0", "g_w_rec"):
+            assert_equal(host[k], compact[k], f"threads {name}")
+
+
 # ------------------------------------------------------------------ lengths (SPEC §8)
 # Row lengths: T, 0, a part, one step (the recurrent time loop: calls before, at and after a row's end).
 SYN_LENGTHS = [17, 0, 9, 1]
@@ -1982,6 +2068,56 @@ def test_ahp_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
             assert rel_err(a_, b_) <= {torch.float64: 1e-14}.get(ct, 1e-6), name
             continue
         assert_equal(a_, b_, f"backward {name}")
+
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("lengths", [None, [40, 0, 9, 33]], ids=["all", "lengths"])
+def test_ahp_compact_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
+    """The compact save with the AHP current and w_ahp trained (SPEC §11: the mask, the spikes as uint8
+    counts, no i_pre, no h_pre): the threads write the CPU op's mask and counts and give its gradients
+    from them, w_ahp's included; and those equal the full save's."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    B, T, N, S = 4, 40, 9, 1
+    case = syn_make_case(17, B, T, N, S, io, rec=rec, i0_rows=True)
+    ahp = ahp_make_case(18, B, N, io)
+    lens = None if lengths is None else torch.tensor(lengths)
+    op = torch.ops.lif_cuda
+    args = (case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["bias"],
+            case["w_rec"], None, None, 1e-3, 0.0, 0.4, 3.0, 0, True, True, lens, ahp["w_ahp"], ahp["tau_ahp"],
+            ahp["h0"])
+    full = op.synaptic_forward(*args)
+    o = op.synaptic_forward(*args, save_mask=True, save_i_pre=False, save_h_pre=False, save_counts=True)
+    assert o[7].dtype == torch.int32 and o[13].numel() == 0 and o[14].dtype == torch.uint8
+    counts = torch.full((B, T, N), 77, dtype=torch.uint8)
+    got = ahp_host_fwd(syn_lib, case, ahp, lengths=lens, max_spikes=3.0, window=0.4, save_mask=True,
+                       save_i_pre=False, save_h_pre=False, counts=counts)
+    assert_equal(got["u"], o[7], "mask words")
+    assert torch.equal(counts, o[14]), "counts (padding included)"
+    g = torch.Generator().manual_seed(4)
+    rn = lambda *s: torch.randn(s, generator=g).to(io)  # noqa: E731
+    ups = [rn(B, T, N), rn(B, T, N), rn(B, T, N, S), rn(B, T, N, S) if rec else None, rn(B, N), rn(B, N, S)]
+    gh, ghf = rn(B, T, N), rn(B, N)
+    rest = (case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], case["w_rec"], 1e-3, 0.4, 3.0, 0,
+            False, False, False, lens, gh, ghf)
+    plain = op.synaptic_backward(*ups, full[7], full[8], *rest, full[13], ahp["w_ahp"], ahp["tau_ahp"], False)
+    compact = op.synaptic_backward(*ups, o[7], o[8], *rest, o[13], ahp["w_ahp"], ahp["tau_ahp"], False,
+                                   spike_counts=o[14])
+    host = syn_backward_on_host(syn_lib, *ups, o[7], o[8], case["v0"], case["s0"], case["tau_mem"], case["tau_syn"],
+                                case["thr"], w_rec=case["w_rec"], window=0.4, max_spikes=3.0, i0_shared=False,
+                                lengths=lens, counts=o[14],
+                                ahp=dict(h_pre=o[13], w_ahp=ahp["w_ahp"], tau_ahp=ahp["tau_ahp"], gh=gh, ghf=ghf,
+                                         h0_shared=False))
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise",
+             "g_h0", "g_w_ahp", "g_tau_ahp")
+    for k, name in enumerate(names):
+        if name in ("g_in", "g_v0", "g_i0", "g_s0", "g_bias", "g_w_rec", "g_h0", "g_w_ahp"):
+            assert_equal(compact[k], plain[k], f"compact {name} against the full save")
+        if name in ("g_tau_mem", "g_thr", "g_tau_syn", "g_tau_ahp"):
+            assert not compact[k].any(), f"{name}: what was not kept gives zeros"
+        if host[k] is not None and compact[k].numel() and name not in ("g_s0", "g_w_rec"):
+            assert_equal(host[k], compact[k], f"threads {name}")
 
 
 # ====================================================================== the adaptive LIF (SPEC §10)

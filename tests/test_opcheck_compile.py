@@ -222,6 +222,31 @@ def test_opcheck_synaptic_with_ahp():
                            ahp["w_ahp"], ahp["tau_ahp"], False))
 
 
+@needs_fused_cpu
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_opcheck_synaptic_compact_save(ahp):
+    """The compact save (SPEC §11: the window mask in u's place, (0,S) for i_pre, no h_pre): the fake
+    kernel's shapes and dtypes are the op's, and the backward takes them."""
+    case = make_synaptic_case(13, 2, 40, 3, 2, rec=True)
+    g = torch.Generator().manual_seed(5)
+    names = ("input", "v0", "i0", "s0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec")
+    extra = [-0.5 * torch.rand(3, generator=g), 0.01 + 0.02 * torch.rand(3, generator=g),
+             -0.2 * torch.rand(2, 3, generator=g)] if ahp else [None, None, None]
+    compact = dict(save_mask=True, save_i_pre=False, save_h_pre=False)
+    args = (*(case[k] for k in names), None, None, 1e-3, 0.0, 0.5, 2.0**16, 0, False, True, None, *extra)
+    torch.library.opcheck(torch.ops.lif_cuda.synaptic_forward, args, compact)
+    out = torch.ops.lif_cuda.synaptic_forward(*args, **compact)
+    assert out[7].shape == (2, 2, 3) and out[7].dtype == torch.int32 and out[8].shape == (0, 2)
+    assert out[13].numel() == 0
+    gs = torch.randn(2, 40, 3, generator=g)
+    ahp_args = (torch.randn(2, 40, 3, generator=g), torch.randn(2, 3, generator=g), out[13], extra[0], extra[1],
+                False) if ahp else ()
+    torch.library.opcheck(torch.ops.lif_cuda.synaptic_backward,
+                          (gs, None, None, None, None, None, out[7], out[8], case["v0"], case["s0"], case["tau_mem"],
+                           case["tau_syn"], case["threshold"], case["w_rec"], 1e-3, 0.5, 2.0**16, 0, False, False,
+                           False, None, *ahp_args))
+
+
 # ------------------------------------------------------------------ the adaptive LIF (SPEC §10)
 
 

@@ -167,3 +167,162 @@ def test_compile_keeps_bits_and_gradients():
         results.append((s.detach(), xi.grad, layer.bias.grad))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- SynapticLIF and its AHP lane
+# The compact path against the path that keeps everything (every parameter trainable), gradient
+# for gradient, bit for bit: the gradients both paths give (input, state, bias, and the parameters
+# the compact path still trains) must be the same tensors.
+
+def syn_case(B=3, T=45, N=7, S=2, *, rec=False, ahp=False, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    c = dict(
+        x=0.4 + 0.8 * n(B, T, N * S), v0=0.5 * n(B, N), i0=0.3 * n(N, S), tau_mem=5e-3 + 45e-3 * r(N),
+        tau_syn=2e-3 + 20e-3 * r(N, S), threshold=0.3 + 1.2 * r(N), bias=0.1 * n(N),
+        w_rec=0.3 * n(N, N * S) if rec else None, s0=(r(N) < 0.3).double() if rec or ahp else None,
+    )
+    if ahp:
+        c.update(h0=0.2 * n(B, N), w_ahp=-0.9 + 0.2 * n(N), tau_ahp=5e-3 + 30e-3 * r(N))
+    return {k: None if v is None else v.to(dtype) for k, v in c.items()}
+
+
+SYN_LEAVES = ("x", "v0", "i0", "s0", "h0", "tau_mem", "tau_syn", "threshold", "bias", "w_rec", "w_ahp", "tau_ahp")
+
+
+def syn_grads(c, frozen=(), *, record=True, lengths=None, noise=None, surrogate=lif_cuda.StepPWL, evolve=None,
+              max_spikes=3.0):
+    """{leaf: gradient} of the fused synaptic (or AHP) op with `frozen` leaves not requiring one, and
+    what the graph kept ({dtype: bytes})."""
+    leaves = {k: None if c.get(k) is None else c[k].clone().requires_grad_(k not in frozen) for k in SYN_LEAVES}
+    ahp = "h0" in c
+    noise = None if noise is None else noise.clone().requires_grad_()
+
+    def fwd():
+        kw = dict(w_rec=leaves["w_rec"], s0=leaves["s0"], noise=noise, learning_window=0.4,
+                  max_spikes_per_dt=max_spikes, spike_generation_fn=surrogate, record=record, backend="fused",
+                  lengths=lengths)
+        L = leaves
+        if ahp:
+            out = (evolve or lif_cuda.ahp_synaptic_evolve)(L["x"], L["v0"], L["i0"], L["h0"], L["tau_mem"],
+                                                           L["tau_syn"], L["threshold"], L["bias"], L["w_ahp"],
+                                                           L["tau_ahp"], 1e-3, **kw)
+            return [o for o in out if o is not None and o.requires_grad]
+        out = (evolve or lif_cuda.synaptic_evolve)(L["x"], L["v0"], L["i0"], L["tau_mem"], L["tau_syn"],
+                                                   L["threshold"], L["bias"], 1e-3, **kw)
+        return [o for o in out if o is not None and o.requires_grad]
+
+    saved, outs = kept(fwd)
+    g = torch.Generator().manual_seed(7)
+    upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    wrt = {k: v for k, v in leaves.items() if v is not None and v.requires_grad}
+    if noise is not None:
+        wrt["noise"] = noise
+    got = torch.autograd.grad(outs, list(wrt.values()), upstream, allow_unused=True)
+    return dict(zip(wrt, got)), saved
+
+
+def assert_same_grads(got, want):
+    for k, v in got.items():
+        assert torch.equal(v, want[k]), k
+
+
+# What each configuration keeps, by what is frozen (SPEC §11): u or the mask, and beside the mask
+# the spikes as uint8 counts where w_rec or w_ahp trains (max_spikes <= 255); i_pre (B,T,N,S) only
+# for tau_syn; h_pre (B,T,N) only for tau_ahp.
+SYN_FROZEN = {
+    "neurons": ("tau_mem", "threshold", "w_rec", "w_ahp"),                 # mask, i_pre, h_pre
+    "all": ("tau_mem", "threshold", "tau_syn", "w_rec", "w_ahp", "tau_ahp"),  # mask only
+    "tau_syn": ("tau_syn", "tau_ahp"),                                     # u, no i_pre, no h_pre
+    "w_rec": ("tau_mem", "threshold", "w_ahp"),                           # mask and counts (rec)
+    "w_ahp": ("tau_mem", "threshold", "w_rec"),                           # mask and counts (ahp)
+}
+
+
+@pytest.mark.parametrize("S", [1, 2, 3])
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+@pytest.mark.parametrize("frozen", list(SYN_FROZEN))
+@pytest.mark.parametrize("T", [1, 33, 70])
+def test_synaptic_compact_save_same_gradients(S, rec, ahp, frozen, T):
+    c = syn_case(T=T, S=S, rec=rec, ahp=ahp)
+    want, saved_all = syn_grads(c)
+    got, saved = syn_grads(c, SYN_FROZEN[frozen])
+    assert_same_grads(got, want)
+    B, _, N = c["x"].shape[0], T, c["v0"].shape[1]
+    mask = frozen != "tau_syn"
+    assert saved.get(torch.int32, 0) == (B * ((T + 31) // 32) * N * 4 if mask else 0)
+    counts = mask and ((rec and "w_rec" not in SYN_FROZEN[frozen]) or (ahp and "w_ahp" not in SYN_FROZEN[frozen]))
+    assert saved.get(torch.uint8, 0) == (B * T * N if counts else 0)
+    # What left: u (B,T,N) for the mask, i_pre (B,T,N,S) without tau_syn, h_pre (B,T,N) without tau_ahp.
+    gone = (B * T * N if mask else 0) + (B * T * N * S if "tau_syn" in SYN_FROZEN[frozen] else 0)
+    gone += B * T * N if ahp and "tau_ahp" in SYN_FROZEN[frozen] else 0
+    assert saved_all[torch.float64] - saved[torch.float64] == gone * 8
+
+
+@pytest.mark.parametrize("rec", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_synaptic_compact_with_lengths_noise_and_float32(rec, ahp):
+    lengths = torch.tensor([40, 0, 17])
+    for dtype in (torch.float32, torch.float64):
+        c = syn_case(T=40, rec=rec, ahp=ahp, dtype=dtype, seed=2)
+        noise = (0.1 * torch.randn(3, 40, 7, generator=torch.Generator().manual_seed(3))).to(dtype)
+        configs = ["all"] + (["w_rec"] if rec else []) + (["w_ahp"] if ahp else [])
+        for kw in (dict(lengths=lengths), dict(noise=noise), dict(lengths=lengths, noise=noise, record=False)):
+            want, _ = syn_grads(c, **kw)
+            for frozen in configs:
+                got, saved = syn_grads(c, SYN_FROZEN[frozen], **kw)
+                assert torch.int32 in saved and (torch.uint8 in saved) == (frozen != "all"), (kw, frozen)
+                assert_same_grads(got, want)
+
+
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_synaptic_counts_only_up_to_255(ahp):
+    """A trained w_rec (or w_ahp) with more than 255 spikes a step allowed: no uint8 counts, u kept
+    (the spikes are recomputed from it), the same gradients."""
+    c = syn_case(rec=True, ahp=ahp)
+    want, _ = syn_grads(c, max_spikes=300.0)
+    got, saved = syn_grads(c, ("tau_mem", "threshold"), max_spikes=300.0)
+    assert torch.int32 not in saved and torch.uint8 not in saved
+    assert_same_grads(got, want)
+
+
+def test_synaptic_periodic_exponential_keeps_u():
+    c = syn_case()
+    _, saved = syn_grads(c, SYN_FROZEN["neurons"], surrogate=lif_cuda.PeriodicExponential)
+    assert torch.int32 not in saved
+
+
+STEP_PWL = lif_cuda.ops.SURROGATE_IDS["StepPWL"]  # the one surrogate the compiled calls below use
+
+
+def _op_evolve(x, v0, i0, tau_mem, tau_syn, threshold, bias, dt, *, w_rec, s0, noise, learning_window,
+               max_spikes_per_dt, spike_generation_fn, record, backend, lengths):
+    """synaptic_evolve's call of the op, with its outputs (the functional's Python checks are not
+    traced: the op is what is compiled)."""
+    return torch.ops.lif_cuda.synaptic_forward(x, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, None,
+                                               dt, 0.0, learning_window, max_spikes_per_dt, STEP_PWL, record, False,
+                                               lengths)[:7]
+
+
+def _ahp_op_evolve(x, v0, i0, h0, tau_mem, tau_syn, threshold, bias, w_ahp, tau_ahp, dt, *, w_rec, s0, noise,
+                   learning_window, max_spikes_per_dt, spike_generation_fn, record, backend, lengths):
+    return lif_cuda.ops.ahp_synaptic_forward_op(x, v0, i0, s0, h0, tau_mem, tau_syn, threshold, bias, w_rec, w_ahp,
+                                                tau_ahp, noise, None, dt, 0.0, learning_window, max_spikes_per_dt,
+                                                STEP_PWL, record, False, lengths)
+
+
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_synaptic_compile_keeps_bits_and_gradients(ahp):
+    """torch.compile(fullgraph=True) of the op: the fake kernel gives the compact outputs' shapes, the
+    graph keeps the mask, and the gradients equal eager's bit for bit (and the full save's)."""
+    torch._dynamo.reset()
+    c = syn_case(T=37, ahp=ahp, rec=True, dtype=torch.float32)
+    fn = _ahp_op_evolve if ahp else _op_evolve
+    full, _ = syn_grads(c, evolve=fn)
+    want, _ = syn_grads(c, SYN_FROZEN["all"], evolve=fn)
+    got, saved = syn_grads(c, SYN_FROZEN["all"], evolve=torch.compile(fn, fullgraph=True))
+    assert torch.int32 in saved
+    assert_same_grads(got, want)
+    assert_same_grads(got, full)

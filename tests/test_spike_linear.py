@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import lif_cuda
-from lif_cuda.spike_linear import pack_counts, unpack_counts
+from lif_cuda.spike_linear import _pack_aten, _unpack_aten, pack_counts, unpack_counts
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -98,6 +98,69 @@ def test_pack_round_trip(n):
     assert torch.equal(unpack_counts(packed, 1, n, torch.float32), x)
     y = counts((n,), 200)
     assert torch.equal(unpack_counts(pack_counts(y, 200), 200, n, torch.float32), y)
+
+
+FUSED = pytest.mark.skipif(not lif_cuda.extension_loaded(), reason="needs the compiled extension")
+
+
+@FUSED
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("max_count", [1, 3, 255])
+# Around a byte, a task of the CPU's parallel pass (2**15 bytes) and several tasks.
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 8 * 2**15 - 3, 8 * 2**15 + 1, 3 * 2**18 + 5])
+def test_fused_pack_equals_the_aten_passes(device, dtype, max_count, n):
+    """The fused one-pass kernels give the bytes of the ATen passes (the fallback), and back."""
+    x = counts((n,), max_count, device, dtype, seed=n)
+    packed = torch.ops.lif_cuda.pack_counts(x, max_count)
+    assert torch.equal(packed, _pack_aten(x, max_count))
+    got = torch.ops.lif_cuda.unpack_counts(packed, max_count, n, dtype)
+    assert got.dtype == dtype and torch.equal(got, _unpack_aten(packed, max_count, n, dtype))
+    assert torch.equal(got, x)
+
+
+@FUSED
+@pytest.mark.parametrize("max_count", [1, 2, 255])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_fused_pack_checks_every_value(max_count, dtype):
+    """A value that breaks the promise anywhere (first, last, inside a task, in the last partial
+    byte) is a ValueError naming max_count from the same pass, whatever the dtype."""
+    n = 8 * 2**15 + 5
+    bads = [max_count + 1.0, 0.5, -1.0, float("nan"), float("inf"), -0.25]
+    for i, where in enumerate([0, n - 1, 2**15 * 8 - 1, n - 3, 12345, 8 * 2**15]):
+        x = counts((n,), max_count, dtype=dtype, seed=i)
+        x[where] = bads[i]
+        with pytest.raises(ValueError, match="max_count=%d" % max_count):
+            torch.ops.lif_cuda.pack_counts(x, max_count)
+    ok = counts((n,), max_count, dtype=dtype)
+    ok[0], ok[-1] = 0.0, float(max_count)  # the bounds themselves keep the promise; -0.0 too
+    ok[1] = -0.0
+    assert torch.equal(torch.ops.lif_cuda.unpack_counts(torch.ops.lif_cuda.pack_counts(ok, max_count), max_count, n,
+                                                        dtype), ok)
+
+
+@FUSED
+def test_fused_ops_check_their_arguments():
+    x = counts((10,), 1)
+    with pytest.raises(ValueError, match="max_count"):
+        torch.ops.lif_cuda.pack_counts(x, 256)
+    with pytest.raises(TypeError, match="input"):
+        torch.ops.lif_cuda.pack_counts(x.long(), 1)
+    packed = torch.ops.lif_cuda.pack_counts(x, 1)
+    with pytest.raises(ValueError, match="packed"):
+        torch.ops.lif_cuda.unpack_counts(packed, 1, 17, torch.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        torch.ops.lif_cuda.unpack_counts(packed, 1, 10, torch.int32)
+    assert torch.ops.lif_cuda.pack_counts(x[:0], 1).shape == (0,)
+
+
+@FUSED
+@pytest.mark.parametrize("max_count", [1, 7])
+def test_opcheck_pack_ops(max_count):
+    x = counts((3, 5, 11), max_count)
+    torch.library.opcheck(torch.ops.lif_cuda.pack_counts.default, (x, max_count))
+    packed = torch.ops.lif_cuda.pack_counts(x, max_count)
+    torch.library.opcheck(torch.ops.lif_cuda.unpack_counts.default, (packed, max_count, x.numel(), torch.float32))
 
 
 @pytest.mark.parametrize(

@@ -161,6 +161,13 @@ struct SynForwardArgs {
   T* irec_out;  // (B,T,N,S) record of the recurrent currents, or nullptr
   T* u_out;  // (B,T,N) membrane before the spike, saved for the backward, or nullptr
   T* i_pre_out;  // (B,T,N,S) currents before their decay, saved for the backward, or nullptr
+  // (B, ceil(T/32), N) window mask saved instead of u (core/mask.h), or nullptr; a call that starts
+  // inside a word adds its bits to those already there (the recurrent model's per-step calls).
+  uint32_t* mask_out;
+  double window;  // the StepPWL window of the mask
+  // (B,T,N) spike counts (max_spikes <= 255) kept with the mask for w_rec's and w_ahp's gradients,
+  // or nullptr
+  uint8_t* counts_out;
   T* v_final;  // (B,N) membrane after the last step
   T* i_final;  // (B,N,S) currents after the last step
   // The AHP current (SPEC §9), or h0 == nullptr (none). Its first step reads s[t0-1] from s_last,
@@ -184,8 +191,14 @@ struct SynBackwardArgs {
   const T* gw;  // (B,T,N) upstream gradient on the membrane record, or nullptr
   const T* gi;  // (B,T,N,S) upstream gradient on the synaptic record, or nullptr
   const T* gr;  // (B,T,N,S) upstream gradient on the recurrent record, or nullptr
-  const T* u;  // (B,T,N) saved membrane before the spike
-  const T* i_pre;  // (B,T,N,S) saved currents before their decay
+  const T* u;  // (B,T,N) saved membrane before the spike, or nullptr (then mask)
+  // (B, ceil(T/32), N) window mask saved instead of u (SPEC §11), or nullptr; then nothing reads
+  // the spikes and tau_mem's, threshold's, w_rec's and w_ahp's gradients are not computed.
+  const uint32_t* mask;
+  // With the mask: (B,T,N) spike counts for s[t-1] (w_rec's and w_ahp's gradients), or nullptr
+  const uint8_t* counts;
+  const T* i_pre;  // (B,T,N,S) saved currents before their decay, or nullptr (tau_syn's gradient
+                   // is not computed; its sums read zeros)
   const T* v0;
   int64_t v0_stride_b;
   const T* s0;  // initial spikes (recurrent), row b at s0 + b * s0_stride_b, or nullptr (0)
@@ -208,8 +221,9 @@ struct SynBackwardArgs {
   double* partial;
   T* beta_sums;  // (B,N,S) scratch of a CUDA thread whose S is not a compile-time constant, or
                  // nullptr
-  // The AHP current (SPEC §9), or h_pre == nullptr (none).
-  const T* h_pre;  // (B,T,N) saved h before its decay
+  // The AHP current (SPEC §9), or H == nullptr (none).
+  const T* h_pre;  // (B,T,N) saved h before its decay, or nullptr where tau_ahp's gradient is
+                   // not computed (its sums read zeros); AHP: w_ahp.data != nullptr
   const T* gh;  // (B,T,N) upstream gradient on the record of h, or nullptr
   PerNeuron<T> w_ahp, gamma;
   T* H;  // (B,N) carried: dL/dh of the step before the first one done (core/synaptic.h)

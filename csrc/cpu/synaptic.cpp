@@ -22,6 +22,7 @@
 
 #include "../core/grad_sums.h"
 #include "../core/lengths.h"
+#include "../core/mask.h"
 #include "../core/switch.h"
 #include "../core/synaptic.h"
 #include "../host/synaptic_op.h"
@@ -107,6 +108,19 @@ LIF_CLONES void ahp_rows_backward(int64_t len, const T* __restrict__ U, const T*
   }
 }
 
+// Step t's bits of the window mask (SPEC §11) into its word row (len words, contiguous in n): a
+// word's first step writes it, the others add their bit, so a call that starts inside a word (a
+// recurrent model's per-step call) adds to the bits of the calls before it.
+template <typename T>
+LIF_CLONES void mask_row_forward(int64_t len, const T* __restrict__ u, const T* __restrict__ thr,
+                                 T window, int64_t t, uint32_t* __restrict__ words) {
+  if (t % kMaskBits == 0) {
+    for (int64_t n = 0; n < len; ++n) words[n] = mask_bit(u[n], thr[n] - window, t);
+  } else {
+    for (int64_t n = 0; n < len; ++n) words[n] |= mask_bit(u[n], thr[n] - window, t);
+  }
+}
+
 // A forward tile's AHP rows (SPEC §9): h0 and the parameter rows at the tile's first neuron, the
 // sequences at (b, t0, n0) (nullptr: not asked for), the tile's h and s[t-1] as scratch rows.
 template <typename T>
@@ -128,10 +142,11 @@ LIF_CLONES void syn_forward_tile(
     const T* __restrict__ alpha, const T* __restrict__ beta, const T* __restrict__ thr,
     const T* __restrict__ bias, T max_spikes, IT* __restrict__ s_out, T* s_last_out,
     T* __restrict__ vmem_out, T* __restrict__ isyn_out, T* __restrict__ irec_out,
-    T* __restrict__ u_out, T* __restrict__ i_pre_out, T* v_final, T* i_final, int64_t steps,
-    int64_t N, int64_t S_dyn, int64_t len, T* __restrict__ w, T* __restrict__ i,
-    T* __restrict__ a_scratch, T* __restrict__ u_scratch, T* __restrict__ z4_flat,
-    uint32_t* words_flat, const AhpForwardTile<T>& ahp) {
+    T* __restrict__ u_out, T* __restrict__ i_pre_out, uint32_t* __restrict__ mask_out, T window,
+    uint8_t* __restrict__ counts_out, T* v_final, T* i_final, int64_t steps, int64_t N,
+    int64_t S_dyn, int64_t len, T* __restrict__ w, T* __restrict__ i, T* __restrict__ a_scratch,
+    T* __restrict__ u_scratch, T* __restrict__ z4_flat, uint32_t* words_flat,
+    const AhpForwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -211,6 +226,13 @@ LIF_CLONES void syn_forward_tile(
       ut[n] = u;
     }
     if (vmem_out) std::memcpy(vmem_out + t * N, w, sizeof(T) * len);
+    if (mask_out) {
+      mask_row_forward(len, ut, thr, window, t0 + t, mask_out + ((t0 + t) / kMaskBits) * N);
+    }
+    if (counts_out) {  // the spikes as counts (max_spikes <= 255: exact in every IT)
+      uint8_t* __restrict__ ct = counts_out + t * N;
+      for (int64_t n = 0; n < len; ++n) ct[n] = static_cast<uint8_t>(static_cast<float>(st[n]));
+    }
   }
   std::memcpy(v_final, w, sizeof(T) * len);
   std::memcpy(i_final, i, sizeof(T) * syn);
@@ -237,15 +259,16 @@ template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
 LIF_CLONES void syn_backward_tile(
     const IT* __restrict__ gs, int64_t gs_stride_t, bool gs_bcast_n, const T* __restrict__ gs_rec,
     const T* __restrict__ gw, const T* __restrict__ gi, const T* __restrict__ gr,
-    const T* __restrict__ u, const T* __restrict__ i_pre, const T* __restrict__ v0,
-    const T* __restrict__ s0, const T* __restrict__ alpha, const T* __restrict__ beta,
-    const T* __restrict__ thr, T window, T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io,
-    IT* __restrict__ g_in, T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
+    const T* __restrict__ u, const uint32_t* __restrict__ mask, const uint8_t* __restrict__ counts,
+    const T* __restrict__ i_pre, const T* __restrict__ v0, const T* __restrict__ s0,
+    const T* __restrict__ alpha, const T* __restrict__ beta, const T* __restrict__ thr, T window,
+    T max_spikes, T* __restrict__ W_io, T* __restrict__ I_io, IT* __restrict__ g_in,
+    T* __restrict__ g_r, T* __restrict__ g_u, T* __restrict__ s_prev_out,
     double* __restrict__ p_alpha, double* __restrict__ p_thr, double* __restrict__ p_bias,
     double* __restrict__ p_beta, int64_t t_abs0, int64_t steps, int64_t N, int64_t S_dyn,
     int64_t len, T* __restrict__ W, T* __restrict__ U_row, T* __restrict__ s_row,
-    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros, T* __restrict__ sums,
-    const AhpBackwardTile<T>& ahp) {
+    T* __restrict__ g_row, T* __restrict__ I, const T* __restrict__ zeros,
+    const T* __restrict__ syn_zeros, T* __restrict__ sums, const AhpBackwardTile<T>& ahp) {
   const int64_t S = S_FIXED ? S_FIXED : S_dyn;
   const int64_t syn = len * S;
   const int64_t NS = N * S;
@@ -258,7 +281,7 @@ LIF_CLONES void syn_backward_tile(
   T* __restrict__ gbeta = sums + 3 * len;
   for (int64_t n = 0; n < len; ++n) {
     W[n] = W_io[n];
-    s_row[n] = spikes(u[(steps - 1) * N + n], thr[n], max_spikes);
+    s_row[n] = u ? spikes(u[(steps - 1) * N + n], thr[n], max_spikes) : T(0);
     ga[n] = T(0);
     gt[n] = T(0);
     gb[n] = T(0);
@@ -276,7 +299,6 @@ LIF_CLONES void syn_backward_tile(
   }
   for (int64_t t = steps - 1; t >= 0; --t) {
     const bool first = t_abs0 + t == 0;
-    const T* __restrict__ ut = u + t * N;
     // dL/ds[t] from the loss (its own strides; a row broadcast over neurons spread out), plus the
     // recurrence's share: one row of T values.
     const IT* __restrict__ gst = gs + t * gs_stride_t;
@@ -291,7 +313,28 @@ LIF_CLONES void syn_backward_tile(
     // t > 0 have their own loop (written out, no lambda: GCC then vectorises it for float and
     // double); dL/du and s[t-1] go to their outputs as whole rows afterwards.
     const T* __restrict__ gwr = gw ? gw + t * N : zeros;
-    if (!first) {
+    if (mask) {
+      // From the window mask (SPEC §11): dL/du, dL/dbias and W with step_backward<kStepPWL>'s
+      // operations; s[t-1] from the counts kept beside it (w_rec's and w_ahp's gradients), or 0
+      // where nothing reads it.
+      const int64_t ta = t_abs0 + t;
+      const uint32_t* __restrict__ words = mask + (ta / kMaskBits) * N;
+      const int shift = static_cast<int>(ta % kMaskBits);
+      for (int64_t n = 0; n < len; ++n) {
+        U_row[n] = step_backward_masked(g_row[n], gwr[n], mask_value<T>(words[n], shift), consts(n),
+                                        W[n], gb[n]);
+      }
+      if (first) {
+        for (int64_t n = 0; n < len; ++n) s_row[n] = s0 ? s0[n] : T(0);
+      } else if (counts) {
+        const uint8_t* __restrict__ cp =
+            counts + (t - 1) * N;  // s[t-1]: t - 1 may be the call's -1
+        for (int64_t n = 0; n < len; ++n) s_row[n] = static_cast<T>(static_cast<int32_t>(cp[n]));
+      } else {
+        for (int64_t n = 0; n < len; ++n) s_row[n] = T(0);
+      }
+    } else if (!first) {
+      const T* __restrict__ ut = u + t * N;
       const T* __restrict__ up = ut - N;
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = spikes(up[n], thr[n], max_spikes);
@@ -302,6 +345,7 @@ LIF_CLONES void syn_backward_tile(
         s_row[n] = s_prev;
       }
     } else {  // once per call: w[-1] = v0, s[-1] = s0
+      const T* __restrict__ ut = u + t * N;
       for (int64_t n = 0; n < len; ++n) {
         const T s_prev = s0 ? s0[n] : T(0);
         const T U = step_backward<SURR>(g_row[n], gwr[n], ut[n], s_row[n], v0[n], consts(n), W[n],
@@ -311,13 +355,14 @@ LIF_CLONES void syn_backward_tile(
       }
     }
     if constexpr (AHP) {  // dL/du[t] and s[t-1] (now in s_row) into the AHP current's gradients
-      ahp_rows_backward(len, U_row, ahp.gh ? ahp.gh + t * N : zeros, ahp.h_pre + t * N, s_row,
-                        ahp.gamma, ahp.H, ahp.g_gamma, ahp.g_w_ahp);
+      ahp_rows_backward(len, U_row, ahp.gh ? ahp.gh + t * N : zeros,
+                        ahp.h_pre ? ahp.h_pre + t * N : zeros, s_row, ahp.gamma, ahp.H, ahp.g_gamma,
+                        ahp.g_w_ahp);
     }
     if (g_u) std::memcpy(g_u + t * N, U_row, sizeof(T) * len);
     if (s_prev_out) std::memcpy(s_prev_out + t * N, s_row, sizeof(T) * len);
     // The synapses: dL/da[t] = (I + U) * beta; I carries it to i[t-1].
-    const T* __restrict__ ip = i_pre + t * NS;
+    const T* __restrict__ ip = i_pre ? i_pre + t * NS : syn_zeros;  // not kept: tau_syn frozen
     const T* __restrict__ git = gi ? gi + t * NS : nullptr;
     IT* __restrict__ gin = g_in + t * NS;
     for (int64_t n = 0; n < len; ++n) {
@@ -396,6 +441,8 @@ struct SynCpu : CpuDevice {
         T* const irec = a.irec_out ? a.irec_out + srow : nullptr;
         T* const u_out = a.u_out ? a.u_out + row : nullptr;
         T* const i_pre = a.i_pre_out ? a.i_pre_out + srow : nullptr;
+        uint32_t* const mask = a.mask_out ? a.mask_out + b * mask_words(Tn) * N + n0 : nullptr;
+        uint8_t* const counts = a.counts_out ? a.counts_out + row : nullptr;
         T* const v_final = a.v_final + b * N + n0;
         T* const i_final = a.i_final + b * NS + n0 * S;
         AhpForwardTile<T> ahp{};
@@ -416,11 +463,16 @@ struct SynCpu : CpuDevice {
            a.r ? a.r + b * NS + n0 * S : nullptr, param_row(a.alpha, n0, len, sc.alpha),
            param_row(a.beta, n0, len, S, sc.beta), param_row(a.thr, n0, len, sc.thr),
            param_row(a.bias, n0, len, sc.bias), M, a.s_out + row,
-           a.s_last ? a.s_last + b * N + n0 : nullptr, vmem, isyn, irec, u_out, i_pre, v_final,
-           i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u, sc.z4.data(), sc.words.data(), ahp);
+           a.s_last ? a.s_last + b * N + n0 : nullptr, vmem, isyn, irec, u_out, i_pre, mask,
+           static_cast<T>(a.window), counts, v_final, i_final, k, N, S, len, sc.w, sc.i, sc.a, sc.u,
+           sc.z4.data(), sc.words.data(), ahp);
         if (k < a.steps) {
           syn_pad_forward(a.s_out + row, vmem, u_out, isyn, i_pre, irec, v_final, i_final, k,
                           a.steps, N, S, len);
+          if (counts) pad_fill(counts, uint8_t(0), k, a.steps, N, len);
+          // The mask's words that start on padding: zeros (the others hold the row's bits).
+          if (mask)
+            pad_fill(mask, uint32_t(0), mask_words(a.t0 + k), mask_words(a.t0 + a.steps), N, len);
           if (with_ahp)
             ahp_pad_forward(ahp.iahp_out, ahp.h_pre_out, ahp.h_final, k, a.steps, N, len);
         }
@@ -437,7 +489,7 @@ struct SynCpu : CpuDevice {
     const int64_t ntiles = (N + tile - 1) / tile;
     const T M = static_cast<T>(a.max_spikes);
     const T window = static_cast<T>(a.window);
-    const bool with_ahp = a.h_pre != nullptr;
+    const bool with_ahp = a.H != nullptr;
     const auto fn = SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       return SYNAPSES_SWITCH(S, S_FIXED, [&] {
         return BOOL_SWITCH(with_ahp, AHP,
@@ -454,8 +506,8 @@ struct SynCpu : CpuDevice {
     at::parallel_for(0, B * ntiles, grain_size(B * ntiles, work), [&](int64_t begin, int64_t end) {
       TileScratch<T> sc(tile, S, false, with_ahp);
       // W, U, s, zeros (value-initialised: stays 0), then the gradient sums (3 rows and tile * S),
-      // then the AHP's H and its two gradient sums.
-      std::vector<T> rows(static_cast<size_t>((with_ahp ? 10 : 7) * tile + tile * S));
+      // then the AHP's H and its two gradient sums; then tile * S zeros (the currents not kept).
+      std::vector<T> rows(static_cast<size_t>((with_ahp ? 10 : 7) * tile + 2 * tile * S));
       T* W = rows.data();
       T* U_row = W + tile;
       T* s_row = U_row + tile;
@@ -480,7 +532,7 @@ struct SynCpu : CpuDevice {
         AhpBackwardTile<T> ahp{};
         if (with_ahp) {
           T* const ahp_rows = sums + 3 * tile + tile * S;
-          ahp = {a.h_pre + row,
+          ahp = {a.h_pre ? a.h_pre + row : nullptr,
                  a.gh ? a.gh + row : nullptr,
                  param_row(a.w_ahp, n0, len, sc.w_ahp),
                  param_row(a.gamma, n0, len, sc.gamma),
@@ -496,12 +548,15 @@ struct SynCpu : CpuDevice {
           fn(a.gs + b * a.gs_stride_b + a.t0 * a.gs_stride_t + n0 * a.gs_stride_n, a.gs_stride_t,
              a.gs_stride_n == 0 && len > 1,
              a.gs_rec && a.t0 + a.steps < L ? a.gs_rec + bn : nullptr, a.gw ? a.gw + row : nullptr,
-             a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr, a.u + row, a.i_pre + srow,
+             a.gi ? a.gi + srow : nullptr, a.gr ? a.gr + srow : nullptr, a.u ? a.u + row : nullptr,
+             a.mask ? a.mask + b * mask_words(Tn) * N + n0 : nullptr,
+             a.counts ? a.counts + row : nullptr, a.i_pre ? a.i_pre + srow : nullptr,
              a.v0 + b * a.v0_stride_b + n0, a.s0 ? a.s0 + b * a.s0_stride_b + n0 : nullptr,
              param_row(a.alpha, n0, len, sc.alpha), param_row(a.beta, n0, len, S, sc.beta),
              param_row(a.thr, n0, len, sc.thr), window, M, a.W + bn, a.I + bns, g_in, g_r, g_u,
              s_prev, p_alpha + bn, p_thr + bn, p_bias + bn, p_beta + bns, a.t0, k, N, S, len, W,
-             U_row, s_row, sc.z, sc.i, zeros, sums, ahp);
+             U_row, s_row, sc.z, sc.i, zeros,
+             sums + 3 * tile + tile * S + (with_ahp ? 3 * tile : 0), sums, ahp);
         }
         if (k < a.steps) syn_pad_backward(g_in, g_r, g_u, s_prev, k, a.steps, N, S, len);
       }

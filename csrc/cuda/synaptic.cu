@@ -73,7 +73,7 @@ struct SynCuda : CudaDevice {
     const KernelGradSums<T> g = kernel_grad_sums_of(sums, a.B, a.N, arrivals);
     SURROGATE_SWITCH(a.surrogate, SURR, [&] {
       SYNAPSES_SWITCH(a.S, S_FIXED, [&] {
-        BOOL_SWITCH(a.h_pre != nullptr, AHP, [&] {
+        BOOL_SWITCH(a.H != nullptr, AHP, [&] {
           backward_kernel<IT, T, SURR, S_FIXED, AHP>
               <<<grid_for(a.B * a.N), kBlock, 0, stream>>>(a, g);
           C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -19,6 +19,7 @@
 #include "../core/args.h"
 #include "../core/grad_sums.h"
 #include "../core/lengths.h"
+#include "../core/mask.h"
 #include "../core/synaptic.h"
 #include "lif_thread.h"  // NeuronNoise
 
@@ -57,6 +58,11 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   Normals4 nz{};  // the in-kernel noise of the current 4-step block (core/philox.h's layout)
   const int64_t k_run = call_steps(row_steps(a.lengths, b, a.Tn), a.t0, a.steps);
   const int64_t t_end = a.t0 + k_run;
+  // The window mask (SPEC §11) instead of u: the word being built, stored at its last step or the
+  // call's; a call that starts inside a word (a recurrent per-step call) adds to its bits.
+  uint32_t* const mask = a.mask_out ? a.mask_out + b * mask_words(a.Tn) * N + n : nullptr;
+  const T pwl_lo = thr - static_cast<T>(a.window);  // as NeuronConsts rounds it
+  uint32_t word = mask && k_run > 0 && a.t0 % kMaskBits != 0 ? mask[(a.t0 / kMaskBits) * N] : 0u;
   // With S known at compile time the decays (and recurrent input) sit in registers and the inputs
   // of the next kSynChunk steps are loaded before this chunk's steps run (in flight during the
   // recurrence); xs holds a step's S inputs. Otherwise (any S) each step reads them as it goes (xs
@@ -111,6 +117,11 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     }
     a.s_out[row] = static_cast<IT>(s);
     if (a.u_out) a.u_out[row] = u;
+    if (a.counts_out) a.counts_out[row] = static_cast<uint8_t>(s);  // max_spikes <= 255
+    if (mask) {
+      word = (t % kMaskBits == 0 ? 0u : word) | mask_bit(u, pwl_lo, t);
+      if (t % kMaskBits == kMaskBits - 1 || t == t_end - 1) mask[(t / kMaskBits) * N] = word;
+    }
     if (a.vmem_out) a.vmem_out[row] = w;
     if (a.s_last && t == t_end - 1) a.s_last[idx] = s;
     if constexpr (AHP) s_prev = s;
@@ -160,6 +171,11 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
       ahp_pad_forward(opt(a.iahp_out, row), opt(a.h_pre_out, row), a.h_final + idx, k_run, a.steps,
                       N, int64_t{1});
     }
+    if (a.counts_out) pad_fill(a.counts_out + row, uint8_t(0), k_run, a.steps, N, int64_t{1});
+    // The mask's words that start on padding: zeros (the others hold the row's bits).
+    if (mask) {
+      pad_fill(mask, 0u, mask_words(a.t0 + k_run), mask_words(a.t0 + a.steps), N, int64_t{1});
+    }
   }
 }
 
@@ -200,7 +216,9 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   T W = a.W[idx], ga = T(0), gt = T(0), gb = T(0);
   double* const p_beta = a.partial + 3 * BN + idx * S;
   const int64_t t_last = a.t0 + k_run - 1;
-  T s_cur = spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
+  // The window mask in u's place (SPEC §11): nothing reads the spikes (w_rec, w_ahp frozen).
+  const uint32_t* const mask = a.mask ? a.mask + b * mask_words(a.Tn) * N + n : nullptr;
+  T s_cur = mask ? T(0) : spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   // The AHP current (core/synaptic.h): H carried, its gradient sums; s[t_last] fed h only where the
   // row runs the step after the call.
   T H = T(0), g_gamma = T(0), g_w_ahp = T(0), w_ahp = T(0), gamma = T(0);
@@ -213,32 +231,46 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   for (int64_t t = t_last; t >= a.t0; --t) {
     const int64_t row = (b * a.Tn + t) * N + n;
     const int64_t srow = row * S;
-    T s_prev, w_prev;
-    if (t == 0) {
-      s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
-      w_prev = a.v0[b * a.v0_stride_b + n];
+    T s_prev = T(0), w_prev = T(0);
+    if (mask != nullptr) {  // s[t-1] from the counts kept beside the mask, or 0 where unread
+      if (t == 0) {
+        s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
+      } else if (a.counts) {
+        s_prev = static_cast<T>(static_cast<int32_t>(a.counts[row - N]));
+      }
     } else {
-      const T up = a.u[row - N];
-      s_prev = spikes(up, thr, M);
-      w_prev = reset(up, s_prev, thr);
+      if (t == 0) {
+        s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
+        w_prev = a.v0[b * a.v0_stride_b + n];
+      } else {
+        const T up = a.u[row - N];
+        s_prev = spikes(up, thr, M);
+        w_prev = reset(up, s_prev, thr);
+      }
     }
     T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
     if (gs_rec) g = g + gs_rec[idx];
     if constexpr (AHP) {
       if (t < t_last || ahp_next) g = g + H * w_ahp;
     }
+    const T gw = a.gw ? a.gw[row] : T(0);
     const T U =
-        step_backward<SURR>(g, a.gw ? a.gw[row] : T(0), a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
+        mask ? step_backward_masked(
+                   g, gw, mask_value<T>(mask[(t / kMaskBits) * N], static_cast<int>(t % kMaskBits)),
+                   c, W, gb)
+             : step_backward<SURR>(g, gw, a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
     if constexpr (AHP) {
-      ahp_step_backward(U, a.gh ? a.gh[row] : T(0), a.h_pre[row], s_prev, gamma, H, g_gamma,
-                        g_w_ahp);
+      ahp_step_backward(U, a.gh ? a.gh[row] : T(0), a.h_pre ? a.h_pre[row] : T(0), s_prev, gamma, H,
+                        g_gamma, g_w_ahp);
     }
     if (a.g_u) a.g_u[row] = U;
     if (a.s_prev) a.s_prev[row] = s_prev;
     s_cur = s_prev;
     for (int64_t k = 0; k < S; ++k) {
       if (a.gi) I[k] = I[k] + a.gi[srow + k];
-      const T gak = syn_step_backward(U, a.i_pre[srow + k], a.beta(n, k), I[k], gbeta[k]);
+      // i_pre not kept (tau_syn frozen): its gradient's terms read zeros, and are not returned.
+      const T ipk = a.i_pre ? a.i_pre[srow + k] : T(0);
+      const T gak = syn_step_backward(U, ipk, a.beta(n, k), I[k], gbeta[k]);
       a.g_in[srow + k] = static_cast<IT>(gak);
       if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
     }

@@ -207,6 +207,29 @@ inline void check_grad_spikes(const at::Tensor& grad_spikes, const at::Tensor& u
 // What a LIF forward saved for its backward: u, or (int32) the window mask's words (core/mask.h).
 inline bool is_window_mask(const at::Tensor& u) { return u.scalar_type() == at::kInt; }
 
+// What a backward reads in u's place (SPEC §11): u (B,T,N), or the window mask's (B, ceil(T/32), N)
+// words, for the StepPWL surrogate; then the shapes come from grad_spikes, the compute dtype and
+// device from v0. Returns the tensor that gives them (u or v0) and (B, T, N).
+inline std::tuple<const at::Tensor&, int64_t, int64_t, int64_t> check_saved_sequence(
+    const at::Tensor& u, const at::Tensor& grad_spikes, const at::Tensor& v0, int64_t surrogate) {
+  if (!is_window_mask(u)) {
+    check_saved_u(u);
+    return {u, u.size(0), u.size(1), u.size(2)};
+  }
+  TORCH_CHECK_VALUE(grad_spikes.dim() == 3, "grad_spikes must be (B,T,N), got shape ",
+                    grad_spikes.sizes());
+  TORCH_CHECK_TYPE(v0.scalar_type() == at::kFloat || v0.scalar_type() == at::kDouble,
+                   "v0 must be float32 or float64, got ", v0.scalar_type());
+  const int64_t B = grad_spikes.size(0), T = grad_spikes.size(1), N = grad_spikes.size(2);
+  TORCH_CHECK_VALUE(u.sizes() == at::IntArrayRef({B, mask_words(T), N}),
+                    "u (a window mask) must have shape (", B, ", ", mask_words(T), ", ", N,
+                    "), got ", u.sizes());
+  TORCH_CHECK_VALUE(u.device() == v0.device(), "u must be on ", v0.device());
+  TORCH_CHECK_VALUE(surrogate == kStepPWL,
+                    "a window mask serves the StepPWL surrogate only, got surrogate ", surrogate);
+  return {v0, B, T, N};
+}
+
 // A backward's lengths, scalar arguments and surrogate.
 inline void check_backward_settings(const std::optional<at::Tensor>& lengths, const at::Tensor& ref,
                                     int64_t B, int64_t T, double dt, double window,
@@ -245,29 +268,8 @@ inline std::tuple<int64_t, int64_t, int64_t> check_backward_args(
     const at::Tensor& tau_mem, const at::Tensor& threshold, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths,
     bool decays = false) {
-  // u, or the window mask (SPEC §11): then the shapes come from grad_spikes, the compute dtype
-  // from v0.
-  const bool mask = is_window_mask(u);
-  if (mask) {
-    TORCH_CHECK_VALUE(grad_spikes.dim() == 3, "grad_spikes must be (B,T,N), got shape ",
-                      grad_spikes.sizes());
-    TORCH_CHECK_TYPE(v0.scalar_type() == at::kFloat || v0.scalar_type() == at::kDouble,
-                     "v0 must be float32 or float64, got ", v0.scalar_type());
-  } else {
-    check_saved_u(u);
-  }
-  const at::Tensor& ref = mask ? v0 : u;
+  const auto [ref, B, T, N] = check_saved_sequence(u, grad_spikes, v0, surrogate);
   const auto ct = ref.scalar_type();
-  const auto seq = mask ? grad_spikes.sizes() : u.sizes();
-  const int64_t B = seq[0], T = seq[1], N = seq[2];
-  if (mask) {
-    TORCH_CHECK_VALUE(u.sizes() == at::IntArrayRef({B, mask_words(T), N}),
-                      "u (a window mask) must have shape (", B, ", ", mask_words(T), ", ", N,
-                      "), got ", u.sizes());
-    TORCH_CHECK_VALUE(u.device() == v0.device(), "u must be on ", v0.device());
-    TORCH_CHECK_VALUE(surrogate == kStepPWL,
-                      "a window mask serves the StepPWL surrogate only, got surrogate ", surrogate);
-  }
   check_grad_spikes(grad_spikes, ref, {B, T, N});
   if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, ref, "grad_vmem", {B, T, N});
   if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, ref, "grad_vfinal", {B, N});
@@ -382,19 +384,25 @@ inline bool check_ahp_backward_args(const std::optional<at::Tensor>& grad_iahp,
                                     const std::optional<at::Tensor>& grad_hfinal,
                                     const std::optional<at::Tensor>& h_pre,
                                     const std::optional<at::Tensor>& w_ahp,
-                                    const std::optional<at::Tensor>& tau_ahp, const at::Tensor& u) {
+                                    const std::optional<at::Tensor>& tau_ahp, const at::Tensor& ref,
+                                    const SynShape& sh) {
   const bool given = h_pre.has_value() || w_ahp.has_value() || tau_ahp.has_value();
   if (!given) return false;
   TORCH_CHECK_VALUE(
       h_pre.has_value() && w_ahp.has_value() && tau_ahp.has_value(),
       "h_pre, w_ahp and tau_ahp (the AHP current) go together: give all three or none");
-  const auto ct = u.scalar_type();
-  const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
-  check_state_like(*h_pre, ct, u, "h_pre", {B, T, N});
-  if (grad_iahp.has_value()) check_state_like(*grad_iahp, ct, u, "grad_iahp", {B, T, N});
-  if (grad_hfinal.has_value()) check_state_like(*grad_hfinal, ct, u, "grad_hfinal", {B, N});
-  check_param(*w_ahp, ct, u, "w_ahp", N);
-  check_param(*tau_ahp, ct, u, "tau_ahp", N);
+  const auto ct = ref.scalar_type();
+  const int64_t B = sh.B, T = sh.T, N = sh.N;
+  // h_pre: (B,T,N), or (0,) where tau_ahp needs no gradient (the forward kept none).
+  if (h_pre->numel() == 0 && h_pre->dim() == 1) {
+    check_dtype_device(*h_pre, ct, ref, "h_pre");
+  } else {
+    check_state_like(*h_pre, ct, ref, "h_pre", {B, T, N});
+  }
+  if (grad_iahp.has_value()) check_state_like(*grad_iahp, ct, ref, "grad_iahp", {B, T, N});
+  if (grad_hfinal.has_value()) check_state_like(*grad_hfinal, ct, ref, "grad_hfinal", {B, N});
+  check_param(*w_ahp, ct, ref, "w_ahp", N);
+  check_param(*tau_ahp, ct, ref, "tau_ahp", N);
   return true;
 }
 
@@ -443,30 +451,31 @@ inline SynShape check_syn_backward_args(
     const at::Tensor& threshold, const std::optional<at::Tensor>& w_rec, double dt, double window,
     double max_spikes, int64_t surrogate, const std::optional<at::Tensor>& lengths,
     bool decays = false) {
-  check_saved_u(u);
-  const auto ct = u.scalar_type();
-  const int64_t B = u.size(0), T = u.size(1), N = u.size(2);
+  const auto [ref, B, T, N] = check_saved_sequence(u, grad_spikes, v0, surrogate);
+  const auto ct = ref.scalar_type();
+  // i_pre: (B,T,N,S), or (0,S) where tau_syn needs no gradient (the forward kept no currents).
   TORCH_CHECK_VALUE(
-      i_pre.dim() == 4 && i_pre.size(0) == B && i_pre.size(1) == T && i_pre.size(2) == N,
-      "i_pre must be (B,T,N,S) = (", B, ", ", T, ", ", N, ", S), got ", i_pre.sizes());
-  const int64_t S = i_pre.size(3);
+      (i_pre.dim() == 4 && i_pre.size(0) == B && i_pre.size(1) == T && i_pre.size(2) == N) ||
+          (i_pre.dim() == 2 && i_pre.size(0) == 0),
+      "i_pre must be (B,T,N,S) = (", B, ", ", T, ", ", N, ", S) or (0, S), got ", i_pre.sizes());
+  const int64_t S = i_pre.size(-1);
   TORCH_CHECK_VALUE(S >= 1 || N == 0,
                     "i_pre must have at least one synapse per neuron (S >= 1), got ",
                     i_pre.sizes());
-  check_dtype_device(i_pre, ct, u, "i_pre");
-  check_grad_spikes(grad_spikes, u);
-  if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, u, "grad_vmem", {B, T, N});
-  if (grad_isyn.has_value()) check_state_like(*grad_isyn, ct, u, "grad_isyn", {B, T, N, S});
-  if (grad_irec.has_value()) check_state_like(*grad_irec, ct, u, "grad_irec", {B, T, N, S});
-  if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, u, "grad_vfinal", {B, N});
-  if (grad_ifinal.has_value()) check_state_like(*grad_ifinal, ct, u, "grad_ifinal", {B, N, S});
-  check_v0(v0, ct, u, B, N);
-  if (s0.has_value()) check_syn_state(*s0, ct, u, "s0", B, {N});
-  check_param(tau_mem, ct, u, mem_leak_name(decays), N);
-  check_syn_param(tau_syn, ct, u, syn_leak_name(decays), N, S);
-  check_param(threshold, ct, u, "threshold", N);
-  check_w_rec(w_rec, ct, u, N, S);
-  check_backward_settings(lengths, u, B, T, dt, window, max_spikes, surrogate);
+  check_dtype_device(i_pre, ct, ref, "i_pre");
+  check_grad_spikes(grad_spikes, ref, {B, T, N});
+  if (grad_vmem.has_value()) check_state_like(*grad_vmem, ct, ref, "grad_vmem", {B, T, N});
+  if (grad_isyn.has_value()) check_state_like(*grad_isyn, ct, ref, "grad_isyn", {B, T, N, S});
+  if (grad_irec.has_value()) check_state_like(*grad_irec, ct, ref, "grad_irec", {B, T, N, S});
+  if (grad_vfinal.has_value()) check_state_like(*grad_vfinal, ct, ref, "grad_vfinal", {B, N});
+  if (grad_ifinal.has_value()) check_state_like(*grad_ifinal, ct, ref, "grad_ifinal", {B, N, S});
+  check_v0(v0, ct, ref, B, N);
+  if (s0.has_value()) check_syn_state(*s0, ct, ref, "s0", B, {N});
+  check_param(tau_mem, ct, ref, mem_leak_name(decays), N);
+  check_syn_param(tau_syn, ct, ref, syn_leak_name(decays), N, S);
+  check_param(threshold, ct, ref, "threshold", N);
+  check_w_rec(w_rec, ct, ref, N, S);
+  check_backward_settings(lengths, ref, B, T, dt, window, max_spikes, surrogate);
   return {B, T, N, S};
 }
 

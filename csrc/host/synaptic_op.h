@@ -28,7 +28,7 @@
 namespace lif {
 
 using SynForwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                                 Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using SynBackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                   Tensor, Tensor, Tensor, Tensor, Tensor>;
 
@@ -38,15 +38,17 @@ struct SynForwardOp {
   // outputs ((0,) where not asked for, or without the AHP current)
   Tensor spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved;
   Tensor iahp, h_final, h_pre;
+  Tensor counts;  // (B,T,N) uint8 spike counts kept with the mask, or (0,)
   SynShape sh{};
   bool run = false;  // false: the outputs are already final (an empty shape)
   bool ahp = false;  // with the AHP current (SPEC §9)
   NoiseSpec noise;
   double max_spikes = 0.0;
+  double window = 0.0;  // the window mask's (u is the mask: an int32 tensor)
 
   SynForwardOut outputs() const {
-    return {spikes, vmem,  isyn,     irec,     v_final, i_final, s_final,
-            u,      i_pre, v0_saved, s0_saved, iahp,    h_final, h_pre};
+    return {spikes, vmem,     isyn,     irec, v_final, i_final, s_final, u,
+            i_pre,  v0_saved, s0_saved, iahp, h_final, h_pre,   counts};
   }
 
   // The kernel arguments for the steps [t0, t0 + steps): the state comes from v0/i0 at t0 == 0,
@@ -80,8 +82,12 @@ struct SynForwardOp {
     a.vmem_out = data_or_null<CT>(vmem);
     a.isyn_out = data_or_null<CT>(isyn);
     a.irec_out = r.defined() ? data_or_null<CT>(irec) : nullptr;
-    a.u_out = data_or_null<CT>(u);
-    a.i_pre_out = data_or_null<CT>(i_pre);
+    const bool mask = is_window_mask(u);
+    a.u_out = mask ? nullptr : data_or_null<CT>(u);
+    a.mask_out = mask ? reinterpret_cast<uint32_t*>(u.mutable_data_ptr<int32_t>()) : nullptr;
+    a.window = window;
+    a.counts_out = counts.numel() ? counts.mutable_data_ptr<uint8_t>() : nullptr;
+    a.i_pre_out = i_pre.dim() == 4 ? data_or_null<CT>(i_pre) : nullptr;
     a.v_final = v_final.mutable_data_ptr<CT>();
     a.i_final = i_final.mutable_data_ptr<CT>();
     if (ahp) {
@@ -111,7 +117,8 @@ inline SynForwardOp prepare_syn_forward(
     const std::optional<Tensor>& noise_key, double dt, double noise_scale, double window,
     double max_spikes, bool record, bool save, const std::optional<Tensor>& lengths,
     const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp,
-    const std::optional<Tensor>& h0, bool decays, bool host_key = true) {
+    const std::optional<Tensor>& h0, bool decays, bool save_mask, bool save_i_pre, bool save_h_pre,
+    bool save_counts, bool host_key = true) {
   SynForwardOp op;
   op.sh = check_syn_forward_args(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
                                  noise_key, dt, noise_scale, window, max_spikes, lengths, decays);
@@ -125,8 +132,16 @@ inline SynForwardOp prepare_syn_forward(
   // The record of r: zeros without recurrent weights (Rockpool adds linear(s, 0) = 0).
   op.irec = empty_output(record ? at::IntArrayRef{B, T, N, S} : empty, state);
   if (record && !w_rec.has_value()) op.irec.zero_();
-  op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
-  op.i_pre = empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
+  // What the backward needs (SPEC §11, the autograd kernel decides): u, or the window mask's
+  // words in its place; the currents before their decay only for tau_syn's gradient ((0,S)
+  // otherwise: the backward reads S from it), h_pre only for tau_ahp's.
+  if (save && save_mask) {
+    op.u = empty_output({B, mask_words(T), N}, state.dtype(at::kInt));
+  } else {
+    op.u = empty_output(save ? at::IntArrayRef{B, T, N} : empty, state);
+  }
+  op.i_pre = save && !save_i_pre ? at::empty({0, S}, state)
+                                 : empty_output(save ? at::IntArrayRef{B, T, N, S} : empty, state);
   op.v_final = at::empty({B, N}, state);
   op.i_final = at::empty({B, N, S}, state);
   op.s_final = at::empty({B, N}, state);
@@ -138,7 +153,14 @@ inline SynForwardOp prepare_syn_forward(
   // The AHP current: its record (B,T,N), final state (B,N), and h_pre (B,T,N) for the backward.
   op.iahp = empty_output(op.ahp && record ? at::IntArrayRef{B, T, N} : empty, state);
   op.h_final = op.ahp ? at::empty({B, N}, state) : at::empty(empty, state);
-  op.h_pre = empty_output(op.ahp && save ? at::IntArrayRef{B, T, N} : empty, state);
+  op.h_pre = empty_output(op.ahp && save && save_h_pre ? at::IntArrayRef{B, T, N} : empty, state);
+  // The spikes as counts in the smallest exact integer type (SPEC §11), beside the mask.
+  const bool counts = save && save_mask && save_counts;
+  TORCH_CHECK_VALUE(
+      !counts || max_spikes <= 255.0,
+      "save_counts keeps spike counts as uint8: max_spikes_per_dt must be <= 255, got ",
+      max_spikes);
+  op.counts = counts ? empty_output({B, T, N}, state.dtype(at::kByte)) : at::empty(empty, state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
   if (B > 0 && N > 0) {
@@ -173,6 +195,7 @@ inline SynForwardOp prepare_syn_forward(
     op.h0 = h0->contiguous();
   }
   op.max_spikes = max_spikes;
+  op.window = window;
   return op;
 }
 
@@ -195,6 +218,7 @@ void run_syn_forward(const SynForwardOp& op, Launch&& launch) {
 
 struct SynBackwardOp : BackwardSettings {
   Tensor gs, gw, gi, gr, u, i_pre, v0, s0, tau_mem, tau_syn, alpha, beta, thr, w_rec;  // inputs
+  Tensor counts;  // the spikes as uint8 counts, kept with the mask (or undefined)
   Tensor gh, h_pre, w_ahp, tau_ahp, gamma;  // the AHP current's inputs (SPEC §9)
   // outputs in their forward arguments' shapes ((0,) where there is none)
   Tensor g_in, g_v0, g_i0, g_s0, g_tau_mem, g_tau_syn, g_thr, g_bias, g_w_rec, g_noise;
@@ -218,8 +242,11 @@ struct SynBackwardOp : BackwardSettings {
     sa.gw = gw.defined() ? gw.const_data_ptr<CT>() : nullptr;
     sa.gi = gi.defined() ? gi.const_data_ptr<CT>() : nullptr;
     sa.gr = gr.defined() ? gr.const_data_ptr<CT>() : nullptr;
-    sa.u = u.const_data_ptr<CT>();
-    sa.i_pre = i_pre.const_data_ptr<CT>();
+    const bool mask = is_window_mask(u);
+    sa.u = mask ? nullptr : u.const_data_ptr<CT>();
+    sa.mask = mask ? reinterpret_cast<const uint32_t*>(u.const_data_ptr<int32_t>()) : nullptr;
+    sa.counts = counts.defined() ? counts.const_data_ptr<uint8_t>() : nullptr;
+    sa.i_pre = i_pre.dim() == 4 ? const_data_or_null<CT>(i_pre) : nullptr;
     sa.v0 = v0.const_data_ptr<CT>();
     sa.v0_stride_b = v0.dim() == 2 ? N : 0;
     sa.s0 = s0.defined() ? s0.const_data_ptr<CT>() : nullptr;
@@ -236,7 +263,7 @@ struct SynBackwardOp : BackwardSettings {
     sa.partial = partial.mutable_data_ptr<double>();
     sa.beta_sums = data_or_null<CT>(beta_sums);
     if (ahp) {
-      sa.h_pre = h_pre.const_data_ptr<CT>();
+      sa.h_pre = const_data_or_null<CT>(h_pre);
       sa.gh = gh.defined() ? gh.const_data_ptr<CT>() : nullptr;
       sa.w_ahp = per_neuron<CT>(w_ahp);
       sa.gamma = per_neuron<CT>(gamma);
@@ -299,14 +326,20 @@ inline SynBackwardOp prepare_syn_backward(
     const std::optional<Tensor>& lengths, const std::optional<Tensor>& grad_iahp,
     const std::optional<Tensor>& grad_hfinal, const std::optional<Tensor>& h_pre,
     const std::optional<Tensor>& w_ahp, const std::optional<Tensor>& tau_ahp, bool h0_shared,
-    bool decays) {
+    bool decays, const std::optional<Tensor>& spike_counts) {
   SynBackwardOp op;
   op.sh = check_syn_backward_args(grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal,
                                   grad_ifinal, u, i_pre, v0, s0, tau_mem, tau_syn, threshold, w_rec,
                                   dt, window, max_spikes, surrogate, lengths, decays);
   const int64_t B = op.sh.B, T = op.sh.T, N = op.sh.N, S = op.sh.S;
-  op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, u);
-  const auto opts = u.options();
+  const bool mask = is_window_mask(u);
+  const Tensor& ref = mask ? v0 : u;  // the compute dtype and device
+  op.ahp = check_ahp_backward_args(grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, ref, op.sh);
+  if (spike_counts.has_value()) {
+    TORCH_CHECK_VALUE(mask, "spike_counts go with a window mask in u's place");
+    check_state_like(*spike_counts, at::kByte, ref, "spike_counts", {B, T, N});
+  }
+  const auto opts = ref.options();
   const at::IntArrayRef empty = no_output();
   op.g_in = empty_output({B, T, N * S}, grad_spikes.options().memory_format(std::nullopt));
   op.g_v0 = at::empty(v0.sizes(), opts);
@@ -372,6 +405,7 @@ inline SynBackwardOp prepare_syn_backward(
   } else {
     op.I.zero_();
   }
+  if (spike_counts.has_value()) op.counts = spike_counts->contiguous();
   op.partial = at::zeros({(op.ahp ? 5 : 3) * B * N + B * N * S}, opts.dtype(at::kDouble));
   if (op.ahp) {
     if (grad_iahp.has_value()) op.gh = grad_iahp->contiguous();
@@ -388,11 +422,13 @@ inline SynBackwardOp prepare_syn_backward(
     }
   }
   // A CUDA thread's per-call beta sums where S is not 1 or 2 (SYNAPSES_SWITCH): no registers.
-  if (S > 2 && u.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
+  if (S > 2 && ref.is_cuda()) op.beta_sums = at::empty({B, N, S}, opts);
   if (w_rec.has_value()) {
     op.w_rec = *w_rec;
     op.g_r = empty_output({B, T, N * S}, opts);
-    op.s_prev = empty_output({B, T, N}, opts);
+    // s[t-1] for w_rec's gradient: from u, or the counts kept with the mask (without them, w_rec
+    // is frozen).
+    if (!mask || spike_counts.has_value()) op.s_prev = empty_output({B, T, N}, opts);
     op.gs_rec = at::empty({B, N}, opts);
   }
   return op;
@@ -423,7 +459,9 @@ void run_syn_backward(SynBackwardOp& op) {
       if (t < T - 1) at::mm_out(op.gs_rec, op.g_r.select(1, t + 1), w_t);
       kernel(t, 1, t < T - 1);
     }
-    at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
+    if (op.s_prev.defined()) {
+      at::mm_out(op.g_w_rec, op.s_prev.view({B * T, N}).t(), op.g_r.view({B * T, N * S}));
+    }
   }
   if (op.s0.defined() && (op.w_rec.defined() || op.ahp)) {
     // dL/ds0 through r[0] and through h_pre[0] (SPEC §9: dL/dh_pre[0] * w_ahp, where the row ran
@@ -444,6 +482,11 @@ void run_syn_backward(SynBackwardOp& op) {
   }
   const std::vector<GradSum<CT>> states = op.template state_sums<CT>();
   if (!states.empty()) Dev::grad_sums(states, B);
+  // What was not kept gives no gradient (SPEC §11; the autograd kernel keeps it wherever one is
+  // wanted): zeros, not the sums of the terms the kernels formed without it.
+  if (op.i_pre.dim() != 4) op.g_tau_syn.zero_();
+  if (op.ahp && op.h_pre.numel() == 0) op.g_tau_ahp.zero_();
+  if (is_window_mask(op.u) && !op.counts.defined() && op.ahp) op.g_w_ahp.zero_();
 }
 
 template <typename Dev>
@@ -454,13 +497,14 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                double noise_scale, double window, double max_spikes,
                                int64_t /*surrogate*/, bool record, bool save,
                                const OptTensor& lengths, const OptTensor& w_ahp,
-                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
+                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays,
+                               bool save_mask, bool save_i_pre, bool save_h_pre, bool save_counts) {
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
-  SynForwardOp op =
-      prepare_syn_forward(input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise,
-                          noise_key, dt, noise_scale, window, max_spikes, record, save, lengths,
-                          w_ahp, tau_ahp, h0, decays, !device_key);
+  SynForwardOp op = prepare_syn_forward(
+      input, v0, i0, s0, tau_mem, tau_syn, threshold, bias, w_rec, noise, noise_key, dt,
+      noise_scale, window, max_spikes, record, save, lengths, w_ahp, tau_ahp, h0, decays, save_mask,
+      save_i_pre, save_h_pre, save_counts, !device_key);
   if (op.run) {
     // One key for the whole call: the recurrent model's per-step kernels read the same one.
     if (device_key) Dev::key_noise_on_device(op.noise, op.sh.T, input.device());
@@ -480,12 +524,13 @@ SynBackwardOut synaptic_backward(
     double dt, double window, double max_spikes, int64_t surrogate, bool scalar_bias,
     bool i0_shared, bool noise_grad, const OptTensor& lengths, const OptTensor& grad_iahp,
     const OptTensor& grad_hfinal, const OptTensor& h_pre, const OptTensor& w_ahp,
-    const OptTensor& tau_ahp, bool h0_shared, bool decays) {
+    const OptTensor& tau_ahp, bool h0_shared, bool decays, const OptTensor& spike_counts) {
   const c10::DeviceGuard guard(u.device());
   SynBackwardOp op = prepare_syn_backward(
       grad_spikes, grad_vmem, grad_isyn, grad_irec, grad_vfinal, grad_ifinal, u, i_pre, v0, s0,
       tau_mem, tau_syn, threshold, w_rec, dt, window, max_spikes, surrogate, scalar_bias, i0_shared,
-      noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays);
+      noise_grad, lengths, grad_iahp, grad_hfinal, h_pre, w_ahp, tau_ahp, h0_shared, decays,
+      spike_counts);
   if (op.run) {
     LIF_DISPATCH_IO(op.gs.scalar_type(), "synaptic_backward",
                     [&] { run_syn_backward<Dev, IT, CT>(op); });
