@@ -1,6 +1,7 @@
 // The Autograd kernels of the ops (SPEC §3, §7), in C++ so that a call never enters Python: each
 // model's forward (what it saves, which gradients its backward returns) on the skeleton of
 // autograd.h; each backward op refuses double backward.
+#include <cmath>
 #include <torch/library.h>
 
 #include "autograd.h"
@@ -271,13 +272,15 @@ class SynForward : public torch::autograd::Function<SynForward> {
                                const OptTensor& tau_ahp, const OptTensor& h0, bool decays) {
     // SPEC §11: the window mask instead of u where the StepPWL backward needs nothing else of u
     // (no gradient for tau_mem or threshold); the spikes that w_rec's and w_ahp's gradients read
-    // as uint8 counts beside it (max_spikes <= 255; else u, from which they are recomputed); the
-    // currents before their decay only for the gradient of their time constant.
+    // as uint8 counts beside it (max_spikes a whole number <= 255, else u, from which they are
+    // recomputed: a count of 2.5 is no uint8); the currents before their decay only for the
+    // gradient of their time constant.
     const auto wants = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
     const bool spikes_read = wants(w_rec) || wants(w_ahp);
-    const bool save_counts = spikes_read && max_spikes <= 255.0;
+    const bool uint8_counts = max_spikes <= 255.0 && max_spikes == std::floor(max_spikes);
     const bool save_mask = surrogate == kStepPWL && !tau_mem.requires_grad() &&
-                           !threshold.requires_grad() && (!spikes_read || save_counts);
+                           !threshold.requires_grad() && (!spikes_read || uint8_counts);
+    const bool save_counts = save_mask && spikes_read;
     auto [spikes, vmem, isyn, irec, v_final, i_final, s_final, u, i_pre, v0_saved, s0_saved, iahp,
           h_final, h_pre, counts] =
         call_below_autograd(syn_forward_op(), input, v0, i0, s0, tau_mem, tau_syn, threshold, bias,

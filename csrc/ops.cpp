@@ -64,7 +64,8 @@ TORCH_LIBRARY(lif_cuda, m) {
   // are (it would turn a copy made outside the op back into the mutated input). With `save_mask`
   // too, u is the window mask instead, (B, ceil(T/32), N) int32 words (core/mask.h, SPEC §11):
   // what a StepPWL backward needs when neither tau_mem nor threshold needs a gradient (the
-  // autograd kernel decides); lif_backward takes it in u's place.
+  // autograd kernel decides); lif_backward takes it in u's place, and v0_saved is then empty
+  // (that backward reads no v0: give it any tensor of v0's shape).
   // In-kernel noise (noise_scale > 0, no noise tensor) takes its Philox key from `noise_key`, or,
   // when that is None, draws it from torch's default CPU generator at run time (under CUDA graph
   // capture the kernel reads it from the CUDA generator's graph-safe state instead:
@@ -104,9 +105,10 @@ TORCH_LIBRARY(lif_cuda, m) {
   // ((B,N) or (N,)) and the parameters tau_adapt, beta_adapt ((N,) or ()); rho = exp(-dt/tau_adapt)
   // is computed inside as torch computes it. Returns (spikes, vmem, adapt, v_final, b_final, u,
   // b_saved, v0_saved, b0_saved): the records vmem and adapt (B,T,N) are empty unless `record`;
-  // u and b_saved (the adaptation after each step) (B,T,N), the copies of v0 and b0, empty unless
-  // `save` (set by the autograd kernel when a gradient is needed). Noise and `lengths` as for
-  // lif_forward (on padding the records, u and b_saved hold the row's last state).
+  // u (B,T,N), b_saved and the copies of v0 and b0 empty unless `save` (set by the autograd kernel
+  // when a gradient is needed). b_saved is what the device's backward reads (core/adaptive.h): on
+  // CUDA the adaptation after each step (B,T,N), on the CPU checkpoints (B,ceil(T/32),N). Noise
+  // and `lengths` as for lif_forward (on padding the records and u hold the row's last state).
   m.def(
       "adaptive_forward(Tensor input, Tensor v0, Tensor b0, Tensor tau_mem, Tensor threshold, "
       "Tensor bias, Tensor tau_adapt, Tensor beta_adapt, Tensor? noise, Tensor? noise_key, "

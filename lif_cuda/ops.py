@@ -24,6 +24,13 @@ __all__ = [
 # Surrogate ids passed to the kernels, by name (each class carries its own: lif_cuda.surrogates).
 SURROGATE_IDS = {cls.__name__: cls.kernel_id for cls in FUSED}
 
+MASK_BITS = 32  # steps per word of the window mask (core/mask.h kMaskBits)
+ADAPT_CHECKPOINT = 32  # steps between the adaptation's checkpoints on the CPU (core/adaptive.h)
+
+
+def _steps_per(T, k):
+    """Entries of a per-step sequence kept every k steps (ceil(T / k))."""
+    return -(-T // k)
 
 def _check_devices(input, **tensors):
     """The devices, in the order the C++ checks them: the fake kernels also run for a real call in
@@ -50,7 +57,7 @@ if _ext.loaded():
         vmem = v0.new_empty((B, T, N)) if record else v0.new_empty((0,))
         v_final = v0.new_empty((B, N))
         if save_u and save_mask:  # the window mask's int32 words instead of u (SPEC §11)
-            u = v0.new_empty((B, (T + 31) // 32, N), dtype=torch.int32)
+            u = v0.new_empty((B, _steps_per(T, MASK_BITS), N), dtype=torch.int32)
         else:
             u = v0.new_empty((B, T, N)) if save_u else v0.new_empty((0,))
         # A window mask's backward reads no v0: then no copy of it (host/lif_op.h).
@@ -92,7 +99,7 @@ if _ext.loaded():
             v0.new_empty((B, N, S)),
             v0.new_empty((B, N)),
             # u, or the window mask's int32 words in its place (SPEC §11)
-            (v0.new_empty((B, (T + 31) // 32, N), dtype=torch.int32) if save and save_mask
+            (v0.new_empty((B, _steps_per(T, MASK_BITS), N), dtype=torch.int32) if save and save_mask
              else v0.new_empty((B, T, N)) if save else v0.new_empty((0,))),
             # i_pre, or (0, S) where tau_syn needs no gradient
             (v0.new_empty((B, T, N, S)) if save and save_i_pre
@@ -151,7 +158,7 @@ if _ext.loaded():
             v0.new_empty((B, N)),
             v0.new_empty((B, N)),
             seq(save),
-            v0.new_empty((B, -(-T // every), N)) if save else v0.new_empty((0,)),
+            v0.new_empty((B, _steps_per(T, every), N)) if save else v0.new_empty((0,)),
             v0.new_empty(v0.shape) if save else none,
             v0.new_empty(b0.shape) if save else v0.new_empty((0,)),
         )
@@ -203,7 +210,6 @@ def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, 
     return o[0], o[1], o[2], o[3], o[11], o[4], o[5], o[6], o[12]
 
 
-ADAPT_CHECKPOINT = 32  # core/adaptive.h kAdaptCheckpoint
 
 
 def adapt_checkpoint_every(device):

@@ -59,6 +59,29 @@ def _unpack_aten(packed, max_count, numel, dtype):
     return bits.view(-1)[:numel].to(dtype)
 
 
+# The ATen passes as custom ops of their own, opaque to torch.compile as the fused ops are (their
+# check's branch on a value would break a fullgraph trace).
+@torch.library.custom_op("lif_cuda::pack_counts_aten", mutates_args=())
+def _pack_fallback(input: torch.Tensor, max_count: int) -> torch.Tensor:
+    return _pack_aten(input, max_count)
+
+
+@_pack_fallback.register_fake
+def _(input, max_count):
+    n = input.numel()
+    return input.new_empty(((n + 7) // 8 if max_count == 1 else n,), dtype=torch.uint8)
+
+
+@torch.library.custom_op("lif_cuda::unpack_counts_aten", mutates_args=())
+def _unpack_fallback(packed: torch.Tensor, max_count: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    return _unpack_aten(packed, max_count, numel, dtype)
+
+
+@_unpack_fallback.register_fake
+def _(packed, max_count, numel, dtype):
+    return packed.new_empty((numel,), dtype=dtype)
+
+
 def pack_counts(input: torch.Tensor, max_count: int) -> torch.Tensor:
     """The input's values as 1-bit (max_count == 1, 8 per byte, in memory order: bit j of byte i is
     element 8i + j) or 1-byte counts, after checking that every value is an integer in
@@ -66,14 +89,14 @@ def pack_counts(input: torch.Tensor, max_count: int) -> torch.Tensor:
     extension has a kernel for the device, else ATen passes with the same result."""
     if _ext.available(input.device.type):
         return torch.ops.lif_cuda.pack_counts(input, max_count)
-    return _pack_aten(input, max_count)
+    return _pack_fallback(input, max_count)
 
 
 def unpack_counts(packed: torch.Tensor, max_count: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
     """pack_counts' inverse, as a flat tensor of `numel` values of `dtype`."""
     if _ext.available(packed.device.type):
         return torch.ops.lif_cuda.unpack_counts(packed, max_count, numel, dtype)
-    return _unpack_aten(packed, max_count, numel, dtype)
+    return _unpack_fallback(packed, max_count, numel, dtype)
 
 
 class _SpikeLinearFunction(torch.autograd.Function):

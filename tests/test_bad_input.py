@@ -424,6 +424,30 @@ def test_synaptic_op_checks_its_ahp_arguments_before_any_kernel(change, exc, exp
     assert ops.kernel_launches() == before
 
 
+@pytest.mark.parametrize("op,surrogate,max_spikes,flags,expected", [
+    ("synaptic", 1, 2.0**16, dict(save_mask=True), "save_mask: the window mask serves the StepPWL surrogate only"),
+    ("lif", 1, 2.0**16, dict(save_mask=True), "save_mask: the window mask serves the StepPWL surrogate only"),
+    ("synaptic", 0, 3.0, dict(save_counts=True), "save_counts: .* save_mask must be set too"),
+    ("synaptic", 0, 300.0, dict(save_mask=True, save_counts=True), "whole number <= 255, got 300"),
+    ("synaptic", 0, 2.5, dict(save_mask=True, save_counts=True), "whole number <= 255, got 2.5"),
+], ids=["syn-mask-periodic", "lif-mask-periodic", "counts-without-mask", "counts-above-255", "counts-not-whole"])
+def test_forward_ops_check_their_saving_flags_before_any_kernel(op, surrogate, max_spikes, flags, expected):
+    """SPEC §11, §6: the saving flags the autograd kernels set, checked by the public ops themselves: the
+    window mask only for StepPWL, uint8 spike counts only beside it and only for whole counts up to 255."""
+    before = ops.kernel_launches()
+    with pytest.raises(ValueError, match=expected):
+        if op == "lif":
+            a = lif_args()
+            torch.ops.lif_cuda.lif_forward(a["input"], a["v0"], a["tau_mem"], a["threshold"], a["bias"], None, None,
+                                           1e-3, 0.0, 0.5, max_spikes, surrogate, False, True, None, **flags)
+        else:
+            a = synaptic_args()
+            torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],
+                                                a["threshold"], a["bias"], a["w_rec"], None, None, 1e-3, 0.0, 0.5,
+                                                max_spikes, surrogate, False, True, None, **flags)
+    assert ops.kernel_launches() == before
+
+
 def test_synaptic_backward_op_checks_its_ahp_arguments_before_any_kernel():
     a = ahp_args()
     out = torch.ops.lif_cuda.synaptic_forward(a["input"], a["v0"], a["i0"], a["s0"], a["tau_mem"], a["tau_syn"],

@@ -288,6 +288,25 @@ def test_synaptic_counts_only_up_to_255(ahp):
     assert_same_grads(got, want)
 
 
+@pytest.mark.parametrize("ahp", [False, True], ids=["syn", "ahp"])
+def test_synaptic_counts_only_for_whole_max_spikes(ahp):
+    """max_spikes_per_dt = 2.5 clamps a step's spikes to 2.5, which no uint8 count holds: a trained
+    w_rec (or w_ahp) then keeps u (the spikes recomputed from it), and its gradient is the full save's."""
+    c = syn_case(rec=True, ahp=ahp)
+    kw = dict(w_rec=c["w_rec"], s0=c["s0"], max_spikes_per_dt=2.5, backend="fused")
+    if ahp:
+        s = lif_cuda.ahp_synaptic_evolve(c["x"], c["v0"], c["i0"], c["h0"], c["tau_mem"], c["tau_syn"],
+                                         c["threshold"], c["bias"], c["w_ahp"], c["tau_ahp"], 1e-3, **kw)[0]
+    else:
+        s = lif_cuda.synaptic_evolve(c["x"], c["v0"], c["i0"], c["tau_mem"], c["tau_syn"], c["threshold"],
+                                     c["bias"], 1e-3, **kw)[0]
+    assert (s == 2.5).any()  # not vacuous: some step is clamped to the fraction
+    want, _ = syn_grads(c, max_spikes=2.5)
+    got, saved = syn_grads(c, ("tau_mem", "threshold"), max_spikes=2.5)
+    assert torch.int32 not in saved and torch.uint8 not in saved
+    assert_same_grads(got, want)
+
+
 def test_synaptic_periodic_exponential_keeps_u():
     c = syn_case()
     _, saved = syn_grads(c, SYN_FROZEN["neurons"], surrogate=lif_cuda.PeriodicExponential)

@@ -205,6 +205,21 @@ def test_compile_equals_eager():
         assert torch.equal(w, got)
 
 
+def test_compile_equals_eager_without_the_extension(monkeypatch):
+    """Where the extension has no kernel for the device, the ATen passes run as custom ops of their
+    own: a fullgraph compile still traces, with nn.Linear's gradients."""
+    monkeypatch.setattr(lif_cuda.spike_linear._ext, "available", lambda *_: False)
+    torch._dynamo.reset()
+    plain, spike = pair(32, 8, max_count=1)
+    x = counts((3, 20, 32), 1)
+    g = torch.randn(3, 20, 8)
+    want = grads(plain, x, g)
+    compiled = torch.compile(spike, fullgraph=True, backend="aot_eager")
+    for w, got in zip(want, grads(compiled, x, g)):
+        assert torch.equal(w, got)
+    torch._dynamo.reset()
+
+
 def test_torchscript_is_a_plain_linear():
     plain, spike = pair(12, 5)
     scripted = torch.jit.script(spike)

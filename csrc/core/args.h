@@ -192,8 +192,8 @@ struct SynBackwardArgs {
   const T* gi;  // (B,T,N,S) upstream gradient on the synaptic record, or nullptr
   const T* gr;  // (B,T,N,S) upstream gradient on the recurrent record, or nullptr
   const T* u;  // (B,T,N) saved membrane before the spike, or nullptr (then mask)
-  // (B, ceil(T/32), N) window mask saved instead of u (SPEC §11), or nullptr; then nothing reads
-  // the spikes and tau_mem's, threshold's, w_rec's and w_ahp's gradients are not computed.
+  // (B, ceil(T/32), N) window mask saved instead of u (SPEC §11), or nullptr; then tau_mem's and
+  // threshold's gradients are not computed, and the spikes come from `counts` (or are not read).
   const uint32_t* mask;
   // With the mask: (B,T,N) spike counts for s[t-1] (w_rec's and w_ahp's gradients), or nullptr
   const uint8_t* counts;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "../core/adaptive.h"
 #include "../core/grad_sums.h"
@@ -101,6 +102,9 @@ struct TileGradOut {
   double* g_b0_rows;
 };
 
+// The rows a backward tile rebuilds per segment (b, s, w: K steps of the widest tile).
+constexpr int64_t kSegValues = 3 * kAdaptCheckpoint * LIF_BWD_TILE;
+
 // Reverse time loop for one tile (core/adaptive.h's equations), one segment of kAdaptCheckpoint
 // steps at a time from the last: from the segment's checkpoint and u, a forward sweep rebuilds
 // b[t-1], s[t] and w[t] for its steps (the forward's operations, so its bits) into rows that stay
@@ -114,16 +118,18 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                               const T* __restrict__ thr, const T* __restrict__ rho,
                               const T* __restrict__ q, const T* __restrict__ beta, T window,
                               T max_spikes, IT* __restrict__ g_in, const TileGradOut<T>& out,
-                              int64_t steps, int64_t stride_t, int64_t len) {
+                              T* __restrict__ seg, int64_t steps, int64_t stride_t, int64_t len) {
   constexpr int64_t K = kAdaptCheckpoint;
   // The carried gradients and the terms' block sums as separate rows (not an array of
   // AdaptiveGrads), so that the loops over the neurons vectorise; each step rebuilds a neuron's
   // AdaptiveGrads from them, which the compiler keeps in registers.
   T W[LIF_BWD_TILE], Bc[LIF_BWD_TILE], ga[LIF_BWD_TILE], gt[LIF_BWD_TILE], gbias[LIF_BWD_TILE],
       gbeta[LIF_BWD_TILE], grho[LIF_BWD_TILE];
-  // A segment's rebuilt rows: b[t-1], s[t], w[t] for its steps, w before its first step, the
-  // running b of the sweep.
-  T b_seg[K][LIF_BWD_TILE], s_seg[K][LIF_BWD_TILE], w_seg[K][LIF_BWD_TILE];
+  // A segment's rebuilt rows in `seg` (kSegValues, the caller's: too large for a thread's stack):
+  // b[t-1], s[t], w[t] for its steps; w before its first step and the running b of the sweep.
+  T(*const b_seg)[LIF_BWD_TILE] = reinterpret_cast<T(*)[LIF_BWD_TILE]>(seg);
+  T(*const s_seg)[LIF_BWD_TILE] = b_seg + K;
+  T(*const w_seg)[LIF_BWD_TILE] = s_seg + K;
   T w_first[LIF_BWD_TILE], b_run[LIF_BWD_TILE];
   IT gs_row[LIF_BWD_TILE];
   for (int64_t n = 0; n < len; ++n) {
@@ -277,6 +283,7 @@ struct AdaptiveCpu : CpuDevice {
     for_each_tile(
         B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN, [&](int64_t b, int64_t n0, int64_t len) {
           const AdaptiveRows<T, LIF_BWD_TILE> p(a, n0, len);
+          const std::unique_ptr<T[]> seg(new T[kSegValues]);  // uninitialised: the sweep fills it
           const int64_t row = b * Tn * N + n0;
           const int64_t bn = b * N + n0;
           const int64_t steps = row_steps(m.lengths, b, Tn);
@@ -295,7 +302,8 @@ struct AdaptiveCpu : CpuDevice {
              a.gb ? a.gb + row : nullptr, m.gvf ? m.gvf + bn : nullptr,
              a.gbf ? a.gbf + bn : nullptr, m.u + row,
              a.b + b * adapt_checkpoint_rows(Tn, kEvery) * N + n0, m.v0 + b * m.v0_stride_b + n0,
-             p.alpha, p.thr, p.rho, p.q, p.beta, window, M, m.g_in + row, out, steps, N, len);
+             p.alpha, p.thr, p.rho, p.q, p.beta, window, M, m.g_in + row, out, seg.get(), steps, N,
+             len);
           pad_fill(m.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
         });
   }

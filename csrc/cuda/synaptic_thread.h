@@ -216,7 +216,8 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   T W = a.W[idx], ga = T(0), gt = T(0), gb = T(0);
   double* const p_beta = a.partial + 3 * BN + idx * S;
   const int64_t t_last = a.t0 + k_run - 1;
-  // The window mask in u's place (SPEC §11): nothing reads the spikes (w_rec, w_ahp frozen).
+  // The window mask in u's place (SPEC §11): the spikes s[t-1] come from the counts kept beside
+  // it (w_rec's and w_ahp's gradients) or are not read (both frozen).
   const uint32_t* const mask = a.mask ? a.mask + b * mask_words(a.Tn) * N + n : nullptr;
   T s_cur = mask ? T(0) : spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
   // The AHP current (core/synaptic.h): H carried, its gradient sums; s[t_last] fed h only where the

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/adaptive.h"
 #include "../core/mask.h"
 #include "../core/surrogate.h"
 
@@ -315,13 +316,31 @@ inline std::tuple<int64_t, int64_t, int64_t> check_adaptive_backward_args(
   const auto [B, T, N] = shape;
   const auto ct = u.scalar_type();
   // b as the device's forward keeps it: every b_every-th (core/adaptive.h).
-  check_state_like(b, ct, u, "b", {B, (T + b_every - 1) / b_every, N});
+  check_state_like(b, ct, u, "b", {B, adapt_checkpoint_rows(T, b_every), N});
   if (grad_adapt.has_value()) check_state_like(*grad_adapt, ct, u, "grad_adapt", {B, T, N});
   if (grad_bfinal.has_value()) check_state_like(*grad_bfinal, ct, u, "grad_bfinal", {B, N});
   check_neuron_state(b0, ct, u, "b0", B, N);
   check_param(tau_adapt, ct, u, "tau_adapt", N);
   check_param(beta_adapt, ct, u, "beta_adapt", N);
   return shape;
+}
+
+// The saving flags of a forward op (SPEC §11; the autograd kernels set them, the ops are public):
+// the window mask stands for u only under StepPWL, and spike counts only beside it, as uint8 (whole
+// counts up to 255).
+inline void check_save_flags(bool save_mask, int64_t surrogate, bool save_counts,
+                             double max_spikes) {
+  TORCH_CHECK_VALUE(!save_mask || surrogate == kStepPWL,
+                    "save_mask: the window mask serves the StepPWL surrogate only, got surrogate ",
+                    surrogate);
+  TORCH_CHECK_VALUE(!save_counts || save_mask,
+                    "save_counts: the spike counts are kept beside the window mask, so save_mask "
+                    "must be set too");
+  TORCH_CHECK_VALUE(
+      !save_counts || (max_spikes <= 255.0 && max_spikes == std::floor(max_spikes)),
+      "save_counts keeps spike counts as uint8: max_spikes_per_dt must be a whole number <= 255, "
+      "got ",
+      max_spikes);
 }
 
 // ---------------------------------------------------------------- the synaptic ops (SPEC §7)

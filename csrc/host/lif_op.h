@@ -192,8 +192,9 @@ template <typename Dev>
 LifForwardOut lif_forward(const Tensor& input, const Tensor& v0, const Tensor& tau_mem,
                           const Tensor& threshold, const Tensor& bias, const OptTensor& noise,
                           const OptTensor& noise_key, double dt, double noise_scale, double window,
-                          double max_spikes, int64_t /*surrogate*/, bool record, bool save_u,
+                          double max_spikes, int64_t surrogate, bool record, bool save_u,
                           const OptTensor& lengths, bool decays, bool save_mask) {
+  check_save_flags(save_mask, surrogate, false, max_spikes);
   return run_forward_op<Dev>(input, noise, noise_key, noise_scale, [&](bool host_key) {
     return prepare_lif_forward(input, v0, tau_mem, threshold, bias, noise, noise_key, dt,
                                noise_scale, window, max_spikes, record, save_u, lengths, decays,

@@ -155,11 +155,7 @@ inline SynForwardOp prepare_syn_forward(
   op.h_final = op.ahp ? at::empty({B, N}, state) : at::empty(empty, state);
   op.h_pre = empty_output(op.ahp && save && save_h_pre ? at::IntArrayRef{B, T, N} : empty, state);
   // The spikes as counts in the smallest exact integer type (SPEC §11), beside the mask.
-  const bool counts = save && save_mask && save_counts;
-  TORCH_CHECK_VALUE(
-      !counts || max_spikes <= 255.0,
-      "save_counts keeps spike counts as uint8: max_spikes_per_dt must be <= 255, got ",
-      max_spikes);
+  const bool counts = save && save_mask && save_counts;  // check_save_flags checked the flags
   op.counts = counts ? empty_output({B, T, N}, state.dtype(at::kByte)) : at::empty(empty, state);
   op.noise = resolve_noise(noise, noise_key, noise_scale, host_key);
   // The spike state s[-1] (the recurrent product's first input): s0, or zeros.
@@ -495,10 +491,11 @@ SynForwardOut synaptic_forward(const Tensor& input, const Tensor& v0, const Tens
                                const Tensor& threshold, const Tensor& bias, const OptTensor& w_rec,
                                const OptTensor& noise, const OptTensor& noise_key, double dt,
                                double noise_scale, double window, double max_spikes,
-                               int64_t /*surrogate*/, bool record, bool save,
-                               const OptTensor& lengths, const OptTensor& w_ahp,
-                               const OptTensor& tau_ahp, const OptTensor& h0, bool decays,
-                               bool save_mask, bool save_i_pre, bool save_h_pre, bool save_counts) {
+                               int64_t surrogate, bool record, bool save, const OptTensor& lengths,
+                               const OptTensor& w_ahp, const OptTensor& tau_ahp,
+                               const OptTensor& h0, bool decays, bool save_mask, bool save_i_pre,
+                               bool save_h_pre, bool save_counts) {
+  check_save_flags(save_mask, surrogate, save_counts, max_spikes);
   const c10::DeviceGuard guard(input.device());
   const bool device_key = Dev::noise_keyed_on_device(noise, noise_key, noise_scale);
   SynForwardOp op = prepare_syn_forward(
