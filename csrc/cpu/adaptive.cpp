@@ -280,10 +280,11 @@ struct AdaptiveCpu : CpuDevice {
                            [&] { return &backward_tile<IT, T, SURR, HAS_GW, HAS_GB>; });
       });
     });
+    // Each thread's segment rows (uninitialised: the sweep fills them), one allocation a call.
+    const std::unique_ptr<T[]> seg(new T[at::get_num_threads() * kSegValues]);
     for_each_tile(
         B, N, choose_tile(B, N, LIF_BWD_TILE), Tn * BN, [&](int64_t b, int64_t n0, int64_t len) {
           const AdaptiveRows<T, LIF_BWD_TILE> p(a, n0, len);
-          const std::unique_ptr<T[]> seg(new T[kSegValues]);  // uninitialised: the sweep fills it
           const int64_t row = b * Tn * N + n0;
           const int64_t bn = b * N + n0;
           const int64_t steps = row_steps(m.lengths, b, Tn);
@@ -302,8 +303,8 @@ struct AdaptiveCpu : CpuDevice {
              a.gb ? a.gb + row : nullptr, m.gvf ? m.gvf + bn : nullptr,
              a.gbf ? a.gbf + bn : nullptr, m.u + row,
              a.b + b * adapt_checkpoint_rows(Tn, kEvery) * N + n0, m.v0 + b * m.v0_stride_b + n0,
-             p.alpha, p.thr, p.rho, p.q, p.beta, window, M, m.g_in + row, out, seg.get(), steps, N,
-             len);
+             p.alpha, p.thr, p.rho, p.q, p.beta, window, M, m.g_in + row, out,
+             seg.get() + at::get_thread_num() * kSegValues, steps, N, len);
           pad_fill(m.g_in + row, static_cast<IT>(0), steps, Tn, N, len);
         });
   }
