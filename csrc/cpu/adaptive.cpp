@@ -68,19 +68,31 @@ LIF_CLONES void forward_tile(
     const T* __restrict__ zt = noise.step(t, off);
     IT* __restrict__ st = s_out + off;
     T* __restrict__ ut = u_out ? u_out + off : u_scratch;
-    for (int64_t n = 0; n < len; ++n) {
-      T u;
-      if constexpr (NOISE == kNoNoise) {
-        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), bias[n]);
-      } else {
-        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
+    // The next step's rows asked for a cache line at a time ahead of their use: the loop's body is
+    // long enough that the out-of-order window alone keeps too few of its loads in flight.
+    const bool ahead = t + 1 < steps;
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+    for (int64_t n0 = 0; n0 < len; n0 += kLine) {
+      if (ahead) {
+        __builtin_prefetch(xt + stride_t + n0, 0, 3);
+        __builtin_prefetch(st + stride_t + n0, 1, 3);
+        if (u_out) __builtin_prefetch(ut + stride_t + n0, 1, 3);
       }
-      T wn, bn = b[n];
-      const T s = adaptive_fire(u, thr[n], beta[n], rho[n], q[n], max_spikes, wn, bn);
-      st[n] = static_cast<IT>(s);
-      ut[n] = u;
-      w[n] = wn;
-      b[n] = bn;
+      const int64_t n1 = std::min<int64_t>(n0 + kLine, len);
+      for (int64_t n = n0; n < n1; ++n) {
+        T u;
+        if constexpr (NOISE == kNoNoise) {
+          u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), bias[n]);
+        } else {
+          u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
+        }
+        T wn, bn = b[n];
+        const T s = adaptive_fire(u, thr[n], beta[n], rho[n], q[n], max_spikes, wn, bn);
+        st[n] = static_cast<IT>(s);
+        ut[n] = u;
+        w[n] = wn;
+        b[n] = bn;
+      }
     }
     if (b_out && (t + 2) % kAdaptCheckpoint == 0 && t + 2 < steps) {
       std::memcpy(b_out + ((t + 2) / kAdaptCheckpoint) * stride_t, b, sizeof(T) * len);
