@@ -5,10 +5,12 @@
 #   2. each csrc/cuda/*.cu against the installed (CPU) torch's headers, with a stub for the one
 #      header the CPU wheel lacks (c10/cuda/impl/cuda_cmake_macros.h), compiled (no link) with the
 #      flags setup.py gives nvcc, for sm_80 and sm_90.
-#   3. ptxas's resource usage of csrc/cuda/lif.cu and adaptive.cu: no forward kernel (and no LIF
-#      backward kernel) may use a stack frame (local memory): the in-kernel noise is drawn a Philox
-#      block at a time with constant lane indices (a dynamic index into a block's words puts it in
-#      local memory); the backward's loads ahead and its gradient sums stay in registers.
+#   3. ptxas's resource usage of csrc/cuda/lif.cu, adaptive.cu and synaptic.cu: no LIF or adaptive
+#      forward kernel, and no LIF or synaptic backward kernel, may use a stack frame (local memory):
+#      the in-kernel noise is drawn a Philox block at a time with constant lane indices (a dynamic
+#      index into a block's words puts it in local memory); the backward's loads ahead and its
+#      gradient sums stay in registers. (The synaptic forward for S known only at run time keeps
+#      its synapse sum's lane array there.)
 # Every nvcc warning is an error (--Werror all-warnings): a call from device code to a host-only
 # function is only a warning (#20011-D / #20014-D) otherwise, and nvcc would still "succeed".
 # Any other line with "warning" in the log fails the check too (e.g. a host-compiler warning).
@@ -207,7 +209,7 @@ pids=()
 for src in "${SOURCES[@]}"; do
   obj="$TMP/$(basename "$src").o"
   usage=()
-  case "$(basename "$src")" in lif.cu | adaptive.cu) usage=(--resource-usage) ;; esac
+  case "$(basename "$src")" in lif.cu | adaptive.cu | synaptic.cu) usage=(--resource-usage) ;; esac
   compile "$src (sm ${ARCHS// /, sm })" "$obj.log" -c "${GENCODE[@]}" "${NVCC_FLAGS[@]}" "${usage[@]}" \
     -I"$TMP/stub" "${TORCH_FLAGS[@]}" -Icsrc "$src" -o "$obj" &
   pids+=($!)
@@ -215,11 +217,15 @@ done
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 
 # 3. Kernels without a stack frame (ptxas: "N bytes stack frame" after each entry), in every
-#    source whose resource usage was asked for: the forward kernels, and lif.cu's backward ones.
-for KSRC in lif.cu adaptive.cu; do
+#    source whose resource usage was asked for: lif.cu's forward and backward kernels, adaptive.cu's
+#    forward ones, synaptic.cu's backward ones.
+for KSRC in lif.cu adaptive.cu synaptic.cu; do
   KLOG="$TMP/$KSRC.o.log"
-  KINDS=forward_kernel
-  [ "$KSRC" = lif.cu ] && KINDS="forward_kernel|backward_kernel"
+  case "$KSRC" in
+    lif.cu) KINDS="forward_kernel|backward_kernel" ;;
+    adaptive.cu) KINDS=forward_kernel ;;
+    synaptic.cu) KINDS=backward_kernel ;;
+  esac
   if [ ! -f "$KLOG" ]; then
     echo "check_cuda: FAIL no ptxas log of $KSRC: the stack-frame check did not run"; status=1; continue
   fi

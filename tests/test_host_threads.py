@@ -2124,6 +2124,56 @@ def test_ahp_compact_threads_equal_fused_cpu_op(syn_lib, io, rec, lengths):
             assert rel_err(host[k], compact[k]) <= {torch.float64: 1e-14}.get(io, 1e-6), f"threads {name}"
 
 
+
+@pytest.mark.parametrize("io", [torch.float32, torch.float64, torch.float16], ids=["f32", "f64", "f16"])
+@pytest.mark.parametrize("S", [1, 2, 3])
+@pytest.mark.parametrize("save", ["u", "mask"])
+@pytest.mark.parametrize("ahp", [False, True], ids=["plain", "ahp"])
+def test_synaptic_backward_ring_every_length(syn_lib, io, S, save, ahp):
+    """The feed-forward backward runs its steps through a ring of loaded steps (reverse_steps): for
+    T = 1..11 (around the ring's size and twice it) and every row length 0..T, the threads give the
+    CPU op's gradients bit for bit, from u or the window mask (with the counts under AHP), with
+    and without the AHP current."""
+    if not lif_cuda.fused_available("cpu"):
+        pytest.skip("the fused CPU op is not built")
+    ct = torch.float32 if io == torch.float16 else io
+    op = torch.ops.lif_cuda
+    mask = save == "mask"
+    names = ("g_in", "g_v0", "g_i0", "g_s0", "g_tau_mem", "g_tau_syn", "g_thr", "g_bias", "g_w_rec", "g_noise",
+             "g_h0", "g_w_ahp", "g_tau_ahp")
+    for T in range(1, 12):
+        B, N = T + 1, 5
+        lens = torch.arange(B)  # row b runs b steps: 0 .. T
+        case = syn_make_case(30 + T, B, T, N, S, ct, i0_rows=True)
+        case["x"] = case["x"].to(io)
+        extra = ahp_make_case(31 + T, B, N, ct) if ahp else None
+        args = (case["x"], case["v0"], case["i0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"],
+                case["bias"], None, None, None, 1e-3, 0.0, 0.4, 3.0, 0, True, True, lens)
+        if ahp:
+            args += (extra["w_ahp"], extra["tau_ahp"], extra["h0"])
+        o = op.synaptic_forward(*args, save_mask=mask, save_i_pre=not mask, save_h_pre=not mask,
+                                save_counts=mask and ahp)
+        counts = o[14] if mask and ahp else None
+        g = torch.Generator().manual_seed(T)
+        ups = [torch.randn(shape, generator=g).to(ct) if shape else None
+               for shape in ((B, T, N), (B, T, N), (B, T, N, S), None, (B, N), (B, N, S), (B, T, N), (B, N))]
+        ups[0] = ups[0].to(io)
+        ghf, gh = ups.pop(), ups.pop()
+        rest = (case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"], None, 1e-3, 0.4, 3.0, 0,
+                False, False, True, lens)
+        if ahp:
+            rest += (gh, ghf, o[13], extra["w_ahp"], extra["tau_ahp"], False)
+        want = op.synaptic_backward(*ups, o[7], o[8], *rest, spike_counts=counts)
+        got = syn_backward_on_host(
+            syn_lib, *ups, o[7], o[8], case["v0"], case["s0"], case["tau_mem"], case["tau_syn"], case["thr"],
+            window=0.4, max_spikes=3.0, i0_shared=False, lengths=lens, counts=counts,
+            ahp=dict(h_pre=o[13], w_ahp=extra["w_ahp"], tau_ahp=extra["tau_ahp"], gh=gh, ghf=ghf,
+                     h0_shared=False) if ahp else None)
+        for name, a_, b_ in zip(names, got, want):
+            if a_ is None or not b_.numel() or name == "g_s0":  # no w_rec: s0 gets no gradient
+                continue
+            assert_equal(a_, b_, f"T={T} backward {name}")
+
 # ====================================================================== the adaptive LIF (SPEC §10)
 # cuda/adaptive_thread.h run thread by thread on the host, against the fused CPU op, bit for bit:
 # forward outputs, the saved sequences, every gradient (the partial sums by core/grad_sums.h's

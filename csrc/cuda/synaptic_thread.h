@@ -179,6 +179,17 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
   }
 }
 
+// Steps whose loads the synaptic backward keeps in flight (reverse_steps' ring; 0: none, each step
+// loads as it runs). A step loads up to 5 + 3 S values and a slot holds them all, so registers rise
+// steeply with the ring and blocks per SM fall: the ring is kept where blocks x steps in flight per
+// SM still rise (docs/gpu.md). Not for float64 S = 2 with the AHP current (a ring of 4 spills, 2
+// keeps as many in flight as none) or float64 with S known only at run time (its synapses' loads
+// are not in the ring).
+template <typename T, int S_FIXED, bool AHP>
+constexpr int syn_backward_ring() {
+  return sizeof(T) == 8 && (S_FIXED == 0 || (S_FIXED == 2 && AHP)) ? 0 : kRing;
+}
+
 // Backward thread idx = b * N + n: the reverse loop over [t0, t0 + steps), W, I and the row's
 // partial sums read at the start and written back at the end (carried between per-step calls).
 template <typename IT, typename T, int SURR, int S_FIXED, bool AHP>
@@ -203,23 +214,34 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
   const T M = static_cast<T>(a.max_spikes);
   const NeuronConsts<T> c = neuron_consts(alpha, thr, static_cast<T>(a.window), M);
   // The parameter-gradient terms' block sums in T, flushed into the row's float64 partials at each
-  // block's end (core/grad_sums.h). With S known at compile time the synapses' state and sums live
-  // in registers; otherwise in the carried-gradient buffer and the beta_sums scratch.
-  T ireg[S_FIXED ? S_FIXED : 1];
-  T breg[S_FIXED ? S_FIXED : 1];
+  // block's end (core/grad_sums.h). With S known at compile time the synapses' state and sums, and
+  // their decays, live in registers; otherwise in the carried-gradient buffer and the beta_sums
+  // scratch.
+  constexpr int SR = S_FIXED ? S_FIXED : 1;
+  T ireg[SR];
+  T gbreg[SR];
+  T beta[SR];
   T* const I = S_FIXED ? ireg : a.I + idx * S;
-  T* const gbeta = S_FIXED ? breg : a.beta_sums + idx * S;
+  T* const gbeta = S_FIXED ? gbreg : a.beta_sums + idx * S;
   for (int64_t k = 0; k < S; ++k) {
-    if (S_FIXED) I[k] = a.I[idx * S + k];
+    if constexpr (S_FIXED != 0) {
+      I[k] = a.I[idx * S + k];
+      beta[k] = a.beta(n, k);
+    }
     gbeta[k] = T(0);
   }
   T W = a.W[idx], ga = T(0), gt = T(0), gb = T(0);
   double* const p_beta = a.partial + 3 * BN + idx * S;
   const int64_t t_last = a.t0 + k_run - 1;
   // The window mask in u's place (SPEC §11): the spikes s[t-1] come from the counts kept beside
-  // it (w_rec's and w_ahp's gradients) or are not read (both frozen).
+  // it (w_rec's and w_ahp's gradients) or are not read (both frozen). Its word of the current 32
+  // steps, loaded at the call's last step and where a word ends.
   const uint32_t* const mask = a.mask ? a.mask + b * mask_words(a.Tn) * N + n : nullptr;
-  T s_cur = mask ? T(0) : spikes(a.u[(b * a.Tn + t_last) * N + n], thr, M);
+  uint32_t word = 0;
+  // u[t] and s[t] of the step being run, carried from the step after it (u[t-1] is loaded with it).
+  T u_cur = mask ? T(0) : a.u[(b * a.Tn + t_last) * N + n];
+  T s_cur = mask ? T(0) : spikes(u_cur, thr, M);
+  const T g_rec = gs_rec ? gs_rec[idx] : T(0);
   // The AHP current (core/synaptic.h): H carried, its gradient sums; s[t_last] fed h only where the
   // row runs the step after the call.
   T H = T(0), g_gamma = T(0), g_w_ahp = T(0), w_ahp = T(0), gamma = T(0);
@@ -229,51 +251,78 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     w_ahp = a.w_ahp[n];
     gamma = a.gamma[n];
   }
-  for (int64_t t = t_last; t >= a.t0; --t) {
+  // What step t reads, loaded ahead of it (reverse_steps); with S known at compile time its
+  // synapses' values too, otherwise the step reads those as it goes. prev: u[t-1]; count: with the
+  // mask, s[t-1] as the counts kept beside it hold it (0 where unread). Converted where read, so
+  // that a conversion does not wait for the load.
+  struct Loaded {
+    IT gs;
+    T gw, prev, gh, h_pre;
+    uint8_t count;
+    T gi[SR], i_pre[SR], gr[SR];
+  };
+  const auto load = [&](int64_t t, bool with_prev) {
     const int64_t row = (b * a.Tn + t) * N + n;
     const int64_t srow = row * S;
-    T s_prev = T(0), w_prev = T(0);
-    if (mask != nullptr) {  // s[t-1] from the counts kept beside the mask, or 0 where unread
-      if (t == 0) {
-        s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
+    Loaded v{};
+    v.gs = a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n];
+    if (a.gw) v.gw = a.gw[row];
+    if (with_prev) {
+      if (!mask) {
+        v.prev = a.u[row - N];
       } else if (a.counts) {
-        s_prev = static_cast<T>(static_cast<int32_t>(a.counts[row - N]));
-      }
-    } else {
-      if (t == 0) {
-        s_prev = a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0);
-        w_prev = a.v0[b * a.v0_stride_b + n];
-      } else {
-        const T up = a.u[row - N];
-        s_prev = spikes(up, thr, M);
-        w_prev = reset(up, s_prev, thr);
+        v.count = a.counts[row - N];
       }
     }
-    T g = static_cast<T>(a.gs[b * a.gs_stride_b + t * a.gs_stride_t + n * a.gs_stride_n]);
-    if (gs_rec) g = g + gs_rec[idx];
+    if constexpr (AHP) {
+      if (a.gh) v.gh = a.gh[row];
+      if (a.h_pre) v.h_pre = a.h_pre[row];
+    }
+    if constexpr (S_FIXED != 0) {
+      for (int k = 0; k < S_FIXED; ++k) {
+        if (a.gi) v.gi[k] = a.gi[srow + k];
+        if (a.i_pre) v.i_pre[k] = a.i_pre[srow + k];
+        if (a.gr) v.gr[k] = a.gr[srow + k];
+      }
+    }
+    return v;
+  };
+  // Step t from its loaded values, s[t-1] and w[t-1].
+  const auto step = [&](int64_t t, const Loaded& v, T s_prev, T w_prev) {
+    const int64_t row = (b * a.Tn + t) * N + n;
+    const int64_t srow = row * S;
+    T g = static_cast<T>(v.gs);
+    if (gs_rec) g = g + g_rec;
     if constexpr (AHP) {
       if (t < t_last || ahp_next) g = g + H * w_ahp;
     }
-    const T gw = a.gw ? a.gw[row] : T(0);
-    const T U =
-        mask ? step_backward_masked(
-                   g, gw, mask_value<T>(mask[(t / kMaskBits) * N], static_cast<int>(t % kMaskBits)),
-                   c, W, gb)
-             : step_backward<SURR>(g, gw, a.u[row], s_cur, w_prev, c, W, gt, ga, gb);
-    if constexpr (AHP) {
-      ahp_step_backward(U, a.gh ? a.gh[row] : T(0), a.h_pre ? a.h_pre[row] : T(0), s_prev, gamma, H,
-                        g_gamma, g_w_ahp);
+    T U;
+    if (mask) {
+      if (t == t_last || t % kMaskBits == kMaskBits - 1) word = mask[(t / kMaskBits) * N];
+      U = step_backward_masked(g, v.gw, mask_value<T>(word, static_cast<int>(t % kMaskBits)), c, W,
+                               gb);
+    } else {
+      U = step_backward<SURR>(g, v.gw, u_cur, s_cur, w_prev, c, W, gt, ga, gb);
     }
+    if constexpr (AHP) ahp_step_backward(U, v.gh, v.h_pre, s_prev, gamma, H, g_gamma, g_w_ahp);
     if (a.g_u) a.g_u[row] = U;
     if (a.s_prev) a.s_prev[row] = s_prev;
     s_cur = s_prev;
     for (int64_t k = 0; k < S; ++k) {
-      if (a.gi) I[k] = I[k] + a.gi[srow + k];
       // i_pre not kept (tau_syn frozen): its gradient's terms read zeros, and are not returned.
-      const T ipk = a.i_pre ? a.i_pre[srow + k] : T(0);
-      const T gak = syn_step_backward(U, ipk, a.beta(n, k), I[k], gbeta[k]);
+      T gik, ipk, grk, bk;
+      if constexpr (S_FIXED != 0) {
+        gik = v.gi[k], ipk = v.i_pre[k], grk = v.gr[k], bk = beta[k];
+      } else {
+        gik = a.gi ? a.gi[srow + k] : T(0);
+        ipk = a.i_pre ? a.i_pre[srow + k] : T(0);
+        grk = a.gr ? a.gr[srow + k] : T(0);
+        bk = a.beta(n, k);
+      }
+      if (a.gi) I[k] = I[k] + gik;
+      const T gak = syn_step_backward(U, ipk, bk, I[k], gbeta[k]);
       a.g_in[srow + k] = static_cast<IT>(gak);
-      if (a.g_r) a.g_r[srow + k] = a.gr ? gak + a.gr[srow + k] : gak;
+      if (a.g_r) a.g_r[srow + k] = a.gr ? gak + grk : gak;
     }
     if (grad_block_ends(t_last, t, a.t0)) {
       flush_grad_block(ga, a.partial[idx]);
@@ -285,6 +334,30 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
         flush_grad_block(g_w_ahp, a.partial[4 * BN + BN * S + idx]);
       }
     }
+  };
+  // Steps t_last .. t1 = max(t0, 1) through the ring (reverse_steps runs t' = t_last - t1 + 1 .. 1,
+  // t = t' + t1 - 1); step 0 (if the call runs it) reads the initial state.
+  const int64_t t1 = a.t0 > 0 ? a.t0 : int64_t{1};
+  const auto ring_step = [&](int64_t t, const Loaded& v) {
+    T s_prev = static_cast<T>(static_cast<int32_t>(v.count)), w_prev = T(0);
+    if (!mask) {
+      s_prev = spikes(v.prev, thr, M);
+      w_prev = reset(v.prev, s_prev, thr);
+    }
+    step(t, v, s_prev, w_prev);
+    u_cur = v.prev;
+  };
+  constexpr int kSynRing = syn_backward_ring<T, S_FIXED, AHP>();
+  if constexpr (kSynRing == 0) {
+    for (int64_t t = t_last; t >= t1; --t) ring_step(t, load(t, true));
+  } else {
+    reverse_steps<kSynRing>(
+        t_last - t1 + 1, [&](int64_t tp) { return load(tp + t1 - 1, true); },
+        [&](int64_t tp, const Loaded& v) { ring_step(tp + t1 - 1, v); });
+  }
+  if (a.t0 == 0) {
+    step(0, load(0, false), a.s0 ? a.s0[b * a.s0_stride_b + n] : T(0),
+         mask ? T(0) : a.v0[b * a.v0_stride_b + n]);
   }
   a.W[idx] = W;
   if constexpr (AHP) a.H[idx] = H;
