@@ -203,15 +203,20 @@ SYNAPTIC_OUTPUTS = ("spikes", "vmem", "isyn", "irec", "v_final", "i_final", "s_f
 SYNAPTIC_ARGS = ("input", "v0", "i0", "tau_mem", "tau_syn", "threshold", "bias")  # positional, before dt
 
 
+def _case_draws(seed, B, N, params, state):
+    """A random case's draws (uniform r, normal n, float64, from `seed`) and its shapes: per-neuron
+    parameters P ((N,) "neuron", () "scalar") and state rows ((B,) "rows", () "shared")."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
+    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+    return r, n, ((N,) if params == "neuron" else ()), ((B,) if state == "rows" else ())
+
+
 def make_synaptic_case(seed, B, T, N, S, dtype=torch.float32, *, tau_syn="full", params="neuron", rec=False,
                        state="rows", input_mean=0.4):
     """A random case: tau_syn (N,S) "full", (1,S) "row" or () "scalar"; tau_mem, threshold, bias (N,)
     "neuron" or () "scalar"; state "rows" ((B,N), (B,N,S), (B,N)) or "shared" ((N,), (N,S), (N,))."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
-    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
-    P = (N,) if params == "neuron" else ()
-    rows = (B,) if state == "rows" else ()
+    r, n, P, rows = _case_draws(seed, B, N, params, state)
     case = dict(
         input=input_mean + 0.8 * n(B, T, N * S),
         v0=0.5 * n(*rows, N),
@@ -492,11 +497,7 @@ def make_adaptive_case(seed, B, T, N, dtype=torch.float32, *, params="neuron", s
     """A random case of adaptive_evolve's arguments (a dict, dt included): parameters (N,) "neuron" or
     () "scalar"; state "rows" ((B,N)) or "shared" ((N,)). tau_adapt in [10, 60] ms and beta_adapt in
     [0.5, 2], so that the threshold moves by a good fraction of itself within a sequence."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.rand(s, generator=g, dtype=torch.float64)  # noqa: E731
-    n = lambda *s: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
-    P = (N,) if params == "neuron" else ()
-    rows = (B,) if state == "rows" else ()
+    r, n, P, rows = _case_draws(seed, B, N, params, state)
     case = dict(
         input=input_mean + n(B, T, N),
         v0=0.5 * n(*rows, N),

@@ -84,3 +84,29 @@ def add_impl_cases(point, cfg, shape, **spec):
 def available(cfg):
     """The keys of cfg["impls_info"] that can run."""
     return [k for k, v in cfg["impls_info"].items() if v.get("available", True)]
+
+
+def layer_call_case(layer, x, phase, device):
+    """A CallCase timing one call of `layer` on `x` from a reset state (forward, or forward and
+    backward of spikes.sum()); `spikes_btn` reruns it and returns the spikes, for the suites'
+    spike checks. A layer returning a tuple has its spikes first."""
+    import torch
+
+    from bench.engine import CallCase
+
+    grad = phase == "forward+backward"
+
+    def call():
+        layer.reset_state()
+        xi = x.detach().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            out = layer(xi)
+            out = out[0] if isinstance(out, tuple) else out
+            if grad:
+                out.sum().backward()
+        return out.detach()
+
+    case = CallCase({phase: call}, device)
+    case.spikes_btn = call
+    return case
+

@@ -9,8 +9,8 @@ are checked equal to its reference's.
 """
 import torch
 
-from bench.engine import CallCase, Point
-from bench.suites import parse_shapes, pick
+from bench.engine import Point
+from bench.suites import layer_call_case, parse_shapes, pick
 
 NAME = "adaptive"
 ISOLATE = False
@@ -63,20 +63,7 @@ def build(spec):
     layer = _layer(spec["impl"], spec["N"], device)
     g = torch.Generator().manual_seed(1)
     x = (0.5 + torch.randn(spec["B"], spec["T"], spec["N"], generator=g)).to(device)
-    grad = spec["phase"] == "forward+backward"
-
-    def call():
-        layer.reset_state()
-        xi = x.detach().requires_grad_(grad)
-        with torch.set_grad_enabled(grad):
-            out = layer(xi)
-            if grad:
-                out.sum().backward()
-        return out.detach()
-
-    case = CallCase({spec["phase"]: call}, device)
-    case.spikes_btn = call
-    return case
+    return layer_call_case(layer, x, spec["phase"], device)
 
 
 def after_point(data, point, slots, cfg):

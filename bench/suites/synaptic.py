@@ -16,8 +16,8 @@ aLIFTorch (exodus has no AHP current).
 """
 import torch
 
-from bench.engine import CallCase, Point
-from bench.suites import pick
+from bench.engine import Point
+from bench.suites import layer_call_case, pick
 
 NAME = "synaptic"
 ISOLATE = False
@@ -120,21 +120,7 @@ def build(spec):
     layer = _layer(spec["impl"], spec, device)
     g = torch.Generator().manual_seed(1)
     x = ((torch.rand(spec["B"], spec["T"], spec["N"] * spec["S"], generator=g) < 0.05).float() * 2).to(device)
-    grad = spec["phase"] == "forward+backward"
-
-    def call():
-        layer.reset_state()
-        xi = x.detach().requires_grad_(grad)
-        with torch.set_grad_enabled(grad):
-            out = layer(xi)
-            out = out[0] if isinstance(out, tuple) else out
-            if grad:
-                out.sum().backward()
-        return out.detach()
-
-    case = CallCase({spec["phase"]: call}, device)
-    case.spikes_btn = call
-    return case
+    return layer_call_case(layer, x, spec["phase"], device)
 
 
 def after_point(data, point, slots, cfg):
