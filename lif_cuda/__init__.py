@@ -5,6 +5,7 @@
     spikes = layer(torch.randn(32, 100, 128))
     syn = lif_cuda.SynapticLIF((2 * 128, 128), has_rec=True)   # Rockpool's LIFTorch: synapses, recurrence
     alif = lif_cuda.AdaptiveLIF(128)         # adaptive threshold (SPEC §10)
+    long = lif_cuda.TimeChunked(torch.nn.Linear(128, 128), layer, chunk=256)   # long T in little memory
 
 `lif_cuda.lif_evolve(...)` is the functional form; `lif_cuda.reference` the pure-PyTorch oracle.
 """
@@ -12,6 +13,7 @@ from . import (
     _ext,
     ops,  # noqa: F401  (registers the fake kernels)
 )
+from .chunked import TimeChunked
 from .functional import adaptive_evolve, ahp_synaptic_evolve, fused_available, lif_evolve, synaptic_evolve
 from .neurons import AdaptiveLIF, AHPSynapticLIF, LIFNeuron, SynapticLIF
 from .reference import adaptive_evolve_reference, lif_evolve_reference, synaptic_evolve_reference
@@ -26,6 +28,7 @@ __all__ = [
     "lif_evolve_reference",
     "SynapticLIF",
     "SpikeLinear",
+    "TimeChunked",
     "synaptic_evolve",
     "synaptic_evolve_reference",
     "AHPSynapticLIF",

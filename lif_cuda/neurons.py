@@ -310,10 +310,26 @@ class NeuronLayer(nn.Module):
         """The op's outputs of one call, (spikes, *records, *final state, ...); the state kept only
         after success. Kept short: it is the hot path of every call (the settings' checks are
         cached, the op checks the tensors)."""
+        x, config, lengths = self._prepare(x, lengths)
+        B = x.shape[0]
+        state = tuple(map(self._buffers.__getitem__, self.model.state))
+        if state[0].dim() == 2:
+            self._check_state(B)
+        initial = state
+        if config[5] == "reference":  # its autograd graph keeps the initial state: hand it a snapshot
+            initial = tuple(t.to(device=x.device, dtype=self.threshold.dtype, copy=True) for t in state)
+        out = self._run(x, initial, config, record, lengths)
+        if B > 0:  # the new state, only after success
+            self._keep_state(out[len(self.model.records) + 1:])
+        return out
+
+    @torch.jit.unused
+    def _prepare(self, x, lengths):
+        """(x, settings, lengths) of a call: x (B, T, size_in) in the compute dtype, the settings as
+        _configure returns them (cached per change), the lengths checked."""
         if not (type(x) is torch.Tensor and x.dim() == 3 and x.shape[2] == self.size_in and x.dtype in _IO_DTYPES):
             x = self._auto_batch(x)
-        model, params, buffers = self.model, self._parameters, self._buffers
-        dtype = params["threshold"].dtype
+        dtype = self._parameters["threshold"].dtype
         # Computed in the parameters' dtype, as Rockpool does; float16/bfloat16 input stays as it is
         # (the kernels read it directly, keep the state in float32 and return spikes in its dtype).
         if x.dtype != dtype and not (dtype == torch.float32 and x.dtype in _HALF):
@@ -324,33 +340,52 @@ class NeuronLayer(nn.Module):
         config = self._config_cache
         if config is None or config[0] != key:
             config = self._configure(device, key)
-        dt, window, max_spikes, noise_std, noise_scale, which = config[1]
-        B = x.shape[0]
-        state = tuple(map(buffers.__getitem__, model.state))
-        if state[0].dim() == 2:
-            self._check_state(B)
         if lengths is not None:  # the fused CPU op checks them itself
-            by_op = which == "fused" and device.type == "cpu"
-            lengths = to_lengths(lengths, B, x.shape[1], device, checked_by_op=by_op)
+            by_op = config[1][5] == "fused" and device.type == "cpu"
+            lengths = to_lengths(lengths, x.shape[0], x.shape[1], device, checked_by_op=by_op)
+        return x, config[1], lengths
+
+    @torch.jit.unused
+    def _call_from(self, x: torch.Tensor, initial, lengths=None) -> List[torch.Tensor]:
+        """(spikes, final state) of a call from the state tensors `initial` (one per state buffer: a
+        row or (B, row)), differentiable w.r.t. them; the module's state neither read nor written
+        (TimeChunked's call)."""
+        x, config, lengths = self._prepare(x, lengths)
+        out = self._run(x, initial, config, False, lengths)
+        first = len(self.model.records) + 1
+        final = list(out[first : first + len(initial)])
+        if "spikes" in self.model.state:
+            # The op's spike state carries no gradient (SPEC §7: spikes[:, last] does): the same
+            # values taken from the spikes, so that the next call's s0 hands its gradient back.
+            k = self.model.state.index("spikes")
+            final[k] = _last_spikes(out[0], initial[k], lengths).to(final[k].dtype)
+        return out[0], tuple(final)
+
+    @torch.jit.unused
+    def _run(self, x: torch.Tensor, initial, config, record: bool, lengths) -> List[torch.Tensor]:
+        """The op's outputs for input x from the state tensors `initial` (one per state buffer, a
+        row or (B, row)), the module's state neither read nor written; `config` as _configure
+        returns it, `lengths` checked."""
+        dt, window, max_spikes, noise_std, noise_scale, which = config
         noise = None
         if noise_std > 0 and self.noise == "torch":
-            noise = torch_noise(noise_std, dt, [B, x.shape[1], self.n_neurons], dtype, device)
-        initial = state
-        if which == "reference":  # its autograd graph keeps the initial state: hand it a snapshot
-            initial = tuple(t.to(device=device, dtype=dtype, copy=True) for t in state)
-        out = functional.run(model, which, device, x, initial, tuple(map(params.get, model.params)), noise,
-                             noise_scale, dt, window, max_spikes, self._spike_generation_fn, self._kernel_id, record,
-                             lengths)
-        if B > 0:  # the new state, only after success
-            if not self.batch_state:
-                for kept, final in zip(state, out[len(model.records) + 1:]):
-                    kept.copy_(final[0].detach())  # batch row 0, as the seed keeps it
-            else:
-                for name, kept, final in zip(model.state, state, out[len(model.records) + 1:]):
-                    new = kept_state(kept, final, True)
-                    if new is not kept:  # the first call after reset_state(): the state becomes per-row
-                        buffers[name] = new
-        return out
+            dtype = self._parameters["threshold"].dtype
+            noise = torch_noise(noise_std, dt, [x.shape[0], x.shape[1], self.n_neurons], dtype, x.device)
+        model, params = self.model, self._parameters
+        return functional.run(model, which, x.device, x, initial, tuple(map(params.get, model.params)), noise,
+                              noise_scale, dt, window, max_spikes, self._spike_generation_fn, self._kernel_id, record,
+                              lengths)
+
+    @torch.jit.unused
+    def _keep_state(self, final):
+        """The state after a call whose final state tensors are `final` (B, row) each: batch row 0
+        (batch_state=False, as the seed keeps it) or every row."""
+        model, buffers = self.model, self._buffers
+        for name, f in zip(model.state, final):
+            kept = buffers[name]
+            new = kept_state(kept, f, self.batch_state)
+            if new is not kept:  # the first call after reset_state(): the state becomes per-row
+                buffers[name] = new
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Spikes (B,T,N) for input (B,T,size_in), (T,size_in) or (..., 1) broadcast; `lengths`: B
@@ -398,6 +433,18 @@ class NeuronLayer(nn.Module):
         state = {name: getattr(self, name).clone() for name in self.model.state}
         rec = {**dict(zip(self.model.records, out[1:])), "spikes": out[0]} if record else {}
         return out[0], state, rec
+
+
+def _last_spikes(spikes, s0, lengths):
+    """Each row's spikes at its last step (SPEC §8: at its length), s0 where it ran none."""
+    B, T = spikes.shape[0], spikes.shape[1]
+    if lengths is None:
+        return spikes[:, T - 1] if T > 0 else s0.expand(B, spikes.shape[2]).to(spikes.dtype)
+    last = (lengths.to(torch.int64) - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, spikes.shape[2])
+    ran = lengths.view(B, 1) > 0
+    if T == 0:
+        return s0.expand(B, spikes.shape[2]).to(spikes.dtype)
+    return torch.where(ran, spikes.gather(1, last).squeeze(1), s0.to(spikes.dtype))
 
 
 class LIFNeuron(NeuronLayer):

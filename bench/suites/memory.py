@@ -8,6 +8,9 @@ Adam on every trainable parameter. Configurations:
   compact      SpikeLinear + LIFNeuron, tau and threshold frozen (bias trains): the Linear keeps its
                input as bits, the LIF op the window mask as bits
   compact_thr  SpikeLinear + LIFNeuron with trainable thresholds: the LIF op must keep u
+  chunked      plain's layers (everything trainable) in a lif_cuda.TimeChunked(chunk=--chunk, output="sum"):
+               the forward keeps each chunk's starting state, the backward recomputes a chunk at a time;
+               also run at --long-steps, where only it runs (its peak grows too slowly to fit at short T)
   snntorch, spikingjelly, norse: their LIF layer (bench/impls.py) in the same stack, nn.Linear
 
 At each T: one training step, timed (interleaved, medians); the bytes the autograd graph keeps after
@@ -28,10 +31,12 @@ from bench.workloads import TrainStep
 NAME = "memory"
 ISOLATE = True
 BASE = "plain"
-OURS = ("plain", "compact", "compact_thr")
+OURS = ("plain", "compact", "compact_thr", "chunked")
 PEERS = ("snntorch", "spikingjelly", "norse")
-DEFAULTS = dict(impls="all", neurons=1024, batch=16, steps="100,200,400,800", layers=4, budget_gib=4.0, rate=0.1)
-QUICK = dict(neurons=64, batch=2, steps="20,40", layers=2, repeats=2, max_repeats=3, budget_s=0.2, budget_gib=0.25)
+DEFAULTS = dict(impls="all", neurons=1024, batch=16, steps="100,200,400,800", layers=4, budget_gib=4.0, rate=0.1,
+                chunk=64, long_steps="8000,32000")
+QUICK = dict(neurons=64, batch=2, steps="20,40", layers=2, repeats=2, max_repeats=3, budget_s=0.2, budget_gib=0.25,
+             long_steps="200")
 KEPT = "kept bytes/element/layer"
 LONGEST = "longest T"
 NOTES = ("Peers emit at most one spike per step and differ slightly in their equations (bench/impls.py); the stack "
@@ -44,11 +49,15 @@ def add_options(p):
     p.add_argument("--steps", help="time steps T, comma-separated (default 100,200,400,800)")
     p.add_argument("--layers", type=int, help="Linear+LIF layers (default 4)")
     p.add_argument("--budget-gib", type=float, help="memory budget for the longest T (default 4)")
+    p.add_argument("--chunk", type=int, help="time steps per chunk of the chunked configuration (default 64)")
+    p.add_argument("--long-steps", help="further T where only the chunked configuration runs (default 8000,32000; "
+                   "'' for none)")
 
 
 LABELS = dict(plain="lif_cuda: nn.Linear + LIFNeuron (defaults)",
               compact="lif_cuda: SpikeLinear + LIFNeuron, tau and threshold frozen",
-              compact_thr="lif_cuda: SpikeLinear + LIFNeuron, thresholds trainable")
+              compact_thr="lif_cuda: SpikeLinear + LIFNeuron, thresholds trainable",
+              chunked="lif_cuda: TimeChunked(nn.Linear + LIFNeuron (defaults)), output='sum'")
 
 
 def describe(cfg):
@@ -64,11 +73,14 @@ def describe(cfg):
 
 def points(cfg):
     keys = available(cfg)
-    for T in parse_ints(cfg["steps"]):
+    steps = parse_ints(cfg["steps"])
+    long_steps = [T for T in parse_ints(cfg["long_steps"] or "") if T not in steps] if "chunked" in keys else []
+    for T in steps + long_steps:
         shape = [cfg["batch"], T, cfg["neurons"]]
         spec = dict(suite=NAME, shape=shape, layers=cfg["layers"], device=cfg["device"], seed=cfg["seed"],
-                    rate=cfg["rate"])
-        yield Point(dict(steps=T, shape=shape), {k: dict(spec, impl=k) for k in keys}, size=T)
+                    rate=cfg["rate"], chunk=cfg["chunk"])
+        here = keys if T in steps else ["chunked"]
+        yield Point(dict(steps=T, shape=shape), {k: dict(spec, impl=k) for k in here}, size=T)
 
 
 def _lif(kind, n):
@@ -96,7 +108,7 @@ class _Ours(nn.Module):
 
 
 class StackCase(TrainStep):
-    def __init__(self, impl, shape, layers, device, seed=0, rate=0.1):
+    def __init__(self, impl, shape, layers, device, seed=0, rate=0.1, chunk=64):
         import lif_cuda
         from bench.impls import IMPLS
 
@@ -110,8 +122,14 @@ class StackCase(TrainStep):
                 spiking = lif_cuda.SpikeLinear(n, n, max_count=1)
                 spiking.load_state_dict(linear.state_dict())
                 linear = spiking
-            mods += [linear, _Ours(_lif(impl, n)) if impl in OURS else IMPLS[impl].layer(n, device)]
-        self.module = nn.Sequential(*mods).to(device)
+            if impl == "chunked":  # the stack carries the neuron state itself, from zero each step
+                mods += [linear, lif_cuda.LIFNeuron(n, max_spikes_per_dt=1)]
+            else:
+                mods += [linear, _Ours(_lif(impl, n)) if impl in OURS else IMPLS[impl].layer(n, device)]
+        if impl == "chunked":
+            self.module = lif_cuda.TimeChunked(*mods, chunk=chunk, output="sum").to(device)
+        else:
+            self.module = nn.Sequential(*mods).to(device)
         self.time_major = impl not in OURS and IMPLS[impl].time_major
         g = torch.Generator().manual_seed(seed + 1)
         x = (torch.rand(shape, generator=g) < rate).float()
@@ -122,7 +140,10 @@ class StackCase(TrainStep):
         self.phases = ("step",)
 
     def _loss(self):
-        rates = self.module(self.x).mean(dim=0 if self.time_major else 1)
+        if isinstance(self.module, nn.Sequential):
+            rates = self.module(self.x).mean(dim=0 if self.time_major else 1)
+        else:  # TimeChunked: the spike counts over time
+            rates = self.module.reset_state()(self.x) / self.x.shape[1]
         return F.mse_loss(rates, self.target)
 
     def run_memory(self):
@@ -161,7 +182,8 @@ class StackCase(TrainStep):
 
 
 def build(spec):
-    return StackCase(spec["impl"], spec["shape"], spec["layers"], spec["device"], spec["seed"], spec["rate"])
+    return StackCase(spec["impl"], spec["shape"], spec["layers"], spec["device"], spec["seed"], spec["rate"],
+                     spec.get("chunk", 64))
 
 
 def after_point(data, point, slots, cfg):
