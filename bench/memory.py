@@ -4,16 +4,17 @@ CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, min
 allocated before. CPU: the peak resident set (VmHWM, reset by writing "5" to /proc/self/clear_refs)
 minus the resident set before. glibc keeps freed blocks below its (self-raising) mmap threshold
 inside the process, where they would hide later allocations; so the CPU figures are taken after
-the timing, in one worker process started with MALLOC_ENV, where every block of 64 KiB or more is
-mapped when allocated and unmapped when freed. The timed runs keep glibc's defaults, as users have
-them.
+the timing, in one worker process started with MALLOC_ENV, where every block of 4 KiB or more is
+mapped when allocated and unmapped when freed (many small blocks kept across a step, such as a
+chunked stack's (B, N) states, would otherwise reuse the heap the previous step freed and never
+show). The timed runs keep glibc's defaults, as users have them.
 """
 import gc
 import re
 
 import torch
 
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_MMAP_MAX_": "1048576"}
 
 
 def _status_bytes(field):

@@ -34,7 +34,7 @@ BASE = "plain"
 OURS = ("plain", "compact", "compact_thr", "chunked")
 PEERS = ("snntorch", "spikingjelly", "norse")
 DEFAULTS = dict(impls="all", neurons=1024, batch=16, steps="100,200,400,800", layers=4, budget_gib=4.0, rate=0.1,
-                chunk=64, long_steps="8000,32000")
+                chunk=64, long_steps="4000,16000")
 QUICK = dict(neurons=64, batch=2, steps="20,40", layers=2, repeats=2, max_repeats=3, budget_s=0.2, budget_gib=0.25,
              long_steps="200")
 KEPT = "kept bytes/element/layer"
@@ -50,7 +50,7 @@ def add_options(p):
     p.add_argument("--layers", type=int, help="Linear+LIF layers (default 4)")
     p.add_argument("--budget-gib", type=float, help="memory budget for the longest T (default 4)")
     p.add_argument("--chunk", type=int, help="time steps per chunk of the chunked configuration (default 64)")
-    p.add_argument("--long-steps", help="further T where only the chunked configuration runs (default 8000,32000; "
+    p.add_argument("--long-steps", help="further T where only the chunked configuration runs (default 4000,16000; "
                    "'' for none)")
 
 
