@@ -323,3 +323,43 @@ def test_one_sequential_is_its_layers():
     x = _input(20)
     assert chunked(x).shape == (B, 20, N)
     assert chunked(x[:, :0]).shape == (B, 0, N)
+
+
+def test_kept_states_are_their_own_tensors():
+    """What the forward keeps per chunk is (B, N) per state: no state is a view that holds its chunk's
+    spikes (B, chunk, N) alive (the spike state of SynapticLIF is the last step's spikes)."""
+    chunked = lif_cuda.TimeChunked(*_stack("synaptic-rec"), chunk=32)
+    x = _input(256)
+    kept = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunked(x)
+    assert len(kept) > 8 * 6  # every chunk's states
+    for t in kept:
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), tuple(t.shape)
+
+
+def test_spike_state_exact_with_bfloat16_input():
+    """bfloat16 spikes round counts above 256; the spike state carried to the next chunk (the
+    recurrent product's input) and left in the layer is the op's exact count, as one call's."""
+    T, C = 32, 16
+    x = (300 + 700 * torch.rand(B, T, 2 * N, generator=torch.Generator().manual_seed(6))).to(torch.bfloat16)
+
+    def layer():
+        torch.manual_seed(0)
+        m = lif_cuda.SynapticLIF((2 * N, N), has_rec=True, batch_state=True)
+        with torch.no_grad():
+            m.w_rec.mul_(1e-3)
+        return m
+
+    plain, chunked = layer(), lif_cuda.TimeChunked(layer(), chunk=C)
+    y, yc = plain(x), chunked(x)
+    assert plain.spikes.max() > 256 and plain.spikes.remainder(2).any()  # counts bfloat16 cannot hold
+    assert torch.equal(y, yc)
+    for name in plain.model.state:
+        assert torch.equal(getattr(plain, name), getattr(chunked.layers[0], name)), name
+
