@@ -229,8 +229,8 @@ class _Chunks(torch.autograd.Function):
                 continue
             grads = torch.autograd.grad([outs[i] for i in keep], inputs, [gouts[i] for i in keep], allow_unused=True)
             for i, gp in zip(trained, grads):
-                if gp is not None:
-                    gp = gp.double() if gp.dtype == torch.float32 else gp
+                if gp is not None:  # every float dtype summed in float64 (half would round at each chunk)
+                    gp = gp.double()
                     sums[i] = gp if sums[i] is None else sums[i] + gp
             carry = grads[len(trained) : len(trained) + len(state_leaves)] if c > 0 else None
             if need_x and grads[-1] is not None:

@@ -363,3 +363,14 @@ def test_spike_state_exact_with_bfloat16_input():
     for name in plain.model.state:
         assert torch.equal(getattr(plain, name), getattr(chunked.layers[0], name)), name
 
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_parameter_gradients_summed_in_float64(dtype):
+    """A half parameter's gradient, one term per chunk, is summed in float64 and rounded once: the
+    bias of a Linear gets B*T = 3000 ones, 3000 rounded once (a sum in the half type rounds at each
+    chunk past 256 (bfloat16) or 2048 (float16): 2048 + 3 -> 2052)."""
+    lin = nn.Linear(4, 4).to(dtype)
+    chunked = lif_cuda.TimeChunked(lin, chunk=1, output="sum")
+    chunked(torch.rand(3, 1000, 4).to(dtype)).sum().backward()
+    assert lin.bias.grad.dtype == dtype
+    assert torch.equal(lin.bias.grad, torch.full((4,), 3000.0).to(dtype))
