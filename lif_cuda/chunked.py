@@ -188,6 +188,11 @@ class _Chunks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # its gradients carry no graph: a second order would come out zero
+            raise RuntimeError(
+                "lif_cuda.TimeChunked is not differentiable twice: second-order gradients (create_graph=True) "
+                "are not supported"
+            )
         stack, lengths = ctx.stack, ctx.lengths
         x, *rest = ctx.saved_tensors
         params, kept = rest[: ctx.n_params], iter(rest[ctx.n_params :])

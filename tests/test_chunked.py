@@ -374,3 +374,12 @@ def test_half_parameter_gradients_summed_in_float64(dtype):
     chunked(torch.rand(3, 1000, 4).to(dtype)).sum().backward()
     assert lin.bias.grad.dtype == dtype
     assert torch.equal(lin.bias.grad, torch.full((4,), 3000.0).to(dtype))
+
+
+def test_second_order_gradients_are_refused():
+    """Its backward's gradients carry no graph: create_graph=True must raise (as the fused ops'
+    double backward does), not give a second-order term of zero."""
+    chunked = lif_cuda.TimeChunked(*_stack("lif"), chunk=16)
+    x = _input(40)
+    with pytest.raises(RuntimeError, match="second-order"):
+        torch.autograd.grad(chunked(x).sum(), x, create_graph=True)
