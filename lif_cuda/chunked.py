@@ -11,8 +11,10 @@ forward with its graph then at once backward, handing the gradient of the neuron
 start to the chunk before it: full backpropagation through time, nothing truncated; what is alive at
 once is one chunk's graph and the chunk-start states (gradient checkpointing along time).
 
-What is exact: the forward is the stack's over the whole sequence (the state is carried from chunk to
-chunk exactly), so the spikes and the final state are the same bits. The gradients flow back through
+What is exact: the state is carried from chunk to chunk exactly, so the spikes and the final state
+are the bits of the layers run on one chunk after another; those of one call over the whole sequence
+where no other layer's rounding depends on how many rows it is given and no noise is drawn (a neuron's
+noise, like dropout, is drawn per chunk, as a call per chunk draws it). The gradients flow back through
 the same steps; a parameter's gradient is the sum of its chunks' gradients (added in float64, rounded
 once), not one sum over all steps as the unchunked stack's matmul or gradient sum adds them, so it
 equals the unchunked gradient to float rounding, not bit for bit. The cost is a second forward.
