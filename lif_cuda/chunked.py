@@ -58,9 +58,19 @@ class TimeChunked(nn.Module):
             layers = tuple(layers[0])
         if not layers:
             raise ValueError("TimeChunked needs at least one layer")
+        first_at = {}  # a neuron layer's position in the stack
         for i, m in enumerate(layers):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"layer {i} must be a torch.nn.Module, got {type(m).__name__}")
+            if isinstance(m, NeuronLayer):
+                # Its second call would start from the state its first left after the whole
+                # sequence: a state no chunk has.
+                if id(m) in first_at:
+                    raise ValueError(
+                        f"layers {first_at[id(m)]} and {i} are the same neuron layer: TimeChunked carries one state "
+                        "per neuron layer in the stack, so give each position its own layer"
+                    )
+                first_at[id(m)] = i
             for name, sub in m.named_modules():
                 if name and isinstance(sub, NeuronLayer):
                     raise ValueError(

@@ -306,6 +306,9 @@ def test_bad_arguments():
         lif_cuda.TimeChunked(lambda x: x)
     with pytest.raises(ValueError, match="inside it"):
         lif_cuda.TimeChunked(nn.Sequential(nn.Linear(4, 4), nn.Sequential(lif_cuda.LIFNeuron(4))))
+    lif, lin = lif_cuda.LIFNeuron(4), nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="layers 1 and 3 are the same neuron layer"):
+        lif_cuda.TimeChunked(lin, lif, lin, lif)  # one call after another: the second from the first's end
     chunked = lif_cuda.TimeChunked(*_stack("lif"))
     with pytest.raises(ValueError, match="shape"):
         chunked(torch.zeros(5, F))
