@@ -354,11 +354,11 @@ class NeuronLayer(nn.Module):
         out = self._run(x, initial, config, False, lengths)
         first = len(self.model.records) + 1
         final = list(out[first : first + len(initial)])
-        if "spikes" in self.model.state and out[0].requires_grad:
-            # The op's spike state carries no gradient (SPEC §7: spikes[:, last] does): its values
-            # (exact counts; half spikes round them) plus a zero that carries the last spikes' gradient,
-            # so that the next call's s0 hands its gradient back (a view of the spikes would keep them all).
-            k = self.model.state.index("spikes")
+        k = self.model.state.index("spikes") if "spikes" in self.model.state else -1
+        if k >= 0 and out[0].requires_grad and not final[k].requires_grad:
+            # The fused op's spike state carries no gradient (SPEC §7: spikes[:, last] does; the
+            # reference's does): its values (exact counts; half spikes round them) plus a zero that carries
+            # the last spikes' gradient, so that the next call's s0 hands its gradient back.
             last = _last_spikes(out[0], initial[k], lengths)
             final[k] = final[k] + (last - last.detach()).to(final[k].dtype)
         return out[0], tuple(final)

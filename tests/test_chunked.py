@@ -146,6 +146,21 @@ def test_float64_gradients(kind):
         _close(a, b, torch.float64)
 
 
+@pytest.mark.parametrize("kind", ["synaptic-rec", "ahp"])
+def test_reference_backend(kind):
+    """The reference's spike state carries its gradient itself (the fused op's does not): the chunks
+    hand it on once, not twice."""
+    plain = nn.Sequential(*_stack(kind, torch.float64, backend="reference"))
+    chunked = lif_cuda.TimeChunked(*_stack(kind, torch.float64, backend="reference"), chunk=32)
+    x = _input(150, torch.float64)
+    y, yc = plain(x), chunked(x)
+    assert torch.equal(y, yc)
+    g = torch.randn_like(y)
+    gp, gc = _grads(y, x, plain, g), _grads(yc, x, chunked, g)
+    for a, b in zip(gp, gc):
+        _close(a, b, torch.float64)
+
+
 def test_sum_output():
     T = 230
     plain = nn.Sequential(*_stack("lif"))
