@@ -4,7 +4,7 @@ CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, min
 allocated before. CPU: the peak resident set (VmHWM, reset by writing "5" to /proc/self/clear_refs)
 minus the resident set before. glibc keeps freed blocks below its (self-raising) mmap threshold
 inside the process, where they would hide later allocations; so the CPU figures are taken after
-the timing, in one worker process started with MALLOC_ENV, where every block of 4 KiB or more is
+the timing, each in a fresh worker process started with MALLOC_ENV, where every block of 4 KiB or more is
 mapped when allocated and unmapped when freed (many small blocks kept across a step, such as a
 chunked stack's (B, N) states, would otherwise reuse the heap the previous step freed and never
 show). The timed runs keep glibc's defaults, as users have them.
@@ -75,27 +75,24 @@ class PeakMemory:
 
 
 def cpu_memory_pass(data, specs, cfg):
-    """The CPU peak-memory figures of the timed cases, in one worker process started with MALLOC_ENV.
-    `specs`: (where, key, spec, warm-up calls) of each case; warm-up only for what is done once
-    (compiling)."""
+    """The CPU peak-memory figures of the timed cases, each in a fresh worker process started with
+    MALLOC_ENV (in a worker that ran a larger case before, what that case freed but the process kept
+    hid part of the next one's peak). `specs`: (where, key, spec, warm-up calls) of each case;
+    warm-up only for what is done once (compiling)."""
     from bench.engine import attach_memory
     from bench.worker import RemoteCase, Worker, WorkerError
 
     if not cpu_peak_rss_supported():
         data["notes"].append("peak RSS not measured: /proc/self/clear_refs is not writable here")
         return
-    worker = Worker("memory", cfg.get("threads"), MALLOC_ENV)
-    try:
-        for where, key, spec, warmup in specs:
-            try:
-                case = RemoteCase(worker, spec)
-                for _ in range(warmup - 1):
-                    case.run()
-                attach_memory(data, where, key, case.run_memory())
-                case.free()
-            except WorkerError as exc:
-                print(f"  memory of {key} at {where} failed: {exc}", flush=True)
-                if not worker.alive():
-                    worker = Worker("memory", cfg.get("threads"), MALLOC_ENV)
-    finally:
-        worker.close()
+    for where, key, spec, warmup in specs:
+        worker = Worker("memory", cfg.get("threads"), MALLOC_ENV)
+        try:
+            case = RemoteCase(worker, spec)
+            for _ in range(warmup - 1):
+                case.run()
+            attach_memory(data, where, key, case.run_memory())
+        except WorkerError as exc:
+            print(f"  memory of {key} at {where} failed: {exc}", flush=True)
+        finally:
+            worker.close()
