@@ -106,7 +106,8 @@ class TimeChunked(nn.Module):
             raise TypeError(f"input must be a floating-point tensor or spikes (bool or integer), got {x.dtype}")
         B, T = x.shape[0], x.shape[1]
         if lengths is not None:
-            lengths = to_lengths(lengths, B, T, x.device, checked_by_op=False)
+            # Kept on the host: each chunk's layers copy theirs to the device without a sync.
+            lengths = to_lengths(lengths, B, T, x.device, checked_by_op=False).cpu()
         neurons = [m for m in self.layers if isinstance(m, NeuronLayer)]
         for m in neurons:
             if getattr(m, m.model.state[0]).dim() == 2:
