@@ -410,3 +410,34 @@ def test_adaptive_without_adaptation_is_the_lif(dtype):
     assert_bitwise(vmem, lvmem, "vmem")
     assert_bitwise(vf, lvf, "final membrane")
     assert adapt.abs().sum() > 0
+
+
+@needs_fused_cpu
+def test_adaptive_streamed_outputs_equal_the_row_calls():
+    """A CPU call whose spikes and u are larger than a last-level cache writes them with streaming
+    stores (csrc/cpu/tiles.h, from 32 MiB): its spikes, final states, saved u and checkpoints, and
+    the backward's input gradient equal, bit for bit, those of each batch row called alone (small
+    enough to go through the caches)."""
+    B, T, N = 5, 1024, 1024  # spikes + u: 40 MiB in one call, 8 MiB in a row's
+    case = make_adaptive_case(64, B, T, N)
+    params = [case[k] for k in ("tau_mem", "threshold", "tau_adapt", "beta_adapt")]
+    M, window, ops = 2.0**16, 0.5, torch.ops.lif_cuda
+
+    def forward(c):
+        return ops.adaptive_forward(c["input"], c["v0"], c["b0"], *params[:2], c["bias"], *params[2:], None, None,
+                                    c["dt"], 0.0, window, M, 0, False, True)
+
+    def backward(gs, out, c):
+        return ops.adaptive_backward(gs, None, None, None, None, out[5], out[6], c["v0"], c["b0"], *params, c["dt"],
+                                     window, M, 0, False)
+
+    gs = torch.randn(B, T, N, generator=torch.Generator().manual_seed(65))
+    big = forward(case)
+    g_big = backward(gs, big, case)
+    assert (big[0] > 0).any()
+    for b in range(B):
+        row = dict(case, input=case["input"][b : b + 1], v0=case["v0"][b : b + 1], b0=case["b0"][b : b + 1])
+        small = forward(row)
+        for i, name in ((0, "spikes"), (3, "v_final"), (4, "b_final"), (5, "u"), (6, "b checkpoints")):
+            assert_bitwise(big[i][b : b + 1], small[i], name)
+        assert_bitwise(g_big[0][b : b + 1], backward(gs[b : b + 1], small, row)[0], "grad_input")

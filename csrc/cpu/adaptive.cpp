@@ -46,16 +46,19 @@ struct AdaptiveRows {
 // n0), steps stride_t apart; the noise as TileNoise takes it (as lif.cpp's forward_tile). Called
 // through a pointer (the ISA clone the resolver picks; a direct call may inline the baseline one).
 template <typename IT, typename T, int NOISE>
-LIF_CLONES void forward_tile(
-    const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed, uint64_t offset,
-    uint64_t subseq, T noise_scale, const T* __restrict__ v0, const T* __restrict__ b0,
-    const T* __restrict__ alpha, const T* __restrict__ thr, const T* __restrict__ bias,
-    const T* __restrict__ rho, const T* __restrict__ q, const T* __restrict__ beta, T max_spikes,
-    IT* __restrict__ s_out, T* __restrict__ vmem_out, T* __restrict__ adapt_out,
-    T* __restrict__ u_out, T* __restrict__ b_out, T* __restrict__ v_final, T* __restrict__ b_final,
-    int64_t steps, int64_t stride_t, int64_t len) {
+LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, uint64_t seed,
+                             uint64_t offset, uint64_t subseq, T noise_scale,
+                             const T* __restrict__ v0, const T* __restrict__ b0,
+                             const T* __restrict__ alpha, const T* __restrict__ thr,
+                             const T* __restrict__ bias, const T* __restrict__ rho,
+                             const T* __restrict__ beta, T max_spikes, IT* __restrict__ s_out,
+                             T* __restrict__ vmem_out, T* __restrict__ adapt_out,
+                             T* __restrict__ u_out, T* __restrict__ b_out, T* __restrict__ v_final,
+                             T* __restrict__ b_final, bool stream, int64_t steps, int64_t stride_t,
+                             int64_t len) {
   T w[kMaxTile], b[kMaxTile];
   T u_scratch[kMaxTile];
+  constexpr int64_t kLine = kLineBytes / static_cast<int64_t>(sizeof(T));
   TileNoise<T, NOISE, kMaxTile> noise(z, seed, offset, subseq, noise_scale, len);
   for (int64_t n = 0; n < len; ++n) {
     w[n] = v0[n];
@@ -68,32 +71,42 @@ LIF_CLONES void forward_tile(
     const T* __restrict__ zt = noise.step(t, off);
     IT* __restrict__ st = s_out + off;
     T* __restrict__ ut = u_out ? u_out + off : u_scratch;
-    // The next step's rows asked for a cache line at a time ahead of their use: the loop's body is
-    // long enough that the out-of-order window alone keeps too few of its loads in flight.
-    const bool ahead = t + 1 < steps;
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
-    for (int64_t n0 = 0; n0 < len; n0 += kLine) {
-      if (ahead) {
-        __builtin_prefetch(xt + stride_t + n0, 0, 3);
-        __builtin_prefetch(st + stride_t + n0, 1, 3);
-        if (u_out) __builtin_prefetch(ut + stride_t + n0, 1, 3);
+    // A streaming call (tiles.h) asks for the next step's input a cache line at a time ahead of
+    // its use: the loop's body is long enough that the out-of-order window alone keeps too few
+    // of its loads in flight. From the caches (a smaller call), asking costs more than it saves.
+    const bool ahead = stream && t + 1 < steps;
+    auto element = [&](int64_t n, IT& s_to, T& u_to) __attribute__((always_inline)) {
+      T u;
+      if constexpr (NOISE == kNoNoise) {
+        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), bias[n]);
+      } else {
+        u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
       }
-      const int64_t n1 = std::min<int64_t>(n0 + kLine, len);
-      for (int64_t n = n0; n < n1; ++n) {
-        T u;
-        if constexpr (NOISE == kNoNoise) {
-          u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), bias[n]);
-        } else {
-          u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
+      T wn, bn = b[n];
+      const T s = adaptive_fire(u, thr[n], beta[n], rho[n], T(1) - rho[n], max_spikes, wn, bn);
+      s_to = static_cast<IT>(s);
+      u_to = u;
+      w[n] = wn;
+      b[n] = bn;
+    };
+    // Whole lines with a fixed count (one clean vector loop each), then the tile's last partial
+    // line.
+    const int64_t whole = len - len % kLine;
+    for (int64_t n0 = 0; n0 < whole; n0 += kLine) {
+      if (ahead) __builtin_prefetch(xt + stride_t + n0, 0, 3);
+      if constexpr (can_stream<IT>() && can_stream<T>()) {
+        if (stream) {
+          alignas(kLineBytes) IT s_line[kLine];
+          alignas(kLineBytes) T u_line[kLine];
+          for (int64_t k = 0; k < kLine; ++k) element(n0 + k, s_line[k], u_line[k]);
+          stream_line(st + n0, s_line);
+          if (u_out) stream_line(ut + n0, u_line);  // else u is not kept
+          continue;
         }
-        T wn, bn = b[n];
-        const T s = adaptive_fire(u, thr[n], beta[n], rho[n], q[n], max_spikes, wn, bn);
-        st[n] = static_cast<IT>(s);
-        ut[n] = u;
-        w[n] = wn;
-        b[n] = bn;
       }
+      for (int64_t k = 0; k < kLine; ++k) element(n0 + k, st[n0 + k], ut[n0 + k]);
     }
+    for (int64_t n = whole; n < len; ++n) element(n, st[n], ut[n]);
     if (b_out && (t + 2) % kAdaptCheckpoint == 0 && t + 2 < steps) {
       std::memcpy(b_out + ((t + 2) / kAdaptCheckpoint) * stride_t, b, sizeof(T) * len);
     }
@@ -102,6 +115,7 @@ LIF_CLONES void forward_tile(
   }
   std::memcpy(v_final, w, sizeof(T) * len);
   std::memcpy(b_final, b, sizeof(T) * len);
+  if (stream) stream_fence();
 }
 
 // The per-row float64 sums a backward tile leaves (core/grad_sums.h), and its state gradients.
@@ -132,6 +146,7 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
                               T max_spikes, IT* __restrict__ g_in, const TileGradOut<T>& out,
                               T* __restrict__ seg, int64_t steps, int64_t stride_t, int64_t len) {
   constexpr int64_t K = kAdaptCheckpoint;
+  constexpr int64_t kLine = kLineBytes / static_cast<int64_t>(sizeof(T));
   // The carried gradients and the terms' block sums as separate rows (not an array of
   // AdaptiveGrads), so that the loops over the neurons vectorise; each step rebuilds a neuron's
   // AdaptiveGrads from them, which the compiler keeps in registers.
@@ -194,6 +209,17 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
       const T* __restrict__ w_prev = j > 0 ? w_seg[j - 1] : w_first;
       const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
       const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
+      // Asked for ahead, a line at a time: the previous segment's u for its sweep (into L2), and
+      // the next step's rows (each row is in another page, which the hardware does not run into).
+      for (int64_t n0 = 0; n0 < len; n0 += kLine) {
+        if (t >= K) __builtin_prefetch(u + (t - K) * stride_t + n0, 0, 2);
+        if (t > t0) {
+          __builtin_prefetch(git - stride_t + n0, 1, 3);
+          if (!gs_bcast_n) __builtin_prefetch(gst - gs_stride_t + n0, 0, 3);
+          if (HAS_GW) __builtin_prefetch(gwt - stride_t + n0, 0, 3);
+          if (HAS_GB) __builtin_prefetch(gbt - stride_t + n0, 0, 3);
+        }
+      }
       for (int64_t n = 0; n < len; ++n) {
         const AdaptiveConsts<T> k{alpha[n], thr[n], beta[n], rho[n], q[n], window, max_spikes};
         const T A = adaptive_threshold(thr[n], beta[n], b_prev[n]);
@@ -250,6 +276,9 @@ struct AdaptiveCpu : CpuDevice {
     uint64_t seed = 0, offset = 0;
     m.noise.key.get(seed, offset);
     const auto fn = NOISE_SWITCH(m.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
+    // Spikes and u (when kept) streamed past the caches when they are larger than them (tiles.h).
+    const int64_t out_bytes = static_cast<int64_t>(sizeof(IT) + (m.u_out ? sizeof(T) : 0));
+    const bool stream = B * Tn * N * out_bytes >= kStreamMinBytes;
     for_each_tile(
         B, N, choose_tile(B, N, kMaxTile), Tn * N * B, [&](int64_t b, int64_t n0, int64_t len) {
           const AdaptiveRows<T, kMaxTile> p(a, n0, len);
@@ -264,8 +293,10 @@ struct AdaptiveCpu : CpuDevice {
           fn(m.x + row, m.noise.tensor ? m.noise.tensor + row : nullptr, seed, offset,
              static_cast<uint64_t>(bn), scale, m.v0 + b * m.v0_stride_b + n0,
              a.b0 + b * a.b0_stride_b + n0, p.alpha, p.thr, param_row(m.bias, n0, len, bias_buf),
-             p.rho, p.q, p.beta, M, m.s_out + row, vmem, adapt, u_out, b_out, m.v_final + bn,
-             a.b_final + bn, steps, N, len);
+             p.rho, p.beta, M, m.s_out + row, vmem, adapt, u_out, b_out, m.v_final + bn,
+             a.b_final + bn,
+             stream && stream_rows(m.s_out + row, N) && (!u_out || stream_rows(u_out, N)), steps, N,
+             len);
           if (steps < Tn) {
             pad_fill(m.s_out + row, static_cast<IT>(0), steps, Tn, N, len);
             for (T* seq : {vmem, u_out}) {

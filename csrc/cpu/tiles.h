@@ -9,7 +9,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../core/args.h"
 #include "../core/grad_sums.h"
@@ -57,6 +62,49 @@ void for_each_tile(int64_t B, int64_t N, int64_t tile, int64_t work, const F& fn
       fn(i / ntiles, n0, std::min(tile, N - n0));
     }
   });
+}
+
+// Streaming (non-temporal) stores for a call's large outputs: written once, read much later (the
+// backward's saved u) or by another op, they would only push the tile's rows out of the caches,
+// and each store would first read its line from memory. Only where the outputs are larger than a
+// last-level cache, float, and every row starts on a cache line.
+constexpr int64_t kStreamMinBytes = int64_t(32) << 20;
+constexpr int64_t kLineBytes = 64;
+
+template <typename T>
+constexpr bool can_stream() {
+#if defined(__x86_64__)
+  return std::is_same_v<T, float>;
+#else
+  return false;
+#endif
+}
+
+// Whether a tile's (B,T,N) output rows (from `p`, `stride_t` elements apart) can be streamed.
+template <typename T>
+bool stream_rows(const T* p, int64_t stride_t) {
+  return can_stream<T>() && reinterpret_cast<uintptr_t>(p) % kLineBytes == 0 &&
+         (stride_t * static_cast<int64_t>(sizeof(T))) % kLineBytes == 0;
+}
+
+// One cache line from `src` to `dst` (both line-aligned) with non-temporal stores. SSE's stores
+// (every x86-64 CPU has them): the write-combining buffers merge them into whole lines anyway.
+template <typename T>
+inline void stream_line(T* dst, const T* src) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int k = 0; k < 16; k += 4) _mm_stream_ps(dst + k, _mm_load_ps(src + k));
+    return;
+  }
+#endif
+  std::copy(src, src + kLineBytes / sizeof(T), dst);
+}
+
+// Orders a tile's streaming stores before whatever reads them next.
+inline void stream_fence() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
 }
 
 // The tile's row of a per-neuron parameter: the row itself, or a broadcast value spread into `buf`
