@@ -276,9 +276,10 @@ struct AdaptiveCpu : CpuDevice {
     uint64_t seed = 0, offset = 0;
     m.noise.key.get(seed, offset);
     const auto fn = NOISE_SWITCH(m.noise.mode, NOISE, [&] { return &forward_tile<IT, T, NOISE>; });
-    // Spikes and u (when kept) streamed past the caches when they are larger than them (tiles.h).
-    const int64_t out_bytes = static_cast<int64_t>(sizeof(IT) + (m.u_out ? sizeof(T) : 0));
-    const bool stream = B * Tn * N * out_bytes >= kStreamMinBytes;
+    // Spikes and u (when kept) streamed past the caches when what the call moves (the input
+    // read, they written) is larger than them (tiles.h).
+    const int64_t moved_bytes = static_cast<int64_t>(2 * sizeof(IT) + (m.u_out ? sizeof(T) : 0));
+    const bool stream = B * Tn * N * moved_bytes >= kStreamMinBytes;
     for_each_tile(
         B, N, choose_tile(B, N, kMaxTile), Tn * N * B, [&](int64_t b, int64_t n0, int64_t len) {
           const AdaptiveRows<T, kMaxTile> p(a, n0, len);
