@@ -414,11 +414,11 @@ def test_adaptive_without_adaptation_is_the_lif(dtype):
 
 @needs_fused_cpu
 def test_adaptive_streamed_outputs_equal_the_row_calls():
-    """A CPU call whose spikes and u are larger than a last-level cache writes them with streaming
-    stores (csrc/cpu/tiles.h, from 32 MiB): its spikes, final states, saved u and checkpoints, and
-    the backward's input gradient equal, bit for bit, those of each batch row called alone (small
-    enough to go through the caches)."""
-    B, T, N = 5, 1024, 1024  # spikes + u: 40 MiB in one call, 8 MiB in a row's
+    """A CPU call that moves more than a last-level cache holds (input read, spikes and u written)
+    writes its spikes and u with streaming stores (csrc/cpu/tiles.h, from 32 MiB): its spikes, final
+    states, saved u and checkpoints, and the backward's input gradient equal, bit for bit, those of
+    each batch row called alone (small enough to go through the caches)."""
+    B, T, N = 5, 1024, 1024  # input, spikes and u: 60 MiB moved in one call, 12 MiB in a row's
     case = make_adaptive_case(64, B, T, N)
     params = [case[k] for k in ("tau_mem", "threshold", "tau_adapt", "beta_adapt")]
     M, window, ops = 2.0**16, 0.5, torch.ops.lif_cuda
@@ -441,3 +441,80 @@ def test_adaptive_streamed_outputs_equal_the_row_calls():
         for i, name in ((0, "spikes"), (3, "v_final"), (4, "b_final"), (5, "u"), (6, "b checkpoints")):
             assert_bitwise(big[i][b : b + 1], small[i], name)
         assert_bitwise(g_big[0][b : b + 1], backward(gs[b : b + 1], small, row)[0], "grad_input")
+
+
+# name: (B, T, N) and what the call adds; each call moves >= 32 MiB (the streaming threshold, counted
+# as the kernel counts it), each of its rows less.
+STREAMED_CALLS = {
+    # padding written with plain stores after the streamed rows; both records; a row of length 0
+    "lengths-record": dict(shape=(3, 1024, 1024), record=True, lengths=[1024, 0, 517]),
+    "noise-tensor": dict(shape=(3, 1024, 1024), noise=True),
+    # rows on cache lines, not every tile: streamed and plain tiles in one call, a streamed tile's last
+    # partial line with plain stores
+    "N-1008": dict(shape=(3, 1024, 1008)),
+    "N-1000-rows-off-lines": dict(shape=(3, 1024, 1000)),
+    "input-off-a-line": dict(shape=(3, 1024, 1024), offset_input=True),
+    "just-above": dict(shape=(2, 1366, 1024)),
+    "no-save-at-the-threshold": dict(shape=(2, 2048, 1024), save=False),
+    "float64": dict(shape=(2, 700, 1024), dtype=torch.float64),
+    "bfloat16-io": dict(shape=(4, 1024, 1024), io=torch.bfloat16),
+}
+
+
+@needs_fused_cpu
+@pytest.mark.parametrize("name", list(STREAMED_CALLS))
+def test_adaptive_streamed_calls_equal_the_row_calls(name):
+    """As test_adaptive_streamed_outputs_equal_the_row_calls, for what surrounds the streaming stores:
+    lengths (padding) and records, noise, rows or tiles off cache lines, an input off a cache line,
+    the threshold's edge, and the types that do not stream (float64, bfloat16 I/O). Every output of
+    the forward, and the backward's input and state gradients, equal each row's own call bit for
+    bit."""
+    kw = STREAMED_CALLS[name]
+    (B, T, N), dtype = kw["shape"], kw.get("dtype", torch.float32)
+    record, save = kw.get("record", False), kw.get("save", True)
+    case = make_adaptive_case(66, B, T, N, dtype)
+    x = case["input"].to(kw.get("io", dtype))
+    if kw.get("offset_input"):
+        flat = torch.empty(x.numel() + 1, dtype=x.dtype)
+        flat[1:] = x.flatten()
+        x = flat[1:].view(B, T, N)
+        assert x.data_ptr() % 64 != 0
+    g = torch.Generator().manual_seed(67)
+    noise = (0.3 * torch.randn(B, T, N, generator=g, dtype=torch.float64)).to(dtype) if kw.get("noise") else None
+    lengths = torch.tensor(kw["lengths"], dtype=torch.int64) if "lengths" in kw else None
+    moved = B * T * N * (2 * x.element_size() + (case["v0"].element_size() if save else 0))
+    assert moved >= 32 << 20 > moved // B
+    params = [case[k] for k in ("tau_mem", "threshold", "tau_adapt", "beta_adapt")]
+    M, window, ops = 2.0**16, 0.5, torch.ops.lif_cuda
+
+    def rows(t, sl):
+        return None if t is None else t[sl]
+
+    def forward(sl):
+        return ops.adaptive_forward(x[sl], case["v0"][sl], case["b0"][sl], *params[:2], case["bias"], *params[2:],
+                                    rows(noise, sl), None, case["dt"], 0.0, window, M, 0, record, save,
+                                    rows(lengths, sl))
+
+    grads = [torch.randn(*s, generator=g, dtype=torch.float64).to(dtype) for s in ((B, T, N),) * 3 + ((B, N),) * 2]
+    grads[0] = grads[0].to(x.dtype)  # on the spikes
+
+    def backward(out, sl):
+        gs, gw, gb, gvf, gbf = (t[sl] for t in grads)
+        return ops.adaptive_backward(gs, gw if record else None, gb if record else None, gvf, gbf, out[5], out[6],
+                                     case["v0"][sl], case["b0"][sl], *params, case["dt"], window, M, 0, False,
+                                     rows(lengths, sl))
+
+    names = ["spikes", "vmem", "adapt", "v_final", "b_final", "u", "b checkpoints"]
+    kept = [i for i, n in enumerate(names) if (record or n not in ("vmem", "adapt")) and (save or i < 5)]
+    big = forward(slice(None))
+    assert (big[0] > 0).any() and (big[0] == 0).any()
+    g_big = backward(big, slice(None)) if save else None
+    for b in range(B):
+        sl = slice(b, b + 1)
+        small = forward(sl)
+        for i in kept:
+            assert_bitwise(big[i][sl], small[i], f"{names[i]}, row {b}")
+        if save:
+            g_small = backward(small, sl)
+            for i, what in enumerate(("grad_input", "grad_v0", "grad_b0")):
+                assert_bitwise(g_big[i][sl], g_small[i], f"{what}, row {b}")
