@@ -210,7 +210,8 @@ LIF_CLONES void backward_tile(const IT* __restrict__ gs, int64_t gs_stride_t, bo
       const T* __restrict__ gwt = HAS_GW ? gw + off : nullptr;
       const T* __restrict__ gbt = HAS_GB ? gb + off : nullptr;
       // Asked for ahead, a line at a time: the previous segment's u for its sweep (into L2), and
-      // the next step's rows (each row is in another page, which the hardware does not run into).
+      // the next step's rows (N apart: for a large N in another page, where the hardware's
+      // prefetchers do not follow).
       for (int64_t n0 = 0; n0 < len; n0 += kLine) {
         if (t >= K) __builtin_prefetch(u + (t - K) * stride_t + n0, 0, 2);
         if (t > t0) {

@@ -66,8 +66,9 @@ void for_each_tile(int64_t B, int64_t N, int64_t tile, int64_t work, const F& fn
 
 // Streaming (non-temporal) stores for a call's large outputs: written once, read much later (the
 // backward's saved u) or by another op, they would only push the tile's rows out of the caches,
-// and each store would first read its line from memory. Only where the outputs are larger than a
-// last-level cache, float, and every row starts on a cache line.
+// and each store would first read its line from memory. Only where what the call moves (its input
+// read, its outputs written) is larger than a last-level cache, float, and every row starts on a
+// cache line.
 constexpr int64_t kStreamMinBytes = int64_t(32) << 20;
 constexpr int64_t kLineBytes = 64;
 
