@@ -449,6 +449,8 @@ STREAMED_CALLS = {
     # padding written with plain stores after the streamed rows; both records; a row of length 0
     "lengths-record": dict(shape=(3, 1024, 1024), record=True, lengths=[1024, 0, 517]),
     "noise-tensor": dict(shape=(3, 1024, 1024), noise=True),
+    # the rows' calls given the kernel's draws as a tensor (lif_cuda.noise)
+    "kernel-noise": dict(shape=(3, 1024, 1024), kernel_noise=True),
     # rows on cache lines, not every tile: streamed and plain tiles in one call, a streamed tile's last
     # partial line with plain stores
     "N-1008": dict(shape=(3, 1024, 1008)),
@@ -465,10 +467,10 @@ STREAMED_CALLS = {
 @pytest.mark.parametrize("name", list(STREAMED_CALLS))
 def test_adaptive_streamed_calls_equal_the_row_calls(name):
     """As test_adaptive_streamed_outputs_equal_the_row_calls, for what surrounds the streaming stores:
-    lengths (padding) and records, noise, rows or tiles off cache lines, an input off a cache line,
-    the threshold's edge, and the types that do not stream (float64, bfloat16 I/O). Every output of
-    the forward, and the backward's input and state gradients, equal each row's own call bit for
-    bit."""
+    lengths (padding) and records, noise (a tensor, or drawn in the kernel), rows or tiles off cache
+    lines, an input off a cache line, the threshold's edge, and the types that do not stream
+    (float64, bfloat16 I/O). Every output of the forward, and the backward's input and state
+    gradients, equal each row's own call bit for bit."""
     kw = STREAMED_CALLS[name]
     (B, T, N), dtype = kw["shape"], kw.get("dtype", torch.float32)
     record, save = kw.get("record", False), kw.get("save", True)
@@ -482,6 +484,9 @@ def test_adaptive_streamed_calls_equal_the_row_calls(name):
     g = torch.Generator().manual_seed(67)
     noise = (0.3 * torch.randn(B, T, N, generator=g, dtype=torch.float64)).to(dtype) if kw.get("noise") else None
     lengths = torch.tensor(kw["lengths"], dtype=torch.int64) if "lengths" in kw else None
+    key, scale = torch.tensor([11, 3], dtype=torch.int64), 0.3
+    if kw.get("kernel_noise"):
+        noise = lif_cuda.noise.kernel_noise((B, T, N), scale, key, dtype=dtype)
     moved = B * T * N * (2 * x.element_size() + (case["v0"].element_size() if save else 0))
     assert moved >= 32 << 20 > moved // B
     params = [case[k] for k in ("tau_mem", "threshold", "tau_adapt", "beta_adapt")]
@@ -491,9 +496,10 @@ def test_adaptive_streamed_calls_equal_the_row_calls(name):
         return None if t is None else t[sl]
 
     def forward(sl):
+        drawn = kw.get("kernel_noise") and sl == slice(None)  # the whole call draws its own
+        z, z_key, z_scale = (None, key, scale) if drawn else (rows(noise, sl), None, 0.0)
         return ops.adaptive_forward(x[sl], case["v0"][sl], case["b0"][sl], *params[:2], case["bias"], *params[2:],
-                                    rows(noise, sl), None, case["dt"], 0.0, window, M, 0, record, save,
-                                    rows(lengths, sl))
+                                    z, z_key, case["dt"], z_scale, window, M, 0, record, save, rows(lengths, sl))
 
     grads = [torch.randn(*s, generator=g, dtype=torch.float64).to(dtype) for s in ((B, T, N),) * 3 + ((B, N),) * 2]
     grads[0] = grads[0].to(x.dtype)  # on the spikes
