@@ -439,14 +439,13 @@ class NeuronLayer(nn.Module):
 
 def _last_spikes(spikes, s0, lengths):
     """Each row's spikes at its last step (SPEC §8: at its length), s0 where it ran none."""
-    B, T = spikes.shape[0], spikes.shape[1]
-    if lengths is None:
-        return spikes[:, T - 1] if T > 0 else s0.expand(B, spikes.shape[2]).to(spikes.dtype)
-    last = (lengths.to(torch.int64) - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, spikes.shape[2])
-    ran = lengths.view(B, 1) > 0
+    B, T, N = spikes.shape
     if T == 0:
-        return s0.expand(B, spikes.shape[2]).to(spikes.dtype)
-    return torch.where(ran, spikes.gather(1, last).squeeze(1), s0.to(spikes.dtype))
+        return s0.expand(B, N).to(spikes.dtype)
+    if lengths is None:
+        return spikes[:, T - 1]
+    last = (lengths.to(torch.int64) - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, N)
+    return torch.where(lengths.view(B, 1) > 0, spikes.gather(1, last).squeeze(1), s0.to(spikes.dtype))
 
 
 class LIFNeuron(NeuronLayer):

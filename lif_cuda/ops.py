@@ -32,6 +32,7 @@ def _steps_per(T, k):
     """Entries of a per-step sequence kept every k steps (ceil(T / k))."""
     return -(-T // k)
 
+
 def _check_devices(input, **tensors):
     """The devices, in the order the C++ checks them: the fake kernels also run for a real call in
     which one tensor is on the meta device (the dispatcher picks Meta), where no C++ check runs."""
@@ -208,8 +209,6 @@ def ahp_synaptic_forward_op(input, v0, i0, s0, h0, tau_mem, tau_syn, threshold, 
         max_spikes, surrogate, record, save, lengths, w_ahp, tau_ahp, h0, decays,
     )
     return o[0], o[1], o[2], o[3], o[11], o[4], o[5], o[6], o[12]
-
-
 
 
 def adapt_checkpoint_every(device):

@@ -109,4 +109,3 @@ def layer_call_case(layer, x, phase, device):
     case = CallCase({phase: call}, device)
     case.spikes_btn = call
     return case
-
