@@ -1,7 +1,6 @@
 // The Autograd kernels of the ops (SPEC §3, §7), in C++ so that a call never enters Python: each
 // model's forward (what it saves, which gradients its backward returns) on the skeleton of
 // autograd.h; each backward op refuses double backward.
-#include <cmath>
 #include <torch/library.h>
 
 #include "autograd.h"
@@ -277,7 +276,7 @@ class SynForward : public torch::autograd::Function<SynForward> {
     // gradient of their time constant.
     const auto wants = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
     const bool spikes_read = wants(w_rec) || wants(w_ahp);
-    const bool uint8_counts = max_spikes <= 255.0 && max_spikes == std::floor(max_spikes);
+    const bool uint8_counts = counts_fit_uint8(max_spikes);
     const bool save_mask = surrogate == kStepPWL && !tau_mem.requires_grad() &&
                            !threshold.requires_grad() && (!spikes_read || uint8_counts);
     const bool save_counts = save_mask && spikes_read;

@@ -260,7 +260,7 @@ LIF_HD NeuronGrads<T> backward_neuron_masked(const IT* __restrict__ gs, int64_t 
   double sum_bias = 0.0;
   uint32_t word = 0;
   auto step = [&](int64_t t, T gsv, T gwv) {
-    if (t == t_last || t % kMaskBits == kMaskBits - 1) word = mask[(t / kMaskBits) * stride_t];
+    if (mask_word_ends(t, t_last + 1)) word = mask[(t / kMaskBits) * stride_t];  // as stored
     g_in[t * stride_t] = static_cast<IT>(step_backward_masked(
         gsv, gwv, mask_value<T>(word, static_cast<int>(t % kMaskBits)), c, W, g_bias));
     if (grad_block_ends(t_last, t, 0)) flush_grad_block(g_bias, sum_bias);

@@ -120,7 +120,7 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
     if (a.counts_out) a.counts_out[row] = static_cast<uint8_t>(s);  // max_spikes <= 255
     if (mask) {
       word = (t % kMaskBits == 0 ? 0u : word) | mask_bit(u, pwl_lo, t);
-      if (t % kMaskBits == kMaskBits - 1 || t == t_end - 1) mask[(t / kMaskBits) * N] = word;
+      if (mask_word_ends(t, t_end)) mask[(t / kMaskBits) * N] = word;
     }
     if (a.vmem_out) a.vmem_out[row] = w;
     if (a.s_last && t == t_end - 1) a.s_last[idx] = s;
@@ -180,11 +180,9 @@ LIF_HD void syn_forward_thread(const SynForwardArgs<IT, T>& a, int64_t idx) {
 }
 
 // Steps whose loads the synaptic backward keeps in flight (reverse_steps' ring; 0: none, each step
-// loads as it runs). A step loads up to 5 + 3 S values and a slot holds them all, so registers rise
-// steeply with the ring and blocks per SM fall: the ring is kept where blocks x steps in flight per
-// SM still rise (docs/gpu.md). Not for float64 S = 2 with the AHP current (a ring of 4 spills, 2
-// keeps as many in flight as none) or float64 with S known only at run time (its synapses' loads
-// are not in the ring).
+// loads as it runs). A slot holds a whole step's loads (up to 5 + 3 S values), so the ring is kept
+// only where its registers still fit and pay (docs/gpu.md): not for float64 S = 2 with the AHP
+// current, nor float64 with S known only at run time (its synapses' loads are not in the ring).
 template <typename T, int S_FIXED, bool AHP>
 constexpr int syn_backward_ring() {
   return sizeof(T) == 8 && (S_FIXED == 0 || (S_FIXED == 2 && AHP)) ? 0 : kRing;
@@ -298,7 +296,7 @@ LIF_HD void syn_backward_thread(const SynBackwardArgs<IT, T>& a, int64_t idx) {
     }
     T U;
     if (mask) {
-      if (t == t_last || t % kMaskBits == kMaskBits - 1) word = mask[(t / kMaskBits) * N];
+      if (mask_word_ends(t, t_last + 1)) word = mask[(t / kMaskBits) * N];  // as stored
       U = step_backward_masked(g, v.gw, mask_value<T>(word, static_cast<int>(t % kMaskBits)), c, W,
                                gb);
     } else {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../core/adaptive.h"
+#include "../core/counts.h"
 #include "../core/mask.h"
 #include "../core/surrogate.h"
 
@@ -325,6 +326,12 @@ inline std::tuple<int64_t, int64_t, int64_t> check_adaptive_backward_args(
   return shape;
 }
 
+// Whether a forward's spike counts fit uint8 exactly (max_spikes a whole number <= 255): only then
+// are they kept beside the window mask (SPEC §11).
+inline bool counts_fit_uint8(double max_spikes) {
+  return max_spikes <= kMaxCount && max_spikes == std::floor(max_spikes);
+}
+
 // The saving flags of a forward op (SPEC §11; the autograd kernels set them, the ops are public):
 // the window mask stands for u only under StepPWL, and spike counts only beside it, as uint8 (whole
 // counts up to 255).
@@ -337,7 +344,7 @@ inline void check_save_flags(bool save_mask, int64_t surrogate, bool save_counts
                     "save_counts: the spike counts are kept beside the window mask, so save_mask "
                     "must be set too");
   TORCH_CHECK_VALUE(
-      !save_counts || (max_spikes <= 255.0 && max_spikes == std::floor(max_spikes)),
+      !save_counts || counts_fit_uint8(max_spikes),
       "save_counts keeps spike counts as uint8: max_spikes_per_dt must be a whole number <= 255, "
       "got ",
       max_spikes);

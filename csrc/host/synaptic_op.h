@@ -277,21 +277,30 @@ struct SynBackwardOp : BackwardSettings {
 
   // The parameters' gradients from the kernels' per-row sums: tau_mem (through alpha), threshold,
   // bias, tau_syn (through beta), and with the AHP current tau_ahp (through gamma) and w_ahp.
+  // What the forward did not keep (SPEC §11) gives no gradient: its sum is not formed, and its
+  // output keeps its zeros (not the sum of the terms the kernels formed without it).
   template <typename CT>
   std::vector<GradSum<CT>> param_sums() {
     const int64_t B = sh.B, N = sh.N, S = sh.S, BN = B * N;
     double* p = partial.mutable_data_ptr<double>();
-    const int beta_collapse =
-        tau_syn.dim() == 0 ? kSumAll : (tau_syn.size(0) == 1 ? kSumNeurons : kKeepAll);
     std::vector<GradSum<CT>> sums{
         grad_sum<CT>(p, N, S, collapse_of(tau_mem), g_tau_mem, tau_chain(alpha), tau_mem, dt),
         grad_sum<CT>(p + BN, N, S, collapse_of(thr), g_thr),
-        grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias),
-        grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, tau_chain(beta), tau_syn, dt)};
+        grad_sum<CT>(p + 2 * BN, N, S, scalar_bias ? kSumAll : kKeepAll, g_bias)};
+    if (i_pre.dim() == 4) {
+      const int beta_collapse =
+          tau_syn.dim() == 0 ? kSumAll : (tau_syn.size(0) == 1 ? kSumNeurons : kKeepAll);
+      sums.push_back(grad_sum<CT>(p + 3 * BN, N * S, S, beta_collapse, g_tau_syn, tau_chain(beta),
+                                  tau_syn, dt));
+    }
     if (ahp) {  // gamma (into tau_ahp, always a time constant) and w_ahp, after beta's (B,N,S)
       double* pa = p + 3 * BN + BN * S;
-      sums.push_back(grad_sum<CT>(pa, N, S, collapse_of(tau_ahp), g_tau_ahp, gamma, tau_ahp, dt));
-      sums.push_back(grad_sum<CT>(pa + BN, N, S, collapse_of(w_ahp), g_w_ahp));
+      if (h_pre.numel() != 0) {
+        sums.push_back(grad_sum<CT>(pa, N, S, collapse_of(tau_ahp), g_tau_ahp, gamma, tau_ahp, dt));
+      }
+      if (!is_window_mask(u) || counts.defined()) {
+        sums.push_back(grad_sum<CT>(pa + BN, N, S, collapse_of(w_ahp), g_w_ahp));
+      }
     }
     return sums;
   }
@@ -478,11 +487,6 @@ void run_syn_backward(SynBackwardOp& op) {
   }
   const std::vector<GradSum<CT>> states = op.template state_sums<CT>();
   if (!states.empty()) Dev::grad_sums(states, B);
-  // What was not kept gives no gradient (SPEC §11; the autograd kernel keeps it wherever one is
-  // wanted): zeros, not the sums of the terms the kernels formed without it.
-  if (op.i_pre.dim() != 4) op.g_tau_syn.zero_();
-  if (op.ahp && op.h_pre.numel() == 0) op.g_tau_ahp.zero_();
-  if (is_window_mask(op.u) && !op.counts.defined() && op.ahp) op.g_w_ahp.zero_();
 }
 
 template <typename Dev>
