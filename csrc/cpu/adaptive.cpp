@@ -83,6 +83,7 @@ LIF_CLONES void forward_tile(const IT* __restrict__ x, const T* __restrict__ z, 
         u = integrate(alpha[n], w[n], static_cast<T>(xt[n]), zt[n], bias[n]);
       }
       T wn, bn = b[n];
+      // q = 1 - rho here, not AdaptiveRows' q row: the same operation, one row fewer to read.
       const T s = adaptive_fire(u, thr[n], beta[n], rho[n], T(1) - rho[n], max_spikes, wn, bn);
       s_to = static_cast<IT>(s);
       u_to = u;
